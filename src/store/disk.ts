@@ -1,0 +1,45 @@
+/**
+ * The store's only door to the file system. Production uses {@link NodeDisk}; the simulator and
+ * the crash tests use a simulated disk that can lose whatever was not synced. Every store
+ * component takes a `Disk`, never `node:fs`.
+ */
+
+/** An open file. Positions and sizes are in bytes. */
+export interface DiskFile {
+  readonly path: string;
+  /** Reads up to `length` bytes at `position` into `buffer[offset..]`; returns bytes read. */
+  read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number>;
+  /** Writes all of `buffers`, back to back, starting at `position`. */
+  writev(buffers: readonly Uint8Array[], position: number): Promise<void>;
+  /** Makes every completed write durable (fdatasync). */
+  sync(): Promise<void>;
+  /** Sets the file's length; shortening drops the tail. Durable only after `sync()`. */
+  truncate(sizeBytes: number): Promise<void>;
+  /** The current length. */
+  size(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface FileStat {
+  sizeBytes: number;
+  /** Last modification, wall-clock milliseconds. */
+  mtimeMs: number;
+}
+
+export interface Disk {
+  /** Opens a file for reading and writing, creating it when `create` is set. */
+  open(path: string, create: boolean): Promise<DiskFile>;
+  /** Names (not paths) of the entries of a directory; [] when it does not exist. */
+  list(dir: string): Promise<string[]>;
+  /** Creates a directory and its parents. */
+  mkdirp(dir: string): Promise<void>;
+  /** Removes a file; no error when it does not exist. */
+  remove(path: string): Promise<void>;
+  /** Removes a directory tree; no error when it does not exist. */
+  removeTree(path: string): Promise<void>;
+  /** Makes creations, removals and renames in `dir` durable (fsync of the directory). */
+  syncDir(dir: string): Promise<void>;
+  stat(path: string): Promise<FileStat | undefined>;
+  /** Free bytes on the file system holding `path` (for retention by disk usage). */
+  freeBytes(path: string): Promise<number>;
+}
