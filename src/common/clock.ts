@@ -44,3 +44,42 @@ export class ManualClock implements Clock {
     this.wallMs += ms;
   }
 }
+
+/** Runs periodic work; the simulator supplies one driven by its own clock. */
+export interface Scheduler {
+  /** Calls `fn` every `intervalMs` until the returned function is called. */
+  every(intervalMs: number, fn: () => void): () => void;
+}
+
+/** Real timers; unref'd so a forgotten store never keeps a process alive. */
+export const systemScheduler: Scheduler = Object.freeze({
+  every(intervalMs: number, fn: () => void): () => void {
+    const timer = setInterval(fn, intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  },
+});
+
+/** A scheduler that runs nothing by itself; tests call `runDue()` after moving a ManualClock. */
+export class ManualScheduler implements Scheduler {
+  private readonly tasks = new Set<{ intervalMs: number; nextMs: number; fn: () => void }>();
+
+  constructor(private readonly clock: Clock) {}
+
+  every(intervalMs: number, fn: () => void): () => void {
+    const task = { intervalMs, nextMs: this.clock.monotonicMs() + intervalMs, fn };
+    this.tasks.add(task);
+    return () => this.tasks.delete(task);
+  }
+
+  /** Runs every task whose time has come (once each). */
+  runDue(): void {
+    const now = this.clock.monotonicMs();
+    for (const task of [...this.tasks]) {
+      if (task.nextMs <= now) {
+        task.nextMs = now + task.intervalMs;
+        task.fn();
+      }
+    }
+  }
+}

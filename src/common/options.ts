@@ -34,7 +34,7 @@ export function resolveOptions<T extends object>(
   const out = { ...defaults } as T;
   for (const key of Object.keys(defaults) as (keyof T)[]) {
     const value = (given as Partial<T>)[key];
-    if (value !== undefined) out[key] = value as T[keyof T];
+    if (value !== undefined) out[key] = value;
     spec[key](out[key], `${component}.${String(key)}`);
   }
   return Object.freeze(out);

@@ -20,7 +20,8 @@ export type DiskOp = 'open' | 'write' | 'sync' | 'truncate' | 'remove' | 'syncDi
 /** Called before every operation; throw from it to inject a failure (EIO, ENOSPC...). */
 export type DiskHook = (op: DiskOp, filePath: string) => void;
 
-type Pending = { kind: 'write'; position: number; bytes: Uint8Array } | { kind: 'truncate'; size: number };
+type Pending =
+  { kind: 'write'; position: number; bytes: Uint8Array } | { kind: 'truncate'; size: number };
 
 class Image {
   bytes = new Uint8Array(0);
@@ -69,7 +70,10 @@ class SimInode {
 }
 
 export class SimDiskError extends Error {
-  constructor(readonly code: string, message: string) {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'SimDiskError';
   }
@@ -90,7 +94,12 @@ class SimFile implements DiskFile {
     this.disk.runHook(op, this.path);
   }
 
-  async read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+  async read(
+    buffer: Uint8Array,
+    offset: number,
+    length: number,
+    position: number,
+  ): Promise<number> {
     await this.disk.yieldTurn();
     this.check('read');
     const img = this.inode.current;
@@ -274,7 +283,8 @@ export class SimDisk implements Disk {
     const d = path.resolve(dirPath);
     const inside = (p: string) => p === d || p.startsWith(d + path.sep);
     for (const name of [...this.names.keys()]) if (inside(name)) this.names.delete(name);
-    for (const name of [...this.durableNames.keys()]) if (inside(name)) this.durableNames.delete(name);
+    for (const name of [...this.durableNames.keys()])
+      if (inside(name)) this.durableNames.delete(name);
     for (const name of [...this.dirs]) if (inside(name)) this.dirs.delete(name);
   }
 
@@ -316,4 +326,44 @@ export class SimDisk implements Disk {
     const inode = this.names.get(path.resolve(filePath));
     return inode?.current.bytes.slice(0, inode.current.size);
   }
+}
+
+/**
+ * A view of a disk that stops working when fenced. After a simulated crash, the crashed
+ * process's leftover promises must not reach the disk through fresh handles; each incarnation
+ * of a node gets its own view and the crash fences it.
+ */
+export function fencedDisk(disk: Disk): { disk: Disk; fence: () => void } {
+  let fenced = false;
+  const guard =
+    <A extends unknown[], R>(fn: (...args: A) => Promise<R>) =>
+    (...args: A): Promise<R> => {
+      if (fenced) return Promise.reject(new SimDiskError('EIO', 'disk fenced: process crashed'));
+      return fn(...args);
+    };
+  const guardFile = (file: DiskFile): DiskFile => ({
+    path: file.path,
+    read: guard(file.read.bind(file)),
+    writev: guard(file.writev.bind(file)),
+    sync: guard(file.sync.bind(file)),
+    truncate: guard(file.truncate.bind(file)),
+    size: guard(file.size.bind(file)),
+    close: file.close.bind(file),
+  });
+  const view: Disk = {
+    open: guard(async (p: string, create: boolean) => guardFile(await disk.open(p, create))),
+    list: guard(disk.list.bind(disk)),
+    mkdirp: guard(disk.mkdirp.bind(disk)),
+    remove: guard(disk.remove.bind(disk)),
+    removeTree: guard(disk.removeTree.bind(disk)),
+    syncDir: guard(disk.syncDir.bind(disk)),
+    stat: guard(disk.stat.bind(disk)),
+    freeBytes: guard(disk.freeBytes.bind(disk)),
+  };
+  return {
+    disk: view,
+    fence: () => {
+      fenced = true;
+    },
+  };
 }

@@ -43,15 +43,23 @@ export function decodeMeta<T>(codec: MetaCodec<T>, key: string, bytes: Uint8Arra
   try {
     return codec.decode(bytes);
   } catch (err) {
-    throw new RaftmqError('META_CORRUPT', `metadata value under ${JSON.stringify(key)} is corrupt`, {
-      cause: err,
-      details: { key },
-    });
+    throw new RaftmqError(
+      'META_CORRUPT',
+      `metadata value under ${JSON.stringify(key)} is corrupt`,
+      {
+        cause: err,
+        details: { key },
+      },
+    );
   }
 }
 
 /** Reads and decodes one key; undefined when absent. */
-export async function getMeta<T>(store: MetaStore, key: string, codec: MetaCodec<T>): Promise<T | undefined> {
+export async function getMeta<T>(
+  store: MetaStore,
+  key: string,
+  codec: MetaCodec<T>,
+): Promise<T | undefined> {
   const bytes = await store.get(key);
   return bytes === undefined ? undefined : decodeMeta(codec, key, bytes);
 }

@@ -8,7 +8,9 @@ import * as path from 'node:path';
 import type { Disk, DiskFile, FileStat } from './disk';
 import { errnoCode } from '../common/errors';
 
-function call<T>(fn: (cb: (err: NodeJS.ErrnoException | null, value: T) => void) => void): Promise<T> {
+function call<T>(
+  fn: (cb: (err: NodeJS.ErrnoException | null, value: T) => void) => void,
+): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     fn((err, value) => (err ? reject(err) : resolve(value)));
   });
@@ -21,7 +23,10 @@ function callVoid(fn: (cb: (err: NodeJS.ErrnoException | null) => void) => void)
 }
 
 class NodeFile implements DiskFile {
-  constructor(readonly path: string, private readonly fd: number) {}
+  constructor(
+    readonly path: string,
+    private readonly fd: number,
+  ) {}
 
   read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
     return call<number>((cb) => fs.read(this.fd, buffer, offset, length, position, cb));
@@ -33,7 +38,8 @@ class NodeFile implements DiskFile {
     while (pending.length > 0) {
       const list = pending;
       const written = await call<number>((cb) =>
-        fs.writev(this.fd, list as NodeJS.ArrayBufferView[], pos, cb));
+        fs.writev(this.fd, list as NodeJS.ArrayBufferView[], pos, cb),
+      );
       pos += written;
       pending = dropBytes(list, written);
     }

@@ -1,0 +1,115 @@
+/**
+ * The leader's view of one follower (DLedger's per-follower replicator state, etcd's Progress).
+ *
+ * - `probe`: the leader does not know where the follower's log matches; it sends one Append and
+ *   waits for the answer (or the next heartbeat answer) before sending another.
+ * - `replicate`: the follower matched; the leader streams Appends optimistically, bounded by the
+ *   in-flight window in count and bytes.
+ * - `snapshot`: the follower needs entries before the leader's first index. Signalled to the
+ *   driver, not implemented; the follower stays paused.
+ */
+import { assert } from '../common/assert';
+import { Inflights } from './inflights';
+
+/** The replication state of one follower. */
+export type ProgressState = 'probe' | 'replicate' | 'snapshot';
+
+/** What the leader knows about one follower's log. */
+export class Progress {
+  /** Highest index known to match the leader's log. */
+  match = 0;
+  /** Next index to send. Invariant: match < next. */
+  next: number;
+  state: ProgressState = 'probe';
+  /** In probe state: an Append was sent and no answer came yet. */
+  probeSent = false;
+  /** Heard from since the last CheckQuorum round (§6.2). */
+  recentActive = false;
+  /** Entries from this index were requested from the driver and are not loaded yet. */
+  loadPendingFrom: number | null = null;
+  readonly inflights: Inflights;
+
+  constructor(next: number, inflightCountMax: number, inflightBytesMax: number) {
+    assert(next >= 1, 'progress: next must be >= 1');
+    this.next = next;
+    this.inflights = new Inflights(inflightCountMax, inflightBytesMax);
+  }
+
+  /** Back to probing from just after the known match. */
+  becomeProbe(): void {
+    this.state = 'probe';
+    this.next = this.match + 1;
+    this.probeSent = false;
+    this.loadPendingFrom = null;
+    this.inflights.reset();
+  }
+
+  /** Streaming from just after the known match. */
+  becomeReplicate(): void {
+    this.state = 'replicate';
+    this.next = this.match + 1;
+    this.probeSent = false;
+    this.loadPendingFrom = null;
+    this.inflights.reset();
+  }
+
+  /** Waiting for a snapshot that this core does not produce. */
+  becomeSnapshot(): void {
+    this.state = 'snapshot';
+    this.probeSent = false;
+    this.loadPendingFrom = null;
+    this.inflights.reset();
+  }
+
+  /** True when no Append may be sent now. */
+  isPaused(): boolean {
+    if (this.loadPendingFrom !== null) return true;
+    switch (this.state) {
+      case 'probe': return this.probeSent;
+      case 'replicate': return this.inflights.full();
+      case 'snapshot': return true;
+    }
+  }
+
+  /** Records an Append carrying `count` entries up to `lastIndex` (`bytes` of them). */
+  sentEntries(lastIndex: number, count: number, bytes: number): void {
+    if (this.state === 'replicate') {
+      if (count > 0) {
+        assert(lastIndex >= this.next, 'progress: sent entries behind next');
+        this.next = lastIndex + 1;
+        this.inflights.add(lastIndex, bytes);
+      }
+    } else {
+      this.probeSent = true;
+    }
+  }
+
+  /** An acknowledgement of `matchIndex`; returns true when it taught us something new. */
+  maybeUpdate(matchIndex: number): boolean {
+    let updated = false;
+    if (matchIndex > this.match) {
+      this.match = matchIndex;
+      this.probeSent = false;
+      updated = true;
+    }
+    this.next = Math.max(this.next, matchIndex + 1);
+    return updated;
+  }
+
+  /**
+   * A rejection of `rejectedIndex`; `nextHint` is where the conflict hint says to resume.
+   * Returns false for a stale rejection (one that answers an older Append).
+   */
+  maybeDecreaseTo(rejectedIndex: number, nextHint: number): boolean {
+    if (this.state === 'replicate') {
+      // The follower matched up to `match`, so resending from there is always right.
+      if (rejectedIndex <= this.match) return false;
+      this.next = this.match + 1;
+      return true;
+    }
+    if (rejectedIndex !== this.next - 1) return false;
+    this.next = Math.max(Math.min(rejectedIndex, nextHint), this.match + 1);
+    this.probeSent = false;
+    return true;
+  }
+}

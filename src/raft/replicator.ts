@@ -1,0 +1,165 @@
+/**
+ * The leader's side of log replication (Raft §5.3, thesis §10.2): building Append messages from
+ * what is in memory (or asking the driver to load it), pipelining within each follower's window,
+ * heartbeats, and advancing the commit index by the rule of Raft §5.4.2.
+ */
+import { assert } from '../common/assert';
+import { asLogIndex, asTerm, type NodeId } from '../common/types';
+import type { Progress } from './progress';
+import { majorityMatchIndex } from './quorum';
+import type { RaftCore } from './raft-core';
+import { entriesSizeBytes, type Entry } from './types';
+
+/**
+ * Sends `to` the next Append if its window allows. With `sendIfEmpty` an Append without entries
+ * is sent too (to carry the commit index or probe). Returns true when a message was sent.
+ */
+export function sendAppend(core: RaftCore, to: NodeId, sendIfEmpty: boolean): boolean {
+  const progress = core.progressOf(to);
+  if (progress.isPaused()) return false;
+  if (progress.next < core.log.firstIndex) {
+    // The follower needs entries before our first index: only a snapshot can help it.
+    progress.becomeSnapshot();
+    core.snapshotsNeeded.add(to);
+    return false;
+  }
+  const entries = core.log.slice(progress.next, core.log.lastIndex(), core.cfg.batchEntriesMax,
+    core.cfg.batchBytesMax);
+  if (entries === undefined) {
+    requestLoad(core, to, progress);
+    return false;
+  }
+  if (entries.length === 0 && !sendIfEmpty) return false;
+  emitAppend(core, to, progress, entries);
+  return true;
+}
+
+/** Sends `to` as many Appends as its window and the log allow. */
+export function sendAppendsWhileOpen(core: RaftCore, to: NodeId): void {
+  // Bounded: each send fills one window slot, or the follower is probing (one message).
+  for (let i = 0; i <= core.cfg.inflightCountMax; i++) {
+    if (!sendAppend(core, to, false)) return;
+  }
+}
+
+/** Sends every follower what it is missing, or an empty Append carrying the commit index. */
+export function broadcastAppend(core: RaftCore): void {
+  for (const peer of core.others) sendAppend(core, peer, true);
+}
+
+/** Sends every follower a heartbeat; a non-zero `context` names a ReadIndex round. */
+export function broadcastHeartbeat(core: RaftCore, context: number): void {
+  for (const peer of core.others) {
+    // Never tell a follower a commit index beyond what it is known to hold (etcd does the same).
+    const commit = Math.min(core.progressOf(peer).match, core.log.committed);
+    core.send({ ...core.envelope(peer), type: 'Heartbeat', commit: asLogIndex(commit), context });
+  }
+}
+
+function requestLoad(core: RaftCore, to: NodeId, progress: Progress): void {
+  progress.loadPendingFrom = progress.next;
+  core.loads.push({
+    peer: to,
+    fromIndex: asLogIndex(progress.next),
+    countMax: core.cfg.batchEntriesMax,
+    bytesMax: core.cfg.batchBytesMax,
+  });
+}
+
+/** Sends one Append with `entries`, which follow progress.next - 1 (>= firstIndex - 1). */
+function emitAppend(core: RaftCore, to: NodeId, progress: Progress, entries: readonly Entry[]):
+void {
+  const prevIndex = progress.next - 1;
+  const prevTerm = core.log.termAt(prevIndex);
+  assert(prevTerm !== undefined, () => `replicator: no term at ${prevIndex} to send from`);
+  const first = entries[0];
+  assert(first === undefined || first.index === prevIndex + 1, 'replicator: entries misplaced');
+  core.send({
+    ...core.envelope(to),
+    type: 'Append',
+    prevIndex: asLogIndex(prevIndex),
+    prevTerm: asTerm(prevTerm),
+    entries,
+    commit: core.commitIndex(),
+  });
+  progress.sentEntries(prevIndex + entries.length, entries.length, entriesSizeBytes(entries));
+}
+
+/**
+ * The driver loaded entries for follower `peer`. They are sent if the follower still waits for
+ * exactly them and they still match the log; otherwise they are dropped (the next heartbeat
+ * answer retries).
+ */
+export function onEntriesLoaded(core: RaftCore, peer: NodeId, entries: readonly Entry[]): void {
+  const progress = core.role === 'leader' ? core.progress.get(peer) : undefined;
+  const from = progress?.loadPendingFrom ?? null;
+  if (progress === undefined || from === null) {
+    core.stats.loadsDiscarded += 1;
+    return;
+  }
+  progress.loadPendingFrom = null;
+  const usable = takeMatching(core, from, entries);
+  if (usable.length === 0 || progress.next !== from) {
+    core.stats.loadsDiscarded += 1;
+    return;
+  }
+  emitAppend(core, peer, progress, usable);
+  sendAppendsWhileOpen(core, peer);
+}
+
+/** The prefix of `entries` that starts at `from`, is consecutive, matches the log and fits. */
+function takeMatching(core: RaftCore, from: number, entries: readonly Entry[]): Entry[] {
+  const out: Entry[] = [];
+  let bytes = 0;
+  for (const entry of entries) {
+    if (out.length >= core.cfg.batchEntriesMax) break;
+    if (entry.index !== from + out.length || !core.log.matchTerm(entry.index, entry.term)) break;
+    bytes += entriesSizeBytes([entry]);
+    if (out.length > 0 && bytes > core.cfg.batchBytesMax) break;
+    out.push(entry);
+  }
+  return out;
+}
+
+/**
+ * Raises the commit index to the highest index a majority holds durably, but only if that
+ * entry is of the current term: counting replicas of older-term entries is unsafe (Raft §5.4.2,
+ * Figure 8). The leader counts itself only up to its durable index (thesis §10.2.1).
+ */
+export function maybeCommit(core: RaftCore): boolean {
+  assert(core.role === 'leader', 'replicator: only a leader commits');
+  const matches = [core.log.durableIndex];
+  for (const peer of core.others) matches.push(core.progressOf(peer).match);
+  const index = majorityMatchIndex(matches);
+  if (index <= core.log.committed || core.log.termAt(index) !== core.term) return false;
+  return core.log.commitTo(index);
+}
+
+/** Follow-up once the leader's commit index moved: budgets, waiting reads, followers. */
+export function afterLeaderCommit(core: RaftCore): void {
+  core.releaseCommitted();
+  if (core.committedInCurrentTerm()) {
+    const waiting = core.reads.takeWaitingForCommit();
+    if (waiting.length > 0) startReads(core, waiting);
+  }
+  broadcastAppend(core);
+}
+
+/** Records reads at the current commit index and confirms leadership for them (§6.4). */
+export function startReads(core: RaftCore, requestIds: readonly string[]): void {
+  assert(core.committedInCurrentTerm(), 'replicator: read before the term committed');
+  const index = core.commitIndex();
+  if (core.voters.length === 1) {
+    for (const requestId of requestIds) core.readStates.push({ requestId, index });
+    return;
+  }
+  for (const requestId of requestIds) core.reads.add(requestId, index, core.id);
+  broadcastHeartbeat(core, core.reads.lastContext());
+}
+
+/** Sends TimeoutNow to the transfer target once its log matches ours (thesis §3.10). */
+export function maybeSendTimeoutNow(core: RaftCore, peer: NodeId): void {
+  if (core.transferee !== peer) return;
+  if (core.progressOf(peer).match !== core.log.lastIndex()) return;
+  core.send({ ...core.envelope(peer), type: 'TimeoutNow' });
+}

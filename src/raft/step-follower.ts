@@ -1,0 +1,92 @@
+/**
+ * The follower's step function: accept the leader's log (Raft §5.3), learn its commit index,
+ * and campaign at once on TimeoutNow (thesis §3.10). The term check already ran in
+ * raft-node.ts, so every message here is of the node's current term.
+ */
+import { asLogIndex, asTerm } from '../common/types';
+import { campaign } from './election';
+import type { RaftCore } from './raft-core';
+import type { AppendMessage, HeartbeatMessage, Message } from './types';
+
+/** Handles a message of the current term while follower. */
+export function stepFollower(core: RaftCore, message: Message): void {
+  switch (message.type) {
+    case 'Append':
+      core.electionElapsedTicks = 0;
+      core.leaderId = message.from;
+      handleAppend(core, message);
+      return;
+    case 'Heartbeat':
+      core.electionElapsedTicks = 0;
+      core.leaderId = message.from;
+      handleHeartbeat(core, message);
+      return;
+    case 'TimeoutNow':
+      campaign(core, 'transfer');
+      return;
+    default:
+      core.stats.messagesUnexpected += 1;
+  }
+}
+
+/**
+ * AppendEntries (Raft §5.3): if the log holds (prevIndex, prevTerm), drop any conflicting suffix,
+ * append what is new and raise the commit index; otherwise reject with a hint naming the
+ * conflicting term and where it starts, so the leader skips that whole term. Every answer is
+ * sent after persistence: an acknowledgement promises the entries are durable.
+ */
+export function handleAppend(core: RaftCore, message: AppendMessage): void {
+  const log = core.log;
+  if (message.prevIndex < log.committed) {
+    // Everything up to our commit index matches any leader's log (Leader Completeness).
+    acknowledge(core, message, log.committed);
+    return;
+  }
+  if (log.matchTerm(message.prevIndex, message.prevTerm)) {
+    const lastNewIndex = message.prevIndex + message.entries.length;
+    const conflictIndex = log.findConflict(message.entries);
+    if (conflictIndex !== undefined) {
+      log.append(message.entries.slice(conflictIndex - message.prevIndex - 1));
+    }
+    log.commitTo(Math.min(message.commit, lastNewIndex));
+    acknowledge(core, message, lastNewIndex);
+    return;
+  }
+  let hintTerm = 0;
+  let hintIndex = log.lastIndex() + 1;
+  const termThere = log.termAt(message.prevIndex);
+  if (message.prevIndex <= log.lastIndex() && termThere !== undefined) {
+    hintTerm = termThere;
+    hintIndex = log.firstIndexOfTerm(termThere, message.prevIndex);
+  }
+  core.sendAfterPersist({
+    ...core.envelope(message.from),
+    type: 'AppendResp',
+    reject: true,
+    matchIndex: asLogIndex(0),
+    rejectedIndex: message.prevIndex,
+    hintTerm: asTerm(hintTerm),
+    hintIndex: asLogIndex(hintIndex),
+  });
+}
+
+function acknowledge(core: RaftCore, message: AppendMessage, matchIndex: number): void {
+  core.sendAfterPersist({
+    ...core.envelope(message.from),
+    type: 'AppendResp',
+    reject: false,
+    matchIndex: asLogIndex(matchIndex),
+    rejectedIndex: asLogIndex(0),
+    hintTerm: asTerm(0),
+    hintIndex: asLogIndex(0),
+  });
+}
+
+/**
+ * A heartbeat carries the leader's commit index, capped by the leader at what we are known to
+ * hold. The answer echoes the ReadIndex context; it promises nothing durable, so it goes at once.
+ */
+function handleHeartbeat(core: RaftCore, message: HeartbeatMessage): void {
+  core.log.commitTo(Math.min(message.commit, core.log.lastIndex()));
+  core.send({ ...core.envelope(message.from), type: 'HeartbeatResp', context: message.context });
+}

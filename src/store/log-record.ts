@@ -1,0 +1,162 @@
+/**
+ * The CommitLog record: one Raft entry as it lies in a segment file. Every record checks itself:
+ *
+ * | offset | size | field                                                  |
+ * |--------|------|--------------------------------------------------------|
+ * | 0      | 4    | magic `RMQ1` (0x524d5131)                              |
+ * | 4      | 4    | payload length in bytes                                |
+ * | 8      | 4    | CRC32C of bytes 4..8 and 12..end (all but magic, CRC)   |
+ * | 12     | 1    | entry type (0 noop, 1 normal, 2 config)                |
+ * | 13     | 3    | reserved, zero                                         |
+ * | 16     | 8    | term, u64 big-endian                                   |
+ * | 24     | 8    | Raft index, u64 big-endian                             |
+ * | 32     | n    | payload                                                |
+ *
+ * All numbers are big-endian. u64 fields hold safe integers (< 2^53).
+ */
+import { crc32c } from '../common/crc32c';
+import { RaftmqError } from '../common/errors';
+
+export const RECORD_MAGIC = 0x524d5131;
+export const RECORD_HEADER_BYTES = 32;
+const TWO_32 = 0x1_0000_0000;
+
+/** Raft entry kinds as stored. */
+export const EntryType = Object.freeze({ NOOP: 0, NORMAL: 1, CONFIG: 2 } as const);
+export type EntryType = (typeof EntryType)[keyof typeof EntryType];
+
+export function isEntryType(n: number): n is EntryType {
+  return n === 0 || n === 1 || n === 2;
+}
+
+/** One Raft log entry. */
+export interface LogEntry {
+  index: number;
+  term: number;
+  type: EntryType;
+  payload: Uint8Array;
+}
+
+/** Bytes a record of this payload size takes on disk. */
+export function recordSizeBytes(payloadBytes: number): number {
+  return RECORD_HEADER_BYTES + payloadBytes;
+}
+
+function writeU64(buf: Buffer, offset: number, value: number): void {
+  buf.writeUInt32BE(Math.floor(value / TWO_32), offset);
+  buf.writeUInt32BE(value >>> 0, offset + 4);
+}
+
+function readU64(buf: Buffer, offset: number): number {
+  return buf.readUInt32BE(offset) * TWO_32 + buf.readUInt32BE(offset + 4);
+}
+
+/** Writes the record for `entry` at `buf[offset..]`; returns its size. */
+export function encodeRecordInto(entry: LogEntry, buf: Buffer, offset: number): number {
+  const length = entry.payload.byteLength;
+  buf.writeUInt32BE(RECORD_MAGIC, offset);
+  buf.writeUInt32BE(length, offset + 4);
+  buf[offset + 12] = entry.type;
+  buf[offset + 13] = 0;
+  buf[offset + 14] = 0;
+  buf[offset + 15] = 0;
+  writeU64(buf, offset + 16, entry.term);
+  writeU64(buf, offset + 24, entry.index);
+  buf.set(entry.payload, offset + RECORD_HEADER_BYTES);
+  buf.writeUInt32BE(recordCrc(buf, offset, length), offset + 8);
+  return RECORD_HEADER_BYTES + length;
+}
+
+function recordCrc(buf: Buffer, offset: number, payloadBytes: number): number {
+  const head = crc32c(buf.subarray(offset + 4, offset + 8));
+  return crc32c(buf.subarray(offset + 12, offset + RECORD_HEADER_BYTES + payloadBytes), head);
+}
+
+/** Where a record was read from, for error messages. */
+export interface RecordSource {
+  file: string;
+  /** Global CommitLog position of the record's first byte. */
+  position: number;
+}
+
+export type RecordCheck =
+  | { ok: true; entry: LogEntry; sizeBytes: number }
+  | {
+      ok: false;
+      reason: string;
+      /** True when the bytes simply end (a torn or absent tail). */ short: boolean;
+    };
+
+/**
+ * Parses the record at `buf[offset..end)` without throwing. `payloadMaxBytes` bounds the length
+ * field so a garbage length cannot make a reader wait for gigabytes. The payload is a view into
+ * `buf`, not a copy.
+ */
+export function checkRecord(
+  buf: Buffer,
+  offset: number,
+  end: number,
+  payloadMaxBytes: number,
+): RecordCheck {
+  if (end - offset < RECORD_HEADER_BYTES)
+    return { ok: false, reason: 'header cut short', short: true };
+  if (buf.readUInt32BE(offset) !== RECORD_MAGIC)
+    return { ok: false, reason: 'bad magic', short: false };
+  const length = buf.readUInt32BE(offset + 4);
+  if (length > payloadMaxBytes)
+    return { ok: false, reason: `length ${length} too large`, short: false };
+  if (end - offset < RECORD_HEADER_BYTES + length) {
+    return { ok: false, reason: 'payload cut short', short: true };
+  }
+  if (buf.readUInt32BE(offset + 8) !== recordCrc(buf, offset, length)) {
+    return { ok: false, reason: 'CRC32C mismatch', short: false };
+  }
+  const type = buf[offset + 12] ?? -1;
+  if (!isEntryType(type)) return { ok: false, reason: `unknown entry type ${type}`, short: false };
+  const term = readU64(buf, offset + 16);
+  const index = readU64(buf, offset + 24);
+  if (!Number.isSafeInteger(term) || !Number.isSafeInteger(index)) {
+    return { ok: false, reason: 'term or index out of range', short: false };
+  }
+  const start = offset + RECORD_HEADER_BYTES;
+  return {
+    ok: true,
+    entry: { index, term, type, payload: buf.subarray(start, start + length) },
+    sizeBytes: RECORD_HEADER_BYTES + length,
+  };
+}
+
+/** Like {@link checkRecord} but throws CORRUPT_RECORD naming file and position. */
+export function decodeRecord(
+  buf: Buffer,
+  offset: number,
+  end: number,
+  payloadMaxBytes: number,
+  source: RecordSource,
+): { entry: LogEntry; sizeBytes: number } {
+  const r = checkRecord(buf, offset, end, payloadMaxBytes);
+  if (!r.ok) throw corruptRecord(source, r.reason);
+  return r;
+}
+
+export function corruptRecord(source: RecordSource, reason: string): RaftmqError {
+  return new RaftmqError(
+    'CORRUPT_RECORD',
+    `corrupt record in ${source.file} at position ${source.position}: ${reason}`,
+    { details: { file: source.file, position: source.position } },
+  );
+}
+
+/** Reads the term and index from a record header without checking it (for cheap peeks). */
+export function peekHeader(
+  buf: Buffer,
+  offset: number,
+): { index: number; term: number; length: number } {
+  return {
+    length: buf.readUInt32BE(offset + 4),
+    term: readU64(buf, offset + 16),
+    index: readU64(buf, offset + 24),
+  };
+}
+
+export { readU64, writeU64 };

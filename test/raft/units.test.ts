@@ -1,0 +1,107 @@
+// The pure sub-modules, each against a simple model with fast-check: the in-flight window
+// (count and byte bounds, freeing by index), majority arithmetic (the commit index a majority
+// holds, vote outcomes), and the entry cache (contiguity, truncation, the byte bound).
+import { strict as assert } from 'node:assert';
+import fc from 'fast-check';
+import { asLogIndex, asNodeId, asTerm } from '../../src/common/types';
+import { EntryCache } from '../../src/raft/entry-cache';
+import { Inflights } from '../../src/raft/inflights';
+import { majorityMatchIndex, voteOutcome } from '../../src/raft/quorum';
+import { entrySizeBytes, type Entry } from '../../src/raft/types';
+
+describe('raft inflights', () => {
+  it('matches a list model under add, freeLE, freeFirstOne and reset', () => {
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('add' as const), bytes: fc.integer({ min: 0, max: 50 }) }),
+      fc.record({ kind: fc.constant('free' as const), back: fc.integer({ min: 0, max: 5 }) }),
+      fc.record({ kind: fc.constant('freeFirst' as const) }),
+      fc.record({ kind: fc.constant('reset' as const) }),
+    );
+    fc.assert(fc.property(fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1, max: 120 }),
+      fc.array(op, { maxLength: 60 }), (countMax, bytesMax, ops) => {
+        const window = new Inflights(countMax, bytesMax);
+        let model: { index: number; bytes: number }[] = [];
+        let index = 0;
+        for (const o of ops) {
+          if (o.kind === 'add') {
+            if (window.full()) continue;
+            index += 1;
+            window.add(index, o.bytes);
+            model.push({ index, bytes: o.bytes });
+          } else if (o.kind === 'free') {
+            model = model.filter((m) => m.index > index - o.back);
+            window.freeLE(index - o.back);
+          } else if (o.kind === 'freeFirst') {
+            model.shift();
+            window.freeFirstOne();
+          } else {
+            model = [];
+            window.reset();
+          }
+          const bytes = model.reduce((sum, m) => sum + m.bytes, 0);
+          assert.equal(window.count, model.length);
+          assert.equal(window.bytes, bytes);
+          assert.equal(window.full(), model.length >= countMax || bytes >= bytesMax);
+        }
+      }));
+  });
+});
+
+describe('raft quorum', () => {
+  it('majorityMatchIndex is the largest index a majority has reached', () => {
+    fc.assert(fc.property(fc.array(fc.nat(50), { minLength: 1, maxLength: 7 }), (matches) => {
+      const index = majorityMatchIndex(matches);
+      const majority = Math.floor(matches.length / 2) + 1;
+      assert.ok(matches.filter((m) => m >= index).length >= majority);
+      assert.ok(matches.filter((m) => m >= index + 1).length < majority);
+    }));
+  });
+
+  it('voteOutcome wins with a majority of grants and loses with a majority of rejections', () => {
+    const voters = ['a', 'b', 'c', 'd', 'e'].map(asNodeId);
+    const votes = (granted: string[], rejected: string[]): Map<ReturnType<typeof asNodeId>,
+      boolean> => new Map([...granted.map((v) => [asNodeId(v), true] as const),
+      ...rejected.map((v) => [asNodeId(v), false] as const)]);
+    assert.equal(voteOutcome(voters, votes(['a', 'b'], ['c'])), 'pending');
+    assert.equal(voteOutcome(voters, votes(['a', 'b', 'c'], [])), 'won');
+    assert.equal(voteOutcome(voters, votes(['a'], ['b', 'c', 'd'])), 'lost');
+    assert.equal(voteOutcome(voters, votes(['a', 'b', 'x', 'y'], [])), 'pending',
+      'votes of non-voters do not count');
+  });
+});
+
+describe('raft entry cache', () => {
+  const entry = (index: number, size: number): Entry => ({
+    index: asLogIndex(index), term: asTerm(1), type: 'normal', data: new Uint8Array(size),
+  });
+
+  it('stays contiguous and within its byte bound, keeping the newest entries', () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: 400 }),
+      fc.array(fc.oneof(
+        fc.record({ append: fc.array(fc.nat(60), { minLength: 1, maxLength: 4 }) }),
+        fc.record({ truncateBack: fc.nat(6) }),
+      ), { maxLength: 40 }), (bytesMax, ops) => {
+        const cache = new EntryCache(bytesMax);
+        let last = 0;
+        for (const o of ops) {
+          if ('append' in o) {
+            cache.append(o.append.map((size, i) => entry(last + 1 + i, size)));
+            last += o.append.length;
+          } else {
+            last = Math.max(0, last - o.truncateBack);
+            cache.truncateFrom(last + 1);
+          }
+          assert.ok(cache.bytes <= bytesMax);
+          const first = cache.firstIndex();
+          if (first === undefined) continue;
+          assert.equal(cache.lastIndex(), last, 'the newest entry is always kept if it fits');
+          let bytes = 0;
+          for (let i = first; i <= last; i++) {
+            bytes += entrySizeBytes(cache.get(i) ?? assert.fail());
+          }
+          assert.equal(bytes, cache.bytes);
+          assert.equal(cache.get(first - 1), undefined);
+        }
+      }));
+  });
+});
