@@ -28,11 +28,12 @@ import {
   EntryType,
   type LogEntry,
   RECORD_HEADER_BYTES,
-  decodeRecord,
+  checkRecord,
+  corruptRecord,
   encodeRecordInto,
   isEntryType,
 } from './log-record';
-import { EntryIndex, fileName20, type IndexRecord } from './entry-index';
+import { EntryIndex, fileName20, type LocatedRecords } from './entry-index';
 import { FileCache } from './file-cache';
 import { TermRuns } from './term-runs';
 import { WaiterQueue } from './waiter-queue';
@@ -441,59 +442,75 @@ export class CommitLog {
     }
     const to = Math.min(this.last, from + Math.max(1, countMax) - 1);
     if (to > this.writtenIdx) await this.written.wait(to);
-    const records = await this.index.readRange(from, to - from + 1);
+    const loc = await this.index.locate(from, to - from + 1);
     let bytes = 0;
     let n = 0;
-    while (n < records.length && (n === 0 || bytes + (records[n]?.sizeBytes ?? 0) <= bytesMax)) {
-      bytes += records[n]?.sizeBytes ?? 0;
+    while (n < loc.sizes.length && (n === 0 || bytes + (loc.sizes[n] ?? 0) <= bytesMax)) {
+      bytes += loc.sizes[n] ?? 0;
       n++;
     }
-    return this.readRecords(records.slice(0, n));
-  }
-
-  private async readRecords(records: readonly IndexRecord[]): Promise<LogEntry[]> {
     const out: LogEntry[] = [];
     let i = 0;
-    while (i < records.length) {
-      const head = records[i];
-      assert(head !== undefined, 'record');
-      const segStart = this.segmentStartOf(head.position);
-      let j = i + 1;
-      let end = head.position + head.sizeBytes;
-      for (
-        let r = records[j];
-        r && r.position === end && this.segmentStartOf(r.position) === segStart;
-        r = records[++j]
-      ) {
-        end += r.sizeBytes;
+    while (i < n) {
+      // One read per run of records that lie back to back in one segment.
+      const head = loc.positions[i] ?? 0;
+      const segStart = this.segmentStartOf(head);
+      let j = i;
+      let end = head;
+      while (j < n && loc.positions[j] === end && this.segmentStartOf(end) === segStart) {
+        end += loc.sizes[j] ?? 0;
+        j++;
       }
-      const buf = await this.readBytes(head.position, end - head.position);
-      let offset = 0;
-      for (let k = i; k < j; k++) {
-        const rec = records[k];
-        assert(rec !== undefined, 'record');
-        const source = { file: this.segmentPath(segStart), position: rec.position };
-        const { entry } = decodeRecord(
-          buf,
-          offset,
-          offset + rec.sizeBytes,
-          this.options.payloadMaxBytes,
-          source,
-        );
-        if (entry.index !== rec.index || entry.term !== rec.term) {
-          throw new RaftmqError(
-            'CORRUPT_RECORD',
-            `record at ${source.file}:${rec.position} holds index ` +
-              `${entry.index} term ${entry.term}, index says ${rec.index} term ${rec.term}`,
-            { details: source },
-          );
-        }
-        out.push(entry);
-        offset += rec.sizeBytes;
-      }
+      const buf = await this.readBytes(head, end - head);
+      this.decodeRun(buf, head, from + i, loc, i, j, out);
       i = j;
     }
     return out;
+  }
+
+  /** Positions, sizes and terms of entries [from, from + count), once they are written. */
+  async positionsOf(from: number, count: number): Promise<LocatedRecords> {
+    this.usable();
+    const to = from + count - 1;
+    if (from < this.first || to > this.last || count < 1) {
+      throw new RaftmqError(
+        'OUT_OF_RANGE',
+        `entries [${from}, ${to}] outside [${this.first}, ${this.last}]`,
+      );
+    }
+    if (to > this.writtenIdx) await this.written.wait(to);
+    return this.index.locate(from, count);
+  }
+
+  /** Checks and decodes records [i, j) of `loc`, which lie back to back in `buf`. */
+  private decodeRun(
+    buf: Buffer,
+    bufPosition: number,
+    firstIndex: number,
+    loc: LocatedRecords,
+    i: number,
+    j: number,
+    out: LogEntry[],
+  ): void {
+    let offset = 0;
+    for (let k = i; k < j; k++) {
+      const index = firstIndex + (k - i);
+      const size = loc.sizes[k] ?? 0;
+      const r = checkRecord(buf, offset, offset + size, this.options.payloadMaxBytes);
+      if (!r.ok || r.entry.index !== index || r.entry.term !== loc.terms[k]) {
+        const position = bufPosition + offset;
+        const source = { file: this.segmentPath(this.segmentStartOf(position)), position };
+        throw corruptRecord(
+          source,
+          r.ok
+            ? `holds index ${r.entry.index} term ${r.entry.term}, index says ${index} term ${loc.terms[k]}`
+            : r.reason,
+        );
+      }
+      r.entry.position = bufPosition + offset;
+      out.push(r.entry);
+      offset += size;
+    }
   }
 
   private segmentStartOf(position: number): number {

@@ -14,7 +14,7 @@
  *
  * All numbers are big-endian. u64 fields hold safe integers (< 2^53).
  */
-import { crc32c } from '../common/crc32c';
+import { crc32c, crc32cSmall } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
 
 export const RECORD_MAGIC = 0x524d5131;
@@ -35,6 +35,8 @@ export interface LogEntry {
   term: number;
   type: EntryType;
   payload: Uint8Array;
+  /** CommitLog position of the record; set on entries read back from the log. */
+  position?: number;
 }
 
 /** Bytes a record of this payload size takes on disk. */
@@ -68,7 +70,7 @@ export function encodeRecordInto(entry: LogEntry, buf: Buffer, offset: number): 
 }
 
 function recordCrc(buf: Buffer, offset: number, payloadBytes: number): number {
-  const head = crc32c(buf.subarray(offset + 4, offset + 8));
+  const head = crc32cSmall(buf, offset + 4, offset + 8);
   return crc32c(buf.subarray(offset + 12, offset + RECORD_HEADER_BYTES + payloadBytes), head);
 }
 

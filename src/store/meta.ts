@@ -129,6 +129,8 @@ export const MetaKeys = Object.freeze({
   messageKey: (topic: string, key: string, position: number) =>
     `k\0${topic}\0${key}\0${keyNumber(position)}`,
   messageKeyPrefix: (topic: string, key: string) => `k\0${topic}\0${key}\0`,
+  /** Every message-key entry, of every topic. */
+  messageKeySpacePrefix: 'k\0',
   messageId: (messageId: string) => `i\0${messageId}`,
   messageIdPrefix: 'i\0',
 });

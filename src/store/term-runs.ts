@@ -31,8 +31,10 @@ export class TermRuns {
 
   /** Records `index` (the next one) with `term`. */
   append(index: number, term: number): void {
-    assert(index === this.last + 1, () => `term runs: append ${index} after ${this.last}`);
-    assert(term >= this.lastTerm(), () => `term runs: term ${term} after ${this.lastTerm()}`);
+    // Checked inline (no message closure per call): this runs once per appended entry.
+    if (index !== this.last + 1 || term < this.lastTerm()) {
+      assert(false, `term runs: (${index}, ${term}) after (${this.last}, ${this.lastTerm()})`);
+    }
     if (this.terms.length === 0 || this.terms[this.terms.length - 1] !== term) {
       this.starts.push(index);
       this.terms.push(term);

@@ -1,0 +1,91 @@
+/**
+ * The payload of a Raft entry that carries messages. The leader batches concurrent sends into
+ * one entry; each message inside keeps its own encoding (message-codec.ts), so a ConsumeQueue
+ * record can point straight at one message's bytes in the CommitLog and read just those.
+ *
+ * | offset | size | field                                       |
+ * |--------|------|---------------------------------------------|
+ * | 0      | 1    | payload kind: 1 = messages                   |
+ * | 1      | 4    | message count, u32 big-endian                |
+ * | 5      | ...  | the encoded messages, back to back           |
+ *
+ * The first byte names the kind of every NORMAL entry payload; the broker's state machine owns
+ * the other kinds (configuration, offsets, consumption state).
+ */
+import { RaftmqError } from '../common/errors';
+import {
+  type StoredMessage,
+  encodeMessageInto,
+  encodedMessageSize,
+  peekMessageHeader,
+} from './message-codec';
+
+export const PAYLOAD_KIND_MESSAGES = 1;
+export const MESSAGE_BATCH_HEADER_BYTES = 5;
+
+/** Bytes the batch payload of `messages` takes. Throws as the codec does on a bad message. */
+export function messageBatchSize(messages: readonly StoredMessage[]): number {
+  let total = MESSAGE_BATCH_HEADER_BYTES;
+  for (const m of messages) total += encodedMessageSize(m);
+  return total;
+}
+
+/** Encodes `messages` as one entry payload. Every message is checked before any is written. */
+export function encodeMessageBatch(messages: readonly StoredMessage[]): Buffer {
+  if (messages.length === 0) {
+    throw new RaftmqError('INVALID_ARGUMENT', 'a message batch needs at least one message');
+  }
+  const buf = Buffer.allocUnsafe(messageBatchSize(messages));
+  buf[0] = PAYLOAD_KIND_MESSAGES;
+  buf.writeUInt32BE(messages.length, 1);
+  let offset = MESSAGE_BATCH_HEADER_BYTES;
+  for (const m of messages) offset += encodeMessageInto(m, buf, offset);
+  return buf;
+}
+
+/** True when an entry payload carries messages. */
+export function isMessageBatch(payload: Uint8Array): boolean {
+  return payload.byteLength >= MESSAGE_BATCH_HEADER_BYTES && payload[0] === PAYLOAD_KIND_MESSAGES;
+}
+
+/** One message's place inside a batch payload. */
+export interface BatchedMessage {
+  /** Offset of the message's first byte within the payload. */
+  offset: number;
+  sizeBytes: number;
+  topic: string;
+  queueId: number;
+  tag: string | undefined;
+}
+
+/**
+ * Lists the messages of a batch payload, checking each message's framing and CRC. A payload
+ * that does not parse exactly gives CORRUPT_RECORD naming `context`.
+ */
+export function listBatchedMessages(
+  payload: Uint8Array,
+  context: { file?: string; position?: number } = {},
+): BatchedMessage[] {
+  const buf = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  const bad = (why: string): RaftmqError =>
+    new RaftmqError('CORRUPT_RECORD', `message batch ${why}`, { details: { ...context } });
+  if (!isMessageBatch(buf)) throw bad('has no message header');
+  const count = buf.readUInt32BE(1);
+  const out: BatchedMessage[] = [];
+  let offset = MESSAGE_BATCH_HEADER_BYTES;
+  for (let i = 0; i < count; i++) {
+    if (offset >= buf.byteLength) throw bad(`ends after ${i} of ${count} messages`);
+    const at = context.position === undefined ? undefined : context.position + offset;
+    const peek = peekMessageHeader(buf.subarray(offset), { file: context.file, position: at });
+    out.push({
+      offset,
+      sizeBytes: peek.totalSizeBytes,
+      topic: peek.topic,
+      queueId: peek.queueId,
+      tag: peek.tag,
+    });
+    offset += peek.totalSizeBytes;
+  }
+  if (offset !== buf.byteLength) throw bad(`has ${buf.byteLength - offset} trailing bytes`);
+  return out;
+}
