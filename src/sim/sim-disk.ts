@@ -114,7 +114,8 @@ class SimFile implements DiskFile {
     let pos = position;
     for (const b of buffers) {
       this.disk.chargeSpace(this.inode, pos, b.byteLength);
-      const copy = b.slice();
+      // A real copy: Buffer#slice would return a view the caller may reuse.
+      const copy = new Uint8Array(b);
       this.inode.current.write(pos, copy);
       this.inode.pending.push({ kind: 'write', position: pos, bytes: copy });
       pos += b.byteLength;

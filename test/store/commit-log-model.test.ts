@@ -11,12 +11,9 @@ import fc from 'fast-check';
 import { CommitLog } from '../../src/store/commit-log';
 import { EntryType, type LogEntry } from '../../src/store/log-record';
 import type { CommitLogOptions } from '../../src/store/commit-log-options';
-import { ManualClock, ManualScheduler } from '../../src/common/clock';
-import { createPrng } from '../../src/common/prng';
 import { isRaftmqError } from '../../src/common/errors';
-import { SimDisk, fencedDisk, type CrashMode } from '../../src/sim/sim-disk';
-import { MemMetaStore } from '../../src/store/mem-meta-store';
-import { fencedMeta } from './fenced-meta';
+import type { CrashMode } from '../../src/sim/sim-disk';
+import { SimMachine } from './sim-machine';
 import { fcParams } from '../fc-params';
 
 export const SMALL_LOG: Partial<CommitLogOptions> = {
@@ -35,41 +32,11 @@ interface Model {
   term: number;
 }
 
-class World {
-  readonly clock = new ManualClock();
-  readonly disk: SimDisk;
-  readonly meta = new MemMetaStore();
-  readonly prng;
+class World extends SimMachine {
   log!: CommitLog;
-  private fences: Array<() => void> = [];
-  scheduler = new ManualScheduler(this.clock);
-
-  constructor(seed: number) {
-    this.prng = createPrng(seed);
-    this.disk = new SimDisk({ clock: this.clock, prng: this.prng.fork() });
-  }
 
   async open(): Promise<void> {
-    const d = fencedDisk(this.disk);
-    const m = fencedMeta(this.meta);
-    this.fences = [d.fence, m.fence];
-    this.scheduler = new ManualScheduler(this.clock);
-    this.log = await CommitLog.open(
-      '/node',
-      {
-        disk: d.disk,
-        meta: m.meta,
-        clock: this.clock,
-        scheduler: this.scheduler,
-      },
-      SMALL_LOG,
-    );
-  }
-
-  crash(mode: CrashMode): void {
-    for (const f of this.fences) f();
-    this.disk.crash(mode);
-    this.meta.crash(mode, this.prng.fork());
+    this.log = await CommitLog.open('/node', this.incarnation(), SMALL_LOG);
   }
 }
 
