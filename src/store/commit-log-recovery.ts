@@ -182,12 +182,12 @@ class Recovery {
     return buf.subarray(0, got);
   }
 
-  /** True when some record that checks, with index >= `minIndex`, lies after `position`. */
-  async validRecordAfter(position: number, minIndex: number): Promise<boolean> {
+  /** True when some record that checks, with index >= `minIndex`, starts at or after `from`. */
+  async validRecordFrom(from: number, minIndex: number): Promise<boolean> {
     const magic = Buffer.alloc(4);
     magic.writeUInt32BE(RECORD_MAGIC);
-    for (const seg of this.starts.filter((s) => s + this.segSize > position)) {
-      let at = Math.max(seg, position + 1);
+    for (const seg of this.starts.filter((s) => s + this.segSize > from)) {
+      let at = Math.max(seg, from);
       const end = seg + (this.sizes.get(seg) ?? 0);
       while (at < end) {
         const window = await this.read(at, READ_WINDOW_BYTES + RECORD_HEADER_BYTES);
@@ -203,13 +203,19 @@ class Recovery {
   }
 
   private async recordChecks(position: number, minIndex: number): Promise<boolean> {
+    const index = await this.checkedIndexAt(position);
+    return index !== undefined && index >= minIndex;
+  }
+
+  /** The index of the record at `position` if it checks (magic, length, CRC32C), else undefined. */
+  async checkedIndexAt(position: number): Promise<number | undefined> {
     const head = await this.read(position, RECORD_HEADER_BYTES);
-    if (head.byteLength < RECORD_HEADER_BYTES) return false;
+    if (head.byteLength < RECORD_HEADER_BYTES) return undefined;
     const { length } = peekHeader(head, 0);
-    if (length > this.c.options.payloadMaxBytes) return false;
+    if (length > this.c.options.payloadMaxBytes) return undefined;
     const whole = await this.read(position, RECORD_HEADER_BYTES + length);
     const r = checkRecord(whole, 0, whole.byteLength, this.c.options.payloadMaxBytes);
-    return r.ok && r.entry.index >= minIndex;
+    return r.ok ? r.entry.index : undefined;
   }
 }
 
@@ -305,9 +311,20 @@ export async function recoverLog(c: RecoveryContext, fullScan = false): Promise<
       const reason = rec.ok
         ? `record holds index ${rec.entry.index}, expected ${expected}`
         : rec.reason;
-      const corrupt = pos < mustValidUntil || (await r.validRecordAfter(pos, expected));
+      // Search past the bad record's own bytes when its header is believable: its payload is
+      // arbitrary data and may hold something that looks like a record.
+      const head = pos - windowPos;
+      const claimed =
+        window.byteLength - head >= RECORD_HEADER_BYTES &&
+        window.readUInt32BE(head) === RECORD_MAGIC
+          ? peekHeader(window, head).length
+          : undefined;
+      const searchFrom =
+        claimed !== undefined && claimed <= c.options.payloadMaxBytes
+          ? pos + RECORD_HEADER_BYTES + claimed
+          : pos + 1;
+      const corrupt = pos < mustValidUntil || (await r.validRecordFrom(searchFrom, expected));
       if (corrupt && !c.options.truncateCorruptTail) throw r.corrupt(pos, reason);
-      if (corrupt && pos < trustedEnd && !fullScan) return recoverLog(c, true);
       c.logger.warn({ position: pos, reason, corrupt }, 'cutting commit log tail');
       break;
     }
@@ -335,13 +352,12 @@ export async function recoverLog(c: RecoveryContext, fullScan = false): Promise<
   for (const s of r.starts.filter((x) => x >= trustedSeg)) {
     await c.files.use(r.segPath(s), false, (f) => f.sync());
   }
+  // Each segment's first index comes from a record that checks: retention decides what to
+  // delete from it, so an unchecked header with a flipped bit could drop kept entries.
   const segments: SegmentInfo[] = [];
   for (const s of r.starts) {
     const at = Math.max(s, start.position);
-    const head = await r.read(at, RECORD_HEADER_BYTES);
-    const firstIndex =
-      head.byteLength === RECORD_HEADER_BYTES && at < pos ? peekHeader(head, 0).index : undefined;
-    segments.push({ start: s, firstIndex });
+    segments.push({ start: s, firstIndex: at < pos ? await r.checkedIndexAt(at) : undefined });
   }
   const checkpoint = { index: lastIndex, endPosition: pos, term: terms.lastTerm() };
   await c.meta.batch(

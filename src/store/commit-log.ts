@@ -85,14 +85,18 @@ export class CommitLog {
   private checkpointIdx: number;
 
   private chunks: Chunk[] = [];
+  /** Position just after the last written (not just appended) record. */
+  private writtenEndPos = 0;
   private pendingBytes = 0;
   private dirtySegments = new Set<number>();
   private dirDirty = false;
-  private syncWanted = false;
+  /** Entries up to here must be fsync'd (flush(), the ASYNC interval, close). */
+  private syncTarget = 0;
   private flushing: Promise<void> | undefined;
   private truncating = false;
   private fatal: RaftmqError | undefined;
   private closed = false;
+  private closing = false;
 
   private constructor(deps: CommitLogDeps, dir: string, options: Readonly<CommitLogOptions>) {
     this.options = options;
@@ -126,17 +130,24 @@ export class CommitLog {
     options?: Partial<CommitLogOptions>,
   ): Promise<CommitLog> {
     const log = new CommitLog(deps, dir, resolveCommitLogOptions(options));
-    await log.disk.mkdirp(log.segmentDir);
-    await log.disk.mkdirp(log.index.dir);
-    const r = await recoverLog({
-      disk: log.disk,
-      meta: log.meta,
-      files: log.files,
-      index: log.index,
-      segmentDir: log.segmentDir,
-      options: log.options,
-      logger: log.log,
-    });
+    let r: Awaited<ReturnType<typeof recoverLog>>;
+    try {
+      await log.disk.mkdirp(log.segmentDir);
+      await log.disk.mkdirp(log.index.dir);
+      r = await recoverLog({
+        disk: log.disk,
+        meta: log.meta,
+        files: log.files,
+        index: log.index,
+        segmentDir: log.segmentDir,
+        options: log.options,
+        logger: log.log,
+      });
+    } catch (err) {
+      // A refused open must not keep descriptors, and its error is typed like any other.
+      await log.files.closeAll();
+      throw toStoreError(err, 'commit log open failed');
+    }
     log.segments = r.segments;
     log.terms = r.terms;
     log.first = r.firstIndex;
@@ -144,6 +155,7 @@ export class CommitLog {
     log.last = r.lastIndex;
     log.endPos = r.endPosition;
     log.writtenIdx = r.lastIndex;
+    log.writtenEndPos = r.endPosition;
     log.durableIdx = r.lastIndex;
     log.checkpointIdx = r.checkpointIndex;
     const scheduler = deps.scheduler ?? systemScheduler;
@@ -250,7 +262,14 @@ export class CommitLog {
       term = e.term;
       expected++;
     }
-    if (this.pendingBytes + bytes > this.options.pendingBytesMax && this.pendingBytes > 0) {
+    if (bytes > this.options.pendingBytesMax) {
+      throw new RaftmqError(
+        'RECORD_TOO_LARGE',
+        `append: a batch of ${bytes} bytes exceeds pendingBytesMax; split it`,
+        { details: { sizeBytes: bytes } },
+      );
+    }
+    if (this.pendingBytes + bytes > this.options.pendingBytesMax) {
       throw new RaftmqError(
         'BUSY',
         `commit log write buffer full (${this.pendingBytes} bytes pending)`,
@@ -298,7 +317,11 @@ export class CommitLog {
 
   /** Resolves when `index` is persisted under the flush mode; rejects if the log fails. */
   waitPersisted(index: number): Promise<void> {
-    this.usable();
+    try {
+      this.usable();
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
     if (index <= this.persistedIndex()) return Promise.resolve();
     if (index > this.last) {
       return Promise.reject(
@@ -312,26 +335,26 @@ export class CommitLog {
   async flush(): Promise<void> {
     this.usable();
     if (this.truncating) await this.mutex.run(() => Promise.resolve());
-    this.syncWanted = true;
+    const target = this.last;
+    this.syncTarget = Math.max(this.syncTarget, target);
     this.kick();
-    while (this.flushing) await this.flushing;
+    while (this.flushing && this.durableIdx < Math.min(target, this.last)) await this.flushing;
     if (this.fatal) throw this.fatal;
   }
 
+  private syncNeeded(): boolean {
+    return this.durableIdx < Math.min(this.syncTarget, this.last);
+  }
+
   private requestSync(): void {
-    if (
-      this.fatal ||
-      this.closed ||
-      (this.durableIdx >= this.writtenIdx && this.chunks.length === 0)
-    )
-      return;
-    this.syncWanted = true;
+    if (this.fatal || this.closed || this.truncating || this.durableIdx >= this.writtenIdx) return;
+    this.syncTarget = Math.max(this.syncTarget, this.writtenIdx);
     this.kick();
   }
 
   private kick(): void {
     if (this.flushing || this.fatal || this.truncating) return;
-    if (this.chunks.length === 0 && !this.syncWanted) return;
+    if (this.chunks.length === 0 && !this.syncNeeded()) return;
     this.flushing = this.flushLoop().then(
       () => {
         this.flushing = undefined;
@@ -347,19 +370,21 @@ export class CommitLog {
   }
 
   private async flushLoop(): Promise<void> {
-    while (!this.fatal && (this.chunks.length > 0 || this.syncWanted)) {
+    while (!this.fatal && (this.chunks.length > 0 || this.syncNeeded())) {
       const chunks = this.chunks;
       const batchLast = this.last;
+      const batchEnd = this.endPos;
       const staged = this.index.takeStaged();
       this.chunks = [];
       for (const c of chunks) this.pendingBytes -= c.used;
       await this.writeChunks(chunks);
       await this.index.writeTaken(staged);
       this.writtenIdx = Math.max(this.writtenIdx, Math.min(batchLast, this.last));
+      this.writtenEndPos = Math.max(this.writtenEndPos, Math.min(batchEnd, this.endPos));
       this.written.resolveUpTo(this.writtenIdx);
-      const sync = this.options.flushMode === 'SYNC' || this.syncWanted;
-      this.syncWanted = false;
-      if (sync) {
+      // In ASYNC mode only a pending sync target forces the fsync; the target stays set until
+      // durableIdx reaches it, so entries written in a later round are synced too.
+      if (this.options.flushMode === 'SYNC' || this.syncNeeded()) {
         await this.syncDirty();
         this.durableIdx = Math.max(this.durableIdx, Math.min(this.writtenIdx, this.last));
       }
@@ -403,15 +428,10 @@ export class CommitLog {
 
   private fail(err: unknown): void {
     if (this.fatal) return;
-    const code = errnoCode(err) === 'ENOSPC' ? 'DISK_FULL' : 'STORE_FATAL';
-    this.fatal =
-      isRaftmqError(err) && err.fatal
-        ? err
-        : new RaftmqError(
-            code,
-            `commit log stopped: ${err instanceof Error ? err.message : String(err)}`,
-            { cause: err },
-          );
+    const typed = toStoreError(err, 'commit log stopped');
+    this.fatal = typed.fatal
+      ? typed
+      : new RaftmqError('STORE_FATAL', `commit log stopped: ${typed.message}`, { cause: typed });
     this.log.error({ err: this.fatal }, 'commit log failed; refusing further work');
     this.written.rejectAll(this.fatal);
     this.persisted.rejectAll(this.fatal);
@@ -533,6 +553,8 @@ export class CommitLog {
         details: { position, sizeBytes },
       });
     }
+    // Appended but not yet written: wait for the write rather than read a short file.
+    if (position + sizeBytes > this.writtenEndPos) await this.written.wait(this.last);
     const buf = Buffer.allocUnsafe(sizeBytes);
     const filePath = this.segmentPath(segStart);
     const got = await this.files.use(filePath, false, (f) =>
@@ -606,6 +628,7 @@ export class CommitLog {
     this.endPos = rec.position;
     this.terms.truncateAfter(this.last);
     this.writtenIdx = Math.min(this.writtenIdx, this.last);
+    this.writtenEndPos = Math.min(this.writtenEndPos, this.endPos);
     this.durableIdx = Math.min(this.durableIdx, this.last);
     const err = new RaftmqError('OUT_OF_RANGE', `entries from ${fromIndex} were truncated`);
     this.written.rejectFrom(fromIndex, err);
@@ -651,29 +674,39 @@ export class CommitLog {
       if (!seg || seg.firstIndex === undefined || seg.firstIndex <= this.first) return this.first;
       const newFirst = seg.firstIndex;
       const prevTerm = this.terms.termAt(newFirst - 1) ?? 0;
-      await this.meta.batch(
-        [
-          {
-            type: 'put',
-            key: MetaKeys.logStart,
-            value: logStartCodec.encode({ firstIndex: newFirst, position: seg.start, prevTerm }),
-          },
-        ],
-        { sync: true },
-      );
-      for (const old of this.segments.slice(0, k)) {
-        await this.files.forget(this.segmentPath(old.start));
-        await this.disk.remove(this.segmentPath(old.start));
-      }
-      await this.disk.syncDir(this.segmentDir);
-      await this.index.removeFilesBefore(newFirst);
-      this.segments = this.segments.slice(k);
-      this.terms.trimBefore(newFirst - 1);
-      this.first = newFirst;
-      this.firstPos = seg.start;
+      const start = { firstIndex: newFirst, position: seg.start, prevTerm };
+      const removed = this.segments.slice(0, k);
+      await this.stopOnError(async () => {
+        await this.meta.batch(
+          [{ type: 'put', key: MetaKeys.logStart, value: logStartCodec.encode(start) }],
+          { sync: true },
+        );
+        // The synced start is the commit point: from here the log starts at newFirst, and an
+        // open after a crash finishes the deletions below.
+        this.segments = this.segments.slice(k);
+        this.terms.trimBefore(newFirst - 1);
+        this.first = newFirst;
+        this.firstPos = seg.start;
+        for (const old of removed) {
+          await this.files.forget(this.segmentPath(old.start));
+          await this.disk.remove(this.segmentPath(old.start));
+        }
+        await this.disk.syncDir(this.segmentDir);
+        await this.index.removeFilesBefore(newFirst);
+      });
       this.log.info({ firstIndex: newFirst, position: seg.start }, 'commit log prefix removed');
       return newFirst;
     });
+  }
+
+  /** Runs a structural change; any failure stops the log (its state may be half-changed). */
+  private async stopOnError(fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      this.fail(err);
+      throw this.fatal ?? err;
+    }
   }
 
   /**
@@ -706,23 +739,18 @@ export class CommitLog {
     await this.mutex.run(async () => {
       const idx = this.durableIdx;
       if (idx <= this.checkpointIdx || idx < this.first) return;
-      const rec = await this.index.lookup(idx);
-      await this.index.sync();
-      await this.meta.batch(
-        [
-          {
-            type: 'put',
-            key: MetaKeys.logCheckpoint,
-            value: checkpointCodec.encode({
-              index: idx,
-              endPosition: rec.position + rec.sizeBytes,
-              term: rec.term,
-            }),
-          },
-        ],
-        { sync: false },
-      );
-      this.checkpointIdx = idx;
+      await this.stopOnError(async () => {
+        const rec = await this.index.lookup(idx);
+        await this.index.sync();
+        const cp = { index: idx, endPosition: rec.position + rec.sizeBytes, term: rec.term };
+        // A lost checkpoint only means a longer scan at the next open, except at close, where
+        // a synced one lets the next open skip the scan after a power loss too.
+        await this.meta.batch(
+          [{ type: 'put', key: MetaKeys.logCheckpoint, value: checkpointCodec.encode(cp) }],
+          { sync: this.closing },
+        );
+        this.checkpointIdx = idx;
+      });
     });
   }
 
@@ -735,6 +763,7 @@ export class CommitLog {
   async close(): Promise<void> {
     if (this.closed) return;
     for (const stop of this.stopTimers) stop();
+    this.closing = true;
     if (!this.fatal) {
       await this.flush();
       await this.checkpoint();
@@ -748,3 +777,11 @@ export class CommitLog {
 }
 
 export { EntryType };
+
+/** A typed, fatal store error for `err` (DISK_FULL for ENOSPC), keeping typed fatal errors. */
+function toStoreError(err: unknown, what: string): RaftmqError {
+  if (isRaftmqError(err)) return err;
+  const code = errnoCode(err) === 'ENOSPC' ? 'DISK_FULL' : 'STORE_FATAL';
+  const message = err instanceof Error ? err.message : String(err);
+  return new RaftmqError(code, `${what}: ${message}`, { cause: err });
+}

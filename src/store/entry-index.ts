@@ -177,9 +177,10 @@ export class EntryIndex {
   /** Syncs every file written since the last sync (before a checkpoint names them). */
   async sync(): Promise<void> {
     const starts = [...this.dirtyFiles];
-    this.dirtyFiles.clear();
     for (const start of starts) {
       await this.files.use(this.filePath(start), true, (f) => f.sync());
+      // Cleared only once synced: after a failed sync the file still needs one.
+      this.dirtyFiles.delete(start);
     }
     if (starts.length > 0) await this.disk.syncDir(this.dir);
   }

@@ -111,6 +111,9 @@ export class MessageStore {
     const keyIndex = new KeyIndex(deps.meta, options.keyIndex);
     // The CommitLog's recovery may have cut its tail; no queue may point past it.
     await queues.truncateAfterPosition(commitLog.endPosition());
+    // Queue records below the log's start point at removed segments; this also sets each
+    // queue's first offset exactly, for queues opened later too.
+    await queues.removeBefore(commitLog.firstPosition());
     const cp = await getMeta(deps.meta, MetaKeys.dispatchCheckpoint, dispatchCheckpointCodec);
     let dispatched = Math.min(cp?.index ?? 0, commitLog.lastIndex());
     if (cp && queues.listQueues().length < cp.queueCount) {
