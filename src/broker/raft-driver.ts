@@ -1,0 +1,477 @@
+/**
+ * RaftDriver: the only code that drives the Raft core and does its IO. It ticks the core on a
+ * Scheduler, feeds it the transport's messages, and works through its Ready batches one at a
+ * time, in the order the `Ready` contract gives (src/raft/types.ts):
+ *
+ * 1. send `messages` at once (they promise nothing durable; thesis §10.2.1 lets a leader write
+ *    its log in parallel with replicating it);
+ * 2. persist: a changed term/vote is written to the metadata store with sync first (so the
+ *    log never holds a term the hard state does not), then the log suffix is truncated if asked,
+ *    the entries are appended to the CommitLog and waited for until persisted; the commit index
+ *    is written lazily after the entries it covers;
+ * 3. send `messagesAfterPersist` (votes, append acknowledgements: thesis §3.8);
+ * 4. apply `committedEntries` in order through the `apply` callback, then resolve the proposals
+ *    and reads they complete;
+ * 5. `advance()`, then serve `loads` from the CommitLog in the background.
+ *
+ * Messages and ticks that arrive while a Ready is handled go into the core at once (it accepts
+ * them between `ready()` and `advance()`); the loop picks up their output next round.
+ *
+ * Any failure to persist or apply stops the driver for good: nothing that depends on state it
+ * could not make durable ever leaves it, every waiter fails, and `onFatal`/`stopped` report the
+ * error to the owner (which ends the process in production; the simulator records it).
+ */
+import { AssertionFailure, assert } from '../common/assert';
+import type { Clock, Scheduler } from '../common/clock';
+import { RaftmqError, isRaftmqError } from '../common/errors';
+import { type Logger, silentLogger } from '../common/logger';
+import type { Prng } from '../common/prng';
+import type { LogIndex, NodeId } from '../common/types';
+import type { RaftTunables } from '../raft/config';
+import { RaftNode, type RaftStatus } from '../raft/raft-node';
+import {
+  refusalToError,
+  type Entry,
+  type HardState,
+  type LoadRequest,
+  type Message,
+  type Ready,
+  type SoftState,
+} from '../raft/types';
+import type { CommitLog } from '../store/commit-log';
+import type { LogEntry } from '../store/log-record';
+import { MetaKeys, putOp, type MetaStore } from '../store/meta';
+import { type RaftDriverOptions, resolveRaftDriverOptions } from './raft-driver-options';
+import { fromLogEntry, toLogEntry } from './raft-entry-codec';
+import { hardStateCodec } from './raft-hard-state';
+import { loadRaftStorageState } from './raft-storage-state';
+import { ProposalWaiters, ReadWaiters, type ProposeAck } from './raft-waiters';
+import type { RaftTransport } from './transport';
+
+export type { ProposeAck } from './raft-waiters';
+
+/** Readies handled per run of the loop before it yields to the event loop once. */
+const READY_ROUNDS_PER_RUN_MAX = 64;
+/** Loads served per run of the load worker before it starts over. */
+const LOADS_PER_RUN_MAX = 64;
+
+/** Everything a driver needs. */
+export interface RaftDriverDeps {
+  readonly id: NodeId;
+  /** Every voter of the group, this node included. */
+  readonly peers: readonly NodeId[];
+  readonly raft?: Partial<RaftTunables>;
+  readonly commitLog: CommitLog;
+  readonly meta: MetaStore;
+  readonly transport: RaftTransport;
+  readonly scheduler: Scheduler;
+  readonly clock: Clock;
+  readonly prng: Prng;
+  readonly logger?: Logger;
+  /** Applies committed entries, in order; a rejection stops the driver. */
+  readonly apply: (entries: readonly LogEntry[]) => Promise<void>;
+  /** The state machine's applied index at start (entries after it are applied again). */
+  readonly appliedIndex?: number;
+  /** Called once when the driver stops on a failure. */
+  readonly onFatal?: (err: Error) => void;
+  /** Called when role, leader or term change (for routing and observers). */
+  readonly onSoftState?: (softState: SoftState) => void;
+  readonly options?: Partial<RaftDriverOptions>;
+}
+
+/** The core's status plus the driver's own. */
+export interface RaftDriverStatus extends RaftStatus {
+  readonly persistedIndex: number;
+  readonly stopped: boolean;
+  readonly fatal: string | null;
+  readonly proposalsPending: number;
+  readonly readsPending: number;
+}
+
+/** One Raft group member with its IO; see the file comment. */
+export class RaftDriver {
+  readonly id: NodeId;
+  readonly options: Readonly<RaftDriverOptions>;
+  /** Resolves when the driver stops: with the fatal error, or undefined after `close()`. */
+  readonly stopped: Promise<Error | undefined>;
+  private readonly log: Logger;
+  private readonly proposals = new ProposalWaiters();
+  private readonly reads = new ReadWaiters();
+  /** Loads waiting to be served, at most one per peer (a newer one replaces it). */
+  private readonly loadQueue = new Map<NodeId, LoadRequest>();
+  private loadWorker: Promise<void> | undefined;
+  private readonly warnedSnapshotPeers = new Set<NodeId>();
+  private resolveStopped: (err: Error | undefined) => void = () => undefined;
+  private stopTick: () => void = () => undefined;
+  private durableHardState: HardState;
+  private softState: SoftState;
+  private appliedIndex: number;
+  private loopDone: Promise<void> = Promise.resolve();
+  private loopRunning = false;
+  private closed = false;
+  private fatal: Error | undefined;
+  private readSeq = 0;
+
+  private constructor(
+    private readonly deps: RaftDriverDeps,
+    private readonly node: RaftNode,
+    hardState: HardState,
+    appliedIndex: number,
+  ) {
+    this.id = deps.id;
+    this.options = resolveRaftDriverOptions(deps.options);
+    this.log = (deps.logger ?? silentLogger()).child({ component: 'raft', node: deps.id });
+    this.stopped = new Promise((resolve) => {
+      this.resolveStopped = resolve;
+    });
+    this.durableHardState = hardState;
+    const status = node.status();
+    this.softState = { role: status.role, leaderId: status.leaderId, term: status.term };
+    this.appliedIndex = appliedIndex;
+  }
+
+  /**
+   * Loads the hard state and the log bounds, builds the core and starts ticking. A hard state
+   * that fails to decode is META_CORRUPT; one that contradicts the log is CORRUPT_LOG.
+   */
+  static async open(deps: RaftDriverDeps): Promise<RaftDriver> {
+    const storage = await loadRaftStorageState(
+      deps.meta,
+      deps.commitLog,
+      deps.peers,
+      deps.appliedIndex,
+    );
+    const config = { ...deps.raft, id: deps.id, peers: deps.peers, prng: deps.prng };
+    const node = new RaftNode(config, storage);
+    const driver = new RaftDriver(deps, node, storage.hardState, storage.appliedIndex);
+    driver.start(storage.firstIndex, storage.lastIndex);
+    return driver;
+  }
+
+  private start(firstIndex: number, lastIndex: number): void {
+    const { term, vote, commit } = this.durableHardState;
+    this.log.info({ term, vote, commit, firstIndex, lastIndex }, 'raft node started');
+    for (const peer of this.deps.peers) {
+      if (peer !== this.id && !this.deps.transport.peers().includes(peer)) {
+        this.log.warn({ peer }, 'transport does not know a voter');
+      }
+    }
+    this.deps.transport.setHandler((message) => this.onMessage(message));
+    this.stopTick = this.deps.scheduler.every(this.options.tickIntervalMs, () => this.onTick());
+    this.kick();
+  }
+
+  /**
+   * Proposes entries (leader only). Resolves once they are committed and applied here; rejects
+   * with NOT_LEADER (details: leaderId, maybeCommitted), BUSY, TIMEOUT or the fatal error.
+   */
+  propose(payloads: readonly Uint8Array[]): Promise<ProposeAck> {
+    const refused = this.refuseWhenDown();
+    if (refused !== undefined) return Promise.reject(refused);
+    if (this.proposals.size >= this.options.proposeWaitersMax) {
+      return Promise.reject(new RaftmqError('BUSY', 'too many proposals waiting'));
+    }
+    const result = this.node.propose(payloads);
+    if (!result.ok) return Promise.reject(refusalToError(result));
+    const ack: ProposeAck = {
+      firstIndex: result.firstIndex,
+      lastIndex: result.lastIndex,
+      term: result.term,
+    };
+    const deadlineMs = this.deps.clock.monotonicMs() + this.options.proposeTimeoutMs;
+    const promise = new Promise<ProposeAck>((resolve, reject) => {
+      this.proposals.add({ ack, deadlineMs, resolve, reject }, this.softState.leaderId);
+    });
+    this.kick();
+    return promise;
+  }
+
+  /** A linearizable read point (thesis §6.4): resolves with an index applied here. */
+  readIndex(): Promise<LogIndex> {
+    const refused = this.refuseWhenDown();
+    if (refused !== undefined) return Promise.reject(refused);
+    if (this.reads.size >= this.options.readWaitersMax) {
+      return Promise.reject(new RaftmqError('BUSY', 'too many reads waiting'));
+    }
+    this.readSeq += 1;
+    const requestId = `${this.id}/${this.readSeq}`;
+    const result = this.node.readIndex(requestId);
+    if (!result.ok) return Promise.reject(refusalToError(result));
+    const deadlineMs = this.deps.clock.monotonicMs() + this.options.readIndexTimeoutMs;
+    const promise = new Promise<LogIndex>((resolve, reject) => {
+      this.reads.add(requestId, { deadlineMs, index: undefined, resolve, reject });
+    });
+    this.kick();
+    return promise;
+  }
+
+  /** Starts handing leadership to `to` (thesis §3.10); throws NOT_LEADER or INVALID_ARGUMENT. */
+  transferLeadership(to: NodeId): void {
+    const refused = this.refuseWhenDown();
+    if (refused !== undefined) throw refused;
+    const result = this.node.transferLeadership(to);
+    if (!result.ok) throw refusalToError(result);
+    this.kick();
+  }
+
+  status(): RaftDriverStatus {
+    return {
+      ...this.node.status(),
+      persistedIndex: this.fatal === undefined ? this.deps.commitLog.persistedIndex() : -1,
+      stopped: this.closed || this.fatal !== undefined,
+      fatal: this.fatal === undefined ? null : this.fatal.message,
+      proposalsPending: this.proposals.size,
+      readsPending: this.reads.size,
+    };
+  }
+
+  /**
+   * Stops ticking and taking input, waits for the loop and the loads, and fails the waiters
+   * with STORE_CLOSED. The CommitLog, metadata store and transport belong to the caller.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopTick();
+    for (let rounds = 0; this.loopRunning; rounds++) {
+      assert(rounds < 2, 'raft driver: loop kept running after close');
+      await this.loopDone;
+    }
+    await this.loadsIdle();
+    const err = new RaftmqError('STORE_CLOSED', 'raft driver closed');
+    this.proposals.failAll(err);
+    this.reads.failAll(err);
+    this.log.info({}, 'raft node closed');
+    this.resolveStopped(this.fatal);
+  }
+
+  private refuseWhenDown(): Error | undefined {
+    if (this.fatal !== undefined) return this.fatal;
+    if (this.closed) return new RaftmqError('STORE_CLOSED', 'raft driver closed');
+    return undefined;
+  }
+
+  private get running(): boolean {
+    return !this.closed && this.fatal === undefined;
+  }
+
+  private onMessage(message: Message): void {
+    if (!this.running) return;
+    if (this.log.isLevelEnabled('trace')) {
+      this.log.trace({ type: message.type, from: message.from, term: message.term }, 'received');
+    }
+    this.node.step(message);
+    this.kick();
+  }
+
+  private onTick(): void {
+    if (!this.running) return;
+    this.node.tick();
+    const nowMs = this.deps.clock.monotonicMs();
+    this.proposals.expire(nowMs);
+    this.reads.expire(nowMs);
+    this.kick();
+  }
+
+  /** Starts the loop unless it runs (it is never re-entered) or there is nothing to do. */
+  private kick(): void {
+    if (this.loopRunning || !this.running || !this.node.hasReady()) return;
+    this.loopRunning = true;
+    this.loopDone = this.runLoop().then(
+      () => {
+        this.loopRunning = false;
+        this.kick();
+      },
+      (err: unknown) => {
+        this.loopRunning = false;
+        this.fail(err);
+      },
+    );
+  }
+
+  private async runLoop(): Promise<void> {
+    for (let round = 0; round < READY_ROUNDS_PER_RUN_MAX; round++) {
+      if (!this.running || !this.node.hasReady()) return;
+      await this.handleReady(this.node.ready());
+    }
+  }
+
+  private async handleReady(ready: Ready): Promise<void> {
+    if (ready.softState !== undefined) this.onSoftState(ready.softState);
+    this.send(ready.messages);
+    await this.persist(ready);
+    if (!this.running) return;
+    this.send(ready.messagesAfterPersist);
+    if (ready.committedEntries.length > 0) await this.applyEntries(ready.committedEntries);
+    for (const readState of ready.readStates) {
+      this.reads.confirmed(readState.requestId, readState.index);
+    }
+    this.reads.applied(this.appliedIndex);
+    for (const peer of ready.snapshotsNeeded) this.warnSnapshotNeeded(peer);
+    this.node.advance(ready);
+    for (const load of ready.loads) this.startLoad(load);
+  }
+
+  private async persist(ready: Ready): Promise<void> {
+    const log = this.deps.commitLog;
+    const hardState = ready.hardState;
+    if (
+      hardState !== undefined &&
+      (hardState.term !== this.durableHardState.term ||
+        hardState.vote !== this.durableHardState.vote)
+    ) {
+      // The new commit index may cover entries of this very Ready that are not durable yet, or
+      // durable entries this Ready truncates away: it is written only after them, below.
+      await this.writeHardState({ ...hardState, commit: this.durableHardState.commit }, true);
+    }
+    if (ready.truncateFrom !== undefined) {
+      // A load reading the suffix must not race the cut (it would read a half-removed record).
+      await this.loadsIdle();
+      await log.truncateSuffix(ready.truncateFrom);
+    }
+    const last = ready.entries[ready.entries.length - 1];
+    if (last !== undefined) {
+      log.append(ready.entries.map(toLogEntry));
+      await log.waitPersisted(last.index);
+    }
+    if (hardState !== undefined && hardState.commit !== this.durableHardState.commit) {
+      assert(hardState.commit <= log.lastIndex(), 'raft driver: commit beyond the log');
+      // Raft re-learns the commit index from the leader, so it need not be synced.
+      await this.writeHardState(hardState, false);
+    }
+  }
+
+  private async writeHardState(hardState: HardState, sync: boolean): Promise<void> {
+    await this.deps.meta.batch([putOp(MetaKeys.raftHardState, hardStateCodec, hardState)], {
+      sync,
+    });
+    this.durableHardState = hardState;
+  }
+
+  private async applyEntries(entries: readonly Entry[]): Promise<void> {
+    const first = entries[0];
+    const last = entries[entries.length - 1];
+    assert(first !== undefined && last !== undefined, 'raft driver: empty apply batch');
+    assert(
+      first.index === this.appliedIndex + 1,
+      () => `raft driver: applying ${first.index} after ${this.appliedIndex}`,
+    );
+    await this.deps.apply(entries.map(toLogEntry));
+    this.appliedIndex = last.index;
+    const termAt = (index: number): number | undefined =>
+      entries[index - first.index]?.term ?? this.deps.commitLog.termAt(index);
+    this.proposals.applied(last.index, termAt, this.softState.leaderId);
+  }
+
+  private onSoftState(next: SoftState): void {
+    const previous = this.softState;
+    this.softState = next;
+    if (next.role !== previous.role || next.term !== previous.term) {
+      this.log.info(
+        { role: next.role, term: next.term, leaderId: next.leaderId },
+        'raft role changed',
+      );
+    } else {
+      this.log.info({ term: next.term, leaderId: next.leaderId }, 'raft leader changed');
+    }
+    if (previous.role === 'leader' && (next.role !== 'leader' || next.term !== previous.term)) {
+      this.proposals.leadershipLost(next.leaderId);
+      this.reads.leadershipLost(next.leaderId);
+    }
+    this.deps.onSoftState?.(next);
+  }
+
+  private send(messages: readonly Message[]): void {
+    if (messages.length === 0 || !this.running) return;
+    if (this.log.isLevelEnabled('trace')) {
+      for (const m of messages) this.log.trace({ type: m.type, to: m.to, term: m.term }, 'send');
+    }
+    this.deps.transport.send(messages);
+  }
+
+  /**
+   * Queues a load for the background worker, which serves loads one at a time. The core tracks
+   * only the latest load per peer and discards answers to older ones, so a newer load replaces a
+   * queued one: the queue never holds more than one load per voter.
+   */
+  private startLoad(load: LoadRequest): void {
+    this.loadQueue.set(load.peer, load);
+    if (this.loadWorker !== undefined) return;
+    this.loadWorker = this.runLoads().then(
+      () => {
+        this.loadWorker = undefined;
+        if (this.loadQueue.size > 0 && this.running) this.startLoad(this.nextLoad());
+      },
+      (err: unknown) => {
+        this.loadWorker = undefined;
+        this.fail(err);
+      },
+    );
+  }
+
+  private nextLoad(): LoadRequest {
+    const first = this.loadQueue.values().next();
+    assert(first.done !== true, 'raft driver: no queued load');
+    this.loadQueue.delete(first.value.peer);
+    return first.value;
+  }
+
+  private async runLoads(): Promise<void> {
+    for (let served = 0; served < LOADS_PER_RUN_MAX; served++) {
+      if (this.loadQueue.size === 0 || !this.running) return;
+      await this.serveLoad(this.nextLoad());
+    }
+  }
+
+  /** Waits until no load is being served (none start meanwhile: only the loop starts them). */
+  private async loadsIdle(): Promise<void> {
+    for (let rounds = 0; this.loadWorker !== undefined; rounds++) {
+      assert(rounds < 4, 'raft driver: loads kept running');
+      await this.loadWorker;
+    }
+  }
+
+  private async serveLoad(load: LoadRequest): Promise<void> {
+    let entries: LogEntry[];
+    try {
+      entries = await this.deps.commitLog.readRange(load.fromIndex, load.countMax, load.bytesMax);
+    } catch (err) {
+      // The range is gone (truncated meanwhile): the contract answers that with no entries.
+      if (!isRaftmqError(err, 'OUT_OF_RANGE')) throw err;
+      entries = [];
+    }
+    if (!this.running) return;
+    this.node.entriesLoaded(load.peer, entries.map(fromLogEntry));
+    this.kick();
+  }
+
+  private warnSnapshotNeeded(peer: NodeId): void {
+    if (this.warnedSnapshotPeers.has(peer)) return;
+    this.warnedSnapshotPeers.add(peer);
+    this.log.warn(
+      { peer },
+      'follower needs entries before the first index; snapshots are not ' + 'implemented',
+    );
+  }
+
+  /** Stops the driver for good on a failure; see the file comment. */
+  private fail(err: unknown): void {
+    if (this.fatal !== undefined) return;
+    // Broken invariants and fatal store errors go out as they are; anything else is wrapped.
+    const error =
+      err instanceof AssertionFailure || (isRaftmqError(err) && err.fatal)
+        ? err
+        : new RaftmqError(
+            'STORE_FATAL',
+            `raft driver stopped: ${err instanceof Error ? err.message : String(err)}`,
+            { cause: err },
+          );
+    this.fatal = error;
+    this.stopTick();
+    this.log.error({ err: error }, 'raft driver stopped');
+    this.proposals.failAll(error);
+    this.reads.failAll(error);
+    this.deps.onFatal?.(error);
+    this.resolveStopped(error);
+  }
+}

@@ -1,0 +1,410 @@
+/**
+ * SimCluster: N broker nodes of one group in one process, each the production code over
+ * simulated devices: a SimDisk and a MemMetaStore (whose syncs take simulated time), a real
+ * CommitLog with small segments, and a real RaftDriver, all on one ManualClock driven by the
+ * {@link SimLoop}, talking over a {@link SimNetwork}. Every random choice comes from one seed.
+ *
+ * Faults: `crash(node, mode)` fences the incarnation's devices, transport and timers, and loses
+ * what the mode says (see SimDisk and MemMetaStore); `start(node)` opens a new incarnation on
+ * the same disk. `pause(node)` freezes a node's timers, IO and inbound messages for a while.
+ *
+ * After every event the cluster checks what needs the nodes' state: Election Safety (with the
+ * history), Leader Completeness (Raft §5.4.1: once a leader of the latest term has its log
+ * durable, it holds every entry applied anywhere, with the same term) and, every few ticks,
+ * Log Matching (Raft §5.3) on the terms of every pair of logs.
+ */
+import { assert } from '../common/assert';
+import { ManualClock } from '../common/clock';
+import { isRaftmqError } from '../common/errors';
+import { type Logger, silentLogger } from '../common/logger';
+import { createPrng, type Prng } from '../common/prng';
+import { asNodeId, type NodeId } from '../common/types';
+import type { RaftTunables } from '../raft/config';
+import { RaftDriver, type RaftDriverStatus } from '../broker/raft-driver';
+import { CommitLog } from '../store/commit-log';
+import type { CommitLogOptions } from '../store/commit-log-options';
+import type { LogEntry } from '../store/log-record';
+import { MemMetaStore } from '../store/mem-meta-store';
+import { SimDisk, fencedDisk, type CrashMode } from './sim-disk';
+import { SimHistory } from './sim-history';
+import { fencedMeta, slowDisk, slowMeta } from './sim-io';
+import { SimLoop, SimTimers } from './sim-loop';
+import { SimNetwork } from './sim-network';
+import { SimTrace } from './sim-trace';
+
+/** CommitLog options that make segments roll and index files fill within a short run. */
+export const SIM_COMMIT_LOG_OPTIONS: Partial<CommitLogOptions> = Object.freeze({
+  segmentSizeBytes: 4096,
+  indexEntriesPerFile: 64,
+  payloadMaxBytes: 1024,
+  pendingBytesMax: 64 * 1024,
+  writeChunkBytes: 4096,
+  openFilesMax: 8,
+  checkpointIntervalMs: 500,
+});
+
+/** How to build a simulated cluster. */
+export interface SimClusterOptions {
+  readonly seed: number;
+  readonly nodeCount: number;
+  /** Simulated milliseconds per Raft tick. */
+  readonly tickIntervalMs: number;
+  readonly raft?: Partial<RaftTunables>;
+  /** Each fsync and synced metadata batch takes [0, this] simulated milliseconds. */
+  readonly syncMsMax: number;
+  /** Receives every trace line (the CLI's `--trace`). */
+  readonly traceSink?: (line: string) => void;
+  readonly logger?: Logger;
+}
+
+/** One node: its devices survive crashes; everything else belongs to an incarnation. */
+export class SimNode {
+  readonly disk: SimDisk;
+  readonly meta = new MemMetaStore();
+  incarnation = 0;
+  state: 'down' | 'starting' | 'up' = 'down';
+  driver: RaftDriver | undefined;
+  commitLog: CommitLog | undefined;
+  timers: SimTimers | undefined;
+  /** The failure that stopped the current incarnation, if any. */
+  fatal: Error | undefined;
+  fences: Array<() => void> = [];
+  /** The latest term whose leadership here passed the completeness check. */
+  completenessCheckedTerm = 0;
+  readonly raftPrng: Prng;
+  readonly ioPrng: Prng;
+  readonly crashPrng: Prng;
+
+  constructor(
+    readonly id: NodeId,
+    clock: ManualClock,
+    prng: Prng,
+  ) {
+    this.disk = new SimDisk({ clock, prng: prng.fork() });
+    this.raftPrng = prng.fork();
+    this.ioPrng = prng.fork();
+    this.crashPrng = prng.fork();
+  }
+}
+
+/** True while `incarnation` is the running (or starting) one of `node`. */
+function isCurrent(node: SimNode, incarnation: number): boolean {
+  return node.incarnation === incarnation && node.state !== 'down';
+}
+
+/** Ticks between two Log Matching checks. */
+const LOG_MATCHING_CHECK_TICKS = 25;
+
+/** The cluster; see the file comment. */
+export class SimCluster {
+  readonly clock = new ManualClock();
+  readonly trace: SimTrace;
+  readonly loop: SimLoop;
+  readonly network: SimNetwork;
+  readonly history: SimHistory;
+  readonly prng: Prng;
+  readonly ids: readonly NodeId[];
+  /** Incarnations that stopped on a failure nobody injected (always a bug in a scenario). */
+  readonly unexpectedFailures: string[] = [];
+  private readonly nodes = new Map<NodeId, SimNode>();
+  private readonly logger: Logger;
+  private lastLogMatchingCheckMs = 0;
+
+  constructor(readonly options: SimClusterOptions) {
+    this.prng = createPrng(options.seed);
+    this.trace = new SimTrace(() => this.clock.monotonicMs(), options.traceSink);
+    this.loop = new SimLoop(this.clock, this.trace);
+    this.history = new SimHistory(() => this.trace.recent());
+    this.loop.onEventError = (err) =>
+      this.history.violation(
+        `exception in an event: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+      );
+    this.ids = Array.from({ length: options.nodeCount }, (_, i) => asNodeId(`n${i + 1}`));
+    this.network = new SimNetwork(this.loop, this.prng.fork(), this.ids);
+    this.logger = options.logger ?? silentLogger();
+    for (const id of this.ids) this.nodes.set(id, new SimNode(id, this.clock, this.prng.fork()));
+  }
+
+  node(id: NodeId): SimNode {
+    const node = this.nodes.get(id);
+    assert(node !== undefined, () => `sim: no node ${id}`);
+    return node;
+  }
+
+  /** The driver of a running node, or undefined. */
+  driver(id: NodeId): RaftDriver | undefined {
+    const node = this.node(id);
+    return node.state === 'up' ? node.driver : undefined;
+  }
+
+  /** Starts a new incarnation of `id` (it opens over simulated time). */
+  start(id: NodeId): void {
+    const node = this.node(id);
+    assert(node.state === 'down', () => `sim: ${id} is already running`);
+    node.incarnation += 1;
+    node.fatal = undefined;
+    node.completenessCheckedTerm = 0;
+    const incarnation = node.incarnation;
+    const timers = new SimTimers(this.loop);
+    const disk = fencedDisk(node.disk);
+    const meta = fencedMeta(node.meta);
+    node.fences = [disk.fence, meta.fence];
+    node.timers = timers;
+    node.state = 'starting';
+    this.trace.line(`start ${id} #${incarnation}`);
+    const latency = {
+      sleep: (ms: number) => timers.sleep(ms),
+      prng: node.ioPrng,
+      syncMsMax: this.options.syncMsMax,
+    };
+    this.open(
+      node,
+      incarnation,
+      timers,
+      slowDisk(disk.disk, latency),
+      slowMeta(meta.meta, latency),
+    ).catch((err: unknown) => this.onFatal(node, incarnation, err));
+  }
+
+  private async open(
+    node: SimNode,
+    incarnation: number,
+    timers: SimTimers,
+    disk: ReturnType<typeof slowDisk>,
+    meta: ReturnType<typeof slowMeta>,
+  ): Promise<void> {
+    const logger = this.logger.child({ node: node.id });
+    const commitLog = await CommitLog.open(
+      '/node',
+      {
+        disk,
+        meta,
+        clock: this.clock,
+        scheduler: timers,
+        logger,
+      },
+      SIM_COMMIT_LOG_OPTIONS,
+    );
+    if (!isCurrent(node, incarnation)) return;
+    node.commitLog = commitLog;
+    this.history.nodeStarted(node.id, 0);
+    const transport = this.network.attach(node.id);
+    const driver = await RaftDriver.open({
+      id: node.id,
+      peers: this.ids,
+      raft: this.options.raft,
+      commitLog,
+      meta,
+      transport,
+      scheduler: timers,
+      clock: this.clock,
+      prng: node.raftPrng.fork(),
+      logger,
+      apply: (entries) => this.apply(node, incarnation, entries),
+      appliedIndex: 0,
+      onFatal: (err) => this.onFatal(node, incarnation, err),
+      onSoftState: (s) =>
+        this.trace.line(`role ${node.id} ${s.role} t${s.term} ` + `leader ${s.leaderId ?? '-'}`),
+      options: { tickIntervalMs: this.options.tickIntervalMs },
+    });
+    if (!isCurrent(node, incarnation)) return;
+    node.driver = driver;
+    node.state = 'up';
+    this.trace.line(`up ${node.id} #${incarnation} last ${commitLog.lastIndex()}`);
+  }
+
+  private apply(node: SimNode, incarnation: number, entries: readonly LogEntry[]): Promise<void> {
+    if (!isCurrent(node, incarnation)) {
+      return Promise.reject(new Error('sim: apply by a crashed incarnation'));
+    }
+    this.history.applied(node.id, entries);
+    return Promise.resolve();
+  }
+
+  private onFatal(node: SimNode, incarnation: number, err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err);
+    if (!isCurrent(node, incarnation)) {
+      this.trace.line(`stopped ${node.id} #${incarnation} after crash: ${message}`);
+      return;
+    }
+    node.fatal = err instanceof Error ? err : new Error(message);
+    this.trace.line(`failed ${node.id} #${incarnation}: ${message}`);
+    this.unexpectedFailures.push(`${node.id} #${incarnation}: ${message}`);
+  }
+
+  /** Crashes `id`: its incarnation is fenced off, its devices lose what `mode` says. */
+  crash(id: NodeId, mode: CrashMode): void {
+    const node = this.node(id);
+    if (node.state === 'down') return;
+    this.trace.line(`crash ${id} #${node.incarnation} ${mode}`);
+    this.history.crashes += 1;
+    node.state = 'down';
+    for (const fence of node.fences) fence();
+    this.network.detach(id);
+    node.timers?.kill();
+    node.disk.crash(mode);
+    node.meta.crash(mode, node.crashPrng);
+    node.driver = undefined;
+    node.commitLog = undefined;
+  }
+
+  /** Freezes `id` for `durationMs`: no timers, no IO completions, inbound messages held. */
+  pause(id: NodeId, durationMs: number): void {
+    const node = this.node(id);
+    const untilMs = this.loop.nowMs() + durationMs;
+    this.trace.line(`pause ${id} ${durationMs}ms`);
+    this.history.pauses += 1;
+    node.timers?.pauseUntil(untilMs);
+    this.network.holdUntil(id, untilMs);
+  }
+
+  /** The running node that leads the highest term, if any. */
+  leader(): NodeId | undefined {
+    let best: { id: NodeId; term: number } | undefined;
+    for (const id of this.ids) {
+      const status = this.driver(id)?.status();
+      if (status?.role === 'leader' && (best === undefined || status.term > best.term)) {
+        best = { id, term: status.term };
+      }
+    }
+    return best?.id;
+  }
+
+  status(id: NodeId): RaftDriverStatus | undefined {
+    return this.driver(id)?.status();
+  }
+
+  /** A client proposes `payload` at `id`; the outcome goes to the history. */
+  propose(id: NodeId, payload: Uint8Array, onDone?: (acked: boolean) => void): void {
+    const driver = this.driver(id);
+    if (driver === undefined) return;
+    this.history.proposalsSent += 1;
+    this.trace.line(`propose ${id} ${Buffer.from(payload).toString('hex')}`);
+    driver.propose([payload]).then(
+      (ack) => {
+        this.trace.line(`acked ${id} ${ack.lastIndex}/${ack.term}`);
+        this.history.ackedProposal(id, ack.lastIndex, ack.term, payload);
+        onDone?.(true);
+      },
+      (err: unknown) => {
+        this.history.proposalRejected(isRaftmqError(err) ? err.code : 'OTHER');
+        onDone?.(false);
+      },
+    );
+  }
+
+  /** A client asks `id` for a linearizable read point. */
+  readIndex(id: NodeId): void {
+    const driver = this.driver(id);
+    if (driver === undefined) return;
+    const floor = this.history.maxAckedIndex;
+    driver.readIndex().then(
+      (index) => {
+        this.trace.line(`read ${id} ${index}`);
+        this.history.readServed(id, floor, index);
+      },
+      () => {
+        this.history.readsRejected += 1;
+      },
+    );
+  }
+
+  /** Asks leader `id` to hand leadership to `to`; refusals are expected and only traced. */
+  transfer(id: NodeId, to: NodeId): void {
+    const driver = this.driver(id);
+    if (driver === undefined) return;
+    try {
+      driver.transferLeadership(to);
+      this.trace.line(`transfer ${id} -> ${to}`);
+    } catch (err) {
+      this.trace.line(
+        `transfer ${id} -> ${to} refused: ${isRaftmqError(err) ? err.code : 'OTHER'}`,
+      );
+    }
+  }
+
+  /**
+   * Runs the simulation for `durationMs`. Returns false when the run should end: a violation was
+   * found (the run stops at once, so the trace ends where it went wrong) or more than
+   * `eventsMax` events fell due (a livelock, itself a violation).
+   */
+  async runFor(durationMs: number, eventsMax = 20_000): Promise<boolean> {
+    const outcome = await this.loop.runUntil(
+      this.loop.nowMs() + durationMs,
+      () => this.afterEvent(),
+      eventsMax,
+    );
+    if (outcome === 'bounded') {
+      this.history.violation(`livelock: more than ${eventsMax} events within ${durationMs} ms`);
+    }
+    return outcome === 'done' && this.history.violationCount === 0;
+  }
+
+  /** The checks after each event; see the file comment. False (stop) after a violation. */
+  private afterEvent(): boolean {
+    for (const id of this.ids) {
+      const node = this.node(id);
+      if (node.state !== 'up' || node.driver === undefined) continue;
+      const status = node.driver.status();
+      if (status.role !== 'leader') continue;
+      this.history.leaderSeen(id, status.term);
+      this.checkCompleteness(node, status);
+    }
+    const nowMs = this.loop.nowMs();
+    if (
+      nowMs - this.lastLogMatchingCheckMs >=
+      LOG_MATCHING_CHECK_TICKS * this.options.tickIntervalMs
+    ) {
+      this.lastLogMatchingCheckMs = nowMs;
+      this.checkLogMatching();
+    }
+    return this.history.violationCount === 0;
+  }
+
+  /**
+   * Leader Completeness: checked once per leadership, when the leader of the latest term has its
+   * no-op durable. Every entry applied anywhere by then was committed in an earlier term (this
+   * leader commits nothing before its own log is durable), so its log must hold them all.
+   */
+  private checkCompleteness(node: SimNode, status: RaftDriverStatus): void {
+    const log = node.commitLog;
+    if (log === undefined || status.term <= node.completenessCheckedTerm) return;
+    if (status.term !== this.history.maxLeaderTerm()) return;
+    if (log.termAt(status.durableIndex) !== status.term) return;
+    node.completenessCheckedTerm = status.term;
+    for (const [index, record] of this.history.appliedAt) {
+      const term = log.termAt(index);
+      if (term !== record.term) {
+        this.history.violation(
+          `leader ${node.id} of term ${status.term} has term ${String(term)}` +
+            ` at ${index}, where ${record.node} applied an entry of term ${record.term}`,
+        );
+      }
+    }
+  }
+
+  /** Log Matching (Raft §5.3) on terms: logs that agree at an index agree on all before it. */
+  checkLogMatching(): void {
+    const logs: Array<{ id: NodeId; log: CommitLog }> = [];
+    for (const id of this.ids) {
+      const log = this.node(id).commitLog;
+      if (log !== undefined && this.node(id).state === 'up') logs.push({ id, log });
+    }
+    for (let a = 0; a < logs.length; a++) {
+      for (let b = a + 1; b < logs.length; b++) {
+        const x = logs[a];
+        const y = logs[b];
+        assert(x !== undefined && y !== undefined, 'sim: log pair');
+        let i = Math.min(x.log.lastIndex(), y.log.lastIndex());
+        while (i > 0 && x.log.termAt(i) !== y.log.termAt(i)) i--;
+        for (; i > 0; i--) {
+          if (x.log.termAt(i) === y.log.termAt(i)) continue;
+          this.history.violation(
+            `log matching: ${x.id} and ${y.id} differ at ${i} below an ` + 'index where they agree',
+          );
+          break;
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,367 @@
+/**
+ * One seeded simulation run, as the property tests and `npm run sim` use it: a group runs under
+ * faults for `faultTicks` ticks while clients propose, read and move leadership; then every
+ * fault is healed and the group must elect a leader, commit a fresh proposal and apply every
+ * acknowledged proposal on every node within `healTicksMax` ticks (liveness). Safety is checked
+ * throughout by the cluster and its history.
+ *
+ * Faults, each drawn per tick from the seed: network conditions (delay, loss, duplication,
+ * reordering), partitions (isolate one node, isolate the leader, majority/minority splits,
+ * one-way cuts, a lossy link), crashes with every loss mode and later restarts, and pauses.
+ * Only faults the design claims to survive are injected: devices may lose unsynced writes, but
+ * never synced ones, and never fail.
+ */
+import type { Logger } from '../common/logger';
+import type { Prng } from '../common/prng';
+import type { NodeId } from '../common/types';
+import type { CrashMode } from './sim-disk';
+import { SimCluster } from './sim-cluster';
+import { CALM_NETWORK, type SimNetworkConditions } from './sim-network';
+
+/** What decides a run. */
+export interface ScenarioOptions {
+  readonly seed: number;
+  readonly nodeCount: number;
+  /** Ticks of faults and client load. */
+  readonly faultTicks: number;
+  /** After healing, ticks within which the group must be live again. */
+  readonly healTicksMax: number;
+  readonly tickIntervalMs?: number;
+  readonly traceSink?: (line: string) => void;
+  readonly logger?: Logger;
+}
+
+/** The outcome of a run. */
+export interface ScenarioResult {
+  readonly seed: number;
+  readonly ok: boolean;
+  readonly violations: readonly string[];
+  readonly violationCount: number;
+  /** The trace lines before the first violation (empty when none). */
+  readonly traceBeforeViolation: readonly string[];
+  readonly traceDigest: string;
+  /** Ticks the group needed to be live after healing, or null if it never was. */
+  readonly healTicks: number | null;
+  readonly stats: Readonly<Record<string, number | string>>;
+}
+
+/** Ticks a healed group gets to be live again (the liveness bound). */
+export const DEFAULT_HEAL_TICKS_MAX = 300;
+
+/** The command that replays a run exactly (printed on every failure). */
+export function replayCommand(seed: number, nodeCount: number, faultTicks: number): string {
+  return (
+    `npm run sim -- --seed ${seed} --nodes ${nodeCount} --ticks ${faultTicks}` +
+    '  (add --trace to print every event)'
+  );
+}
+
+const CRASH_MODES: readonly CrashMode[] = ['lose', 'tear', 'keep'];
+const OUTSTANDING_PROPOSALS_MAX = 16;
+/** Events per node and tick a run may average before it counts as a message storm. */
+const EVENTS_PER_NODE_TICK_MAX = 40;
+
+function pick<T>(prng: Prng, items: readonly T[]): T {
+  const item = items[prng.nextInt(0, items.length)];
+  if (item === undefined) throw new RangeError('pick from an empty list');
+  return item;
+}
+
+function shuffled<T>(prng: Prng, items: readonly T[]): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = prng.nextInt(0, i + 1);
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
+
+function networkProfile(prng: Prng): SimNetworkConditions {
+  switch (prng.nextInt(0, 5)) {
+    case 0:
+      return CALM_NETWORK;
+    case 1:
+      return { ...CALM_NETWORK, lossProbability: pick(prng, [0.02, 0.1, 0.3]) };
+    case 2:
+      return { ...CALM_NETWORK, duplicateProbability: 0.05, lossProbability: 0.02 };
+    case 3:
+      return { ...CALM_NETWORK, reorderProbability: 0.2, reorderDelayMsMax: 60 };
+    default:
+      return { ...CALM_NETWORK, delayMsMin: 2, delayMsMax: pick(prng, [15, 40]) };
+  }
+}
+
+/**
+ * How often each fault strikes in one run, drawn from its seed, so that across seeds some runs
+ * are crash-heavy and some partition-heavy (swarm testing).
+ */
+interface FaultRates {
+  readonly crashPerTick: number;
+  readonly restartTicksMax: number;
+  readonly partitionPerTick: number;
+  readonly pausePerTick: number;
+  readonly networkChangePerTick: number;
+}
+
+function drawFaultRates(prng: Prng): FaultRates {
+  return {
+    crashPerTick: pick(prng, [0.002, 0.01, 0.03]),
+    restartTicksMax: pick(prng, [30, 150]),
+    partitionPerTick: pick(prng, [0.003, 0.01, 0.03]),
+    pausePerTick: pick(prng, [0.001, 0.005, 0.02]),
+    networkChangePerTick: pick(prng, [0.005, 0.02]),
+  };
+}
+
+/** Drives the faults and the clients of one run. */
+class Scenario {
+  private readonly prng: Prng;
+  private readonly rates: FaultRates;
+  private readonly restartAtTick = new Map<NodeId, number>();
+  private outstanding = 0;
+  private partitionHealTick = -1;
+  private proposalSeq = 0;
+
+  constructor(
+    private readonly cluster: SimCluster,
+    private readonly options: ScenarioOptions,
+  ) {
+    this.prng = cluster.prng.fork();
+    this.rates = drawFaultRates(this.prng);
+    const r = this.rates;
+    cluster.trace.line(
+      `rates crash ${r.crashPerTick} partition ${r.partitionPerTick} pause ` +
+        `${r.pausePerTick} network ${r.networkChangePerTick}`,
+    );
+  }
+
+  /** Replaces the current partition (if any) with a new one, healed at `healAtTick`. */
+  private partition(): void {
+    const c = this.cluster;
+    const ids = c.ids;
+    c.history.partitions += 1;
+    c.network.heal();
+    switch (this.prng.nextInt(0, 5)) {
+      case 0: {
+        const id = pick(this.prng, ids);
+        c.trace.line(`fault isolate ${id}`);
+        c.network.isolate(id);
+        return;
+      }
+      case 1: {
+        const leader = c.leader();
+        if (leader === undefined) return;
+        c.trace.line(`fault isolate-leader ${leader}`);
+        c.network.isolate(leader);
+        return;
+      }
+      case 2: {
+        const order = shuffled(this.prng, ids);
+        const cut = this.prng.nextInt(1, ids.length);
+        c.trace.line(
+          `fault split ${order.slice(0, cut).join(',')} | ${order.slice(cut).join(',')}`,
+        );
+        c.network.split([order.slice(0, cut), order.slice(cut)]);
+        return;
+      }
+      case 3: {
+        const [from, to] = shuffled(this.prng, ids) as [NodeId, NodeId];
+        c.trace.line(`fault cut ${from} -> ${to}`);
+        c.network.cutLink(from, to);
+        return;
+      }
+      default: {
+        const [from, to] = shuffled(this.prng, ids) as [NodeId, NodeId];
+        c.trace.line(`fault lossy ${from} -> ${to}`);
+        c.network.setLinkRule(from, to, { lossProbability: 0.5, extraDelayMsMax: 20 });
+        return;
+      }
+    }
+  }
+
+  /**
+   * Restarts nodes whose downtime is over, and may crash one at a random moment within this
+   * tick (not only at tick boundaries, so crashes also land while a node waits for its disk).
+   */
+  private crashOrRestart(tick: number): void {
+    const c = this.cluster;
+    for (const [id, at] of this.restartAtTick) {
+      if (at > tick || c.node(id).state !== 'down') continue;
+      this.restartAtTick.delete(id);
+      c.start(id);
+    }
+    if (!this.prng.chance(this.rates.crashPerTick)) return;
+    const id = pick(this.prng, c.ids);
+    const mode = pick(this.prng, CRASH_MODES);
+    this.restartAtTick.set(id, tick + this.prng.nextInt(5, this.rates.restartTicksMax));
+    c.loop.after(this.prng.nextInt(0, c.options.tickIntervalMs), () => c.crash(id, mode));
+  }
+
+  private clients(): void {
+    const c = this.cluster;
+    const leader = c.leader();
+    if (this.outstanding < OUTSTANDING_PROPOSALS_MAX && this.prng.chance(0.4)) {
+      const target =
+        leader !== undefined && this.prng.chance(0.85) ? leader : pick(this.prng, c.ids);
+      this.propose(target);
+    }
+    if (leader !== undefined && this.prng.chance(0.05)) c.readIndex(leader);
+    if (leader !== undefined && this.prng.chance(0.003)) {
+      c.transfer(
+        leader,
+        pick(
+          this.prng,
+          c.ids.filter((id) => id !== leader),
+        ),
+      );
+    }
+  }
+
+  private propose(target: NodeId, onDone?: (acked: boolean) => void): void {
+    this.proposalSeq += 1;
+    const payload = Buffer.from(`s${this.options.seed}-p${this.proposalSeq}`);
+    if (this.cluster.driver(target) === undefined) {
+      onDone?.(false);
+      return;
+    }
+    this.outstanding += 1;
+    this.cluster.propose(target, payload, (acked) => {
+      this.outstanding -= 1;
+      onDone?.(acked);
+    });
+  }
+
+  /** The fault phase. */
+  async faults(): Promise<void> {
+    const c = this.cluster;
+    const tickMs = c.options.tickIntervalMs;
+    for (let tick = 0; tick < this.options.faultTicks; tick++) {
+      if (this.prng.chance(this.rates.networkChangePerTick)) {
+        const conditions = networkProfile(this.prng);
+        c.trace.line(
+          `fault network loss ${conditions.lossProbability} dup ` +
+            `${conditions.duplicateProbability} delay ${conditions.delayMsMin}-${conditions.delayMsMax}`,
+        );
+        c.network.setConditions(conditions);
+      }
+      if (tick === this.partitionHealTick) {
+        c.trace.line('fault heal');
+        c.network.heal();
+      }
+      if (this.prng.chance(this.rates.partitionPerTick)) {
+        this.partition();
+        this.partitionHealTick = tick + this.prng.nextInt(10, 200);
+      }
+      this.crashOrRestart(tick);
+      if (this.prng.chance(this.rates.pausePerTick)) {
+        const id = pick(this.prng, c.ids);
+        if (c.node(id).state !== 'down') c.pause(id, this.prng.nextInt(3, 40) * tickMs);
+      }
+      this.clients();
+      if (!(await c.runFor(tickMs)) || !this.withinEventBudget()) return;
+    }
+  }
+
+  /** Heals everything; returns the ticks until the group was live again, or null. */
+  async heal(): Promise<number | null> {
+    const c = this.cluster;
+    c.trace.line('heal');
+    c.network.heal();
+    c.network.setConditions(CALM_NETWORK);
+    this.restartAtTick.clear();
+    for (const id of c.ids) if (c.node(id).state === 'down') c.start(id);
+    const probe: { state: 'none' | 'outstanding' | 'acked' } = { state: 'none' };
+    for (let tick = 0; tick < this.options.healTicksMax; tick++) {
+      if (probe.state === 'acked' && this.allApplied()) return tick;
+      const leader = c.leader();
+      if (probe.state === 'none' && leader !== undefined) {
+        probe.state = 'outstanding';
+        // A refused probe (the leader just lost its role) is tried again at the next leader.
+        this.propose(leader, (acked) => {
+          probe.state = acked ? 'acked' : 'none';
+        });
+      }
+      if (!(await c.runFor(c.options.tickIntervalMs)) || !this.withinEventBudget()) return null;
+    }
+    return probe.state === 'acked' && this.allApplied() ? this.options.healTicksMax : null;
+  }
+
+  /**
+   * A healthy group runs a few events per node and tick; a run far beyond that is a message
+   * storm (a livelock or a retry loop), which is a bug even when nothing unsafe happens.
+   */
+  private withinEventBudget(): boolean {
+    const c = this.cluster;
+    const budget =
+      (this.options.faultTicks + this.options.healTicksMax) *
+      c.ids.length *
+      EVENTS_PER_NODE_TICK_MAX;
+    if (c.loop.eventCount <= budget) return true;
+    c.history.violation(`event storm: more than ${budget} events`);
+    return false;
+  }
+
+  private allApplied(): boolean {
+    const c = this.cluster;
+    const target = c.history.maxAckedIndex;
+    return c.ids.every(
+      (id) => c.node(id).state === 'up' && (c.history.appliedIndexOf.get(id) ?? 0) >= target,
+    );
+  }
+}
+
+/** Runs one scenario; never throws for a violation (it is in the result). */
+export async function runScenario(options: ScenarioOptions): Promise<ScenarioResult> {
+  const wallStartMs = performance.now();
+  const cluster = new SimCluster({
+    seed: options.seed,
+    nodeCount: options.nodeCount,
+    tickIntervalMs: options.tickIntervalMs ?? 10,
+    syncMsMax: 5,
+    traceSink: options.traceSink,
+    logger: options.logger,
+  });
+  for (const id of cluster.ids) cluster.start(id);
+  const scenario = new Scenario(cluster, options);
+  await scenario.faults();
+  const h = cluster.history;
+  const healTicks = h.violationCount === 0 ? await scenario.heal() : null;
+  if (healTicks === null && h.violationCount === 0) {
+    const applied = cluster.ids.map((id) => `${id}:${h.appliedIndexOf.get(id) ?? 0}`).join(' ');
+    h.violation(
+      `liveness: not live within ${options.healTicksMax} ticks after healing ` +
+        `(leader ${cluster.leader() ?? 'none'}, acknowledged up to ${h.maxAckedIndex}, ` +
+        `applied ${applied})`,
+    );
+  }
+  cluster.checkLogMatching();
+  for (const failure of cluster.unexpectedFailures) h.violation(`node failed: ${failure}`);
+  const rejected = [...h.proposalsRejected].map(([code, n]) => `${code}:${n}`).join(' ');
+  return {
+    seed: options.seed,
+    ok: h.violationCount === 0,
+    violations: h.violations,
+    violationCount: h.violationCount,
+    traceBeforeViolation: h.firstViolationTrace ?? [],
+    traceDigest: cluster.trace.digest(),
+    healTicks,
+    stats: {
+      nodes: options.nodeCount,
+      faultTicks: options.faultTicks,
+      simulatedMs: cluster.loop.nowMs(),
+      events: cluster.loop.eventCount,
+      terms: h.leaderOfTerm.size,
+      maxTerm: h.maxLeaderTerm(),
+      proposals: h.proposalsSent,
+      acked: h.acked.size,
+      rejected: rejected === '' ? '-' : rejected,
+      appliedMax: Math.max(0, ...h.appliedIndexOf.values()),
+      reads: h.readsServed,
+      crashes: h.crashes,
+      pauses: h.pauses,
+      partitions: h.partitions,
+      healTicks: healTicks ?? 'never',
+      wallMs: Math.round(performance.now() - wallStartMs),
+    },
+  };
+}
