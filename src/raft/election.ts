@@ -32,7 +32,11 @@ export function campaign(core: RaftCore, kind: CampaignKind): void {
       core.send({ ...envelope, type: 'PreVote', lastIndex, lastTerm });
     } else {
       core.sendAfterPersist({
-        ...envelope, type: 'Vote', lastIndex, lastTerm, transfer: kind === 'transfer',
+        ...envelope,
+        type: 'Vote',
+        lastIndex,
+        lastTerm,
+        transfer: kind === 'transfer',
       });
     }
   }
@@ -63,12 +67,33 @@ export function tallyVote(core: RaftCore, from: NodeId, granted: boolean): boole
  * pre-vote also to a future term without recording anything. Answers promise the vote is
  * durable, so they are sent after persistence.
  */
+/**
+ * Tie-break between two pre-candidates with equal logs: only the lower id is granted, so after
+ * a leader dies two followers whose timers fired together do not both become candidates and
+ * split the real vote (each votes for itself). PreVote grants only decide who may campaign,
+ * never who wins (thesis §9.6), so this costs no safety; the refused node tries again on its
+ * next timeout if the other does not win.
+ */
+function yieldsToSelf(core: RaftCore, request: PreVoteMessage | VoteMessage): boolean {
+  return (
+    request.type === 'PreVote' &&
+    core.role === 'preCandidate' &&
+    request.lastIndex === core.log.lastIndex() &&
+    request.lastTerm === core.log.lastTerm() &&
+    request.from > core.id
+  );
+}
+
 export function answerVoteRequest(core: RaftCore, request: PreVoteMessage | VoteMessage): void {
   const isPreVote = request.type === 'PreVote';
-  const canVote = core.vote === request.from
-    || (core.vote === null && core.leaderId === null)
-    || (isPreVote && request.term > core.term);
-  const granted = canVote && core.log.isUpToDate(request.lastIndex, request.lastTerm);
+  const canVote =
+    core.vote === request.from ||
+    (core.vote === null && core.leaderId === null) ||
+    (isPreVote && request.term > core.term);
+  const granted =
+    canVote &&
+    core.log.isUpToDate(request.lastIndex, request.lastTerm) &&
+    !yieldsToSelf(core, request);
   const type = isPreVote ? 'PreVoteResp' : 'VoteResp';
   if (!granted) {
     core.sendAfterPersist({ ...core.envelope(request.from), type, reject: true });

@@ -2,7 +2,8 @@
 // elected and its no-op committed everywhere; a split vote is resolved by randomized timeouts;
 // PreVote keeps a partitioned node from inflating terms and disrupting the leader when it
 // rejoins; CheckQuorum makes an isolated leader step down; the leader lease makes followers
-// ignore vote requests while their leader is alive.
+// ignore vote requests while their leader is alive; two pre-candidates with equal logs do not
+// split the vote.
 import { strict as assert } from 'node:assert';
 import { asLogIndex, asNodeId, asTerm } from '../../src/common/types';
 import { Cluster } from './harness';
@@ -19,7 +20,10 @@ describe('raft election', () => {
       assert.equal(status.leaderId, leader);
       assert.equal(status.term, 1, 'PreVote means the first election is term 1');
       assert.equal(status.commitIndex, 1);
-      assert.deepEqual(c.store(id).applied.map((e) => e.type), ['noop']);
+      assert.deepEqual(
+        c.store(id).applied.map((e) => e.type),
+        ['noop'],
+      );
     }
   });
 
@@ -38,6 +42,24 @@ describe('raft election', () => {
     const leader = c.leader();
     assert.ok(leader !== undefined);
     assert.ok(c.node(leader).status().term >= 2);
+  });
+
+  it('two followers timing out together after the leader dies do not split the vote', () => {
+    const c = new Cluster({ nodeCount: 3, seed: 5 });
+    c.elect('n1');
+    const term = c.node('n1').status().term;
+    c.crash('n1');
+    // Keep n2 and n3 apart until both are pre-candidates with expired leader leases.
+    c.partition(['n2'], ['n3']);
+    c.tickUntil(() => ['n2', 'n3'].every((id) => c.node(id).status().role === 'preCandidate'), 100);
+    c.heal();
+    // Both start a pre-vote round in the same instant, as when their timers fire together.
+    c.node('n2').campaign();
+    c.node('n3').campaign();
+    c.stabilize();
+    assert.equal(c.leader(), 'n2', 'the lower id wins the tie');
+    assert.equal(c.node('n2').status().term, term + 1, 'one term, no split vote');
+    assert.equal(c.node('n3').status().leaderId, 'n2');
   });
 
   it('PreVote: a rejoining partitioned node does not disrupt the leader', () => {
@@ -59,7 +81,9 @@ describe('raft election', () => {
 
   it('without PreVote or CheckQuorum the same rejoin does disrupt (the contrast)', () => {
     const c = new Cluster({
-      nodeCount: 3, seed: 11, config: { preVote: false, checkQuorum: false },
+      nodeCount: 3,
+      seed: 11,
+      config: { preVote: false, checkQuorum: false },
     });
     c.elect('n1');
     const term = c.node('n1').status().term;
@@ -90,8 +114,13 @@ describe('raft election', () => {
     const n2 = c.node('n2');
     const term = n2.status().term;
     const request = {
-      type: 'Vote' as const, from: asNodeId('n3'), to: asNodeId('n2'), term: asTerm(term + 5),
-      lastIndex: asLogIndex(100), lastTerm: asTerm(term), transfer: false,
+      type: 'Vote' as const,
+      from: asNodeId('n3'),
+      to: asNodeId('n2'),
+      term: asTerm(term + 5),
+      lastIndex: asLogIndex(100),
+      lastTerm: asTerm(term),
+      transfer: false,
     };
     n2.step(request);
     assert.equal(n2.stats.voteRequestsInLease, 1);
