@@ -18,12 +18,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import {
-  LocalRaftGroup,
-  wallMs,
-  type RaftNodeEvent,
-  type RaftNodeProcess,
-} from '../src/cli/raft-node';
+import { LocalRaftGroup, type RaftNodeProcess } from '../src/cli/raft-node-client';
+import { wallMs, type RaftNodeEvent } from '../src/cli/raft-node-protocol';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');

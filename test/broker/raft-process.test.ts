@@ -11,7 +11,8 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { type AckedEntry, LocalRaftGroup, type RaftNodeProcess } from '../../src/cli/raft-node';
+import { LocalRaftGroup, type RaftNodeProcess } from '../../src/cli/raft-node-client';
+import type { AckedEntry } from '../../src/cli/raft-node-protocol';
 
 const ENTRY_SIZE_BYTES = 256;
 const BEFORE_CRASH_COUNT = 300;
