@@ -1,0 +1,251 @@
+/**
+ * The group-commit write path of a CommitLog. `append()` checks a batch, encodes its records
+ * into in-memory chunks and returns at once; one flush loop at a time writes every chunk
+ * gathered so far (one write per segment) and covers them with one fdatasync, while new appends
+ * gather for the next round. A segment is synced before the first write to the next one, which
+ * recovery relies on to tell a torn tail from corruption.
+ *
+ * The writer moves the shared CommitLogState (end position, last index, written and durable
+ * indexes) and resolves its waiters; any write or sync error stops the log through `fail()`.
+ */
+import { RaftmqError } from '../common/errors';
+import { assert } from '../common/assert';
+import { type LogEntry, RECORD_HEADER_BYTES, encodeRecordInto, isEntryType } from './log-record';
+import type { CommitLogState } from './commit-log-state';
+
+/** Encoded records bound for one segment, back to back from `position`. */
+interface Chunk {
+  segmentStart: number;
+  position: number;
+  buf: Buffer;
+  used: number;
+}
+
+/** Encodes appended entries and writes and syncs them in rounds; see the file comment. */
+export class CommitLogWriter {
+  private chunks: Chunk[] = [];
+  private pendingBytes = 0;
+  private readonly dirtySegments = new Set<number>();
+  private dirDirty = false;
+  /** Entries up to here must be fsync'd (flush(), the ASYNC interval, close). */
+  private syncTarget = 0;
+  private flushing: Promise<void> | undefined;
+
+  constructor(private readonly s: CommitLogState) {}
+
+  /** Bytes appended but not yet written. */
+  pendingWriteBytes(): number {
+    return this.pendingBytes;
+  }
+
+  /** The flush round in progress, if any. */
+  inFlight(): Promise<void> | undefined {
+    return this.flushing;
+  }
+
+  /** Forgets a segment removed from disk, so that no later round syncs it. */
+  forgetSegment(start: number): void {
+    this.dirtySegments.delete(start);
+  }
+
+  /**
+   * Appends entries (indexes must continue the log, terms must not decrease). Validates all of
+   * them before encoding any, so a refused call writes nothing. Returns the new last index.
+   */
+  append(entries: readonly LogEntry[]): number {
+    this.s.usable();
+    if (this.s.truncating) throw new RaftmqError('BUSY', 'commit log truncation in progress');
+    this.validate(entries);
+    for (const e of entries) this.encode(e);
+    this.kick();
+    return this.s.last;
+  }
+
+  private validate(entries: readonly LogEntry[]): void {
+    const options = this.s.options;
+    let expected = this.s.last + 1;
+    let term = this.s.terms.lastTerm();
+    let bytes = 0;
+    for (const e of entries) {
+      if (e.index !== expected) {
+        throw new RaftmqError(
+          'INVALID_ARGUMENT',
+          `append: index ${e.index}, expected ${expected}`,
+          { details: { index: e.index, expected } },
+        );
+      }
+      if (!Number.isSafeInteger(e.term) || e.term < term) {
+        throw new RaftmqError(
+          'INVALID_ARGUMENT',
+          `append: term ${e.term} at index ${e.index} below ${term}`,
+        );
+      }
+      if (!isEntryType(e.type))
+        throw new RaftmqError('INVALID_ARGUMENT', `append: bad entry type ${String(e.type)}`);
+      if (e.payload.byteLength > options.payloadMaxBytes) {
+        throw new RaftmqError(
+          'RECORD_TOO_LARGE',
+          `entry ${e.index}: payload of ${e.payload.byteLength} bytes exceeds ${options.payloadMaxBytes}`,
+          { details: { index: e.index, sizeBytes: e.payload.byteLength } },
+        );
+      }
+      bytes += RECORD_HEADER_BYTES + e.payload.byteLength;
+      term = e.term;
+      expected++;
+    }
+    if (bytes > options.pendingBytesMax) {
+      throw new RaftmqError(
+        'RECORD_TOO_LARGE',
+        `append: a batch of ${bytes} bytes exceeds pendingBytesMax; split it`,
+        { details: { sizeBytes: bytes } },
+      );
+    }
+    if (this.pendingBytes + bytes > options.pendingBytesMax) {
+      throw new RaftmqError(
+        'BUSY',
+        `commit log write buffer full (${this.pendingBytes} bytes pending)`,
+      );
+    }
+  }
+
+  private encode(e: LogEntry): void {
+    const s = this.s;
+    const size = RECORD_HEADER_BYTES + e.payload.byteLength;
+    const segSize = s.options.segmentSizeBytes;
+    let segStart = Math.floor(s.endPos / segSize) * segSize;
+    if (s.endPos - segStart + size > segSize) {
+      segStart += segSize;
+      s.endPos = segStart;
+    }
+    const lastSeg = s.segments[s.segments.length - 1];
+    if (!lastSeg || lastSeg.start !== segStart) {
+      s.segments.push({ start: segStart, firstIndex: e.index });
+    } else if (lastSeg.firstIndex === undefined) {
+      lastSeg.firstIndex = e.index;
+    }
+    let chunk = this.chunks[this.chunks.length - 1];
+    if (
+      !chunk ||
+      chunk.segmentStart !== segStart ||
+      chunk.position + chunk.used !== s.endPos ||
+      chunk.used + size > chunk.buf.byteLength
+    ) {
+      chunk = {
+        segmentStart: segStart,
+        position: s.endPos,
+        used: 0,
+        buf: Buffer.allocUnsafe(Math.max(s.options.writeChunkBytes, size)),
+      };
+      this.chunks.push(chunk);
+    }
+    encodeRecordInto(e, chunk.buf, chunk.used);
+    chunk.used += size;
+    s.index.stage({ index: e.index, position: s.endPos, sizeBytes: size, term: e.term });
+    s.terms.append(e.index, e.term);
+    s.endPos += size;
+    s.last = e.index;
+    this.pendingBytes += size;
+  }
+
+  /** Writes and fsyncs everything appended so far (in any flush mode). */
+  async flush(): Promise<void> {
+    const s = this.s;
+    s.usable();
+    if (s.truncating) await s.mutex.run(() => Promise.resolve());
+    const target = s.last;
+    this.syncTarget = Math.max(this.syncTarget, target);
+    this.kick();
+    while (this.flushing && s.durableIdx < Math.min(target, s.last)) await this.flushing;
+    if (s.fatal) throw s.fatal;
+  }
+
+  private syncNeeded(): boolean {
+    return this.s.durableIdx < Math.min(this.syncTarget, this.s.last);
+  }
+
+  /** The ASYNC interval: asks for an fsync of everything written so far. */
+  requestSync(): void {
+    const s = this.s;
+    if (s.fatal || s.closed || s.truncating || s.durableIdx >= s.writtenIdx) return;
+    this.syncTarget = Math.max(this.syncTarget, s.writtenIdx);
+    this.kick();
+  }
+
+  /** Starts a flush loop unless one runs, the log failed, a truncation holds it, or no work. */
+  kick(): void {
+    if (this.flushing || this.s.fatal || this.s.truncating) return;
+    if (this.chunks.length === 0 && !this.syncNeeded()) return;
+    this.flushing = this.flushLoop().then(
+      () => {
+        this.flushing = undefined;
+        // Waiters resolved by the last round may have appended before this callback ran,
+        // while `flushing` still looked busy; their entries must not wait for the next append.
+        this.kick();
+      },
+      (err: unknown) => {
+        this.flushing = undefined;
+        this.s.fail(err);
+      },
+    );
+  }
+
+  private async flushLoop(): Promise<void> {
+    const s = this.s;
+    while (!s.fatal && (this.chunks.length > 0 || this.syncNeeded())) {
+      const chunks = this.chunks;
+      const batchLast = s.last;
+      const batchEnd = s.endPos;
+      const staged = s.index.takeStaged();
+      this.chunks = [];
+      for (const c of chunks) this.pendingBytes -= c.used;
+      await this.writeChunks(chunks);
+      await s.index.writeTaken(staged);
+      s.writtenIdx = Math.max(s.writtenIdx, Math.min(batchLast, s.last));
+      s.writtenEndPos = Math.max(s.writtenEndPos, Math.min(batchEnd, s.endPos));
+      s.written.resolveUpTo(s.writtenIdx);
+      // In ASYNC mode only a pending sync target forces the fsync; the target stays set until
+      // durableIdx reaches it, so entries written in a later round are synced too.
+      if (s.options.flushMode === 'SYNC' || this.syncNeeded()) {
+        await this.syncDirty();
+        s.durableIdx = Math.max(s.durableIdx, Math.min(s.writtenIdx, s.last));
+      }
+      s.persisted.resolveUpTo(s.persistedIndex());
+    }
+  }
+
+  /** Writes chunks in order; a segment is synced before the first write to the next one. */
+  private async writeChunks(chunks: readonly Chunk[]): Promise<void> {
+    let i = 0;
+    while (i < chunks.length) {
+      const head = chunks[i];
+      assert(head !== undefined, 'chunk');
+      const group: Buffer[] = [];
+      let j = i;
+      for (let c = chunks[j]; c && c.segmentStart === head.segmentStart; c = chunks[++j]) {
+        group.push(c.buf.subarray(0, c.used));
+      }
+      if ([...this.dirtySegments].some((x) => x !== head.segmentStart)) await this.syncDirty();
+      const filePath = this.s.segmentPath(head.segmentStart);
+      if (!this.dirtySegments.has(head.segmentStart) && head.position === head.segmentStart) {
+        this.dirDirty = true;
+      }
+      await this.s.files.use(filePath, true, (f) =>
+        f.writev(group, head.position - head.segmentStart),
+      );
+      this.dirtySegments.add(head.segmentStart);
+      i = j;
+    }
+  }
+
+  private async syncDirty(): Promise<void> {
+    const starts = [...this.dirtySegments];
+    this.dirtySegments.clear();
+    for (const start of starts) {
+      await this.s.files.use(this.s.segmentPath(start), false, (f) => f.sync());
+    }
+    if (this.dirDirty) {
+      this.dirDirty = false;
+      await this.s.disk.syncDir(this.s.segmentDir);
+    }
+  }
+}

@@ -1,0 +1,270 @@
+/**
+ * The stored-message decoder (format in message-format.ts). Anything malformed (truncated or
+ * padded input, wrong magic, version or length, CRC mismatch, impossible field) throws
+ * CORRUPT_RECORD naming where the bytes came from, never data. Short ASCII strings are cut out
+ * of one latin1 string of the record's tail (see the measured choices in message-format.ts).
+ */
+import { crc32c } from '../common/crc32c';
+import { RaftmqError } from '../common/errors';
+import * as format from './message-format';
+import type { StoredMessage } from './message-format';
+
+// Module-level copies on purpose: TypeScript compiles an imported binding to a property load at
+// each use, which the JIT does not fold into a constant as it does a module-level const
+// (measured with callgrind: about 4% of a whole encode or decode).
+const {
+  BODY_ENCODINGS,
+  BODY_OFFSET,
+  BODY_SIZE_OFFSET,
+  CRC_COVERS_FROM,
+  CRC_OFFSET,
+  EMPTY_RECORD_SIZE_BYTES,
+  HAS_DELIVERY,
+  HAS_GROUP,
+  HAS_TAG,
+  HAS_TRACE,
+  LEN16,
+  MESSAGE_MAGIC_V1,
+  MESSAGE_TYPES,
+  SHORT_STRING_SIZE_MAX,
+  TIMESTAMP_HIGH_MAX,
+  TRANSACTION_STATES,
+  TWO_POW_32,
+  asBuffer,
+} = format;
+
+/** What {@link peekMessageHeader} reads without decoding keys, properties or body. */
+export interface MessageHeaderPeek {
+  readonly totalSizeBytes: number;
+  readonly topic: string;
+  readonly queueId: number;
+  readonly tag: string | undefined;
+}
+
+/** Where decoded bytes came from; named in CORRUPT_RECORD errors. */
+export interface DecodeContext {
+  file?: string;
+  position?: number;
+}
+
+/**
+ * Big-endian reads as plain byte accesses: measured, about 10% of a whole decode faster than
+ * Buffer's own range-checked methods. Callers check every offset first.
+ */
+function readU32(bytes: Uint8Array, at: number): number {
+  return (
+    (((bytes[at] ?? 0) << 24) |
+      ((bytes[at + 1] ?? 0) << 16) |
+      ((bytes[at + 2] ?? 0) << 8) |
+      (bytes[at + 3] ?? 0)) >>>
+    0
+  );
+}
+
+function readU16(bytes: Uint8Array, at: number): number {
+  return ((bytes[at] ?? 0) << 8) | (bytes[at + 1] ?? 0);
+}
+
+function corrupt(context: DecodeContext | undefined, reason: string): never {
+  const file = context?.file;
+  const position = context?.position;
+  throw new RaftmqError(
+    'CORRUPT_RECORD',
+    `corrupt stored message in ${file ?? '(unknown file)'}` +
+      ` at position ${position ?? '(unknown)'}: ${reason}`,
+    { details: { file, position } },
+  );
+}
+
+/**
+ * Checks magic, length, CRC32C and body size; returns where the strings start and end. With
+ * `exact` the record must fill `bytes`, otherwise other bytes may follow it.
+ */
+function checkFrame(bytes: Buffer, context: DecodeContext | undefined, exact: boolean) {
+  if (bytes.length < CRC_COVERS_FROM) corrupt(context, `only ${bytes.length} bytes`);
+  const magic = bytes[0] ?? 0;
+  if (magic !== MESSAGE_MAGIC_V1) {
+    corrupt(
+      context,
+      (magic & 0xf0) === (MESSAGE_MAGIC_V1 & 0xf0)
+        ? `unsupported format version ${magic & 0x0f}`
+        : `bad magic byte 0x${magic.toString(16)}`,
+    );
+  }
+  const end = readU32(bytes, 1);
+  if (end < EMPTY_RECORD_SIZE_BYTES || end > bytes.length || (exact && end !== bytes.length)) {
+    corrupt(context, `length field says ${end} bytes, ${bytes.length} available`);
+  }
+  const stored = readU32(bytes, CRC_OFFSET);
+  const computed = crc32c(bytes.subarray(CRC_COVERS_FROM, end));
+  if (stored !== computed) {
+    corrupt(
+      context,
+      `CRC32C mismatch: stored 0x${stored.toString(16)}, ` + `computed 0x${computed.toString(16)}`,
+    );
+  }
+  const bodySizeBytes = readU32(bytes, BODY_SIZE_OFFSET);
+  if (bodySizeBytes > end - EMPTY_RECORD_SIZE_BYTES) {
+    corrupt(context, `body of ${bodySizeBytes} bytes does not fit a record of ${end}`);
+  }
+  const stringsStart = BODY_OFFSET + bodySizeBytes;
+  const presence = bytes[9] ?? 0;
+  if ((presence & ~(HAS_TAG | HAS_DELIVERY | HAS_GROUP | HAS_TRACE)) !== 0) {
+    corrupt(context, `unknown presence bits 0x${presence.toString(16)}`);
+  }
+  return { stringsStart, end, presence };
+}
+
+/** Reads the strings, checking each length against the bytes left before using it. */
+class StringReader {
+  private at: number;
+  /** The whole string area as latin1: short ASCII strings are cut from it. */
+  private readonly text: string;
+
+  constructor(
+    private readonly bytes: Buffer,
+    private readonly start: number,
+    private readonly end: number,
+    private readonly context: DecodeContext | undefined,
+  ) {
+    this.at = start;
+    this.text = bytes.toString('latin1', start, end);
+  }
+
+  u16(what: string): number {
+    if (this.end - this.at < LEN16) corrupt(this.context, `${what} runs past the end`);
+    const value = readU16(this.bytes, this.at);
+    this.at += LEN16;
+    return value;
+  }
+
+  string(what: string): string {
+    const sizeBytes = this.u16(what);
+    const from = this.at;
+    const to = from + sizeBytes;
+    if (to > this.end) corrupt(this.context, `${what} of ${sizeBytes} bytes runs past the end`);
+    this.at = to;
+    if (sizeBytes <= SHORT_STRING_SIZE_MAX) {
+      let i = from;
+      while (i < to && (this.bytes[i] ?? 0) < 0x80) i++;
+      if (i === to) return this.text.substring(from - this.start, to - this.start);
+    }
+    return this.bytes.toString('utf8', from, to);
+  }
+
+  optional(present: number, what: string): string | undefined {
+    const value = this.string(what);
+    if (present !== 0) return value;
+    if (value.length !== 0) corrupt(this.context, `${what} is marked absent but not empty`);
+    return undefined;
+  }
+
+  keys(): string[] {
+    const count = this.u16('key count');
+    if (count * LEN16 > this.end - this.at) corrupt(this.context, 'key count runs past the end');
+    const keys = new Array<string>(count);
+    for (let i = 0; i < count; i++) keys[i] = this.string('key');
+    return keys;
+  }
+
+  /** Reads the properties, which end the record. */
+  properties(): Map<string, string> {
+    const count = this.u16('property count');
+    const properties = new Map<string, string>();
+    for (let i = 0; i < count; i++) {
+      const key = this.string('property key');
+      if (properties.has(key)) corrupt(this.context, 'duplicate property key');
+      properties.set(key, this.string('property value'));
+    }
+    if (this.at !== this.end) corrupt(this.context, `${this.end - this.at} bytes after the end`);
+    return properties;
+  }
+}
+
+function readTimestamp(bytes: Buffer, at: number, context: DecodeContext | undefined): number {
+  const high = readU32(bytes, at);
+  if (high > TIMESTAMP_HIGH_MAX) corrupt(context, `timestamp at ${at} is not a safe integer`);
+  return high * TWO_POW_32 + readU32(bytes, at + 4);
+}
+
+function readEnum<T>(values: readonly T[], bytes: Buffer, at: number, context?: DecodeContext) {
+  const value = values[bytes[at] ?? 0];
+  if (value === undefined) corrupt(context, `unknown enum code ${bytes[at]} at ${at}`);
+  return value;
+}
+
+function readInt31(bytes: Buffer, at: number, context: DecodeContext | undefined): number {
+  const value = readU32(bytes, at);
+  if (value > 0x7fff_ffff) corrupt(context, `value at ${at} exceeds 2^31 - 1`);
+  return value;
+}
+
+function readDelivery(bytes: Buffer, presence: number, context: DecodeContext | undefined) {
+  const deliveryMs = readTimestamp(bytes, 41, context);
+  if ((presence & HAS_DELIVERY) !== 0) return deliveryMs;
+  if (deliveryMs !== 0) corrupt(context, 'deliveryTimestampMs is marked absent but not zero');
+  return undefined;
+}
+
+function readTopic(r: StringReader, context: DecodeContext | undefined): string {
+  const topic = r.string('topic');
+  if (topic.length === 0) corrupt(context, 'empty topic');
+  return topic;
+}
+
+/**
+ * Decodes one message from exactly its own bytes. Anything malformed (truncated or padded input,
+ * wrong magic, version or length, CRC mismatch, impossible field) throws CORRUPT_RECORD naming
+ * `context`. Only structure is checked, not {@link MESSAGE_LIMITS}: those are the writer's.
+ */
+export function decodeMessage(bytes: Uint8Array, context?: DecodeContext): StoredMessage {
+  const buf = asBuffer(bytes);
+  const { stringsStart, end, presence } = checkFrame(buf, context, true);
+  const r = new StringReader(buf, stringsStart, end, context);
+  const topic = readTopic(r, context);
+  const tag = r.optional(presence & HAS_TAG, 'tag');
+  const messageId = r.string('messageId');
+  const bornHost = r.string('bornHost');
+  const storeHost = r.string('storeHost');
+  const messageGroup = r.optional(presence & HAS_GROUP, 'messageGroup');
+  const traceContext = r.optional(presence & HAS_TRACE, 'traceContext');
+  const keys = r.keys();
+  const userProperties = r.properties();
+  const body = Buffer.allocUnsafe(stringsStart - BODY_OFFSET);
+  buf.copy(body, 0, BODY_OFFSET, stringsStart);
+  return {
+    topic,
+    queueId: readInt31(buf, 13, context),
+    body,
+    bodyEncoding: readEnum(BODY_ENCODINGS, buf, 10, context),
+    tag,
+    keys,
+    userProperties,
+    messageId,
+    bornTimestampMs: readTimestamp(buf, 25, context),
+    storeTimestampMs: readTimestamp(buf, 33, context),
+    deliveryTimestampMs: readDelivery(buf, presence, context),
+    bornHost,
+    storeHost,
+    flags: readU32(buf, 17),
+    reconsumeCount: readInt31(buf, 21, context),
+    messageGroup,
+    messageType: readEnum(MESSAGE_TYPES, buf, 11, context),
+    transactionState: readEnum(TRANSACTION_STATES, buf, 12, context),
+    traceContext,
+  };
+}
+
+/**
+ * Reads size, topic, queue id and tag of the record at the start of `bytes` (other records may
+ * follow it) without decoding keys, properties or body: for rebuilding indexes. Magic, length
+ * and CRC32C are checked as {@link decodeMessage} checks them; the rest of the record is not.
+ */
+export function peekMessageHeader(bytes: Uint8Array, context?: DecodeContext): MessageHeaderPeek {
+  const buf = asBuffer(bytes);
+  const { stringsStart, end, presence } = checkFrame(buf, context, false);
+  const r = new StringReader(buf, stringsStart, end, context);
+  const topic = readTopic(r, context);
+  const tag = r.optional(presence & HAS_TAG, 'tag');
+  return { totalSizeBytes: end, topic, queueId: readInt31(buf, 13, context), tag };
+}
