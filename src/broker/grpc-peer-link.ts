@@ -11,13 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../common/logger';
 import type { NodeId } from '../common/types';
 import { backoffDelayMs, passBuffer, type RateLimitedWarn } from './grpc-util';
-import {
-  batchFramingBytes,
-  frameBatch,
-  RAFT_METHOD_PATH,
-  type RaftCodecs,
-  type WireRoute,
-} from './raft-wire';
+import { RAFT_METHOD_PATH, type RaftCodecs, type WireRoute } from './raft-wire';
 import { channelOptions, type GrpcRaftTransportOptions } from './grpc-raft-transport-options';
 
 /**
@@ -77,20 +71,23 @@ export class PeerLink {
     private readonly ctx: LinkContext,
   ) {}
 
-  /** Queues one encoded append-class message; call {@link pump} after a batch of these. */
-  enqueue(encoded: Buffer): void {
+  /**
+   * Queues one append-class message, encoded and framed as an element of `PeerBatch.messages`
+   * (so a batch is the concatenation of its elements); call {@link pump} after a batch of these.
+   */
+  enqueue(framed: Buffer): void {
     const { options, counters } = this.ctx;
     const count = this.queue.length - this.queueHead;
     if (
       count >= options.queueCountMax ||
-      this.queuedBytes + encoded.length > options.queueBytesMax
+      this.queuedBytes + framed.length > options.queueBytesMax
     ) {
       counters.dropped += 1;
       counters.droppedQueueFull += 1;
       return;
     }
-    this.queue.push(encoded);
-    this.queuedBytes += encoded.length;
+    this.queue.push(framed);
+    this.queuedBytes += framed.length;
   }
 
   /** Writes queued messages in batches while the stream takes them; connects when needed. */
@@ -108,7 +105,8 @@ export class PeerLink {
       s.inflightBytes < options.queueBytesMax
     ) {
       const parts = this.takeBatch();
-      const frame = frameBatch(parts);
+      // A single element is already a whole PeerBatch: written as it is, without a copy.
+      const frame = parts.length === 1 && parts[0] !== undefined ? parts[0] : Buffer.concat(parts);
       s.inflightBytes += frame.length;
       counters.sent += parts.length;
       const more = s.call.write(frame, (err: Error | null | undefined) => {
@@ -184,10 +182,9 @@ export class PeerLink {
     while (this.queueHead < this.queue.length) {
       const next = this.queue[this.queueHead];
       if (next === undefined) break;
-      const add = next.length + batchFramingBytes(next.length);
-      if (parts.length > 0 && bytes + add > maxBytes) break;
+      if (parts.length > 0 && bytes + next.length > maxBytes) break;
       parts.push(next);
-      bytes += add;
+      bytes += next.length;
       this.queueHead += 1;
       this.queuedBytes -= next.length;
     }

@@ -26,6 +26,7 @@ import type { Prng } from '../common/prng';
 import { asNodeId, type NodeId } from '../common/types';
 import type { Message } from '../raft/types';
 import { PeerLink, type LinkContext } from './grpc-peer-link';
+import { encodeFramedAppend } from './raft-append-wire';
 import {
   channelOptions,
   resolveGrpcRaftTransportOptions,
@@ -43,6 +44,7 @@ import {
   batchFramingBytes,
   decodeInbound,
   decodeInboundBatch,
+  frameBatch,
   loadRaftCodecs,
   raftPeerServiceDefinition,
   routeOf,
@@ -212,19 +214,28 @@ export class GrpcRaftTransport implements RaftTransport {
         counters.droppedUnknownPeer += 1;
         continue;
       }
-      const encoded = this.codecs.peerMessage.encode(toWire(options.group, message));
-      if (encoded.length + batchFramingBytes(encoded.length) > options.messageSizeMaxBytes) {
+      const route = routeOf(message.type);
+      // Append-class messages are queued framed as `PeerBatch` elements (see `PeerLink`); the
+      // check below counts the framing for every route, so both paths refuse the same sizes.
+      const encoded =
+        message.type === 'Append'
+          ? encodeFramedAppend(options.group, message)
+          : this.codecs.peerMessage.encode(toWire(options.group, message));
+      const framedBytes =
+        message.type === 'Append'
+          ? encoded.length
+          : encoded.length + batchFramingBytes(encoded.length);
+      if (framedBytes > options.messageSizeMaxBytes) {
         counters.dropped += 1;
         counters.droppedOversized += 1;
         this.log.debug(
-          { peer: message.to, type: message.type, sizeBytes: encoded.length },
+          { peer: message.to, type: message.type, sizeBytes: framedBytes },
           'message over messageSizeMaxBytes dropped',
         );
         continue;
       }
-      const route = routeOf(message.type);
       if (route === 'append') {
-        link.enqueue(encoded);
+        link.enqueue(message.type === 'Append' ? encoded : frameBatch([encoded]));
         touched.add(link);
       } else {
         link.call(route, encoded);

@@ -8,7 +8,7 @@
  * 2. persist: a changed term/vote is written to the metadata store with sync first (so the
  *    log never holds a term the hard state does not), then the log suffix is truncated if asked,
  *    the entries are appended to the CommitLog and waited for until persisted; the commit index
- *    is written lazily after the entries it covers;
+ *    is then written lazily in the background (see {@link RaftDriver.scheduleCommitWrite});
  * 3. send `messagesAfterPersist` (votes, append acknowledgements: thesis §3.8);
  * 4. apply `committedEntries` in order through the `apply` callback, then resolve the proposals
  *    and reads they complete;
@@ -106,6 +106,10 @@ export class RaftDriver {
   private durableHardState: HardState;
   private softState: SoftState;
   private appliedIndex: number;
+  /** The commit index waiting to be written by the background commit writer. */
+  private commitToWrite: LogIndex | undefined;
+  /** The background commit writer while it runs (one metadata write in flight at most). */
+  private commitWriter: Promise<void> | undefined;
   private loopDone: Promise<void> = Promise.resolve();
   private loopRunning = false;
   private closed = false;
@@ -238,6 +242,7 @@ export class RaftDriver {
       await this.loopDone;
     }
     await this.loadsIdle();
+    await this.commitWritesIdle();
     const err = new RaftmqError('STORE_CLOSED', 'raft driver closed');
     this.proposals.failAll(err);
     this.reads.failAll(err);
@@ -321,7 +326,10 @@ export class RaftDriver {
         hardState.vote !== this.durableHardState.vote)
     ) {
       // The new commit index may cover entries of this very Ready that are not durable yet, or
-      // durable entries this Ready truncates away: it is written only after them, below.
+      // durable entries this Ready truncates away: it is written only after them, below. A
+      // background commit write still in flight carries the old term and vote, so it must land
+      // before this one (LevelDB does not order concurrent writes for us).
+      await this.commitWritesIdle();
       await this.writeHardState({ ...hardState, commit: this.durableHardState.commit }, true);
     }
     if (ready.truncateFrom !== undefined) {
@@ -336,8 +344,7 @@ export class RaftDriver {
     }
     if (hardState !== undefined && hardState.commit !== this.durableHardState.commit) {
       assert(hardState.commit <= log.lastIndex(), 'raft driver: commit beyond the log');
-      // Raft re-learns the commit index from the leader, so it need not be synced.
-      await this.writeHardState(hardState, false);
+      this.scheduleCommitWrite(hardState.commit);
     }
   }
 
@@ -346,6 +353,49 @@ export class RaftDriver {
       sync,
     });
     this.durableHardState = hardState;
+  }
+
+  /**
+   * Writes the commit index in the background, unsynced: Raft re-learns it from the leader, so
+   * nothing waits for it (neither the apply of this Ready nor the acknowledgements). It is only
+   * asked for once the entries it covers are durable, and committed entries are never
+   * truncated, so a stored commit index never runs past the stored log. One write is in flight
+   * at most; indexes asked for meanwhile are coalesced into the latest. A failed write stops
+   * the driver like any other persist failure.
+   */
+  private scheduleCommitWrite(commit: LogIndex): void {
+    this.commitToWrite = commit;
+    if (this.commitWriter !== undefined) return;
+    this.commitWriter = this.runCommitWrites().then(
+      () => {
+        this.commitWriter = undefined;
+      },
+      (err: unknown) => {
+        this.commitWriter = undefined;
+        this.fail(err);
+      },
+    );
+  }
+
+  private async runCommitWrites(): Promise<void> {
+    for (;;) {
+      const commit = this.commitToWrite;
+      this.commitToWrite = undefined;
+      if (commit === undefined || !this.running || commit === this.durableHardState.commit) {
+        return;
+      }
+      // The term and vote are the durable ones: a change of them waits for this writer to be
+      // idle before it is written (see `persist`), so this write never undoes it.
+      await this.writeHardState({ ...this.durableHardState, commit }, false);
+    }
+  }
+
+  /** Waits until the background commit writer is idle (only the loop asks it for writes). */
+  private async commitWritesIdle(): Promise<void> {
+    for (let rounds = 0; this.commitWriter !== undefined; rounds++) {
+      assert(rounds < 4, 'raft driver: commit writes kept running');
+      await this.commitWriter;
+    }
   }
 
   private async applyEntries(entries: readonly Entry[]): Promise<void> {
