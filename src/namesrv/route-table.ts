@@ -1,0 +1,389 @@
+/**
+ * The NameServer's route table: a pure, synchronous registry of broker groups, their nodes and
+ * the topics they host. No IO and no timers: every call that needs time takes `nowMs`, which the
+ * service reads from its injected `Clock` (use `monotonicMs()`: expiry is a duration).
+ *
+ * Leadership rules (raftmq's terms on top of RocketMQ's `RouteInfoManager`):
+ * - A node's registrations carry its Raft term, which never decreases on a node. A registration
+ *   with a term below the one recorded for that node is a replayed or reordered message and is
+ *   ignored whole (outcome `stale-term`; not even its heartbeat counts).
+ * - Each group keeps `leaderTermMax`, the highest term in which any node claimed leadership,
+ *   for as long as the group has any node. The group's leader is the live node whose latest
+ *   registration claims leadership in exactly that term; should two claim the same term (Raft's
+ *   election safety says they cannot), the earlier claim wins.
+ * - So a claim in an older term never displaces a newer leader, and an old leader that keeps
+ *   heartbeating with its old term stays demoted even after the newer leader expires: the group
+ *   is then leaderless (readable from followers, not writable) until a node claims a term at
+ *   least `leaderTermMax`. A leader that re-registers as follower gives up leadership.
+ * - A group with no nodes left is forgotten, `leaderTermMax` included.
+ *
+ * Bounds: `groupsMax`, `nodesPerGroupMax` and `topicsMax` (distinct topics in the whole table).
+ * A registration that would exceed one gets `BUSY` (retryable: expiry frees room); a single
+ * registration listing more than `topicsMax` topics can never fit and gets `INVALID_ARGUMENT`.
+ */
+import { assert } from '../common/assert';
+import { RaftmqError } from '../common/errors';
+import {
+  type RouteTableOptions,
+  resolveRouteTableOptions,
+  type BrokerRole,
+  type TopicPerm,
+  type TopicRegistration,
+  type BrokerRegistration,
+  type RegisterOutcome,
+  type RegisterResult,
+  type NodeRef,
+  type GroupRoute,
+  type TopicRoute,
+  type GroupView,
+  type DroppedNode,
+} from './route-types';
+
+export {
+  type RouteTableOptions,
+  ROUTE_TABLE_DEFAULTS,
+  resolveRouteTableOptions,
+  type BrokerRole,
+  type TopicPerm,
+  type TopicRegistration,
+  type BrokerRegistration,
+  type RegisterOutcome,
+  type RegisterResult,
+  type NodeRef,
+  type QueueRoute,
+  type GroupRoute,
+  type TopicRoute,
+  type NodeView,
+  type GroupView,
+  type DroppedNode,
+} from './route-types';
+
+const PERMS: readonly string[] = ['READ', 'WRITE', 'READ_WRITE'];
+/** RocketMQ v2 `MessageType` names a topic may accept. */
+const MESSAGE_TYPES: readonly string[] = ['NORMAL', 'FIFO', 'DELAY', 'TRANSACTION'];
+/** RocketMQ's topic name rule (`TopicValidator`). */
+const TOPIC_NAME = /^[%|a-zA-Z0-9_-]{1,127}$/;
+const NAME_LENGTH_MAX = 255;
+/** RocketMQ's default upper bound for a topic's queue count. */
+const QUEUE_COUNT_MAX = 1024;
+
+/** One topic as a node registers it. */
+interface NodeEntry extends NodeRef {
+  readonly role: BrokerRole;
+  readonly topics: ReadonlyMap<string, TopicRegistration>;
+  readonly lastHeartbeatMs: number;
+  /** Sequence number of the first registration claiming leadership in `term`; 0 if none. */
+  readonly claimSeq: number;
+}
+
+interface GroupEntry {
+  readonly cluster: string;
+  readonly nodes: Map<string, NodeEntry>;
+  leaderTermMax: number;
+}
+
+function invalid(field: string, message: string): never {
+  throw new RaftmqError('INVALID_ARGUMENT', `${field}: ${message}`, { details: { field } });
+}
+
+function checkName(value: unknown, field: string): string {
+  if (typeof value !== 'string' || value.length === 0) invalid(field, 'must be a non-empty string');
+  if (value.length > NAME_LENGTH_MAX) invalid(field, `must be at most ${NAME_LENGTH_MAX} chars`);
+  return value;
+}
+
+function checkEndpoint(value: unknown): string {
+  const text = checkName(value, 'endpoint');
+  const match = /^([^\s:]+|\[[0-9a-fA-F:.]+\]):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[2]);
+  if (match === null || port < 1 || port > 65_535) {
+    invalid('endpoint', `must be host:port with port in [1, 65535], got ${text}`);
+  }
+  return text;
+}
+
+function isIntIn(value: unknown, min: number, max: number): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= min && (value as number) <= max;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function checkTopic(name: string, value: unknown): TopicRegistration {
+  const field = `topics.${name}`;
+  if (!TOPIC_NAME.test(name)) invalid(field, 'topic name must match [%|a-zA-Z0-9_-]{1,127}');
+  if (!isObject(value)) invalid(field, 'must be an object');
+  const { queueCount, perm, messageTypes } = value;
+  if (!isIntIn(queueCount, 1, QUEUE_COUNT_MAX)) {
+    invalid(`${field}.queueCount`, `must be an integer in [1, ${QUEUE_COUNT_MAX}]`);
+  }
+  if (typeof perm !== 'string' || !PERMS.includes(perm)) {
+    invalid(`${field}.perm`, `must be one of ${PERMS.join(', ')}`);
+  }
+  if (
+    !Array.isArray(messageTypes) ||
+    !messageTypes.every((t) => typeof t === 'string' && MESSAGE_TYPES.includes(t))
+  ) {
+    invalid(`${field}.messageTypes`, `must be an array of ${MESSAGE_TYPES.join(', ')}`);
+  }
+  const types = Object.freeze([...new Set(messageTypes as string[])]);
+  return Object.freeze({ queueCount, perm: perm as TopicPerm, messageTypes: types });
+}
+
+/** Checks a registration from the wire; throws INVALID_ARGUMENT naming the first bad field. */
+function checkRegistration(reg: unknown, topicsMax: number): Checked {
+  if (!isObject(reg)) invalid('registration', 'must be an object');
+  const cluster = checkName(reg.cluster, 'cluster');
+  const group = checkName(reg.group, 'group');
+  const nodeId = checkName(reg.nodeId, 'nodeId');
+  const endpoint = checkEndpoint(reg.endpoint);
+  const { role, term } = reg;
+  if (role !== 'leader' && role !== 'follower') invalid('role', 'must be leader or follower');
+  if (!isIntIn(term, 0, Number.MAX_SAFE_INTEGER)) {
+    invalid('term', 'must be a non-negative safe integer');
+  }
+  if (!isObject(reg.topics)) invalid('topics', 'must be an object');
+  const entries = Object.entries(reg.topics);
+  if (entries.length > topicsMax) invalid('topics', `more than topicsMax (${topicsMax}) topics`);
+  const topics = new Map(entries.map(([name, t]) => [name, checkTopic(name, t)] as const));
+  return { cluster, group, nodeId, endpoint, role, term, topics };
+}
+
+type Checked = Omit<BrokerRegistration, 'topics'> & { topics: Map<string, TopicRegistration> };
+
+function ref(node: NodeEntry): NodeRef {
+  return Object.freeze({ nodeId: node.nodeId, endpoint: node.endpoint, term: node.term });
+}
+
+function byName<T>(a: [string, T], b: [string, T]): number {
+  return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
+}
+
+/** The NameServer's route table. Not thread-safe by design: Node runs it on one thread. */
+export class RouteTable {
+  /** Resolved options. */
+  readonly options: Readonly<RouteTableOptions>;
+  private readonly groups = new Map<string, GroupEntry>();
+  /** topic -> group -> number of that group's nodes listing it. */
+  private readonly topicIndex = new Map<string, Map<string, number>>();
+  private claimSeq = 0;
+
+  constructor(options?: Partial<RouteTableOptions>) {
+    this.options = resolveRouteTableOptions(options);
+  }
+
+  /**
+   * Records a registration or heartbeat at `nowMs`. Throws INVALID_ARGUMENT for a malformed
+   * registration (or a group already registered under another cluster) and BUSY when a bound
+   * would be exceeded; in both cases the table is unchanged.
+   */
+  register(registration: BrokerRegistration, nowMs: number): RegisterResult {
+    assert(Number.isFinite(nowMs), () => `nowMs must be finite, got ${nowMs}`);
+    const reg = checkRegistration(registration, this.options.topicsMax);
+    const existing = this.groups.get(reg.group);
+    if (existing !== undefined && existing.cluster !== reg.cluster) {
+      invalid('cluster', `group ${reg.group} is registered in cluster ${existing.cluster}`);
+    }
+    const previous = existing?.nodes.get(reg.nodeId);
+    if (existing !== undefined && previous !== undefined && reg.term < previous.term) {
+      return { outcome: 'stale-term', stale: true, leader: this.leaderRef(existing) };
+    }
+    if (existing === undefined && this.groups.size >= this.options.groupsMax) {
+      throw new RaftmqError('BUSY', `route table full: groupsMax (${this.options.groupsMax})`);
+    }
+    if (
+      previous === undefined &&
+      existing !== undefined &&
+      existing.nodes.size >= this.options.nodesPerGroupMax
+    ) {
+      const max = this.options.nodesPerGroupMax;
+      throw new RaftmqError('BUSY', `group ${reg.group} full: nodesPerGroupMax (${max})`);
+    }
+    this.checkTopicRoom(reg.group, previous?.topics, reg.topics);
+
+    const group = existing ?? { cluster: reg.cluster, nodes: new Map(), leaderTermMax: -1 };
+    this.groups.set(reg.group, group);
+    let claimSeq = 0;
+    if (reg.role === 'leader') {
+      const sameClaim = previous?.role === 'leader' && previous.term === reg.term;
+      claimSeq = sameClaim ? previous.claimSeq : ++this.claimSeq;
+      group.leaderTermMax = Math.max(group.leaderTermMax, reg.term);
+    }
+    if (previous !== undefined) this.indexTopics(reg.group, previous.topics, -1);
+    this.indexTopics(reg.group, reg.topics, +1);
+    group.nodes.set(
+      reg.nodeId,
+      Object.freeze({
+        nodeId: reg.nodeId,
+        endpoint: reg.endpoint,
+        role: reg.role,
+        term: reg.term,
+        topics: reg.topics,
+        lastHeartbeatMs: nowMs,
+        claimSeq,
+      }),
+    );
+    const leader = this.leaderOf(group);
+    const outcome: RegisterOutcome =
+      reg.role === 'follower'
+        ? 'follower'
+        : leader?.nodeId === reg.nodeId
+          ? 'leader'
+          : 'stale-leader';
+    return { outcome, stale: outcome === 'stale-leader', leader: leader && ref(leader) };
+  }
+
+  /** Removes one node (a broker shutting down cleanly); returns it, or undefined if unknown. */
+  unregister(group: string, nodeId: string): DroppedNode | undefined {
+    checkName(group, 'group');
+    checkName(nodeId, 'nodeId');
+    return this.drop(group, nodeId);
+  }
+
+  /** Drops every node not heard from for more than `brokerExpiryMs` before `nowMs`. */
+  expire(nowMs: number): DroppedNode[] {
+    assert(Number.isFinite(nowMs), () => `nowMs must be finite, got ${nowMs}`);
+    const dead: { group: string; nodeId: string; wasLeader: boolean }[] = [];
+    for (const [groupName, group] of this.groups) {
+      // Leadership is judged before any drop: dropping one node can change who leads.
+      const leader = this.leaderOf(group);
+      for (const node of group.nodes.values()) {
+        if (nowMs - node.lastHeartbeatMs > this.options.brokerExpiryMs) {
+          dead.push({ group: groupName, nodeId: node.nodeId, wasLeader: node === leader });
+        }
+      }
+    }
+    return dead.map(({ group, nodeId, wasLeader }) => {
+      const dropped = this.drop(group, nodeId);
+      assert(dropped !== undefined, () => `expired node ${group}/${nodeId} vanished`);
+      return Object.freeze({ ...dropped, wasLeader });
+    });
+  }
+
+  /** The route of `topic`, or undefined when no group hosts it. */
+  route(topic: string): TopicRoute | undefined {
+    if (typeof topic !== 'string' || !TOPIC_NAME.test(topic)) {
+      invalid('topic', 'must match [%|a-zA-Z0-9_-]{1,127}');
+    }
+    const hosts = this.topicIndex.get(topic);
+    if (hosts === undefined) return undefined;
+    const groups = [...hosts.keys()].sort().map((name) => {
+      const group = this.groups.get(name);
+      assert(group !== undefined, () => `topic index names unknown group ${name}`);
+      return this.groupRoute(name, group, topic);
+    });
+    return Object.freeze({ topic, groups: Object.freeze(groups) });
+  }
+
+  /** Every group with its nodes, roles, terms and last heartbeats; sorted by group name. */
+  clusterView(): GroupView[] {
+    return [...this.groups].sort(byName).map(([name, group]) => {
+      const leader = this.leaderOf(group);
+      const nodes = [...group.nodes].sort(byName).map(([, node]) =>
+        Object.freeze({
+          ...ref(node),
+          reportedRole: node.role,
+          isLeader: node === leader,
+          lastHeartbeatMs: node.lastHeartbeatMs,
+          topicCount: node.topics.size,
+        }),
+      );
+      return Object.freeze({
+        cluster: group.cluster,
+        group: name,
+        leaderTermMax: group.leaderTermMax,
+        leaderNodeId: leader?.nodeId,
+        nodes: Object.freeze(nodes),
+      });
+    });
+  }
+
+  /** The group's leader, by the rules in the file comment. */
+  private leaderOf(group: GroupEntry): NodeEntry | undefined {
+    let best: NodeEntry | undefined;
+    for (const node of group.nodes.values()) {
+      if (node.role !== 'leader' || node.term !== group.leaderTermMax) continue;
+      if (best === undefined || node.claimSeq < best.claimSeq) best = node;
+    }
+    return best;
+  }
+
+  private leaderRef(group: GroupEntry): NodeRef | undefined {
+    const leader = this.leaderOf(group);
+    return leader && ref(leader);
+  }
+
+  private groupRoute(name: string, group: GroupEntry, topic: string): GroupRoute {
+    const leader = this.leaderOf(group);
+    // The leader holds every committed topic change, so its table wins; without one, the
+    // listing node with the highest term (then lowest id) is the best guess.
+    const listing = [...group.nodes.values()].filter((n) => n.topics.has(topic));
+    listing.sort((a, b) => b.term - a.term || (a.nodeId < b.nodeId ? -1 : 1));
+    const source = leader?.topics.has(topic) === true ? leader : listing[0];
+    const config = source?.topics.get(topic);
+    assert(config !== undefined, () => `group ${name} indexed for ${topic} but lists it nowhere`);
+    const queues = Array.from({ length: config.queueCount }, (_, queueId) =>
+      Object.freeze({ queueId, perm: config.perm, messageTypes: config.messageTypes }),
+    );
+    const followers = [...group.nodes]
+      .sort(byName)
+      .filter(([, n]) => n !== leader)
+      .map(([, n]) => ref(n));
+    return Object.freeze({
+      cluster: group.cluster,
+      group: name,
+      leader: leader && ref(leader),
+      writable: leader !== undefined && config.perm !== 'READ',
+      leaderless: leader === undefined,
+      followers: Object.freeze(followers),
+      queues: Object.freeze(queues),
+    });
+  }
+
+  /** Throws BUSY if swapping a node's topics `from` -> `to` would exceed `topicsMax`. */
+  private checkTopicRoom(
+    group: string,
+    from: ReadonlyMap<string, unknown> | undefined,
+    to: ReadonlyMap<string, unknown>,
+  ): void {
+    let size = this.topicIndex.size;
+    for (const topic of to.keys()) if (!this.topicIndex.has(topic)) size += 1;
+    for (const topic of from?.keys() ?? []) {
+      const hosts = this.topicIndex.get(topic);
+      if (!to.has(topic) && hosts?.size === 1 && hosts.get(group) === 1) size -= 1;
+    }
+    if (size > this.options.topicsMax) {
+      throw new RaftmqError('BUSY', `route table full: topicsMax (${this.options.topicsMax})`);
+    }
+  }
+
+  private indexTopics(group: string, topics: ReadonlyMap<string, unknown>, delta: 1 | -1): void {
+    for (const topic of topics.keys()) {
+      const hosts = this.topicIndex.get(topic) ?? new Map<string, number>();
+      const count = (hosts.get(group) ?? 0) + delta;
+      assert(count >= 0, () => `topic index count below zero for ${topic} in ${group}`);
+      if (count === 0) hosts.delete(group);
+      else hosts.set(group, count);
+      if (hosts.size === 0) this.topicIndex.delete(topic);
+      else this.topicIndex.set(topic, hosts);
+    }
+  }
+
+  private drop(groupName: string, nodeId: string): DroppedNode | undefined {
+    const group = this.groups.get(groupName);
+    const node = group?.nodes.get(nodeId);
+    if (group === undefined || node === undefined) return undefined;
+    const wasLeader = this.leaderOf(group) === node;
+    group.nodes.delete(nodeId);
+    this.indexTopics(groupName, node.topics, -1);
+    if (group.nodes.size === 0) this.groups.delete(groupName);
+    return Object.freeze({
+      ...ref(node),
+      cluster: group.cluster,
+      group: groupName,
+      lastHeartbeatMs: node.lastHeartbeatMs,
+      wasLeader,
+    });
+  }
+}

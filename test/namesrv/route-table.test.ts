@@ -1,0 +1,397 @@
+/*
+ * The NameServer route table, driven directly with explicit `nowMs` values (no timers): the
+ * leader is the highest-term claim and a stale claim never displaces it, expiry happens after
+ * 120 s and not before, routes have the documented shape, and bad input is refused with a typed
+ * INVALID_ARGUMENT naming the field. A fast-check property runs random interleavings of
+ * registrations, unregistrations and expiry against a small model of the leadership rules.
+ */
+import { strict as assert } from 'node:assert';
+import fc from 'fast-check';
+import { isRaftmqError } from '../../src/common/errors';
+import {
+  type BrokerRegistration,
+  type RegisterOutcome,
+  RouteTable,
+  ROUTE_TABLE_DEFAULTS,
+  resolveRouteTableOptions,
+} from '../../src/namesrv/route-table';
+import { fcParams } from '../fc-params';
+
+const T0 = 1_000;
+
+function reg(over: Partial<BrokerRegistration> = {}): BrokerRegistration {
+  return {
+    cluster: 'c1',
+    group: 'g1',
+    nodeId: 'n1',
+    endpoint: '127.0.0.1:8081',
+    role: 'leader',
+    term: 1,
+    topics: { orders: { queueCount: 4, perm: 'READ_WRITE', messageTypes: ['NORMAL'] } },
+    ...over,
+  };
+}
+
+function leaderOf(table: RouteTable, group: string): string | undefined {
+  return table.clusterView().find((g) => g.group === group)?.leaderNodeId;
+}
+
+function invalidField(field: string) {
+  return (e: unknown): boolean =>
+    isRaftmqError(e, 'INVALID_ARGUMENT') && e.details.field === field && e.message.includes(field);
+}
+
+describe('namesrv route table', () => {
+  it('has RocketMQ defaults and validates options', () => {
+    assert.equal(ROUTE_TABLE_DEFAULTS.brokerExpiryMs, 120_000);
+    assert.equal(ROUTE_TABLE_DEFAULTS.scanIntervalMs, 10_000);
+    assert.ok(Object.isFrozen(ROUTE_TABLE_DEFAULTS));
+    assert.throws(
+      () => resolveRouteTableOptions({ groupsMax: 0 }),
+      (e) => isRaftmqError(e, 'INVALID_OPTION') && /routeTable\.groupsMax/.test(e.message),
+    );
+    assert.throws(
+      () => resolveRouteTableOptions({ brokerExpiryMs: 5_000 }),
+      /routeTable\.scanIntervalMs/,
+    );
+  });
+
+  it('makes the leader-claiming node with the highest term the leader', () => {
+    const table = new RouteTable();
+    assert.equal(table.register(reg({ nodeId: 'n1', term: 3 }), T0).outcome, 'leader');
+    const r = table.register(reg({ nodeId: 'n2', term: 4, endpoint: 'h2:8081' }), T0);
+    assert.equal(r.outcome, 'leader');
+    assert.deepEqual(r.leader, { nodeId: 'n2', endpoint: 'h2:8081', term: 4 });
+    assert.equal(leaderOf(table, 'g1'), 'n2');
+    assert.equal(
+      table.register(reg({ nodeId: 'n3', role: 'follower', term: 4 }), T0).outcome,
+      'follower',
+    );
+    assert.equal(leaderOf(table, 'g1'), 'n2');
+  });
+
+  it('never lets a claim in an older term displace a newer leader', () => {
+    // Registered after the newer leader: a last-writer-wins table (no term check) fails here.
+    const table = new RouteTable();
+    table.register(reg({ nodeId: 'n2', term: 5 }), T0);
+    const stale = table.register(reg({ nodeId: 'n1', term: 4 }), T0 + 1);
+    assert.equal(stale.outcome, 'stale-leader');
+    assert.equal(stale.stale, true);
+    assert.equal(stale.leader?.nodeId, 'n2');
+    assert.equal(leaderOf(table, 'g1'), 'n2');
+    assert.equal(table.route('orders')?.groups[0]?.leader?.term, 5);
+  });
+
+  it('keeps the old leader demoted while it heartbeats with its old term', () => {
+    const table = new RouteTable();
+    table.register(reg({ nodeId: 'n1', term: 4 }), T0);
+    table.register(reg({ nodeId: 'n2', term: 5 }), T0);
+    assert.equal(leaderOf(table, 'g1'), 'n2');
+    // n1 keeps heartbeating as leader of term 4; n2 goes silent and expires.
+    for (let t = T0; t <= T0 + 150_000; t += 30_000) {
+      assert.equal(table.register(reg({ nodeId: 'n1', term: 4 }), t).outcome, 'stale-leader');
+    }
+    const dropped = table.expire(T0 + 150_000);
+    assert.deepEqual(
+      dropped.map((d) => [d.nodeId, d.wasLeader]),
+      [['n2', true]],
+    );
+    const group = table.route('orders')?.groups[0];
+    assert.equal(group?.leader, undefined);
+    assert.equal(group?.leaderless, true);
+    assert.equal(group?.writable, false);
+    assert.deepEqual(
+      group?.followers.map((f) => f.nodeId),
+      ['n1'],
+    );
+    // A claim in term >= 5 restores a leader.
+    table.register(reg({ nodeId: 'n3', term: 6 }), T0 + 150_000);
+    assert.equal(leaderOf(table, 'g1'), 'n3');
+  });
+
+  it('drops leadership when the leader re-registers as follower', () => {
+    const table = new RouteTable();
+    table.register(reg({ nodeId: 'n1', term: 4 }), T0);
+    table.register(reg({ nodeId: 'n1', term: 4, role: 'follower' }), T0 + 1);
+    assert.equal(leaderOf(table, 'g1'), undefined);
+  });
+
+  it("ignores a registration whose term is below the node's recorded term", () => {
+    const table = new RouteTable();
+    table.register(reg({ nodeId: 'n1', term: 7, role: 'follower' }), T0);
+    const r = table.register(reg({ nodeId: 'n1', term: 6 }), T0 + 100_000);
+    assert.equal(r.outcome, 'stale-term');
+    assert.equal(leaderOf(table, 'g1'), undefined);
+    // Its heartbeat did not count either.
+    assert.equal(table.expire(T0 + 120_001).length, 1);
+  });
+
+  it('expires a node after 120 s of silence and not before; re-registration restores it', () => {
+    const table = new RouteTable();
+    table.register(reg({ nodeId: 'n1', term: 2 }), T0);
+    table.register(reg({ nodeId: 'n2', term: 2, role: 'follower' }), T0 + 30_000);
+    assert.deepEqual(table.expire(T0 + 120_000), []);
+    const dropped = table.expire(T0 + 120_001);
+    assert.deepEqual(dropped, [
+      {
+        nodeId: 'n1',
+        endpoint: '127.0.0.1:8081',
+        term: 2,
+        cluster: 'c1',
+        group: 'g1',
+        lastHeartbeatMs: T0,
+        wasLeader: true,
+      },
+    ]);
+    assert.equal(table.route('orders')?.groups[0]?.leaderless, true);
+    assert.equal(table.expire(T0 + 150_000).length, 0);
+    assert.equal(table.expire(T0 + 150_001)[0]?.nodeId, 'n2');
+    assert.equal(table.route('orders'), undefined);
+    assert.deepEqual(table.clusterView(), []);
+    table.register(reg({ nodeId: 'n1', term: 2 }), T0 + 200_000);
+    assert.equal(table.route('orders')?.groups[0]?.leader?.nodeId, 'n1');
+  });
+
+  it('unregisters a node and forgets an empty group', () => {
+    const table = new RouteTable();
+    table.register(reg(), T0);
+    assert.equal(table.unregister('g1', 'nope'), undefined);
+    assert.equal(table.unregister('g1', 'n1')?.wasLeader, true);
+    assert.equal(table.route('orders'), undefined);
+    assert.throws(() => table.unregister('', 'n1'), invalidField('group'));
+  });
+
+  it('routes: queues 0..n-1 per group, leader and followers, sorted by group', () => {
+    const table = new RouteTable();
+    const topics = { orders: { queueCount: 2, perm: 'READ', messageTypes: ['FIFO'] } } as const;
+    table.register(reg({ group: 'g2', nodeId: 'a', term: 9, endpoint: 'a:1', topics }), T0);
+    table.register(reg({ group: 'g1', nodeId: 'x', term: 1, endpoint: 'x:1' }), T0);
+    table.register(
+      reg({ group: 'g1', nodeId: 'y', term: 1, endpoint: 'y:1', role: 'follower' }),
+      T0,
+    );
+    const route = table.route('orders');
+    assert.deepEqual(route, {
+      topic: 'orders',
+      groups: [
+        {
+          cluster: 'c1',
+          group: 'g1',
+          leader: { nodeId: 'x', endpoint: 'x:1', term: 1 },
+          writable: true,
+          leaderless: false,
+          followers: [{ nodeId: 'y', endpoint: 'y:1', term: 1 }],
+          queues: [0, 1, 2, 3].map((queueId) => ({
+            queueId,
+            perm: 'READ_WRITE',
+            messageTypes: ['NORMAL'],
+          })),
+        },
+        {
+          cluster: 'c1',
+          group: 'g2',
+          leader: { nodeId: 'a', endpoint: 'a:1', term: 9 },
+          writable: false,
+          leaderless: false,
+          followers: [],
+          queues: [0, 1].map((queueId) => ({ queueId, perm: 'READ', messageTypes: ['FIFO'] })),
+        },
+      ],
+    });
+    assert.equal(table.route('missing'), undefined);
+    const view = table.clusterView();
+    assert.deepEqual(
+      view.map((g) => [g.group, g.leaderNodeId, g.leaderTermMax]),
+      [
+        ['g1', 'x', 1],
+        ['g2', 'a', 9],
+      ],
+    );
+    assert.deepEqual(
+      view[0]?.nodes.map((n) => [n.nodeId, n.reportedRole, n.isLeader]),
+      [
+        ['x', 'leader', true],
+        ['y', 'follower', false],
+      ],
+    );
+  });
+
+  it('refuses bad input with INVALID_ARGUMENT naming the field, table unchanged', () => {
+    const table = new RouteTable();
+    const bad: [string, unknown][] = [
+      ['cluster', reg({ cluster: '' })],
+      ['group', reg({ group: 7 as unknown as string })],
+      ['nodeId', reg({ nodeId: '' })],
+      ['endpoint', reg({ endpoint: 'host' })],
+      ['endpoint', reg({ endpoint: 'host:0' })],
+      ['endpoint', reg({ endpoint: 'host:65536' })],
+      ['role', reg({ role: 'master' as 'leader' })],
+      ['term', reg({ term: -1 })],
+      ['term', reg({ term: 1.5 })],
+      ['term', reg({ term: 2 ** 53 })],
+      ['topics', reg({ topics: null as unknown as BrokerRegistration['topics'] })],
+      [
+        'topics.orders.queueCount',
+        reg({ topics: { orders: { ...reg().topics.orders!, queueCount: 0 } } }),
+      ],
+      [
+        'topics.orders.queueCount',
+        reg({ topics: { orders: { ...reg().topics.orders!, queueCount: 1025 } } }),
+      ],
+      [
+        'topics.orders.perm',
+        reg({ topics: { orders: { ...reg().topics.orders!, perm: 'RW' as 'READ' } } }),
+      ],
+      [
+        'topics.orders.messageTypes',
+        reg({ topics: { orders: { ...reg().topics.orders!, messageTypes: ['BOGUS'] } } }),
+      ],
+      ['topics.a b', reg({ topics: { 'a b': reg().topics.orders! } })],
+      ['registration', null],
+    ];
+    for (const [field, input] of bad) {
+      assert.throws(
+        () => table.register(input as BrokerRegistration, T0),
+        invalidField(field),
+        field,
+      );
+    }
+    assert.deepEqual(table.clusterView(), []);
+    table.register(reg(), T0);
+    assert.throws(
+      () => table.register(reg({ cluster: 'c2', nodeId: 'n2' }), T0),
+      invalidField('cluster'),
+    );
+    assert.throws(() => table.route(''), invalidField('topic'));
+    assert.ok(table.register(reg({ endpoint: '[::1]:9876' }), T0));
+  });
+
+  it('rejects registrations over the bounds with BUSY and keeps the table intact', () => {
+    const table = new RouteTable({ groupsMax: 1, nodesPerGroupMax: 2, topicsMax: 2 });
+    const busy = (e: unknown): boolean => isRaftmqError(e, 'BUSY') && e.retryable;
+    table.register(reg({ nodeId: 'n1' }), T0);
+    table.register(reg({ nodeId: 'n2', role: 'follower' }), T0);
+    assert.throws(() => table.register(reg({ nodeId: 'n3' }), T0), busy);
+    assert.throws(() => table.register(reg({ group: 'g2' }), T0), busy);
+    const two = { ...reg().topics, b: reg().topics.orders! };
+    table.register(reg({ nodeId: 'n1', topics: two }), T0);
+    const other = { c: reg().topics.orders! };
+    assert.throws(
+      () => table.register(reg({ nodeId: 'n1', topics: { ...two, ...other } }), T0),
+      invalidField('topics'),
+    );
+    assert.throws(
+      () => table.register(reg({ nodeId: 'n1', topics: { ...other, b: two.b } }), T0),
+      busy,
+    );
+    // Swapping the only listing of `b` for `c` fits: n2 still lists `orders`.
+    table.register(reg({ nodeId: 'n1', topics: other }), T0);
+    assert.equal(table.route('b'), undefined);
+    assert.equal(table.route('c')?.groups.length, 1);
+    assert.equal(table.clusterView()[0]?.nodes.length, 2);
+  });
+
+  it('reports the live highest-term claim as leader under any interleaving', () => {
+    type Op =
+      | { kind: 'register'; group: number; node: number; leader: boolean; term: number }
+      | { kind: 'unregister'; group: number; node: number }
+      | { kind: 'advance'; ms: number };
+    const op: fc.Arbitrary<Op> = fc.oneof(
+      {
+        weight: 6,
+        arbitrary: fc.record({
+          kind: fc.constant('register' as const),
+          group: fc.nat(1),
+          node: fc.nat(3),
+          leader: fc.boolean(),
+          term: fc.nat(6),
+        }),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.record({
+          kind: fc.constant('unregister' as const),
+          group: fc.nat(1),
+          node: fc.nat(3),
+        }),
+      },
+      {
+        weight: 2,
+        arbitrary: fc.record({
+          kind: fc.constant('advance' as const),
+          ms: fc.integer({ min: 0, max: 70_000 }),
+        }),
+      },
+    );
+    interface ModelNode {
+      leader: boolean;
+      term: number;
+      seenMs: number;
+      claimAt: number;
+    }
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 80 }), (ops) => {
+        const table = new RouteTable();
+        const model = [new Map<number, ModelNode>(), new Map<number, ModelNode>()];
+        const termMax = [-1, -1];
+        let nowMs = 0;
+        ops.forEach((o, step) => {
+          if (o.kind === 'advance') {
+            nowMs += o.ms;
+            table.expire(nowMs);
+            for (const nodes of model) {
+              for (const [id, n] of nodes) if (nowMs - n.seenMs > 120_000) nodes.delete(id);
+            }
+          } else if (o.kind === 'unregister') {
+            table.unregister(`g${o.group}`, `n${o.node}`);
+            model[o.group]!.delete(o.node);
+          } else {
+            const nodes = model[o.group]!;
+            const prev = nodes.get(o.node);
+            const r = table.register(
+              reg({
+                group: `g${o.group}`,
+                nodeId: `n${o.node}`,
+                role: o.leader ? 'leader' : 'follower',
+                term: o.term,
+              }),
+              nowMs,
+            );
+            let expected: RegisterOutcome = o.leader ? 'leader' : 'follower';
+            if (prev !== undefined && o.term < prev.term) {
+              expected = 'stale-term';
+            } else {
+              const same = prev?.leader === true && prev.term === o.term && o.leader;
+              nodes.set(o.node, {
+                leader: o.leader,
+                term: o.term,
+                seenMs: nowMs,
+                claimAt: same ? prev.claimAt : step,
+              });
+            }
+            if (o.leader && expected !== 'stale-term') {
+              termMax[o.group] = Math.max(termMax[o.group]!, o.term);
+            }
+            const want = modelLeader(nodes, termMax[o.group]!);
+            if (o.leader && expected === 'leader' && want !== o.node) expected = 'stale-leader';
+            assert.equal(r.outcome, expected);
+          }
+          for (const g of [0, 1]) {
+            if (model[g]!.size === 0) termMax[g] = -1;
+            const want = modelLeader(model[g]!, termMax[g]!);
+            assert.equal(leaderOf(table, `g${g}`), want === undefined ? undefined : `n${want}`);
+          }
+        });
+      }),
+      fcParams(300),
+    );
+
+    // Among live nodes claiming leadership, the one in the group's highest claimed term (earliest
+    // claim on a tie); nobody when that term's claimant is gone.
+    function modelLeader(nodes: Map<number, ModelNode>, termMax: number): number | undefined {
+      const claims = [...nodes].filter(([, n]) => n.leader && n.term === termMax);
+      claims.sort((a, b) => a[1].claimAt - b[1].claimAt);
+      return claims[0]?.[0];
+    }
+  });
+});
