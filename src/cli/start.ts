@@ -7,8 +7,10 @@ const lines = [
   'raftmq is being built; `npm start` will start a NameServer and a 3-node broker group once',
   'the broker exists. What works today:',
   '',
-  '  storage engine (src/store)   npm run bench:store   CommitLog, ConsumeQueue, key index',
-  '  Raft core (src/raft)         npm test              elections, replication, transfer',
+  '  storage engine (src/store)        npm run bench:store     CommitLog, ConsumeQueue, key index',
+  '  Raft (src/raft, src/broker)       npm run bench:raft      3 member processes over gRPC',
+  '                                    npm run bench:failover  kill -9 of the leader, 20 rounds',
+  '  simulator (src/sim)               npm run sim -- --seed 1 a group under seeded faults',
   '',
   'See README.md and docs/ for the design and the state of each part.',
 ];
