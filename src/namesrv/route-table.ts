@@ -39,24 +39,8 @@ import {
   type DroppedNode,
 } from './route-types';
 
-export {
-  type RouteTableOptions,
-  ROUTE_TABLE_DEFAULTS,
-  resolveRouteTableOptions,
-  type BrokerRole,
-  type TopicPerm,
-  type TopicRegistration,
-  type BrokerRegistration,
-  type RegisterOutcome,
-  type RegisterResult,
-  type NodeRef,
-  type QueueRoute,
-  type GroupRoute,
-  type TopicRoute,
-  type NodeView,
-  type GroupView,
-  type DroppedNode,
-} from './route-types';
+/** The types and options live in route-types.ts; importers of the table get them from here. */
+export * from './route-types';
 
 const PERMS: readonly string[] = ['READ', 'WRITE', 'READ_WRITE'];
 /** RocketMQ v2 `MessageType` names a topic may accept. */

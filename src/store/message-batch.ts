@@ -17,7 +17,7 @@ import {
   type StoredMessage,
   encodeMessageInto,
   encodedMessageSize,
-  peekMessageHeader,
+  decodeMessage,
 } from './message-codec';
 
 export const PAYLOAD_KIND_MESSAGES = 1;
@@ -48,21 +48,19 @@ export function isMessageBatch(payload: Uint8Array): boolean {
   return payload.byteLength >= MESSAGE_BATCH_HEADER_BYTES && payload[0] === PAYLOAD_KIND_MESSAGES;
 }
 
-/** One message's place inside a batch payload. */
+/** One message of a batch payload, decoded, with its place in the payload. */
 export interface BatchedMessage {
   /** Offset of the message's first byte within the payload. */
   offset: number;
   sizeBytes: number;
-  topic: string;
-  queueId: number;
-  tag: string | undefined;
+  message: StoredMessage;
 }
 
 /**
- * Lists the messages of a batch payload, checking each message's framing and CRC. A payload
- * that does not parse exactly gives CORRUPT_RECORD naming `context`.
+ * Decodes the messages of a batch payload, each exactly once (its framing and CRC checked by the
+ * codec). A payload that does not parse exactly gives CORRUPT_RECORD naming `context`.
  */
-export function listBatchedMessages(
+export function decodeMessageBatch(
   payload: Uint8Array,
   context: { file?: string; position?: number } = {},
 ): BatchedMessage[] {
@@ -74,17 +72,19 @@ export function listBatchedMessages(
   const out: BatchedMessage[] = [];
   let offset = MESSAGE_BATCH_HEADER_BYTES;
   for (let i = 0; i < count; i++) {
-    if (offset >= buf.byteLength) throw bad(`ends after ${i} of ${count} messages`);
+    // The message's total size is at byte 1 of its own header (message-format.ts).
+    if (offset + 5 > buf.byteLength) throw bad(`ends after ${i} of ${count} messages`);
+    const sizeBytes = buf.readUInt32BE(offset + 1);
+    if (sizeBytes < 5 || offset + sizeBytes > buf.byteLength) {
+      throw bad(`message ${i} claims ${sizeBytes} bytes past the payload`);
+    }
     const at = context.position === undefined ? undefined : context.position + offset;
-    const peek = peekMessageHeader(buf.subarray(offset), { file: context.file, position: at });
-    out.push({
-      offset,
-      sizeBytes: peek.totalSizeBytes,
-      topic: peek.topic,
-      queueId: peek.queueId,
-      tag: peek.tag,
+    const message = decodeMessage(buf.subarray(offset, offset + sizeBytes), {
+      file: context.file,
+      position: at,
     });
-    offset += peek.totalSizeBytes;
+    out.push({ offset, sizeBytes, message });
+    offset += sizeBytes;
   }
   if (offset !== buf.byteLength) throw bad(`has ${buf.byteLength - offset} trailing bytes`);
   return out;

@@ -23,7 +23,7 @@ import { ConsumeQueueSet } from './consume-queue-set';
 import type { ConsumeQueueOptions } from './consume-queue';
 import { KeyIndex, type KeyIndexOptions } from './key-index';
 import { EntryType, RECORD_HEADER_BYTES, type LogEntry } from './log-record';
-import { isMessageBatch, listBatchedMessages } from './message-batch';
+import { decodeMessageBatch, isMessageBatch } from './message-batch';
 import { type StoredMessage, decodeMessage, tagHashCode } from './message-codec';
 
 export interface MessageStoreDeps {
@@ -169,25 +169,24 @@ export class MessageStore {
       Math.floor(recordPosition / this.commitLog.options.segmentSizeBytes) *
         this.commitLog.options.segmentSizeBytes,
     );
-    for (const m of listBatchedMessages(e.payload, { file, position: payloadPosition })) {
-      const position = payloadPosition + m.offset;
+    for (const { offset, sizeBytes, message: msg } of decodeMessageBatch(e.payload, {
+      file,
+      position: payloadPosition,
+    })) {
+      const position = payloadPosition + offset;
       const queueOffset = await this.consumeQueues.dispatch(
-        m.topic,
-        m.queueId,
+        msg.topic,
+        msg.queueId,
         position,
-        m.sizeBytes,
-        tagHashCode(m.tag),
+        sizeBytes,
+        tagHashCode(msg.tag),
       );
       out.messages.push({
-        topic: m.topic,
-        queueId: m.queueId,
+        topic: msg.topic,
+        queueId: msg.queueId,
         queueOffset,
         position,
-        sizeBytes: m.sizeBytes,
-      });
-      const msg = decodeMessage(e.payload.subarray(m.offset, m.offset + m.sizeBytes), {
-        file,
-        position,
+        sizeBytes,
       });
       out.metaOps.push(
         ...this.keyIndex.addOps({
@@ -195,7 +194,7 @@ export class MessageStore {
           keys: msg.keys,
           messageId: msg.messageId,
           position,
-          sizeBytes: m.sizeBytes,
+          sizeBytes,
           storeTimestampMs: msg.storeTimestampMs,
         }),
       );
