@@ -1,0 +1,146 @@
+/**
+ * The types the parts of a broker node share: topic and consumer-group configuration, the
+ * node's view of its role, and `MessagingBackend`, the seam between the client-protocol
+ * services (RocketMQ 5 gRPC, admin) and the replicated broker underneath them. The services
+ * translate wire shapes and status codes; the backend owns validation against configuration,
+ * queue choice, Raft and the store. Errors are RaftmqErrors (see docs/errors.md).
+ */
+import type { MessageType, StoredMessage } from '../store/message-format';
+import type { LocatedMessage } from '../store/message-store';
+import type { TopicPerm } from '../namesrv/route-types';
+import type { TopicRoute } from '../namesrv/route-types';
+
+export type { TopicPerm, TopicRoute, LocatedMessage, MessageType, StoredMessage };
+
+/** A topic as configured in a broker group (replicated through the Raft log). */
+export interface TopicConfig {
+  readonly name: string;
+  /** Queues 0..queueCount-1 (1..1024). */
+  readonly queueCount: number;
+  readonly perm: TopicPerm;
+  /** The message types the topic accepts (at least one). */
+  readonly messageTypes: readonly MessageType[];
+}
+
+/** A consumer group as configured in a broker group (replicated through the Raft log). */
+export interface GroupConfig {
+  readonly name: string;
+  /** Deliveries before a message goes to `%DLQ%<group>` (RocketMQ: 16 retries + 1). */
+  readonly maxDeliveryAttempts: number;
+  /** Deliver one message of a message group at a time, in order. */
+  readonly fifo: boolean;
+}
+
+export type NodeRole = 'leader' | 'follower' | 'candidate' | 'precandidate';
+
+/** What a node knows of its group's leadership right now. */
+export interface RoleView {
+  readonly group: string;
+  readonly nodeId: string;
+  readonly role: NodeRole;
+  readonly term: number;
+  /** The leader this node follows (itself when leader), or null while unknown. */
+  readonly leaderId: string | null;
+  /** The client-protocol endpoint (`host:port`) of that leader, when known. */
+  readonly leaderEndpoint: string | undefined;
+  /**
+   * True on a leader that has committed an entry of its own term (so its state is current
+   * and it may answer writes and linearizable reads).
+   */
+  readonly leaderReady: boolean;
+}
+
+/** A message as the producer sent it: the broker picks the queue and stamps the store time. */
+export type ProduceMessage = Omit<StoredMessage, 'queueId' | 'storeTimestampMs' | 'storeHost'>;
+
+/** Where one produced message was stored. */
+export interface SendReceipt {
+  readonly messageId: string;
+  readonly topic: string;
+  readonly queueId: number;
+  readonly queueOffset: number;
+  /** The Raft index of the entry that carried it. */
+  readonly index: number;
+}
+
+/** The offsets a queue holds: [min, max); `max` is the offset the next message will get. */
+export interface QueueRange {
+  readonly min: number;
+  readonly max: number;
+}
+
+/** A node of a group as configured: its id and its two endpoints. */
+export interface PeerEndpoints {
+  readonly raft: string;
+  readonly client: string;
+}
+
+/**
+ * The replicated broker as the protocol services see it. Every method is safe to call with
+ * any input: bad input throws a RaftmqError with a clear message, never crashes the node.
+ */
+export interface MessagingBackend {
+  readonly groupName: string;
+  readonly nodeId: string;
+  /** This node's client-protocol endpoint, `host:port`. */
+  readonly clientEndpoint: string;
+  roleView(): RoleView;
+  /** Waits (up to `deadlineMs`, absolute epoch ms) until a leader is known; undefined if none. */
+  waitForLeader(deadlineMs: number): Promise<RoleView | undefined>;
+
+  /** The topic's configuration as applied on this node. */
+  getTopic(name: string): TopicConfig | undefined;
+  listTopics(): TopicConfig[];
+  /**
+   * The topic, creating it (leader only, through the log) when auto-creation is on and the
+   * name is legal. Throws TOPIC_NOT_FOUND, ILLEGAL_TOPIC or NOT_LEADER.
+   */
+  ensureTopic(name: string, deadlineMs: number): Promise<TopicConfig>;
+  /** True when unknown topics are created on first use. */
+  readonly autoCreateTopics: boolean;
+
+  /**
+   * Stores messages (leader only): checks them against the topic, picks queues (FIFO by message
+   * group hash, others round-robin), batches them with concurrent sends into Raft entries and
+   * resolves once they are committed and applied, with one receipt per message in order.
+   * Throws NOT_LEADER (details.leaderEndpoint when known), TOPIC_NOT_FOUND, PERMISSION_DENIED,
+   * MESSAGE_TYPE_MISMATCH, BUSY, TIMEOUT.
+   */
+  send(messages: readonly ProduceMessage[], deadlineMs: number): Promise<SendReceipt[]>;
+
+  /** The route of `topic` across all groups (from a NameServer, else this group alone). */
+  route(topic: string): Promise<TopicRoute | undefined>;
+
+  /** Committed messages of one queue from `offset`, at most `countMax` (any node). */
+  readQueue(
+    topic: string,
+    queueId: number,
+    offset: number,
+    countMax: number,
+  ): Promise<LocatedMessage[]>;
+  queueRange(topic: string, queueId: number): QueueRange;
+  /**
+   * Resolves true once queue `queueId` of `topic` holds an offset >= `offset` (a committed and
+   * applied message), false after `timeoutMs` or when `signal` aborts. For long polling.
+   */
+  waitForMessages(
+    topic: string,
+    queueId: number,
+    offset: number,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<boolean>;
+  /** The first offset whose message was stored at or after `timestampMs` (max when none). */
+  searchOffset(topic: string, queueId: number, timestampMs: number): Promise<number>;
+
+  /** A consumer group's committed offset on a queue, as applied on this node. */
+  getOffset(group: string, topic: string, queueId: number): number | undefined;
+  /** Commits a consumer offset through the log (leader only). */
+  updateOffset(
+    group: string,
+    topic: string,
+    queueId: number,
+    offset: number,
+    deadlineMs: number,
+  ): Promise<void>;
+}
