@@ -31,7 +31,7 @@ export interface GroupConfig {
   readonly fifo: boolean;
 }
 
-export type NodeRole = 'leader' | 'follower' | 'candidate' | 'precandidate';
+export type NodeRole = 'leader' | 'follower' | 'candidate' | 'preCandidate';
 
 /** What a node knows of its group's leadership right now. */
 export interface RoleView {
@@ -143,4 +143,49 @@ export interface MessagingBackend {
     offset: number,
     deadlineMs: number,
   ): Promise<void>;
+}
+
+/** One node's own view of itself, for cluster status. */
+export interface NodeStatus {
+  readonly cluster: string;
+  readonly group: string;
+  readonly nodeId: string;
+  readonly role: NodeRole;
+  readonly term: number;
+  readonly leaderId: string | null;
+  readonly clientEndpoint: string;
+  readonly raftEndpoint: string;
+  /** Last index in this node's log. */
+  readonly lastIndex: number;
+  readonly commitIndex: number;
+  readonly appliedIndex: number;
+  readonly topicCount: number;
+  /** Set when the node stopped on a fatal error. */
+  readonly fatal: string | null;
+}
+
+/**
+ * The broker as the admin service sees it. Writes go through the Raft log on the leader and
+ * throw NOT_LEADER elsewhere (the service forwards them); reads answer from this node's state.
+ */
+export interface AdminBackend {
+  readonly groupName: string;
+  readonly nodeId: string;
+  roleView(): RoleView;
+  waitForLeader(deadlineMs: number): Promise<RoleView | undefined>;
+  /** Every node of the group, this one included. */
+  peers(): Readonly<Record<string, PeerEndpoints>>;
+  nodeStatus(): NodeStatus;
+  /** Throws TOPIC_EXISTS, ILLEGAL_TOPIC, INVALID_ARGUMENT (queue count, perm, types). */
+  createTopic(config: TopicConfig, deadlineMs: number): Promise<TopicConfig>;
+  /** Throws TOPIC_NOT_FOUND; a queue count may only grow (offsets of queues must survive). */
+  updateTopic(config: TopicConfig, deadlineMs: number): Promise<TopicConfig>;
+  deleteTopic(name: string, deadlineMs: number): Promise<void>;
+  listTopics(): TopicConfig[];
+  createGroup(config: GroupConfig, deadlineMs: number): Promise<GroupConfig>;
+  updateGroup(config: GroupConfig, deadlineMs: number): Promise<GroupConfig>;
+  deleteGroup(name: string, deadlineMs: number): Promise<void>;
+  listGroups(): GroupConfig[];
+  /** Hands leadership to `nodeId`; resolves once it leads, throws TIMEOUT otherwise. */
+  transferLeadership(nodeId: string, deadlineMs: number): Promise<void>;
 }

@@ -1,0 +1,367 @@
+/**
+ * The broker's replicated state machine. The Raft driver hands it committed entries in order;
+ * it files messages under their queues (MessageStore.dispatch assigns queue offsets in log
+ * order, identically on every node), applies configuration and offset commands, and writes the
+ * resulting metadata and its applied index in one atomic LevelDB batch, so a restart resumes
+ * from a consistent point and re-applying is harmless.
+ *
+ * Ordering that keeps restarts consistent: the dispatch checkpoint (how far the queue files are
+ * durable) is written only after the apply batch that covers it, so it never runs ahead of the
+ * applied index; on open the queues are caught up from it to the applied index.
+ *
+ * Apply never throws for bad commands: a command that cannot apply records a failed
+ * CommandResult (the same on every node) for whoever proposed it. Only IO failures throw, and
+ * those stop the driver for good.
+ */
+import { assert } from '../common/assert';
+import type { Clock } from '../common/clock';
+import { RaftmqError, isRaftmqError } from '../common/errors';
+import type { Logger } from '../common/logger';
+import { EntryType, type LogEntry } from '../store/log-record';
+import { isMessageBatch } from '../store/message-batch';
+import type { DispatchedMessage, MessageStore } from '../store/message-store';
+import {
+  type MetaBatchOp,
+  type MetaStore,
+  MetaKeys,
+  getMeta,
+  jsonCodec,
+  decodeMeta,
+} from '../store/meta';
+import {
+  type BrokerCommand,
+  type CommandResult,
+  type PutMode,
+  checkGroupConfig,
+  checkTopicConfig,
+  decodeCommands,
+  isCommandPayload,
+} from './broker-command';
+import type { GroupConfig, QueueRange, TopicConfig } from './broker-types';
+import { QueueWaiters } from './queue-waiters';
+
+/** What applying one entry produced, kept for the proposer on this node. */
+export interface EntryOutcome {
+  readonly messages?: readonly DispatchedMessage[];
+  readonly results?: readonly CommandResult[];
+}
+
+export interface BrokerStateOptions {
+  /** Outcomes of this many recent entries are kept for their proposers. */
+  outcomesKeptMax: number;
+  /** The dispatch checkpoint is written at most this often. */
+  checkpointIntervalMs: number;
+  /** Long-poll waiters, at most. */
+  waitersMax: number;
+}
+
+export const BROKER_STATE_DEFAULTS: Readonly<BrokerStateOptions> = Object.freeze({
+  outcomesKeptMax: 65_536,
+  checkpointIntervalMs: 1_000,
+  waitersMax: 100_000,
+});
+
+const appliedCodec = jsonCodec<number>((v) => {
+  if (!Number.isSafeInteger(v) || (v as number) < 0) throw new TypeError('applied index');
+  return v as number;
+});
+const topicCodec = jsonCodec<TopicConfig>((v) => {
+  checkTopicConfig(v, true);
+  return v;
+});
+const groupCodec = jsonCodec<GroupConfig>((v) => {
+  checkGroupConfig(v);
+  return v;
+});
+const offsetCodec = jsonCodec<number>((v) => {
+  if (!Number.isSafeInteger(v) || (v as number) < 0) throw new TypeError('offset');
+  return v as number;
+});
+
+function queueKey(topic: string, queueId: number): string {
+  return `${topic}\0${queueId}`;
+}
+
+function offsetKey(group: string, topic: string, queueId: number): string {
+  return `${group}\0${topic}\0${queueId}`;
+}
+
+export class BrokerState {
+  private applied: number;
+  private readonly topics = new Map<string, TopicConfig>();
+  private readonly groups = new Map<string, GroupConfig>();
+  private readonly offsets = new Map<string, number>();
+  private readonly ranges = new Map<string, { min: number; max: number }>();
+  private readonly outcomes = new Map<number, EntryOutcome>();
+  private lastCheckpointMs = 0;
+  /** Called after entries applied that changed topics (for NameServer registration). */
+  onTopicsChanged: (() => void) | undefined;
+  readonly waiters: QueueWaiters;
+
+  private constructor(
+    readonly store: MessageStore,
+    private readonly meta: MetaStore,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    readonly options: Readonly<BrokerStateOptions>,
+    applied: number,
+  ) {
+    this.applied = applied;
+    this.waiters = new QueueWaiters(options.waitersMax);
+  }
+
+  /**
+   * Loads topics, groups, offsets and the applied index, then catches the queues up to the
+   * applied index (they may lag after a crash).
+   */
+  static async open(
+    store: MessageStore,
+    meta: MetaStore,
+    clock: Clock,
+    log: Logger,
+    options: Partial<BrokerStateOptions> = {},
+  ): Promise<BrokerState> {
+    const resolved = Object.freeze({ ...BROKER_STATE_DEFAULTS, ...options });
+    let applied = (await getMeta(meta, MetaKeys.applyIndex, appliedCodec)) ?? 0;
+    const log0 = store.commitLog;
+    if (applied > log0.lastIndex()) {
+      // Possible only after losing unsynced log writes (ASYNC flush): the entries are committed
+      // and come back from the leader; re-applying them is harmless.
+      log.warn({ applied, lastIndex: log0.lastIndex() }, 'applied index beyond the log');
+      applied = log0.lastIndex();
+    }
+    applied = Math.max(applied, log0.firstIndex() - 1);
+    const state = new BrokerState(store, meta, clock, log, resolved, applied);
+    await state.load();
+    if (store.dispatchedIndex() < applied) await store.catchUp(applied);
+    assert(
+      store.dispatchedIndex() >= applied,
+      () => `broker state: dispatched ${store.dispatchedIndex()} < applied ${applied}`,
+    );
+    await state.loadRanges();
+    return state;
+  }
+
+  private async load(): Promise<void> {
+    for (const [key, value] of await this.meta.scan(MetaKeys.topicPrefix)) {
+      const t = decodeMeta(topicCodec, key, value);
+      this.topics.set(t.name, t);
+    }
+    for (const [key, value] of await this.meta.scan(MetaKeys.groupPrefix)) {
+      const g = decodeMeta(groupCodec, key, value);
+      this.groups.set(g.name, g);
+    }
+    for (const [key, value] of await this.meta.scan('o\0')) {
+      const parts = key.split('\0');
+      const [, group, topic, queueHex] = parts;
+      if (parts.length !== 4 || group === undefined || topic === undefined || !queueHex) {
+        throw new RaftmqError('META_CORRUPT', `bad consumer offset key ${JSON.stringify(key)}`);
+      }
+      this.offsets.set(
+        offsetKey(group, topic, parseInt(queueHex, 16)),
+        decodeMeta(offsetCodec, key, value),
+      );
+    }
+  }
+
+  private async loadRanges(): Promise<void> {
+    for (const { topic, queueId } of this.store.consumeQueues.listQueues()) {
+      const q = await this.store.consumeQueues.existing(topic, queueId);
+      if (q) this.ranges.set(queueKey(topic, queueId), { min: q.minOffset, max: q.maxOffset });
+    }
+  }
+
+  get appliedIndex(): number {
+    return this.applied;
+  }
+
+  getTopic(name: string): TopicConfig | undefined {
+    return this.topics.get(name);
+  }
+
+  listTopics(): TopicConfig[] {
+    return [...this.topics.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  getGroup(name: string): GroupConfig | undefined {
+    return this.groups.get(name);
+  }
+
+  listGroups(): GroupConfig[] {
+    return [...this.groups.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  getOffset(group: string, topic: string, queueId: number): number | undefined {
+    return this.offsets.get(offsetKey(group, topic, queueId));
+  }
+
+  queueRange(topic: string, queueId: number): QueueRange {
+    const r = this.ranges.get(queueKey(topic, queueId));
+    return r ? { min: r.min, max: r.max } : { min: 0, max: 0 };
+  }
+
+  /** Takes (and forgets) the outcome of entry `index`, if still kept. */
+  takeOutcome(index: number): EntryOutcome | undefined {
+    const o = this.outcomes.get(index);
+    this.outcomes.delete(index);
+    return o;
+  }
+
+  /** The driver's apply callback. */
+  async apply(entries: readonly LogEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    const dispatched = await this.store.dispatch(entries);
+    const ops: MetaBatchOp[] = dispatched.metaOps;
+    let topicsChanged = false;
+    let m = 0;
+    for (const e of entries) {
+      if (e.type !== EntryType.NORMAL) continue;
+      if (isMessageBatch(e.payload)) {
+        const count = Buffer.from(e.payload.buffer, e.payload.byteOffset, 5).readUInt32BE(1);
+        const messages = dispatched.messages.slice(m, m + count);
+        m += count;
+        for (const d of messages) this.noteDispatched(d);
+        this.keepOutcome(e.index, { messages });
+      } else if (isCommandPayload(e.payload)) {
+        const results = this.applyCommands(e, ops);
+        if (results.changedTopics) topicsChanged = true;
+        this.keepOutcome(e.index, { results: results.results });
+      } else {
+        this.log.warn({ index: e.index }, 'ignoring an entry of unknown payload kind');
+      }
+    }
+    assert(m === dispatched.messages.length, 'broker state: message counts disagree');
+    const last = entries[entries.length - 1] as LogEntry;
+    ops.push({ type: 'put', key: MetaKeys.applyIndex, value: appliedCodec.encode(last.index) });
+    await this.meta.batch(ops, { sync: false });
+    this.applied = last.index;
+    this.waiters.notifyAll((topic, queueId) => this.queueRange(topic, queueId).max);
+    if (topicsChanged) this.onTopicsChanged?.();
+    const nowMs = this.clock.monotonicMs();
+    if (nowMs - this.lastCheckpointMs >= this.options.checkpointIntervalMs) {
+      this.lastCheckpointMs = nowMs;
+      await this.store.checkpointDispatch();
+    }
+  }
+
+  private noteDispatched(d: DispatchedMessage): void {
+    if (d.queueOffset === undefined) return;
+    const key = queueKey(d.topic, d.queueId);
+    const r = this.ranges.get(key);
+    if (r) r.max = Math.max(r.max, d.queueOffset + 1);
+    else this.ranges.set(key, { min: 0, max: d.queueOffset + 1 });
+    this.waiters.touched(d.topic, d.queueId);
+  }
+
+  private keepOutcome(index: number, outcome: EntryOutcome): void {
+    this.outcomes.set(index, outcome);
+    if (this.outcomes.size > this.options.outcomesKeptMax) {
+      const oldest = this.outcomes.keys().next();
+      if (oldest.done !== true) this.outcomes.delete(oldest.value);
+    }
+  }
+
+  private applyCommands(
+    e: LogEntry,
+    ops: MetaBatchOp[],
+  ): { results: CommandResult[]; changedTopics: boolean } {
+    let commands: BrokerCommand[];
+    try {
+      commands = decodeCommands(e.payload);
+    } catch (err) {
+      // Every node decodes the same bytes and skips them alike; the proposer learns why.
+      this.log.error({ err, index: e.index }, 'skipping an undecodable command entry');
+      return { results: [fail('INVALID_ARGUMENT', String(err))], changedTopics: false };
+    }
+    let changedTopics = false;
+    const results = commands.map((c) => {
+      const r = this.applyCommand(c, ops);
+      if (r.ok && (c.op === 'topic.put' || c.op === 'topic.delete')) changedTopics = true;
+      return r;
+    });
+    return { results, changedTopics };
+  }
+
+  private applyCommand(c: BrokerCommand, ops: MetaBatchOp[]): CommandResult {
+    try {
+      switch (c.op) {
+        case 'topic.put':
+          return this.putTopic(c.topic, c.mode, ops);
+        case 'topic.delete':
+          if (!this.topics.delete(c.name)) return fail('TOPIC_NOT_FOUND', `no topic ${c.name}`);
+          ops.push({ type: 'del', key: MetaKeys.topic(c.name) });
+          return { ok: true };
+        case 'group.put':
+          return this.putGroup(c.group, c.mode, ops);
+        case 'group.delete':
+          if (!this.groups.delete(c.name)) return fail('GROUP_NOT_FOUND', `no group ${c.name}`);
+          ops.push({ type: 'del', key: MetaKeys.group(c.name) });
+          return { ok: true };
+        case 'offset.commit': {
+          if (c.offset < 0 || c.queueId < 0) return fail('INVALID_ARGUMENT', 'negative offset');
+          this.offsets.set(offsetKey(c.group, c.topic, c.queueId), c.offset);
+          ops.push({
+            type: 'put',
+            key: MetaKeys.consumerOffset(c.group, c.topic, c.queueId),
+            value: offsetCodec.encode(c.offset),
+          });
+          return { ok: true };
+        }
+      }
+    } catch (err) {
+      if (isRaftmqError(err)) return fail('INVALID_ARGUMENT', err.message);
+      throw err;
+    }
+  }
+
+  private putTopic(t: TopicConfig, mode: PutMode, ops: MetaBatchOp[]): CommandResult {
+    checkTopicConfig(t, true);
+    const existing = this.topics.get(t.name);
+    if (mode === 'create' && existing) return fail('TOPIC_EXISTS', `topic ${t.name} exists`);
+    if (mode === 'update' && !existing) return fail('TOPIC_NOT_FOUND', `no topic ${t.name}`);
+    if (mode === 'ensure' && existing) return { ok: true };
+    if (existing && t.queueCount < existing.queueCount) {
+      return fail(
+        'INVALID_ARGUMENT',
+        `topic ${t.name}: queue count may only grow (${existing.queueCount} -> ${t.queueCount})`,
+      );
+    }
+    const topic: TopicConfig = {
+      name: t.name,
+      queueCount: t.queueCount,
+      perm: t.perm,
+      messageTypes: [...t.messageTypes],
+    };
+    this.topics.set(t.name, topic);
+    ops.push({ type: 'put', key: MetaKeys.topic(t.name), value: topicCodec.encode(topic) });
+    return { ok: true };
+  }
+
+  private putGroup(g: GroupConfig, mode: PutMode, ops: MetaBatchOp[]): CommandResult {
+    checkGroupConfig(g);
+    const existing = this.groups.get(g.name);
+    if (mode === 'create' && existing) {
+      return fail('INVALID_ARGUMENT', `consumer group ${g.name} exists`);
+    }
+    if (mode === 'update' && !existing) return fail('GROUP_NOT_FOUND', `no group ${g.name}`);
+    if (mode === 'ensure' && existing) return { ok: true };
+    const group: GroupConfig = {
+      name: g.name,
+      maxDeliveryAttempts: g.maxDeliveryAttempts,
+      fifo: g.fifo,
+    };
+    this.groups.set(g.name, group);
+    ops.push({ type: 'put', key: MetaKeys.group(g.name), value: groupCodec.encode(group) });
+    return { ok: true };
+  }
+
+  /** Syncs queue files and records the checkpoint (on close). */
+  async close(): Promise<void> {
+    this.waiters.closeAll();
+    await this.store.checkpointDispatch();
+  }
+}
+
+function fail(code: Exclude<CommandResult, { ok: true }>['code'], message: string): CommandResult {
+  return { ok: false, code, message };
+}

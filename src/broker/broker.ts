@@ -1,0 +1,505 @@
+/**
+ * The replicated broker behind the protocol services: implements `MessagingBackend` and
+ * `AdminBackend` (broker-types.ts) over the Raft driver and the broker state machine.
+ *
+ * Writes (messages, configuration, offsets) are accepted only by a leader that has committed an
+ * entry of its own term (Raft §5.4.2 / thesis §6.4: before that its view of configuration may
+ * be stale); anything else gets NOT_LEADER naming the leader, which the services forward to.
+ * Reads answer from what this node has applied, so any node serves committed data.
+ *
+ * Queue choice is the server's (the Node client always says queue 0): FIFO messages go to the
+ * queue of their message group's hash, so one group keeps its order; others round-robin.
+ */
+import type { Clock } from '../common/clock';
+import { crc32c } from '../common/crc32c';
+import { RaftmqError } from '../common/errors';
+import type { Logger } from '../common/logger';
+import type { StoredMessage } from '../store/message-format';
+import type { LocatedMessage } from '../store/message-store';
+import type { TopicRoute } from '../namesrv/route-types';
+import {
+  type BrokerCommand,
+  checkGroupConfig,
+  checkTopicConfig,
+  checkTopicName,
+  encodeCommands,
+} from './broker-command';
+import type { BrokerNodeConfig } from './broker-node-config';
+import type { BrokerState } from './broker-state';
+import type {
+  AdminBackend,
+  GroupConfig,
+  MessagingBackend,
+  NodeRole,
+  NodeStatus,
+  PeerEndpoints,
+  ProduceMessage,
+  QueueRange,
+  RoleView,
+  SendReceipt,
+  TopicConfig,
+} from './broker-types';
+import type { ProposeAck } from './raft-waiters';
+import type { RaftDriverStatus } from './raft-driver';
+import { SendBatcher } from './send-batcher';
+
+/** What the broker needs of the Raft driver (an interface so tests can fake it). */
+export interface RaftHandle {
+  propose(payloads: readonly Uint8Array[]): Promise<ProposeAck>;
+  transferLeadership(to: string): void;
+  status(): RaftDriverStatus;
+}
+
+/** Looks routes up across all groups (the NameServers); undefined when none answers. */
+export type RouteLookup = (topic: string) => Promise<TopicRoute | undefined>;
+
+const ALL_TYPES = ['NORMAL', 'FIFO', 'DELAY', 'TRANSACTION'] as const;
+/** Longest a single wait for leadership or a command is allowed to take. */
+const WAIT_MS_MAX = 60_000;
+
+export class Broker implements MessagingBackend, AdminBackend {
+  readonly groupName: string;
+  readonly nodeId: string;
+  readonly clientEndpoint: string;
+  readonly autoCreateTopics: boolean;
+  private view: RoleView;
+  private readonly roleListeners = new Set<() => void>();
+  private readonly roundRobin = new Map<string, number>();
+  private readonly batcher: SendBatcher;
+  private leaderReadyTerm = 0;
+
+  constructor(
+    readonly config: BrokerNodeConfig,
+    private readonly raft: RaftHandle,
+    readonly state: BrokerState,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    private readonly lookup: RouteLookup | undefined,
+  ) {
+    this.groupName = config.group;
+    this.nodeId = config.nodeId;
+    this.clientEndpoint = this.endpointsOf(config.nodeId).client;
+    this.autoCreateTopics = config.autoCreateTopics;
+    this.view = {
+      group: config.group,
+      nodeId: config.nodeId,
+      role: 'follower',
+      term: 0,
+      leaderId: null,
+      leaderEndpoint: undefined,
+      leaderReady: false,
+    };
+    this.batcher = new SendBatcher({
+      propose: (payloads) => this.raft.propose(payloads),
+      takeMessages: (index) => this.state.takeOutcome(index)?.messages,
+    });
+  }
+
+  private endpointsOf(id: string): PeerEndpoints {
+    const p = this.config.peers[id];
+    if (p === undefined) throw new RaftmqError('INTERNAL', `no endpoints for node ${id}`);
+    return p;
+  }
+
+  // ---- role ----
+
+  /** The driver's soft state changed. */
+  onSoftState(role: NodeRole, term: number, leaderId: string | null): void {
+    this.view = {
+      ...this.view,
+      role,
+      term,
+      leaderId,
+      leaderEndpoint: leaderId === null ? undefined : this.config.peers[leaderId]?.client,
+      leaderReady: role === 'leader' && this.leaderReadyTerm === term,
+    };
+    this.notifyRole();
+  }
+
+  /** An entry of `term` was applied while this node leads in `term`: its state is current. */
+  onApplied(term: number): void {
+    if (this.view.role === 'leader' && this.view.term === term && !this.view.leaderReady) {
+      this.leaderReadyTerm = term;
+      this.view = { ...this.view, leaderReady: true };
+      this.log.info({ term }, 'leader ready');
+      this.notifyRole();
+    }
+  }
+
+  /** Registers a listener for role changes; returns its remover. */
+  onRoleChange(listener: () => void): () => void {
+    this.roleListeners.add(listener);
+    return () => this.roleListeners.delete(listener);
+  }
+
+  private notifyRole(): void {
+    for (const l of [...this.roleListeners]) l();
+  }
+
+  roleView(): RoleView {
+    return this.view;
+  }
+
+  waitForLeader(deadlineMs: number): Promise<RoleView | undefined> {
+    const known = (): boolean =>
+      this.view.leaderId !== null && (this.view.role !== 'leader' || this.view.leaderReady);
+    if (known()) return Promise.resolve(this.view);
+    const waitMs = Math.min(WAIT_MS_MAX, deadlineMs - this.clock.nowMs());
+    if (waitMs <= 0) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        remove();
+        resolve(undefined);
+      }, waitMs);
+      timer.unref();
+      const remove = this.onRoleChange(() => {
+        if (!known()) return;
+        clearTimeout(timer);
+        remove();
+        resolve(this.view);
+      });
+    });
+  }
+
+  private requireLeader(): void {
+    if (this.view.role === 'leader' && this.view.leaderReady) return;
+    const leaderId = this.view.role === 'leader' ? null : this.view.leaderId;
+    throw new RaftmqError(
+      'NOT_LEADER',
+      leaderId === null
+        ? `node ${this.nodeId} of group ${this.groupName} is not the leader and no leader is known`
+        : `node ${this.nodeId} is not the leader of group ${this.groupName}; leader is ${leaderId}`,
+      { details: { leaderId, leaderEndpoint: this.view.leaderEndpoint } },
+    );
+  }
+
+  // ---- topics and groups ----
+
+  getTopic(name: string): TopicConfig | undefined {
+    return this.state.getTopic(name);
+  }
+
+  listTopics(): TopicConfig[] {
+    return this.state.listTopics();
+  }
+
+  listGroups(): GroupConfig[] {
+    return this.state.listGroups();
+  }
+
+  async ensureTopic(name: string, deadlineMs: number): Promise<TopicConfig> {
+    const existing = this.state.getTopic(name);
+    if (existing) return existing;
+    checkTopicName(name);
+    if (!this.autoCreateTopics) {
+      throw new RaftmqError('TOPIC_NOT_FOUND', `topic ${name} does not exist`, {
+        details: { topic: name },
+      });
+    }
+    const topic: TopicConfig = {
+      name,
+      queueCount: this.config.defaultQueueCount,
+      perm: 'READ_WRITE',
+      messageTypes: [...ALL_TYPES],
+    };
+    await this.runCommand({ op: 'topic.put', topic, mode: 'ensure' }, deadlineMs);
+    const created = this.state.getTopic(name);
+    if (!created) throw new RaftmqError('TOPIC_NOT_FOUND', `topic ${name} was deleted`);
+    this.log.info({ topic: name }, 'topic auto-created');
+    return created;
+  }
+
+  async createTopic(config: TopicConfig, deadlineMs: number): Promise<TopicConfig> {
+    checkTopicConfig(config);
+    await this.runCommand({ op: 'topic.put', topic: config, mode: 'create' }, deadlineMs);
+    return this.state.getTopic(config.name) ?? config;
+  }
+
+  async updateTopic(config: TopicConfig, deadlineMs: number): Promise<TopicConfig> {
+    checkTopicConfig(config);
+    await this.runCommand({ op: 'topic.put', topic: config, mode: 'update' }, deadlineMs);
+    return this.state.getTopic(config.name) ?? config;
+  }
+
+  async deleteTopic(name: string, deadlineMs: number): Promise<void> {
+    checkTopicName(name);
+    await this.runCommand({ op: 'topic.delete', name }, deadlineMs);
+  }
+
+  async createGroup(config: GroupConfig, deadlineMs: number): Promise<GroupConfig> {
+    checkGroupConfig(config);
+    await this.runCommand({ op: 'group.put', group: config, mode: 'create' }, deadlineMs);
+    return this.state.getGroup(config.name) ?? config;
+  }
+
+  async updateGroup(config: GroupConfig, deadlineMs: number): Promise<GroupConfig> {
+    checkGroupConfig(config);
+    await this.runCommand({ op: 'group.put', group: config, mode: 'update' }, deadlineMs);
+    return this.state.getGroup(config.name) ?? config;
+  }
+
+  async deleteGroup(name: string, deadlineMs: number): Promise<void> {
+    await this.runCommand({ op: 'group.delete', name }, deadlineMs);
+  }
+
+  /** Proposes one command, waits for it to apply here and throws its failure, if any. */
+  private async runCommand(command: BrokerCommand, deadlineMs: number): Promise<void> {
+    this.requireLeader();
+    const ack = await this.withDeadline(this.raft.propose([encodeCommands([command])]), deadlineMs);
+    const result = this.state.takeOutcome(ack.lastIndex)?.results?.[0];
+    if (result === undefined) {
+      throw new RaftmqError('INTERNAL', `command at ${ack.lastIndex}: outcome missing`);
+    }
+    if (!result.ok) throw new RaftmqError(result.code, result.message);
+  }
+
+  private withDeadline<T>(p: Promise<T>, deadlineMs: number): Promise<T> {
+    const waitMs = Math.min(WAIT_MS_MAX, deadlineMs - this.clock.nowMs());
+    if (waitMs <= 0) {
+      // Already proposed: its outcome still lands; the caller just stops waiting.
+      p.catch(() => undefined);
+      return Promise.reject(new RaftmqError('TIMEOUT', 'deadline passed before commit'));
+    }
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new RaftmqError('TIMEOUT', `not committed within ${waitMs} ms`)),
+        waitMs,
+      );
+      timer.unref();
+      p.then(
+        (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+    });
+  }
+
+  // ---- produce ----
+
+  async send(messages: readonly ProduceMessage[], deadlineMs: number): Promise<SendReceipt[]> {
+    this.requireLeader();
+    if (messages.length === 0) return [];
+    const nowMs = this.clock.nowMs();
+    const stored: StoredMessage[] = [];
+    for (const m of messages) {
+      const topic = await this.ensureTopic(m.topic, deadlineMs);
+      if (topic.perm === 'READ') {
+        throw new RaftmqError('PERMISSION_DENIED', `topic ${topic.name} is read-only`);
+      }
+      if (!topic.messageTypes.includes(m.messageType)) {
+        throw new RaftmqError(
+          'MESSAGE_TYPE_MISMATCH',
+          `topic ${topic.name} accepts ${topic.messageTypes.join(', ')}, not ${m.messageType}`,
+        );
+      }
+      stored.push({
+        ...m,
+        queueId: this.pickQueue(topic, m),
+        storeTimestampMs: nowMs,
+        storeHost: this.clientEndpoint,
+      });
+    }
+    const placed = await this.withDeadline(this.batcher.submit(stored), deadlineMs);
+    return placed.messages.map((d, i) => {
+      if (d.queueOffset === undefined) {
+        throw new RaftmqError('INTERNAL', 'a new message was filed as a replay');
+      }
+      return {
+        messageId: (stored[i] as StoredMessage).messageId,
+        topic: d.topic,
+        queueId: d.queueId,
+        queueOffset: d.queueOffset,
+        index: placed.index,
+      };
+    });
+  }
+
+  private pickQueue(topic: TopicConfig, m: ProduceMessage): number {
+    if (m.messageGroup !== undefined) {
+      return crc32c(Buffer.from(m.messageGroup, 'utf8')) % topic.queueCount;
+    }
+    const next = (this.roundRobin.get(topic.name) ?? 0) + 1;
+    this.roundRobin.set(topic.name, next % 1_000_000_007);
+    return next % topic.queueCount;
+  }
+
+  // ---- routes ----
+
+  async route(topic: string): Promise<TopicRoute | undefined> {
+    if (this.lookup) {
+      const found = await this.lookup(topic).catch((err: unknown) => {
+        this.log.warn({ err, topic }, 'NameServer route lookup failed; answering locally');
+        return undefined;
+      });
+      if (found) return found;
+    }
+    return this.localRoute(topic);
+  }
+
+  /** The route of `topic` in this group alone, from this node's own knowledge. */
+  localRoute(topic: string): TopicRoute | undefined {
+    const t = this.state.getTopic(topic);
+    if (!t) return undefined;
+    const leaderId = this.view.leaderId;
+    const leader =
+      leaderId === null
+        ? undefined
+        : { nodeId: leaderId, endpoint: this.endpointsOf(leaderId).client, term: this.view.term };
+    const followers = Object.keys(this.config.peers)
+      .filter((id) => id !== leaderId)
+      .sort()
+      .map((id) => ({ nodeId: id, endpoint: this.endpointsOf(id).client, term: this.view.term }));
+    const queues = [];
+    for (let q = 0; q < t.queueCount; q++) {
+      queues.push({ queueId: q, perm: t.perm, messageTypes: [...t.messageTypes] });
+    }
+    return {
+      topic,
+      groups: [
+        {
+          cluster: this.config.cluster,
+          group: this.groupName,
+          leader,
+          writable: leader !== undefined,
+          leaderless: leader === undefined,
+          followers,
+          queues,
+        },
+      ],
+    };
+  }
+
+  // ---- reads ----
+
+  readQueue(
+    topic: string,
+    queueId: number,
+    offset: number,
+    countMax: number,
+  ): Promise<LocatedMessage[]> {
+    const range = this.state.queueRange(topic, queueId);
+    if (offset >= range.max || countMax <= 0) return Promise.resolve([]);
+    if (offset < range.min) {
+      return Promise.reject(
+        new RaftmqError('OUT_OF_RANGE', `offset ${offset} is below the queue's first ${range.min}`),
+      );
+    }
+    return this.state.store.readQueue(
+      topic,
+      queueId,
+      offset,
+      Math.min(countMax, range.max - offset),
+    );
+  }
+
+  queueRange(topic: string, queueId: number): QueueRange {
+    return this.state.queueRange(topic, queueId);
+  }
+
+  waitForMessages(
+    topic: string,
+    queueId: number,
+    offset: number,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
+    if (this.state.queueRange(topic, queueId).max > offset) return Promise.resolve(true);
+    return this.state.waiters.wait(topic, queueId, offset, timeoutMs, signal);
+  }
+
+  async searchOffset(topic: string, queueId: number, timestampMs: number): Promise<number> {
+    const { min, max } = this.state.queueRange(topic, queueId);
+    let lo = min;
+    let hi = max;
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      const [m] = await this.state.store.readQueue(topic, queueId, mid, 1);
+      if (m === undefined) break;
+      if (m.message.storeTimestampMs < timestampMs) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  getOffset(group: string, topic: string, queueId: number): number | undefined {
+    return this.state.getOffset(group, topic, queueId);
+  }
+
+  async updateOffset(
+    group: string,
+    topic: string,
+    queueId: number,
+    offset: number,
+    deadlineMs: number,
+  ): Promise<void> {
+    if (
+      !Number.isSafeInteger(offset) ||
+      offset < 0 ||
+      !Number.isSafeInteger(queueId) ||
+      queueId < 0
+    ) {
+      throw new RaftmqError('INVALID_ARGUMENT', 'offset and queue id must be integers >= 0');
+    }
+    await this.runCommand({ op: 'offset.commit', group, topic, queueId, offset }, deadlineMs);
+  }
+
+  // ---- admin ----
+
+  peers(): Readonly<Record<string, PeerEndpoints>> {
+    return this.config.peers;
+  }
+
+  nodeStatus(): NodeStatus {
+    const s = this.raft.status();
+    return {
+      cluster: this.config.cluster,
+      group: this.groupName,
+      nodeId: this.nodeId,
+      role: this.view.role,
+      term: this.view.term,
+      leaderId: this.view.leaderId,
+      clientEndpoint: this.clientEndpoint,
+      raftEndpoint: this.endpointsOf(this.nodeId).raft,
+      lastIndex: s.lastIndex,
+      commitIndex: s.commitIndex,
+      appliedIndex: this.state.appliedIndex,
+      topicCount: this.state.listTopics().length,
+      fatal: s.fatal,
+    };
+  }
+
+  async transferLeadership(nodeId: string, deadlineMs: number): Promise<void> {
+    if (this.config.peers[nodeId] === undefined) {
+      throw new RaftmqError('INVALID_ARGUMENT', `no node ${nodeId} in group ${this.groupName}`);
+    }
+    if (this.view.leaderId === nodeId && this.view.role !== 'candidate') return;
+    this.requireLeader();
+    this.raft.transferLeadership(nodeId);
+    const done = (): boolean => this.view.leaderId === nodeId && this.view.role !== 'leader';
+    if (done()) return;
+    await new Promise<void>((resolve, reject) => {
+      const waitMs = Math.max(1, Math.min(WAIT_MS_MAX, deadlineMs - this.clock.nowMs()));
+      const timer = setTimeout(() => {
+        remove();
+        reject(new RaftmqError('TIMEOUT', `leadership did not move to ${nodeId} in time`));
+      }, waitMs);
+      timer.unref();
+      const remove = this.onRoleChange(() => {
+        if (!done()) return;
+        clearTimeout(timer);
+        remove();
+        resolve();
+      });
+    });
+  }
+
+  /** Refuses new sends. */
+  close(): void {
+    this.batcher.close();
+  }
+}

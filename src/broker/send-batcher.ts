@@ -1,0 +1,226 @@
+/**
+ * Turns concurrent sends into few Raft entries. Sends that arrive in the same turn of the event
+ * loop are packed into message-batch payloads of up to `entryBytesMax` and proposed together;
+ * the Raft driver in turn persists and replicates everything proposed while its previous round
+ * was in flight, so under load one fsync and one network write serve many sends.
+ *
+ * The messages of one send always travel in one entry, so a send is stored whole or not at all:
+ * nothing partially written is ever acknowledged or delivered.
+ *
+ * Bounded: at most `pendingMessagesMax` messages and `pendingBytesMax` bytes wait for commit;
+ * beyond that a send is refused with BUSY at once.
+ */
+import { RaftmqError } from '../common/errors';
+import type { StoredMessage } from '../store/message-format';
+import { encodeMessageInto, encodedMessageSize } from '../store/message-codec';
+import { MESSAGE_BATCH_HEADER_BYTES, PAYLOAD_KIND_MESSAGES } from '../store/message-batch';
+import type { DispatchedMessage } from '../store/message-store';
+import type { ProposeAck } from './raft-waiters';
+
+export interface SendBatcherOptions {
+  /** Target payload size of one entry (a single larger send gets an entry of its own). */
+  entryBytesMax: number;
+  /** Largest payload of one send (the CommitLog's payload limit). */
+  sendBytesMax: number;
+  /** Entries proposed in one call, at most (the Raft core's batchEntriesMax). */
+  entriesPerProposalMax: number;
+  pendingMessagesMax: number;
+  pendingBytesMax: number;
+}
+
+export const SEND_BATCHER_DEFAULTS: Readonly<SendBatcherOptions> = Object.freeze({
+  entryBytesMax: 512 * 1024,
+  sendBytesMax: 16 * 1024 * 1024,
+  entriesPerProposalMax: 256,
+  pendingMessagesMax: 200_000,
+  pendingBytesMax: 256 * 1024 * 1024,
+});
+
+export interface SendBatcherDeps {
+  propose(payloads: readonly Uint8Array[]): Promise<ProposeAck>;
+  /** The dispatch outcome of an applied entry, taken once. */
+  takeMessages(index: number): readonly DispatchedMessage[] | undefined;
+}
+
+/** Where a send's messages went: the entry's Raft index and each message's queue and offset. */
+export interface PlacedSend {
+  readonly index: number;
+  readonly messages: readonly DispatchedMessage[];
+}
+
+interface PendingSend {
+  readonly messages: readonly StoredMessage[];
+  readonly sizes: readonly number[];
+  readonly bytes: number;
+  readonly resolve: (placed: PlacedSend) => void;
+  readonly reject: (err: Error) => void;
+}
+
+export class SendBatcher {
+  private queue: PendingSend[] = [];
+  private scheduled = false;
+  private pendingMessages = 0;
+  private pendingBytes = 0;
+  private closed = false;
+
+  constructor(
+    private readonly deps: SendBatcherDeps,
+    readonly options: Readonly<SendBatcherOptions> = SEND_BATCHER_DEFAULTS,
+  ) {}
+
+  /** Messages and bytes waiting for commit. */
+  get pending(): { messages: number; bytes: number } {
+    return { messages: this.pendingMessages, bytes: this.pendingBytes };
+  }
+
+  /**
+   * Stores `messages` (already checked and given their queues) in one entry; resolves with where
+   * each went, in order, once committed and applied here. Encoding errors reject before anything
+   * is proposed.
+   */
+  submit(messages: readonly StoredMessage[]): Promise<PlacedSend> {
+    if (this.closed) return Promise.reject(new RaftmqError('STORE_CLOSED', 'broker is stopping'));
+    if (messages.length === 0) {
+      return Promise.reject(new RaftmqError('INVALID_ARGUMENT', 'a send needs a message'));
+    }
+    let sizes: number[];
+    try {
+      sizes = messages.map((m) => encodedMessageSize(m));
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    const bytes = sizes.reduce((a, b) => a + b, 0);
+    if (bytes + MESSAGE_BATCH_HEADER_BYTES > this.options.sendBytesMax) {
+      return Promise.reject(
+        new RaftmqError(
+          'RECORD_TOO_LARGE',
+          `a send of ${bytes} bytes exceeds ${this.options.sendBytesMax}; send fewer messages`,
+        ),
+      );
+    }
+    if (
+      this.pendingMessages + messages.length > this.options.pendingMessagesMax ||
+      this.pendingBytes + bytes > this.options.pendingBytesMax
+    ) {
+      return Promise.reject(
+        new RaftmqError('BUSY', 'too many messages waiting for commit; retry shortly'),
+      );
+    }
+    this.pendingMessages += messages.length;
+    this.pendingBytes += bytes;
+    return new Promise<PlacedSend>((resolve, reject) => {
+      const settle = (): void => {
+        this.pendingMessages -= messages.length;
+        this.pendingBytes -= bytes;
+      };
+      this.queue.push({
+        messages,
+        sizes,
+        bytes,
+        resolve: (placed) => {
+          settle();
+          resolve(placed);
+        },
+        reject: (err) => {
+          settle();
+          reject(err);
+        },
+      });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Refuses new sends; those in flight still finish (or fail with the driver). */
+  close(): void {
+    this.closed = true;
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const sends = this.queue;
+    this.queue = [];
+    // Pack whole sends into entries, then entries into proposals.
+    let entries: PendingSend[][] = [];
+    let current: PendingSend[] = [];
+    let currentBytes = MESSAGE_BATCH_HEADER_BYTES;
+    for (const s of sends) {
+      if (current.length > 0 && currentBytes + s.bytes > this.options.entryBytesMax) {
+        entries.push(current);
+        current = [];
+        currentBytes = MESSAGE_BATCH_HEADER_BYTES;
+      }
+      current.push(s);
+      currentBytes += s.bytes;
+    }
+    if (current.length > 0) entries.push(current);
+    while (entries.length > 0) {
+      const chunk = entries.slice(0, this.options.entriesPerProposalMax);
+      entries = entries.slice(chunk.length);
+      this.propose(chunk);
+    }
+  }
+
+  private propose(entries: PendingSend[][]): void {
+    let payloads: Buffer[];
+    try {
+      payloads = entries.map((sends) => encodeEntry(sends));
+    } catch (err) {
+      const e = err instanceof Error ? err : new Error(String(err));
+      for (const sends of entries) for (const s of sends) s.reject(e);
+      return;
+    }
+    this.deps.propose(payloads).then(
+      (ack) => {
+        entries.forEach((sends, k) => this.complete(ack.firstIndex + k, sends));
+      },
+      (err: unknown) => {
+        const e = err instanceof Error ? err : new Error(String(err));
+        for (const sends of entries) for (const s of sends) s.reject(e);
+      },
+    );
+  }
+
+  private complete(index: number, sends: readonly PendingSend[]): void {
+    const placed = this.deps.takeMessages(index);
+    const expected = sends.reduce((n, s) => n + s.messages.length, 0);
+    if (placed === undefined || placed.length !== expected) {
+      const err = new RaftmqError(
+        'INTERNAL',
+        `entry ${index}: dispatch outcome missing or of the wrong size`,
+      );
+      for (const s of sends) s.reject(err);
+      return;
+    }
+    let at = 0;
+    for (const s of sends) {
+      s.resolve({ index, messages: placed.slice(at, at + s.messages.length) });
+      at += s.messages.length;
+    }
+  }
+}
+
+function encodeEntry(sends: readonly PendingSend[]): Buffer {
+  let bytes = MESSAGE_BATCH_HEADER_BYTES;
+  let count = 0;
+  for (const s of sends) {
+    bytes += s.bytes;
+    count += s.messages.length;
+  }
+  const buf = Buffer.allocUnsafe(bytes);
+  buf[0] = PAYLOAD_KIND_MESSAGES;
+  buf.writeUInt32BE(count, 1);
+  let offset = MESSAGE_BATCH_HEADER_BYTES;
+  for (const s of sends) {
+    for (let i = 0; i < s.messages.length; i++) {
+      const written = encodeMessageInto(s.messages[i] as StoredMessage, buf, offset);
+      if (written !== s.sizes[i]) {
+        throw new RaftmqError('INTERNAL', 'message size changed between sizing and encoding');
+      }
+      offset += written;
+    }
+  }
+  return buf;
+}
