@@ -1,8 +1,18 @@
 /**
  * The configuration of one broker node (one Raft member of one broker group), as the broker
  * binary reads it from a JSON file and flags. `resolveBrokerNodeConfig` checks every field and
- * fills defaults; it throws INVALID_OPTION naming the first bad field.
+ * fills defaults; it throws INVALID_OPTION naming the first bad field by its path in the file
+ * (`config.peers.n1.raft`).
  */
+import * as net from 'node:net';
+import {
+  checkOption,
+  intInRange,
+  isBoolean,
+  oneOf,
+  resolveOptions,
+  type OptionSpec,
+} from '../common/options';
 import type { FlushMode } from '../store/commit-log-options';
 import type { PeerEndpoints } from './broker-types';
 
@@ -45,4 +55,251 @@ export interface BrokerNodeConfig {
   readonly timing: BrokerTimingConfig;
   /** Seed of the Raft PRNG; random when absent. */
   readonly seed?: number;
+}
+
+/** The fields every configuration must give (they have no default). */
+export type BrokerNodeRequiredField = 'group' | 'nodeId' | 'peers' | 'dataDir';
+
+/** Prefix of every field path in error messages. */
+export const CONFIG_PATH = 'config';
+/** Names of clusters, groups and nodes. */
+export const CONFIG_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+/** Nodes of one group, at most (odd counts tolerate the most failures per node). */
+export const PEER_COUNT_MAX = 9;
+/** NameServer endpoints, at most. */
+export const NAMESRV_ADDRS_MAX = 32;
+/** The largest body a Node gRPC consumer can receive in one 4 MiB frame, with headroom. */
+export const MAX_BODY_BYTES_LIMIT = 4 * 1024 * 1024 - 64 * 1024;
+export const DEFAULT_QUEUE_COUNT_MAX = 1024;
+
+/** Timing defaults; the Raft ones match `MEMBER_TIMING_DEFAULTS` of `raft-member.ts`. */
+export const BROKER_TIMING_DEFAULTS: Readonly<BrokerTimingConfig> = Object.freeze({
+  tickIntervalMs: 10,
+  electionTimeoutTicks: 50,
+  heartbeatIntervalTicks: 5,
+  registerIntervalMs: 30_000,
+});
+
+/** Defaults of every optional field (`seed` is random when absent). */
+export const BROKER_NODE_DEFAULTS: Readonly<
+  Omit<BrokerNodeConfig, BrokerNodeRequiredField | 'seed'>
+> = Object.freeze({
+  cluster: 'DefaultCluster',
+  listenHost: '127.0.0.1',
+  namesrvAddrs: Object.freeze([] as string[]),
+  flushMode: 'SYNC',
+  autoCreateTopics: false,
+  defaultQueueCount: 8,
+  autoCreateGroups: true,
+  maxBodyBytes: MAX_BODY_BYTES_LIMIT,
+  preferredLeader: null,
+  timing: BROKER_TIMING_DEFAULTS,
+});
+
+const TIMING_SPEC: OptionSpec<BrokerTimingConfig> = {
+  tickIntervalMs: intInRange(1, 60_000),
+  electionTimeoutTicks: intInRange(2, 1_000_000),
+  heartbeatIntervalTicks: intInRange(1, 1_000_000),
+  registerIntervalMs: intInRange(100, 86_400_000),
+};
+
+/** Every top-level field except `timing`, unchecked until the spec has run. */
+type UncheckedFields = { [K in Exclude<keyof BrokerNodeConfig, 'timing'>]-?: unknown };
+
+const REQUIRED_PLACEHOLDERS = {
+  group: undefined,
+  nodeId: undefined,
+  peers: undefined,
+  dataDir: undefined,
+  seed: undefined,
+};
+
+const FIELD_SPEC: OptionSpec<UncheckedFields> = {
+  cluster: (v, p) => checkName(v, p),
+  group: (v, p) => checkName(required(v, p), p),
+  nodeId: (v, p) => checkName(required(v, p), p),
+  peers: (v, p) => checkPeers(required(v, p), p),
+  listenHost: (v, p) =>
+    checkOption(typeof v === 'string' && isHost(v), p, 'must be a host name or IP address'),
+  dataDir: (v, p) => {
+    checkOption(typeof required(v, p) === 'string', p, 'must be a string');
+    checkOption((v as string).length > 0 && !(v as string).includes('\0'), p, 'must be a path');
+  },
+  namesrvAddrs: (v, p) => checkEndpointList(v, p),
+  flushMode: oneOf<FlushMode>('SYNC', 'ASYNC'),
+  autoCreateTopics: isBoolean,
+  defaultQueueCount: intInRange(1, DEFAULT_QUEUE_COUNT_MAX),
+  autoCreateGroups: isBoolean,
+  maxBodyBytes: intInRange(1, MAX_BODY_BYTES_LIMIT),
+  preferredLeader: (v, p) => {
+    if (v !== null) checkName(v, p);
+  },
+  seed: (v, p) => {
+    if (v !== undefined) intInRange(0, 0xffff_ffff)(v, p);
+  },
+};
+
+/**
+ * Checks `input` (a parsed JSON object, flags merged in) and fills defaults. Unknown keys are
+ * refused at every level; endpoints are checked strictly and never rewritten (`h:0080` is
+ * refused). Two fields naming the same endpoint are refused.
+ * Throws INVALID_OPTION whose message and `details.option` name the field path.
+ */
+export function resolveBrokerNodeConfig(input: unknown): BrokerNodeConfig {
+  checkOption(isPlainObject(input), CONFIG_PATH, 'must be an object');
+  const { timing, ...rest } = input as Record<string, unknown>;
+  checkOption(
+    timing === undefined || isPlainObject(timing),
+    `${CONFIG_PATH}.timing`,
+    'must be an object',
+  );
+  const resolvedTiming = resolveOptions(
+    `${CONFIG_PATH}.timing`,
+    BROKER_TIMING_DEFAULTS,
+    TIMING_SPEC,
+    timing as Partial<BrokerTimingConfig> | undefined,
+  );
+  checkOption(
+    resolvedTiming.heartbeatIntervalTicks < resolvedTiming.electionTimeoutTicks,
+    `${CONFIG_PATH}.timing.heartbeatIntervalTicks`,
+    'must be below timing.electionTimeoutTicks',
+  );
+  const { timing: _timingDefaults, ...optional } = BROKER_NODE_DEFAULTS;
+  const defaults: UncheckedFields = { ...optional, ...REQUIRED_PLACEHOLDERS };
+  const fields = resolveOptions(
+    CONFIG_PATH,
+    defaults,
+    FIELD_SPEC,
+    rest as Partial<UncheckedFields>,
+  );
+  const peers = fields.peers as Record<string, PeerEndpoints>;
+  checkOption(
+    Object.prototype.hasOwnProperty.call(peers, fields.nodeId as string),
+    `${CONFIG_PATH}.nodeId`,
+    `must be one of the peers (${Object.keys(peers).join(', ')})`,
+  );
+  checkOption(
+    fields.preferredLeader === null ||
+      Object.prototype.hasOwnProperty.call(peers, fields.preferredLeader as string),
+    `${CONFIG_PATH}.preferredLeader`,
+    'must be null or one of the peers',
+  );
+  const config: BrokerNodeConfig = {
+    ...(fields as Omit<BrokerNodeConfig, 'timing'>),
+    namesrvAddrs: Object.freeze([...(fields.namesrvAddrs as string[])]),
+    peers: Object.freeze(
+      Object.fromEntries(
+        Object.entries(peers).map(([id, p]) => [
+          id,
+          Object.freeze({ raft: p.raft, client: p.client }),
+        ]),
+      ),
+    ),
+    timing: resolvedTiming,
+  };
+  if (config.seed === undefined) delete (config as { seed?: number }).seed;
+  return Object.freeze(config);
+}
+
+/** A parsed `host:port`. IPv6 hosts are written in brackets (`[::1]:9876`). */
+export interface Endpoint {
+  readonly host: string;
+  readonly port: number;
+}
+
+const HOST_LABEL = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+const PORT_DIGITS = /^[1-9][0-9]{0,4}$/;
+
+/** True for a DNS host name, an IPv4 address or a bare IPv6 address. */
+export function isHost(text: string): boolean {
+  if (net.isIP(text) !== 0) return true;
+  if (text.length === 0 || text.length > 253) return false;
+  return text.split('.').every((label) => HOST_LABEL.test(label)) && !/^[0-9.]+$/.test(text);
+}
+
+/**
+ * Parses `host:port` strictly: a host name, IPv4 address or bracketed IPv6 address, and a port
+ * in 1..65535 without sign or leading zeros. Throws INVALID_OPTION naming `path`.
+ */
+export function parseEndpoint(text: unknown, path: string): Endpoint {
+  checkOption(typeof text === 'string', path, `must be a "host:port" string, got ${String(text)}`);
+  const value = text as string;
+  const colon = value.lastIndexOf(':');
+  const bad = `must be "host:port" with a port in 1..65535, got ${JSON.stringify(value)}`;
+  checkOption(colon > 0, path, bad);
+  let host = value.slice(0, colon);
+  const portText = value.slice(colon + 1);
+  if (host.startsWith('[') && host.endsWith(']')) {
+    host = host.slice(1, -1);
+    checkOption(net.isIPv6(host), path, `${JSON.stringify(host)} is not an IPv6 address`);
+  } else {
+    checkOption(!host.includes(':'), path, 'an IPv6 host must be in brackets: [::1]:port');
+    checkOption(isHost(host), path, `${JSON.stringify(host)} is not a host name or IP address`);
+  }
+  checkOption(PORT_DIGITS.test(portText) && Number(portText) <= 65535, path, bad);
+  return Object.freeze({ host, port: Number(portText) });
+}
+
+/** `host:port`, with an IPv6 host in brackets. */
+export function formatEndpoint(endpoint: Endpoint): string {
+  return net.isIPv6(endpoint.host)
+    ? `[${endpoint.host}]:${endpoint.port}`
+    : `${endpoint.host}:${endpoint.port}`;
+}
+
+function required(value: unknown, path: string): unknown {
+  checkOption(value !== undefined && value !== null, path, 'is required');
+  return value;
+}
+
+function checkName(value: unknown, path: string): void {
+  checkOption(
+    typeof value === 'string' && CONFIG_NAME_PATTERN.test(value),
+    path,
+    `must match ${CONFIG_NAME_PATTERN.source}, got ${JSON.stringify(value)}`,
+  );
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function checkPeers(value: unknown, path: string): void {
+  checkOption(isPlainObject(value), path, 'must be an object of id -> { raft, client }');
+  const entries = Object.entries(value as Record<string, unknown>);
+  checkOption(
+    entries.length >= 1 && entries.length <= PEER_COUNT_MAX,
+    path,
+    `must list 1..${PEER_COUNT_MAX} nodes, got ${entries.length}`,
+  );
+  const seen = new Map<string, string>();
+  for (const [id, peer] of entries) {
+    const peerPath = `${path}.${id}`;
+    checkName(id, peerPath);
+    checkOption(isPlainObject(peer), peerPath, 'must be an object { raft, client }');
+    for (const key of Object.keys(peer as object)) {
+      checkOption(key === 'raft' || key === 'client', `${peerPath}.${key}`, 'unknown option');
+    }
+    for (const key of ['raft', 'client'] as const) {
+      const fieldPath = `${peerPath}.${key}`;
+      const endpoint = formatEndpoint(
+        parseEndpoint((peer as Record<string, unknown>)[key], fieldPath),
+      );
+      const other = seen.get(endpoint);
+      checkOption(other === undefined, fieldPath, `${endpoint} is also ${other ?? ''}`);
+      seen.set(endpoint, fieldPath);
+    }
+  }
+}
+
+function checkEndpointList(value: unknown, path: string): void {
+  checkOption(Array.isArray(value), path, 'must be an array of "host:port" strings');
+  const list = value as unknown[];
+  checkOption(list.length <= NAMESRV_ADDRS_MAX, path, `must list at most ${NAMESRV_ADDRS_MAX}`);
+  const seen = new Set<string>();
+  list.forEach((item, i) => {
+    const endpoint = formatEndpoint(parseEndpoint(item, `${path}[${i}]`));
+    checkOption(!seen.has(endpoint), `${path}[${i}]`, `${endpoint} is listed twice`);
+    seen.add(endpoint);
+  });
 }

@@ -1,17 +1,91 @@
 /**
- * `npm start`: will launch a NameServer and one 3-node broker group on this machine (issue 4).
- * Until the broker and NameServer exist, it says what is built so far and how to try it, and
- * exits successfully, so the README's first command works on a fresh machine.
+ * `npm start`: a NameServer and one 3-node broker group on this machine, as child processes
+ * (`LocalCluster`), with their data, configuration and logs under `./data`. SYNC flush (every
+ * acknowledged message is fsync'd on a majority) and topic auto-creation, so the official
+ * RocketMQ 5 clients can send to any topic at once. Ctrl-C stops everything cleanly; running it
+ * again restarts the same nodes on the same ports and data.
  */
-const lines = [
-  'raftmq is being built; `npm start` will start a NameServer and a 3-node broker group once',
-  'the broker exists. What works today:',
-  '',
-  '  storage engine (src/store)        npm run bench:store     CommitLog, ConsumeQueue, key index',
-  '  Raft (src/raft, src/broker)       npm run bench:raft      3 member processes over gRPC',
-  '                                    npm run bench:failover  kill -9 of the leader, 20 rounds',
-  '  simulator (src/sim)               npm run sim -- --seed 1 a group under seeded faults',
-  '',
-  'See README.md and docs/ for the design and the state of each part.',
-];
-process.stdout.write(`${lines.join('\n')}\n`);
+import * as path from 'node:path';
+import { LocalCluster } from './local-cluster';
+
+const DATA_DIR = path.resolve('data');
+const LEADER_TIMEOUT_MS = 30_000;
+
+function banner(cluster: LocalCluster, leaderId: string, term: number): string {
+  const brokers = cluster.brokers;
+  const endpoints = brokers.map((b) => b.clientEndpoint).join(';');
+  const first = brokers[0]?.clientEndpoint ?? '';
+  const lines = [
+    '',
+    `raftmq is running (data, configuration and logs in ${DATA_DIR})`,
+    '',
+    `  NameServer   ${cluster.namesrvEndpoint}`,
+    ...brokers.map(
+      (b) =>
+        `  broker ${b.id}    client ${b.clientEndpoint}  raft ${b.raftEndpoint}  pid ${b.pid ?? '-'}` +
+        (b.id === leaderId ? `  leader (term ${term})` : ''),
+    ),
+    '',
+    'Send and receive with the official RocketMQ 5 client (npm i rocketmq-client-nodejs):',
+    '',
+    "  const { Producer, SimpleConsumer } = require('rocketmq-client-nodejs');",
+    `  const endpoints = '${endpoints}';`,
+    "  const producer = new Producer({ endpoints, namespace: '' });",
+    '  await producer.startup();',
+    "  await producer.send({ topic: 'TopicTest', tag: 'demo', body: Buffer.from('hello') });",
+    '  const consumer = new SimpleConsumer({',
+    "    endpoints, namespace: '', consumerGroup: 'demo-group',",
+    "    subscriptions: new Map([['TopicTest', '*']]),",
+    '  });',
+    '  await consumer.startup();',
+    '  for (const m of await consumer.receive(16)) await consumer.ack(m);',
+    '',
+    'Administer it:',
+    '',
+    `  npm run raftmq -- status --endpoint ${first}`,
+    `  npm run raftmq -- topic create Orders --queues 8 --endpoint ${first}`,
+    '',
+    'Ctrl-C stops everything; npm start again resumes on the same data.',
+    '',
+  ];
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  let stopping = false;
+  const cluster = await LocalCluster.start({
+    dir: DATA_DIR,
+    flushMode: 'SYNC',
+    autoCreateTopics: true,
+    onUnexpectedExit: (name, exit) => {
+      if (stopping) return;
+      const how = exit.signal ?? `code ${String(exit.code)}`;
+      process.stderr.write(`${name} exited (${how}); its log: ${path.join(DATA_DIR, 'logs')}\n`);
+    },
+  });
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write(`\n${signal}: stopping every node...\n`);
+    cluster.stopAll().then(
+      () => {
+        process.stdout.write('stopped\n');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        process.stderr.write(`stop failed: ${String(err)}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  const leader = await cluster.waitForLeader(LEADER_TIMEOUT_MS);
+  process.stdout.write(banner(cluster, leader.nodeId, leader.term));
+}
+
+main().catch((err: unknown) => {
+  // LocalCluster.start stops whatever it started before failing; nothing is left running.
+  process.stderr.write(`npm start failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

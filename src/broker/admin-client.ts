@@ -1,0 +1,394 @@
+/**
+ * The client side of the admin protocol (`proto/admin.proto`): {@link AdminClient}, a small
+ * typed client for the CLI, tests and benchmarks, built on {@link AdminRpc}, the untyped unary
+ * caller the admin service also uses to forward writes and to ask peers for their status. The
+ * converters between the wire shapes and the broker's types live here, for both sides.
+ *
+ * An answer whose status is not OK becomes a RaftmqError of that code (an unknown code becomes
+ * INTERNAL with `details.code`); a failed call becomes TIMEOUT (deadline, unreachable node,
+ * cancellation: the request may or may not have taken effect) or INTERNAL, with the endpoint
+ * and gRPC code in `details`.
+ */
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type * as protoLoader from '@grpc/proto-loader';
+import { ERROR_CODES, RaftmqError, type ErrorCode } from '../common/errors';
+import { findProtoDir, loadProto } from './grpc-util';
+import { formatEndpoint, parseEndpoint } from './broker-node-config';
+import type {
+  GroupConfig,
+  MessageType,
+  NodeRole,
+  NodeStatus,
+  TopicConfig,
+  TopicPerm,
+} from './broker-types';
+
+export const ADMIN_PROTO_FILE = 'admin.proto';
+export const ADMIN_SERVICE_NAME = 'raftmq.admin.v1.Admin';
+/** Metadata header of a write forwarded by a follower; its receiver never forwards again. */
+export const FORWARDED_HEADER = 'x-raftmq-forwarded';
+/** `max_delivery_attempts` of a group created without one (RocketMQ: 16 retries + 1). */
+export const DEFAULT_MAX_DELIVERY_ATTEMPTS = 17;
+
+export const ADMIN_METHODS = [
+  'CreateTopic',
+  'UpdateTopic',
+  'DeleteTopic',
+  'ListTopics',
+  'CreateGroup',
+  'UpdateGroup',
+  'DeleteGroup',
+  'ListGroups',
+  'NodeStatus',
+  'ClusterStatus',
+  'TransferLeadership',
+] as const;
+export type AdminMethod = (typeof ADMIN_METHODS)[number];
+
+/** A decoded response or request: proto-loader objects are loosely typed. */
+export type WireObject = Record<string, unknown>;
+
+/** Channel options: reconnect within a second, so a restarted node is seen again quickly. */
+export const ADMIN_CHANNEL_OPTIONS: grpc.ChannelOptions = Object.freeze({
+  'grpc.initial_reconnect_backoff_ms': 100,
+  'grpc.max_reconnect_backoff_ms': 1_000,
+});
+
+/** Loads the admin package definition (`protoDir` overrides the lookup of `proto/`). */
+export function loadAdminDefinition(protoDir = ''): Promise<protoLoader.PackageDefinition> {
+  return loadProto(path.join(findProtoDir(ADMIN_PROTO_FILE, protoDir), ADMIN_PROTO_FILE));
+}
+
+/** The service definition of `raftmq.admin.v1.Admin` in `definition`. */
+export function adminServiceDefinition(
+  definition: protoLoader.PackageDefinition,
+): grpc.ServiceDefinition {
+  const service = definition[ADMIN_SERVICE_NAME];
+  if (service === undefined || 'format' in service) {
+    throw new RaftmqError('INTERNAL', `${ADMIN_PROTO_FILE} has no service ${ADMIN_SERVICE_NAME}`);
+  }
+  return service;
+}
+
+/** Per-call options of {@link AdminRpc.call}. */
+export interface AdminRpcCallOptions {
+  /** Absolute deadline, epoch milliseconds. */
+  readonly deadlineMs: number;
+  readonly metadata?: grpc.Metadata;
+}
+
+/** Unary calls of the admin service to one endpoint, untyped. */
+export class AdminRpc {
+  private readonly client: grpc.Client;
+
+  constructor(
+    readonly endpoint: string,
+    private readonly service: grpc.ServiceDefinition,
+  ) {
+    this.client = new grpc.Client(
+      endpoint,
+      grpc.credentials.createInsecure(),
+      ADMIN_CHANNEL_OPTIONS,
+    );
+  }
+
+  /** Resolves with the decoded response; rejects with a RaftmqError when the call fails. */
+  call(method: AdminMethod, request: object, options: AdminRpcCallOptions): Promise<WireObject> {
+    const def = this.service[method];
+    if (def === undefined) {
+      return Promise.reject(new RaftmqError('INTERNAL', `admin service has no ${method}`));
+    }
+    return new Promise((resolve, reject) => {
+      this.client.makeUnaryRequest(
+        def.path,
+        def.requestSerialize,
+        def.responseDeserialize as (bytes: Buffer) => WireObject,
+        request,
+        options.metadata ?? new grpc.Metadata(),
+        { deadline: new Date(options.deadlineMs) },
+        (err: grpc.ServiceError | null, value?: WireObject) => {
+          if (err === null && value !== undefined) resolve(value);
+          else reject(callError(err, this.endpoint, method));
+        },
+      );
+    });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+function callError(err: grpc.ServiceError | null, endpoint: string, method: string): RaftmqError {
+  const grpcCode = err?.code ?? grpc.status.UNKNOWN;
+  const details = { endpoint, method, grpcCode };
+  const text = `${method} at ${endpoint} failed: ${err?.details ?? 'no response'}`;
+  switch (grpcCode) {
+    case grpc.status.DEADLINE_EXCEEDED:
+    case grpc.status.UNAVAILABLE:
+    case grpc.status.CANCELLED:
+      return new RaftmqError('TIMEOUT', text, { cause: err, details });
+    case grpc.status.INVALID_ARGUMENT:
+      return new RaftmqError('INVALID_ARGUMENT', text, { cause: err, details });
+    default:
+      return new RaftmqError('INTERNAL', text, { cause: err, details });
+  }
+}
+
+const PERM_PREFIX = 'TOPIC_PERM_';
+const TYPE_PREFIX = 'MESSAGE_TYPE_';
+
+export function permToWire(perm: TopicPerm): string {
+  return `${PERM_PREFIX}${perm}`;
+}
+
+export function messageTypeToWire(type: MessageType): string {
+  return `${TYPE_PREFIX}${type}`;
+}
+
+/** A topic (or the given fields of one, for updates) in its wire shape. */
+export function topicToWire(topic: Partial<TopicConfig> & { readonly name: string }): WireObject {
+  return {
+    name: topic.name,
+    queueCount: topic.queueCount ?? 0,
+    perm: topic.perm === undefined ? `${PERM_PREFIX}UNSPECIFIED` : permToWire(topic.perm),
+    messageTypes: (topic.messageTypes ?? []).map(messageTypeToWire),
+  };
+}
+
+/** A group (or the given fields of one, for updates) in its wire shape. */
+export function groupToWire(group: Partial<GroupConfig> & { readonly name: string }): WireObject {
+  const wire: WireObject = {
+    name: group.name,
+    maxDeliveryAttempts: group.maxDeliveryAttempts ?? 0,
+  };
+  if (group.fifo !== undefined) wire.fifo = group.fifo;
+  return wire;
+}
+
+export function nodeStatusToWire(s: NodeStatus): WireObject {
+  return { ...s, leaderId: s.leaderId ?? '', fatal: s.fatal ?? '' };
+}
+
+/** A topic as a server sent it (trusted: the server built it from a checked configuration). */
+export function topicFromWire(w: unknown): TopicConfig {
+  const o = asWire(w);
+  return {
+    name: str(o.name),
+    queueCount: num(o.queueCount),
+    perm: str(o.perm).slice(PERM_PREFIX.length) as TopicPerm,
+    messageTypes: (Array.isArray(o.messageTypes) ? o.messageTypes : []).map(
+      (t) => String(t).slice(TYPE_PREFIX.length) as MessageType,
+    ),
+  };
+}
+
+export function groupFromWire(w: unknown): GroupConfig {
+  const o = asWire(w);
+  return {
+    name: str(o.name),
+    maxDeliveryAttempts: num(o.maxDeliveryAttempts),
+    fifo: o.fifo === true,
+  };
+}
+
+export function nodeStatusFromWire(w: unknown): NodeStatus {
+  const o = asWire(w);
+  return {
+    cluster: str(o.cluster),
+    group: str(o.group),
+    nodeId: str(o.nodeId),
+    role: str(o.role) as NodeRole,
+    term: num(o.term),
+    leaderId: str(o.leaderId) === '' ? null : str(o.leaderId),
+    clientEndpoint: str(o.clientEndpoint),
+    raftEndpoint: str(o.raftEndpoint),
+    lastIndex: num(o.lastIndex),
+    commitIndex: num(o.commitIndex),
+    appliedIndex: num(o.appliedIndex),
+    topicCount: num(o.topicCount),
+    fatal: str(o.fatal) === '' ? null : str(o.fatal),
+  };
+}
+
+/** One configured node of a group, and what it said of itself when it answered. */
+export interface ClusterMember {
+  readonly nodeId: string;
+  readonly clientEndpoint: string;
+  readonly raftEndpoint: string;
+  readonly reachable: boolean;
+  /** Why it is unreachable; null when reachable. */
+  readonly error: string | null;
+  readonly status: NodeStatus | null;
+}
+
+/** A group's status as one node collected it. */
+export interface ClusterStatus {
+  readonly group: string;
+  readonly answeredBy: string;
+  /** The reachable node reporting itself leader in the highest term; null when none. */
+  readonly leaderId: string | null;
+  readonly term: number;
+  readonly members: readonly ClusterMember[];
+}
+
+export function clusterStatusFromWire(w: WireObject): ClusterStatus {
+  const members = (Array.isArray(w.members) ? w.members : []).map((m): ClusterMember => {
+    const o = asWire(m);
+    return {
+      nodeId: str(o.nodeId),
+      clientEndpoint: str(o.clientEndpoint),
+      raftEndpoint: str(o.raftEndpoint),
+      reachable: o.reachable === true,
+      error: str(o.error) === '' ? null : str(o.error),
+      status: o.reachable === true && o.node !== null ? nodeStatusFromWire(o.node) : null,
+    };
+  });
+  const leaderId = str(w.leaderId);
+  return {
+    group: str(w.group),
+    answeredBy: str(w.answeredBy),
+    leaderId: leaderId === '' ? null : leaderId,
+    term: num(w.term),
+    members,
+  };
+}
+
+/** Throws the RaftmqError a response's status carries, unless it is OK. */
+export function checkStatus(response: WireObject, endpoint: string): void {
+  const status = asWire(response.status);
+  const code = str(status.code);
+  if (code === 'OK') return;
+  const known = Object.prototype.hasOwnProperty.call(ERROR_CODES, code);
+  const details: Record<string, unknown> = { endpoint };
+  if (str(status.leaderId) !== '') details.leaderId = str(status.leaderId);
+  if (str(status.leaderEndpoint) !== '') details.leaderEndpoint = str(status.leaderEndpoint);
+  if (!known) details.code = code;
+  throw new RaftmqError(known ? (code as ErrorCode) : 'INTERNAL', str(status.message), { details });
+}
+
+function asWire(value: unknown): WireObject {
+  return typeof value === 'object' && value !== null ? (value as WireObject) : {};
+}
+
+function str(value: unknown): string {
+  return typeof value === 'string' ? value : '';
+}
+
+function num(value: unknown): number {
+  return typeof value === 'number' ? value : 0;
+}
+
+/** Options of {@link AdminClient.connect}. */
+export interface AdminClientOptions {
+  /** Deadline of each call unless the call gives one (default 10 s). */
+  readonly timeoutMs?: number;
+  /** Directory of the `.proto` files (default: the lookup of `findProtoDir`). */
+  readonly protoDir?: string;
+}
+
+/** Per-call options. */
+export interface AdminCallOptions {
+  readonly timeoutMs?: number;
+}
+
+/** A new topic: `perm` defaults to READ_WRITE, `messageTypes` to [NORMAL]. */
+export type CreateTopicInput = Pick<TopicConfig, 'name' | 'queueCount'> &
+  Partial<Pick<TopicConfig, 'perm' | 'messageTypes'>>;
+/** The fields of a topic to change; the others keep their values. */
+export type UpdateTopicInput = Pick<TopicConfig, 'name'> & Partial<TopicConfig>;
+/** A new group (`maxDeliveryAttempts` 17, `fifo` false by default) or the fields to change. */
+export type GroupInput = Pick<GroupConfig, 'name'> & Partial<GroupConfig>;
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+
+/** A typed admin client of one broker node. */
+export class AdminClient {
+  private constructor(
+    private readonly rpc: AdminRpc,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** Loads the protocol and opens a (lazily connected) channel to `endpoint` (`host:port`). */
+  static async connect(endpoint: string, options: AdminClientOptions = {}): Promise<AdminClient> {
+    const checked = formatEndpoint(parseEndpoint(endpoint, 'endpoint'));
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
+      throw new RaftmqError('INVALID_OPTION', `timeoutMs: must be a positive integer`);
+    }
+    const service = adminServiceDefinition(await loadAdminDefinition(options.protoDir));
+    return new AdminClient(new AdminRpc(checked, service), timeoutMs);
+  }
+
+  get endpoint(): string {
+    return this.rpc.endpoint;
+  }
+
+  async createTopic(topic: CreateTopicInput, options?: AdminCallOptions): Promise<TopicConfig> {
+    const res = await this.call('CreateTopic', { topic: topicToWire(topic) }, options);
+    return topicFromWire(res.topic);
+  }
+
+  async updateTopic(topic: UpdateTopicInput, options?: AdminCallOptions): Promise<TopicConfig> {
+    const res = await this.call('UpdateTopic', { topic: topicToWire(topic) }, options);
+    return topicFromWire(res.topic);
+  }
+
+  async deleteTopic(name: string, options?: AdminCallOptions): Promise<void> {
+    await this.call('DeleteTopic', { name }, options);
+  }
+
+  async listTopics(options?: AdminCallOptions): Promise<TopicConfig[]> {
+    const res = await this.call('ListTopics', {}, options);
+    return (Array.isArray(res.topics) ? res.topics : []).map(topicFromWire);
+  }
+
+  async createGroup(group: GroupInput, options?: AdminCallOptions): Promise<GroupConfig> {
+    const res = await this.call('CreateGroup', { group: groupToWire(group) }, options);
+    return groupFromWire(res.group);
+  }
+
+  async updateGroup(group: GroupInput, options?: AdminCallOptions): Promise<GroupConfig> {
+    const res = await this.call('UpdateGroup', { group: groupToWire(group) }, options);
+    return groupFromWire(res.group);
+  }
+
+  async deleteGroup(name: string, options?: AdminCallOptions): Promise<void> {
+    await this.call('DeleteGroup', { name }, options);
+  }
+
+  async listGroups(options?: AdminCallOptions): Promise<GroupConfig[]> {
+    const res = await this.call('ListGroups', {}, options);
+    return (Array.isArray(res.groups) ? res.groups : []).map(groupFromWire);
+  }
+
+  async nodeStatus(options?: AdminCallOptions): Promise<NodeStatus> {
+    return nodeStatusFromWire((await this.call('NodeStatus', {}, options)).node);
+  }
+
+  async clusterStatus(options?: AdminCallOptions): Promise<ClusterStatus> {
+    return clusterStatusFromWire(await this.call('ClusterStatus', {}, options));
+  }
+
+  /** Resolves with the leader's id once `nodeId` leads. */
+  async transferLeadership(nodeId: string, options?: AdminCallOptions): Promise<string> {
+    const res = await this.call('TransferLeadership', { nodeId }, options);
+    return str(res.leaderId);
+  }
+
+  close(): void {
+    this.rpc.close();
+  }
+
+  private async call(
+    method: AdminMethod,
+    request: object,
+    options: AdminCallOptions | undefined,
+  ): Promise<WireObject> {
+    const deadlineMs = Date.now() + (options?.timeoutMs ?? this.timeoutMs);
+    const res = await this.rpc.call(method, request, { deadlineMs });
+    checkStatus(res, this.endpoint);
+    return res;
+  }
+}

@@ -1,0 +1,268 @@
+/**
+ * One broker node: a Raft member of its broker group plus the services clients and operators
+ * call. It opens the store (CommitLog, ConsumeQueues, key index) and the metadata store, loads
+ * the broker state machine, starts the Raft transport and driver, serves the RocketMQ 5
+ * `MessagingService` and the admin service on the client port, and keeps every NameServer told
+ * of its role: at once when it becomes a ready leader or its topics change, and every
+ * `registerIntervalMs` otherwise.
+ *
+ * Stop order: refuse new work (client server first), then the driver, transport and stores, so
+ * nothing acknowledged is left unsynced; the CommitLog is flushed by its close.
+ */
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { type Logger, componentLogger } from '../common/logger';
+import { systemClock, systemScheduler } from '../common/clock';
+import { createPrng } from '../common/prng';
+import { asNodeId } from '../common/types';
+import { LevelMetaStore } from '../store/level-meta-store';
+import { MessageStore } from '../store/message-store';
+import { NodeDisk } from '../store/node-disk';
+import { BrokerRegistrar, NameServerLookup } from '../namesrv/namesrv-client';
+import type { BrokerRegistration } from '../namesrv/route-types';
+import { createAdminService } from './admin-service';
+import { Broker } from './broker';
+import type { BrokerNodeConfig } from './broker-node-config';
+import { BrokerState } from './broker-state';
+import { bindServer, shutdownServer } from './grpc-util';
+import { GrpcRaftTransport } from './grpc-raft-transport';
+import { createMessagingService, MESSAGING_SERVER_OPTIONS } from './messaging-service';
+import { RaftDriver } from './raft-driver';
+
+const SERVER_SHUTDOWN_MS = 2_000;
+
+export class BrokerNode {
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly config: BrokerNodeConfig,
+    readonly broker: Broker,
+    private readonly driver: RaftDriver,
+    private readonly transport: GrpcRaftTransport,
+    private readonly state: BrokerState,
+    private readonly meta: LevelMetaStore,
+    private readonly server: grpc.Server,
+    private readonly closeServices: () => Promise<void>,
+    private readonly registrar: BrokerRegistrar | undefined,
+    private readonly log: Logger,
+  ) {}
+
+  /** The broker as the admin service sees it. */
+  get adminBackend(): Broker {
+    return this.broker;
+  }
+
+  /** Resolves when the node stops: with the driver's fatal error, or undefined after stop(). */
+  get stopped(): Promise<Error | undefined> {
+    return this.driver.stopped;
+  }
+
+  /** Opens everything and starts serving; undoes what it opened if any step fails. */
+  static async start(config: BrokerNodeConfig, logger: Logger): Promise<BrokerNode> {
+    const log = componentLogger(logger, {
+      component: 'broker',
+      group: config.group,
+      node: config.nodeId,
+    });
+    const self = config.peers[config.nodeId];
+    if (self === undefined) throw new Error(`node ${config.nodeId} is not among its peers`);
+    const undo: Array<() => Promise<void>> = [];
+    const run = async <T>(open: () => Promise<T>, close: (v: T) => Promise<void>): Promise<T> => {
+      const v = await open();
+      undo.unshift(() => close(v));
+      return v;
+    };
+    try {
+      const meta = await run(
+        () => LevelMetaStore.open(path.join(config.dataDir, 'meta')),
+        (m) => m.close(),
+      );
+      const deps = {
+        disk: new NodeDisk(),
+        meta,
+        clock: systemClock,
+        scheduler: systemScheduler,
+        logger: log,
+      };
+      const store = await run(
+        () =>
+          MessageStore.open(config.dataDir, deps, { commitLog: { flushMode: config.flushMode } }),
+        (s) => s.close(),
+      );
+      const state = await BrokerState.open(store, meta, systemClock, log);
+      const others = Object.fromEntries(
+        Object.entries(config.peers)
+          .filter(([id]) => id !== config.nodeId)
+          .map(([id, p]) => [id, p.raft]),
+      );
+      const [raftHost, raftPort] = splitHostPort(self.raft);
+      const transport = await run(
+        () =>
+          GrpcRaftTransport.start(
+            {
+              group: config.group,
+              selfId: config.nodeId,
+              listenHost: config.listenHost ?? raftHost,
+              listenPort: raftPort,
+              peers: others,
+              reconnectBackoffMaxMs: 250,
+            },
+            logger,
+          ),
+        (t) => t.close(),
+      );
+      const lookup =
+        config.namesrvAddrs.length > 0
+          ? new NameServerLookup(config.namesrvAddrs, logger)
+          : undefined;
+      // Filled in once the Broker exists; the driver's callbacks may fire before that.
+      const ref: { broker?: Broker } = {};
+      const seed = config.seed ?? randomBytes(4).readUInt32LE(0);
+      const voters = Object.keys(config.peers).sort().map(asNodeId);
+      const driver = await RaftDriver.open({
+        id: asNodeId(config.nodeId),
+        peers: voters,
+        raft: {
+          electionTimeoutTicks: config.timing.electionTimeoutTicks,
+          heartbeatIntervalTicks: config.timing.heartbeatIntervalTicks,
+          preferredLeaderId:
+            config.preferredLeader === null ? null : asNodeId(config.preferredLeader),
+        },
+        commitLog: store.commitLog,
+        meta,
+        transport,
+        scheduler: systemScheduler,
+        clock: systemClock,
+        prng: createPrng(seed),
+        logger,
+        apply: async (entries) => {
+          await state.apply(entries);
+          const last = entries[entries.length - 1];
+          if (last !== undefined) ref.broker?.onApplied(last.term);
+        },
+        appliedIndex: state.appliedIndex,
+        onSoftState: (s) => ref.broker?.onSoftState(s.role, s.term, s.leaderId),
+        options: { tickIntervalMs: config.timing.tickIntervalMs },
+      });
+      undo.unshift(() => driver.close());
+      const broker = new Broker(
+        config,
+        driver,
+        state,
+        systemClock,
+        log,
+        lookup && ((t) => lookup.route(t)),
+      );
+      ref.broker = broker;
+      const s0 = driver.status();
+      broker.onSoftState(s0.role, s0.term, s0.leaderId);
+
+      const server = new grpc.Server(MESSAGING_SERVER_OPTIONS);
+      const messaging = await createMessagingService(
+        broker,
+        { maxBodyBytes: config.maxBodyBytes },
+        logger,
+      );
+      server.addService(messaging.definition, messaging.handlers);
+      const admin = await createAdminService(broker, logger);
+      server.addService(admin.definition, admin.handlers);
+      const [, clientPort] = splitHostPort(self.client);
+      await bindServer(server, `${config.listenHost}:${clientPort}`);
+      undo.unshift(() => shutdownServer(server, SERVER_SHUTDOWN_MS, log));
+
+      const b = broker;
+      const registrar =
+        config.namesrvAddrs.length > 0
+          ? new BrokerRegistrar({
+              addresses: config.namesrvAddrs,
+              snapshot: () => registration(config, b),
+              intervalMs: config.timing.registerIntervalMs,
+              logger,
+            })
+          : undefined;
+      registrar?.start();
+      let lastRole = '';
+      b.onRoleChange(() => {
+        const v = b.roleView();
+        const key = `${v.role}/${v.term}/${v.leaderId}/${v.leaderReady}`;
+        if (key === lastRole) return;
+        lastRole = key;
+        registrar?.registerNow();
+      });
+      state.onTopicsChanged = () => registrar?.registerNow();
+      const node = new BrokerNode(
+        config,
+        b,
+        driver,
+        transport,
+        state,
+        meta,
+        server,
+        async () => {
+          await messaging.close();
+          await admin.close();
+          lookup?.close();
+        },
+        registrar,
+        log,
+      );
+      log.info(
+        { client: self.client, raft: self.raft, dataDir: config.dataDir, seed },
+        'broker node started',
+      );
+      return node;
+    } catch (err) {
+      for (const close of undo) {
+        await close().catch((closeErr: unknown) => {
+          log.error({ err: closeErr }, 'cleanup after a failed start failed');
+        });
+      }
+      throw err;
+    }
+  }
+
+  /** Stops serving, then Raft, then the stores. Safe to call more than once. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.broker.close();
+      await this.registrar?.stop();
+      await shutdownServer(this.server, SERVER_SHUTDOWN_MS, this.log);
+      await this.closeServices();
+      await this.driver.close();
+      await this.transport.close();
+      await this.state.close();
+      await this.state.store.close();
+      await this.meta.close();
+      this.log.info({}, 'broker node stopped');
+    })();
+    return this.stopping;
+  }
+}
+
+/** What this node tells the NameServers. */
+function registration(config: BrokerNodeConfig, broker: Broker): BrokerRegistration {
+  const v = broker.roleView();
+  const topics: Record<
+    string,
+    { queueCount: number; perm: 'READ' | 'WRITE' | 'READ_WRITE'; messageTypes: string[] }
+  > = {};
+  for (const t of broker.listTopics()) {
+    topics[t.name] = { queueCount: t.queueCount, perm: t.perm, messageTypes: [...t.messageTypes] };
+  }
+  return {
+    cluster: config.cluster,
+    group: config.group,
+    nodeId: config.nodeId,
+    endpoint: broker.clientEndpoint,
+    // A leader not yet ready claims nothing: its term's state is not applied yet.
+    role: v.role === 'leader' && v.leaderReady ? 'leader' : 'follower',
+    term: v.term,
+    topics,
+  };
+}
+
+function splitHostPort(endpoint: string): [string, number] {
+  const i = endpoint.lastIndexOf(':');
+  return [endpoint.slice(0, i), Number(endpoint.slice(i + 1))];
+}

@@ -1,0 +1,109 @@
+/**
+ * What every MessagingService handler shares: the service context, request metadata (client
+ * id, namespace, the forwarding mark), deadlines, and the unary wrapper that turns any failure
+ * into a RocketMQ status in the response, so a client's bad input never becomes a gRPC error.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import type { Clock } from '../common/clock';
+import { RaftmqError } from '../common/errors';
+import type { Logger } from '../common/logger';
+import type { ClientRegistry } from './client-registry';
+import type { Forwarder } from './messaging-forward';
+import type { ResolvedMessagingOptions, ServiceBackend } from './messaging-options';
+import { toStatus } from './rmq-convert';
+import type { WireStatus } from './rmq-wire';
+
+/** The client's id; required on every call but NotifyClientTermination. */
+export const CLIENT_ID_HEADER = 'x-mq-client-id';
+/** The client's namespace (the only place most calls carry it). */
+export const NAMESPACE_HEADER = 'x-mq-namespace';
+/** Set on a request one broker node forwarded to its leader; such a request is not forwarded. */
+export const FORWARDED_HEADER = 'x-raftmq-forwarded';
+
+/** A Telemetry session the service must end when it closes. */
+export interface ClosableSession {
+  close(): void;
+}
+
+/** Everything a handler needs. */
+export interface ServiceContext {
+  readonly backend: ServiceBackend;
+  readonly options: ResolvedMessagingOptions;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly registry: ClientRegistry;
+  readonly forwarder: Forwarder;
+  /** Open Telemetry sessions. */
+  readonly sessions: Set<ClosableSession>;
+  /** Aborted when the service closes: long polls stop waiting. */
+  readonly closing: AbortSignal;
+}
+
+/** The first value of `key` as a string, or undefined when absent or empty. */
+export function headerValue(metadata: grpc.Metadata, key: string): string | undefined {
+  const value = metadata.get(key)[0];
+  return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
+/** The caller's client id; throws CLIENT_ID_REQUIRED without one. */
+export function requireClientId(metadata: grpc.Metadata): string {
+  const id = headerValue(metadata, CLIENT_ID_HEADER);
+  if (id === undefined) {
+    throw new RaftmqError('CLIENT_ID_REQUIRED', `the request has no ${CLIENT_ID_HEADER} header`, {
+      details: { field: CLIENT_ID_HEADER },
+    });
+  }
+  return id;
+}
+
+/** The `x-mq-namespace` header, when present. */
+export function namespaceHeader(metadata: grpc.Metadata): string | undefined {
+  return headerValue(metadata, NAMESPACE_HEADER);
+}
+
+/** True when another node already forwarded this request. */
+export function isForwarded(metadata: grpc.Metadata): boolean {
+  return headerValue(metadata, FORWARDED_HEADER) !== undefined;
+}
+
+/**
+ * The absolute deadline (epoch ms) to work to: the call's own, capped at
+ * `requestTimeoutMsMax` from now (which is also the deadline of a call that has none).
+ */
+export function callDeadlineMs(
+  call: { getDeadline(): grpc.Deadline },
+  ctx: ServiceContext,
+): number {
+  const deadline = call.getDeadline();
+  const givenMs = deadline instanceof Date ? deadline.getTime() : deadline;
+  const capMs = ctx.clock.nowMs() + ctx.options.requestTimeoutMsMax;
+  return Number.isFinite(givenMs) ? Math.min(givenMs, capMs) : capMs;
+}
+
+/** A response carrying only a status (every RocketMQ response has a `status` field first). */
+export interface StatusOnly {
+  readonly status: WireStatus;
+}
+
+/**
+ * A unary handler running `handle`: its result is the response; a thrown error becomes a
+ * response with only the error's status (never a gRPC error, which makes clients isolate the
+ * endpoint or, for NotifyClientTermination, abort their shutdown).
+ */
+export function unaryHandler(
+  ctx: ServiceContext,
+  rpc: string,
+  handle: (call: grpc.ServerUnaryCall<unknown, unknown>) => Promise<object>,
+): grpc.handleUnaryCall<unknown, unknown> {
+  return (call, callback) => {
+    handle(call).then(
+      (response) => callback(null, response),
+      (err: unknown) => {
+        const status = toStatus(err, ctx.log);
+        ctx.log.debug({ rpc, code: status.code, reason: status.message }, 'request refused');
+        const response: StatusOnly = { status };
+        callback(null, response);
+      },
+    );
+  };
+}

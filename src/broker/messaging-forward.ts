@@ -1,0 +1,224 @@
+/**
+ * Forwarding writes from a follower to its group's leader (contract pitfall 13). The Node
+ * producer isolates an endpoint for good after one failed send, so a node that is not the
+ * leader does not refuse a write the client sent it from a stale route: it passes the request
+ * on to the leader's client endpoint, within the caller's deadline, with the caller's `x-mq-*`
+ * headers (and `authorization`) plus `x-raftmq-forwarded: 1`, and relays the leader's answer.
+ * During an election it first waits for a leader. A request that already carries the mark is
+ * never forwarded again: it gets NOT_LEADER (HA_NOT_AVAILABLE) naming the leader, so two nodes
+ * with stale views cannot bounce a request between them.
+ *
+ * One cached channel per leader endpoint (at most `forwardChannelsMax`, least recently used
+ * closed first); all closed by `close()`.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { isRaftmqError, RaftmqError } from '../common/errors';
+import type { Logger } from '../common/logger';
+import { FORWARDED_HEADER, isForwarded, type ServiceContext } from './messaging-call';
+import { FORWARD_CHANNEL_OPTIONS } from './messaging-options';
+
+/** The RPCs a follower forwards (the writes it cannot do itself). */
+export type ForwardedRpc = 'SendMessage' | 'UpdateOffset' | 'QueryRoute';
+
+/** Local attempts of one request: the first, and one more if this node became the leader. */
+const LOCAL_ATTEMPTS_MAX = 2;
+
+function forwardedMetadata(incoming: grpc.Metadata): grpc.Metadata {
+  const out = new grpc.Metadata();
+  for (const key of Object.keys(incoming.getMap())) {
+    if (!key.startsWith('x-mq-') && key !== 'authorization') continue;
+    for (const value of incoming.get(key)) out.add(key, value);
+  }
+  out.set(FORWARDED_HEADER, '1');
+  return out;
+}
+
+/** Client channels to leaders and the forwarded calls over them. */
+export class Forwarder {
+  private readonly channels = new Map<string, grpc.Client>();
+  private closed = false;
+
+  constructor(
+    private readonly definition: grpc.ServiceDefinition,
+    private readonly channelsMax: number,
+    private readonly log: Logger,
+  ) {}
+
+  /** Number of cached channels. */
+  get channelCount(): number {
+    return this.channels.size;
+  }
+
+  /**
+   * Sends `request` of `rpc` to `endpoint` and resolves to the decoded response. Throws
+   * TIMEOUT when no answer came before `deadlineMs`, NOT_LEADER when the leader is
+   * unreachable, INTERNAL on any other gRPC failure.
+   */
+  call(
+    endpoint: string,
+    rpc: ForwardedRpc,
+    request: unknown,
+    incoming: grpc.Metadata,
+    deadlineMs: number,
+  ): Promise<object> {
+    const method = this.definition[rpc];
+    if (method === undefined) throw new RaftmqError('INTERNAL', `no method ${rpc} in the service`);
+    const client = this.channel(endpoint);
+    return new Promise<object>((resolve, reject) => {
+      client.makeUnaryRequest<unknown, object>(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize as (bytes: Buffer) => object,
+        request,
+        forwardedMetadata(incoming),
+        { deadline: deadlineMs },
+        (err, response) => {
+          if (err === null && response !== undefined) resolve(response);
+          else reject(forwardFailure(rpc, endpoint, err));
+        },
+      );
+    });
+  }
+
+  /** Closes every channel; later calls fail. */
+  close(): void {
+    this.closed = true;
+    for (const client of this.channels.values()) client.close();
+    this.channels.clear();
+  }
+
+  private channel(endpoint: string): grpc.Client {
+    if (this.closed) throw new RaftmqError('NOT_LEADER', 'the broker is shutting down');
+    let client = this.channels.get(endpoint);
+    if (client !== undefined) {
+      // Most recently used last, so the first entry is the one to evict.
+      this.channels.delete(endpoint);
+      this.channels.set(endpoint, client);
+      return client;
+    }
+    if (this.channels.size >= this.channelsMax) {
+      const [oldest, oldClient] = this.channels.entries().next().value as [string, grpc.Client];
+      this.channels.delete(oldest);
+      oldClient.close();
+    }
+    client = new grpc.Client(endpoint, grpc.credentials.createInsecure(), {
+      ...FORWARD_CHANNEL_OPTIONS,
+    });
+    this.channels.set(endpoint, client);
+    this.log.info({ endpoint }, 'opened a forwarding channel to the leader');
+    return client;
+  }
+}
+
+function forwardFailure(
+  rpc: ForwardedRpc,
+  endpoint: string,
+  err: grpc.ServiceError | null,
+): RaftmqError {
+  const details = { leaderEndpoint: endpoint, grpcCode: err?.code };
+  const cause = err ?? undefined;
+  switch (err?.code) {
+    case grpc.status.DEADLINE_EXCEEDED:
+      return new RaftmqError(
+        'TIMEOUT',
+        `${rpc} forwarded to leader ${endpoint} got no answer before the deadline; it may or ` +
+          'may not have taken effect',
+        { details, cause },
+      );
+    case grpc.status.UNAVAILABLE:
+    case grpc.status.CANCELLED:
+      return new RaftmqError('NOT_LEADER', `leader ${endpoint} is unreachable: ${err.details}`, {
+        details,
+        cause,
+      });
+    case grpc.status.RESOURCE_EXHAUSTED:
+      return new RaftmqError('BUSY', `leader ${endpoint} refused the request: ${err.details}`, {
+        details,
+        cause,
+      });
+    default:
+      return new RaftmqError('INTERNAL', `${rpc} forwarded to leader ${endpoint} failed`, {
+        details,
+        cause,
+      });
+  }
+}
+
+/**
+ * Where a request refused with NOT_LEADER should go: the leader's endpoint, `self` when this
+ * node became a ready leader meanwhile, or undefined when no leader is known by the deadline.
+ */
+async function forwardTarget(
+  ctx: ServiceContext,
+  err: RaftmqError,
+  deadlineMs: number,
+): Promise<string | undefined> {
+  const self = ctx.backend.clientEndpoint;
+  const view = ctx.backend.roleView();
+  const named = err.details.leaderEndpoint;
+  const known =
+    typeof named === 'string'
+      ? named
+      : view.leaderId !== null && view.leaderId !== view.nodeId
+        ? view.leaderEndpoint
+        : undefined;
+  if (known !== undefined && known !== self) return known;
+  const waited = await ctx.backend.waitForLeader(deadlineMs - ctx.options.forwardReserveMs);
+  if (waited === undefined) return undefined;
+  if (waited.leaderId === waited.nodeId) return 'self';
+  return waited.leaderEndpoint !== undefined && waited.leaderEndpoint !== self
+    ? waited.leaderEndpoint
+    : undefined;
+}
+
+/** NOT_LEADER for a request this node may not forward (again), naming the leader if known. */
+function notForwarded(ctx: ServiceContext, err: RaftmqError, why: string): RaftmqError {
+  const view = ctx.backend.roleView();
+  const leader =
+    view.leaderId === null ? 'unknown' : `${view.leaderId} (${view.leaderEndpoint ?? '?'})`;
+  return new RaftmqError(
+    'NOT_LEADER',
+    `node ${ctx.backend.nodeId} of group ${ctx.backend.groupName} is not the leader and ${why}; ` +
+      `leader: ${leader}`,
+    {
+      details: { ...err.details, leaderId: view.leaderId, leaderEndpoint: view.leaderEndpoint },
+      cause: err,
+    },
+  );
+}
+
+/**
+ * Runs `local`; when it throws NOT_LEADER, forwards the call's request to the leader (or runs
+ * `local` once more if this node has become the leader) and resolves to the leader's response.
+ */
+export async function runOrForward(
+  ctx: ServiceContext,
+  call: { readonly request: unknown; readonly metadata: grpc.Metadata },
+  rpc: ForwardedRpc,
+  deadlineMs: number,
+  local: () => Promise<object>,
+): Promise<object> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await local();
+    } catch (err) {
+      if (!isRaftmqError(err, 'NOT_LEADER')) throw err;
+      if (isForwarded(call.metadata)) {
+        throw notForwarded(ctx, err, 'the request was already forwarded once');
+      }
+      const target = await forwardTarget(ctx, err, deadlineMs);
+      if (target === 'self' && attempt < LOCAL_ATTEMPTS_MAX) continue;
+      if (target === undefined || target === 'self') {
+        throw notForwarded(ctx, err, 'no leader became known before the deadline');
+      }
+      ctx.log.debug({ rpc, leaderEndpoint: target }, 'forwarding to the leader');
+      return ctx.forwarder.call(
+        target,
+        rpc,
+        call.request,
+        call.metadata,
+        deadlineMs - ctx.options.forwardReserveMs,
+      );
+    }
+  }
+}

@@ -1,0 +1,162 @@
+/**
+ * Options of the RocketMQ 5 `MessagingService` (messaging-service.ts), the gRPC server options
+ * a broker must serve it with, and what the service uses of a backend beyond the
+ * `MessagingBackend` seam when the backend offers it.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import {
+  anyValue,
+  checkOption,
+  intInRange,
+  isString,
+  type OptionSpec,
+  resolveOptions,
+} from '../common/options';
+import { MESSAGE_LIMITS } from '../store/message-limits';
+import type { GroupConfig, MessagingBackend } from './broker-types';
+import {
+  CLIENT_REGISTRY_DEFAULTS,
+  type ClientRegistryOptions,
+  resolveClientRegistryOptions,
+} from './client-registry';
+
+const MIB = 1024 * 1024;
+
+/**
+ * The largest request the server accepts: the Apache proxy's 130 MiB. A SendMessage carrying a
+ * 4 MiB body is 4 194 379 bytes, over grpc-js's default limit of 4 MiB (contract §2).
+ */
+export const MESSAGING_RECEIVE_MESSAGE_BYTES_MAX = 130 * MIB;
+
+/** Server options a broker's client-protocol server must be created with. */
+export const MESSAGING_SERVER_OPTIONS: Readonly<grpc.ServerOptions> = Object.freeze({
+  'grpc.max_receive_message_length': MESSAGING_RECEIVE_MESSAGE_BYTES_MAX,
+});
+
+/** Channel options of the clients that forward requests to the leader. */
+export const FORWARD_CHANNEL_OPTIONS: Readonly<grpc.ChannelOptions> = Object.freeze({
+  'grpc.max_receive_message_length': MESSAGING_RECEIVE_MESSAGE_BYTES_MAX,
+  'grpc.max_send_message_length': MESSAGING_RECEIVE_MESSAGE_BYTES_MAX,
+});
+
+export interface MessagingServiceOptions {
+  /** Largest message body accepted; the Settings reply's `max_body_size`. */
+  maxBodyBytes: number;
+  /** Messages in one SendMessage, at most (the Node client sends one). */
+  messagesPerSendMax: number;
+  /** How far ahead a delay message may be scheduled (RocketMQ: 3 days). */
+  maxDelayMs: number;
+  /** Longest a request may take: caps the caller's deadline, and is the deadline when none. */
+  requestTimeoutMsMax: number;
+  /** Time kept back from a forwarded call's deadline to answer the caller ourselves. */
+  forwardReserveMs: number;
+  /** Leader endpoints with a cached forwarding channel, at most. */
+  forwardChannelsMax: number;
+  /** Consumers' long polling (Settings reply) and PullMessage's when the request has none. */
+  longPollingTimeoutMs: number;
+  /** Longest PullMessage long poll, whatever the request asks. */
+  longPollingTimeoutMsMax: number;
+  /** Consumers' `receive_batch_size` (Settings reply). */
+  receiveBatchSize: number;
+  /** Messages in one PullMessage reply, at most (a batch size of 0 asks for this many). */
+  pullBatchSizeMax: number;
+  /** Records one PullMessage reads past its filter before answering, at most. */
+  pullScanCountMax: number;
+  /** Delivery attempts of a group the broker does not know (RocketMQ: 16 retries + 1). */
+  defaultMaxDeliveryAttempts: number;
+  /** Telemetry commands waiting for a slow client's stream to drain, at most. */
+  telemetryPendingMax: number;
+  /** Directory of the `.proto` files; '' finds it (see findProtoDir). */
+  protoDir: string;
+  /** The client registry's bounds and timers. */
+  registry: Partial<ClientRegistryOptions>;
+}
+
+export const MESSAGING_SERVICE_DEFAULTS: Readonly<MessagingServiceOptions> = Object.freeze({
+  maxBodyBytes: 4 * MIB - 64 * 1024,
+  messagesPerSendMax: 1024,
+  maxDelayMs: 3 * 24 * 3600 * 1000,
+  requestTimeoutMsMax: 30_000,
+  forwardReserveMs: 100,
+  forwardChannelsMax: 16,
+  longPollingTimeoutMs: 20_000,
+  longPollingTimeoutMsMax: 60_000,
+  receiveBatchSize: 32,
+  pullBatchSizeMax: 32,
+  pullScanCountMax: 1024,
+  defaultMaxDeliveryAttempts: 17,
+  telemetryPendingMax: 64,
+  protoDir: '',
+  registry: CLIENT_REGISTRY_DEFAULTS,
+});
+
+const OPTION_SPEC: OptionSpec<MessagingServiceOptions> = {
+  maxBodyBytes: intInRange(1, MESSAGE_LIMITS.bodySizeBytesMax),
+  messagesPerSendMax: intInRange(1, 65_536),
+  maxDelayMs: intInRange(0, 365 * 24 * 3600 * 1000),
+  requestTimeoutMsMax: intInRange(100, 600_000),
+  forwardReserveMs: intInRange(0, 10_000),
+  forwardChannelsMax: intInRange(1, 1024),
+  longPollingTimeoutMs: intInRange(0, 600_000),
+  longPollingTimeoutMsMax: intInRange(0, 600_000),
+  receiveBatchSize: intInRange(1, 1024),
+  pullBatchSizeMax: intInRange(1, 1024),
+  pullScanCountMax: intInRange(1, 1_000_000),
+  defaultMaxDeliveryAttempts: intInRange(1, 1000),
+  telemetryPendingMax: intInRange(1, 65_536),
+  protoDir: isString(false),
+  registry: anyValue,
+};
+
+/** Options after resolution: every field set, the registry's too. */
+export type ResolvedMessagingOptions = Readonly<
+  Omit<MessagingServiceOptions, 'registry'> & { registry: Readonly<ClientRegistryOptions> }
+>;
+
+/** Checks `input` over the defaults; throws INVALID_OPTION naming a bad or unknown field. */
+export function resolveMessagingServiceOptions(
+  input?: Partial<MessagingServiceOptions>,
+): ResolvedMessagingOptions {
+  const options = resolveOptions('messaging', MESSAGING_SERVICE_DEFAULTS, OPTION_SPEC, input);
+  checkOption(
+    options.forwardReserveMs < options.requestTimeoutMsMax,
+    'messaging.forwardReserveMs',
+    'must be below requestTimeoutMsMax',
+  );
+  checkOption(
+    options.pullScanCountMax >= options.pullBatchSizeMax,
+    'messaging.pullScanCountMax',
+    'must be at least pullBatchSizeMax',
+  );
+  return Object.freeze({
+    ...options,
+    registry: resolveClientRegistryOptions({ ...options.registry }),
+  });
+}
+
+/**
+ * What the service uses of a backend beyond `MessagingBackend` when it is there (the broker
+ * implements part of it today). Everything is optional: without it the service falls back as
+ * documented per member.
+ */
+export interface MessagingBackendExtensions {
+  /** A consumer group by broker name (for the Settings reply's `fifo` and `max_attempts`). */
+  getGroup?(name: string): GroupConfig | undefined;
+  /** Used to find a group when `getGroup` is absent. */
+  listGroups?(): GroupConfig[];
+  /** True once DELAY messages are stored and delivered at their time; else refused. */
+  readonly supportsDelayMessages?: boolean;
+  /** True once TRANSACTION messages are stored prepared; else refused. */
+  readonly supportsTransactionMessages?: boolean;
+}
+
+/** The backend the service is given. */
+export type ServiceBackend = MessagingBackend & MessagingBackendExtensions;
+
+/** Looks a group up through whichever of the extensions the backend has. */
+export function groupLookupOf(backend: ServiceBackend): (name: string) => GroupConfig | undefined {
+  return (name) => {
+    if (backend.getGroup !== undefined) return backend.getGroup(name);
+    return backend.listGroups?.().find((g) => g.name === name);
+  };
+}

@@ -1,0 +1,316 @@
+/**
+ * Pull by offset: PullMessage, GetOffset, UpdateOffset and QueryOffset (contract §5.14–5.17;
+ * the official clients do not call them, raftmq's SDK does). Reads are served by any node from
+ * what it has applied; UpdateOffset is a write, forwarded to the leader by a follower.
+ *
+ * PullMessage answers with a stream of `{status}`, then `{message}` for each message, then
+ * `{next_offset}`. When the queue holds nothing at the offset it long-polls (the request's
+ * `long_polling_timeout`, else the service default, capped by the option and the call's
+ * deadline) and answers MESSAGE_NOT_FOUND if nothing came. An offset below the queue's first
+ * is moved up to it (messages carry their offsets, so the jump is visible); one beyond its end
+ * gets ILLEGAL_OFFSET with `next_offset` = the end. A TAG filter (`*`, or tags joined by `||`)
+ * skips other messages, reading at most `pullScanCountMax` records; SQL filters are UNSUPPORTED.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { RaftmqError, RmqCode } from '../common/errors';
+import type { LocatedMessage } from '../store/message-store';
+import type { TopicConfig } from './broker-types';
+import {
+  callDeadlineMs,
+  namespaceHeader,
+  requireClientId,
+  type ServiceContext,
+} from './messaging-call';
+import { runOrForward } from './messaging-forward';
+import { okStatus, toStatus, toWireMessage } from './rmq-convert';
+import { checkGroup, checkTopic, effectiveNamespace } from './rmq-validate';
+import {
+  durationToMs,
+  timestampToMs,
+  type WireFilterExpression,
+  type WireMessageQueue,
+  type WireResource,
+  type WireSecondsNanos,
+} from './rmq-wire';
+
+/** RocketMQ `Code.OFFSET_NOT_FOUND`: the group has committed no offset on the queue. */
+export const OFFSET_NOT_FOUND_CODE = 40_404;
+
+interface QueueRequest {
+  readonly group?: WireResource | null;
+  readonly messageQueue: WireMessageQueue | null;
+}
+
+interface PullRequest extends QueueRequest {
+  readonly offset: number;
+  readonly batchSize: number;
+  readonly filterExpression: WireFilterExpression | null;
+  readonly longPollingTimeout: WireSecondsNanos | null;
+}
+
+/** One queue a request names, checked. */
+interface QueueRef {
+  readonly ns: string;
+  /** The broker's topic name. */
+  readonly topic: string;
+  readonly queueId: number;
+  readonly config: TopicConfig;
+}
+
+function queueOf(
+  ctx: ServiceContext,
+  call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
+  request: QueueRequest,
+): QueueRef {
+  const mq = request.messageQueue;
+  if (mq === null || mq.topic === null) {
+    throw new RaftmqError('INVALID_ARGUMENT', 'message_queue.topic is missing', {
+      details: { field: 'message_queue' },
+    });
+  }
+  const ns = effectiveNamespace(namespaceHeader(call.metadata), mq.topic.resourceNamespace);
+  const topic = checkTopic(mq.topic.name, ns, 'message_queue.topic.name', true);
+  const config = ctx.backend.getTopic(topic);
+  if (config === undefined) {
+    throw new RaftmqError('TOPIC_NOT_FOUND', `topic ${topic} does not exist`, {
+      details: { topic },
+    });
+  }
+  if (!Number.isInteger(mq.id) || mq.id < 0 || mq.id >= config.queueCount) {
+    throw new RaftmqError(
+      'INVALID_ARGUMENT',
+      `message_queue.id ${mq.id} is not a queue of ${topic} (0..${config.queueCount - 1})`,
+      { details: { field: 'message_queue.id' } },
+    );
+  }
+  return { ns, topic, queueId: mq.id, config };
+}
+
+function groupOf(call: { metadata: grpc.Metadata }, request: QueueRequest): string {
+  const group = request.group;
+  if (group === null || group === undefined) {
+    throw new RaftmqError('ILLEGAL_CONSUMER_GROUP', 'group is missing', {
+      details: { field: 'group' },
+    });
+  }
+  const ns = effectiveNamespace(namespaceHeader(call.metadata), group.resourceNamespace);
+  return checkGroup(group.name, ns, 'group.name');
+}
+
+function checkOffset(offset: number, field: string): void {
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw new RaftmqError('OUT_OF_RANGE', `${field} ${offset} is not a queue offset`, {
+      details: { field },
+    });
+  }
+}
+
+/** The tag test of a filter expression; throws UNSUPPORTED for SQL. */
+export function tagFilter(expr: WireFilterExpression | null): (tag: string | undefined) => boolean {
+  if (expr === null) return () => true;
+  if (expr.type === 'SQL') {
+    throw new RaftmqError('UNSUPPORTED', 'SQL filter expressions are not supported', {
+      details: { field: 'filter_expression.type' },
+    });
+  }
+  const tags = expr.expression
+    .split('||')
+    .map((t) => t.trim())
+    .filter((t) => t !== '');
+  if (tags.length === 0 || tags.includes('*')) return () => true;
+  const wanted = new Set(tags);
+  return (tag) => tag !== undefined && wanted.has(tag);
+}
+
+/** Reads up to `batch` matching messages from `offset`; returns them and the offset after. */
+async function readMatching(
+  ctx: ServiceContext,
+  q: QueueRef,
+  offset: number,
+  batch: number,
+  matches: (tag: string | undefined) => boolean,
+): Promise<{ messages: LocatedMessage[]; nextOffset: number }> {
+  const messages: LocatedMessage[] = [];
+  let cursor = offset;
+  let scanned = 0;
+  const scanMax = ctx.options.pullScanCountMax;
+  while (messages.length < batch && scanned < scanMax) {
+    const countMax = Math.min(batch, scanMax - scanned);
+    const got = await ctx.backend.readQueue(q.topic, q.queueId, cursor, countMax);
+    if (got.length === 0) break;
+    for (const located of got) {
+      scanned++;
+      cursor = (located.queueOffset ?? cursor) + 1;
+      if (matches(located.message.tag)) messages.push(located);
+      if (messages.length >= batch) break;
+    }
+  }
+  return { messages, nextOffset: cursor };
+}
+
+/** The frames answering one PullMessage request. */
+async function pullFrames(
+  ctx: ServiceContext,
+  call: grpc.ServerWritableStream<unknown, unknown>,
+  signal: AbortSignal,
+): Promise<object[]> {
+  requireClientId(call.metadata);
+  const request = call.request as PullRequest;
+  groupOf(call, request);
+  const q = queueOf(ctx, call, request);
+  if (q.config.perm === 'WRITE') {
+    throw new RaftmqError('PERMISSION_DENIED', `topic ${q.topic} is not readable`);
+  }
+  checkOffset(request.offset, 'offset');
+  const matches = tagFilter(request.filterExpression);
+  const { pullBatchSizeMax } = ctx.options;
+  const batch =
+    request.batchSize <= 0 ? pullBatchSizeMax : Math.min(request.batchSize, pullBatchSizeMax);
+  const range = ctx.backend.queueRange(q.topic, q.queueId);
+  if (request.offset > range.max) {
+    const message = `offset ${request.offset} is beyond the end of the queue (${range.max})`;
+    return [{ status: { code: RmqCode.ILLEGAL_OFFSET, message } }, { nextOffset: range.max }];
+  }
+  const offset = Math.max(request.offset, range.min);
+  if (offset >= range.max) {
+    const asked = request.longPollingTimeout;
+    const askedMs = asked === null ? ctx.options.longPollingTimeoutMs : durationToMs(asked);
+    const leftMs = callDeadlineMs(call, ctx) - ctx.clock.nowMs() - ctx.options.forwardReserveMs;
+    const waitMs = Math.min(askedMs, ctx.options.longPollingTimeoutMsMax, leftMs);
+    if (waitMs > 0) await ctx.backend.waitForMessages(q.topic, q.queueId, offset, waitMs, signal);
+  }
+  const { messages, nextOffset } = await readMatching(ctx, q, offset, batch, matches);
+  if (messages.length === 0 && nextOffset === offset) {
+    const message = `no message at offset ${offset} of ${q.topic} queue ${q.queueId}`;
+    return [{ status: { code: RmqCode.MESSAGE_NOT_FOUND, message } }, { nextOffset }];
+  }
+  return [
+    { status: okStatus() },
+    ...messages.map((m) => ({ message: toWireMessage(m, { namespace: q.ns }) })),
+    { nextOffset },
+  ];
+}
+
+/** Writes `frames` in order, waiting for 'drain' when asked; stops early if `signal` aborts. */
+async function writeFrames(
+  call: grpc.ServerWritableStream<unknown, unknown>,
+  frames: readonly object[],
+  signal: AbortSignal,
+): Promise<void> {
+  for (const frame of frames) {
+    if (signal.aborted) return;
+    if (!call.write(frame)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          call.off('drain', done);
+          signal.removeEventListener('abort', done);
+          resolve();
+        };
+        call.on('drain', done);
+        signal.addEventListener('abort', done);
+      });
+    }
+  }
+}
+
+/** The PullMessage handler. */
+export function pullMessageHandler(
+  ctx: ServiceContext,
+): grpc.handleServerStreamingCall<unknown, unknown> {
+  return (call) => {
+    // `stopWaiting` ends a long poll (the client left or the service closes); `cancelled` stops
+    // writing (only the client leaving: a closing service still answers what it has).
+    const stopWaiting = new AbortController();
+    const cancelled = new AbortController();
+    const onCancel = (): void => {
+      cancelled.abort();
+      stopWaiting.abort();
+    };
+    const onClosing = (): void => stopWaiting.abort();
+    call.on('cancelled', onCancel);
+    ctx.closing.addEventListener('abort', onClosing);
+    if (ctx.closing.aborted) stopWaiting.abort();
+    void pullFrames(ctx, call, stopWaiting.signal)
+      .catch((err: unknown) => [{ status: toStatus(err, ctx.log) }])
+      .then((frames) => writeFrames(call, frames, cancelled.signal))
+      .catch((err: unknown) => {
+        // writeFrames does not throw; if it ever does, the call still ends.
+        ctx.log.error({ err }, 'PullMessage failed while writing');
+      })
+      .finally(() => {
+        call.off('cancelled', onCancel);
+        ctx.closing.removeEventListener('abort', onClosing);
+        if (!cancelled.signal.aborted) call.end();
+      });
+  };
+}
+
+/** GetOffset: the group's committed offset on the queue, as applied on this node. */
+export function getOffset(
+  ctx: ServiceContext,
+  call: grpc.ServerUnaryCall<unknown, unknown>,
+): Promise<object> {
+  requireClientId(call.metadata);
+  const request = call.request as QueueRequest;
+  const group = groupOf(call, request);
+  const q = queueOf(ctx, call, request);
+  const offset = ctx.backend.getOffset(group, q.topic, q.queueId);
+  if (offset === undefined) {
+    const message = `group ${group} has no offset on ${q.topic} queue ${q.queueId}`;
+    return Promise.resolve({ status: { code: OFFSET_NOT_FOUND_CODE, message }, offset: 0 });
+  }
+  return Promise.resolve({ status: okStatus(), offset });
+}
+
+/** UpdateOffset: commits the group's offset through the log (forwarded by a follower). */
+export async function updateOffset(
+  ctx: ServiceContext,
+  call: grpc.ServerUnaryCall<unknown, unknown>,
+): Promise<object> {
+  requireClientId(call.metadata);
+  const request = call.request as QueueRequest & { readonly offset: number };
+  const group = groupOf(call, request);
+  const q = queueOf(ctx, call, request);
+  checkOffset(request.offset, 'offset');
+  const deadlineMs = callDeadlineMs(call, ctx);
+  return runOrForward(ctx, call, 'UpdateOffset', deadlineMs, async () => {
+    await ctx.backend.updateOffset(group, q.topic, q.queueId, request.offset, deadlineMs);
+    return { status: okStatus() };
+  });
+}
+
+interface QueryOffsetRequest extends QueueRequest {
+  readonly queryOffsetPolicy: string;
+  readonly timestamp?: WireSecondsNanos | undefined;
+}
+
+/** QueryOffset: the queue's first offset (BEGINNING), its end (END) or the offset at a time. */
+export async function queryOffset(
+  ctx: ServiceContext,
+  call: grpc.ServerUnaryCall<unknown, unknown>,
+): Promise<object> {
+  requireClientId(call.metadata);
+  const request = call.request as QueryOffsetRequest;
+  const q = queueOf(ctx, call, request);
+  switch (request.queryOffsetPolicy) {
+    case 'BEGINNING':
+      return { status: okStatus(), offset: ctx.backend.queueRange(q.topic, q.queueId).min };
+    case 'END':
+      return { status: okStatus(), offset: ctx.backend.queueRange(q.topic, q.queueId).max };
+    case 'TIMESTAMP': {
+      if (request.timestamp === undefined) {
+        throw new RaftmqError('INVALID_ARGUMENT', 'timestamp is required with policy TIMESTAMP', {
+          details: { field: 'timestamp' },
+        });
+      }
+      const ms = timestampToMs(request.timestamp);
+      return { status: okStatus(), offset: await ctx.backend.searchOffset(q.topic, q.queueId, ms) };
+    }
+    default:
+      throw new RaftmqError(
+        'INVALID_ARGUMENT',
+        `query_offset_policy ${String(request.queryOffsetPolicy)} is unknown`,
+        { details: { field: 'query_offset_policy' } },
+      );
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * The RocketMQ 5 `apache.rocketmq.v2.MessagingService` of a broker node, over the
+ * `MessagingBackend` seam: the client basics (QueryRoute, Telemetry, Heartbeat,
+ * NotifyClientTermination), produce (SendMessage) and pull by offset (PullMessage, GetOffset,
+ * UpdateOffset, QueryOffset). Pop consumption, transactions, recall and lite subscriptions
+ * answer UNSUPPORTED for now. docs/client-protocol.md describes each RPC.
+ *
+ * Every call is answered: unary failures are RocketMQ statuses in the response (never a gRPC
+ * error for a client's input), streams end after a status frame. The server must be created
+ * with MESSAGING_SERVER_OPTIONS (a 4 MiB send exceeds grpc-js's default receive limit).
+ *
+ * Stop order: `close()` ends the Telemetry streams with OK, stops long polls (they answer with
+ * what they have), cancels the client registry's timers and closes forwarding channels; call it
+ * before shutting the server down so a graceful shutdown has nothing left to wait for.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { type Clock, type Scheduler, systemClock, systemScheduler } from '../common/clock';
+import { RmqCode } from '../common/errors';
+import { componentLogger, type Logger } from '../common/logger';
+import { ClientRegistry, type OneShotTimers, systemTimers } from './client-registry';
+import { type ClosableSession, type ServiceContext, unaryHandler } from './messaging-call';
+import { Forwarder } from './messaging-forward';
+import {
+  type MessagingServiceOptions,
+  resolveMessagingServiceOptions,
+  type ServiceBackend,
+} from './messaging-options';
+import { loadMessagingDefinition } from './messaging-proto';
+import { getOffset, pullMessageHandler, queryOffset, updateOffset } from './messaging-pull';
+import { queryRoute } from './messaging-route';
+import { sendMessage } from './messaging-send';
+import { heartbeat, notifyClientTermination, telemetryHandler } from './messaging-telemetry';
+
+export { MESSAGING_SERVER_OPTIONS } from './messaging-options';
+export type { MessagingBackendExtensions, MessagingServiceOptions } from './messaging-options';
+
+/** Time and timers, injectable for tests. */
+export interface MessagingServiceDeps {
+  readonly clock?: Clock;
+  readonly timers?: OneShotTimers;
+  readonly scheduler?: Scheduler;
+}
+
+/** A service ready for `server.addService(definition, handlers)`. */
+export interface MessagingService {
+  readonly definition: grpc.ServiceDefinition;
+  readonly handlers: grpc.UntypedServiceImplementation;
+  /** The clients this node knows (for status pages and, later, pop consumption). */
+  readonly registry: ClientRegistry;
+  /** Ends open streams and long polls, cancels timers, closes forwarding channels. */
+  close(): Promise<void>;
+}
+
+/** The RPCs answered UNSUPPORTED, with what to say. */
+const UNSUPPORTED_RPCS: Readonly<Record<string, string>> = {
+  QueryAssignment: 'push consumption (QueryAssignment) is not supported yet; it is planned',
+  AckMessage: 'pop consumption (AckMessage) is not supported yet; it is planned',
+  ChangeInvisibleDuration:
+    'pop consumption (ChangeInvisibleDuration) is not supported yet; it is planned',
+  ForwardMessageToDeadLetterQueue:
+    'pop consumption (ForwardMessageToDeadLetterQueue) is not supported yet; it is planned',
+  EndTransaction: 'transaction messages are not supported yet; they are planned',
+  RecallMessage: 'delay messages and their recall are not supported yet; they are planned',
+  SyncLiteSubscription: 'lite subscriptions are not supported',
+};
+
+const RECEIVE_UNSUPPORTED =
+  'pop consumption (ReceiveMessage) is not supported yet; it is planned (use PullMessage)';
+
+function unsupportedHandlers(): grpc.UntypedServiceImplementation {
+  const handlers: grpc.UntypedServiceImplementation = {};
+  for (const [rpc, message] of Object.entries(UNSUPPORTED_RPCS)) {
+    const handler: grpc.handleUnaryCall<unknown, unknown> = (_call, callback) =>
+      callback(null, { status: { code: RmqCode.UNSUPPORTED, message } });
+    handlers[rpc] = handler;
+  }
+  const receive: grpc.handleServerStreamingCall<unknown, unknown> = (call) => {
+    call.write({ status: { code: RmqCode.UNSUPPORTED, message: RECEIVE_UNSUPPORTED } });
+    call.end();
+  };
+  handlers.ReceiveMessage = receive;
+  return handlers;
+}
+
+/**
+ * Builds the MessagingService over `backend`. Loads the protocol files (see findProtoDir);
+ * throws INVALID_OPTION for a bad option.
+ */
+export async function createMessagingService(
+  backend: ServiceBackend,
+  options: Partial<MessagingServiceOptions> | undefined,
+  logger: Logger,
+  deps: MessagingServiceDeps = {},
+): Promise<MessagingService> {
+  const resolved = resolveMessagingServiceOptions(options);
+  const definition = await loadMessagingDefinition(resolved.protoDir);
+  const log = componentLogger(logger, {
+    component: 'messaging',
+    group: backend.groupName,
+    node: backend.nodeId,
+  });
+  const clock = deps.clock ?? systemClock;
+  const closing = new AbortController();
+  const sessions = new Set<ClosableSession>();
+  const registry = new ClientRegistry(
+    resolved.registry,
+    clock,
+    deps.timers ?? systemTimers,
+    deps.scheduler ?? systemScheduler,
+  );
+  const forwarder = new Forwarder(definition, resolved.forwardChannelsMax, log);
+  const ctx: ServiceContext = {
+    backend,
+    options: resolved,
+    log,
+    clock,
+    registry,
+    forwarder,
+    sessions,
+    closing: closing.signal,
+  };
+  const handlers: grpc.UntypedServiceImplementation = {
+    ...unsupportedHandlers(),
+    QueryRoute: unaryHandler(ctx, 'QueryRoute', (call) => queryRoute(ctx, call)),
+    Heartbeat: unaryHandler(ctx, 'Heartbeat', (call) => heartbeat(ctx, call)),
+    NotifyClientTermination: unaryHandler(ctx, 'NotifyClientTermination', (call) =>
+      notifyClientTermination(ctx, call),
+    ),
+    SendMessage: unaryHandler(ctx, 'SendMessage', (call) => sendMessage(ctx, call)),
+    Telemetry: telemetryHandler(ctx),
+    PullMessage: pullMessageHandler(ctx),
+    GetOffset: unaryHandler(ctx, 'GetOffset', (call) => getOffset(ctx, call)),
+    UpdateOffset: unaryHandler(ctx, 'UpdateOffset', (call) => updateOffset(ctx, call)),
+    QueryOffset: unaryHandler(ctx, 'QueryOffset', (call) => queryOffset(ctx, call)),
+  };
+  let closed = false;
+  return {
+    definition,
+    handlers,
+    registry,
+    close(): Promise<void> {
+      if (closed) return Promise.resolve();
+      closed = true;
+      closing.abort();
+      for (const session of [...sessions]) session.close();
+      registry.close();
+      forwarder.close();
+      log.info({}, 'messaging service closed');
+      return Promise.resolve();
+    },
+  };
+}

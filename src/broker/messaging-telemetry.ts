@@ -1,0 +1,272 @@
+/**
+ * The Telemetry stream (contract §4) and the two liveness calls, Heartbeat and
+ * NotifyClientTermination.
+ *
+ * Telemetry: every Settings command is answered on the same stream with
+ * `{status OK, settings: <reply>}` (rmq-settings.ts) and recorded in the client registry,
+ * which has the stream send its reply again about 1 s and 5 s later and on each Heartbeat (the
+ * Node client loses a reply that arrives during its startup route queries). A Settings that
+ * cannot be served is answered with a status-only command, which makes the client's startup
+ * fail with that code. `print_thread_stack_trace_command` gets a stack-less answer,
+ * `verify_message_command` an UNSUPPORTED result; the client's own replies are ignored. When
+ * the client half-closes, the call is ended with OK at once: a client that removed its
+ * listeners would otherwise crash on the CANCELLED a later disconnect brings (§3.6).
+ *
+ * Writes respect backpressure: when `write()` returns false, later commands wait for 'drain'
+ * in a bounded queue (a pending Settings re-send is replaced, not queued twice); a command that
+ * does not fit is dropped with a warning.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { RaftmqError, RmqCode } from '../common/errors';
+import {
+  type ClosableSession,
+  CLIENT_ID_HEADER,
+  headerValue,
+  namespaceHeader,
+  requireClientId,
+  type ServiceContext,
+} from './messaging-call';
+import { groupLookupOf } from './messaging-options';
+import { okStatus, toStatus } from './rmq-convert';
+import { buildSettingsReply, consumerGroupOf } from './rmq-settings';
+import { effectiveNamespace } from './rmq-validate';
+import type { WireSettings, WireTelemetryCommand } from './rmq-wire';
+import type { TelemetryPeer } from './client-registry';
+
+/** What a FrameWriter writes to (a server stream). */
+export interface FrameSink {
+  write(frame: unknown): boolean;
+  once(event: 'drain', listener: () => void): unknown;
+}
+
+/**
+ * Writes frames in order, holding them while the sink asks to wait ('drain'); at most
+ * `pendingMax` wait. A frame with a `coalesceKey` replaces a waiting frame with the same key.
+ */
+export class FrameWriter {
+  private readonly pending: { frame: unknown; key: string | undefined }[] = [];
+  private waitingForDrain = false;
+  private closed = false;
+
+  constructor(
+    private readonly sink: FrameSink,
+    private readonly pendingMax: number,
+  ) {}
+
+  /** Frames waiting for 'drain'. */
+  get pendingCount(): number {
+    return this.pending.length;
+  }
+
+  /** Writes or queues `frame`; false when it was dropped (queue full or writer closed). */
+  write(frame: unknown, coalesceKey?: string): boolean {
+    if (this.closed) return false;
+    if (!this.waitingForDrain) {
+      this.writeNow(frame);
+      return true;
+    }
+    const same =
+      coalesceKey === undefined ? -1 : this.pending.findIndex((p) => p.key === coalesceKey);
+    if (same >= 0) {
+      this.pending[same] = { frame, key: coalesceKey };
+      return true;
+    }
+    if (this.pending.length >= this.pendingMax) return false;
+    this.pending.push({ frame, key: coalesceKey });
+    return true;
+  }
+
+  /** Drops what waits; writes nothing more. */
+  close(): void {
+    this.closed = true;
+    this.pending.length = 0;
+  }
+
+  private writeNow(frame: unknown): void {
+    if (!this.sink.write(frame)) {
+      this.waitingForDrain = true;
+      this.sink.once('drain', () => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.waitingForDrain = false;
+    while (!this.closed && !this.waitingForDrain) {
+      const next = this.pending.shift();
+      if (next === undefined) return;
+      this.writeNow(next.frame);
+    }
+  }
+}
+
+const STACK_TRACE_TEXT = 'raftmq broker (Node.js): thread stack traces are not available';
+const SETTINGS_KEY = 'settings';
+
+/** One open Telemetry call. */
+class TelemetrySession implements TelemetryPeer, ClosableSession {
+  private readonly clientId: string | undefined;
+  private readonly writer: FrameWriter;
+  private settings: WireSettings | undefined;
+  private done = false;
+
+  constructor(
+    private readonly ctx: ServiceContext,
+    private readonly call: grpc.ServerDuplexStream<unknown, unknown>,
+  ) {
+    this.clientId = headerValue(call.metadata, CLIENT_ID_HEADER);
+    this.writer = new FrameWriter(call, ctx.options.telemetryPendingMax);
+  }
+
+  start(): void {
+    this.ctx.sessions.add(this);
+    this.call.on('data', (command: WireTelemetryCommand) => this.onCommand(command));
+    // The client half-closed: end the call with OK at once (contract §3.6).
+    this.call.on('end', () => this.finish(true));
+    this.call.on('cancelled', () => this.finish(false));
+    this.call.on('error', (err: Error) => {
+      this.ctx.log.debug({ err, clientId: this.clientId }, 'telemetry stream failed');
+      this.finish(false);
+    });
+  }
+
+  resendSettings(): void {
+    if (this.done || this.settings === undefined) return;
+    try {
+      this.send({ status: okStatus(), settings: this.reply(this.settings) }, SETTINGS_KEY);
+    } catch (err) {
+      // The same Settings were served before; a group lookup failing now changes nothing the
+      // client needs, so the re-send is skipped.
+      this.ctx.log.warn({ err, clientId: this.clientId }, 'settings re-send skipped');
+    }
+  }
+
+  close(): void {
+    this.finish(true);
+  }
+
+  private onCommand(command: WireTelemetryCommand): void {
+    if (this.done) return;
+    if (command.settings !== undefined && command.settings !== null) {
+      this.onSettings(command.settings);
+    } else if (command.printThreadStackTraceCommand !== undefined) {
+      const nonce = command.printThreadStackTraceCommand.nonce;
+      this.send({
+        status: okStatus(),
+        threadStackTrace: { nonce, threadStackTrace: STACK_TRACE_TEXT },
+      });
+    } else if (command.verifyMessageCommand !== undefined) {
+      const nonce = command.verifyMessageCommand.nonce;
+      this.send({
+        status: { code: RmqCode.UNSUPPORTED, message: 'raftmq does not verify messages' },
+        verifyMessageResult: { nonce },
+      });
+    } else {
+      this.ctx.log.debug(
+        { clientId: this.clientId, command: command.command },
+        'telemetry command ignored',
+      );
+    }
+  }
+
+  private onSettings(settings: WireSettings): void {
+    try {
+      const clientId = requireClientId(this.call.metadata);
+      const reply = this.reply(settings);
+      const nsHeader = namespaceHeader(this.call.metadata);
+      this.ctx.registry.onSettings(
+        clientId,
+        {
+          clientType: settings.clientType ?? 'CLIENT_TYPE_UNSPECIFIED',
+          group: consumerGroupOf(settings, nsHeader),
+          namespace: effectiveNamespace(nsHeader),
+          settings,
+        },
+        this,
+      );
+      this.settings = settings;
+      this.send({ status: okStatus(), settings: reply }, SETTINGS_KEY);
+    } catch (err) {
+      this.send({ status: toStatus(err, this.ctx.log) });
+    }
+  }
+
+  private reply(settings: WireSettings): WireSettings {
+    const { options } = this.ctx;
+    return buildSettingsReply(settings, {
+      maxBodyBytes: options.maxBodyBytes,
+      namespaceHeader: namespaceHeader(this.call.metadata),
+      groupLookup: groupLookupOf(this.ctx.backend),
+      longPollingTimeoutMs: options.longPollingTimeoutMs,
+      receiveBatchSize: options.receiveBatchSize,
+      defaultMaxDeliveryAttempts: options.defaultMaxDeliveryAttempts,
+    });
+  }
+
+  private send(command: object, coalesceKey?: string): void {
+    if (!this.writer.write(command, coalesceKey)) {
+      this.ctx.log.warn(
+        { clientId: this.clientId, pendingMax: this.ctx.options.telemetryPendingMax },
+        'telemetry client is not reading; command dropped',
+      );
+    }
+  }
+
+  private finish(endCall: boolean): void {
+    if (this.done) return;
+    this.done = true;
+    this.writer.close();
+    this.ctx.sessions.delete(this);
+    if (this.clientId !== undefined) this.ctx.registry.detachStream(this.clientId, this);
+    if (endCall) this.call.end();
+  }
+}
+
+/** The Telemetry handler. */
+export function telemetryHandler(
+  ctx: ServiceContext,
+): grpc.handleBidiStreamingCall<unknown, unknown> {
+  return (call) => {
+    if (ctx.closing.aborted) {
+      call.end();
+      return;
+    }
+    new TelemetrySession(ctx, call).start();
+  };
+}
+
+interface HeartbeatRequest {
+  readonly group?: { readonly resourceNamespace: string; readonly name: string };
+  readonly clientType: string;
+}
+
+/** Heartbeat: records the client as alive and has its open streams re-send their Settings. */
+export function heartbeat(
+  ctx: ServiceContext,
+  call: grpc.ServerUnaryCall<unknown, unknown>,
+): Promise<object> {
+  const clientId = requireClientId(call.metadata);
+  const request = call.request as HeartbeatRequest;
+  const nsHeader = namespaceHeader(call.metadata);
+  const ns = effectiveNamespace(nsHeader, request.group?.resourceNamespace);
+  const group = consumerGroupOf(
+    { subscription: { group: request.group, subscriptions: [] } },
+    nsHeader,
+  );
+  if (ctx.closing.aborted) {
+    throw new RaftmqError('BUSY', 'the broker is shutting down');
+  }
+  ctx.registry.onHeartbeat(clientId, { clientType: request.clientType, group, namespace: ns });
+  return Promise.resolve({ status: okStatus() });
+}
+
+/** NotifyClientTermination: forgets the client; always OK (a gRPC error breaks its shutdown). */
+export function notifyClientTermination(
+  ctx: ServiceContext,
+  call: grpc.ServerUnaryCall<unknown, unknown>,
+): Promise<object> {
+  const clientId = headerValue(call.metadata, CLIENT_ID_HEADER);
+  // Its Telemetry streams stay open until the client half-closes them: ending them here would
+  // make the client reconnect a second later, after its own shutdown.
+  if (clientId !== undefined) ctx.registry.unregister(clientId);
+  return Promise.resolve({ status: okStatus() });
+}

@@ -1,0 +1,326 @@
+/**
+ * The rules a client's names and message fields must follow, as the RocketMQ 5 protocol layer
+ * checks them before anything reaches the broker. Each check throws the RaftmqError whose
+ * RocketMQ `Code` the official clients understand (ILLEGAL_TOPIC, ILLEGAL_MESSAGE_TAG...), with
+ * a message naming the field. The limits are the store's (MESSAGE_LIMITS), so what passes here
+ * can be stored.
+ *
+ * Namespaces: a client's effective namespace is the `x-mq-namespace` header when present, else
+ * the request's `resource_namespace` (the Node client sets the header on every call but the
+ * field only on a few). As in RocketMQ, a namespaced resource is stored under `ns%name`, so
+ * topic `orders` of namespace `shop` is the broker topic `shop%orders`; a namespace may not
+ * contain `%` or `|`, which makes the mapping reversible. The empty namespace maps a name to
+ * itself.
+ */
+import { RaftmqError } from '../common/errors';
+import { MESSAGE_LIMITS } from '../store/message-limits';
+
+/** RocketMQ's character rule for topic and group names. */
+export const RESOURCE_NAME_PATTERN = /^[%|a-zA-Z0-9_-]+$/;
+/** Longest topic or group name, namespace prefix included (RocketMQ's topic limit). */
+export const RESOURCE_NAME_LENGTH_MAX = 127;
+/** A namespace: like a name, without the separators `%` and `|`. */
+export const NAMESPACE_PATTERN = /^[a-zA-Z0-9_-]+$/;
+/** Separates a namespace from the name it qualifies (`ns%topic`). */
+export const NAMESPACE_SEPARATOR = '%';
+/** Prefixes of topics the broker keeps for itself: never written by producers nor created. */
+export const RESERVED_TOPIC_PREFIXES: readonly string[] = ['%RETRY%', '%DLQ%', 'rmq_sys_'];
+/** RocketMQ's own system topics, refused as producer topics for the same reason. */
+export const RESERVED_TOPIC_NAMES: ReadonlySet<string> = new Set([
+  'TBW102',
+  'SCHEDULE_TOPIC_XXXX',
+  'RMQ_SYS_TRANS_HALF_TOPIC',
+  'RMQ_SYS_TRANS_OP_HALF_TOPIC',
+  'RMQ_SYS_TRACE_TOPIC',
+  'TRANS_CHECK_MAX_TIME_TOPIC',
+  'SELF_TEST_TOPIC',
+  'OFFSET_MOVED_EVENT',
+]);
+/**
+ * User property keys RocketMQ uses for its own message properties (`MessageConst`); a producer
+ * may not set them, so a message keeps one meaning if it ever travels to a RocketMQ broker.
+ */
+export const RESERVED_PROPERTY_KEYS: ReadonlySet<string> = new Set([
+  'KEYS',
+  'TAGS',
+  'WAIT',
+  'DELAY',
+  'RETRY_TOPIC',
+  'REAL_TOPIC',
+  'REAL_QID',
+  'TRAN_MSG',
+  'PGROUP',
+  'MIN_OFFSET',
+  'MAX_OFFSET',
+  'BUYER_ID',
+  'ORIGIN_MESSAGE_ID',
+  'TRANSFER_FLAG',
+  'CORRECTION_FLAG',
+  'MQ2_FLAG',
+  'RECONSUME_TIME',
+  'MSG_REGION',
+  'TRACE_ON',
+  'UNIQ_KEY',
+  'MAX_RECONSUME_TIMES',
+  'CONSUME_START_TIME',
+  '__STARTDELIVERTIME',
+  'TIMER_DELIVER_MS',
+  'TIMER_DELAY_SEC',
+  'TIMER_DELAY_MS',
+  'SHARDING_KEY',
+  '__SHARDINGKEY',
+  'CLUSTER',
+]);
+
+const BLANK = /^\s*$/;
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** UTF-8 size of `s`. */
+export function utf8Bytes(s: string): number {
+  return Buffer.byteLength(s, 'utf8');
+}
+
+function quote(s: string): string {
+  return JSON.stringify(s.length > 80 ? `${s.slice(0, 80)}...` : s);
+}
+
+/**
+ * The effective namespace: the `x-mq-namespace` header value when non-empty, else the
+ * resource's `resource_namespace`. Throws INVALID_ARGUMENT for a malformed namespace.
+ */
+export function effectiveNamespace(header: string | undefined, resourceNamespace = ''): string {
+  const ns = header !== undefined && header !== '' ? header : resourceNamespace;
+  if (ns !== '' && !NAMESPACE_PATTERN.test(ns)) {
+    throw new RaftmqError(
+      'INVALID_ARGUMENT',
+      `namespace ${quote(ns)} (x-mq-namespace or resource_namespace) has characters outside ` +
+        '[a-zA-Z0-9_-]',
+      { details: { field: 'x-mq-namespace' } },
+    );
+  }
+  return ns;
+}
+
+/** The broker's name of `name` in namespace `ns`: `ns%name`, or `name` when `ns` is empty. */
+export function wrapNamespace(ns: string, name: string): string {
+  return ns === '' ? name : `${ns}${NAMESPACE_SEPARATOR}${name}`;
+}
+
+/** The client's name of broker resource `stored` in namespace `ns` (inverse of wrap). */
+export function unwrapNamespace(ns: string, stored: string): string {
+  const prefix = `${ns}${NAMESPACE_SEPARATOR}`;
+  return ns !== '' && stored.startsWith(prefix) ? stored.slice(prefix.length) : stored;
+}
+
+/** True for names producers may not write to (system prefixes and RocketMQ system topics). */
+export function isReservedTopic(stored: string): boolean {
+  return (
+    RESERVED_TOPIC_PREFIXES.some((p) => stored.startsWith(p)) || RESERVED_TOPIC_NAMES.has(stored)
+  );
+}
+
+/**
+ * Checks a topic name given by a client and returns the broker's name for it. `field` names
+ * the request field in errors. Throws ILLEGAL_TOPIC for an empty, too long or malformed name,
+ * and, unless `allowReserved`, for a reserved one.
+ */
+export function checkTopic(name: string, ns: string, field: string, allowReserved = false): string {
+  checkResourceName(name, ns, field, 'ILLEGAL_TOPIC', 'topic');
+  const stored = wrapNamespace(ns, name);
+  if (!allowReserved && (isReservedTopic(name) || isReservedTopic(stored))) {
+    throw new RaftmqError('ILLEGAL_TOPIC', `${field}: topic ${quote(name)} is reserved`, {
+      details: { field },
+    });
+  }
+  return stored;
+}
+
+/** Checks a consumer group name; returns the broker's name for it (ILLEGAL_CONSUMER_GROUP). */
+export function checkGroup(name: string, ns: string, field: string): string {
+  checkResourceName(name, ns, field, 'ILLEGAL_CONSUMER_GROUP', 'consumer group');
+  return wrapNamespace(ns, name);
+}
+
+function checkResourceName(
+  name: string,
+  ns: string,
+  field: string,
+  code: 'ILLEGAL_TOPIC' | 'ILLEGAL_CONSUMER_GROUP',
+  what: string,
+): void {
+  const fail = (why: string): never => {
+    throw new RaftmqError(code, `${field}: ${what} ${why}`, { details: { field } });
+  };
+  if (name === '') fail('name is empty');
+  if (!RESOURCE_NAME_PATTERN.test(name)) {
+    fail(`name ${quote(name)} has characters outside [%|a-zA-Z0-9_-]`);
+  }
+  const length = wrapNamespace(ns, name).length;
+  if (length > RESOURCE_NAME_LENGTH_MAX) {
+    fail(`name is ${length} characters with its namespace; at most ${RESOURCE_NAME_LENGTH_MAX}`);
+  }
+}
+
+/**
+ * Checks a short client string (tag, key, message group, property key): non-blank, without
+ * control characters, well-formed, at most `sizeBytesMax` UTF-8 bytes.
+ */
+function checkToken(
+  value: string,
+  sizeBytesMax: number,
+  code:
+    | 'ILLEGAL_MESSAGE_TAG'
+    | 'ILLEGAL_MESSAGE_KEY'
+    | 'ILLEGAL_MESSAGE_GROUP'
+    | 'ILLEGAL_MESSAGE_PROPERTY_KEY',
+  field: string,
+): void {
+  const fail = (why: string): never => {
+    throw new RaftmqError(code, `${field} ${why}`, { details: { field } });
+  };
+  if (BLANK.test(value)) fail('is empty or blank');
+  if (CONTROL_CHARACTER.test(value)) fail(`${quote(value)} contains a control character`);
+  if (LONE_SURROGATE.test(value)) fail('is not well-formed UTF-16');
+  const size = utf8Bytes(value);
+  if (size > sizeBytesMax) fail(`is ${size} bytes; at most ${sizeBytesMax}`);
+}
+
+/** A tag: non-blank, no `|` (RocketMQ's tag separator), at most 255 bytes. */
+export function checkTag(tag: string): void {
+  checkToken(tag, MESSAGE_LIMITS.tagSizeBytesMax, 'ILLEGAL_MESSAGE_TAG', 'system_properties.tag');
+  if (tag.includes('|')) {
+    throw new RaftmqError(
+      'ILLEGAL_MESSAGE_TAG',
+      `system_properties.tag ${quote(tag)} contains the character |`,
+      { details: { field: 'system_properties.tag' } },
+    );
+  }
+}
+
+/** Keys: at most 128, each non-blank and at most 1024 bytes. */
+export function checkKeys(keys: readonly string[]): void {
+  if (keys.length > MESSAGE_LIMITS.keyCountMax) {
+    throw new RaftmqError(
+      'ILLEGAL_MESSAGE_KEY',
+      `system_properties.keys has ${keys.length} keys; at most ${MESSAGE_LIMITS.keyCountMax}`,
+      { details: { field: 'system_properties.keys' } },
+    );
+  }
+  keys.forEach((key, i) =>
+    checkToken(
+      key,
+      MESSAGE_LIMITS.keySizeBytesMax,
+      'ILLEGAL_MESSAGE_KEY',
+      `system_properties.keys[${i}]`,
+    ),
+  );
+}
+
+/** A FIFO message group: non-blank, at most 64 bytes. */
+export function checkMessageGroup(group: string): void {
+  checkToken(
+    group,
+    MESSAGE_LIMITS.messageGroupSizeBytesMax,
+    'ILLEGAL_MESSAGE_GROUP',
+    'system_properties.message_group',
+  );
+}
+
+/** A message id: non-blank, printable, at most 128 bytes. */
+export function checkMessageId(id: string): void {
+  const field = 'system_properties.message_id';
+  const fail = (why: string): never => {
+    throw new RaftmqError('ILLEGAL_MESSAGE_ID', `${field} ${why}`, { details: { field } });
+  };
+  if (BLANK.test(id)) fail('is missing or blank');
+  if (CONTROL_CHARACTER.test(id) || LONE_SURROGATE.test(id)) fail('has invalid characters');
+  const size = utf8Bytes(id);
+  if (size > MESSAGE_LIMITS.messageIdSizeBytesMax) {
+    fail(`is ${size} bytes; at most ${MESSAGE_LIMITS.messageIdSizeBytesMax}`);
+  }
+}
+
+/**
+ * User properties: keys non-blank, printable, not reserved; values well-formed; at most 128
+ * properties and 16 KiB of keys plus values (UTF-8). Returns them as a Map in wire order.
+ */
+export function checkUserProperties(props: Readonly<Record<string, string>>): Map<string, string> {
+  const out = new Map<string, string>();
+  let sizeBytes = 0;
+  for (const key of Object.keys(props)) {
+    const value = props[key] ?? '';
+    const field = `user_properties[${quote(key)}]`;
+    checkToken(key, MESSAGE_LIMITS.propertiesSizeBytesMax, 'ILLEGAL_MESSAGE_PROPERTY_KEY', field);
+    if (RESERVED_PROPERTY_KEYS.has(key)) {
+      throw new RaftmqError(
+        'ILLEGAL_MESSAGE_PROPERTY_KEY',
+        `${field}: the key is reserved for RocketMQ system properties`,
+        { details: { field: 'user_properties' } },
+      );
+    }
+    if (LONE_SURROGATE.test(value)) {
+      throw new RaftmqError('INVALID_ARGUMENT', `${field}: the value is not well-formed UTF-16`, {
+        details: { field: 'user_properties' },
+      });
+    }
+    sizeBytes += utf8Bytes(key) + utf8Bytes(value);
+    out.set(key, value);
+  }
+  if (
+    out.size > MESSAGE_LIMITS.propertyCountMax ||
+    sizeBytes > MESSAGE_LIMITS.propertiesSizeBytesMax
+  ) {
+    throw new RaftmqError(
+      'MESSAGE_PROPERTIES_TOO_LARGE',
+      `user_properties has ${out.size} properties of ${sizeBytes} bytes; at most ` +
+        `${MESSAGE_LIMITS.propertyCountMax} properties and ${MESSAGE_LIMITS.propertiesSizeBytesMax} bytes`,
+      { details: { field: 'user_properties' } },
+    );
+  }
+  return out;
+}
+
+/** A body: non-empty and at most `maxBodyBytes`. */
+export function checkBody(body: Uint8Array, maxBodyBytes: number): void {
+  if (body.length === 0) {
+    throw new RaftmqError('MESSAGE_BODY_EMPTY', 'body is empty', { details: { field: 'body' } });
+  }
+  if (body.length > maxBodyBytes) {
+    throw new RaftmqError(
+      'MESSAGE_BODY_TOO_LARGE',
+      `body is ${body.length} bytes; at most ${maxBodyBytes}`,
+      { details: { field: 'body', sizeBytes: body.length, sizeBytesMax: maxBodyBytes } },
+    );
+  }
+}
+
+/** A delay message's delivery time: not negative and at most `maxDelayMs` after `nowMs`. */
+export function checkDeliveryTime(deliveryMs: number, nowMs: number, maxDelayMs: number): void {
+  const field = 'system_properties.delivery_timestamp';
+  if (!Number.isSafeInteger(deliveryMs) || deliveryMs < 0) {
+    throw new RaftmqError('ILLEGAL_DELIVERY_TIME', `${field} is before 1970`, {
+      details: { field },
+    });
+  }
+  if (deliveryMs - nowMs > maxDelayMs) {
+    throw new RaftmqError(
+      'ILLEGAL_DELIVERY_TIME',
+      `${field} is ${deliveryMs - nowMs} ms ahead; at most ${maxDelayMs} ms`,
+      { details: { field } },
+    );
+  }
+}
+
+/** A string field of bounded size that is not a token (host, trace context). */
+export function checkFreeText(value: string, sizeBytesMax: number, field: string): void {
+  const size = utf8Bytes(value);
+  if (size > sizeBytesMax || LONE_SURROGATE.test(value) || value.includes('\0')) {
+    throw new RaftmqError(
+      'INVALID_ARGUMENT',
+      `${field} is malformed or longer than ${sizeBytesMax} bytes`,
+      { details: { field } },
+    );
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * The life of a raftmq server process (`raftmq-broker`, `raftmq-namesrv`): read the command
+ * line, start, announce readiness, stop cleanly on a signal, stop and fail on a fatal error.
+ *
+ * - A bad command line prints one line naming the flag or field on stderr and exits 2.
+ * - Once serving, one JSON line `{"event":"ready",...}` goes to stdout, and the same object
+ *   over the IPC channel when the parent opened one (`LocalCluster` does).
+ * - SIGTERM, SIGINT or the IPC channel closing (the parent went away, even by kill -9) stop the
+ *   server cleanly and exit 0; a second signal while stopping is ignored (Ctrl-C in a terminal
+ *   reaches the launcher and its children together, and the launcher then asks again).
+ * - A fatal error, a failed start or a stop that fails or outlasts its bound exits 1.
+ */
+import * as fs from 'node:fs';
+import { RaftmqError } from '../common/errors';
+import { createLogger, type Logger } from '../common/logger';
+
+/** pino's levels, for `--log-level`. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Reads a JSON configuration file holding an object; errors name `--config` and the file. */
+export function readConfigFile(file: string): Record<string, unknown> {
+  const fail = (message: string, cause?: unknown): never => {
+    throw new RaftmqError('INVALID_OPTION', `--config: ${file} ${message}`, {
+      cause,
+      details: { option: '--config', file },
+    });
+  };
+  let text = '';
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    fail(`cannot be read: ${String(err)}`, err);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    fail(`is not JSON: ${String(err)}`, err);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    fail('must hold a JSON object');
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** The readiness announcement. */
+export interface ReadyEvent {
+  readonly event: 'ready';
+  readonly pid: number;
+  readonly [field: string]: unknown;
+}
+
+/** A started server, as the process sees it. */
+export interface RunningServer {
+  readonly ready: ReadyEvent;
+  stop(): Promise<void>;
+  /** Settles only if the server fails on its own. */
+  readonly fatal: Promise<Error>;
+}
+
+/** What to run: built from the command line (undefined: `--help` was answered). */
+export interface ProcessPlan {
+  readonly logLevel: string | undefined;
+  start(logger: Logger): Promise<RunningServer>;
+}
+
+/** A clean stop longer than this exits 1 (every stop step is bounded well below it). */
+export const STOP_TIMEOUT_MS = 30_000;
+/** How long an exiting process gives its log destination to drain. */
+const EXIT_FLUSH_MS_MAX = 500;
+const EXIT_USAGE = 2;
+
+/** Runs a server process; see the file comment. Never returns an error: it exits. */
+export function runProcess(name: string, usage: string, plan: () => ProcessPlan | undefined): void {
+  let built: ProcessPlan | undefined;
+  try {
+    built = plan();
+  } catch (err) {
+    process.stderr.write(`${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`run ${name} --help for the flags\n`);
+    process.exitCode = EXIT_USAGE;
+    return;
+  }
+  if (built === undefined) {
+    process.stdout.write(usage);
+    return;
+  }
+  const logger = createLogger({ name, level: built.logLevel });
+  const log = logger.child({ component: 'process' });
+  let exiting = false;
+  const exit = (code: number): void => {
+    if (exiting) return;
+    exiting = true;
+    setTimeout(() => process.exit(code), EXIT_FLUSH_MS_MAX).unref();
+    logger.flush(() => process.exit(code));
+  };
+  let server: RunningServer | undefined;
+  let stopping: Promise<void> | undefined;
+  let stopWhy: string | undefined;
+  const stopAndExit = (why: string, code: number): void => {
+    stopWhy ??= why;
+    if (server === undefined) return; // started below, then stopped at once
+    if (stopping !== undefined) {
+      log.info({ why }, 'already stopping');
+      return;
+    }
+    log.info({ why }, 'stopping');
+    const bound = setTimeout(() => {
+      log.fatal({ timeoutMs: STOP_TIMEOUT_MS }, 'clean stop took too long');
+      exit(1);
+    }, STOP_TIMEOUT_MS);
+    stopping = server.stop().then(
+      () => {
+        clearTimeout(bound);
+        exit(code);
+      },
+      (err: unknown) => {
+        clearTimeout(bound);
+        log.fatal({ err }, 'clean stop failed');
+        exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stopAndExit('SIGTERM', 0));
+  process.on('SIGINT', () => stopAndExit('SIGINT', 0));
+  if (process.send !== undefined) process.on('disconnect', () => stopAndExit('parent gone', 0));
+
+  built.start(logger).then(
+    (started) => {
+      server = started;
+      process.stdout.write(`${JSON.stringify(started.ready)}\n`);
+      if (process.send !== undefined && process.connected) {
+        process.send(started.ready, undefined, undefined, (err: Error | null) => {
+          // The parent went away: `disconnect` stops the server.
+          if (err !== null) log.debug({ err }, 'ready not delivered over ipc');
+        });
+      }
+      void started.fatal.then((err) => {
+        log.fatal({ err }, 'stopping on a fatal error');
+        stopAndExit('fatal error', 1);
+      });
+      if (stopWhy !== undefined) stopAndExit(stopWhy, 0);
+    },
+    (err: unknown) => {
+      log.fatal({ err }, 'failed to start');
+      exit(1);
+    },
+  );
+}
