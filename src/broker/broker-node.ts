@@ -20,7 +20,8 @@ import { LevelMetaStore } from '../store/level-meta-store';
 import { MessageStore } from '../store/message-store';
 import { NodeDisk } from '../store/node-disk';
 import { BrokerRegistrar, NameServerLookup } from '../namesrv/namesrv-client';
-import type { BrokerRegistration } from '../namesrv/route-types';
+import type { TopicRegistration } from '../namesrv/route-types';
+import type { NodeRegistration } from '../namesrv/namesrv-wire';
 import { createAdminService } from './admin-service';
 import { Broker } from './broker';
 import type { BrokerNodeConfig } from './broker-node-config';
@@ -176,7 +177,7 @@ export class BrokerNode {
         config.namesrvAddrs.length > 0
           ? new BrokerRegistrar({
               addresses: config.namesrvAddrs,
-              snapshot: () => registration(config, b),
+              snapshot: () => registration(config, b, driver, state),
               intervalMs: config.timing.registerIntervalMs,
               logger,
             })
@@ -241,15 +242,18 @@ export class BrokerNode {
 }
 
 /** What this node tells the NameServers. */
-function registration(config: BrokerNodeConfig, broker: Broker): BrokerRegistration {
+function registration(
+  config: BrokerNodeConfig,
+  broker: Broker,
+  driver: RaftDriver,
+  state: BrokerState,
+): NodeRegistration {
   const v = broker.roleView();
-  const topics: Record<
-    string,
-    { queueCount: number; perm: 'READ' | 'WRITE' | 'READ_WRITE'; messageTypes: string[] }
-  > = {};
+  const topics: Record<string, TopicRegistration> = {};
   for (const t of broker.listTopics()) {
     topics[t.name] = { queueCount: t.queueCount, perm: t.perm, messageTypes: [...t.messageTypes] };
   }
+  const status = driver.status();
   return {
     cluster: config.cluster,
     group: config.group,
@@ -259,6 +263,12 @@ function registration(config: BrokerNodeConfig, broker: Broker): BrokerRegistrat
     role: v.role === 'leader' && v.leaderReady ? 'leader' : 'follower',
     term: v.term,
     topics,
+    stats: { commitIndex: status.commitIndex, appliedIndex: state.appliedIndex },
+    // Lets the NameServer answer QueryRoute for a topic no group has yet, as RocketMQ's
+    // NameServer does through TBW102; the first send then creates it on this group.
+    ...(config.autoCreateTopics
+      ? { autoCreateTopics: true, defaultQueueCount: config.defaultQueueCount }
+      : {}),
   };
 }
 

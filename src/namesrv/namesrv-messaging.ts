@@ -31,6 +31,7 @@ import {
 } from './namesrv-grpc';
 import type { RouteRegistry } from './namesrv-registry';
 import { loadMessagingProto, MESSAGING_SERVICE } from './namesrv-wire';
+import { quoteClipped } from '../common/text';
 import { toMessageQueues } from './rmq-route';
 
 /** Open Telemetry streams a NameServer keeps at most; more are refused (RESOURCE_EXHAUSTED). */
@@ -164,16 +165,19 @@ export async function createNamesrvMessaging(
     const given = typeof topic.resourceNamespace === 'string' ? topic.resourceNamespace : '';
     const namespace = header !== '' ? header : given;
     if (!TOPIC_NAME.test(name)) {
-      const why = `topic ${JSON.stringify(name)} must match [%|a-zA-Z0-9_-]{1,127}`;
+      const why = `topic ${quoteClipped(name)} must match [%|a-zA-Z0-9_-]{1,127}`;
       return status(RmqCode.ILLEGAL_TOPIC, why);
     }
     if (namespace !== '' && !NAMESPACE.test(namespace)) {
-      const why = `namespace ${JSON.stringify(namespace)} must match [a-zA-Z0-9_-]{1,64}`;
+      const why = `namespace ${quoteClipped(namespace)} must match [a-zA-Z0-9_-]{1,64}`;
       return status(RmqCode.BAD_REQUEST, why);
     }
     const key = namespacedTopic(namespace, name);
     if (!TOPIC_NAME.test(key)) {
-      return status(RmqCode.ILLEGAL_TOPIC, `topic ${key} (with namespace) exceeds 127 chars`);
+      return status(
+        RmqCode.ILLEGAL_TOPIC,
+        `topic ${quoteClipped(key)} (with namespace) exceeds 127 chars`,
+      );
     }
     const route = registry.route(key) ?? registry.autoCreateRoute(key);
     if (route === undefined) {

@@ -129,7 +129,15 @@ describe('namesrv server', () => {
           ['n3', 'ROLE_FOLLOWER', false, 2],
         ],
       );
-      assert.deepEqual(nodes[0]?.stats, { commitIndex: 10, appliedIndex: 9 });
+      // registerGroup registered n1 again without stats: a node's stats are its latest report.
+      assert.equal(nodes[0]?.stats, undefined);
+      await clients.namesrvCall(
+        'Register',
+        wireRegistration({ stats: { commitIndex: 10, appliedIndex: 9 } }),
+      );
+      const view2 = await clients.namesrvCall('GetCluster', {});
+      const n1 = (view2.groups as { nodes: Record<string, unknown>[] }[])[0]?.nodes[0];
+      assert.deepEqual(n1?.stats, { commitIndex: 10, appliedIndex: 9 });
       const ageMs = nodes[0]?.lastHeartbeatAgeMs as number;
       assert.ok(ageMs >= 0 && ageMs < 10_000, `age ${ageMs}`);
       assert.ok(Math.abs((nodes[0]?.lastHeartbeatEpochMs as number) - Date.now()) < 10_000);
@@ -194,7 +202,11 @@ describe('namesrv server', () => {
       const inBody = await clients.messagingCall('QueryRoute', {
         topic: { name: 'orders', resourceNamespace: 'ns1' },
       });
-      assert.equal((inBody.messageQueues as unknown[]).length, 1);
+      // The leader's one queue, and queue 0 of each follower (they forward sends).
+      assert.deepEqual(
+        (inBody.messageQueues as { broker: { name: string } }[]).map((q) => q.broker.name),
+        ['g1', 'g1@n2', 'g1@n3'],
+      );
     });
   });
 
@@ -300,6 +312,8 @@ describe('namesrv server', () => {
         topic: { name: 'x'.repeat(5 * 1024 * 1024) },
       });
       assert.equal((huge.status as { code: string }).code, 'ILLEGAL_TOPIC');
+      // The reason quotes the name cut short, not 5 MiB of it.
+      assert.ok((huge.status as { message: string }).message.length < 300);
 
       const ok = await clients.namesrvCall('Register', wireRegistration());
       assert.equal(ok.outcome, 'OUTCOME_LEADER');

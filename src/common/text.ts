@@ -1,0 +1,13 @@
+/**
+ * Text helpers for error messages. A name a client sent is quoted in the reason it gets back
+ * and in logs, so it is cut short: a 5 MiB topic name must not become a 5 MiB status message
+ * (larger than the client's own receive limit) or a 5 MiB log line.
+ */
+
+/** Characters of a quoted value kept by {@link quoteClipped}, by default. */
+export const QUOTE_LENGTH_MAX = 80;
+
+/** `value` as a JSON string literal, cut to `lengthMax` characters with `...` when longer. */
+export function quoteClipped(value: string, lengthMax = QUOTE_LENGTH_MAX): string {
+  return JSON.stringify(value.length <= lengthMax ? value : `${value.slice(0, lengthMax)}...`);
+}
