@@ -131,6 +131,16 @@ export const MetaKeys = Object.freeze({
   messageKeyPrefix: (topic: string, key: string) => `k\0${topic}\0${key}\0`,
   /** Every message-key entry, of every topic. */
   messageKeySpacePrefix: 'k\0',
+  /** Pop consumption: one queue's frontier and cursor for one consumer group. */
+  popQueue: (group: string, topic: string, queueId: number) =>
+    `p\0${group}\0${topic}\0${keyNumber(queueId)}`,
+  popQueuePrefix: 'p\0',
+  /** Pop consumption: one delivered, unsettled (or settled out of order) message. */
+  popRecord: (group: string, topic: string, queueId: number, offset: number) =>
+    `q\0${group}\0${topic}\0${keyNumber(queueId)}\0${keyNumber(offset)}`,
+  popRecordPrefix: 'q\0',
+  /** Pop consumption: the next receipt handle id. */
+  popHandleNext: 's\0popHandle',
   messageId: (messageId: string) => `i\0${messageId}`,
   messageIdPrefix: 'i\0',
 });

@@ -1,0 +1,420 @@
+/**
+ * Pop consumption state: for each consumer group and queue, which messages are handed out and
+ * not yet settled, when each may be handed out again, how often each was delivered, and the
+ * acknowledged frontier. RocketMQ keeps this on one broker (checkpoint and ack files) and can
+ * lose or replay it on failover; raftmq changes it only through commands in the Raft log, so
+ * every node holds the same state and a new leader redelivers exactly what was not settled.
+ *
+ * Pure and deterministic: no IO, no clock. Time comes in the commands (`nowMs`, the proposing
+ * leader's wall clock), so applying the same commands gives the same state everywhere.
+ *
+ * A queue's offsets fall in three ranges:
+ * - below `frontier`: settled (acknowledged, filtered out, dead-lettered or gone);
+ * - `[frontier, cursor)`: each either in flight (a {@link PopRecord}) or settled out of order;
+ * - from `cursor`: never handed out.
+ *
+ * Receipt handles are numbers from one counter (`handleNext`), so each delivery and each
+ * invisibility change gets a handle no other has had. A record accepts the handle of its latest
+ * delivery and the one of its latest invisibility change (contract §5.7): a push consumer acks
+ * with the original handle after the server renewed it, a simple consumer with the newest.
+ */
+import { assert } from '../common/assert';
+import { MetaKeys, type MetaBatchOp } from '../store/meta';
+
+/** A message handed out and not settled. */
+export interface PopRecord {
+  /** Deliveries so far: 1 after the first. */
+  attempt: number;
+  /** Wall-clock ms (the proposer's clock) from which it may be handed out again. */
+  visibleAtMs: number;
+  /** Handle of the latest delivery. */
+  deliveryHandle: number;
+  /** Handle of the latest invisibility change since that delivery, 0 when none. */
+  renewHandle: number;
+  /** The message's group (FIFO order key), '' when it has none. */
+  messageGroup: string;
+}
+
+/** One consumer group's state on one queue. */
+export interface PopQueue {
+  frontier: number;
+  cursor: number;
+  readonly inflight: Map<number, PopRecord>;
+  /** Offsets in (frontier, cursor) settled while an earlier one is still in flight. */
+  readonly settled: Set<number>;
+}
+
+interface QueueRef {
+  readonly group: string;
+  readonly topic: string;
+  readonly queueId: number;
+}
+
+/** Hands out messages: fresh ones from the cursor, and in-flight ones whose time ran out. */
+export interface PopReceiveCommand extends QueueRef {
+  readonly op: 'pop.receive';
+  readonly nowMs: number;
+  readonly invisibleMs: number;
+  /**
+   * Fresh deliveries: the cursor the proposer saw, where it stopped, and the offsets of
+   * `[from, to)` it hands out (ascending). The other offsets of that range did not match the
+   * group's filter (or are gone) and are settled. Refused whole unless `from` is the cursor.
+   */
+  readonly from: number;
+  readonly to: number;
+  readonly fresh: readonly { readonly offset: number; readonly messageGroup: string }[];
+  /** Redeliveries: in-flight offsets, with the attempt count the proposer saw. */
+  readonly again: readonly { readonly offset: number; readonly attempt: number }[];
+}
+
+/** Settles a message (AckMessage). */
+export interface PopAckCommand extends QueueRef {
+  readonly op: 'pop.ack';
+  readonly offset: number;
+  readonly handle: number;
+}
+
+/** Changes when a message may be handed out again (ChangeInvisibleDuration). */
+export interface PopChangeCommand extends QueueRef {
+  readonly op: 'pop.change';
+  readonly offset: number;
+  readonly handle: number;
+  readonly nowMs: number;
+  readonly invisibleMs: number;
+}
+
+/**
+ * Settles a message without an ack: moved to the dead-letter queue (`dlq`), or its message is
+ * no longer stored (`gone`). Applies only if its attempt count is still `attempt`.
+ */
+export interface PopSettleCommand extends QueueRef {
+  readonly op: 'pop.settle';
+  readonly offset: number;
+  readonly attempt: number;
+  readonly reason: 'dlq' | 'gone';
+}
+
+export type PopCommand = PopReceiveCommand | PopAckCommand | PopChangeCommand | PopSettleCommand;
+
+/** One message a receive handed out. */
+export interface PopGrant {
+  readonly offset: number;
+  readonly attempt: number;
+  readonly handle: number;
+  readonly visibleAtMs: number;
+}
+
+/** What applying a pop command produced (the same on every node). */
+export type PopResult =
+  | { readonly ok: true; readonly grants?: readonly PopGrant[]; readonly handle?: number }
+  | {
+      readonly ok: false;
+      readonly code: 'INVALID_RECEIPT_HANDLE' | 'INVALID_ARGUMENT';
+      readonly message: string;
+    };
+
+/** Bounds of the pop state. */
+export interface PopLimits {
+  /** `cursor - frontier` of one queue, at most: how far handing out may run ahead of acks. */
+  windowMax: number;
+  /** Invisibility of one delivery or change, at most (RocketMQ's proxy: 12 h). */
+  invisibleMsMax: number;
+}
+
+export const POP_LIMITS_DEFAULTS: Readonly<PopLimits> = Object.freeze({
+  windowMax: 65_536,
+  invisibleMsMax: 12 * 3600 * 1000,
+});
+
+/** The metadata writes of one apply, last write of a key wins. */
+export class PopWrites {
+  private readonly writes = new Map<string, Uint8Array | null>();
+
+  put(key: string, value: Uint8Array): void {
+    this.writes.set(key, value);
+  }
+
+  del(key: string): void {
+    this.writes.set(key, null);
+  }
+
+  /** Appends the writes to `ops` and forgets them. */
+  flushTo(ops: MetaBatchOp[]): void {
+    for (const [key, value] of this.writes) {
+      ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value });
+    }
+    this.writes.clear();
+  }
+}
+
+function queueKey(group: string, topic: string, queueId: number): string {
+  return `${group}\0${topic}\0${queueId}`;
+}
+
+const SETTLED_VALUE = Buffer.from('{"settled":true}', 'utf8');
+
+function json(value: unknown): Uint8Array {
+  return Buffer.from(JSON.stringify(value), 'utf8');
+}
+
+function fail(code: 'INVALID_RECEIPT_HANDLE' | 'INVALID_ARGUMENT', message: string): PopResult {
+  return { ok: false, code, message };
+}
+
+/** The pop state of every consumer group and queue of one broker group. */
+export class PopState {
+  private readonly queues = new Map<string, PopQueue>();
+  private handleNext = 1;
+
+  constructor(readonly limits: Readonly<PopLimits> = POP_LIMITS_DEFAULTS) {}
+
+  /** The next handle id (persisted). */
+  get nextHandle(): number {
+    return this.handleNext;
+  }
+
+  /** One queue's state, undefined until a receive created it. */
+  queue(group: string, topic: string, queueId: number): Readonly<PopQueue> | undefined {
+    return this.queues.get(queueKey(group, topic, queueId));
+  }
+
+  /** Every queue with state, as `[group, topic, queueId, state]`. */
+  *entries(): IterableIterator<[string, string, number, Readonly<PopQueue>]> {
+    for (const [key, q] of this.queues) {
+      const [group, topic, queueId] = key.split('\0') as [string, string, string];
+      yield [group, topic, Number(queueId), q];
+    }
+  }
+
+  /** Applies one command; records its metadata writes in `writes`. Never throws for input. */
+  apply(c: PopCommand, writes: PopWrites): PopResult {
+    switch (c.op) {
+      case 'pop.receive':
+        return this.receive(c, writes);
+      case 'pop.ack': {
+        const found = this.findValid(c, c.offset, c.handle);
+        if (!found.ok) return found.result;
+        if (found.record !== undefined) this.settle(c, found.q, c.offset, writes);
+        return { ok: true };
+      }
+      case 'pop.change':
+        return this.change(c, writes);
+      case 'pop.settle': {
+        const q = this.queues.get(queueKey(c.group, c.topic, c.queueId));
+        const r = q?.inflight.get(c.offset);
+        if (q === undefined || r === undefined || r.attempt !== c.attempt) {
+          return fail(
+            'INVALID_RECEIPT_HANDLE',
+            `offset ${c.offset} was settled or delivered again`,
+          );
+        }
+        this.settle(c, q, c.offset, writes);
+        return { ok: true };
+      }
+    }
+  }
+
+  private receive(c: PopReceiveCommand, writes: PopWrites): PopResult {
+    if (!(c.invisibleMs >= 0 && c.invisibleMs <= this.limits.invisibleMsMax)) {
+      return fail('INVALID_ARGUMENT', `invisible duration ${c.invisibleMs} ms is out of range`);
+    }
+    const key = queueKey(c.group, c.topic, c.queueId);
+    let q = this.queues.get(key);
+    if (q === undefined) {
+      q = { frontier: c.from, cursor: c.from, inflight: new Map(), settled: new Set() };
+      this.queues.set(key, q);
+    }
+    const visibleAtMs = c.nowMs + c.invisibleMs;
+    const grants: PopGrant[] = [];
+    for (const a of c.again) {
+      const r = q.inflight.get(a.offset);
+      if (r === undefined || r.attempt !== a.attempt || r.visibleAtMs > c.nowMs) continue;
+      r.attempt += 1;
+      r.visibleAtMs = visibleAtMs;
+      r.deliveryHandle = this.takeHandle();
+      r.renewHandle = 0;
+      this.writeRecord(c, a.offset, r, writes);
+      grants.push({ offset: a.offset, attempt: r.attempt, handle: r.deliveryHandle, visibleAtMs });
+    }
+    if (c.from === q.cursor && this.freshIsValid(c, q)) {
+      let next = 0;
+      for (let offset = c.from; offset < c.to; offset++) {
+        const fresh = c.fresh[next];
+        if (fresh?.offset === offset) {
+          next += 1;
+          const r: PopRecord = {
+            attempt: 1,
+            visibleAtMs,
+            deliveryHandle: this.takeHandle(),
+            renewHandle: 0,
+            messageGroup: fresh.messageGroup,
+          };
+          q.inflight.set(offset, r);
+          this.writeRecord(c, offset, r, writes);
+          grants.push({ offset, attempt: 1, handle: r.deliveryHandle, visibleAtMs });
+        } else if (offset === q.frontier) {
+          q.frontier += 1;
+        } else {
+          q.settled.add(offset);
+          writes.put(MetaKeys.popRecord(c.group, c.topic, c.queueId, offset), SETTLED_VALUE);
+        }
+      }
+      q.cursor = c.to;
+      this.advance(c, q, writes);
+    }
+    writes.put(KEY_HANDLE_NEXT, json(this.handleNext));
+    this.writeQueue(c, q, writes);
+    return { ok: true, grants };
+  }
+
+  private freshIsValid(c: PopReceiveCommand, q: PopQueue): boolean {
+    if (!(c.to >= c.from && c.to - q.frontier <= this.limits.windowMax)) return false;
+    let last = c.from - 1;
+    for (const f of c.fresh) {
+      if (!(f.offset > last && f.offset < c.to)) return false;
+      last = f.offset;
+    }
+    return true;
+  }
+
+  private change(c: PopChangeCommand, writes: PopWrites): PopResult {
+    if (!(c.invisibleMs >= 0 && c.invisibleMs <= this.limits.invisibleMsMax)) {
+      return fail('INVALID_ARGUMENT', `invisible duration ${c.invisibleMs} ms is out of range`);
+    }
+    const found = this.findValid(c, c.offset, c.handle);
+    if (!found.ok) return found.result;
+    const r = found.record;
+    if (r === undefined) {
+      return fail('INVALID_RECEIPT_HANDLE', `offset ${c.offset} is already settled`);
+    }
+    r.visibleAtMs = c.nowMs + c.invisibleMs;
+    r.renewHandle = this.takeHandle();
+    this.writeRecord(c, c.offset, r, writes);
+    writes.put(KEY_HANDLE_NEXT, json(this.handleNext));
+    return { ok: true, handle: r.renewHandle };
+  }
+
+  /**
+   * The record `handle` may act on. `record` is undefined when the offset is already settled
+   * (an ack then succeeds again: acks are retried, and a settled message stays settled).
+   */
+  private findValid(
+    ref: QueueRef,
+    offset: number,
+    handle: number,
+  ): { ok: true; q: PopQueue; record: PopRecord | undefined } | { ok: false; result: PopResult } {
+    const q = this.queues.get(queueKey(ref.group, ref.topic, ref.queueId));
+    if (q === undefined || offset >= q.cursor || handle <= 0 || handle >= this.handleNext) {
+      return { ok: false, result: fail('INVALID_RECEIPT_HANDLE', 'no such delivery') };
+    }
+    if (offset < q.frontier || q.settled.has(offset)) return { ok: true, q, record: undefined };
+    const r = q.inflight.get(offset);
+    assert(r !== undefined, () => `pop state: offset ${offset} in window but not in flight`);
+    if (handle !== r.deliveryHandle && handle !== r.renewHandle) {
+      const why = `the receipt handle of offset ${offset} is stale: it was delivered again`;
+      return { ok: false, result: fail('INVALID_RECEIPT_HANDLE', why) };
+    }
+    return { ok: true, q, record: r };
+  }
+
+  private settle(ref: QueueRef, q: PopQueue, offset: number, writes: PopWrites): void {
+    q.inflight.delete(offset);
+    q.settled.add(offset);
+    writes.put(MetaKeys.popRecord(ref.group, ref.topic, ref.queueId, offset), SETTLED_VALUE);
+    this.advance(ref, q, writes);
+    this.writeQueue(ref, q, writes);
+  }
+
+  private advance(ref: QueueRef, q: PopQueue, writes: PopWrites): void {
+    while (q.settled.delete(q.frontier)) {
+      writes.del(MetaKeys.popRecord(ref.group, ref.topic, ref.queueId, q.frontier));
+      q.frontier += 1;
+    }
+    assert(q.frontier <= q.cursor, 'pop state: frontier passed the cursor');
+  }
+
+  private takeHandle(): number {
+    const handle = this.handleNext;
+    this.handleNext += 1;
+    return handle;
+  }
+
+  private writeRecord(ref: QueueRef, offset: number, r: PopRecord, writes: PopWrites): void {
+    writes.put(MetaKeys.popRecord(ref.group, ref.topic, ref.queueId, offset), json(r));
+  }
+
+  private writeQueue(ref: QueueRef, q: PopQueue, writes: PopWrites): void {
+    writes.put(
+      MetaKeys.popQueue(ref.group, ref.topic, ref.queueId),
+      json({ frontier: q.frontier, cursor: q.cursor }),
+    );
+  }
+
+  // ---- loading from the metadata store ----
+
+  /** Restores the handle counter (on open). */
+  loadHandleNext(value: unknown): void {
+    if (!Number.isSafeInteger(value) || (value as number) < 1) {
+      throw new TypeError('pop handle counter must be a positive integer');
+    }
+    this.handleNext = value as number;
+  }
+
+  /** Restores one queue's frontier and cursor (on open, before its records). */
+  loadQueue(group: string, topic: string, queueId: number, value: unknown): void {
+    const v = value as { frontier?: unknown; cursor?: unknown } | null;
+    const frontier = v?.frontier;
+    const cursor = v?.cursor;
+    if (!isOffset(frontier) || !isOffset(cursor) || frontier > cursor) {
+      throw new TypeError('pop queue must have offsets frontier <= cursor');
+    }
+    const q: PopQueue = { frontier, cursor, inflight: new Map(), settled: new Set() };
+    this.queues.set(queueKey(group, topic, queueId), q);
+  }
+
+  /** Restores one record (on open). Records at or below the frontier are stale and skipped. */
+  loadRecord(group: string, topic: string, queueId: number, offset: number, value: unknown): void {
+    const q = this.queues.get(queueKey(group, topic, queueId));
+    if (q === undefined || offset < q.frontier || offset >= q.cursor) return;
+    const v = value as Record<string, unknown> | null;
+    if (v?.settled === true) {
+      q.settled.add(offset);
+      return;
+    }
+    const { attempt, visibleAtMs, deliveryHandle, renewHandle, messageGroup } = v ?? {};
+    if (
+      !isOffset(attempt) ||
+      attempt < 1 ||
+      !Number.isSafeInteger(visibleAtMs) ||
+      !isOffset(deliveryHandle) ||
+      !isOffset(renewHandle) ||
+      typeof messageGroup !== 'string'
+    ) {
+      throw new TypeError('pop record is malformed');
+    }
+    q.inflight.set(offset, {
+      attempt,
+      visibleAtMs: visibleAtMs as number,
+      deliveryHandle,
+      renewHandle,
+      messageGroup,
+    });
+  }
+
+  /** Checks, after loading, that every offset of every window is accounted for. */
+  checkLoaded(): void {
+    for (const [group, topic, queueId, q] of this.entries()) {
+      for (let offset = q.frontier; offset < q.cursor; offset++) {
+        if (!q.inflight.has(offset) && !q.settled.has(offset)) {
+          throw new TypeError(`pop state ${group}/${topic}/${queueId}: offset ${offset} missing`);
+        }
+      }
+    }
+  }
+}
+
+const KEY_HANDLE_NEXT = MetaKeys.popHandleNext;
+
+function isOffset(v: unknown): v is number {
+  return Number.isSafeInteger(v) && (v as number) >= 0;
+}
