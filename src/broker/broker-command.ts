@@ -15,6 +15,7 @@
 import { RaftmqError } from '../common/errors';
 import { MESSAGE_TYPES, type MessageType } from '../store/message-format';
 import type { GroupConfig, TopicConfig, TopicPerm } from './broker-types';
+import type { PopCommand, PopGrant } from './pop-state';
 
 export const PAYLOAD_KIND_COMMANDS = 2;
 
@@ -40,7 +41,8 @@ export type BrokerCommand =
       readonly topic: string;
       readonly queueId: number;
       readonly offset: number;
-    };
+    }
+  | PopCommand;
 
 /**
  * `create`: fails if it exists; `update`: fails if it does not; `ensure`: creates when absent,
@@ -50,10 +52,21 @@ export type PutMode = 'create' | 'update' | 'ensure';
 
 /** The outcome of one applied command, the same on every node. */
 export type CommandResult =
-  | { readonly ok: true }
+  | {
+      readonly ok: true;
+      /** What a `pop.receive` handed out. */
+      readonly grants?: readonly PopGrant[];
+      /** The new receipt handle of a `pop.change`. */
+      readonly handle?: number;
+    }
   | {
       readonly ok: false;
-      readonly code: 'TOPIC_EXISTS' | 'TOPIC_NOT_FOUND' | 'GROUP_NOT_FOUND' | 'INVALID_ARGUMENT';
+      readonly code:
+        | 'TOPIC_EXISTS'
+        | 'TOPIC_NOT_FOUND'
+        | 'GROUP_NOT_FOUND'
+        | 'INVALID_ARGUMENT'
+        | 'INVALID_RECEIPT_HANDLE';
       readonly message: string;
     };
 
@@ -188,9 +201,47 @@ function checkCommandShape(c: unknown): BrokerCommand {
         throw corrupt('offset.commit is malformed');
       }
       return o as unknown as BrokerCommand;
+    case 'pop.receive':
+    case 'pop.ack':
+    case 'pop.change':
+    case 'pop.settle':
+      checkPopShape(o);
+      return o as unknown as BrokerCommand;
     default:
       throw corrupt(`unknown command ${JSON.stringify(o.op)}`);
   }
+}
+
+const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
+const isNat = (v: unknown): v is number => isInt(v) && v >= 0;
+
+/** The shape of a pop command: names are strings, numbers are safe integers. */
+function checkPopShape(o: Record<string, unknown>): void {
+  const op = String(o.op);
+  const ok =
+    typeof o.group === 'string' &&
+    typeof o.topic === 'string' &&
+    isNat(o.queueId) &&
+    (op === 'pop.receive'
+      ? isInt(o.nowMs) &&
+        isNat(o.invisibleMs) &&
+        isNat(o.from) &&
+        isNat(o.to) &&
+        Array.isArray(o.fresh) &&
+        o.fresh.every(
+          (f: { offset?: unknown; messageGroup?: unknown } | null) =>
+            isNat(f?.offset) && typeof f?.messageGroup === 'string',
+        ) &&
+        Array.isArray(o.again) &&
+        o.again.every(
+          (a: { offset?: unknown; attempt?: unknown } | null) =>
+            isNat(a?.offset) && isNat(a?.attempt),
+        )
+      : isNat(o.offset) &&
+        (op === 'pop.settle'
+          ? isNat(o.attempt) && (o.reason === 'dlq' || o.reason === 'gone')
+          : isNat(o.handle) && (op === 'pop.ack' || (isInt(o.nowMs) && isNat(o.invisibleMs)))));
+  if (!ok) throw corrupt(`${op} is malformed`);
 }
 
 function asObject(v: unknown, what: string): Record<string, unknown> {

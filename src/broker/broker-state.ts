@@ -38,6 +38,7 @@ import {
   isCommandPayload,
 } from './broker-command';
 import type { GroupConfig, QueueRange, TopicConfig } from './broker-types';
+import { PopState, PopWrites } from './pop-state';
 import { QueueWaiters } from './queue-waiters';
 
 /** What applying one entry produced, kept for the proposer on this node. */
@@ -73,6 +74,7 @@ const groupCodec = jsonCodec<GroupConfig>((v) => {
   checkGroupConfig(v);
   return v;
 });
+const rawJsonCodec = jsonCodec<unknown>((v) => v);
 const offsetCodec = jsonCodec<number>((v) => {
   if (!Number.isSafeInteger(v) || (v as number) < 0) throw new TypeError('offset');
   return v as number;
@@ -94,6 +96,9 @@ export class BrokerState {
   private readonly ranges = new Map<string, { min: number; max: number }>();
   private readonly outcomes = new Map<number, EntryOutcome>();
   private lastCheckpointMs = 0;
+  /** Pop consumption state (receive, ack, invisibility) of every group and queue. */
+  readonly pop = new PopState();
+  private readonly popWrites = new PopWrites();
   /** Called after entries applied that changed topics (for NameServer registration). */
   onTopicsChanged: (() => void) | undefined;
   readonly waiters: QueueWaiters;
@@ -161,6 +166,51 @@ export class BrokerState {
         offsetKey(group, topic, parseInt(queueHex, 16)),
         decodeMeta(offsetCodec, key, value),
       );
+    }
+    await this.loadPop();
+  }
+
+  private async loadPop(): Promise<void> {
+    const parse = (key: string, value: Uint8Array): unknown => decodeMeta(rawJsonCodec, key, value);
+    const corrupt = (key: string, err?: unknown): RaftmqError =>
+      new RaftmqError('META_CORRUPT', `bad pop state under ${JSON.stringify(key)}`, {
+        cause: err,
+      });
+    const handleBytes = await this.meta.get(MetaKeys.popHandleNext);
+    if (handleBytes !== undefined) {
+      try {
+        this.pop.loadHandleNext(parse(MetaKeys.popHandleNext, handleBytes));
+      } catch (err) {
+        throw corrupt(MetaKeys.popHandleNext, err);
+      }
+    }
+    for (const [key, value] of await this.meta.scan(MetaKeys.popQueuePrefix)) {
+      const [, group, topic, queueHex, extra] = key.split('\0');
+      if (group === undefined || topic === undefined || !queueHex || extra !== undefined) {
+        throw corrupt(key);
+      }
+      try {
+        this.pop.loadQueue(group, topic, parseInt(queueHex, 16), parse(key, value));
+      } catch (err) {
+        throw corrupt(key, err);
+      }
+    }
+    for (const [key, value] of await this.meta.scan(MetaKeys.popRecordPrefix)) {
+      const [, group, topic, queueHex, offsetHex, extra] = key.split('\0');
+      if (!group || topic === undefined || !queueHex || !offsetHex || extra !== undefined) {
+        throw corrupt(key);
+      }
+      const queueId = parseInt(queueHex, 16);
+      try {
+        this.pop.loadRecord(group, topic, queueId, parseInt(offsetHex, 16), parse(key, value));
+      } catch (err) {
+        throw corrupt(key, err);
+      }
+    }
+    try {
+      this.pop.checkLoaded();
+    } catch (err) {
+      throw corrupt(MetaKeys.popQueuePrefix, err);
     }
   }
 
@@ -231,6 +281,7 @@ export class BrokerState {
       }
     }
     assert(m === dispatched.messages.length, 'broker state: message counts disagree');
+    this.popWrites.flushTo(ops);
     const last = entries[entries.length - 1] as LogEntry;
     ops.push({ type: 'put', key: MetaKeys.applyIndex, value: appliedCodec.encode(last.index) });
     await this.meta.batch(ops, { sync: false });
@@ -297,6 +348,11 @@ export class BrokerState {
           if (!this.groups.delete(c.name)) return fail('GROUP_NOT_FOUND', `no group ${c.name}`);
           ops.push({ type: 'del', key: MetaKeys.group(c.name) });
           return { ok: true };
+        case 'pop.receive':
+        case 'pop.ack':
+        case 'pop.change':
+        case 'pop.settle':
+          return this.pop.apply(c, this.popWrites);
         case 'offset.commit': {
           if (c.offset < 0 || c.queueId < 0) return fail('INVALID_ARGUMENT', 'negative offset');
           this.offsets.set(offsetKey(c.group, c.topic, c.queueId), c.offset);

@@ -42,6 +42,8 @@ import type {
 import type { ProposeAck } from './raft-waiters';
 import type { RaftDriverStatus } from './raft-driver';
 import { SendBatcher } from './send-batcher';
+import { CommandBatcher } from './command-batcher';
+import { PopService } from './pop-service';
 
 /** What the broker needs of the Raft driver (an interface so tests can fake it). */
 export interface RaftHandle {
@@ -54,6 +56,8 @@ export interface RaftHandle {
 export type RouteLookup = (topic: string) => Promise<TopicRoute | undefined>;
 
 const ALL_TYPES = ['NORMAL', 'FIFO', 'DELAY', 'TRANSACTION'] as const;
+/** Deliveries of a message before it is dead-lettered: RocketMQ's 16 retries, plus the first. */
+export const DEFAULT_MAX_DELIVERY_ATTEMPTS = 17;
 /** Longest a single wait for leadership or a command is allowed to take. */
 const WAIT_MS_MAX = 60_000;
 
@@ -66,6 +70,9 @@ export class Broker implements MessagingBackend, AdminBackend {
   private readonly roleListeners = new Set<() => void>();
   private readonly roundRobin = new Map<string, number>();
   private readonly batcher: SendBatcher;
+  private readonly commands: CommandBatcher;
+  /** Pop consumption (receive, ack, invisibility, dead letters), leader only. */
+  readonly pop: PopService;
   private leaderReadyTerm = 0;
 
   constructor(
@@ -92,6 +99,24 @@ export class Broker implements MessagingBackend, AdminBackend {
     this.batcher = new SendBatcher({
       propose: (payloads) => this.raft.propose(payloads),
       takeMessages: (index) => this.state.takeOutcome(index)?.messages,
+    });
+    this.commands = new CommandBatcher({
+      propose: (payloads) => this.raft.propose(payloads),
+      takeResults: (index) => this.state.takeOutcome(index)?.results,
+    });
+    this.pop = new PopService({
+      state,
+      clock,
+      log,
+      brokerGroup: config.group,
+      requireLeader: () => this.requireLeader(),
+      submit: (command, deadlineMs) => this.withDeadline(this.commands.submit(command), deadlineMs),
+      readQueue: (topic, queueId, offset, count) => this.readQueue(topic, queueId, offset, count),
+      ensureGroup: (name, deadlineMs) => this.ensureGroup(name, deadlineMs),
+      storeDeadLetter: (message, dlqTopic, attempt, deadlineMs) =>
+        this.storeDeadLetter(message, dlqTopic, attempt, deadlineMs),
+      waitForMessages: (topic, queueId, offset, timeoutMs, signal) =>
+        this.waitForMessages(topic, queueId, offset, timeoutMs, signal),
     });
   }
 
@@ -236,6 +261,70 @@ export class Broker implements MessagingBackend, AdminBackend {
     checkGroupConfig(config);
     await this.runCommand({ op: 'group.put', group: config, mode: 'update' }, deadlineMs);
     return this.state.getGroup(config.name) ?? config;
+  }
+
+  /**
+   * The consumer group, created with RocketMQ's defaults (17 deliveries, not FIFO) when
+   * `autoCreateGroups` is on. Throws GROUP_NOT_FOUND otherwise, ILLEGAL_CONSUMER_GROUP for a
+   * bad name, NOT_LEADER when it must be created on another node.
+   */
+  async ensureGroup(name: string, deadlineMs: number): Promise<GroupConfig> {
+    const existing = this.state.getGroup(name);
+    if (existing) return existing;
+    if (!this.config.autoCreateGroups) {
+      throw new RaftmqError('GROUP_NOT_FOUND', `consumer group ${name} does not exist`, {
+        details: { group: name },
+      });
+    }
+    const group: GroupConfig = {
+      name,
+      maxDeliveryAttempts: DEFAULT_MAX_DELIVERY_ATTEMPTS,
+      fifo: false,
+    };
+    checkGroupConfig(group);
+    await this.runCommand({ op: 'group.put', group, mode: 'ensure' }, deadlineMs);
+    const created = this.state.getGroup(name);
+    if (!created) throw new RaftmqError('GROUP_NOT_FOUND', `consumer group ${name} was deleted`);
+    this.log.info({ group: name }, 'consumer group auto-created');
+    return created;
+  }
+
+  /**
+   * Stores a copy of a message that ran out of delivery attempts in `dlqTopic` (one queue,
+   * created when missing), with its original topic, queue and offset as properties. The copy
+   * keeps the producer's message id, as RocketMQ's does.
+   */
+  private async storeDeadLetter(
+    located: LocatedMessage,
+    dlqTopic: string,
+    attempt: number,
+    deadlineMs: number,
+  ): Promise<void> {
+    this.requireLeader();
+    if (this.state.getTopic(dlqTopic) === undefined) {
+      const topic: TopicConfig = {
+        name: dlqTopic,
+        queueCount: 1,
+        perm: 'READ_WRITE',
+        messageTypes: [...ALL_TYPES],
+      };
+      await this.runCommand({ op: 'topic.put', topic, mode: 'ensure' }, deadlineMs);
+    }
+    const m = located.message;
+    const userProperties = new Map(m.userProperties);
+    userProperties.set('DLQ_ORIGIN_TOPIC', m.topic);
+    userProperties.set('DLQ_ORIGIN_MESSAGE_ID', m.messageId);
+    userProperties.set('DLQ_ORIGIN_QUEUE', `${m.queueId}:${located.queueOffset ?? -1}`);
+    const copy: StoredMessage = {
+      ...m,
+      topic: dlqTopic,
+      queueId: 0,
+      userProperties,
+      reconsumeCount: attempt,
+      storeTimestampMs: this.clock.nowMs(),
+      storeHost: this.clientEndpoint,
+    };
+    await this.withDeadline(this.batcher.submit([copy]), deadlineMs);
   }
 
   async deleteGroup(name: string, deadlineMs: number): Promise<void> {
@@ -498,8 +587,9 @@ export class Broker implements MessagingBackend, AdminBackend {
     });
   }
 
-  /** Refuses new sends. */
+  /** Refuses new sends and commands. */
   close(): void {
     this.batcher.close();
+    this.commands.close();
   }
 }

@@ -1,0 +1,140 @@
+/**
+ * Turns concurrent broker commands into few Raft entries. Commands submitted in the same turn
+ * of the event loop (acks, invisibility changes, receives of many consumers) are packed into
+ * one command entry of at most `commandsPerEntryMax` commands, so acknowledging at full speed
+ * costs one Raft round per batch, not per message. Each submitter gets its own command's
+ * result, taken from the entry's outcome once it is applied on this node.
+ *
+ * Bounded: at most `pendingMax` commands wait for commit; beyond that a submit is refused with
+ * BUSY at once.
+ */
+import { RaftmqError } from '../common/errors';
+import {
+  COMMANDS_PER_ENTRY_MAX,
+  type BrokerCommand,
+  type CommandResult,
+  encodeCommands,
+} from './broker-command';
+import type { ProposeAck } from './raft-waiters';
+
+export interface CommandBatcherOptions {
+  commandsPerEntryMax: number;
+  pendingMax: number;
+}
+
+export const COMMAND_BATCHER_DEFAULTS: Readonly<CommandBatcherOptions> = Object.freeze({
+  commandsPerEntryMax: 1024,
+  pendingMax: 100_000,
+});
+
+export interface CommandBatcherDeps {
+  propose(payloads: readonly Uint8Array[]): Promise<ProposeAck>;
+  /** The results of an applied command entry, taken once. */
+  takeResults(index: number): readonly CommandResult[] | undefined;
+}
+
+interface Pending {
+  readonly command: BrokerCommand;
+  readonly resolve: (result: CommandResult) => void;
+  readonly reject: (err: Error) => void;
+}
+
+export class CommandBatcher {
+  private queue: Pending[] = [];
+  private scheduled = false;
+  private pending = 0;
+  private closed = false;
+
+  constructor(
+    private readonly deps: CommandBatcherDeps,
+    readonly options: Readonly<CommandBatcherOptions> = COMMAND_BATCHER_DEFAULTS,
+  ) {
+    if (!(
+      options.commandsPerEntryMax >= 1 && options.commandsPerEntryMax <= COMMANDS_PER_ENTRY_MAX
+    )) {
+      throw new RaftmqError(
+        'INVALID_OPTION',
+        `commandsPerEntryMax must be in [1, ${COMMANDS_PER_ENTRY_MAX}]`,
+        { details: { option: 'commandsPerEntryMax' } },
+      );
+    }
+  }
+
+  /** Commands waiting for commit. */
+  get pendingCount(): number {
+    return this.pending;
+  }
+
+  /** Resolves with the command's result once its entry is committed and applied here. */
+  submit(command: BrokerCommand): Promise<CommandResult> {
+    if (this.closed) return Promise.reject(new RaftmqError('STORE_CLOSED', 'broker is stopping'));
+    if (this.pending >= this.options.pendingMax) {
+      return Promise.reject(
+        new RaftmqError('BUSY', 'too many commands waiting for commit; retry shortly'),
+      );
+    }
+    this.pending += 1;
+    return new Promise<CommandResult>((resolve, reject) => {
+      const done = (): void => {
+        this.pending -= 1;
+      };
+      this.queue.push({
+        command,
+        resolve: (r) => {
+          done();
+          resolve(r);
+        },
+        reject: (err) => {
+          done();
+          reject(err);
+        },
+      });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Refuses new commands; those in flight still finish (or fail with the driver). */
+  close(): void {
+    this.closed = true;
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const all = this.queue;
+    this.queue = [];
+    const max = this.options.commandsPerEntryMax;
+    const entries: Pending[][] = [];
+    for (let i = 0; i < all.length; i += max) entries.push(all.slice(i, i + max));
+    let payloads: Uint8Array[];
+    try {
+      payloads = entries.map((entry) => encodeCommands(entry.map((p) => p.command)));
+    } catch (err) {
+      const e = err instanceof Error ? err : new Error(String(err));
+      for (const p of all) p.reject(e);
+      return;
+    }
+    this.deps.propose(payloads).then(
+      (ack) => {
+        entries.forEach((entry, e) => {
+          const index = ack.firstIndex + e;
+          const results = this.deps.takeResults(index);
+          entry.forEach((p, i) => {
+            const r = results?.[i];
+            if (r === undefined) {
+              p.reject(new RaftmqError('INTERNAL', `command entry ${index}: outcome missing`));
+            } else {
+              p.resolve(r);
+            }
+          });
+        });
+      },
+      (err: unknown) => {
+        const e = err instanceof Error ? err : new Error(String(err));
+        for (const p of all) p.reject(e);
+      },
+    );
+  }
+}

@@ -1,0 +1,529 @@
+/**
+ * Pop consumption on the leader: ReceiveMessage, AckMessage, ChangeInvisibleDuration and
+ * ForwardMessageToDeadLetterQueue over the replicated pop state (pop-state.ts).
+ *
+ * A receive plans, per queue of the topic, what to hand out: in-flight messages whose
+ * invisibility ran out (oldest first), then fresh ones from the cursor that match the filter;
+ * skipped non-matching ones are settled for the group. The plans of all queues become
+ * `pop.receive` commands proposed together (command-batcher.ts), and only what the applied
+ * commands granted is delivered, so a message is never handed to two consumers at once even
+ * across a leader change. One plan per (group, topic, queue) is in progress at a time; a
+ * receive that finds a queue busy tries the others and waits its turn.
+ *
+ * FIFO groups: a message of a message group is held back while an earlier message of the same
+ * group is in flight (visible again or not), and a queue's fresh scan stops at such a message,
+ * so each message group is delivered one message at a time, in order.
+ *
+ * Retries: a message comes back when its invisibility runs out (a client's nack is an
+ * invisibility change with its backoff). Once it has been delivered `maxDeliveryAttempts`
+ * times, it goes to `%DLQ%<group>` instead: the copy is stored first, then the original is
+ * settled, so a crash in between can leave a second copy in the dead-letter queue but never
+ * loses a message.
+ *
+ * New groups start at the group's committed pull offset on the queue when it has one, else at
+ * the queue's first message.
+ */
+import type { Clock } from '../common/clock';
+import { RaftmqError } from '../common/errors';
+import type { Logger } from '../common/logger';
+import type { LocatedMessage } from '../store/message-store';
+import type { BrokerCommand, CommandResult } from './broker-command';
+import type { BrokerState } from './broker-state';
+import type { GroupConfig, TopicConfig } from './broker-types';
+import type { PopQueue, PopReceiveCommand } from './pop-state';
+import { decodeReceiptHandle, encodeReceiptHandle, type HandleScope } from './receipt-handle';
+
+export interface PopServiceOptions {
+  /** Messages one receive hands out, at most (larger requests are clamped). */
+  batchSizeMax: number;
+  /** Records one fresh scan of a queue reads, at most (filtered-out ones count). */
+  scanCountMax: number;
+  /** Expired messages dead-lettered by one receive, at most. */
+  deadLettersPerReceiveMax: number;
+}
+
+export const POP_SERVICE_DEFAULTS: Readonly<PopServiceOptions> = Object.freeze({
+  batchSizeMax: 1024,
+  scanCountMax: 1024,
+  deadLettersPerReceiveMax: 32,
+});
+
+export interface PopServiceDeps {
+  readonly state: BrokerState;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly brokerGroup: string;
+  /** Throws NOT_LEADER unless this node is a ready leader. */
+  requireLeader(): void;
+  submit(command: BrokerCommand, deadlineMs: number): Promise<CommandResult>;
+  readQueue(
+    topic: string,
+    queueId: number,
+    offset: number,
+    count: number,
+  ): Promise<LocatedMessage[]>;
+  /** The group, created with defaults when allowed; throws GROUP_NOT_FOUND otherwise. */
+  ensureGroup(name: string, deadlineMs: number): Promise<GroupConfig>;
+  /** Stores a copy of `message` in `dlqTopic` (created when missing). */
+  storeDeadLetter(
+    message: LocatedMessage,
+    dlqTopic: string,
+    attempt: number,
+    deadlineMs: number,
+  ): Promise<void>;
+  /** Resolves once the queue holds `offset`, or after `timeoutMs`, or on abort. */
+  waitForMessages(
+    topic: string,
+    queueId: number,
+    offset: number,
+    timeoutMs: number,
+    signal: AbortSignal,
+  ): Promise<boolean>;
+}
+
+export interface PopReceiveRequest {
+  /** The stored consumer group name. */
+  readonly group: string;
+  /** The stored topic name. */
+  readonly topic: string;
+  readonly filter: (tag: string | undefined) => boolean;
+  readonly batchSize: number;
+  readonly invisibleMs: number;
+  /** When to stop waiting for messages (epoch ms). */
+  readonly pollUntilMs: number;
+  readonly signal?: AbortSignal;
+}
+
+/** A message handed out by a receive. */
+export interface PoppedMessage {
+  readonly located: LocatedMessage;
+  readonly attempt: number;
+  readonly receiptHandle: string;
+  readonly invisibleMs: number;
+}
+
+/** One group's consumption of one queue, for the admin protocol. */
+export interface ConsumerProgress {
+  readonly group: string;
+  readonly topic: string;
+  readonly queueId: number;
+  /** The offset the next message stored in the queue will get. */
+  readonly brokerOffset: number;
+  /** Every message below it is settled for the group. */
+  readonly ackedFrontier: number;
+  /** The next offset never handed out. */
+  readonly cursor: number;
+  readonly inflightCount: number;
+  /** Messages stored and not settled for the group. */
+  readonly lag: number;
+}
+
+interface Plan {
+  readonly command: PopReceiveCommand;
+  readonly messages: Map<number, LocatedMessage>;
+}
+
+/** Where to wake a long poll: a queue's end, or the next time a message becomes visible. */
+interface WakeUp {
+  readonly queueEnds: Map<number, number>;
+  nextVisibleAtMs: number;
+}
+
+export class PopService {
+  private readonly busy = new Set<string>();
+  private readonly changeListeners = new Set<() => void>();
+  private roundRobin = 0;
+
+  constructor(
+    private readonly deps: PopServiceDeps,
+    readonly options: Readonly<PopServiceOptions> = POP_SERVICE_DEFAULTS,
+  ) {}
+
+  /** Hands out up to `batchSize` messages, waiting until `pollUntilMs` when none is ready. */
+  async receive(req: PopReceiveRequest, deadlineMs: number): Promise<PoppedMessage[]> {
+    this.deps.requireLeader();
+    const topic = this.readableTopic(req.topic);
+    const group = await this.deps.ensureGroup(req.group, deadlineMs);
+    const batchSize = Math.max(1, Math.min(req.batchSize, this.options.batchSizeMax));
+    for (;;) {
+      this.deps.requireLeader();
+      const wake: WakeUp = { queueEnds: new Map(), nextVisibleAtMs: Infinity };
+      const got = await this.receiveOnce(req, topic, group, batchSize, wake, deadlineMs);
+      if (got.length > 0) return got;
+      const untilMs = Math.min(req.pollUntilMs, deadlineMs);
+      if (this.deps.clock.nowMs() >= untilMs || req.signal?.aborted === true) return [];
+      await this.waitForWork(topic, wake, untilMs, req.signal);
+    }
+  }
+
+  private readableTopic(name: string): TopicConfig {
+    const topic = this.deps.state.getTopic(name);
+    if (topic === undefined) {
+      throw new RaftmqError('TOPIC_NOT_FOUND', `topic ${name} does not exist`, {
+        details: { topic: name },
+      });
+    }
+    if (topic.perm === 'WRITE') {
+      throw new RaftmqError('PERMISSION_DENIED', `topic ${name} is not readable`);
+    }
+    return topic;
+  }
+
+  private async receiveOnce(
+    req: PopReceiveRequest,
+    topic: TopicConfig,
+    group: GroupConfig,
+    batchSize: number,
+    wake: WakeUp,
+    deadlineMs: number,
+  ): Promise<PoppedMessage[]> {
+    const start = this.roundRobin++ % topic.queueCount;
+    const locked: string[] = [];
+    const plans: Plan[] = [];
+    try {
+      let budget = batchSize;
+      for (let i = 0; i < topic.queueCount && budget > 0; i++) {
+        const queueId = (start + i) % topic.queueCount;
+        const key = `${req.group}\0${topic.name}\0${queueId}`;
+        if (this.busy.has(key)) continue;
+        this.busy.add(key);
+        locked.push(key);
+        const plan = await this.plan(req, topic, group, queueId, budget, wake, deadlineMs);
+        if (plan === undefined) continue;
+        budget -= plan.command.again.length + plan.command.fresh.length;
+        plans.push(plan);
+      }
+      const results = await Promise.all(plans.map((p) => this.deps.submit(p.command, deadlineMs)));
+      const out: PoppedMessage[] = [];
+      const scope = {
+        brokerGroup: this.deps.brokerGroup,
+        topic: topic.name,
+        consumerGroup: req.group,
+      };
+      results.forEach((result, i) => {
+        const plan = plans[i] as Plan;
+        if (!result.ok) {
+          this.deps.log.warn({ code: result.code, why: result.message }, 'pop receive refused');
+          return;
+        }
+        for (const g of result.grants ?? []) {
+          const located = plan.messages.get(g.offset);
+          if (located === undefined) continue;
+          const handle = { queueId: plan.command.queueId, offset: g.offset, handleId: g.handle };
+          out.push({
+            located,
+            attempt: g.attempt,
+            receiptHandle: encodeReceiptHandle(scope, handle),
+            invisibleMs: req.invisibleMs,
+          });
+        }
+      });
+      return out;
+    } finally {
+      for (const key of locked) this.busy.delete(key);
+      // Wakes receives that skipped these queues. Only after a change: two idle pollers
+      // waking each other would spin.
+      if (plans.length > 0) this.notifyChange();
+    }
+  }
+
+  /** What to hand out from one queue, or undefined when nothing changes there. */
+  private async plan(
+    req: PopReceiveRequest,
+    topic: TopicConfig,
+    group: GroupConfig,
+    queueId: number,
+    budget: number,
+    wake: WakeUp,
+    deadlineMs: number,
+  ): Promise<Plan | undefined> {
+    const { state, clock } = this.deps;
+    const nowMs = clock.nowMs();
+    const q = state.pop.queue(req.group, topic.name, queueId);
+    const range = state.queueRange(topic.name, queueId);
+    const messages = new Map<number, LocatedMessage>();
+    const again = await this.expired(
+      req,
+      topic,
+      group,
+      queueId,
+      q,
+      nowMs,
+      budget,
+      wake,
+      messages,
+      deadlineMs,
+    );
+    const from = q?.cursor ?? this.initialOffset(req.group, topic.name, queueId, range.min);
+    const blocked = new Set<string>();
+    if (group.fifo && q !== undefined) {
+      for (const r of q.inflight.values()) if (r.messageGroup !== '') blocked.add(r.messageGroup);
+    }
+    const frontier = q?.frontier ?? from;
+    const windowEnd = frontier + state.pop.limits.windowMax;
+    let to = Math.max(from, Math.min(range.min, windowEnd));
+    const fresh: { offset: number; messageGroup: string }[] = [];
+    const scanMax = Math.min(this.options.scanCountMax, windowEnd - to, range.max - to);
+    const read = scanMax > 0 ? await this.deps.readQueue(topic.name, queueId, to, scanMax) : [];
+    for (const located of read) {
+      if (again.length + fresh.length >= budget) break;
+      const offset = located.queueOffset;
+      if (offset === undefined || offset !== to) break;
+      const m = located.message;
+      if (req.filter(m.tag)) {
+        const messageGroup = group.fifo ? (m.messageGroup ?? '') : '';
+        if (messageGroup !== '') {
+          if (blocked.has(messageGroup)) break;
+          blocked.add(messageGroup);
+        }
+        fresh.push({ offset, messageGroup });
+        messages.set(offset, located);
+      }
+      to = offset + 1;
+    }
+    wake.queueEnds.set(queueId, Math.max(to, range.max));
+    if (again.length === 0 && to === from) return undefined;
+    const command: PopReceiveCommand = {
+      op: 'pop.receive',
+      group: req.group,
+      topic: topic.name,
+      queueId,
+      nowMs,
+      invisibleMs: req.invisibleMs,
+      from,
+      to,
+      fresh,
+      again,
+    };
+    return { command, messages };
+  }
+
+  private initialOffset(group: string, topic: string, queueId: number, min: number): number {
+    const committed = this.deps.state.getOffset(group, topic, queueId);
+    return committed === undefined ? min : Math.max(committed, min);
+  }
+
+  /** In-flight messages of one queue whose invisibility ran out, oldest first. */
+  private async expired(
+    req: PopReceiveRequest,
+    topic: TopicConfig,
+    group: GroupConfig,
+    queueId: number,
+    q: Readonly<PopQueue> | undefined,
+    nowMs: number,
+    budget: number,
+    wake: WakeUp,
+    messages: Map<number, LocatedMessage>,
+    deadlineMs: number,
+  ): Promise<{ offset: number; attempt: number }[]> {
+    if (q === undefined) return [];
+    const due: [number, number][] = [];
+    for (const [offset, r] of q.inflight) {
+      if (r.visibleAtMs <= nowMs) due.push([offset, r.attempt]);
+      else wake.nextVisibleAtMs = Math.min(wake.nextVisibleAtMs, r.visibleAtMs);
+    }
+    due.sort((a, b) => a[0] - b[0]);
+    const again: { offset: number; attempt: number }[] = [];
+    let deadLetters = 0;
+    for (const [offset, attempt] of due) {
+      if (again.length >= budget) break;
+      const [located] = await this.deps
+        .readQueue(topic.name, queueId, offset, 1)
+        .catch((err: unknown) => {
+          // Below the queue's first offset: retention removed it; settled as gone below.
+          if (err instanceof RaftmqError && err.code === 'OUT_OF_RANGE') return [];
+          throw err;
+        });
+      const ref = { group: req.group, topic: topic.name, queueId, offset, attempt };
+      if (located === undefined || located.queueOffset !== offset) {
+        await this.deps.submit({ op: 'pop.settle', ...ref, reason: 'gone' }, deadlineMs);
+        continue;
+      }
+      if (attempt >= group.maxDeliveryAttempts) {
+        if (deadLetters >= this.options.deadLettersPerReceiveMax) continue;
+        deadLetters += 1;
+        await this.deadLetter(ref, located, deadlineMs);
+        continue;
+      }
+      if (!req.filter(located.message.tag)) continue;
+      again.push({ offset, attempt });
+      messages.set(offset, located);
+    }
+    return again;
+  }
+
+  private async deadLetter(
+    ref: { group: string; topic: string; queueId: number; offset: number; attempt: number },
+    located: LocatedMessage,
+    deadlineMs: number,
+  ): Promise<void> {
+    await this.deps.storeDeadLetter(located, dlqTopicOf(ref.group), ref.attempt, deadlineMs);
+    const result = await this.deps.submit({ op: 'pop.settle', ...ref, reason: 'dlq' }, deadlineMs);
+    this.deps.log.info(
+      {
+        group: ref.group,
+        topic: ref.topic,
+        queueId: ref.queueId,
+        offset: ref.offset,
+        ok: result.ok,
+      },
+      'message moved to the dead-letter queue',
+    );
+  }
+
+  private async waitForWork(
+    topic: TopicConfig,
+    wake: WakeUp,
+    untilMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const nowMs = this.deps.clock.nowMs();
+    const waitMs = Math.max(0, Math.min(untilMs, wake.nextVisibleAtMs) - nowMs);
+    if (waitMs === 0) return;
+    const abort = new AbortController();
+    const onAbort = (): void => abort.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const waits: Promise<unknown>[] = [];
+      for (let queueId = 0; queueId < topic.queueCount; queueId++) {
+        const end =
+          wake.queueEnds.get(queueId) ?? this.deps.state.queueRange(topic.name, queueId).max;
+        waits.push(this.deps.waitForMessages(topic.name, queueId, end, waitMs, abort.signal));
+      }
+      waits.push(
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, waitMs);
+          timer.unref();
+          const listener = (): void => {
+            clearTimeout(timer);
+            this.changeListeners.delete(listener);
+            resolve();
+          };
+          this.changeListeners.add(listener);
+          abort.signal.addEventListener('abort', listener, { once: true });
+        }),
+      );
+      await Promise.race(waits);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      abort.abort();
+    }
+  }
+
+  private notifyChange(): void {
+    for (const l of [...this.changeListeners]) l();
+  }
+
+  // ---- settling ----
+
+  /** Acknowledges a delivered message (AckMessage). */
+  async ack(
+    group: string,
+    topic: string,
+    receiptHandle: string,
+    deadlineMs: number,
+  ): Promise<void> {
+    this.deps.requireLeader();
+    const h = decodeReceiptHandle(this.scope(group, topic), receiptHandle);
+    const ref = { group, topic, queueId: h.queueId, offset: h.offset };
+    const result = await this.deps.submit(
+      { op: 'pop.ack', ...ref, handle: h.handleId },
+      deadlineMs,
+    );
+    this.notifyChange();
+    if (!result.ok) throw new RaftmqError(result.code, result.message);
+  }
+
+  /** Changes when a delivered message may be handed out again; returns the new handle. */
+  async changeInvisible(
+    group: string,
+    topic: string,
+    receiptHandle: string,
+    invisibleMs: number,
+    deadlineMs: number,
+  ): Promise<string> {
+    this.deps.requireLeader();
+    const scope = this.scope(group, topic);
+    const h = decodeReceiptHandle(scope, receiptHandle);
+    const command: BrokerCommand = {
+      op: 'pop.change',
+      group,
+      topic,
+      queueId: h.queueId,
+      offset: h.offset,
+      handle: h.handleId,
+      nowMs: this.deps.clock.nowMs(),
+      invisibleMs,
+    };
+    const result = await this.deps.submit(command, deadlineMs);
+    this.notifyChange();
+    if (!result.ok) throw new RaftmqError(result.code, result.message);
+    if (result.handle === undefined) throw new RaftmqError('INTERNAL', 'no new receipt handle');
+    return encodeReceiptHandle(scope, { ...h, handleId: result.handle });
+  }
+
+  /** Moves a delivered message to the group's dead-letter queue at once (FIFO consumers). */
+  async forwardToDeadLetter(
+    group: string,
+    topic: string,
+    receiptHandle: string,
+    deadlineMs: number,
+  ): Promise<void> {
+    this.deps.requireLeader();
+    const h = decodeReceiptHandle(this.scope(group, topic), receiptHandle);
+    const q = this.deps.state.pop.queue(group, topic, h.queueId);
+    const r = q?.inflight.get(h.offset);
+    if (r === undefined || (r.deliveryHandle !== h.handleId && r.renewHandle !== h.handleId)) {
+      throw new RaftmqError('INVALID_RECEIPT_HANDLE', 'the delivery is settled or not current');
+    }
+    const [located] = await this.deps.readQueue(topic, h.queueId, h.offset, 1);
+    const ref = { group, topic, queueId: h.queueId, offset: h.offset, attempt: r.attempt };
+    if (located === undefined) {
+      await this.deps.submit({ op: 'pop.settle', ...ref, reason: 'gone' }, deadlineMs);
+      return;
+    }
+    await this.deadLetter(ref, located, deadlineMs);
+    this.notifyChange();
+  }
+
+  private scope(group: string, topic: string): HandleScope {
+    return { brokerGroup: this.deps.brokerGroup, topic, consumerGroup: group };
+  }
+
+  // ---- progress ----
+
+  /** Consumption progress of every group (or one) on every queue it has received from. */
+  progress(group?: string): ConsumerProgress[] {
+    const out: ConsumerProgress[] = [];
+    for (const [g, topic, queueId, q] of this.deps.state.pop.entries()) {
+      if (group !== undefined && g !== group) continue;
+      const brokerOffset = this.deps.state.queueRange(topic, queueId).max;
+      out.push({
+        group: g,
+        topic,
+        queueId,
+        brokerOffset,
+        ackedFrontier: q.frontier,
+        cursor: q.cursor,
+        inflightCount: q.inflight.size,
+        lag: Math.max(0, brokerOffset - q.frontier - q.settled.size),
+      });
+    }
+    return out.sort((a, b) =>
+      a.group !== b.group
+        ? a.group < b.group
+          ? -1
+          : 1
+        : a.topic !== b.topic
+          ? a.topic < b.topic
+            ? -1
+            : 1
+          : a.queueId - b.queueId,
+    );
+  }
+}
+
+/** The dead-letter topic of a consumer group (RocketMQ's name). */
+export function dlqTopicOf(group: string): string {
+  return `%DLQ%${group}`;
+}
