@@ -1,0 +1,236 @@
+/*
+ * Pop consumption on a real broker node (a one-node group, in process, real store on a temp
+ * dir): receive hands out each message once, with attempt 1 and a receipt handle; ack settles
+ * it for good; an invisibility change extends or gives back a message and keeps the delivery
+ * handle valid; an expired message comes back with its attempt raised, and after the group's
+ * last attempt it goes to `%DLQ%<group>` instead, where it can be read back; FIFO groups hold a
+ * message group back until its earlier message is settled; two groups each get every message;
+ * tag filters settle what they skip; stale and forged handles are refused; progress reports
+ * the frontier and lag; a restarted node keeps acks and in-flight messages. Short
+ * invisibilities (tens of ms) stand in for time; every wait has a deadline.
+ */
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { isRaftmqError } from '../../src/common/errors';
+import { silentLogger } from '../../src/common/logger';
+import { resolveBrokerNodeConfig } from '../../src/broker/broker-node-config';
+import { BrokerNode } from '../../src/broker/broker-node';
+import type { ProduceMessage } from '../../src/broker/broker-types';
+import type { PopReceiveRequest, PoppedMessage } from '../../src/broker/pop-service';
+import { freePorts } from '../../src/cli/raft-node-client';
+
+const TOPIC = 'orders';
+const ALL = (): boolean => true;
+
+function message(body: string, extra: Partial<ProduceMessage> = {}): ProduceMessage {
+  return {
+    topic: TOPIC,
+    body: Buffer.from(body),
+    bodyEncoding: 'IDENTITY',
+    keys: [],
+    userProperties: new Map(),
+    messageId: `ID-${body}`,
+    bornTimestampMs: Date.now(),
+    bornHost: '127.0.0.1:1',
+    flags: 0,
+    reconsumeCount: 0,
+    messageType: extra.messageGroup === undefined ? 'NORMAL' : 'FIFO',
+    transactionState: 'NONE',
+    ...extra,
+  };
+}
+
+async function startNode(dir: string, ports: number[]): Promise<BrokerNode> {
+  const [raft, client] = ports as [number, number];
+  const config = resolveBrokerNodeConfig({
+    group: 'g1',
+    nodeId: 'n1',
+    peers: { n1: { raft: `127.0.0.1:${raft}`, client: `127.0.0.1:${client}` } },
+    dataDir: dir,
+    autoCreateTopics: true,
+    defaultQueueCount: 2,
+  });
+  const node = await BrokerNode.start(config, silentLogger());
+  const deadline = Date.now() + 10_000;
+  while (!node.broker.roleView().leaderReady) {
+    if (Date.now() > deadline) throw new Error('no leader within 10 s');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return node;
+}
+
+describe('pop service on a broker node', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let ports: number[];
+  let node: BrokerNode | undefined;
+
+  const broker = () => {
+    assert.ok(node !== undefined);
+    return node.broker;
+  };
+  const deadline = (): number => Date.now() + 5_000;
+  const receive = (over: Partial<PopReceiveRequest> = {}): Promise<PoppedMessage[]> =>
+    broker().pop.receive(
+      {
+        group: 'G',
+        topic: TOPIC,
+        filter: ALL,
+        batchSize: 32,
+        invisibleMs: 60_000,
+        pollUntilMs: Date.now(),
+        ...over,
+      },
+      deadline(),
+    );
+  const bodies = (got: PoppedMessage[]): string[] =>
+    got.map((p) => Buffer.from(p.located.message.body).toString()).sort();
+  const send = async (...messages: ProduceMessage[]): Promise<void> => {
+    for (const m of messages) await broker().send([m], deadline());
+  };
+
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-pop-'));
+    ports = await freePorts(2);
+    node = await startNode(dir, ports);
+  });
+
+  afterEach(async () => {
+    await node?.stop();
+    node = undefined;
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it('hands each message out once, settles acks, and redelivers what expires', async () => {
+    await send(message('a'), message('b'), message('c'));
+    const first = await receive({ invisibleMs: 300 });
+    assert.deepEqual(bodies(first), ['a', 'b', 'c']);
+    assert.ok(first.every((p) => p.attempt === 1 && p.receiptHandle.startsWith('v1.')));
+    assert.deepEqual(await receive(), [], 'nothing visible while in flight');
+    const [a, b] = [...first].sort((x, y) => bodies([x])[0]!.localeCompare(bodies([y])[0]!));
+    await broker().pop.ack('G', TOPIC, a!.receiptHandle, deadline());
+    // Renewal keeps the delivery handle valid; the message then waits the new duration.
+    await broker().pop.changeInvisible('G', TOPIC, b!.receiptHandle, 60_000, deadline());
+    const again = await receive({ pollUntilMs: Date.now() + 3_000 });
+    assert.deepEqual(bodies(again), ['c']);
+    assert.equal(again[0]?.attempt, 2);
+    // The first delivery of c is stale now.
+    const c1 = first.find((p) => bodies([p])[0] === 'c');
+    await assert.rejects(broker().pop.ack('G', TOPIC, c1!.receiptHandle, deadline()), (e) =>
+      isRaftmqError(e, 'INVALID_RECEIPT_HANDLE'),
+    );
+    await broker().pop.ack('G', TOPIC, again[0].receiptHandle, deadline());
+    await broker().pop.ack('G', TOPIC, b!.receiptHandle, deadline());
+    // Acking twice is harmless; a forged handle is refused.
+    await broker().pop.ack('G', TOPIC, a!.receiptHandle, deadline());
+    await assert.rejects(broker().pop.ack('G', TOPIC, 'v1.0.0.1.0', deadline()), (e) =>
+      isRaftmqError(e, 'INVALID_RECEIPT_HANDLE'),
+    );
+    await assert.rejects(
+      broker().pop.ack('OTHER', TOPIC, b!.receiptHandle, deadline()),
+      (e) => isRaftmqError(e, 'INVALID_RECEIPT_HANDLE'),
+      'a handle of another group',
+    );
+    assert.deepEqual(await receive({ invisibleMs: 0 }), []);
+    const progress = broker().pop.progress('G');
+    assert.equal(
+      progress.reduce((n, p) => n + p.lag, 0),
+      0,
+    );
+    assert.equal(
+      progress.reduce((n, p) => n + p.brokerOffset, 0),
+      3,
+    );
+  });
+
+  it('gives a message back at once with a 0 ms change', async () => {
+    await send(message('x'));
+    const [x] = await receive();
+    const handle = await broker().pop.changeInvisible('G', TOPIC, x!.receiptHandle, 0, deadline());
+    assert.notEqual(handle, x!.receiptHandle);
+    const [again] = await receive();
+    assert.equal(again?.attempt, 2);
+  });
+
+  it('moves a message to the dead-letter queue after the last attempt', async () => {
+    await broker().createGroup({ name: 'D', maxDeliveryAttempts: 2, fifo: false }, deadline());
+    await send(message('poison'));
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      const got = await receive({ group: 'D', invisibleMs: 50, pollUntilMs: Date.now() + 3_000 });
+      assert.equal(got[0]?.attempt, attempt);
+    }
+    assert.deepEqual(await receive({ group: 'D', pollUntilMs: Date.now() + 500 }), []);
+    const dlq = await broker().readQueue('%DLQ%D', 0, 0, 10);
+    assert.equal(dlq.length, 1);
+    assert.equal(Buffer.from(dlq[0]!.message.body).toString(), 'poison');
+    assert.equal(dlq[0]!.message.userProperties.get('DLQ_ORIGIN_TOPIC'), TOPIC);
+    assert.equal(
+      broker()
+        .pop.progress('D')
+        .reduce((n, p) => n + p.lag, 0),
+      0,
+    );
+  });
+
+  it('holds a FIFO message group back until its earlier message is settled', async () => {
+    await broker().createGroup({ name: 'F', maxDeliveryAttempts: 5, fifo: true }, deadline());
+    await send(
+      message('g1-0', { messageGroup: 'g1' }),
+      message('g1-1', { messageGroup: 'g1' }),
+      message('g1-2', { messageGroup: 'g1' }),
+    );
+    const order: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const got = await receive({ group: 'F', pollUntilMs: Date.now() + 3_000 });
+      assert.equal(got.length, 1, 'one message of the group at a time');
+      order.push(bodies(got)[0]!);
+      assert.deepEqual(await receive({ group: 'F' }), [], 'the next waits for the ack');
+      await broker().pop.ack('F', TOPIC, got[0]!.receiptHandle, deadline());
+    }
+    assert.deepEqual(order, ['g1-0', 'g1-1', 'g1-2']);
+  });
+
+  it('gives every group every message and settles what a tag filter skips', async () => {
+    await send(
+      message('t1', { tag: 'A' }),
+      message('t2', { tag: 'B' }),
+      message('t3', { tag: 'A' }),
+    );
+    const onlyA = await receive({ group: 'GA', filter: (tag) => tag === 'A' });
+    assert.deepEqual(bodies(onlyA), ['t1', 't3']);
+    const everything = await receive({ group: 'GB' });
+    assert.deepEqual(bodies(everything), ['t1', 't2', 't3']);
+    for (const p of onlyA) await broker().pop.ack('GA', TOPIC, p.receiptHandle, deadline());
+    assert.equal(
+      broker()
+        .pop.progress('GA')
+        .reduce((n, p) => n + p.lag, 0),
+      0,
+    );
+  });
+
+  it('wakes a long poll when a message arrives', async () => {
+    await broker().createTopic(
+      { name: TOPIC, queueCount: 2, perm: 'READ_WRITE', messageTypes: ['NORMAL'] },
+      deadline(),
+    );
+    const polling = receive({ pollUntilMs: Date.now() + 5_000 });
+    await new Promise((r) => setTimeout(r, 100));
+    await send(message('late'));
+    assert.deepEqual(bodies(await polling), ['late']);
+  });
+
+  it('keeps acks and in-flight messages across a restart', async () => {
+    await send(message('p'), message('q'));
+    const got = await receive({ invisibleMs: 400 });
+    const p = got.find((m) => bodies([m])[0] === 'p');
+    await broker().pop.ack('G', TOPIC, p!.receiptHandle, deadline());
+    await node?.stop();
+    node = await startNode(dir, ports);
+    const after = await receive({ pollUntilMs: Date.now() + 3_000 });
+    assert.deepEqual(bodies(after), ['q']);
+    assert.equal(after[0]?.attempt, 2);
+  });
+});
