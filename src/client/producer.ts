@@ -12,8 +12,9 @@
  */
 import * as os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import { RaftmqError } from '../common/errors';
-import { findProtoDir, loadProto } from '../common/proto-files';
+import { findProtoDir, PROTO_LOADER_OPTIONS } from '../common/proto-files';
 import { newMessageId } from './message-id';
 
 export interface ProducerOptions {
@@ -91,8 +92,13 @@ export class Producer {
   }
 
   static async create(options: Partial<ProducerOptions> & { endpoint: string }): Promise<Producer> {
-    const dir = findProtoDir('apache/rocketmq/v2/service.proto');
-    const def = await loadProto(`${dir}/apache/rocketmq/v2/service.proto`);
+    const file = 'apache/rocketmq/v2/service.proto';
+    // service.proto imports definition.proto by its path under the proto directory, so that
+    // directory must be an include path (loading the file by its full path cannot resolve it).
+    const def = await protoLoader.load(file, {
+      ...PROTO_LOADER_OPTIONS,
+      includeDirs: [findProtoDir(file)],
+    });
     const loaded = grpc.loadPackageDefinition(def) as unknown as {
       apache: { rocketmq: { v2: { MessagingService: StubCtor } } };
     };
