@@ -1,0 +1,103 @@
+/**
+ * How the `raftmq` admin tool prints answers for people: aligned tables with a header row and
+ * one-line confirmations. (`--json` prints the answers themselves; see raftmq.ts.)
+ */
+import type { ClusterStatus } from '../broker/admin-client';
+import type { GroupConfig, TopicConfig } from '../broker/broker-types';
+
+/** Space between two columns. */
+const COLUMN_GAP = '  ';
+
+/** `rows` under `header`, each column as wide as its widest cell; trailing spaces trimmed. */
+export function formatTable(
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+): string {
+  const all = [header, ...rows];
+  const widths = header.map((_h, col) => Math.max(...all.map((row) => (row[col] ?? '').length)));
+  return all
+    .map((row) =>
+      row
+        .map((cell, col) => cell.padEnd(widths[col] ?? 0))
+        .join(COLUMN_GAP)
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+/**
+ * A group's status: a summary line, one row per configured node, then one line per node that
+ * could not be reached or stopped on a fatal error.
+ */
+export function formatClusterStatus(status: ClusterStatus, endpoint: string): string {
+  const leader =
+    status.leaderId === null ? 'no leader' : `leader ${status.leaderId} in term ${status.term}`;
+  const head = `group ${status.group}: ${leader} (answered by ${status.answeredBy} at ${endpoint})`;
+  const header = ['NODE', 'ROLE', 'TERM', 'LEADER', 'LAST', 'COMMIT', 'APPLIED', 'TOPICS'];
+  const rows = status.members.map((m) => {
+    const s = m.status;
+    const cells =
+      s === null
+        ? ['unreachable', '-', '-', '-', '-', '-', '-']
+        : [
+            s.role,
+            String(s.term),
+            s.leaderId ?? '-',
+            String(s.lastIndex),
+            String(s.commitIndex),
+            String(s.appliedIndex),
+            String(s.topicCount),
+          ];
+    return [m.nodeId, ...cells, m.clientEndpoint, m.raftEndpoint];
+  });
+  const notes = status.members.flatMap((m) => {
+    if (m.status === null)
+      return [`${m.nodeId}: unreachable: ${callFailure(m.error ?? 'no answer')}`];
+    return m.status.fatal === null
+      ? []
+      : [`${m.nodeId}: stopped on a fatal error: ${m.status.fatal}`];
+  });
+  const table = formatTable([...header, 'CLIENT', 'RAFT'], rows);
+  return [head, '', table, ...(notes.length === 0 ? [] : ['', ...notes])].join('\n');
+}
+
+/** One topic on one line. */
+export function describeTopic(t: TopicConfig): string {
+  const queues = `${t.queueCount} queue${t.queueCount === 1 ? '' : 's'}`;
+  return `${t.name}: ${queues}, ${t.perm}, types ${t.messageTypes.join(',')}`;
+}
+
+/** One consumer group on one line. */
+export function describeGroup(g: GroupConfig): string {
+  return `${g.name}: max delivery attempts ${g.maxDeliveryAttempts}, fifo ${g.fifo}`;
+}
+
+export function formatTopics(topics: readonly TopicConfig[]): string {
+  if (topics.length === 0) return 'no topics';
+  return formatTable(
+    ['NAME', 'QUEUES', 'PERM', 'TYPES'],
+    topics.map((t) => [t.name, String(t.queueCount), t.perm, t.messageTypes.join(',')]),
+  );
+}
+
+export function formatGroups(groups: readonly GroupConfig[]): string {
+  if (groups.length === 0) return 'no consumer groups';
+  return formatTable(
+    ['NAME', 'MAX-DELIVERY-ATTEMPTS', 'FIFO'],
+    groups.map((g) => [g.name, String(g.maxDeliveryAttempts), String(g.fifo)]),
+  );
+}
+
+/**
+ * The reason in the message of a failed call, without the AdminClient's prefix
+ * (`NodeStatus at host:port failed: `), grpc-js's noise and line breaks.
+ */
+export function callFailure(message: string): string {
+  return message
+    .replace(/^\w+ at \S+ failed: /, '')
+    .replace(/\s*Resolution note:.*$/s, '')
+    .replace(/Error: /g, '')
+    .replace(/\s*\n\s*/g, ' ')
+    .replace(/\.$/, '')
+    .trim();
+}
