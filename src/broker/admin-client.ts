@@ -15,6 +15,7 @@ import type * as protoLoader from '@grpc/proto-loader';
 import { ERROR_CODES, RaftmqError, type ErrorCode } from '../common/errors';
 import { findProtoDir, loadProto } from './grpc-util';
 import { formatEndpoint, parseEndpoint } from './broker-node-config';
+import type { ConsumerProgress } from './pop-service';
 import type {
   GroupConfig,
   MessageType,
@@ -28,8 +29,8 @@ export const ADMIN_PROTO_FILE = 'admin.proto';
 export const ADMIN_SERVICE_NAME = 'raftmq.admin.v1.Admin';
 /** Metadata header of a write forwarded by a follower; its receiver never forwards again. */
 export const FORWARDED_HEADER = 'x-raftmq-forwarded';
-/** `max_delivery_attempts` of a group created without one (RocketMQ: 16 retries + 1). */
-export const DEFAULT_MAX_DELIVERY_ATTEMPTS = 17;
+/** `max_delivery_attempts` of a group created without one. */
+export { DEFAULT_MAX_DELIVERY_ATTEMPTS } from './broker-types';
 
 export const ADMIN_METHODS = [
   'CreateTopic',
@@ -40,6 +41,7 @@ export const ADMIN_METHODS = [
   'UpdateGroup',
   'DeleteGroup',
   'ListGroups',
+  'ConsumerProgress',
   'NodeStatus',
   'ClusterStatus',
   'TransferLeadership',
@@ -363,6 +365,12 @@ export class AdminClient {
     return (Array.isArray(res.groups) ? res.groups : []).map(groupFromWire);
   }
 
+  /** Pop consumption progress of `group` (every group when absent), per queue. */
+  async consumerProgress(group = '', options?: AdminCallOptions): Promise<ConsumerProgress[]> {
+    const res = await this.call('ConsumerProgress', { group }, options);
+    return (Array.isArray(res.queues) ? res.queues : []).map(progressFromWire);
+  }
+
   async nodeStatus(options?: AdminCallOptions): Promise<NodeStatus> {
     return nodeStatusFromWire((await this.call('NodeStatus', {}, options)).node);
   }
@@ -391,4 +399,19 @@ export class AdminClient {
     checkStatus(res, this.endpoint);
     return res;
   }
+}
+
+function progressFromWire(value: unknown): ConsumerProgress {
+  const o = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
+  const n = (v: unknown): number => (typeof v === 'number' ? v : Number(v ?? 0));
+  return {
+    group: typeof o.group === 'string' ? o.group : '',
+    topic: typeof o.topic === 'string' ? o.topic : '',
+    queueId: n(o.queueId),
+    brokerOffset: n(o.brokerOffset),
+    ackedFrontier: n(o.ackedFrontier),
+    cursor: n(o.cursor),
+    inflightCount: n(o.inflightCount),
+    lag: n(o.lag),
+  };
 }

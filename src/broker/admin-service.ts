@@ -202,6 +202,15 @@ class AdminServiceImpl {
         const groups = b.listGroups().sort(byName).map(groupToWire);
         return Promise.resolve(ok({ groups }));
       },
+      ConsumerProgress: (req) => {
+        const group = typeof req.group === 'string' ? req.group : '';
+        if (group !== '') checkGroupName(group);
+        if (b.consumerProgress === undefined) {
+          throw new RaftmqError('UNSUPPORTED', 'this node does not track consumer progress');
+        }
+        const queues = b.consumerProgress(group === '' ? undefined : group);
+        return Promise.resolve(ok({ queues }));
+      },
       NodeStatus: () => Promise.resolve(ok({ node: nodeStatusToWire(b.nodeStatus()) })),
       ClusterStatus: (_req, call) => this.clusterStatus(call),
       TransferLeadership: (req, call) => {
@@ -293,8 +302,10 @@ class AdminServiceImpl {
     const deadlineMs = this.deadlineOf(call);
     if (call.metadata.get(FORWARDED_HEADER).length > 0) return local(deadlineMs);
     let view = this.backend.roleView();
-    if (view.role === 'leader') return local(deadlineMs);
-    if (view.leaderId === null || view.leaderEndpoint === undefined) {
+    if (view.role === 'leader' && view.leaderReady) return local(deadlineMs);
+    // A leader not yet ready (no entry of its term committed) waits for readiness, as a
+    // follower waits for an election, instead of refusing the write at once.
+    if (view.role === 'leader' || view.leaderId === null || view.leaderEndpoint === undefined) {
       const waited = await this.backend.waitForLeader(deadlineMs);
       if (waited === undefined) {
         throw new RaftmqError('NOT_LEADER', 'no leader was elected before the deadline');

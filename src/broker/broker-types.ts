@@ -9,6 +9,7 @@ import type { MessageType, StoredMessage } from '../store/message-format';
 import type { LocatedMessage } from '../store/message-store';
 import type { TopicPerm } from '../namesrv/route-types';
 import type { TopicRoute } from '../namesrv/route-types';
+import type { ConsumerProgress } from './pop-service';
 
 export type { TopicPerm, TopicRoute, LocatedMessage, MessageType, StoredMessage };
 
@@ -21,6 +22,9 @@ export interface TopicConfig {
   /** The message types the topic accepts (at least one). */
   readonly messageTypes: readonly MessageType[];
 }
+
+/** Deliveries of a message before it is dead-lettered: RocketMQ's 16 retries, plus the first. */
+export const DEFAULT_MAX_DELIVERY_ATTEMPTS = 17;
 
 /** A consumer group as configured in a broker group (replicated through the Raft log). */
 export interface GroupConfig {
@@ -186,6 +190,8 @@ export interface AdminBackend {
   updateGroup(config: GroupConfig, deadlineMs: number): Promise<GroupConfig>;
   deleteGroup(name: string, deadlineMs: number): Promise<void>;
   listGroups(): GroupConfig[];
+  /** Pop consumption progress of one group (or all), from this node's applied state. */
+  consumerProgress?(group?: string): ConsumerProgress[];
   /** Hands leadership to `nodeId`; resolves once it leads, throws TIMEOUT otherwise. */
   transferLeadership(nodeId: string, deadlineMs: number): Promise<void>;
 }

@@ -26,24 +26,25 @@ import {
 } from './broker-command';
 import type { BrokerNodeConfig } from './broker-node-config';
 import type { BrokerState } from './broker-state';
-import type {
-  AdminBackend,
-  GroupConfig,
-  MessagingBackend,
-  NodeRole,
-  NodeStatus,
-  PeerEndpoints,
-  ProduceMessage,
-  QueueRange,
-  RoleView,
-  SendReceipt,
-  TopicConfig,
+import {
+  DEFAULT_MAX_DELIVERY_ATTEMPTS,
+  type AdminBackend,
+  type GroupConfig,
+  type MessagingBackend,
+  type NodeRole,
+  type NodeStatus,
+  type PeerEndpoints,
+  type ProduceMessage,
+  type QueueRange,
+  type RoleView,
+  type SendReceipt,
+  type TopicConfig,
 } from './broker-types';
 import type { ProposeAck } from './raft-waiters';
 import type { RaftDriverStatus } from './raft-driver';
 import { SendBatcher } from './send-batcher';
 import { CommandBatcher } from './command-batcher';
-import { PopService } from './pop-service';
+import { type ConsumerProgress, PopService } from './pop-service';
 
 /** What the broker needs of the Raft driver (an interface so tests can fake it). */
 export interface RaftHandle {
@@ -56,8 +57,6 @@ export interface RaftHandle {
 export type RouteLookup = (topic: string) => Promise<TopicRoute | undefined>;
 
 const ALL_TYPES = ['NORMAL', 'FIFO', 'DELAY', 'TRANSACTION'] as const;
-/** Deliveries of a message before it is dead-lettered: RocketMQ's 16 retries, plus the first. */
-export const DEFAULT_MAX_DELIVERY_ATTEMPTS = 17;
 /** Longest a single wait for leadership or a command is allowed to take. */
 const WAIT_MS_MAX = 60_000;
 
@@ -585,6 +584,10 @@ export class Broker implements MessagingBackend, AdminBackend {
         resolve();
       });
     });
+  }
+
+  consumerProgress(group?: string): ConsumerProgress[] {
+    return this.pop.progress(group);
   }
 
   /** Refuses new sends and commands. */

@@ -106,6 +106,7 @@ export type AdminCommand = CommonArgs &
     | { readonly name: 'group update'; readonly group: GroupInput }
     | { readonly name: 'group delete'; readonly groupName: string }
     | { readonly name: 'group list' }
+    | { readonly name: 'group progress'; readonly groupName: string }
     | { readonly name: 'leader transfer'; readonly nodeId: string }
   );
 
@@ -128,6 +129,9 @@ export interface CommandSpec {
 }
 
 const NO_FLAGS = {} as const satisfies FlagSpecs;
+const PROGRESS_FLAGS = {
+  group: { type: 'string', valueName: 'NAME', description: 'one consumer group (default: every)' },
+} as const satisfies FlagSpecs;
 
 /** Every command, in the order of the help. */
 export const COMMANDS: readonly CommandSpec[] = [
@@ -216,6 +220,18 @@ export const COMMANDS: readonly CommandSpec[] = [
     summary: 'list the consumer groups of the group',
     flags: NO_FLAGS,
     build: (_f, _a, c) => ({ ...c, name: 'group list' }),
+  },
+  {
+    name: 'group progress',
+    args: [],
+    synopsis: '[--group NAME]',
+    summary: 'pop consumption per group and queue: broker offset, acked frontier, in flight, lag',
+    flags: PROGRESS_FLAGS,
+    build: (f, _a, c) => ({
+      ...c,
+      name: 'group progress',
+      groupName: typeof f.group === 'string' ? f.group : '',
+    }),
   },
   {
     name: 'leader transfer',

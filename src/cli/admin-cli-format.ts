@@ -4,6 +4,7 @@
  */
 import type { ClusterStatus } from '../broker/admin-client';
 import type { GroupConfig, TopicConfig } from '../broker/broker-types';
+import type { ConsumerProgress } from '../broker/pop-service';
 
 /** Space between two columns. */
 const COLUMN_GAP = '  ';
@@ -85,6 +86,23 @@ export function formatGroups(groups: readonly GroupConfig[]): string {
   return formatTable(
     ['NAME', 'MAX-DELIVERY-ATTEMPTS', 'FIFO'],
     groups.map((g) => [g.name, String(g.maxDeliveryAttempts), String(g.fifo)]),
+  );
+}
+
+export function formatProgress(queues: readonly ConsumerProgress[]): string {
+  if (queues.length === 0) return 'no consumer group has received from this broker group';
+  return formatTable(
+    ['GROUP', 'TOPIC', 'QUEUE', 'BROKER-OFFSET', 'ACKED', 'CURSOR', 'IN-FLIGHT', 'LAG'],
+    queues.map((q) => [
+      q.group,
+      q.topic,
+      String(q.queueId),
+      String(q.brokerOffset),
+      String(q.ackedFrontier),
+      String(q.cursor),
+      String(q.inflightCount),
+      String(q.lag),
+    ]),
   );
 }
 

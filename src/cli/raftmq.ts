@@ -26,6 +26,7 @@ import {
   describeTopic,
   formatClusterStatus,
   formatGroups,
+  formatProgress,
   formatTopics,
 } from './admin-cli-format';
 import type { AdminCommand } from './admin-cli-commands';
@@ -151,6 +152,10 @@ async function execute(client: AdminClient, command: AdminCommand): Promise<Answ
       const groups = await client.listGroups();
       return { json: groups, text: formatGroups(groups) };
     }
+    case 'group progress': {
+      const queues = await client.consumerProgress(command.groupName);
+      return { json: queues, text: formatProgress(queues) };
+    }
     case 'leader transfer': {
       const leaderId = await client.transferLeadership(command.nodeId);
       return { json: { leaderId }, text: `leader is now ${leaderId}` };
@@ -160,7 +165,7 @@ async function execute(client: AdminClient, command: AdminCommand): Promise<Answ
 
 /** True for the commands that change the group (they go through the Raft log). */
 function isWrite(command: AdminCommand): boolean {
-  return !['status', 'topic list', 'group list'].includes(command.name);
+  return !['status', 'topic list', 'group list', 'group progress'].includes(command.name);
 }
 
 function deleted(kind: 'topic' | 'group', name: string): Answer {
