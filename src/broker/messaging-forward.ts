@@ -4,9 +4,12 @@
  * leader does not refuse a write the client sent it from a stale route: it passes the request
  * on to the leader's client endpoint, within the caller's deadline, with the caller's `x-mq-*`
  * headers (and `authorization`) plus `x-raftmq-forwarded: 1`, and relays the leader's answer.
- * During an election it first waits for a leader. A request that already carries the mark is
- * never forwarded again: it gets NOT_LEADER (HA_NOT_AVAILABLE) naming the leader, so two nodes
- * with stale views cannot bounce a request between them.
+ * During an election it first waits for a leader. When the leader it knows cannot be reached
+ * (it may have just died, before this node noticed), it waits within the deadline for the group
+ * to name another leader and tries again (contract pitfall 13: a leader change must not become
+ * a failed send). A request that already carries the mark is never forwarded again: it gets
+ * NOT_LEADER (HA_NOT_AVAILABLE) naming the leader, so two nodes with stale views cannot bounce
+ * a request between them.
  *
  * One cached channel per leader endpoint (at most `forwardChannelsMax`, least recently used
  * closed first); all closed by `close()`.
@@ -18,10 +21,22 @@ import { FORWARDED_HEADER, isForwarded, type ServiceContext } from './messaging-
 import { FORWARD_CHANNEL_OPTIONS } from './messaging-options';
 
 /** The RPCs a follower forwards (the writes it cannot do itself). */
-export type ForwardedRpc = 'SendMessage' | 'UpdateOffset' | 'QueryRoute';
+export type ForwardedRpc =
+  | 'SendMessage'
+  | 'UpdateOffset'
+  | 'QueryRoute'
+  | 'ReceiveMessage'
+  | 'AckMessage'
+  | 'ChangeInvisibleDuration'
+  | 'ForwardMessageToDeadLetterQueue';
+
+/** Frames of one forwarded server stream, at most (a receive answers with its batch). */
+const STREAM_FRAMES_MAX = 4096;
 
 /** Local attempts of one request: the first, and one more if this node became the leader. */
 const LOCAL_ATTEMPTS_MAX = 2;
+/** Forwards of one request: to the leader, and to the next ones if it was unreachable. */
+const FORWARD_ATTEMPTS_MAX = 3;
 
 function forwardedMetadata(incoming: grpc.Metadata): grpc.Metadata {
   const out = new grpc.Metadata();
@@ -80,6 +95,40 @@ export class Forwarder {
     });
   }
 
+  /**
+   * Forwards a server-streaming call to `endpoint` and collects its frames (at most
+   * STREAM_FRAMES_MAX); fails as {@link call} does.
+   */
+  callStream(
+    endpoint: string,
+    rpc: ForwardedRpc,
+    request: unknown,
+    incoming: grpc.Metadata,
+    deadlineMs: number,
+  ): Promise<object[]> {
+    const method = this.definition[rpc];
+    if (method === undefined) throw new RaftmqError('INTERNAL', `no method ${rpc} in the service`);
+    const client = this.channel(endpoint);
+    return new Promise<object[]>((resolve, reject) => {
+      const frames: object[] = [];
+      const stream = client.makeServerStreamRequest<unknown, object>(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize as (bytes: Buffer) => object,
+        request,
+        forwardedMetadata(incoming),
+        { deadline: deadlineMs },
+      );
+      stream.on('data', (frame: object) => {
+        if (frames.length < STREAM_FRAMES_MAX) frames.push(frame);
+      });
+      stream.on('error', (err: grpc.ServiceError) => reject(forwardFailure(rpc, endpoint, err)));
+      stream.on('status', (status: grpc.StatusObject) => {
+        if (status.code === grpc.status.OK) resolve(frames);
+      });
+    });
+  }
+
   /** Closes every channel; later calls fail. */
   close(): void {
     this.closed = true;
@@ -115,7 +164,10 @@ function forwardFailure(
   endpoint: string,
   err: grpc.ServiceError | null,
 ): RaftmqError {
-  const details = { leaderEndpoint: endpoint, grpcCode: err?.code };
+  // grpc-js fails a call that never got a connection with this text: it was not sent.
+  const notSent =
+    err?.code === grpc.status.UNAVAILABLE && err.details.startsWith('No connection established');
+  const details = { leaderEndpoint: endpoint, grpcCode: err?.code, notSent };
   const cause = err ?? undefined;
   switch (err?.code) {
     case grpc.status.DEADLINE_EXCEEDED:
@@ -188,37 +240,117 @@ function notForwarded(ctx: ServiceContext, err: RaftmqError, why: string): Raftm
 }
 
 /**
+ * Resolves true once this node's view no longer names `endpoint` as the leader's, false if that
+ * did not happen by `deadlineMs` (or the backend cannot report role changes).
+ */
+function leaderMovedFrom(
+  ctx: ServiceContext,
+  endpoint: string,
+  deadlineMs: number,
+): Promise<boolean> {
+  const { backend } = ctx;
+  const moved = (): boolean => backend.roleView().leaderEndpoint !== endpoint;
+  if (moved()) return Promise.resolve(true);
+  const waitMs = deadlineMs - ctx.clock.nowMs();
+  if (backend.onRoleChange === undefined || waitMs <= 0) return Promise.resolve(false);
+  const onRoleChange = backend.onRoleChange.bind(backend);
+  return new Promise((resolve) => {
+    const done = (result: boolean): void => {
+      clearTimeout(timer);
+      remove();
+      ctx.closing.removeEventListener('abort', onClosing);
+      resolve(result);
+    };
+    const onClosing = (): void => done(false);
+    const timer = setTimeout(() => done(false), waitMs);
+    const remove = onRoleChange(() => {
+      if (moved()) done(true);
+    });
+    ctx.closing.addEventListener('abort', onClosing);
+  });
+}
+
+/**
  * Runs `local`; when it throws NOT_LEADER, forwards the call's request to the leader (or runs
  * `local` once more if this node has become the leader) and resolves to the leader's response.
+ * A forward to an unreachable leader is tried again once the group names another one.
  */
-export async function runOrForward(
+async function runOrForwardWith<T>(
+  ctx: ServiceContext,
+  call: { readonly request: unknown; readonly metadata: grpc.Metadata },
+  rpc: ForwardedRpc,
+  deadlineMs: number,
+  local: () => Promise<T>,
+  remote: (target: string, deadlineMs: number) => Promise<T>,
+): Promise<T> {
+  let localAttempts = 0;
+  let forwards = 0;
+  for (;;) {
+    let err: RaftmqError;
+    try {
+      localAttempts++;
+      return await local();
+    } catch (localErr) {
+      if (!isRaftmqError(localErr, 'NOT_LEADER')) throw localErr;
+      err = localErr;
+    }
+    const target = await forwardTarget(ctx, err, deadlineMs);
+    // This node is (now) the ready leader: run it here, also when it was forwarded here by a
+    // node that knew of the election first (once more after each leader found unreachable).
+    if (target === 'self' && localAttempts < LOCAL_ATTEMPTS_MAX + forwards) continue;
+    if (isForwarded(call.metadata)) {
+      throw notForwarded(ctx, err, 'the request was already forwarded once');
+    }
+    if (target === undefined || target === 'self') {
+      throw notForwarded(ctx, err, 'no leader became known before the deadline');
+    }
+    ctx.log.debug({ rpc, leaderEndpoint: target }, 'forwarding to the leader');
+    forwards++;
+    const forwardDeadlineMs = deadlineMs - ctx.options.forwardReserveMs;
+    try {
+      return await remote(target, forwardDeadlineMs);
+    } catch (forwardErr) {
+      // Unreachable: the request may or may not have reached it, as with any lost answer. A
+      // send that may have reached it is not sent again: the old leader may have stored it
+      // before dying, and a second copy would follow a single acknowledgement (the client,
+      // not the broker, decides on at-least-once retries). Other forwarded RPCs are idempotent.
+      const unreachable =
+        isRaftmqError(forwardErr, 'NOT_LEADER') &&
+        forwardErr.details.leaderEndpoint === target &&
+        (rpc !== 'SendMessage' || forwardErr.details.notSent === true);
+      if (!unreachable || forwards >= FORWARD_ATTEMPTS_MAX) throw forwardErr;
+      if (!(await leaderMovedFrom(ctx, target, forwardDeadlineMs))) throw forwardErr;
+      ctx.log.debug({ rpc, leaderEndpoint: target }, 'leader unreachable; trying the new one');
+    }
+  }
+}
+
+/**
+ * Runs `local`; when it throws NOT_LEADER, forwards the call's request to the leader (or runs
+ * `local` once more if this node has become the leader) and resolves to the leader's response.
+ * A forward to an unreachable leader is tried again once the group names another one.
+ */
+export function runOrForward(
   ctx: ServiceContext,
   call: { readonly request: unknown; readonly metadata: grpc.Metadata },
   rpc: ForwardedRpc,
   deadlineMs: number,
   local: () => Promise<object>,
 ): Promise<object> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await local();
-    } catch (err) {
-      if (!isRaftmqError(err, 'NOT_LEADER')) throw err;
-      if (isForwarded(call.metadata)) {
-        throw notForwarded(ctx, err, 'the request was already forwarded once');
-      }
-      const target = await forwardTarget(ctx, err, deadlineMs);
-      if (target === 'self' && attempt < LOCAL_ATTEMPTS_MAX) continue;
-      if (target === undefined || target === 'self') {
-        throw notForwarded(ctx, err, 'no leader became known before the deadline');
-      }
-      ctx.log.debug({ rpc, leaderEndpoint: target }, 'forwarding to the leader');
-      return ctx.forwarder.call(
-        target,
-        rpc,
-        call.request,
-        call.metadata,
-        deadlineMs - ctx.options.forwardReserveMs,
-      );
-    }
-  }
+  return runOrForwardWith(ctx, call, rpc, deadlineMs, local, (target, forwardDeadlineMs) =>
+    ctx.forwarder.call(target, rpc, call.request, call.metadata, forwardDeadlineMs),
+  );
+}
+
+/** {@link runOrForward} for a server-streaming RPC: resolves to every frame of the answer. */
+export function runOrForwardStream(
+  ctx: ServiceContext,
+  call: { readonly request: unknown; readonly metadata: grpc.Metadata },
+  rpc: ForwardedRpc,
+  deadlineMs: number,
+  local: () => Promise<object[]>,
+): Promise<object[]> {
+  return runOrForwardWith(ctx, call, rpc, deadlineMs, local, (target, forwardDeadlineMs) =>
+    ctx.forwarder.callStream(target, rpc, call.request, call.metadata, forwardDeadlineMs),
+  );
 }

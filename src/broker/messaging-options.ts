@@ -13,6 +13,7 @@ import {
   resolveOptions,
 } from '../common/options';
 import { MESSAGE_LIMITS } from '../store/message-limits';
+import type { PopService } from './pop-service';
 import type { GroupConfig, MessagingBackend } from './broker-types';
 import {
   CLIENT_REGISTRY_DEFAULTS,
@@ -148,6 +149,13 @@ export interface MessagingBackendExtensions {
   readonly supportsDelayMessages?: boolean;
   /** True once TRANSACTION messages are stored prepared; else refused. */
   readonly supportsTransactionMessages?: boolean;
+  /**
+   * Calls `listener` on every change of `roleView()`; returns its remover. Without it a
+   * follower does not wait for a new leader after its leader proved unreachable.
+   */
+  onRoleChange?(listener: () => void): () => void;
+  /** Pop consumption (ReceiveMessage, AckMessage...), on a broker that serves it. */
+  readonly pop?: PopService;
 }
 
 /** The backend the service is given. */

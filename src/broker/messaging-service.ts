@@ -2,8 +2,9 @@
  * The RocketMQ 5 `apache.rocketmq.v2.MessagingService` of a broker node, over the
  * `MessagingBackend` seam: the client basics (QueryRoute, Telemetry, Heartbeat,
  * NotifyClientTermination), produce (SendMessage) and pull by offset (PullMessage, GetOffset,
- * UpdateOffset, QueryOffset). Pop consumption, transactions, recall and lite subscriptions
- * answer UNSUPPORTED for now. docs/client-protocol.md describes each RPC.
+ * UpdateOffset, QueryOffset) and pop consumption (QueryAssignment, ReceiveMessage,
+ * AckMessage, ChangeInvisibleDuration, ForwardMessageToDeadLetterQueue). Transactions, recall
+ * and lite subscriptions answer UNSUPPORTED for now. docs/client-protocol.md describes each RPC.
  *
  * Every call is answered: unary failures are RocketMQ statuses in the response (never a gRPC
  * error for a client's input), streams end after a status frame. The server must be created
@@ -27,6 +28,13 @@ import {
 } from './messaging-options';
 import { loadMessagingDefinition } from './messaging-proto';
 import { getOffset, pullMessageHandler, queryOffset, updateOffset } from './messaging-pull';
+import {
+  ackMessage,
+  changeInvisibleDuration,
+  forwardToDeadLetterQueue,
+  queryAssignment,
+  receiveMessageHandler,
+} from './messaging-pop';
 import { queryRoute } from './messaging-route';
 import { sendMessage } from './messaging-send';
 import { heartbeat, notifyClientTermination, telemetryHandler } from './messaging-telemetry';
@@ -53,19 +61,10 @@ export interface MessagingService {
 
 /** The RPCs answered UNSUPPORTED, with what to say. */
 const UNSUPPORTED_RPCS: Readonly<Record<string, string>> = {
-  QueryAssignment: 'push consumption (QueryAssignment) is not supported yet; it is planned',
-  AckMessage: 'pop consumption (AckMessage) is not supported yet; it is planned',
-  ChangeInvisibleDuration:
-    'pop consumption (ChangeInvisibleDuration) is not supported yet; it is planned',
-  ForwardMessageToDeadLetterQueue:
-    'pop consumption (ForwardMessageToDeadLetterQueue) is not supported yet; it is planned',
   EndTransaction: 'transaction messages are not supported yet; they are planned',
   RecallMessage: 'delay messages and their recall are not supported yet; they are planned',
   SyncLiteSubscription: 'lite subscriptions are not supported',
 };
-
-const RECEIVE_UNSUPPORTED =
-  'pop consumption (ReceiveMessage) is not supported yet; it is planned (use PullMessage)';
 
 function unsupportedHandlers(): grpc.UntypedServiceImplementation {
   const handlers: grpc.UntypedServiceImplementation = {};
@@ -74,11 +73,6 @@ function unsupportedHandlers(): grpc.UntypedServiceImplementation {
       callback(null, { status: { code: RmqCode.UNSUPPORTED, message } });
     handlers[rpc] = handler;
   }
-  const receive: grpc.handleServerStreamingCall<unknown, unknown> = (call) => {
-    call.write({ status: { code: RmqCode.UNSUPPORTED, message: RECEIVE_UNSUPPORTED } });
-    call.end();
-  };
-  handlers.ReceiveMessage = receive;
   return handlers;
 }
 
@@ -132,6 +126,15 @@ export async function createMessagingService(
     GetOffset: unaryHandler(ctx, 'GetOffset', (call) => getOffset(ctx, call)),
     UpdateOffset: unaryHandler(ctx, 'UpdateOffset', (call) => updateOffset(ctx, call)),
     QueryOffset: unaryHandler(ctx, 'QueryOffset', (call) => queryOffset(ctx, call)),
+    QueryAssignment: unaryHandler(ctx, 'QueryAssignment', (call) => queryAssignment(ctx, call)),
+    ReceiveMessage: receiveMessageHandler(ctx),
+    AckMessage: unaryHandler(ctx, 'AckMessage', (call) => ackMessage(ctx, call)),
+    ChangeInvisibleDuration: unaryHandler(ctx, 'ChangeInvisibleDuration', (call) =>
+      changeInvisibleDuration(ctx, call),
+    ),
+    ForwardMessageToDeadLetterQueue: unaryHandler(ctx, 'ForwardMessageToDeadLetterQueue', (call) =>
+      forwardToDeadLetterQueue(ctx, call),
+    ),
   };
   let closed = false;
   return {

@@ -1,0 +1,359 @@
+/**
+ * Pop consumption over the RocketMQ 5 protocol (contract §5.5–5.9): QueryAssignment,
+ * ReceiveMessage, AckMessage, ChangeInvisibleDuration and ForwardMessageToDeadLetterQueue,
+ * over the leader's PopService (pop-service.ts).
+ *
+ * - ReceiveMessage answers `{status OK}`, one `{message}` per message, `{delivery_timestamp}`,
+ *   or `{status MESSAGE_NOT_FOUND}` after the long poll, or one error status; never messages
+ *   with an error status (the Node client would drop them, leaving them invisible). The queue
+ *   id of the request is ignored: a receive pops from every queue of the topic on this group.
+ *   It answers before the call's deadline: the long poll ends `forwardReserveMs` earlier.
+ * - Pop state lives on the leader; a follower forwards every one of these RPCs to it (a
+ *   Simple consumer receives from any queue of the route, followers' included).
+ * - QueryAssignment answers for the whole topic across all broker groups: one assignment per
+ *   group that has a leader, naming the leader (queue id -1, as RocketMQ's proxy does).
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { RaftmqError, RmqCode } from '../common/errors';
+import type { TopicRoute } from '../namesrv/route-types';
+import { parseHostPort } from '../namesrv/rmq-route';
+import {
+  callDeadlineMs,
+  namespaceHeader,
+  requireClientId,
+  requireDecoded,
+  type ServiceContext,
+} from './messaging-call';
+import { runOrForward, runOrForwardStream } from './messaging-forward';
+import { tagFilter } from './messaging-pull';
+import { MULTIPLE_RESULTS_CODE } from './messaging-send';
+import type { PopService } from './pop-service';
+import { okStatus, toStatus, toWireMessage } from './rmq-convert';
+import { checkGroup, checkTopic, effectiveNamespace } from './rmq-validate';
+import {
+  durationToMs,
+  msToTimestamp,
+  type WireFilterExpression,
+  type WireMessageQueue,
+  type WireResource,
+  type WireSecondsNanos,
+} from './rmq-wire';
+
+/** Invisibility of a receive that names none and asks for auto-renewal (the proxy's 60 s). */
+export const AUTO_RENEW_INVISIBLE_MS = 60_000;
+/** Invisibility of a receive that names none (the Simple consumer's default, 15 s). */
+export const DEFAULT_INVISIBLE_MS = 15_000;
+/** The longest invisibility a client may ask for (the proxy's 12 h). */
+export const INVISIBLE_MS_MAX = 12 * 3600 * 1000;
+/** Messages one receive hands out by default (a push consumer may send 0). */
+export const RECEIVE_BATCH_DEFAULT = 32;
+
+interface GroupTopicRequest {
+  readonly group: WireResource | null;
+  readonly topic: WireResource | null;
+}
+
+interface Names {
+  readonly ns: string;
+  readonly group: string;
+  readonly topic: string;
+}
+
+function popOf(ctx: ServiceContext): PopService {
+  const pop = ctx.backend.pop;
+  if (pop === undefined) {
+    throw new RaftmqError('UNSUPPORTED', 'this broker does not serve pop consumption');
+  }
+  return pop;
+}
+
+function namesOf(
+  call: { metadata: grpc.Metadata },
+  group: WireResource | null,
+  topic: WireResource | null,
+): Names {
+  if (group === null) {
+    throw new RaftmqError('ILLEGAL_CONSUMER_GROUP', 'group is missing', {
+      details: { field: 'group' },
+    });
+  }
+  if (topic === null) {
+    throw new RaftmqError('ILLEGAL_TOPIC', 'topic is missing', { details: { field: 'topic' } });
+  }
+  const header = namespaceHeader(call.metadata);
+  const ns = effectiveNamespace(header, topic.resourceNamespace);
+  return {
+    ns,
+    group: checkGroup(
+      group.name,
+      effectiveNamespace(header, group.resourceNamespace),
+      'group.name',
+    ),
+    topic: checkTopic(topic.name, ns, 'topic.name', true),
+  };
+}
+
+function invisibleMsOf(d: WireSecondsNanos | null | undefined, fallbackMs: number): number {
+  if (d === null || d === undefined) return fallbackMs;
+  const ms = durationToMs(d);
+  if (!Number.isFinite(ms) || ms < 0 || ms > INVISIBLE_MS_MAX) {
+    throw new RaftmqError(
+      'ILLEGAL_INVISIBLE_TIME',
+      `invisible_duration ${ms} ms must be in [0, ${INVISIBLE_MS_MAX}]`,
+      { details: { field: 'invisible_duration' } },
+    );
+  }
+  return Math.floor(ms);
+}
+
+// ---- ReceiveMessage ----
+
+interface ReceiveRequest {
+  readonly group: WireResource | null;
+  readonly messageQueue: WireMessageQueue | null;
+  readonly filterExpression: WireFilterExpression | null;
+  readonly batchSize: number;
+  readonly invisibleDuration?: WireSecondsNanos | null;
+  readonly autoRenew: boolean;
+  readonly longPollingTimeout?: WireSecondsNanos | null;
+}
+
+async function receiveFrames(
+  ctx: ServiceContext,
+  call: grpc.ServerWritableStream<unknown, unknown>,
+  signal: AbortSignal,
+): Promise<object[]> {
+  requireClientId(call.metadata);
+  requireDecoded(call.request);
+  const request = call.request as ReceiveRequest;
+  const names = namesOf(call, request.group, request.messageQueue?.topic ?? null);
+  const filter = tagFilter(request.filterExpression);
+  const invisibleMs = invisibleMsOf(
+    request.invisibleDuration,
+    request.autoRenew ? AUTO_RENEW_INVISIBLE_MS : DEFAULT_INVISIBLE_MS,
+  );
+  const batchSize = request.batchSize > 0 ? request.batchSize : RECEIVE_BATCH_DEFAULT;
+  const deadlineMs = callDeadlineMs(call, ctx);
+  const asked = request.longPollingTimeout;
+  const pollMs =
+    asked === null || asked === undefined ? ctx.options.longPollingTimeoutMs : durationToMs(asked);
+  const nowMs = ctx.clock.nowMs();
+  const pollUntilMs = Math.min(
+    nowMs + Math.min(Math.max(0, pollMs), ctx.options.longPollingTimeoutMsMax),
+    deadlineMs - ctx.options.forwardReserveMs,
+  );
+  return runOrForwardStream(ctx, call, 'ReceiveMessage', deadlineMs, async () => {
+    const popped = await popOf(ctx).receive(
+      { ...names, filter, batchSize, invisibleMs, pollUntilMs, signal },
+      deadlineMs - ctx.options.forwardReserveMs,
+    );
+    if (popped.length === 0) {
+      const message = `no message of ${names.topic} is ready for group ${names.group}`;
+      return [{ status: { code: RmqCode.MESSAGE_NOT_FOUND, message } }];
+    }
+    return [
+      { status: okStatus() },
+      ...popped.map((p) => ({
+        message: toWireMessage(p.located, {
+          namespace: names.ns,
+          deliveryAttempt: p.attempt,
+          receiptHandle: p.receiptHandle,
+          invisibleDurationMs: p.invisibleMs,
+        }),
+      })),
+      { deliveryTimestamp: msToTimestamp(ctx.clock.nowMs()) },
+    ];
+  });
+}
+
+/** The ReceiveMessage handler. */
+export function receiveMessageHandler(
+  ctx: ServiceContext,
+): grpc.handleServerStreamingCall<unknown, unknown> {
+  return (call) => {
+    const stop = new AbortController();
+    const onCancel = (): void => stop.abort();
+    call.on('cancelled', onCancel);
+    ctx.closing.addEventListener('abort', onCancel);
+    void receiveFrames(ctx, call, stop.signal)
+      .catch((err: unknown) => [{ status: toStatus(err, ctx.log) }])
+      .then((frames) => {
+        if (call.cancelled) return;
+        // Frames are written at once: a batch is bounded by the receive's batch size, and
+        // the handles are already issued, so holding some back would only delay them.
+        for (const frame of frames) call.write(frame);
+        call.end();
+      })
+      .catch((err: unknown) => ctx.log.error({ err }, 'ReceiveMessage failed while writing'))
+      .finally(() => {
+        call.off('cancelled', onCancel);
+        ctx.closing.removeEventListener('abort', onCancel);
+      });
+  };
+}
+
+// ---- AckMessage ----
+
+interface AckRequest extends GroupTopicRequest {
+  readonly entries: readonly { readonly messageId: string; readonly receiptHandle: string }[];
+}
+
+/** Entries in one AckMessage, at most. */
+export const ACK_ENTRIES_MAX = 1024;
+
+/** AckMessage: settles each entry; per-entry statuses, MULTIPLE_RESULTS when they differ. */
+export async function ackMessage(
+  ctx: ServiceContext,
+  call: grpc.ServerUnaryCall<unknown, unknown>,
+): Promise<object> {
+  requireClientId(call.metadata);
+  const request = call.request as AckRequest;
+  const names = namesOf(call, request.group, request.topic);
+  if (request.entries.length === 0 || request.entries.length > ACK_ENTRIES_MAX) {
+    throw new RaftmqError('INVALID_ARGUMENT', `entries must hold 1..${ACK_ENTRIES_MAX} acks`, {
+      details: { field: 'entries' },
+    });
+  }
+  const deadlineMs = callDeadlineMs(call, ctx);
+  return runOrForward(ctx, call, 'AckMessage', deadlineMs, async () => {
+    const pop = popOf(ctx);
+    const statuses = await Promise.all(
+      request.entries.map((e) =>
+        pop.ack(names.group, names.topic, e.receiptHandle, deadlineMs).then(
+          () => okStatus(),
+          (err: unknown) => {
+            if (err instanceof RaftmqError && err.code === 'NOT_LEADER') throw err;
+            return toStatus(err, ctx.log);
+          },
+        ),
+      ),
+    );
+    const entries = request.entries.map((e, i) => ({
+      messageId: e.messageId,
+      receiptHandle: e.receiptHandle,
+      status: statuses[i],
+    }));
+    const codes = new Set(statuses.map((s) => s.code));
+    const first = statuses[0] ?? okStatus();
+    const status =
+      codes.size <= 1
+        ? first
+        : { code: MULTIPLE_RESULTS_CODE, message: 'the entries have different results' };
+    return { status, entries };
+  });
+}
+
+// ---- ChangeInvisibleDuration ----
+
+interface ChangeRequest extends GroupTopicRequest {
+  readonly receiptHandle: string;
+  readonly invisibleDuration: WireSecondsNanos | null;
+  readonly messageId: string;
+}
+
+/** ChangeInvisibleDuration: a new deadline and a new receipt handle (0 ms: visible now). */
+export async function changeInvisibleDuration(
+  ctx: ServiceContext,
+  call: grpc.ServerUnaryCall<unknown, unknown>,
+): Promise<object> {
+  requireClientId(call.metadata);
+  const request = call.request as ChangeRequest;
+  const names = namesOf(call, request.group, request.topic);
+  if (request.invisibleDuration === null) {
+    throw new RaftmqError('ILLEGAL_INVISIBLE_TIME', 'invisible_duration is missing', {
+      details: { field: 'invisible_duration' },
+    });
+  }
+  const invisibleMs = invisibleMsOf(request.invisibleDuration, 0);
+  const deadlineMs = callDeadlineMs(call, ctx);
+  return runOrForward(ctx, call, 'ChangeInvisibleDuration', deadlineMs, async () => {
+    const handle = await popOf(ctx).changeInvisible(
+      names.group,
+      names.topic,
+      request.receiptHandle,
+      invisibleMs,
+      deadlineMs,
+    );
+    return { status: okStatus(), receiptHandle: handle };
+  });
+}
+
+// ---- ForwardMessageToDeadLetterQueue ----
+
+interface DeadLetterRequest extends GroupTopicRequest {
+  readonly receiptHandle: string;
+  readonly messageId: string;
+}
+
+/** ForwardMessageToDeadLetterQueue: copies the message to `%DLQ%<group>`, then settles it. */
+export async function forwardToDeadLetterQueue(
+  ctx: ServiceContext,
+  call: grpc.ServerUnaryCall<unknown, unknown>,
+): Promise<object> {
+  requireClientId(call.metadata);
+  const request = call.request as DeadLetterRequest;
+  const names = namesOf(call, request.group, request.topic);
+  const deadlineMs = callDeadlineMs(call, ctx);
+  return runOrForward(ctx, call, 'ForwardMessageToDeadLetterQueue', deadlineMs, async () => {
+    await popOf(ctx).forwardToDeadLetter(
+      names.group,
+      names.topic,
+      request.receiptHandle,
+      deadlineMs,
+    );
+    return { status: okStatus() };
+  });
+}
+
+// ---- QueryAssignment ----
+
+/** The assignments of `route`: each group's leader, queue id -1 (the whole group). */
+function assignmentsOf(route: TopicRoute, topic: WireResource): object[] {
+  const out: object[] = [];
+  for (const group of route.groups) {
+    if (group.leader === undefined) continue;
+    const queue = group.queues[0];
+    if (queue === undefined || queue.perm === 'WRITE') continue;
+    const at = parseHostPort(group.leader.endpoint);
+    out.push({
+      messageQueue: {
+        topic,
+        id: -1,
+        permission: queue.perm,
+        broker: {
+          name: group.group,
+          id: 0,
+          endpoints: { scheme: at.scheme, addresses: [{ host: at.host, port: at.port }] },
+        },
+        acceptMessageTypes: [...queue.messageTypes],
+      },
+    });
+  }
+  return out;
+}
+
+/**
+ * QueryAssignment: where a push consumer should receive from. A topic with no leader anywhere
+ * gets an error status, not an empty list: the Node client drops every receive loop on an
+ * empty answer (contract §5.5).
+ */
+export async function queryAssignment(
+  ctx: ServiceContext,
+  call: grpc.ServerUnaryCall<unknown, unknown>,
+): Promise<object> {
+  requireClientId(call.metadata);
+  const request = call.request as GroupTopicRequest;
+  const names = namesOf(call, request.group, request.topic);
+  const route = await ctx.backend.route(names.topic);
+  if (route === undefined) {
+    throw new RaftmqError('TOPIC_NOT_FOUND', `topic ${names.topic} does not exist`, {
+      details: { topic: names.topic },
+    });
+  }
+  const topic = { resourceNamespace: names.ns, name: request.topic?.name ?? '' };
+  const assignments = assignmentsOf(route, topic);
+  if (assignments.length === 0) {
+    throw new RaftmqError('NOT_LEADER', `no broker group hosting ${names.topic} has a leader now`);
+  }
+  return { status: okStatus(), assignments };
+}

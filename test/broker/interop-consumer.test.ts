@@ -1,0 +1,265 @@
+/*
+ * The official RocketMQ 5 Node consumers (rocketmq-client-nodejs 1.0.8, unchanged) against a
+ * real 3-node group started by LocalCluster, topics and groups created through the admin
+ * service, messages sent by the official Producer.
+ *
+ * - SimpleConsumer: receive hands out every message once, intact (the client checks the MD5
+ *   body digest), attempt 1; an invisibility change to 100 ms brings one back with attempt 2;
+ *   acks settle them; an empty long poll answers [] after about its await duration; a second
+ *   consumer group receives every message again.
+ * - PushConsumer, standard: a listener that always fails one message; the others are consumed
+ *   once, and the failing one, after the group's 3 attempts, lands in `%DLQ%<group>` (read back
+ *   with raftmq's PullConsumer).
+ * - PushConsumer, FIFO group (max 3 attempts): one message group m0..m3 whose m1 always fails
+ *   is consumed in the order m0 m1 m1 m1 m2 m3, and m1 is forwarded to the dead-letter queue.
+ *
+ * Every client and the cluster are stopped by the tests; every wait has a deadline.
+ */
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { format } from 'node:util';
+import {
+  ConsumeResult,
+  Producer,
+  PushConsumer,
+  SimpleConsumer,
+  type MessageView,
+} from 'rocketmq-client-nodejs';
+import { LocalCluster } from '../../src/cli/local-cluster';
+import { waitUntil } from '../../src/cli/raft-node-client';
+import { PullConsumer } from '../../src/client/pull-consumer';
+import { createTopic, printLogTails } from './rmq-raw-client';
+
+const LEADER_TIMEOUT_MS = 15_000;
+
+/** A logger for the official clients that keeps what they say, for a failed test to print. */
+class QuietLogger {
+  readonly lines: string[] = [];
+  info(...args: unknown[]): void {
+    this.keep('info', args);
+  }
+  warn(...args: unknown[]): void {
+    this.keep('warn', args);
+  }
+  error(...args: unknown[]): void {
+    this.keep('error', args);
+  }
+  debug(): void {
+    // Per-request chatter: not kept.
+  }
+  close(): void {
+    // Nothing to release.
+  }
+  private keep(level: string, args: unknown[]): void {
+    if (this.lines.length < 500) this.lines.push(`${level} ${format(...args)}`);
+  }
+}
+
+/** Polls `check` until it is true, for at most `timeoutMs`. */
+async function eventually(
+  what: string,
+  timeoutMs: number,
+  check: () => Promise<boolean>,
+): Promise<void> {
+  await waitUntil(what, timeoutMs, async () => ((await check()) ? true : undefined), 50);
+}
+
+interface Stoppable {
+  shutdown(): Promise<void>;
+}
+
+describe('official rocketmq-client-nodejs consumers against a 3-node group', function () {
+  this.timeout(90_000);
+  let dir = '';
+  let cluster: LocalCluster | undefined;
+  let endpoints = '';
+  const logger = new QuietLogger();
+  const clients: Stoppable[] = [];
+  let producer: Producer;
+
+  function running(): LocalCluster {
+    assert.ok(cluster !== undefined, 'the cluster did not start');
+    return cluster;
+  }
+
+  async function send(topic: string, bodies: readonly string[], group?: string): Promise<void> {
+    for (const body of bodies) {
+      await producer.send({
+        topic,
+        tag: 'T',
+        body: Buffer.from(body),
+        ...(group === undefined ? {} : { messageGroup: group }),
+      });
+    }
+  }
+
+  async function createGroup(name: string, maxDeliveryAttempts: number, fifo: boolean) {
+    const leader = await running().waitForLeader(LEADER_TIMEOUT_MS);
+    await (await running().admin(leader.nodeId)).createGroup({ name, maxDeliveryAttempts, fifo });
+  }
+
+  async function readDeadLetters(group: string, count: number): Promise<string[]> {
+    const pull = await PullConsumer.create({ endpoint: endpoints });
+    try {
+      const bodies: string[] = [];
+      await eventually(`${count} message(s) in %DLQ%${group}`, 30_000, async () => {
+        const route = await pull.route(`%DLQ%${group}`, true).catch(() => undefined);
+        if (route === undefined) return false;
+        const got = await pull.pull(`%DLQ%${group}`, 0, 0, 32, { awaitMs: 0 });
+        bodies.splice(0, bodies.length, ...got.messages.map((m) => m.body.toString()));
+        return bodies.length >= count;
+      });
+      return bodies;
+    } finally {
+      pull.close();
+    }
+  }
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'raftmq-consume-'));
+    cluster = await LocalCluster.start({ dir, autoCreateTopics: false });
+    await cluster.waitForLeader(LEADER_TIMEOUT_MS);
+    // One access point: the Node client joins several into one (invalid) gRPC target.
+    endpoints = cluster.namesrvEndpoint;
+    for (const name of ['Simple', 'Push', 'Fifo']) {
+      await createTopic(cluster, {
+        name,
+        queueCount: 2,
+        messageTypes: name === 'Fifo' ? ['FIFO'] : ['NORMAL'],
+      });
+    }
+    producer = new Producer({ endpoints, namespace: '', logger });
+    clients.push(producer);
+    await producer.startup();
+  });
+
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed') {
+      process.stderr.write(`client log:\n${logger.lines.slice(-60).join('\n')}\n`);
+      printLogTails(cluster);
+    }
+  });
+
+  after(async () => {
+    for (const c of clients.reverse()) await c.shutdown().catch(() => undefined);
+    await cluster?.stopAll();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('SimpleConsumer: receive, change invisibility, ack, empty long poll, two groups', async () => {
+    const bodies = ['s0', 's1', 's2', 's3', 's4'];
+    await send('Simple', bodies);
+    const consumer = new SimpleConsumer({
+      endpoints,
+      namespace: '',
+      consumerGroup: 'SimpleA',
+      subscriptions: new Map([['Simple', '*']]),
+      awaitDuration: 2_000,
+      logger,
+    });
+    clients.push(consumer);
+    await consumer.startup();
+    const got = new Map<string, MessageView>();
+    await eventually('every message received', 30_000, async () => {
+      for (const m of await consumer.receive(16, 30_000)) {
+        assert.ok(!got.has(m.body.toString()), `delivered twice: ${m.body.toString()}`);
+        got.set(m.body.toString(), m);
+      }
+      return got.size === bodies.length;
+    });
+    for (const m of got.values()) {
+      assert.notEqual(m.corrupted, true, 'the client checked the body digest');
+      assert.equal(m.deliveryAttempt, 1);
+      assert.equal(m.tag, 'T');
+    }
+    const back = got.get('s0') as MessageView;
+    await consumer.changeInvisibleDuration(back, 100);
+    for (const [body, m] of got) if (body !== 's0') await consumer.ack(m);
+    let again: MessageView | undefined;
+    await eventually('s0 delivered again', 15_000, async () => {
+      [again] = await consumer.receive(16, 30_000);
+      return again !== undefined;
+    });
+    assert.equal(again?.body.toString(), 's0');
+    assert.equal(again?.deliveryAttempt, 2);
+    await consumer.ack(again);
+    const startedMs = Date.now();
+    assert.deepEqual(await consumer.receive(16, 30_000), []);
+    const waitedMs = Date.now() - startedMs;
+    assert.ok(waitedMs >= 1_000 && waitedMs < 8_000, `empty long poll took ${waitedMs} ms`);
+
+    const other = new SimpleConsumer({
+      endpoints,
+      namespace: '',
+      consumerGroup: 'SimpleB',
+      subscriptions: new Map([['Simple', '*']]),
+      awaitDuration: 1_000,
+      logger,
+    });
+    clients.push(other);
+    await other.startup();
+    const seen = new Set<string>();
+    await eventually('the second group received everything', 30_000, async () => {
+      for (const m of await other.receive(16, 30_000)) {
+        seen.add(m.body.toString());
+        await other.ack(m);
+      }
+      return seen.size === bodies.length;
+    });
+  });
+
+  it('PushConsumer: consumes once, and a message that always fails reaches the DLQ', async () => {
+    await createGroup('PushG', 3, false);
+    const consumed: string[] = [];
+    const consumer = new PushConsumer({
+      endpoints,
+      namespace: '',
+      consumerGroup: 'PushG',
+      subscriptions: new Map([['Push', '*']]),
+      logger,
+      messageListener: {
+        consume(m: MessageView) {
+          consumed.push(`${m.body.toString()}#${m.deliveryAttempt ?? 0}`);
+          return m.body.toString() === 'bad' ? ConsumeResult.FAILURE : ConsumeResult.SUCCESS;
+        },
+      },
+    });
+    clients.push(consumer);
+    await consumer.startup();
+    await send('Push', ['p0', 'bad', 'p1']);
+    assert.deepEqual(await readDeadLetters('PushG', 1), ['bad']);
+    await eventually('deliveries', 20_000, () => Promise.resolve(consumed.length >= 5));
+    const ok = consumed.filter((c) => !c.startsWith('bad')).sort();
+    assert.deepEqual(ok, ['p0#1', 'p1#1']);
+    assert.deepEqual(
+      consumed.filter((c) => c.startsWith('bad')),
+      ['bad#1', 'bad#2', 'bad#3'],
+    );
+  });
+
+  it('PushConsumer, FIFO group: in order, holding the group back until DLQ', async () => {
+    await createGroup('FifoG', 3, true);
+    const consumed: string[] = [];
+    const consumer = new PushConsumer({
+      endpoints,
+      namespace: '',
+      consumerGroup: 'FifoG',
+      subscriptions: new Map([['Fifo', '*']]),
+      logger,
+      messageListener: {
+        consume(m: MessageView) {
+          consumed.push(`${m.body.toString()}#${m.deliveryAttempt ?? 0}`);
+          return m.body.toString() === 'm1' ? ConsumeResult.FAILURE : ConsumeResult.SUCCESS;
+        },
+      },
+    });
+    clients.push(consumer);
+    await consumer.startup();
+    await send('Fifo', ['m0', 'm1', 'm2', 'm3'], 'orders-1');
+    await eventually('m3 consumed', 60_000, () => Promise.resolve(consumed.includes('m3#1')));
+    assert.deepEqual(consumed, ['m0#1', 'm1#1', 'm1#2', 'm1#3', 'm2#1', 'm3#1']);
+    assert.deepEqual(await readDeadLetters('FifoG', 1), ['m1']);
+  });
+});
