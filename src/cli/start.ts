@@ -13,7 +13,6 @@ const LEADER_TIMEOUT_MS = 30_000;
 
 function banner(cluster: LocalCluster, leaderId: string, term: number): string {
   const brokers = cluster.brokers;
-  const endpoints = brokers.map((b) => b.clientEndpoint).join(';');
   const first = brokers[0]?.clientEndpoint ?? '';
   const lines = [
     '',
@@ -29,7 +28,8 @@ function banner(cluster: LocalCluster, leaderId: string, term: number): string {
     'Send and receive with the official RocketMQ 5 client (npm i rocketmq-client-nodejs):',
     '',
     "  const { Producer, SimpleConsumer } = require('rocketmq-client-nodejs');",
-    `  const endpoints = '${endpoints}';`,
+    // One access point: the Node client cannot take a list. A NameServer or any broker works.
+    `  const endpoints = '${cluster.namesrvEndpoint}';`,
     "  const producer = new Producer({ endpoints, namespace: '' });",
     '  await producer.startup();',
     "  await producer.send({ topic: 'TopicTest', tag: 'demo', body: Buffer.from('hello') });",
@@ -39,6 +39,8 @@ function banner(cluster: LocalCluster, leaderId: string, term: number): string {
     '  });',
     '  await consumer.startup();',
     '  for (const m of await consumer.receive(16)) await consumer.ack(m);',
+    '',
+    'Consumption progress: npm run raftmq -- group progress',
     '',
     'Administer it:',
     '',
