@@ -13,7 +13,9 @@
  * - PushConsumer, FIFO group (max 3 attempts): one message group m0..m3 whose m1 always fails
  *   is consumed in the order m0 m1 m1 m1 m2 m3, and m1 is forwarded to the dead-letter queue.
  *
- * Every client and the cluster are stopped by the tests; every wait has a deadline.
+ * Every client and the cluster are stopped by the tests; every wait has a deadline. The official
+ * PushConsumer's consume services open their own file logger (egg-logger) whose flush timer is
+ * never cleared, so a process that used one never exits by itself: `.mocharc.json` sets `exit`.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
