@@ -9,6 +9,7 @@ import { RaftmqError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import type { ClientRegistry } from './client-registry';
 import type { Forwarder } from './messaging-forward';
+import { UndecodableRequest } from './messaging-proto';
 import type { ResolvedMessagingOptions, ServiceBackend } from './messaging-options';
 import { toStatus } from './rmq-convert';
 import type { WireStatus } from './rmq-wire';
@@ -80,6 +81,13 @@ export function callDeadlineMs(
   return Number.isFinite(givenMs) ? Math.min(givenMs, capMs) : capMs;
 }
 
+/** Throws INVALID_ARGUMENT (BAD_REQUEST) when the request's bytes could not be decoded. */
+export function requireDecoded(request: unknown): void {
+  if (request instanceof UndecodableRequest) {
+    throw new RaftmqError('INVALID_ARGUMENT', request.reason);
+  }
+}
+
 /** A response carrying only a status (every RocketMQ response has a `status` field first). */
 export interface StatusOnly {
   readonly status: WireStatus;
@@ -96,14 +104,21 @@ export function unaryHandler(
   handle: (call: grpc.ServerUnaryCall<unknown, unknown>) => Promise<object>,
 ): grpc.handleUnaryCall<unknown, unknown> {
   return (call, callback) => {
-    handle(call).then(
-      (response) => callback(null, response),
-      (err: unknown) => {
-        const status = toStatus(err, ctx.log);
-        ctx.log.debug({ rpc, code: status.code, reason: status.message }, 'request refused');
-        const response: StatusOnly = { status };
-        callback(null, response);
-      },
-    );
+    // Run in a promise chain so that a handler throwing synchronously (before its first await)
+    // is answered with a status too, not a gRPC UNKNOWN error.
+    Promise.resolve()
+      .then(() => {
+        requireDecoded(call.request);
+        return handle(call);
+      })
+      .then(
+        (response) => callback(null, response),
+        (err: unknown) => {
+          const status = toStatus(err, ctx.log);
+          ctx.log.debug({ rpc, code: status.code, reason: status.message }, 'request refused');
+          const response: StatusOnly = { status };
+          callback(null, response);
+        },
+      );
   };
 }

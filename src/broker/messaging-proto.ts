@@ -3,6 +3,10 @@
  * The file imports `apache/rocketmq/v2/definition.proto` by its path from the proto root, so
  * it is loaded with that root as include directory (the shared `loadProto` takes none) and the
  * broker's PROTO_LOADER_OPTIONS. One load per directory, shared by every service instance.
+ *
+ * Request decoding never throws: bytes that do not decode reach the handler as an
+ * {@link UndecodableRequest}, which it answers with a BAD_REQUEST status like any other bad
+ * input (a throwing decoder would make grpc-js end the call with a gRPC INTERNAL error).
  */
 import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -15,6 +19,31 @@ export const RMQ_SERVICE_PROTO_FILE = 'apache/rocketmq/v2/service.proto';
 export const MESSAGING_SERVICE_NAME = 'apache.rocketmq.v2.MessagingService';
 
 const loaded = new Map<string, Promise<grpc.ServiceDefinition>>();
+
+/** What a handler receives in place of a request whose bytes could not be decoded. */
+export class UndecodableRequest {
+  constructor(readonly reason: string) {}
+}
+
+/** `service` with request decoders that return an UndecodableRequest instead of throwing. */
+function tolerantDecoding(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [rpc, method] of Object.entries(service)) {
+    const decode = method.requestDeserialize;
+    out[rpc] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer): unknown => {
+        try {
+          return decode(bytes);
+        } catch (err) {
+          // Not swallowed: the handler answers BAD_REQUEST with this reason.
+          return new UndecodableRequest(`the request could not be decoded: ${String(err)}`);
+        }
+      },
+    };
+  }
+  return out;
+}
 
 /** The MessagingService definition (request/response codecs of every RPC). */
 export function loadMessagingDefinition(protoDir = ''): Promise<grpc.ServiceDefinition> {
@@ -31,7 +60,7 @@ export function loadMessagingDefinition(protoDir = ''): Promise<grpc.ServiceDefi
             `${RMQ_SERVICE_PROTO_FILE} has no ${MESSAGING_SERVICE_NAME}`,
           );
         }
-        return service;
+        return tolerantDecoding(service);
       });
     loaded.set(root, definition);
     // A failed load is not cached, so a corrected file can be loaded later.

@@ -19,6 +19,7 @@ import {
   callDeadlineMs,
   namespaceHeader,
   requireClientId,
+  requireDecoded,
   type ServiceContext,
 } from './messaging-call';
 import { runOrForward } from './messaging-forward';
@@ -155,6 +156,7 @@ async function pullFrames(
   signal: AbortSignal,
 ): Promise<object[]> {
   requireClientId(call.metadata);
+  requireDecoded(call.request);
   const request = call.request as PullRequest;
   groupOf(call, request);
   const q = queueOf(ctx, call, request);

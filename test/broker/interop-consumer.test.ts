@@ -145,7 +145,8 @@ describe('official rocketmq-client-nodejs consumers against a 3-node group', fun
   });
 
   after(async () => {
-    for (const c of clients.reverse()) await c.shutdown().catch(() => undefined);
+    // In parallel: a push consumer's shutdown waits out its current long poll (20 s).
+    await Promise.all(clients.map((c) => c.shutdown().catch(() => undefined)));
     await cluster?.stopAll();
     fs.rmSync(dir, { recursive: true, force: true });
   });
