@@ -373,11 +373,19 @@ export class Broker implements MessagingBackend, AdminBackend {
     this.requireLeader();
     if (messages.length === 0) return [];
     const nowMs = this.clock.nowMs();
-    const stored: StoredMessage[] = [];
-    for (const m of messages) {
-      const topic = await this.ensureTopic(m.topic, deadlineMs);
-      if (topic.perm === 'READ') {
-        throw new RaftmqError('PERMISSION_DENIED', `topic ${topic.name} is read-only`);
+    const storeHost = this.clientEndpoint;
+    // Each distinct topic is resolved (and checked for writes) once per request.
+    const topics = new Map<string, TopicConfig>();
+    const stored = new Array<StoredMessage>(messages.length);
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i] as ProduceMessage;
+      let topic = topics.get(m.topic);
+      if (topic === undefined) {
+        topic = this.state.getTopic(m.topic) ?? (await this.ensureTopic(m.topic, deadlineMs));
+        if (topic.perm === 'READ') {
+          throw new RaftmqError('PERMISSION_DENIED', `topic ${topic.name} is read-only`);
+        }
+        topics.set(m.topic, topic);
       }
       if (!topic.messageTypes.includes(m.messageType)) {
         throw new RaftmqError(
@@ -385,26 +393,25 @@ export class Broker implements MessagingBackend, AdminBackend {
           `topic ${topic.name} accepts ${topic.messageTypes.join(', ')}, not ${m.messageType}`,
         );
       }
-      stored.push({
-        ...m,
-        queueId: this.pickQueue(topic, m),
-        storeTimestampMs: nowMs,
-        storeHost: this.clientEndpoint,
-      });
+      stored[i] = storedMessageOf(m, this.pickQueue(topic, m), nowMs, storeHost);
     }
     const placed = await this.withDeadline(this.batcher.submit(stored), deadlineMs);
-    return placed.messages.map((d, i) => {
-      if (d.queueOffset === undefined) {
+    const { batch, from, index } = placed;
+    const receipts = new Array<SendReceipt>(stored.length);
+    for (let i = 0; i < stored.length; i++) {
+      const queueOffset = batch.queueOffsetAt(from + i);
+      if (queueOffset === undefined) {
         throw new RaftmqError('INTERNAL', 'a new message was filed as a replay');
       }
-      return {
+      receipts[i] = {
         messageId: (stored[i] as StoredMessage).messageId,
-        topic: d.topic,
-        queueId: d.queueId,
-        queueOffset: d.queueOffset,
-        index: placed.index,
+        topic: batch.topics[from + i] as string,
+        queueId: batch.queueIds[from + i] as number,
+        queueOffset,
+        index,
       };
-    });
+    }
+    return receipts;
   }
 
   private pickQueue(topic: TopicConfig, m: ProduceMessage): number {
@@ -595,4 +602,37 @@ export class Broker implements MessagingBackend, AdminBackend {
     this.batcher.close();
     this.commands.close();
   }
+}
+
+/**
+ * The message to store for a produced one: every field named (one object shape for all, and no
+ * spread of the producer's object, measured at 4% of the leader's CPU).
+ */
+function storedMessageOf(
+  m: ProduceMessage,
+  queueId: number,
+  storeTimestampMs: number,
+  storeHost: string,
+): StoredMessage {
+  return {
+    topic: m.topic,
+    queueId,
+    body: m.body,
+    bodyEncoding: m.bodyEncoding,
+    tag: m.tag,
+    keys: m.keys,
+    userProperties: m.userProperties,
+    messageId: m.messageId,
+    bornTimestampMs: m.bornTimestampMs,
+    storeTimestampMs,
+    deliveryTimestampMs: m.deliveryTimestampMs,
+    bornHost: m.bornHost,
+    storeHost,
+    flags: m.flags,
+    reconsumeCount: m.reconsumeCount,
+    messageGroup: m.messageGroup,
+    messageType: m.messageType,
+    transactionState: m.transactionState,
+    traceContext: m.traceContext,
+  };
 }

@@ -12,9 +12,13 @@
  */
 import { RaftmqError } from '../common/errors';
 import type { StoredMessage } from '../store/message-format';
-import { encodeMessageInto, encodedMessageSize } from '../store/message-codec';
-import { MESSAGE_BATCH_HEADER_BYTES, PAYLOAD_KIND_MESSAGES } from '../store/message-batch';
-import type { DispatchedMessage } from '../store/message-store';
+import { encodeSizedMessageInto, encodedMessageSize } from '../store/message-codec';
+import {
+  MESSAGE_BATCH_HEADER_BYTES,
+  PAYLOAD_KIND_MESSAGES,
+  noteEncodedHere,
+} from '../store/message-batch';
+import type { DispatchedBatch } from '../store/message-store';
 import type { ProposeAck } from './raft-waiters';
 
 export interface SendBatcherOptions {
@@ -39,13 +43,18 @@ export const SEND_BATCHER_DEFAULTS: Readonly<SendBatcherOptions> = Object.freeze
 export interface SendBatcherDeps {
   propose(payloads: readonly Uint8Array[]): Promise<ProposeAck>;
   /** The dispatch outcome of an applied entry, taken once. */
-  takeMessages(index: number): readonly DispatchedMessage[] | undefined;
+  takeMessages(index: number): DispatchedBatch | undefined;
 }
 
-/** Where a send's messages went: the entry's Raft index and each message's queue and offset. */
+/**
+ * Where a send's messages went: the entry's Raft index, and where each message of the entry
+ * went; this send's messages are `batch` messages `[from, from + count)`, in order.
+ */
 export interface PlacedSend {
   readonly index: number;
-  readonly messages: readonly DispatchedMessage[];
+  readonly batch: DispatchedBatch;
+  readonly from: number;
+  readonly count: number;
 }
 
 interface PendingSend {
@@ -75,8 +84,9 @@ export class SendBatcher {
 
   /**
    * Stores `messages` (already checked and given their queues) in one entry; resolves with where
-   * each went, in order, once committed and applied here. Encoding errors reject before anything
-   * is proposed.
+   * each went, in order, once committed and applied here. Each message is checked and sized
+   * once, here: encoding errors reject before anything is proposed. The messages must not be
+   * changed until the promise settles.
    */
   submit(messages: readonly StoredMessage[]): Promise<PlacedSend> {
     if (this.closed) return Promise.reject(new RaftmqError('STORE_CLOSED', 'broker is stopping'));
@@ -186,7 +196,7 @@ export class SendBatcher {
   private complete(index: number, sends: readonly PendingSend[]): void {
     const placed = this.deps.takeMessages(index);
     const expected = sends.reduce((n, s) => n + s.messages.length, 0);
-    if (placed === undefined || placed.length !== expected) {
+    if (placed === undefined || placed.count !== expected) {
       const err = new RaftmqError(
         'INTERNAL',
         `entry ${index}: dispatch outcome missing or of the wrong size`,
@@ -196,7 +206,7 @@ export class SendBatcher {
     }
     let at = 0;
     for (const s of sends) {
-      s.resolve({ index, messages: placed.slice(at, at + s.messages.length) });
+      s.resolve({ index, batch: placed, from: at, count: s.messages.length });
       at += s.messages.length;
     }
   }
@@ -215,12 +225,15 @@ function encodeEntry(sends: readonly PendingSend[]): Buffer {
   let offset = MESSAGE_BATCH_HEADER_BYTES;
   for (const s of sends) {
     for (let i = 0; i < s.messages.length; i++) {
-      const written = encodeMessageInto(s.messages[i] as StoredMessage, buf, offset);
-      if (written !== s.sizes[i]) {
-        throw new RaftmqError('INTERNAL', 'message size changed between sizing and encoding');
-      }
-      offset += written;
+      // Sized (and so checked) by submit; messages are not changed while they wait.
+      offset += encodeSizedMessageInto(
+        s.messages[i] as StoredMessage,
+        buf,
+        offset,
+        s.sizes[i] as number,
+      );
     }
   }
+  noteEncodedHere(buf);
   return buf;
 }

@@ -47,6 +47,8 @@ async function truncateLocked(
 ): Promise<void> {
   while (writer.inFlight()) await writer.inFlight();
   s.usable();
+  // Forgotten before anything is cut: a failure half way stops the log anyway.
+  s.recent.truncateFrom(fromIndex);
   const rec = await s.index.lookup(fromIndex);
   const prevEnd =
     fromIndex - 1 >= s.first

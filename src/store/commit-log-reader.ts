@@ -68,7 +68,7 @@ export async function positionsOf(
     );
   }
   if (to > s.writtenIdx) await s.written.wait(to);
-  return s.index.locate(from, count);
+  return s.recent.locate(from, count) ?? s.index.locate(from, count);
 }
 
 /** Checks and decodes records [i, j) of `loc`, which lie back to back in `buf`. */

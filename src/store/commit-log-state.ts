@@ -15,9 +15,13 @@ import { type Logger, silentLogger } from '../common/logger';
 import type { CommitLogOptions } from './commit-log-options';
 import { EntryIndex, fileName20 } from './entry-index';
 import { FileCache } from './file-cache';
+import { RecentPositions } from './recent-positions';
 import { TermRuns } from './term-runs';
 import { WaiterQueue } from './waiter-queue';
 import type { SegmentInfo } from './commit-log-recovery';
+
+/** Entries whose positions are kept in memory: several applies' worth under load. */
+const RECENT_POSITIONS_COUNT = 8192;
 
 /** What a CommitLog runs on. */
 export interface CommitLogDeps {
@@ -44,6 +48,8 @@ export class CommitLogState {
   readonly written = new WaiterQueue();
   /** Waiters for an index to be persisted under the flush mode. */
   readonly persisted = new WaiterQueue();
+  /** Where the latest appended entries lie (see recent-positions.ts). */
+  readonly recent = new RecentPositions(RECENT_POSITIONS_COUNT);
   readonly stopTimers: Array<() => void> = [];
 
   segments: SegmentInfo[] = [];

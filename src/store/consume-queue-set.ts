@@ -30,6 +30,11 @@ const FLUSH_PARALLEL_MAX = 16;
 /** Dispatches queued behind a queue that is opening; beyond it `dispatch` refuses with BUSY. */
 const DISPATCH_WAITING_MAX = 65_536;
 
+/** {@link ConsumeQueueSet.tryDispatch}: the queue already had the record (a replay). */
+export const DISPATCH_SKIPPED = -1;
+/** {@link ConsumeQueueSet.tryDispatch}: not done; the caller must use `dispatch`. */
+export const DISPATCH_LATER = -2;
+
 export interface ConsumeQueueSetDeps {
   disk: Disk;
   logger?: Logger;
@@ -48,6 +53,8 @@ interface Entry {
   opening: Promise<ConsumeQueue>;
   /** Calls in progress holding this queue; a pinned queue is never closed by eviction. */
   users: number;
+  /** When it was last used (a counter): eviction takes the least recently used first. */
+  lastUse: number;
 }
 
 const QUEUE_DIR = /^(0|[1-9][0-9]{0,15})$/;
@@ -62,8 +69,9 @@ export class ConsumeQueueSet {
   private readonly log: Logger;
   private readonly files: FileCache;
   private readonly known = new Map<string, QueueId>();
-  /** Open or opening queues; insertion order is recency order. */
+  /** Open or opening queues, with when each was last used. */
   private readonly entries = new Map<string, Entry>();
+  private useCount = 0;
   private retainFromPosition = 0;
   private dispatchTail: Promise<unknown> = Promise.resolve();
   private dispatchesWaiting = 0;
@@ -143,6 +151,23 @@ export class ConsumeQueueSet {
   }
 
   /**
+   * The synchronous fast path of {@link dispatch}, for the apply loop: when the queue is open and
+   * no dispatch is waiting ahead, appends (unless the queue already covers `position`) and
+   * returns the offset, or {@link DISPATCH_SKIPPED}; otherwise does nothing and returns
+   * {@link DISPATCH_LATER}, and the caller uses `dispatch`. Throws as `dispatch` rejects.
+   */
+  tryDispatch(topic: string, queueId: number, position: number, sizeBytes: number,
+    tagHash: number): number {
+    this.usable();
+    if (this.dispatchesWaiting !== 0) return DISPATCH_LATER;
+    const entry = this.entries.get(keyOf(topic, queueId));
+    const q = entry?.queue;
+    if (entry === undefined || q === undefined) return DISPATCH_LATER;
+    entry.lastUse = ++this.useCount;
+    return q.dispatch(position, sizeBytes, tagHash) ?? DISPATCH_SKIPPED;
+  }
+
+  /**
    * Appends a record unless the queue already covers `position`; resolves to its offset, or
    * undefined when skipped. Applied in call order.
    */
@@ -150,12 +175,10 @@ export class ConsumeQueueSet {
     tagHash: number): Promise<number | undefined> {
     this.usable();
     if (this.dispatchesWaiting === 0) {
-      const key = keyOf(topic, queueId);
-      const entry = this.entries.get(key);
+      const entry = this.entries.get(keyOf(topic, queueId));
       const q = entry?.queue;
       if (entry && q) {
-        this.entries.delete(key);
-        this.entries.set(key, entry);
+        entry.lastUse = ++this.useCount;
         // A throw inside the executor (BUSY, a failed queue) becomes the rejection.
         return new Promise((resolve) => resolve(q.dispatch(position, sizeBytes, tagHash)));
       }
@@ -256,12 +279,11 @@ export class ConsumeQueueSet {
     assertQueueName(topic, queueId);
     const key = keyOf(topic, queueId);
     let entry = this.entries.get(key);
-    if (entry) {
-      this.entries.delete(key);
-    } else {
+    if (!entry) {
       entry = this.startOpen(key, topic, queueId);
+      this.entries.set(key, entry);
     }
-    this.entries.set(key, entry);
+    entry.lastUse = ++this.useCount;
     entry.users++;
     try {
       return await fn(await entry.opening);
@@ -271,7 +293,13 @@ export class ConsumeQueueSet {
   }
 
   private startOpen(key: string, topic: string, queueId: number): Entry {
-    const entry = { topic, queueId, queue: undefined as ConsumeQueue | undefined, users: 0 };
+    const entry = {
+      topic,
+      queueId,
+      queue: undefined as ConsumeQueue | undefined,
+      users: 0,
+      lastUse: ++this.useCount,
+    };
     const opening = (async () => {
       try {
         await this.evict(key);
@@ -301,7 +329,10 @@ export class ConsumeQueueSet {
     for (let round = 0; round < roundsMax && over() > 0; round++) {
       let victim: [string, ConsumeQueue] | undefined;
       let dirty: Entry | undefined;
-      for (const [key, e] of this.entries) {
+      // Least recently used first. (Uses bump a counter rather than reorder the map: a reorder
+      // per message applied was most of the dispatch fast path's cost, and eviction is rare.)
+      const byUse = [...this.entries].sort((a, b) => a[1].lastUse - b[1].lastUse);
+      for (const [key, e] of byUse) {
         if (e.users > 0 || e.queue === undefined) continue;
         if (e.queue.isClean()) {
           victim = [key, e.queue];

@@ -14,13 +14,22 @@
  *
  * Values are {@link messageLocationCodec}: 21 bytes, version | position | size | store time.
  *
- * {@link KeyIndex.addOps} only builds ops: the broker writes them in the same atomic batch as the
- * state and apply checkpoint of the entry, so the index never disagrees with what was applied.
+ * {@link KeyIndex.writeAddOps} (and {@link KeyIndex.addOps}) only build puts: the store's
+ * KeyIndexWriter (key-index-writer.ts) writes them behind the apply path, in large batches with
+ * their own checkpoint, and the entries after that checkpoint are indexed again on open.
  */
 import { assert } from '../common/assert';
 import { RaftmqError } from '../common/errors';
 import { intInRange, resolveOptions } from '../common/options';
-import { decodeMeta, keyNumber, MetaBatchOp, MetaCodec, MetaKeys, MetaStore } from './meta';
+import {
+  decodeMeta,
+  keyNumber,
+  type MetaBatchBuilder,
+  MetaBatchOp,
+  MetaCodec,
+  MetaKeys,
+  MetaStore,
+} from './meta';
 
 /** Where a message is in the CommitLog. */
 export interface MessageLocation {
@@ -116,12 +125,8 @@ const POSITION_KEY_PATTERN = /^[0-9a-f]+$/;
  */
 export const messageLocationCodec: MetaCodec<MessageLocation> = Object.freeze({
   encode(location: MessageLocation): Uint8Array {
-    assertLocation(location);
-    const b = Buffer.alloc(LOCATION_SIZE_BYTES);
-    b.writeUInt8(LOCATION_FORMAT_V1, 0);
-    b.writeBigUInt64BE(BigInt(location.position), 1);
-    b.writeUInt32BE(location.sizeBytes, 9);
-    b.writeBigUInt64BE(BigInt(location.storeTimestampMs), 13);
+    const b = Buffer.allocUnsafe(LOCATION_SIZE_BYTES);
+    encodeLocationInto(b, location.position, location.sizeBytes, location.storeTimestampMs);
     return b;
   },
   decode(bytes: Uint8Array): MessageLocation {
@@ -143,8 +148,32 @@ export const messageLocationCodec: MetaCodec<MessageLocation> = Object.freeze({
   },
 });
 
-function assertLocation(location: MessageLocation): void {
-  const { position, sizeBytes, storeTimestampMs } = location;
+/** {@link messageLocationCodec}'s encoding into the first 21 bytes of `b`. */
+function encodeLocationInto(
+  b: Buffer,
+  position: number,
+  sizeBytes: number,
+  storeTimestampMs: number,
+): void {
+  assertLocation(position, sizeBytes, storeTimestampMs);
+  assert(b.length === LOCATION_SIZE_BYTES, 'a location buffer holds exactly one location');
+  // u64 fields as two u32 words: a BigInt write costs several times more, per message applied.
+  b[0] = LOCATION_FORMAT_V1;
+  writeU64(b, 1, position);
+  b.writeUInt32BE(sizeBytes, 9);
+  writeU64(b, 13, storeTimestampMs);
+}
+
+/** Bytes of one stored location. */
+export const MESSAGE_LOCATION_BYTES = LOCATION_SIZE_BYTES;
+
+/** A safe non-negative integer as u64 big-endian at `at`. */
+function writeU64(b: Buffer, at: number, value: number): void {
+  b.writeUInt32BE(Math.floor(value / U32_LIMIT), at);
+  b.writeUInt32BE(value >>> 0, at + 4);
+}
+
+function assertLocation(position: number, sizeBytes: number, storeTimestampMs: number): void {
   assert(Number.isSafeInteger(position) && position >= 0, () => `bad position ${position}`);
   assert(Number.isSafeInteger(sizeBytes) && sizeBytes >= 0 && sizeBytes < U32_LIMIT,
     () => `bad sizeBytes ${sizeBytes}`);
@@ -225,16 +254,50 @@ export class KeyIndex {
    * checkpoint. Duplicate keys of one message are indexed once.
    */
   addOps(entry: KeyIndexEntry): MetaBatchOp[] {
-    assertPart(entry.topic, 'topic', true);
-    assertPart(entry.messageId, 'messageId', true);
-    for (const key of entry.keys) assertPart(key, 'message key', false);
-    const value = messageLocationCodec.encode(entry);
+    this.checkAddOps(entry.topic, entry.keys, entry.messageId);
     const ops: MetaBatchOp[] = [];
-    for (const key of new Set(entry.keys)) {
-      ops.push({ type: 'put', key: MetaKeys.messageKey(entry.topic, key, entry.position), value });
-    }
-    ops.push({ type: 'put', key: MetaKeys.messageId(entry.messageId), value });
+    const batch: MetaBatchBuilder = {
+      put: (key, value) => ops.push({ type: 'put', key, value: Uint8Array.from(value) }),
+      del: (key) => ops.push({ type: 'del', key }),
+    };
+    this.writeAddOps(batch, Buffer.allocUnsafe(LOCATION_SIZE_BYTES), entry.topic, entry.keys,
+      entry.messageId, entry.position, entry.sizeBytes, entry.storeTimestampMs);
     return ops;
+  }
+
+  /**
+   * Checks what {@link writeAddOps} will be given for one message (a programmer error, as names
+   * reach the index validated), so that a bad message fails when queued, not when written.
+   */
+  checkAddOps(topic: string, keys: readonly string[], messageId: string): void {
+    assertPart(topic, 'topic', true);
+    assertPart(messageId, 'messageId', true);
+    for (const key of keys) assertPart(key, 'message key', false);
+  }
+
+  /**
+   * Hands the puts that index one message to `batch` ({@link MetaStore.batchWith}), encoding the
+   * value into `scratch` (21 bytes, reused: the store copies each value). Returns the puts made.
+   */
+  writeAddOps(
+    batch: MetaBatchBuilder,
+    scratch: Buffer,
+    topic: string,
+    keys: readonly string[],
+    messageId: string,
+    position: number,
+    sizeBytes: number,
+    storeTimestampMs: number,
+  ): number {
+    encodeLocationInto(scratch, position, sizeBytes, storeTimestampMs);
+    let puts = 0;
+    const distinct = keys.length <= 1 ? keys : new Set(keys);
+    for (const key of distinct) {
+      batch.put(MetaKeys.messageKey(topic, key, position), scratch);
+      puts++;
+    }
+    batch.put(MetaKeys.messageId(messageId), scratch);
+    return puts + 1;
   }
 
   /**

@@ -13,20 +13,23 @@
 import { Level } from 'level';
 import { assert } from '../common/assert';
 import { ErrorCode, RaftmqError } from '../common/errors';
-import type { MetaBatchOp, MetaScanOptions, MetaStore } from './meta';
+import type { MetaBatchBuilder, MetaBatchOp, MetaScanOptions, MetaStore } from './meta';
 
 /** How deep to follow `cause` chains when looking for LevelDB's error code. */
 const CAUSE_DEPTH_MAX = 8;
 
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+/** `String.prototype.isWellFormed` (ES2024: in Node 20, not in our TypeScript lib). */
+function isWellFormed(value: string): boolean {
+  return (value as unknown as { isWellFormed(): boolean }).isWellFormed();
+}
 
 /**
  * Keys must be well-formed UTF-16: a lone surrogate would be stored as U+FFFD and two different
- * keys would collide.
+ * keys would collide. (A native check: a regular expression cost a tenth of a key-index put.)
  */
 function assertKey(key: string, what: string): void {
   assert(typeof key === 'string', `${what} must be a string`);
-  assert(!LONE_SURROGATE.test(key), () => `${what} ${JSON.stringify(key)} has a lone surrogate`);
+  assert(isWellFormed(key), () => `${what} ${JSON.stringify(key)} has a lone surrogate`);
 }
 
 /**
@@ -82,6 +85,10 @@ export class LevelMetaStore implements MetaStore {
       keyEncoding: 'utf8',
       valueEncoding: 'view',
       createIfMissing: true,
+      // The store is mostly the key index: small values under hex or name keys, written at
+      // message rate. Snappy compression of its tables cost a third of LevelDB's CPU per put
+      // (measured) and saves little on such data; files written before stay readable.
+      compression: false,
     });
     try {
       await db.open();
@@ -105,17 +112,80 @@ export class LevelMetaStore implements MetaStore {
 
   batch(ops: readonly MetaBatchOp[], options: { sync: boolean }): Promise<void> {
     assert(typeof options.sync === 'boolean', 'batch: options.sync must be a boolean');
-    const levelOps = ops.map((op) => {
+    // Every op is checked before anything is handed to LevelDB, so a bad op writes nothing.
+    for (const op of ops) {
       assertKey(op.key, 'batch key');
       if (op.type === 'put') {
         assert(op.value instanceof Uint8Array, () => `put of ${JSON.stringify(op.key)} needs a value`);
-        return { type: 'put' as const, key: op.key, value: op.value };
+      } else {
+        assert(op.type === 'del', () => `unknown batch op type ${String(op.type)}`);
       }
-      assert(op.type === 'del', () => `unknown batch op type ${String(op.type)}`);
-      return { type: 'del' as const, key: op.key };
-    });
+    }
     const details = { opCount: ops.length, sync: options.sync };
-    return this.track('batch', details, () => this.db.batch(levelOps, { sync: options.sync }));
+    return this.track('batch', details, () => this.writeBatch(ops, options.sync));
+  }
+
+  /**
+   * One atomic LevelDB write through a chained batch. Measured (Node 20, 21-byte values): an
+   * array batch costs 11-14 us of CPU per op, a chained batch 2-3 us, because abstract-level
+   * clones every op of an array batch and the native side reads each op's properties through
+   * N-API; a chained put hands key and value to the native WriteBatch at once (copying them,
+   * so later changes to a value do not reach the store). Async, so a throw becomes a rejection.
+   */
+  private async writeBatch(ops: readonly MetaBatchOp[], sync: boolean): Promise<void> {
+    if (ops.length === 0) return;
+    const chain = this.db.batch();
+    try {
+      for (const op of ops) {
+        if (op.type === 'put') chain.put(op.key, op.value as Uint8Array);
+        else chain.del(op.key);
+      }
+    } catch (err) {
+      // Nothing was written; the native batch is dropped and the caller gets the failure.
+      await chain.close();
+      throw err;
+    }
+    await chain.write({ sync });
+  }
+
+  batchWith(build: (batch: MetaBatchBuilder) => void, options: { sync: boolean }): Promise<void> {
+    assert(typeof options.sync === 'boolean', 'batch: options.sync must be a boolean');
+    const details = { sync: options.sync };
+    if (this.closed || this.fatal !== undefined) return this.track('batch', details, async () => {});
+    let chain: ReturnType<typeof this.db.batch>;
+    try {
+      chain = this.db.batch();
+    } catch (err) {
+      // LevelDB closed underneath (it failed): reported as a failed write, like `batch`.
+      const error = err instanceof Error ? err : new Error(String(err));
+      return this.track('batch', details, () => Promise.reject(error));
+    }
+    let opCount = 0;
+    try {
+      build({
+        put(key, value) {
+          assertKey(key, 'batch key');
+          assert(value instanceof Uint8Array, () => `put of ${JSON.stringify(key)} needs a value`);
+          chain.put(key, value);
+          opCount++;
+        },
+        del(key) {
+          assertKey(key, 'batch key');
+          chain.del(key);
+          opCount++;
+        },
+      });
+    } catch (err) {
+      // Nothing was written. Closing an unwritten batch only frees it, and the build error is
+      // what the caller must see, so a failure to close is not reported over it.
+      chain.close().catch(() => undefined);
+      throw err;
+    }
+    const write = async (): Promise<void> => {
+      if (opCount === 0) await chain.close();
+      else await chain.write({ sync: options.sync });
+    };
+    return this.track('batch', { ...details, opCount }, write);
   }
 
   scan(prefix: string, options: MetaScanOptions = {}): Promise<Array<[string, Uint8Array]>> {

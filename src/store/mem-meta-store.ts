@@ -16,7 +16,7 @@
 import { assert, unreachable } from '../common/assert';
 import { RaftmqError } from '../common/errors';
 import type { Prng } from '../common/prng';
-import type { MetaBatchOp, MetaScanOptions, MetaStore } from './meta';
+import type { MetaBatchBuilder, MetaBatchOp, MetaScanOptions, MetaStore } from './meta';
 
 /** What survives {@link MemMetaStore.crash}. */
 export type MemCrashMode =
@@ -120,6 +120,20 @@ export class MemMetaStore implements MetaStore {
       this.unsynced.push(stored);
       if (options.sync) this.syncAll();
     });
+  }
+
+  batchWith(build: (batch: MetaBatchBuilder) => void, options: { sync: boolean }): Promise<void> {
+    const ops: MetaBatchOp[] = [];
+    build({
+      put: (key, value) => {
+        assert(value instanceof Uint8Array, () => `put of ${JSON.stringify(key)} needs a value`);
+        ops.push({ type: 'put', key, value: Uint8Array.from(value) });
+      },
+      del: (key) => {
+        ops.push({ type: 'del', key });
+      },
+    });
+    return this.batch(ops, options);
   }
 
   scan(prefix: string, options: MetaScanOptions = {}): Promise<Array<[string, Uint8Array]>> {

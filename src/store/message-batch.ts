@@ -14,10 +14,12 @@
  */
 import { RaftmqError } from '../common/errors';
 import {
+  type MessageIndexFields,
   type StoredMessage,
   encodeMessageInto,
   encodedMessageSize,
   decodeMessage,
+  readMessageIndexFields,
 } from './message-codec';
 
 export const PAYLOAD_KIND_MESSAGES = 1;
@@ -40,7 +42,21 @@ export function encodeMessageBatch(messages: readonly StoredMessage[]): Buffer {
   buf.writeUInt32BE(messages.length, 1);
   let offset = MESSAGE_BATCH_HEADER_BYTES;
   for (const m of messages) offset += encodeMessageInto(m, buf, offset);
+  noteEncodedHere(buf);
   return buf;
+}
+
+/**
+ * Payloads this process encoded itself, while they are alive. Their bytes were written and
+ * CRC-sealed here and never crossed a disk or a network, so applying them on this node (the
+ * leader applies what it proposed) skips the per-message CRC32C; every other payload, a copy of
+ * one of these included, is checked. Held weakly: nothing is kept alive by it.
+ */
+const ENCODED_HERE = new WeakSet<Uint8Array>();
+
+/** Marks `payload` as a batch this process just encoded (see `ENCODED_HERE`). */
+export function noteEncodedHere(payload: Uint8Array): void {
+  ENCODED_HERE.add(payload);
 }
 
 /** True when an entry payload carries messages. */
@@ -84,6 +100,46 @@ export function decodeMessageBatch(
       position: at,
     });
     out.push({ offset, sizeBytes, message });
+    offset += sizeBytes;
+  }
+  if (offset !== buf.byteLength) throw bad(`has ${buf.byteLength - offset} trailing bytes`);
+  return out;
+}
+
+/**
+ * The index fields (message-decode.ts `readMessageIndexFields`) of every message of a batch
+ * payload, in order; message *i* starts at `MESSAGE_BATCH_HEADER_BYTES` plus the sizes of those
+ * before it. Framing and each message's CRC are checked as {@link decodeMessageBatch} checks
+ * them (CORRUPT_RECORD naming `context`; the CRC not for a payload encoded by this process, see
+ * `noteEncodedHere`), but no body is copied and no property decoded: this is what applying an
+ * entry reads.
+ */
+export function readMessageBatchIndexFields(
+  payload: Uint8Array,
+  context: { file?: string; position?: number } = {},
+): MessageIndexFields[] {
+  const buf = Buffer.isBuffer(payload)
+    ? payload
+    : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  const bad = (why: string): RaftmqError =>
+    new RaftmqError('CORRUPT_RECORD', `message batch ${why}`, { details: { ...context } });
+  if (!isMessageBatch(buf)) throw bad('has no message header');
+  const count = buf.readUInt32BE(1);
+  // Every message takes more than 5 bytes, so a count beyond this is corrupt before allocating.
+  if (count > buf.byteLength / 5) throw bad(`claims ${count} messages in ${buf.byteLength} bytes`);
+  const out = new Array<MessageIndexFields>(count);
+  const verifyCrc = !ENCODED_HERE.has(payload);
+  // One context for every message: it is read only when a record is found corrupt, at once.
+  const at: { file?: string; position?: number } = { file: context.file };
+  let offset = MESSAGE_BATCH_HEADER_BYTES;
+  for (let i = 0; i < count; i++) {
+    if (offset + 5 > buf.byteLength) throw bad(`ends after ${i} of ${count} messages`);
+    const sizeBytes = buf.readUInt32BE(offset + 1);
+    if (sizeBytes < 5 || offset + sizeBytes > buf.byteLength) {
+      throw bad(`message ${i} claims ${sizeBytes} bytes past the payload`);
+    }
+    at.position = context.position === undefined ? undefined : context.position + offset;
+    out[i] = readMessageIndexFields(buf, offset, offset + sizeBytes, at, verifyCrc);
     offset += sizeBytes;
   }
   if (offset !== buf.byteLength) throw bad(`has ${buf.byteLength - offset} trailing bytes`);

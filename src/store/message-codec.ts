@@ -12,12 +12,19 @@ export {
   MESSAGE_MAGIC_V1,
 } from './message-format';
 export { ENCODED_MESSAGE_SIZE_MAX_BYTES, MESSAGE_LIMITS } from './message-limits';
-export { encodeMessage, encodeMessageInto, encodedMessageSize } from './message-encode';
+export {
+  encodeMessage,
+  encodeMessageInto,
+  encodeSizedMessageInto,
+  encodedMessageSize,
+} from './message-encode';
 export {
   type DecodeContext,
   type MessageHeaderPeek,
+  type MessageIndexFields,
   decodeMessage,
   peekMessageHeader,
+  readMessageIndexFields,
 } from './message-decode';
 
 /**

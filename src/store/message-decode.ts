@@ -268,3 +268,140 @@ export function peekMessageHeader(bytes: Uint8Array, context?: DecodeContext): M
   const tag = r.optional(presence & HAS_TAG, 'tag');
   return { totalSizeBytes: end, topic, queueId: readInt31(buf, 13, context), tag };
 }
+
+/** What dispatch needs of one stored message: {@link readMessageIndexFields}. */
+export interface MessageIndexFields {
+  readonly sizeBytes: number;
+  readonly topic: string;
+  readonly queueId: number;
+  readonly tag: string | undefined;
+  readonly messageId: string;
+  readonly keys: readonly string[];
+  readonly storeTimestampMs: number;
+}
+
+const NO_KEYS: readonly string[] = Object.freeze([]);
+
+/**
+ * Reads one length-prefixed string in place, checking it fits before `end`. ASCII strings are
+ * read as latin1 (no UTF-8 decoding); others decode as UTF-8.
+ */
+function stringAt(buf: Buffer, at: number, end: number, what: string, context?: DecodeContext) {
+  if (end - at < LEN16) corrupt(context, `${what} runs past the end`);
+  const from = at + LEN16;
+  const to = from + readU16(buf, at);
+  if (to > end) corrupt(context, `${what} of ${to - from} bytes runs past the end`);
+  let i = from;
+  while (i < to && (buf[i] ?? 0) < 0x80) i++;
+  return buf.toString(i === to ? 'latin1' : 'utf8', from, to);
+}
+
+/** The end of the length-prefixed string at `at`, checked against `end`. */
+function skipString(buf: Buffer, at: number, end: number, what: string, context?: DecodeContext) {
+  if (end - at < LEN16) corrupt(context, `${what} runs past the end`);
+  const to = at + LEN16 + readU16(buf, at);
+  if (to > end) corrupt(context, `${what} runs past the end`);
+  return to;
+}
+
+/**
+ * Checks magic and length of the record at `start`, which must end at `end`, and (unless
+ * `verifyCrc` is false) its CRC32C.
+ */
+function checkFrameAt(
+  buf: Buffer,
+  start: number,
+  end: number,
+  context: DecodeContext | undefined,
+  verifyCrc: boolean,
+): void {
+  if (end - start < EMPTY_RECORD_SIZE_BYTES || end > buf.length) {
+    corrupt(context, `only ${Math.min(end, buf.length) - start} bytes`);
+  }
+  const magic = buf[start] ?? 0;
+  if (magic !== MESSAGE_MAGIC_V1) {
+    corrupt(
+      context,
+      (magic & 0xf0) === (MESSAGE_MAGIC_V1 & 0xf0)
+        ? `unsupported format version ${magic & 0x0f}`
+        : `bad magic byte 0x${magic.toString(16)}`,
+    );
+  }
+  const sizeBytes = readU32(buf, start + 1);
+  if (sizeBytes !== end - start) {
+    corrupt(context, `length field says ${sizeBytes} bytes, ${end - start} available`);
+  }
+  if (!verifyCrc) return;
+  const stored = readU32(buf, start + CRC_OFFSET);
+  const computed = crc32c(buf.subarray(start + CRC_COVERS_FROM, end));
+  if (stored !== computed) {
+    corrupt(
+      context,
+      `CRC32C mismatch: stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)}`,
+    );
+  }
+}
+
+/**
+ * Reads, in place, the fields that file a message under its queue and in the key index (size,
+ * topic, queue id, tag, message id, keys, store time) from the record occupying exactly
+ * `[start, end)` of `buf`. Magic, length and CRC32C are checked as {@link decodeMessage} checks
+ * them, so a damaged record is CORRUPT_RECORD, never a wrong queue; the body is neither copied
+ * nor decoded, nor are hosts, trace context or properties. This is the apply path's reader: it
+ * runs on every node for every message. `verifyCrc` false skips only the CRC32C, for bytes this
+ * process encoded itself (see message-batch.ts `noteEncodedHere`).
+ */
+export function readMessageIndexFields(
+  buf: Buffer,
+  start: number,
+  end: number,
+  context?: DecodeContext,
+  verifyCrc = true,
+): MessageIndexFields {
+  checkFrameAt(buf, start, end, context, verifyCrc);
+  const bodySizeBytes = readU32(buf, start + BODY_SIZE_OFFSET);
+  if (bodySizeBytes > end - start - EMPTY_RECORD_SIZE_BYTES) {
+    corrupt(context, `body of ${bodySizeBytes} bytes does not fit a record of ${end - start}`);
+  }
+  const presence = buf[start + 9] ?? 0;
+  if ((presence & ~(HAS_TAG | HAS_DELIVERY | HAS_GROUP | HAS_TRACE)) !== 0) {
+    corrupt(context, `unknown presence bits 0x${presence.toString(16)}`);
+  }
+  let at = start + BODY_OFFSET + bodySizeBytes;
+  const topic = stringAt(buf, at, end, 'topic', context);
+  if (topic.length === 0) corrupt(context, 'empty topic');
+  at = skipString(buf, at, end, 'topic', context);
+  let tag: string | undefined;
+  if ((presence & HAS_TAG) !== 0) tag = stringAt(buf, at, end, 'tag', context);
+  else if (end - at >= LEN16 && readU16(buf, at) !== 0) {
+    corrupt(context, 'tag is marked absent but not empty');
+  }
+  at = skipString(buf, at, end, 'tag', context);
+  const messageId = stringAt(buf, at, end, 'messageId', context);
+  at = skipString(buf, at, end, 'messageId', context);
+  at = skipString(buf, at, end, 'bornHost', context);
+  at = skipString(buf, at, end, 'storeHost', context);
+  at = skipString(buf, at, end, 'messageGroup', context);
+  at = skipString(buf, at, end, 'traceContext', context);
+  if (end - at < LEN16) corrupt(context, 'key count runs past the end');
+  const keyCount = readU16(buf, at);
+  at += LEN16;
+  let keys = NO_KEYS;
+  if (keyCount > 0) {
+    const list = new Array<string>(keyCount);
+    for (let i = 0; i < keyCount; i++) {
+      list[i] = stringAt(buf, at, end, 'key', context);
+      at = skipString(buf, at, end, 'key', context);
+    }
+    keys = list;
+  }
+  return {
+    sizeBytes: end - start,
+    topic,
+    queueId: readInt31(buf, start + 13, context),
+    tag,
+    messageId,
+    keys,
+    storeTimestampMs: readTimestamp(buf, start + 33, context),
+  };
+}

@@ -234,6 +234,27 @@ export function encodeMessageInto(msg: StoredMessage, target: Uint8Array, offset
 }
 
 /**
+ * {@link encodeMessageInto} for a message already sized: `sizeBytes` must be what
+ * {@link encodedMessageSize} returned for this very message, unchanged since. Its field checks
+ * are not run again (the broker sizes each message when a send arrives and encodes it a turn
+ * later into the entry); a size that does not match what is written is still an assertion.
+ */
+export function encodeSizedMessageInto(
+  msg: StoredMessage,
+  target: Uint8Array,
+  offset: number,
+  sizeBytes: number,
+): number {
+  assert(
+    Number.isSafeInteger(offset) && offset >= 0 && Number.isSafeInteger(sizeBytes) &&
+      sizeBytes >= EMPTY_RECORD_SIZE_BYTES && offset + sizeBytes <= target.length,
+    () => `encodeSizedMessageInto: ${sizeBytes} bytes do not fit at ${offset} of ${target.length}`,
+  );
+  writeRecord(msg, asBuffer(target), offset, sizeBytes);
+  return sizeBytes;
+}
+
+/**
  * Big-endian writes as plain byte accesses: measured, about 10% of a whole encode faster than
  * Buffer's own range-checked methods. Callers check every offset first.
  */

@@ -2,28 +2,44 @@
  * A broker node's storage: the CommitLog (the Raft log), the ConsumeQueues and the key index,
  * kept in step. The broker appends entries through `commitLog`; once entries are committed it
  * calls `dispatch()`, which files each message under its topic and queue (assigning the queue
- * offset, in log order, identically on every node) and returns the key-index writes for the
- * caller's own atomic batch.
+ * offset, in log order, identically on every node) and queues its key-index puts.
  *
  * ConsumeQueue files are written without fsync and synced by `checkpointDispatch()`, which
  * records how far they are durable. On open, queues are cut back to the CommitLog's end and
  * `catchUp()` re-dispatches from that checkpoint; dispatch skips records a queue already has,
  * so replaying is harmless. If the queue files are missing altogether, they are rebuilt from
  * the CommitLog.
+ *
+ * The key index is written behind the apply path by a {@link KeyIndexWriter}, in large batches
+ * with its own checkpoint (the last entry whose puts all landed). On open, entries after that
+ * checkpoint are indexed again from the CommitLog before anything else is dispatched, so the key
+ * index never falls behind the queues for long and is complete again after a crash at any point.
+ * Queries write what is queued before they read, so a query sees every message dispatched
+ * before it began.
  */
 import * as path from 'node:path';
 import type { Disk } from './disk';
-import { type MetaBatchOp, type MetaStore, MetaKeys, getMeta, jsonCodec } from './meta';
+import { type MetaStore, MetaKeys, getMeta, jsonCodec } from './meta';
 import type { Clock, Scheduler } from '../common/clock';
+import { assert } from '../common/assert';
 import { RaftmqError } from '../common/errors';
 import { type Logger, silentLogger } from '../common/logger';
 import { CommitLog } from './commit-log';
 import type { CommitLogOptions } from './commit-log-options';
-import { ConsumeQueueSet } from './consume-queue-set';
+import { ConsumeQueueSet, DISPATCH_LATER, DISPATCH_SKIPPED } from './consume-queue-set';
 import type { ConsumeQueueOptions } from './consume-queue';
 import { KeyIndex, type KeyIndexOptions } from './key-index';
+import {
+  KeyIndexWriter,
+  type KeyIndexWriterOptions,
+  loadKeyIndexCheckpoint,
+} from './key-index-writer';
 import { EntryType, RECORD_HEADER_BYTES, type LogEntry } from './log-record';
-import { decodeMessageBatch, isMessageBatch } from './message-batch';
+import {
+  MESSAGE_BATCH_HEADER_BYTES,
+  isMessageBatch,
+  readMessageBatchIndexFields,
+} from './message-batch';
 import { type StoredMessage, decodeMessage, tagHashCode } from './message-codec';
 
 export interface MessageStoreDeps {
@@ -38,6 +54,7 @@ export interface MessageStoreOptions {
   commitLog?: Partial<CommitLogOptions>;
   consumeQueue?: Partial<ConsumeQueueOptions>;
   keyIndex?: Partial<KeyIndexOptions>;
+  keyIndexWriter?: Partial<KeyIndexWriterOptions>;
 }
 
 /** Where one dispatched message went. */
@@ -50,10 +67,55 @@ export interface DispatchedMessage {
   sizeBytes: number;
 }
 
+/**
+ * Where the messages of one entry went, column by column: one object per entry rather than one
+ * per message, since every node keeps recent outcomes for their proposers.
+ */
+export class DispatchedBatch {
+  readonly topics: string[];
+  readonly queueIds: Int32Array;
+  /** -1 where the queue already had the message (a replay). */
+  readonly queueOffsets: Float64Array;
+  readonly positions: Float64Array;
+  readonly sizes: Uint32Array;
+
+  constructor(readonly count: number) {
+    this.topics = new Array<string>(count);
+    this.queueIds = new Int32Array(count);
+    this.queueOffsets = new Float64Array(count);
+    this.positions = new Float64Array(count);
+    this.sizes = new Uint32Array(count);
+  }
+
+  /** The queue offset of message `i`; undefined when it was a replay. */
+  queueOffsetAt(i: number): number | undefined {
+    const offset = this.queueOffsets[i] ?? -1;
+    return offset < 0 ? undefined : offset;
+  }
+
+  /** Message `i` as an object. */
+  at(i: number): DispatchedMessage {
+    assert(Number.isInteger(i) && i >= 0 && i < this.count, () => `dispatched: no message ${i}`);
+    return {
+      topic: this.topics[i] as string,
+      queueId: this.queueIds[i] as number,
+      queueOffset: this.queueOffsetAt(i),
+      position: this.positions[i] as number,
+      sizeBytes: this.sizes[i] as number,
+    };
+  }
+
+  /** Messages `[from, to)` as objects. */
+  toArray(from = 0, to = this.count): DispatchedMessage[] {
+    const out: DispatchedMessage[] = [];
+    for (let i = from; i < to; i++) out.push(this.at(i));
+    return out;
+  }
+}
+
 export interface DispatchResult {
-  messages: DispatchedMessage[];
-  /** Key-index writes to put in the same atomic batch as the caller's apply checkpoint. */
-  metaOps: MetaBatchOp[];
+  /** One per entry given, in order: where its messages went, or undefined (no messages). */
+  batches: Array<DispatchedBatch | undefined>;
 }
 
 /** A message read back, with where it lies. */
@@ -88,6 +150,7 @@ export class MessageStore {
     readonly commitLog: CommitLog,
     readonly consumeQueues: ConsumeQueueSet,
     readonly keyIndex: KeyIndex,
+    private readonly keyWriter: KeyIndexWriter,
     private readonly meta: MetaStore,
     private readonly log: Logger,
     dispatchedIndex: number,
@@ -95,7 +158,11 @@ export class MessageStore {
     this.dispatched = dispatchedIndex;
   }
 
-  /** Opens (recovering) the CommitLog, the queues and the key index under `dir`. */
+  /**
+   * Opens (recovering) the CommitLog, the queues and the key index under `dir`, and indexes
+   * again the entries the key index had not written before a crash (up to `dispatchedIndex()`;
+   * `catchUp()` does the rest).
+   */
   static async open(
     dir: string,
     deps: MessageStoreDeps,
@@ -125,7 +192,18 @@ export class MessageStore {
       dispatched = 0;
     }
     dispatched = Math.max(dispatched, commitLog.firstIndex() - 1);
-    return new MessageStore(commitLog, queues, keyIndex, deps.meta, log, dispatched);
+    // Key-index puts of entries after the log's end (lost unsynced writes) or before its start
+    // (removed by retention) need no indexing: the former are indexed again when they return.
+    const keyCheckpoint = await loadKeyIndexCheckpoint(deps.meta);
+    const keyIndexed = Math.max(
+      Math.min(keyCheckpoint, commitLog.lastIndex()),
+      commitLog.firstIndex() - 1,
+    );
+    const keyWriter = new KeyIndexWriter(deps.meta, keyIndex, keyIndexed, options.keyIndexWriter);
+    const store = new MessageStore(commitLog, queues, keyIndex, keyWriter, deps.meta, log,
+      dispatched);
+    if (keyIndexed < dispatched) await store.catchUpKeyIndex(dispatched);
+    return store;
   }
 
   /** Last index whose messages are in the queues. */
@@ -134,12 +212,41 @@ export class MessageStore {
   }
 
   /**
-   * Files the messages of committed entries under their queues. Entries must continue from
-   * `dispatchedIndex()` and carry their `position` (entries read from the CommitLog do; for
-   * others the position is looked up).
+   * Moves the queues' cursor back to `index`, so entries after it are dispatched again (the
+   * queues skip the records they have, the key index the entries it has). For a state machine
+   * whose stored applied index trails the queue checkpoint.
+   */
+  rewindDispatch(index: number): void {
+    assert(
+      Number.isSafeInteger(index) && index <= this.dispatched &&
+        index >= this.commitLog.firstIndex() - 1,
+      () => `rewind dispatch to ${index}: outside [${this.commitLog.firstIndex() - 1}, ` +
+        `${this.dispatched}]`,
+    );
+    this.dispatched = index;
+  }
+
+  /** Key-index puts queued, and how far the index is queued and written (for tests, metrics). */
+  keyIndexProgress(): { pendingOps: number; indexedIndex: number; writtenIndex: number } {
+    const w = this.keyWriter;
+    return { pendingOps: w.pendingOps, indexedIndex: w.indexedIndex, writtenIndex: w.writtenIndex };
+  }
+
+  /** Writes the queued key-index puts and its checkpoint; resolves once they landed. */
+  writeKeyIndex(): Promise<void> {
+    return this.keyWriter.flush();
+  }
+
+  /**
+   * Files the messages of committed entries under their queues and queues their key-index
+   * puts. Entries must continue from `dispatchedIndex()` and carry their `position` (entries
+   * read from the CommitLog do; for others the position is looked up). Waits when the key
+   * index has `pendingOpsMax` puts queued.
    */
   async dispatch(entries: readonly LogEntry[]): Promise<DispatchResult> {
-    const result: DispatchResult = { messages: [], metaOps: [] };
+    const result: DispatchResult = {
+      batches: new Array<DispatchedBatch | undefined>(entries.length).fill(undefined),
+    };
     if (entries.length === 0) return result;
     const first = entries[0]?.index ?? 0;
     if (first !== this.dispatched + 1) {
@@ -148,6 +255,8 @@ export class MessageStore {
         `dispatch from ${first}, expected ${this.dispatched + 1}`,
       );
     }
+    // open() and catchUp() index the entries before the queues' cursor first.
+    assert(this.keyWriter.indexedIndex >= this.dispatched, 'key index behind the queues');
     const needPositions = entries.some((e) => e.position === undefined);
     const loc = needPositions ? await this.commitLog.positionsOf(first, entries.length) : undefined;
     for (let i = 0; i < entries.length; i++) {
@@ -155,55 +264,108 @@ export class MessageStore {
       if (e.index !== first + i)
         throw new RaftmqError('INVALID_ARGUMENT', 'entries not contiguous');
       const position = e.position ?? loc?.positions[i] ?? 0;
+      const indexKeys = e.index > this.keyWriter.indexedIndex;
       if (e.type === EntryType.NORMAL && isMessageBatch(e.payload)) {
-        await this.dispatchBatch(e, position, result);
+        result.batches[i] = await this.dispatchBatch(e, position, indexKeys);
       }
       this.dispatched = e.index;
+      if (indexKeys) await this.keyIndexed(e.index);
     }
+    this.keyWriter.kick();
     return result;
   }
 
-  private async dispatchBatch(e: LogEntry, recordPosition: number, out: DispatchResult) {
+  /** The entry's key-index puts are all queued; waits while too many are. */
+  private async keyIndexed(index: number): Promise<void> {
+    this.keyWriter.covered(index);
+    if (this.keyWriter.pendingOps >= this.keyWriter.options.pendingOpsMax) {
+      await this.keyWriter.room();
+    }
+  }
+
+  private segmentFileOf(position: number): string {
+    const segmentSizeBytes = this.commitLog.options.segmentSizeBytes;
+    return this.commitLog.segmentPath(Math.floor(position / segmentSizeBytes) * segmentSizeBytes);
+  }
+
+  private async dispatchBatch(
+    e: LogEntry,
+    recordPosition: number,
+    indexKeys: boolean,
+  ): Promise<DispatchedBatch> {
     const payloadPosition = recordPosition + RECORD_HEADER_BYTES;
-    const file = this.commitLog.segmentPath(
-      Math.floor(recordPosition / this.commitLog.options.segmentSizeBytes) *
-        this.commitLog.options.segmentSizeBytes,
-    );
-    for (const { offset, sizeBytes, message: msg } of decodeMessageBatch(e.payload, {
-      file,
+    const fields = readMessageBatchIndexFields(e.payload, {
+      file: this.segmentFileOf(recordPosition),
       position: payloadPosition,
-    })) {
-      const position = payloadPosition + offset;
-      const queueOffset = await this.consumeQueues.dispatch(
-        msg.topic,
-        msg.queueId,
-        position,
-        sizeBytes,
-        tagHashCode(msg.tag),
+    });
+    const out = new DispatchedBatch(fields.length);
+    const queues = this.consumeQueues;
+    let position = payloadPosition + MESSAGE_BATCH_HEADER_BYTES;
+    for (let i = 0; i < fields.length; i++) {
+      const m = fields[i] as (typeof fields)[number];
+      const tagHash = tagHashCode(m.tag);
+      let offset = queues.tryDispatch(m.topic, m.queueId, position, m.sizeBytes, tagHash);
+      if (offset === DISPATCH_LATER) {
+        offset =
+          (await queues.dispatch(m.topic, m.queueId, position, m.sizeBytes, tagHash)) ??
+          DISPATCH_SKIPPED;
+      }
+      out.topics[i] = m.topic;
+      out.queueIds[i] = m.queueId;
+      out.queueOffsets[i] = offset;
+      out.positions[i] = position;
+      out.sizes[i] = m.sizeBytes;
+      if (indexKeys) {
+        this.keyWriter.add(m.topic, m.keys, m.messageId, position, m.sizeBytes,
+          m.storeTimestampMs);
+      }
+      position += m.sizeBytes;
+    }
+    return out;
+  }
+
+  /** Queues the key-index puts of the messages of one entry read from the CommitLog. */
+  private indexEntryKeys(e: LogEntry): void {
+    if (e.type !== EntryType.NORMAL || !isMessageBatch(e.payload)) return;
+    assert(e.position !== undefined, 'entries read from the commit log carry positions');
+    const payloadPosition = e.position + RECORD_HEADER_BYTES;
+    const fields = readMessageBatchIndexFields(e.payload, {
+      file: this.segmentFileOf(e.position),
+      position: payloadPosition,
+    });
+    let position = payloadPosition + MESSAGE_BATCH_HEADER_BYTES;
+    for (const m of fields) {
+      this.keyWriter.add(m.topic, m.keys, m.messageId, position, m.sizeBytes, m.storeTimestampMs);
+      position += m.sizeBytes;
+    }
+  }
+
+  /** Indexes keys again from the CommitLog, from the key index's checkpoint to `upToIndex`. */
+  private async catchUpKeyIndex(upToIndex: number): Promise<void> {
+    const from = this.keyWriter.indexedIndex;
+    const target = Math.min(upToIndex, this.commitLog.lastIndex());
+    while (this.keyWriter.indexedIndex < target) {
+      const next = this.keyWriter.indexedIndex + 1;
+      const entries = await this.commitLog.readRange(
+        next,
+        Math.min(CATCH_UP_BATCH_ENTRIES, target - next + 1),
+        CATCH_UP_BATCH_BYTES,
       );
-      out.messages.push({
-        topic: msg.topic,
-        queueId: msg.queueId,
-        queueOffset,
-        position,
-        sizeBytes,
-      });
-      out.metaOps.push(
-        ...this.keyIndex.addOps({
-          topic: msg.topic,
-          keys: msg.keys,
-          messageId: msg.messageId,
-          position,
-          sizeBytes,
-          storeTimestampMs: msg.storeTimestampMs,
-        }),
-      );
+      assert(entries.length > 0 && entries[0]?.index === next, 'key index catch-up: no entries');
+      for (const e of entries) {
+        this.indexEntryKeys(e);
+        await this.keyIndexed(e.index);
+      }
+    }
+    await this.keyWriter.flush();
+    if (target > from) {
+      this.log.info({ fromIndex: from + 1, toIndex: target }, 'key index caught up');
     }
   }
 
   /**
    * Re-dispatches from `dispatchedIndex()` up to `upToIndex` by reading the CommitLog (after
-   * open, before the broker applies new entries), writing the key index itself.
+   * open, before the broker applies new entries), and writes the key index it queued.
    */
   async catchUp(upToIndex: number): Promise<number> {
     const target = Math.min(upToIndex, this.commitLog.lastIndex());
@@ -215,16 +377,20 @@ export class MessageStore {
         CATCH_UP_BATCH_BYTES,
       );
       const r = await this.dispatch(entries);
-      if (r.metaOps.length > 0) await this.meta.batch(r.metaOps, { sync: false });
-      count += r.messages.length;
+      for (const b of r.batches) count += b?.count ?? 0;
     }
+    await this.keyWriter.flush();
     if (count > 0) this.log.info({ dispatchedIndex: this.dispatched, count }, 'dispatch caught up');
     return count;
   }
 
-  /** Syncs the queues and records how far they are durable. */
+  /**
+   * Syncs the queues and records how far they are durable; starts writing the queued key-index
+   * puts in the background (so its checkpoint trails by little).
+   */
   async checkpointDispatch(): Promise<void> {
     const index = this.dispatched;
+    this.keyWriter.kick(true);
     await this.consumeQueues.flushAll(true);
     const queueCount = this.consumeQueues.listQueues().length;
     await this.meta.batch(
@@ -242,11 +408,7 @@ export class MessageStore {
   /** Reads and checks the message at a CommitLog position. */
   async readMessage(position: number, sizeBytes: number): Promise<StoredMessage> {
     const bytes = await this.commitLog.readBytes(position, sizeBytes);
-    const file = this.commitLog.segmentPath(
-      Math.floor(position / this.commitLog.options.segmentSizeBytes) *
-        this.commitLog.options.segmentSizeBytes,
-    );
-    return decodeMessage(bytes, { file, position });
+    return decodeMessage(bytes, { file: this.segmentFileOf(position), position });
   }
 
   /** Messages of one queue from `queueOffset`, at most `countMax`. */
@@ -269,8 +431,12 @@ export class MessageStore {
     return out;
   }
 
-  /** Messages with `key` on `topic` (oldest first), at most `limit`. */
+  /**
+   * Messages with `key` on `topic` (oldest first), at most `limit`. Writes the queued key-index
+   * puts first, so every message dispatched before the call is found.
+   */
   async queryByKey(topic: string, key: string, limit: number): Promise<LocatedMessage[]> {
+    await this.keyWriter.flush();
     const locations = await this.keyIndex.queryByKey(topic, key, {
       limit,
       minPosition: this.commitLog.firstPosition(),
@@ -282,8 +448,12 @@ export class MessageStore {
     return out;
   }
 
-  /** The message with producer id `messageId`, if the log still holds it. */
+  /**
+   * The message with producer id `messageId`, if the log still holds it. Writes the queued
+   * key-index puts first, as {@link queryByKey} does.
+   */
   async queryById(messageId: string): Promise<LocatedMessage | undefined> {
+    await this.keyWriter.flush();
     const l = await this.keyIndex.queryById(messageId, this.commitLog.firstPosition());
     return l && { ...l, message: await this.readMessage(l.position, l.sizeBytes) };
   }
@@ -302,6 +472,8 @@ export class MessageStore {
     }
     const target = this.dispatched;
     await this.consumeQueues.deleteAll();
+    // The key checkpoint goes to 0 before any entry is deleted: a crash half-way re-indexes all.
+    await this.keyWriter.resetTo(0);
     for (const prefix of [MetaKeys.messageKeySpacePrefix, MetaKeys.messageIdPrefix]) {
       for (;;) {
         const rows = await this.meta.scan(prefix, { limit: 1024 });
@@ -328,14 +500,19 @@ export class MessageStore {
     );
     const minPosition = this.commitLog.firstPosition();
     await this.consumeQueues.removeBefore(minPosition);
-    for (let round = 0; round < 1_000_000; round++) {
-      const r = await this.keyIndex.sweepBefore(minPosition, { batchLimit: 1024 });
-      if (r.done) break;
-    }
+    // The sweep's blind deletes of id entries must not race a queued put of the same id.
+    await this.keyWriter.exclusive(async () => {
+      for (let round = 0; round < 1_000_000; round++) {
+        const r = await this.keyIndex.sweepBefore(minPosition, { batchLimit: 1024 });
+        if (r.done) break;
+      }
+    });
     return first;
   }
 
+  /** Writes the key index and the queues, checkpoints, and closes the CommitLog. */
   async close(): Promise<void> {
+    await this.keyWriter.flush();
     await this.checkpointDispatch();
     await this.consumeQueues.close();
     await this.commitLog.close();

@@ -23,10 +23,23 @@ export interface MetaScanOptions {
   limit?: number;
 }
 
+/** Receives the ops of a batch built by {@link MetaStore.batchWith}, in order. */
+export interface MetaBatchBuilder {
+  /** A put; `value` is copied before this returns, so the caller may reuse its buffer. */
+  put(key: string, value: Uint8Array): void;
+  del(key: string): void;
+}
+
 export interface MetaStore {
   get(key: string): Promise<Uint8Array | undefined>;
   /** Applies all `ops` atomically; durable on resolve when `sync` is set. */
   batch(ops: readonly MetaBatchOp[], options: { sync: boolean }): Promise<void>;
+  /**
+   * Optional: one atomic batch like `batch`, whose ops `build` hands over one at a time, during
+   * this call. No op objects are made and one value buffer may serve every put: for batches of
+   * many thousands of small puts (the key index). A throw in `build` writes nothing.
+   */
+  batchWith?(build: (batch: MetaBatchBuilder) => void, options: { sync: boolean }): Promise<void>;
   /** Entries whose keys start with `prefix`, in key order. */
   scan(prefix: string, options?: MetaScanOptions): Promise<Array<[string, Uint8Array]>>;
   close(): Promise<void>;
@@ -117,8 +130,10 @@ export const MetaKeys = Object.freeze({
   logTruncation: 'l\0trunc',
   /** The state machine's applied index, written in the same batch as the state it covers. */
   applyIndex: 's\0apply',
-  /** ConsumeQueue and key index durable dispatch checkpoint. */
+  /** ConsumeQueue durable dispatch checkpoint. */
   dispatchCheckpoint: 's\0dispatch',
+  /** The last entry whose messages are all in the key index (written with their entries). */
+  keyIndexCheckpoint: 's\0keyIndex',
   topic: (name: string) => `t\0${name}`,
   topicPrefix: 't\0',
   group: (name: string) => `g\0${name}`,

@@ -4,7 +4,8 @@
  * drops everything unsynced, a torn last write at a random byte, and a process crash that keeps
  * the page cache) and runs them against the real CommitLog on a simulated disk and an in-memory
  * array. After every step the log agrees with the model on its bounds; after a crash every entry
- * that was durable is there unchanged and anything beyond it is a prefix of what was appended.
+ * that was durable is there unchanged and anything beyond it is a prefix of what was appended,
+ * and the positions `positionsOf` answers (from memory for recent appends) are those on disk.
  */
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
@@ -60,6 +61,12 @@ async function checkAll(w: World, m: Model): Promise<void> {
   const got = await w.log.readRange(m.first, m.entries.length, Number.MAX_SAFE_INTEGER);
   assert.equal(got.length, m.entries.length);
   got.forEach((e, i) => sameEntry(e, m.entries[i] as LogEntry));
+  // Positions answered from memory (recent appends) agree with the entry index on disk.
+  const located = await w.log.positionsOf(m.first, m.entries.length);
+  got.forEach((e, i) => {
+    assert.equal(located.positions[i], e.position, `position of ${e.index}`);
+    assert.equal(located.terms[i], e.term, `term of ${e.index}`);
+  });
   for (const e of m.entries) assert.equal(w.log.termAt(e.index), e.term);
 }
 

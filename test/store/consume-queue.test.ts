@@ -16,7 +16,11 @@ import {
   CONSUME_QUEUE_DEFAULTS, ConsumeQueue, type ConsumeQueueOptions, type CqRecord,
   resolveConsumeQueueOptions,
 } from '../../src/store/consume-queue';
-import { ConsumeQueueSet } from '../../src/store/consume-queue-set';
+import {
+  ConsumeQueueSet,
+  DISPATCH_LATER,
+  DISPATCH_SKIPPED,
+} from '../../src/store/consume-queue-set';
 import { FileCache } from '../../src/store/file-cache';
 import { NodeDisk } from '../../src/store/node-disk';
 import type { Disk } from '../../src/store/disk';
@@ -662,6 +666,55 @@ describe('ConsumeQueueSet', function () {
       await set.close();
     }), fcParams(40));
   });
+
+  it('files the same records through tryDispatch as through dispatch, in call order', async () => {
+    const arb = fc.tuple(fc.integer(), messagesArb, fc.integer({ min: 1, max: 3 }));
+    await fc.assert(fc.asyncProperty(arb, async ([seed, msgs, queuesOpenMax]) => {
+      const options = { ...SMALL, queuesOpenMax };
+      const plain = await ConsumeQueueSet.open({ disk: simDisk(seed) }, '/cq', options);
+      const expected = await dispatchAll(plain, msgs);
+      await plain.flushAll(true);
+      const fast = await ConsumeQueueSet.open({ disk: simDisk(seed) }, '/cq', options);
+      // As the apply loop does: the synchronous path, else wait for the queue to open.
+      const got: Array<number | undefined> = [];
+      let later = 0;
+      for (const m of msgs) {
+        let r = fast.tryDispatch(m.topic, m.queueId, m.position, m.sizeBytes, m.tagHash);
+        if (r === DISPATCH_LATER) {
+          later++;
+          r = (await fast.dispatch(m.topic, m.queueId, m.position, m.sizeBytes, m.tagHash))
+            ?? DISPATCH_SKIPPED;
+        }
+        got.push(r === DISPATCH_SKIPPED ? undefined : r);
+      }
+      assert.ok(later > 0, 'a queue not yet open is declined');
+      assert.deepEqual(got, expected);
+      for (const m of msgs) {
+        const r = fast.tryDispatch(m.topic, m.queueId, m.position, m.sizeBytes, m.tagHash);
+        assert.ok(r === DISPATCH_SKIPPED || r === DISPATCH_LATER, 'a replay appends nothing');
+      }
+      await fast.flushAll(true);
+      assert.deepEqual(await snapshot(fast), await snapshot(plain));
+      await plain.close();
+      await fast.close();
+    }), fcParams(30));
+  });
+
+  it('closes the least recently used queue first, counting the dispatch fast path as a use',
+    async () => {
+      const set = await ConsumeQueueSet.open({ disk: simDisk(15) }, '/cq',
+        { ...SMALL, queuesOpenMax: 2 });
+      const qa = await set.queue('a', 0);
+      const qb = await set.queue('b', 0);
+      assert.equal(set.tryDispatch('a', 0, 100, 10, 0), 0, 'a used after b');
+      await set.flushAll(true);
+      await set.queue('c', 0);
+      assert.equal(set.openCount(), 2);
+      assert.throws(() => qb.dispatch(200, 10, 0), code('STORE_CLOSED'), 'b was closed');
+      assert.equal(qa.dispatch(300, 10, 0), 1, 'a stayed open');
+      assert.equal(set.tryDispatch('b', 0, 400, 10, 0), DISPATCH_LATER);
+      await set.close();
+    });
 
   it('discovers queues, bounds open ones, truncates and retains over all', async () => {
     const disk = simDisk(14);

@@ -12,6 +12,8 @@ export function fencedMeta(store: MetaStore): { meta: MetaStore; fence: () => vo
   const meta: MetaStore = {
     get: async (key) => { check(); return store.get(key); },
     batch: async (ops, options) => { check(); return store.batch(ops, options); },
+    batchWith: store.batchWith === undefined ? undefined
+      : async (build, options) => { check(); return store.batchWith?.(build, options); },
     scan: async (prefix, options) => { check(); return store.scan(prefix, options); },
     close: async () => { check(); return store.close(); },
   };

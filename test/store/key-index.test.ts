@@ -225,8 +225,16 @@ describe('KeyIndex', () => {
       sizeBytes: fc.integer({ min: 0, max: 0xffff_ffff }),
       storeTimestampMs: fc.maxSafeNat(),
     }), (location) => {
-      const decoded = messageLocationCodec.decode(messageLocationCodec.encode(location));
+      const bytes = messageLocationCodec.encode(location);
+      const decoded = messageLocationCodec.decode(bytes);
       assert.deepEqual(decoded, { ...location });
+      // The layout, written the plain way: version | u64 position | u32 size | u64 store time.
+      const expected = Buffer.alloc(21);
+      expected.writeUInt8(1, 0);
+      expected.writeBigUInt64BE(BigInt(location.position), 1);
+      expected.writeUInt32BE(location.sizeBytes, 9);
+      expected.writeBigUInt64BE(BigInt(location.storeTimestampMs), 13);
+      assert.deepEqual(Buffer.from(bytes), expected);
     }));
   });
 

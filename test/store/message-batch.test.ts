@@ -1,10 +1,16 @@
 /*
  * Message batch payloads: every message of an encoded batch decodes back equal, in order, with
  * its offset and size; a payload cut short, with trailing bytes, with a lying count or a flipped
- * byte gives CORRUPT_RECORD naming the position, never data.
+ * byte gives CORRUPT_RECORD naming the position, never data. The apply path's reader
+ * (readMessageBatchIndexFields) gives the same fields and sizes and refuses the same payloads;
+ * it skips only the CRC of a payload this very process encoded, never of a copy.
  */
 import { strict as assert } from 'node:assert';
-import { decodeMessageBatch, encodeMessageBatch } from '../../src/store/message-batch';
+import {
+  decodeMessageBatch,
+  encodeMessageBatch,
+  readMessageBatchIndexFields,
+} from '../../src/store/message-batch';
 import type { StoredMessage } from '../../src/store/message-codec';
 import { isRaftmqError } from '../../src/common/errors';
 
@@ -65,5 +71,59 @@ describe('message batch payloads', () => {
         (e) => corrupt(e) && (e as { details: { file?: string } }).details.file === 'f',
       );
     }
+  });
+
+  it('reads the index fields of every message, as decoding does', () => {
+    const fields = readMessageBatchIndexFields(payload, { file: 'f', position: 100 });
+    const decoded = decodeMessageBatch(payload);
+    assert.equal(fields.length, decoded.length);
+    fields.forEach((f, i) => {
+      const d = decoded[i];
+      assert.ok(d !== undefined);
+      assert.deepEqual(
+        [f.sizeBytes, f.topic, f.queueId, f.tag, f.messageId, [...f.keys], f.storeTimestampMs],
+        [d.sizeBytes, d.message.topic, d.message.queueId, d.message.tag, d.message.messageId,
+          d.message.keys, d.message.storeTimestampMs],
+      );
+    });
+  });
+
+  it('refuses with the index reader what decoding refuses', () => {
+    const read = (p: Uint8Array) => readMessageBatchIndexFields(p, { file: 'f', position: 100 });
+    assert.throws(() => read(payload.subarray(0, payload.byteLength - 1)), corrupt);
+    assert.throws(() => read(Buffer.concat([payload, Buffer.from([0])])), corrupt);
+    const miscounted = Buffer.from(payload);
+    miscounted.writeUInt32BE(6, 1);
+    assert.throws(() => read(miscounted), corrupt);
+    const huge = Buffer.from(payload);
+    huge.writeUInt32BE(0xffff_ffff, 1);
+    assert.throws(() => read(huge), corrupt);
+    for (let at = 5; at < payload.byteLength; at += 7) {
+      const flipped = Buffer.from(payload);
+      flipped[at] = (flipped[at] ?? 0) ^ 0x10;
+      assert.throws(
+        () => read(flipped),
+        (e) => corrupt(e) && (e as { details: { file?: string } }).details.file === 'f',
+        `byte ${at}`,
+      );
+    }
+  });
+
+  it('skips the per-message CRC only for a payload this process encoded, never for a copy', () => {
+    const mine = encodeMessageBatch([0, 1, 2].map(message));
+    const bodyAt = 5 + 53; // the first message's body
+    mine[bodyAt] = (mine[bodyAt] ?? 0) ^ 0xff;
+    // Framing and fields still read (the body is not an index field) ...
+    const fields = readMessageBatchIndexFields(mine);
+    assert.deepEqual(fields.map((f) => f.messageId), ['id-0', 'id-1', 'id-2']);
+    // ... but the same bytes from anywhere else (a disk, a network) are checked.
+    assert.throws(() => readMessageBatchIndexFields(Buffer.from(mine)), corrupt);
+    assert.throws(() => readMessageBatchIndexFields(new Uint8Array(mine)), corrupt);
+    // The full decoder always checks.
+    assert.throws(() => decodeMessageBatch(mine), corrupt);
+    // Structure is checked even for our own bytes.
+    const cut = encodeMessageBatch([0, 1].map(message));
+    cut.writeUInt32BE(3, 1);
+    assert.throws(() => readMessageBatchIndexFields(cut), corrupt);
   });
 });

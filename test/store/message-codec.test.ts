@@ -7,16 +7,20 @@
  * decoder is attacked with every strict prefix, every single-bit flip, random bytes, and random
  * structures and mutations re-sealed with a valid length and CRC32C (so they reach the field
  * parser): the only error it may ever throw is CORRUPT_RECORD. tagHashCode is compared with
- * values of Java's String.hashCode.
+ * values of Java's String.hashCode. The apply path's reader (readMessageIndexFields) must agree
+ * with the full decoder on every valid record, wherever it lies in a buffer, and meet the same
+ * attacks with CORRUPT_RECORD only; encoding with a precomputed size gives the same bytes, and a
+ * wrong size is an assertion.
  */
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
 import { crc32c } from '../../src/common/crc32c';
 import { ErrorCode, isRaftmqError } from '../../src/common/errors';
+import { AssertionFailure } from '../../src/common/assert';
 import {
   decodeMessage, ENCODED_MESSAGE_SIZE_MAX_BYTES, encodedMessageSize, encodeMessage,
-  encodeMessageInto, MESSAGE_LIMITS, MESSAGE_MAGIC_V1, peekMessageHeader, StoredMessage,
-  tagHashCode,
+  encodeMessageInto, encodeSizedMessageInto, MESSAGE_LIMITS, MESSAGE_MAGIC_V1,
+  peekMessageHeader, readMessageIndexFields, StoredMessage, tagHashCode,
 } from '../../src/store/message-codec';
 
 const TIMESTAMP_MS = 1_700_000_000_123;
@@ -483,6 +487,100 @@ describe('message-codec', () => {
         it(name, () => assert.throws(() => decodeMessage(reseal(make())),
           (err: unknown) => isCorrupt(err) && (err as Error).message.includes(reason)));
       }
+    });
+  });
+
+  describe('the apply path: index fields and sized encoding', () => {
+    const indexFields = (msg: StoredMessage, sizeBytes: number) => ({
+      sizeBytes, topic: msg.topic, queueId: msg.queueId, tag: msg.tag,
+      messageId: msg.messageId, keys: [...msg.keys], storeTimestampMs: msg.storeTimestampMs,
+    });
+    const fieldsOf = (buf: Buffer, start: number, end: number) => {
+      const f = readMessageIndexFields(buf, start, end);
+      return { ...f, keys: [...f.keys] };
+    };
+
+    it('reads what the full decoder reads, at any place in a buffer', () => {
+      const place = fc.record({ before: fc.nat({ max: 100 }), after: fc.nat({ max: 50 }) });
+      fc.assert(fc.property(messageArb, place, (msg, { before, after }) => {
+        const alone = encodeMessage(msg);
+        const buf = Buffer.alloc(before + alone.length + after, 0x5a);
+        alone.copy(buf, before);
+        assert.deepStrictEqual(fieldsOf(buf, before, before + alone.length),
+          indexFields(msg, alone.length));
+      }), { numRuns: 300 });
+    });
+
+    it('encodes with a precomputed size to the same bytes, and asserts on a wrong size', () => {
+      fc.assert(fc.property(messageArb, fc.nat({ max: 40 }), (msg, before) => {
+        const size = encodedMessageSize(msg);
+        const a = Buffer.alloc(before + size);
+        const b = Buffer.alloc(before + size);
+        assert.equal(encodeMessageInto(msg, a, before), size);
+        assert.equal(encodeSizedMessageInto(msg, b, before, size), size);
+        assert.deepStrictEqual(b, a);
+        const roomy = Buffer.alloc(before + size + 8);
+        assert.throws(() => encodeSizedMessageInto(msg, roomy, before, size + 1),
+          (err: unknown) => err instanceof AssertionFailure);
+        assert.throws(() => encodeSizedMessageInto(msg, roomy, before, size - 1),
+          (err: unknown) => err instanceof AssertionFailure);
+      }), { numRuns: 200 });
+    });
+
+    it('refuses every cut, every padding and every flipped bit with CORRUPT_RECORD', () => {
+      fc.assert(fc.property(smallMessageArb, (msg) => {
+        const bytes = encodeMessage(msg);
+        const padded = Buffer.concat([bytes, Buffer.alloc(8)]);
+        for (let end = 0; end < padded.length; end++) {
+          if (end === bytes.length) continue;
+          assert.throws(() => readMessageIndexFields(padded, 0, end), isCorrupt, `end ${end}`);
+        }
+        for (let bit = 0; bit < bytes.length * 8; bit++) {
+          const flipped = Buffer.from(bytes);
+          flipped[bit >> 3] = (flipped[bit >> 3] ?? 0) ^ (1 << (bit & 7));
+          assert.throws(() => readMessageIndexFields(flipped, 0, flipped.length), isCorrupt,
+            `bit ${bit}`);
+        }
+      }), { numRuns: 15 });
+    });
+
+    it('only ever throws CORRUPT_RECORD behind a valid length and CRC, and agrees when valid',
+      () => {
+        const edit = fc.record({ at: fc.nat(), deleteBytes: fc.nat({ max: 4 }),
+          insert: fc.uint8Array({ maxLength: 4 }) });
+        fc.assert(fc.property(smallMessageArb, fc.array(edit, { minLength: 1, maxLength: 4 }),
+          (msg, edits) => {
+            let bytes = encodeMessage(msg);
+            for (const { at, deleteBytes, insert } of edits) {
+              const from = 9 + (at % Math.max(1, bytes.length - 9));
+              bytes = withoutRoomFor(bytes, from, deleteBytes, insert);
+            }
+            const sealed = reseal(bytes);
+            const full = decodeOrCorrupt(sealed);
+            let fields: ReturnType<typeof fieldsOf> | undefined;
+            try {
+              fields = fieldsOf(sealed, 0, sealed.length);
+            } catch (err) {
+              if (!isCorrupt(err)) throw err;
+            }
+            // The reader checks less than the decoder (not hosts or properties), never more.
+            if (full !== undefined) {
+              assert.deepStrictEqual(fields, indexFields(full, sealed.length));
+            }
+          }), { numRuns: 3000 });
+      });
+
+    it('refuses a tag marked absent but present, and an empty topic', () => {
+      const tagged = encodeMessage({ ...BASE, tag: 'T' });
+      const noTag = Buffer.from(tagged).fill(0, 9, 10);
+      assert.throws(() => readMessageIndexFields(reseal(noTag), 0, noTag.length),
+        (err: unknown) => isCorrupt(err) && (err as Error).message.includes('marked absent'));
+      const untagged = encodeMessage({ ...BASE, tag: undefined });
+      const at = stringsStart(untagged);
+      const empty = reseal(withoutRoomFor(untagged, at, 2 + BASE.topic.length,
+        Buffer.from([0, 0])));
+      assert.throws(() => readMessageIndexFields(empty, 0, empty.length),
+        (err: unknown) => isCorrupt(err) && (err as Error).message.includes('empty topic'));
     });
   });
 

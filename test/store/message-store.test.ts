@@ -75,8 +75,7 @@ class Node extends SimMachine {
     }
     log.append(entries);
     await log.flush();
-    const r = await this.store.dispatch(entries);
-    await this.meta.batch(r.metaOps, { sync: false });
+    await this.store.dispatch(entries);
   }
 }
 
@@ -171,6 +170,7 @@ describe('MessageStore', () => {
     const node = new Node(4);
     await node.open();
     await node.produce(0, 30, 5);
+    await node.store.writeKeyIndex();
     const rows = await node.meta.scan(MetaKeys.messageKeySpacePrefix);
     assert.ok(rows.length > 0);
     await node.meta.batch(

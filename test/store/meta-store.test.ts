@@ -84,6 +84,30 @@ function behaviourSuite(name: string, factory: () => StoreFactory): void {
         assert.deepEqual(await scanText(store, ''), [['k', 'y']]);
       });
 
+    it('builds a batch op by op with batchWith: in order, values copied, nothing on a throw',
+      async () => {
+        assert.ok(store.batchWith !== undefined);
+        const scratch = Buffer.alloc(1);
+        await store.batchWith((b) => {
+          for (const [key, v] of [['x', 1], ['y', 2], ['x', 3]] as const) {
+            scratch[0] = v;
+            b.put(key, scratch);
+          }
+          b.del('y');
+          scratch[0] = 9;
+          b.put('z', scratch);
+        }, { sync: true });
+        assert.deepEqual((await store.scan('')).map(([k, v]) => [k, [...v]]),
+          [['x', [3]], ['z', [9]]]);
+        assert.throws(() => store.batchWith?.((b) => {
+          b.put('w', scratch);
+          throw new Error('build failed');
+        }, { sync: false }), /build failed/);
+        await store.batchWith((b) => b.del('never'), { sync: false });
+        await store.batchWith(() => undefined, { sync: false });
+        assert.deepEqual((await store.scan('')).map(([k]) => k), ['x', 'z']);
+      });
+
     it('returns copies: mutating a value given or read does not change the store', async () => {
       const value = enc('abc');
       await store.batch([{ type: 'put', key: 'v', value }], { sync: false });
@@ -234,6 +258,47 @@ describe('meta stores', () => {
         });
       } finally {
         await holder.close();
+      }
+    });
+
+    it('writes a batch of thousands of interleaved puts and deletes in op order', async () => {
+      const dir = newDir();
+      const store = await LevelMetaStore.open(dir);
+      const model = new Map<string, string>();
+      const ops: MetaBatchOp[] = [];
+      const prng = createPrng(77);
+      for (let i = 0; i < 5000; i++) {
+        const key = `k\0${prng.nextInt(0, 700)}`;
+        if (prng.chance(0.3)) {
+          ops.push(del(key));
+          model.delete(key);
+        } else {
+          ops.push(put(key, `v${i}`));
+          model.set(key, `v${i}`);
+        }
+      }
+      await store.batch(ops, { sync: false });
+      assert.deepEqual(await scanText(store, 'k\0'), modelScan(model, 'k\0'));
+      await store.close();
+      const again = await LevelMetaStore.open(dir);
+      try {
+        assert.deepEqual(await scanText(again, 'k\0'), modelScan(model, 'k\0'));
+      } finally {
+        await again.close();
+      }
+    });
+
+    it('writes nothing of a batch that holds an invalid op', async () => {
+      const store = await LevelMetaStore.open(newDir());
+      try {
+        await store.batch([put('a', '1')], { sync: false });
+        const bad: MetaBatchOp[] = [put('a', '2'), put('b', '2'), put('\ud800', 'lone'), del('a')];
+        assert.throws(() => store.batch(bad, { sync: false }), /lone surrogate/);
+        const noValue: MetaBatchOp[] = [put('a', '3'), { type: 'put', key: 'c' }];
+        assert.throws(() => store.batch(noValue, { sync: false }), /needs a value/);
+        assert.deepEqual(await scanText(store, ''), [['a', '1']]);
+      } finally {
+        await store.close();
       }
     });
 

@@ -1,0 +1,155 @@
+/*
+ * Broker.send on a real one-node broker (in process, real store on a temp dir): a send of many
+ * messages over several topics resolves each topic once (an unknown one is auto-created once,
+ * not once per message), answers one receipt per message in order (message id, topic, the
+ * server's round-robin queue, offsets that continue each queue, the entry's index), and stores
+ * every field of each message with the broker's queue, store time and store host. A send that
+ * names a read-only topic or a message type its topic refuses is refused whole: nothing of it
+ * is stored.
+ */
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { isRaftmqError } from '../../src/common/errors';
+import { silentLogger } from '../../src/common/logger';
+import { resolveBrokerNodeConfig } from '../../src/broker/broker-node-config';
+import { BrokerNode } from '../../src/broker/broker-node';
+import type { ProduceMessage } from '../../src/broker/broker-types';
+import { freePorts } from '../../src/cli/raft-node-client';
+
+function message(n: number, topic: string, extra: Partial<ProduceMessage> = {}): ProduceMessage {
+  return {
+    topic,
+    body: Buffer.from(`body-${n}`),
+    bodyEncoding: 'IDENTITY',
+    tag: n % 2 === 0 ? `tag${n % 3}` : undefined,
+    keys: [`k${n}`],
+    userProperties: new Map([['n', String(n)]]),
+    messageId: `ID-${n}`,
+    bornTimestampMs: 1_700_000_000_000 + n,
+    bornHost: '127.0.0.1:1',
+    flags: 0,
+    reconsumeCount: 0,
+    messageType: 'NORMAL',
+    transactionState: 'NONE',
+    ...extra,
+  };
+}
+
+describe('Broker.send', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let node: BrokerNode | undefined;
+  const deadline = (): number => Date.now() + 5_000;
+  const broker = () => {
+    assert.ok(node !== undefined);
+    return node.broker;
+  };
+
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-send-'));
+    const [raft, client] = (await freePorts(2)) as [number, number];
+    const config = resolveBrokerNodeConfig({
+      group: 'g1',
+      nodeId: 'n1',
+      peers: { n1: { raft: `127.0.0.1:${raft}`, client: `127.0.0.1:${client}` } },
+      dataDir: dir,
+      autoCreateTopics: true,
+      defaultQueueCount: 3,
+    });
+    node = await BrokerNode.start(config, silentLogger());
+    const until = Date.now() + 10_000;
+    while (!node.broker.roleView().leaderReady) {
+      if (Date.now() > until) throw new Error('no leader within 10 s');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  });
+
+  afterEach(async () => {
+    await node?.stop();
+    node = undefined;
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it('resolves each topic once and answers a receipt per message, in order', async () => {
+    const b = broker();
+    await b.createTopic(
+      { name: 'known', queueCount: 2, perm: 'READ_WRITE', messageTypes: ['NORMAL'] },
+      deadline(),
+    );
+    let ensured = 0;
+    const ensureTopic = b.ensureTopic.bind(b);
+    b.ensureTopic = (name, deadlineMs) => {
+      ensured++;
+      return ensureTopic(name, deadlineMs);
+    };
+    const messages = Array.from({ length: 60 }, (_, n) =>
+      message(n, n % 3 === 0 ? 'known' : 'fresh'),
+    );
+    const before = Date.now();
+    const receipts = await b.send(messages, deadline());
+    assert.equal(ensured, 1, 'the unknown topic is created once, the known one not at all');
+    assert.equal(receipts.length, messages.length);
+    const next = new Map<string, number>();
+    for (const [i, r] of receipts.entries()) {
+      const m = messages[i] as ProduceMessage;
+      assert.equal(r.messageId, m.messageId);
+      assert.equal(r.topic, m.topic);
+      assert.equal(r.index, receipts[0]?.index, 'one send, one entry');
+      const key = `${r.topic}/${r.queueId}`;
+      assert.equal(r.queueOffset, next.get(key) ?? 0, `offsets continue ${key}`);
+      next.set(key, r.queueOffset + 1);
+    }
+    // Round-robin over each topic's queues, per message.
+    assert.deepEqual(new Set(receipts.filter((r) => r.topic === 'known').map((r) => r.queueId)),
+      new Set([0, 1]));
+    assert.deepEqual(new Set(receipts.filter((r) => r.topic === 'fresh').map((r) => r.queueId)),
+      new Set([0, 1, 2]));
+    for (const [i, r] of receipts.entries()) {
+      const [stored] = await b.readQueue(r.topic, r.queueId, r.queueOffset, 1);
+      const m = messages[i] as ProduceMessage;
+      assert.ok(stored !== undefined);
+      assert.deepEqual(
+        { ...stored.message, body: Buffer.from(stored.message.body) },
+        {
+          ...m,
+          body: Buffer.from(m.body),
+          queueId: r.queueId,
+          storeTimestampMs: stored.message.storeTimestampMs,
+          storeHost: b.clientEndpoint,
+          deliveryTimestampMs: undefined,
+          messageGroup: undefined,
+          traceContext: undefined,
+        },
+      );
+      assert.ok(stored.message.storeTimestampMs >= before - 1000);
+    }
+    // The same send again: the topic exists now.
+    await b.send(messages.slice(0, 5), deadline());
+    assert.equal(ensured, 1);
+  });
+
+  it('refuses a whole send naming a read-only topic or a refused message type', async () => {
+    const b = broker();
+    await b.createTopic(
+      { name: 'ro', queueCount: 1, perm: 'READ', messageTypes: ['NORMAL'] },
+      deadline(),
+    );
+    await b.createTopic(
+      { name: 'plain', queueCount: 1, perm: 'READ_WRITE', messageTypes: ['NORMAL'] },
+      deadline(),
+    );
+    await assert.rejects(
+      b.send([message(1, 'plain'), message(2, 'ro')], deadline()),
+      (err: unknown) => isRaftmqError(err, 'PERMISSION_DENIED'),
+    );
+    const fifo = message(3, 'plain', { messageType: 'FIFO', messageGroup: 'g' });
+    await assert.rejects(
+      b.send([message(4, 'plain'), fifo], deadline()),
+      (err: unknown) => isRaftmqError(err, 'MESSAGE_TYPE_MISMATCH'),
+    );
+    assert.deepEqual(b.queueRange('plain', 0), { min: 0, max: 0 }, 'nothing stored');
+    assert.deepEqual(b.queueRange('ro', 0), { min: 0, max: 0 });
+  });
+});
