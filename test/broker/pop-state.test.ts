@@ -3,10 +3,11 @@
  * offset -> {in flight | settled, attempt, visible-at, valid handles}. fast-check draws clock
  * advances, receives (fresh messages with a random filter, redeliveries of expired ones, some
  * with a stale cursor or attempt), acks and invisibility changes with current, renewed, stale
- * and forged handles, dead-letter settles, and reloads from the metadata the state wrote. After
- * every step the state agrees with the model, so: an acknowledged message is never handed out
- * again, an unsettled one is handed out again once its time runs out, attempts count up by
- * one, stale handles are refused, and what was written reloads to the same state.
+ * and forged handles, dead-letter settles, reloads from the metadata the state wrote, and
+ * leader changes (a second replica applies every command, must answer alike, and takes over).
+ * After every step the state agrees with the model, so: an acknowledged message is never
+ * handed out again, an unsettled one is handed out again once its time runs out, attempts
+ * count up by one, stale handles are refused, and what was written reloads to the same state.
  */
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
@@ -56,7 +57,8 @@ type Op =
     }
   | { t: 'ack' | 'change'; pick: number; handle: 'delivery' | 'renew' | 'stale' | 'forged' }
   | { t: 'settle'; pick: number; wrongAttempt: boolean }
-  | { t: 'reload' };
+  | { t: 'reload' }
+  | { t: 'leaderChange' };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({
@@ -84,12 +86,20 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   }),
   fc.record({ t: fc.constant('settle' as const), pick: fc.nat(30), wrongAttempt: fc.boolean() }),
   fc.record({ t: fc.constant('reload' as const) }),
+  fc.record({ t: fc.constant('leaderChange' as const) }),
 );
 
 /** Applies a command and writes its metadata into `store`, as BrokerState does per apply. */
+/**
+ * A second node of the group: it applies every command the state under test applies, and must
+ * answer the same; a leader change makes it the state under test.
+ */
+let follower = new PopState();
+
 function applyTo(state: PopState, store: Map<string, Uint8Array>, c: PopCommand): PopResult {
   const writes = new PopWrites();
   const result = state.apply(c, writes);
+  assert.deepEqual(follower.apply(c, new PopWrites()), result, 'the follower agrees');
   const ops: MetaBatchOp[] = [];
   writes.flushTo(ops);
   for (const op of ops) {
@@ -141,6 +151,11 @@ function step(op: Op, m: Model, state: PopState, store: Map<string, Uint8Array>)
       return state;
     case 'reload':
       return reload(store);
+    case 'leaderChange': {
+      const next = follower;
+      follower = state;
+      return next;
+    }
     case 'receive':
       receive(op, m, state, store);
       return state;
@@ -287,6 +302,7 @@ describe('pop state', () => {
         const m = new Model();
         const store = new Map<string, Uint8Array>();
         let state = new PopState();
+        follower = new PopState();
         for (const op of ops) {
           state = step(op, m, state, store);
           checkAgrees(m, state);
