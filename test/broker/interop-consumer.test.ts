@@ -21,7 +21,6 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { format } from 'node:util';
 import {
   ConsumeResult,
   Producer,
@@ -32,32 +31,9 @@ import {
 import { LocalCluster } from '../../src/cli/local-cluster';
 import { waitUntil } from '../../src/cli/raft-node-client';
 import { PullConsumer } from '../../src/client/pull-consumer';
-import { createTopic, printLogTails } from './rmq-raw-client';
+import { createTopic, printLogTails, QuietLogger } from './rmq-raw-client';
 
 const LEADER_TIMEOUT_MS = 15_000;
-
-/** A logger for the official clients that keeps what they say, for a failed test to print. */
-class QuietLogger {
-  readonly lines: string[] = [];
-  info(...args: unknown[]): void {
-    this.keep('info', args);
-  }
-  warn(...args: unknown[]): void {
-    this.keep('warn', args);
-  }
-  error(...args: unknown[]): void {
-    this.keep('error', args);
-  }
-  debug(): void {
-    // Per-request chatter: not kept.
-  }
-  close(): void {
-    // Nothing to release.
-  }
-  private keep(level: string, args: unknown[]): void {
-    if (this.lines.length < 500) this.lines.push(`${level} ${format(...args)}`);
-  }
-}
 
 /** Polls `check` until it is true, for at most `timeoutMs`. */
 async function eventually(

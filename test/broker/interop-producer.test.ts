@@ -20,7 +20,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { format } from 'node:util';
 import {
   NotFoundException,
   Producer,
@@ -36,6 +35,7 @@ import {
   type PulledMessage,
   RmqRawClient,
   waitForNameServerRoute,
+  QuietLogger as SharedQuietLogger,
   wireMessage,
 } from './rmq-raw-client';
 
@@ -58,29 +58,13 @@ const STARTUP_MS_MAX = 3_000;
 
 const SETTINGS_RECEIVED = 'Receive settings from remote, endpoints=%s, clientId=%s';
 
-/** A logger for the client that keeps what it says, for a failed test to print. */
-class QuietLogger {
-  readonly lines: string[] = [];
+/** The shared quiet logger, also noting when Settings arrived from each endpoint. */
+class QuietLogger extends SharedQuietLogger {
   /** When the client last received Settings on its Telemetry stream to each endpoint. */
   readonly settingsAtMs = new Map<string, number>();
-  info(...args: unknown[]): void {
+  override info(...args: unknown[]): void {
     if (args[0] === SETTINGS_RECEIVED) this.settingsAtMs.set(String(args[1]), Date.now());
-    this.keep('info', args);
-  }
-  warn(...args: unknown[]): void {
-    this.keep('warn', args);
-  }
-  error(...args: unknown[]): void {
-    this.keep('error', args);
-  }
-  debug(): void {
-    // Per-request chatter: not kept.
-  }
-  close(): void {
-    // Nothing to release.
-  }
-  private keep(level: string, args: unknown[]): void {
-    if (this.lines.length < 500) this.lines.push(`${level} ${format(...args)}`);
+    super.info(...args);
   }
 }
 

@@ -8,6 +8,7 @@
  * for tests on a LocalCluster: create a topic on the leader, wait for the NameServer's route,
  * print the nodes' log tails when a test failed.
  */
+import { format } from 'node:util';
 import { strict as assert } from 'node:assert';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
@@ -454,5 +455,28 @@ export function printLogTails(cluster: LocalCluster | undefined, bytes = 3000): 
   for (const broker of cluster.brokers) {
     const text = fs.existsSync(broker.logPath) ? fs.readFileSync(broker.logPath, 'utf8') : '';
     console.error(`---- ${broker.id} log tail ----\n${text.slice(-bytes)}`);
+  }
+}
+
+/** A logger for the official clients that keeps what they say, for a failed test to print. */
+export class QuietLogger {
+  readonly lines: string[] = [];
+  info(...args: unknown[]): void {
+    this.keep('info', args);
+  }
+  warn(...args: unknown[]): void {
+    this.keep('warn', args);
+  }
+  error(...args: unknown[]): void {
+    this.keep('error', args);
+  }
+  debug(): void {
+    // Per-request chatter: not kept.
+  }
+  close(): void {
+    // Nothing to release.
+  }
+  private keep(level: string, args: unknown[]): void {
+    if (this.lines.length < 500) this.lines.push(`${level} ${format(...args)}`);
   }
 }
