@@ -255,32 +255,17 @@ export class PopService {
       deadlineMs,
     );
     const from = q?.cursor ?? this.initialOffset(req.group, topic.name, queueId, range.min);
-    const blocked = new Set<string>();
-    if (group.fifo && q !== undefined) {
-      for (const r of q.inflight.values()) if (r.messageGroup !== '') blocked.add(r.messageGroup);
-    }
     const frontier = q?.frontier ?? from;
     const windowEnd = frontier + state.pop.limits.windowMax;
-    let to = Math.max(from, Math.min(range.min, windowEnd));
-    const fresh: { offset: number; messageGroup: string }[] = [];
-    const scanMax = Math.min(this.options.scanCountMax, windowEnd - to, range.max - to);
-    const read = scanMax > 0 ? await this.deps.readQueue(topic.name, queueId, to, scanMax) : [];
-    for (const located of read) {
-      if (again.length + fresh.length >= budget) break;
-      const offset = located.queueOffset;
-      if (offset === undefined || offset !== to) break;
-      const m = located.message;
-      if (req.filter(m.tag)) {
-        const messageGroup = group.fifo ? (m.messageGroup ?? '') : '';
-        if (messageGroup !== '') {
-          if (blocked.has(messageGroup)) break;
-          blocked.add(messageGroup);
-        }
-        fresh.push({ offset, messageGroup });
-        messages.set(offset, located);
-      }
-      to = offset + 1;
-    }
+    const start = Math.max(from, Math.min(range.min, windowEnd));
+    const scanMax = Math.min(this.options.scanCountMax, windowEnd - start, range.max - start);
+    const { fresh, to } = await this.scanFresh(
+      req,
+      group,
+      q,
+      { topic: topic.name, queueId, start, scanMax, wanted: budget - again.length },
+      messages,
+    );
     wake.queueEnds.set(queueId, Math.max(to, range.max));
     if (again.length === 0 && to === from) return undefined;
     const command: PopReceiveCommand = {
@@ -296,6 +281,59 @@ export class PopService {
       again,
     };
     return { command, messages };
+  }
+
+  /**
+   * The fresh messages of one queue to hand out: from `start`, those that match the filter (and,
+   * in a FIFO group, whose message group is not held back), at most `wanted`, scanning at most
+   * `scanMax` records. It reads what is still wanted, and more only when the filter skipped some
+   * (each further read as large as all before it), so a small receive reads little. Returns
+   * them and the offset after the last record scanned.
+   */
+  private async scanFresh(
+    req: PopReceiveRequest,
+    group: GroupConfig,
+    q: Readonly<PopQueue> | undefined,
+    scan: { topic: string; queueId: number; start: number; scanMax: number; wanted: number },
+    messages: Map<number, LocatedMessage>,
+  ): Promise<{ fresh: { offset: number; messageGroup: string }[]; to: number }> {
+    const blocked = new Set<string>();
+    if (group.fifo && q !== undefined) {
+      for (const r of q.inflight.values()) if (r.messageGroup !== '') blocked.add(r.messageGroup);
+    }
+    const fresh: { offset: number; messageGroup: string }[] = [];
+    let to = scan.start;
+    let scanned = 0;
+    let stopped = false;
+    while (!stopped && fresh.length < scan.wanted && scanned < scan.scanMax) {
+      const count = Math.min(scan.scanMax - scanned, Math.max(scan.wanted - fresh.length, scanned));
+      const read = await this.deps.readQueue(scan.topic, scan.queueId, to, count);
+      scanned += count;
+      // A short read reached the queue's end.
+      stopped = read.length < count;
+      for (const located of read) {
+        const offset = located.queueOffset;
+        if (fresh.length >= scan.wanted || offset === undefined || offset !== to) {
+          stopped = true;
+          break;
+        }
+        const m = located.message;
+        if (req.filter(m.tag)) {
+          const messageGroup = group.fifo ? (m.messageGroup ?? '') : '';
+          if (messageGroup !== '') {
+            if (blocked.has(messageGroup)) {
+              stopped = true;
+              break;
+            }
+            blocked.add(messageGroup);
+          }
+          fresh.push({ offset, messageGroup });
+          messages.set(offset, located);
+        }
+        to = offset + 1;
+      }
+    }
+    return { fresh, to };
   }
 
   private initialOffset(group: string, topic: string, queueId: number, min: number): number {

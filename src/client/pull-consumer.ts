@@ -80,7 +80,7 @@ export function resolvePullConsumerOptions(
   return resolveOptions('pullConsumer', defaults, OPTION_SPEC, input);
 }
 
-/** Largest `countMax` of one pull (the broker caps a batch lower: 32 by default). */
+/** Largest `countMax` of one pull (the broker caps a batch lower: 256 by default). */
 export const PULL_COUNT_MAX = 1_024;
 /** Longest long poll a pull may ask for. */
 export const AWAIT_MS_MAX = 600_000;

@@ -5,8 +5,9 @@
  * handle valid; an expired message comes back with its attempt raised, and after the group's
  * last attempt it goes to `%DLQ%<group>` instead, where it can be read back; FIFO groups hold a
  * message group back until its earlier message is settled; two groups each get every message;
- * tag filters settle what they skip; stale and forged handles are refused; progress reports
- * the frontier and lag; a restarted node keeps acks and in-flight messages. Short
+ * tag filters settle what they skip; a receive reads from the store only as many records as it
+ * hands out, and more only past what a filter skips; stale and forged handles are refused;
+ * progress reports the frontier and lag; a restarted node keeps acks and in-flight messages. Short
  * invisibilities (tens of ms) stand in for time; every wait has a deadline.
  */
 import { strict as assert } from 'node:assert';
@@ -208,6 +209,39 @@ describe('pop service on a broker node', function () {
         .pop.progress('GA')
         .reduce((n, p) => n + p.lag, 0),
       0,
+    );
+  });
+
+  it('reads from the store only what a receive hands out, more only past a filter', async () => {
+    await broker().createTopic(
+      { name: 'one', queueCount: 1, perm: 'READ_WRITE', messageTypes: ['NORMAL'] },
+      deadline(),
+    );
+    const tags = ['B', 'B', 'B', 'A', 'A', 'A', 'A', 'A'];
+    await send(...tags.map((tag, i) => message(`m${i}`, { topic: 'one', tag })));
+    const b = broker();
+    const readQueue = b.readQueue.bind(b);
+    let recordsRead = 0;
+    b.readQueue = async (topic, queueId, offset, count) => {
+      const got = await readQueue(topic, queueId, offset, count);
+      recordsRead += got.length;
+      return got;
+    };
+    const two = await receive({ group: 'R', topic: 'one', batchSize: 2 });
+    assert.deepEqual(bodies(two), ['m0', 'm1']);
+    assert.equal(recordsRead, 2, 'a receive of 2 reads 2 records, not the whole queue');
+    const onlyA = await receive({
+      group: 'RA',
+      topic: 'one',
+      batchSize: 2,
+      filter: (tag) => tag === 'A',
+    });
+    assert.deepEqual(bodies(onlyA), ['m3', 'm4'], 'the scan went on past the skipped ones');
+    for (const p of onlyA) await b.pop.ack('RA', 'one', p.receiptHandle, deadline());
+    assert.equal(
+      b.pop.progress('RA').reduce((n, p) => n + p.lag, 0),
+      3,
+      'skipped and acked messages are settled; m5..m7 are left',
     );
   });
 

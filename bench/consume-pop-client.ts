@@ -1,0 +1,189 @@
+/**
+ * A raw gRPC pop client of `apache.rocketmq.v2.MessagingService` for the consume benchmark
+ * (consume-bench.ts): ReceiveMessage with a large batch, and AckMessage with many entries, which
+ * the official Node client never sends (it receives 32 at a time and acks one message per call).
+ * Requests are plain objects encoded by proto-loader from the project's `.proto` files.
+ */
+import * as os from 'node:os';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { findProtoDir, PROTO_LOADER_OPTIONS } from '../src/common/proto-files';
+
+const SERVICE_PROTO = 'apache/rocketmq/v2/service.proto';
+/** A receive of 1024 messages of 1 KiB is about 1.2 MiB; room for larger bodies. */
+const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': 64 * 1024 * 1024,
+  'grpc.max_send_message_length': 64 * 1024 * 1024,
+};
+
+interface WireStatus {
+  readonly code?: string | number;
+  readonly message?: string;
+}
+
+interface ReceiveFrame {
+  readonly status?: WireStatus | null;
+  readonly message?: {
+    readonly systemProperties?: { messageId?: string; receiptHandle?: string | null };
+  } | null;
+}
+
+type Reply = Record<string, unknown>;
+type UnaryFn = (
+  req: object,
+  md: grpc.Metadata,
+  opts: grpc.CallOptions,
+  cb: (err: grpc.ServiceError | null, res?: Reply) => void,
+) => grpc.ClientUnaryCall;
+type StreamFn = (
+  req: object,
+  md: grpc.Metadata,
+  opts: grpc.CallOptions,
+) => grpc.ClientReadableStream<ReceiveFrame>;
+type Stub = grpc.Client & { ReceiveMessage: StreamFn; AckMessage: UnaryFn };
+type StubCtor = new (address: string, creds: grpc.ChannelCredentials, opts?: object) => Stub;
+
+/** One message a receive handed out: what an ack needs. */
+export interface ReceiptEntry {
+  readonly messageId: string;
+  readonly receiptHandle: string;
+}
+
+/** What a receive answered: its status name and the messages' receipts. */
+export interface ReceiveResult {
+  readonly status: string;
+  readonly statusMessage: string;
+  readonly receipts: ReceiptEntry[];
+}
+
+/** What an ack answered: entries settled (OK) and the first other status, if any. */
+export interface AckResult {
+  readonly ackedCount: number;
+  readonly firstFailure: string | undefined;
+}
+
+/** Parameters of one receive. */
+export interface ReceiveSpec {
+  /** Messages asked for (the broker clamps it to its maximum, 1024 by default). */
+  readonly batchSize: number;
+  readonly invisibleMs: number;
+  /** How long the broker may wait for a message when none is ready. */
+  readonly longPollMs: number;
+  /** Deadline of the call, after the long poll. */
+  readonly timeoutMs: number;
+}
+
+let loaded: Promise<StubCtor> | undefined;
+
+function loadStubCtor(): Promise<StubCtor> {
+  loaded ??= protoLoader
+    .load(SERVICE_PROTO, { ...PROTO_LOADER_OPTIONS, includeDirs: [findProtoDir(SERVICE_PROTO)] })
+    .then((def) => {
+      const pkg = grpc.loadPackageDefinition(def) as unknown as {
+        apache: { rocketmq: { v2: { MessagingService: StubCtor } } };
+      };
+      return pkg.apache.rocketmq.v2.MessagingService;
+    });
+  return loaded;
+}
+
+const durationOf = (ms: number): { seconds: number; nanos: number } => ({
+  seconds: Math.floor(ms / 1000),
+  nanos: (ms % 1000) * 1e6,
+});
+
+let clientCount = 0;
+
+/** Receives and acks one topic for one consumer group on one node; see the file comment. */
+export class PopClient {
+  private readonly clientId = `${os.hostname()}@${process.pid}@bench-pop${clientCount++}`;
+
+  private constructor(
+    private readonly stub: Stub,
+    readonly endpoint: string,
+    private readonly group: string,
+    private readonly topic: string,
+  ) {}
+
+  /** A client of `endpoint` (`host:port`); connects lazily. */
+  static async create(endpoint: string, group: string, topic: string): Promise<PopClient> {
+    const Ctor = await loadStubCtor();
+    const stub = new Ctor(endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    return new PopClient(stub, endpoint, group, topic);
+  }
+
+  /** One ReceiveMessage call: the receipts of the messages it handed out. */
+  receive(spec: ReceiveSpec): Promise<ReceiveResult> {
+    const request = {
+      group: { resourceNamespace: '', name: this.group },
+      messageQueue: { topic: { resourceNamespace: '', name: this.topic }, id: 0 },
+      filterExpression: { type: 'TAG', expression: '*' },
+      batchSize: spec.batchSize,
+      invisibleDuration: durationOf(spec.invisibleMs),
+      autoRenew: false,
+      longPollingTimeout: durationOf(spec.longPollMs),
+    };
+    const deadline = Date.now() + spec.longPollMs + spec.timeoutMs;
+    return new Promise((resolve, reject) => {
+      const receipts: ReceiptEntry[] = [];
+      let status: WireStatus | undefined;
+      const call = this.stub.ReceiveMessage(request, this.metadata(), { deadline });
+      call.on('data', (frame: ReceiveFrame) => {
+        if (frame.status !== undefined && frame.status !== null) status = frame.status;
+        const sp = frame.message?.systemProperties;
+        if (sp?.receiptHandle !== undefined && sp.receiptHandle !== null) {
+          receipts.push({ messageId: sp.messageId ?? '', receiptHandle: sp.receiptHandle });
+        }
+      });
+      call.on('error', reject);
+      call.on('end', () =>
+        resolve({
+          status: String(status?.code ?? 'NO_STATUS'),
+          statusMessage: status?.message ?? '',
+          receipts,
+        }),
+      );
+    });
+  }
+
+  /** One AckMessage call settling `entries` (the broker takes at most 1024). */
+  ack(entries: readonly ReceiptEntry[], timeoutMs: number): Promise<AckResult> {
+    const request = {
+      group: { resourceNamespace: '', name: this.group },
+      topic: { resourceNamespace: '', name: this.topic },
+      entries,
+    };
+    return new Promise((resolve, reject) => {
+      this.stub.AckMessage(
+        request,
+        this.metadata(),
+        { deadline: Date.now() + timeoutMs },
+        (err, res) => {
+          if (err !== null) {
+            reject(err);
+            return;
+          }
+          const results = (res?.entries ?? []) as { status?: WireStatus }[];
+          let ackedCount = 0;
+          let firstFailure: string | undefined;
+          for (const e of results) {
+            if (String(e.status?.code) === 'OK') ackedCount++;
+            else firstFailure ??= `${String(e.status?.code)}: ${e.status?.message ?? ''}`;
+          }
+          resolve({ ackedCount, firstFailure });
+        },
+      );
+    });
+  }
+
+  close(): void {
+    this.stub.close();
+  }
+
+  private metadata(): grpc.Metadata {
+    const md = new grpc.Metadata();
+    md.set('x-mq-client-id', this.clientId);
+    md.set('x-mq-protocol', 'v2');
+    return md;
+  }
+}
