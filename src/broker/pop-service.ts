@@ -509,9 +509,8 @@ export class PopService {
   ): Promise<void> {
     this.deps.requireLeader();
     const h = decodeReceiptHandle(this.scope(group, topic), receiptHandle);
-    const q = this.deps.state.pop.queue(group, topic, h.queueId);
-    const r = q?.inflight.get(h.offset);
-    if (r === undefined || (r.deliveryHandle !== h.handleId && r.renewHandle !== h.handleId)) {
+    const r = this.deps.state.pop.currentRecord(group, topic, h.queueId, h.offset, h.handleId);
+    if (r === undefined) {
       throw new RaftmqError('INVALID_RECEIPT_HANDLE', 'the delivery is settled or not current');
     }
     const [located] = await this.deps.readQueue(topic, h.queueId, h.offset, 1);

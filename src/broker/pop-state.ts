@@ -178,6 +178,21 @@ export class PopState {
     return this.queues.get(queueKey(group, topic, queueId));
   }
 
+  /**
+   * The in-flight record `handle` may act on: its latest delivery's or latest renewal's.
+   * Undefined when the offset is settled, not handed out, or the handle is stale.
+   */
+  currentRecord(
+    group: string,
+    topic: string,
+    queueId: number,
+    offset: number,
+    handle: number,
+  ): Readonly<PopRecord> | undefined {
+    const r = this.queues.get(queueKey(group, topic, queueId))?.inflight.get(offset);
+    return r !== undefined && isCurrent(r, handle) ? r : undefined;
+  }
+
   /** Every queue with state, as `[group, topic, queueId, state]`. */
   *entries(): IterableIterator<[string, string, number, Readonly<PopQueue>]> {
     for (const [key, q] of this.queues) {
@@ -310,7 +325,7 @@ export class PopState {
     if (offset < q.frontier || q.settled.has(offset)) return { ok: true, q, record: undefined };
     const r = q.inflight.get(offset);
     assert(r !== undefined, () => `pop state: offset ${offset} in window but not in flight`);
-    if (handle !== r.deliveryHandle && handle !== r.renewHandle) {
+    if (!isCurrent(r, handle)) {
       const why = `the receipt handle of offset ${offset} is stale: it was delivered again`;
       return { ok: false, result: fail('INVALID_RECEIPT_HANDLE', why) };
     }
@@ -414,6 +429,11 @@ export class PopState {
 }
 
 const KEY_HANDLE_NEXT = MetaKeys.popHandleNext;
+
+/** True when `handle` is the record's latest delivery or latest renewal (contract §5.7). */
+function isCurrent(r: PopRecord, handle: number): boolean {
+  return handle > 0 && (handle === r.deliveryHandle || handle === r.renewHandle);
+}
 
 function isOffset(v: unknown): v is number {
   return Number.isSafeInteger(v) && (v as number) >= 0;

@@ -14,6 +14,7 @@
  */
 import { RaftmqError } from '../common/errors';
 import { MESSAGE_LIMITS } from '../store/message-limits';
+import { RESERVED_TOPIC_PREFIXES } from './broker-command';
 
 /** RocketMQ's character rule for topic and group names. */
 export const RESOURCE_NAME_PATTERN = /^[%|a-zA-Z0-9_-]+$/;
@@ -24,7 +25,7 @@ export const NAMESPACE_PATTERN = /^[a-zA-Z0-9_-]+$/;
 /** Separates a namespace from the name it qualifies (`ns%topic`). */
 export const NAMESPACE_SEPARATOR = '%';
 /** Prefixes of topics the broker keeps for itself: never written by producers nor created. */
-export const RESERVED_TOPIC_PREFIXES: readonly string[] = ['%RETRY%', '%DLQ%', 'rmq_sys_'];
+export { RESERVED_TOPIC_PREFIXES };
 /** RocketMQ's own system topics, refused as producer topics for the same reason. */
 export const RESERVED_TOPIC_NAMES: ReadonlySet<string> = new Set([
   'TBW102',

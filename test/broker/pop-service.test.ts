@@ -175,6 +175,24 @@ describe('pop service on a broker node', function () {
     );
   });
 
+  it('dead-letters on request only with a current handle', async () => {
+    await send(message('fwd'));
+    const [first] = await receive({ invisibleMs: 0 });
+    const [again] = await receive();
+    await assert.rejects(
+      broker().pop.forwardToDeadLetter('G', TOPIC, first!.receiptHandle, deadline()),
+      (e) => isRaftmqError(e, 'INVALID_RECEIPT_HANDLE'),
+      'the first delivery is stale',
+    );
+    await broker().pop.forwardToDeadLetter('G', TOPIC, again!.receiptHandle, deadline());
+    const dlq = await broker().readQueue('%DLQ%G', 0, 0, 10);
+    assert.deepEqual(
+      dlq.map((m) => Buffer.from(m.message.body).toString()),
+      ['fwd'],
+    );
+    assert.deepEqual(await receive(), []);
+  });
+
   it('holds a FIFO message group back until its earlier message is settled', async () => {
     await broker().createGroup({ name: 'F', maxDeliveryAttempts: 5, fifo: true }, deadline());
     await send(
