@@ -103,18 +103,35 @@ function decodeRun(
   }
 }
 
+/** Bytes at a CommitLog position: a message inside an entry, as a ConsumeQueue locates it. */
+export interface ByteSpan {
+  readonly position: number;
+  readonly sizeBytes: number;
+}
+
 /**
- * Reads raw bytes at a CommitLog position (a message inside an entry, found through a
- * ConsumeQueue). The bytes must lie within one written record; the message codec checks them.
+ * How {@link readSpans} joins spans into reads. Spans of one segment whose gap is at most
+ * `gapMaxBytes` share a read of at most `runMaxBytes` (a lone span larger than that is still
+ * read whole). The messages of one queue lie between those of the other queues, so a small gap
+ * is normal; reading it costs a copy from the page cache, far less than a read call per span.
  */
-export async function readBytes(
-  s: CommitLogState,
-  position: number,
-  sizeBytes: number,
-): Promise<Buffer> {
-  s.usable();
+export interface SpanReadOptions {
+  readonly gapMaxBytes: number;
+  readonly runMaxBytes: number;
+}
+
+export const SPAN_READ_DEFAULTS: SpanReadOptions = {
+  gapMaxBytes: 64 * 1024,
+  runMaxBytes: 4 * 1024 * 1024,
+};
+
+/** Throws unless [position, position + sizeBytes) lies inside one segment of the log. */
+function checkSpan(s: CommitLogState, position: number, sizeBytes: number): number {
   const segStart = s.segmentStartOf(position);
   if (
+    !Number.isSafeInteger(position) ||
+    !Number.isSafeInteger(sizeBytes) ||
+    sizeBytes < 1 ||
     position < s.firstPos ||
     position + sizeBytes > s.endPos ||
     position + sizeBytes > segStart + s.options.segmentSizeBytes
@@ -123,8 +140,16 @@ export async function readBytes(
       details: { position, sizeBytes },
     });
   }
-  // Appended but not yet written: wait for the write rather than read a short file.
-  if (position + sizeBytes > s.writtenEndPos) await s.written.wait(s.last);
+  return segStart;
+}
+
+/** Reads [position, position + sizeBytes) of the segment at `segStart` into a new buffer. */
+async function readRun(
+  s: CommitLogState,
+  segStart: number,
+  position: number,
+  sizeBytes: number,
+): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(sizeBytes);
   const filePath = s.segmentPath(segStart);
   const got = await s.files.use(filePath, false, (f) =>
@@ -138,4 +163,80 @@ export async function readBytes(
     );
   }
   return buf;
+}
+
+/**
+ * Reads raw bytes at a CommitLog position (a message inside an entry, found through a
+ * ConsumeQueue). The bytes must lie within one written record; the message codec checks them.
+ */
+export async function readBytes(
+  s: CommitLogState,
+  position: number,
+  sizeBytes: number,
+): Promise<Buffer> {
+  s.usable();
+  const segStart = checkSpan(s, position, sizeBytes);
+  // Appended but not yet written: wait for the write rather than read a short file.
+  if (position + sizeBytes > s.writtenEndPos) await s.written.wait(s.last);
+  return readRun(s, segStart, position, sizeBytes);
+}
+
+/**
+ * Reads many spans (in any order; the result follows the input's order) with few reads: spans
+ * of one segment that lie near each other share one read (see {@link SpanReadOptions}). Each
+ * result is a view into its read's buffer, so it keeps that buffer alive: callers hold results
+ * only for as long as they answer a request.
+ */
+export async function readSpans(
+  s: CommitLogState,
+  spans: readonly ByteSpan[],
+  options: SpanReadOptions = SPAN_READ_DEFAULTS,
+): Promise<Buffer[]> {
+  s.usable();
+  const segStarts = spans.map((sp) => checkSpan(s, sp.position, sp.sizeBytes));
+  let end = 0;
+  for (const sp of spans) end = Math.max(end, sp.position + sp.sizeBytes);
+  if (end > s.writtenEndPos) await s.written.wait(s.last);
+  const order = spans
+    .map((_, i) => i)
+    .sort((a, b) => spanAt(spans, a).position - spanAt(spans, b).position);
+  const out: Buffer[] = new Array<Buffer>(spans.length);
+  const reads: Promise<void>[] = [];
+  let k = 0;
+  while (k < order.length) {
+    const first = order[k] as number;
+    const segStart = segStarts[first] as number;
+    const runStart = spanAt(spans, first).position;
+    let runEnd = runStart + spanAt(spans, first).sizeBytes;
+    let m = k + 1;
+    for (; m < order.length; m++) {
+      const i = order[m] as number;
+      const sp = spanAt(spans, i);
+      const newEnd = Math.max(runEnd, sp.position + sp.sizeBytes);
+      if (
+        segStarts[i] !== segStart ||
+        sp.position - runEnd > options.gapMaxBytes ||
+        newEnd - runStart > options.runMaxBytes
+      ) {
+        break;
+      }
+      runEnd = newEnd;
+    }
+    const members = order.slice(k, m);
+    reads.push(
+      readRun(s, segStart, runStart, runEnd - runStart).then((buf) => {
+        for (const i of members) {
+          const sp = spanAt(spans, i);
+          out[i] = buf.subarray(sp.position - runStart, sp.position - runStart + sp.sizeBytes);
+        }
+      }),
+    );
+    k = m;
+  }
+  await Promise.all(reads);
+  return out;
+}
+
+function spanAt(spans: readonly ByteSpan[], i: number): ByteSpan {
+  return spans[i] as ByteSpan;
 }

@@ -29,7 +29,15 @@ import type { LocatedRecords } from './entry-index';
 import { recoverLog } from './commit-log-recovery';
 import { type CommitLogDeps, CommitLogState, toStoreError } from './commit-log-state';
 import { CommitLogWriter } from './commit-log-writer';
-import { positionsOf, readBytes, readRange } from './commit-log-reader';
+import {
+  type ByteSpan,
+  SPAN_READ_DEFAULTS,
+  type SpanReadOptions,
+  positionsOf,
+  readBytes,
+  readRange,
+  readSpans,
+} from './commit-log-reader';
 import { applyRetention, checkpoint, removePrefix, truncateSuffix } from './commit-log-maintenance';
 
 export type { CommitLogDeps };
@@ -202,6 +210,14 @@ export class CommitLog {
    */
   readBytes(position: number, sizeBytes: number): Promise<Buffer> {
     return readBytes(this.s, position, sizeBytes);
+  }
+
+  /** Reads many spans with few reads (see commit-log-reader.ts `readSpans`), in input order. */
+  readSpans(
+    spans: readonly ByteSpan[],
+    options: SpanReadOptions = SPAN_READ_DEFAULTS,
+  ): Promise<Buffer[]> {
+    return readSpans(this.s, spans, options);
   }
 
   /**

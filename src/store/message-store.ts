@@ -200,8 +200,15 @@ export class MessageStore {
       commitLog.firstIndex() - 1,
     );
     const keyWriter = new KeyIndexWriter(deps.meta, keyIndex, keyIndexed, options.keyIndexWriter);
-    const store = new MessageStore(commitLog, queues, keyIndex, keyWriter, deps.meta, log,
-      dispatched);
+    const store = new MessageStore(
+      commitLog,
+      queues,
+      keyIndex,
+      keyWriter,
+      deps.meta,
+      log,
+      dispatched,
+    );
     if (keyIndexed < dispatched) await store.catchUpKeyIndex(dispatched);
     return store;
   }
@@ -218,9 +225,11 @@ export class MessageStore {
    */
   rewindDispatch(index: number): void {
     assert(
-      Number.isSafeInteger(index) && index <= this.dispatched &&
+      Number.isSafeInteger(index) &&
+        index <= this.dispatched &&
         index >= this.commitLog.firstIndex() - 1,
-      () => `rewind dispatch to ${index}: outside [${this.commitLog.firstIndex() - 1}, ` +
+      () =>
+        `rewind dispatch to ${index}: outside [${this.commitLog.firstIndex() - 1}, ` +
         `${this.dispatched}]`,
     );
     this.dispatched = index;
@@ -316,8 +325,7 @@ export class MessageStore {
       out.positions[i] = position;
       out.sizes[i] = m.sizeBytes;
       if (indexKeys) {
-        this.keyWriter.add(m.topic, m.keys, m.messageId, position, m.sizeBytes,
-          m.storeTimestampMs);
+        this.keyWriter.add(m.topic, m.keys, m.messageId, position, m.sizeBytes, m.storeTimestampMs);
       }
       position += m.sizeBytes;
     }
@@ -419,16 +427,24 @@ export class MessageStore {
     countMax: number,
   ): Promise<LocatedMessage[]> {
     const records = await this.consumeQueues.readRange(topic, queueId, queueOffset, countMax);
-    const out: LocatedMessage[] = [];
-    for (const r of records) {
-      out.push({
-        queueOffset: r.offset,
-        position: r.position,
-        sizeBytes: r.sizeBytes,
-        message: await this.readMessage(r.position, r.sizeBytes),
-      });
-    }
-    return out;
+    return this.readLocated(
+      records.map((r) => ({ queueOffset: r.offset, position: r.position, sizeBytes: r.sizeBytes })),
+    );
+  }
+
+  /** Reads and checks the messages at `locations` (with few reads), in their order. */
+  private async readLocated<L extends { position: number; sizeBytes: number }>(
+    locations: readonly L[],
+  ): Promise<(L & { message: StoredMessage })[]> {
+    if (locations.length === 0) return [];
+    const bytes = await this.commitLog.readSpans(locations);
+    return locations.map((l, i) => ({
+      ...l,
+      message: decodeMessage(bytes[i] as Buffer, {
+        file: this.segmentFileOf(l.position),
+        position: l.position,
+      }),
+    }));
   }
 
   /**
@@ -441,11 +457,7 @@ export class MessageStore {
       limit,
       minPosition: this.commitLog.firstPosition(),
     });
-    const out: LocatedMessage[] = [];
-    for (const l of locations) {
-      out.push({ ...l, message: await this.readMessage(l.position, l.sizeBytes) });
-    }
-    return out;
+    return this.readLocated(locations);
   }
 
   /**

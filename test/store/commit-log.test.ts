@@ -904,6 +904,89 @@ describe('CommitLog fault handling', function () {
     });
   });
 
+  describe('reading spans', () => {
+    it('reads spans in any order with one read per run of nearby spans in a segment', async () => {
+      const w = new World();
+      const log = await w.open();
+      const placed = await appendDurable(log, entries(1, 40));
+      const segments = new Set(placed.map((p) => Math.floor(p.position / SEGMENT_BYTES)));
+      assert.ok(segments.size >= 3, 'the records span several segments');
+      const prng = createPrng(7);
+      for (let round = 0; round < 50; round++) {
+        // A random subset of records, each cut to a random slice, in a random order.
+        const spans = placed
+          .filter(() => prng.nextInt(0, 3) === 0)
+          .map((p) => {
+            const from = prng.nextInt(0, p.sizeBytes);
+            const size = prng.nextInt(1, p.sizeBytes - from + 1);
+            return { position: p.position + from, sizeBytes: size };
+          });
+        for (let i = spans.length - 1; i > 0; i--) {
+          const j = prng.nextInt(0, i + 1);
+          [spans[i], spans[j]] = [
+            spans[j] as (typeof spans)[number],
+            spans[i] as (typeof spans)[number],
+          ];
+        }
+        let reads = 0;
+        w.disk.setHook((op) => {
+          if (op === 'read') reads++;
+        });
+        const got = await log.readSpans(spans);
+        w.disk.setHook(undefined);
+        assert.equal(got.length, spans.length);
+        const used = new Set<number>();
+        for (const [i, sp] of spans.entries()) {
+          assert.deepEqual(got[i], await log.readBytes(sp.position, sp.sizeBytes), `span ${i}`);
+          used.add(Math.floor(sp.position / SEGMENT_BYTES));
+        }
+        // Segments are 4 KiB, under the default gap: one read per segment touched.
+        assert.equal(reads, used.size, `round ${round}: reads`);
+      }
+      await log.close();
+    });
+
+    it('splits runs at the gap and size bounds and refuses a span outside the log', async () => {
+      const w = new World();
+      const log = await w.open();
+      const placed = await appendDurable(log, entries(1, 6));
+      const onePerRecord = placed.map((p) => ({ position: p.position, sizeBytes: p.sizeBytes }));
+      const readsOf = async (options: { gapMaxBytes: number; runMaxBytes: number }) => {
+        let reads = 0;
+        w.disk.setHook((op) => {
+          if (op === 'read') reads++;
+        });
+        const got = await log.readSpans(onePerRecord, options);
+        w.disk.setHook(undefined);
+        for (const [i, p] of placed.entries())
+          assert.deepEqual(got[i], await log.readBytes(p.position, p.sizeBytes));
+        return reads;
+      };
+      assert.equal(await readsOf({ gapMaxBytes: 0, runMaxBytes: 1 << 20 }), 1, 'back to back');
+      assert.equal(await readsOf({ gapMaxBytes: 0, runMaxBytes: 1 }), placed.length, 'size bound');
+      // Every second record: the gaps are one record wide.
+      const sparse = onePerRecord.filter((_, i) => i % 2 === 0);
+      let reads = 0;
+      w.disk.setHook((op) => {
+        if (op === 'read') reads++;
+      });
+      await log.readSpans(sparse, { gapMaxBytes: 0, runMaxBytes: 1 << 20 });
+      assert.equal(reads, sparse.length, 'gap bound');
+      w.disk.setHook(undefined);
+      const end = log.endPosition();
+      expectCode(
+        await errorOf(() => log.readSpans([{ position: end - 4, sizeBytes: 8 }])),
+        'OUT_OF_RANGE',
+      );
+      expectCode(
+        await errorOf(() => log.readSpans([{ position: 0, sizeBytes: 0 }])),
+        'OUT_OF_RANGE',
+      );
+      assert.deepEqual(await log.readSpans([]), []);
+      await log.close();
+    });
+  });
+
   describe('retention', () => {
     it('removes expired whole segments, never the active one or one >= the bound', async () => {
       const w = new World({ ...OPTS, fileReservedTimeMs: 1000 });
