@@ -28,7 +28,8 @@ import { runOrForward, runOrForwardStream } from './messaging-forward';
 import { tagFilter } from './messaging-pull';
 import { MULTIPLE_RESULTS_CODE } from './messaging-send';
 import type { PopService } from './pop-service';
-import { okStatus, toStatus, toWireMessage } from './rmq-convert';
+import { okStatus, toStatus } from './rmq-convert';
+import { encodeMessageFrame } from './rmq-message-encode';
 import { checkGroup, checkTopic, effectiveNamespace } from './rmq-validate';
 import {
   durationToMs,
@@ -153,14 +154,14 @@ async function receiveFrames(
     }
     return [
       { status: okStatus() },
-      ...popped.map((p) => ({
-        message: toWireMessage(p.located, {
+      ...popped.map((p) =>
+        encodeMessageFrame(p.located, {
           namespace: names.ns,
           deliveryAttempt: p.attempt,
           receiptHandle: p.receiptHandle,
           invisibleDurationMs: p.invisibleMs,
         }),
-      })),
+      ),
       { deliveryTimestamp: msToTimestamp(ctx.clock.nowMs()) },
     ];
   });

@@ -7,11 +7,14 @@
  * Request decoding never throws: bytes that do not decode reach the handler as an
  * {@link UndecodableRequest}, which it answers with a BAD_REQUEST status like any other bad
  * input (a throwing decoder would make grpc-js end the call with a gRPC INTERNAL error).
+ * Delivered messages are encoded by hand (rmq-message-encode.ts) and pass the response
+ * encoder as bytes.
  */
 import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { RaftmqError } from '../common/errors';
 import { findProtoDir, PROTO_LOADER_OPTIONS } from './grpc-util';
+import { EncodedFrame } from './rmq-message-encode';
 
 /** The service file, relative to the proto root. */
 export const RMQ_SERVICE_PROTO_FILE = 'apache/rocketmq/v2/service.proto';
@@ -25,13 +28,19 @@ export class UndecodableRequest {
   constructor(readonly reason: string) {}
 }
 
-/** `service` with request decoders that return an UndecodableRequest instead of throwing. */
+/**
+ * `service` with request decoders that return an UndecodableRequest instead of throwing, and
+ * response encoders that send an {@link EncodedFrame} as the bytes it already is.
+ */
 function tolerantDecoding(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
   const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const [rpc, method] of Object.entries(service)) {
     const decode = method.requestDeserialize;
+    const encode = method.responseSerialize;
     out[rpc] = {
       ...method,
+      responseSerialize: (value: unknown): Buffer =>
+        value instanceof EncodedFrame ? value.bytes : encode(value),
       requestDeserialize: (bytes: Buffer): unknown => {
         try {
           return decode(bytes);

@@ -23,7 +23,8 @@ import {
   type ServiceContext,
 } from './messaging-call';
 import { runOrForward } from './messaging-forward';
-import { okStatus, toStatus, toWireMessage } from './rmq-convert';
+import { okStatus, toStatus } from './rmq-convert';
+import { encodeMessageFrame } from './rmq-message-encode';
 import { checkGroup, checkTopic, effectiveNamespace } from './rmq-validate';
 import {
   durationToMs,
@@ -188,7 +189,7 @@ async function pullFrames(
   }
   return [
     { status: okStatus() },
-    ...messages.map((m) => ({ message: toWireMessage(m, { namespace: q.ns }) })),
+    ...messages.map((m) => encodeMessageFrame(m, { namespace: q.ns })),
     { nextOffset },
   ];
 }

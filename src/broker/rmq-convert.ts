@@ -1,14 +1,14 @@
 /**
  * Conversions between the RocketMQ 5 wire shapes and the broker's: a producer's `Message` to a
- * checked `ProduceMessage`, a stored message back to a delivered `Message`, and errors to a
- * RocketMQ `Status`. The field rules live in rmq-validate.ts; the wire shapes in rmq-wire.ts.
+ * checked `ProduceMessage`, the body digest of a delivered one (rmq-message-encode.ts writes
+ * delivered messages), and errors to a RocketMQ `Status`. The field rules live in
+ * rmq-validate.ts; the wire shapes in rmq-wire.ts.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { RaftmqError, RmqCode } from '../common/errors';
 import type { Logger } from '../common/logger';
 import type { BodyEncoding, MessageType } from '../store/message-format';
 import { MESSAGE_LIMITS } from '../store/message-limits';
-import type { LocatedMessage } from '../store/message-store';
 import type { ProduceMessage } from './broker-types';
 import {
   checkBody,
@@ -21,10 +21,8 @@ import {
   checkTopic,
   checkUserProperties,
   effectiveNamespace,
-  unwrapNamespace,
 } from './rmq-validate';
 import {
-  msToTimestamp,
   timestampToMs,
   type WireMessage,
   type WireSecondsNanos,
@@ -194,47 +192,7 @@ export interface DeliveryOptions {
 
 /** Uppercase hex MD5 of `body`: the digest every official client checks (never CRC32). */
 export function bodyMd5Hex(body: Uint8Array): string {
-  return createHash('md5').update(body).digest('hex').toUpperCase();
-}
-
-/**
- * A stored message as a delivered wire `Message`, with every system property a consumer reads:
- * body digest (MD5), ids, queue and offset, times, hosts, tag, keys, group, type, encoding,
- * delivery attempt and, when given, the receipt handle.
- */
-export function toWireMessage(located: LocatedMessage, options: DeliveryOptions = {}): WireMessage {
-  const m = located.message;
-  const ns = options.namespace ?? '';
-  const systemProperties: WireSystemProperties = {
-    tag: m.tag,
-    keys: [...m.keys],
-    messageId: m.messageId,
-    bodyDigest: { type: 'MD5', checksum: bodyMd5Hex(m.body) },
-    bodyEncoding: m.bodyEncoding,
-    messageType: m.messageType,
-    bornTimestamp: msToTimestamp(m.bornTimestampMs),
-    bornHost: m.bornHost,
-    storeTimestamp: msToTimestamp(m.storeTimestampMs),
-    storeHost: m.storeHost,
-    deliveryTimestamp:
-      m.deliveryTimestampMs === undefined ? undefined : msToTimestamp(m.deliveryTimestampMs),
-    receiptHandle: options.receiptHandle,
-    queueId: m.queueId,
-    queueOffset: located.queueOffset,
-    invisibleDuration:
-      options.invisibleDurationMs === undefined
-        ? undefined
-        : msToTimestamp(options.invisibleDurationMs),
-    deliveryAttempt: options.deliveryAttempt ?? m.reconsumeCount + 1,
-    messageGroup: m.messageGroup,
-    traceContext: m.traceContext,
-  };
-  return {
-    topic: { resourceNamespace: ns, name: unwrapNamespace(ns, m.topic) },
-    userProperties: Object.fromEntries(m.userProperties),
-    systemProperties,
-    body: m.body,
-  };
+  return hash('md5', body, 'hex').toUpperCase();
 }
 
 /** The OK status. */

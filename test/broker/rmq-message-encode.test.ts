@@ -1,0 +1,136 @@
+/*
+ * The hand-written encoder of delivered messages (src/broker/rmq-message-encode.ts) against the
+ * generic one: for random stored messages and delivery options, the frame it writes must decode
+ * (with the project's .proto files, as the official clients decode it) to exactly what the
+ * generic serializer makes of the same message built as an object tree. `wireMessage` below is
+ * that object tree, written from the contract's field list: the reference the encoder follows.
+ */
+import { strict as assert } from 'node:assert';
+import type * as grpc from '@grpc/grpc-js';
+import fc from 'fast-check';
+import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
+import { bodyMd5Hex, type DeliveryOptions } from '../../src/broker/rmq-convert';
+import { encodeMessageFrame } from '../../src/broker/rmq-message-encode';
+import { unwrapNamespace } from '../../src/broker/rmq-validate';
+import { msToTimestamp, type WireMessage } from '../../src/broker/rmq-wire';
+import type { LocatedMessage } from '../../src/store/message-store';
+import type { StoredMessage } from '../../src/store/message-format';
+import { fcParams } from '../fc-params';
+
+/** The delivered message as the object tree proto-loader's serializer takes. */
+function wireMessage(located: LocatedMessage, options: DeliveryOptions): WireMessage {
+  const m = located.message;
+  const ns = options.namespace ?? '';
+  return {
+    topic: { resourceNamespace: ns, name: unwrapNamespace(ns, m.topic) },
+    userProperties: Object.fromEntries(m.userProperties),
+    systemProperties: {
+      tag: m.tag,
+      keys: [...m.keys],
+      messageId: m.messageId,
+      bodyDigest: { type: 'MD5', checksum: bodyMd5Hex(m.body) },
+      bodyEncoding: m.bodyEncoding,
+      messageType: m.messageType,
+      bornTimestamp: msToTimestamp(m.bornTimestampMs),
+      bornHost: m.bornHost,
+      storeTimestamp: msToTimestamp(m.storeTimestampMs),
+      storeHost: m.storeHost,
+      deliveryTimestamp:
+        m.deliveryTimestampMs === undefined ? undefined : msToTimestamp(m.deliveryTimestampMs),
+      receiptHandle: options.receiptHandle,
+      queueId: m.queueId,
+      queueOffset: located.queueOffset,
+      invisibleDuration:
+        options.invisibleDurationMs === undefined
+          ? undefined
+          : msToTimestamp(options.invisibleDurationMs),
+      deliveryAttempt: options.deliveryAttempt ?? m.reconsumeCount + 1,
+      messageGroup: m.messageGroup,
+      traceContext: m.traceContext,
+    },
+    body: m.body,
+  };
+}
+
+const text = fc.string({ unit: 'grapheme', maxLength: 40 });
+const optText = fc.option(text, { nil: undefined });
+const ms = fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 4_102_444_800_000 }));
+const uint = fc.oneof(fc.nat(300), fc.nat(), fc.maxSafeNat());
+
+const storedArb: fc.Arbitrary<StoredMessage> = fc.record({
+  topic: fc.constantFrom('T', 'ns%T', 'ns2%Topic_1'),
+  queueId: fc.nat(65_535),
+  body: fc.uint8Array({ maxLength: 2000 }).map((b) => Buffer.from(b)),
+  bodyEncoding: fc.constantFrom('IDENTITY' as const, 'GZIP' as const),
+  tag: optText,
+  keys: fc.array(text, { maxLength: 4 }),
+  userProperties: fc
+    .uniqueArray(fc.tuple(text, text), { maxLength: 5, selector: ([k]) => k })
+    .map((pairs) => new Map(pairs)),
+  messageId: text,
+  bornTimestampMs: ms,
+  storeTimestampMs: ms,
+  deliveryTimestampMs: fc.option(ms, { nil: undefined }),
+  bornHost: text,
+  storeHost: text,
+  flags: fc.constant(0),
+  reconsumeCount: fc.nat(20),
+  messageGroup: optText,
+  messageType: fc.constantFrom(
+    'NORMAL' as const,
+    'FIFO' as const,
+    'DELAY' as const,
+    'TRANSACTION' as const,
+  ),
+  transactionState: fc.constant('NONE' as const),
+  traceContext: optText,
+});
+
+const deliveryArb: fc.Arbitrary<DeliveryOptions> = fc.record(
+  {
+    namespace: fc.constantFrom('', 'ns', 'other'),
+    deliveryAttempt: fc.integer({ min: 1, max: 1000 }),
+    receiptHandle: text,
+    invisibleDurationMs: fc.oneof(fc.constant(0), fc.nat(86_400_000)),
+  },
+  { requiredKeys: [] },
+);
+
+describe('delivered message encoding', () => {
+  let methods: grpc.ServiceDefinition;
+  before(async () => {
+    methods = await loadMessagingDefinition();
+  });
+
+  for (const rpc of ['ReceiveMessage', 'PullMessage'] as const) {
+    it(`writes ${rpc} frames that decode to what the generic encoder writes`, () => {
+      const method = methods[rpc];
+      assert.ok(method !== undefined);
+      fc.assert(
+        fc.property(
+          storedArb,
+          fc.option(uint, { nil: undefined }),
+          deliveryArb,
+          (message, queueOffset, delivery) => {
+            const located: LocatedMessage = { message, queueOffset, position: 0, sizeBytes: 1 };
+            const bytes = method.responseSerialize(encodeMessageFrame(located, delivery));
+            const reference = method.responseSerialize({
+              message: wireMessage(located, delivery),
+            });
+            assert.deepEqual(
+              method.responseDeserialize(bytes),
+              method.responseDeserialize(reference),
+            );
+          },
+        ),
+        fcParams(300),
+      );
+    });
+  }
+
+  it('refuses what a protobuf varint of these fields cannot carry', () => {
+    const base = fc.sample(storedArb, { numRuns: 1, seed: 1 })[0] as StoredMessage;
+    const located = { message: { ...base, queueId: -1 }, position: 0, sizeBytes: 1 };
+    assert.throws(() => encodeMessageFrame(located), /cannot encode queue id -1/);
+  });
+});
