@@ -19,8 +19,10 @@ import * as protoLoader from '@grpc/proto-loader';
 import { type ErrorCode, RaftmqError } from '../common/errors';
 import { intInRange, isString, type OptionSpec, resolveOptions } from '../common/options';
 import { findProtoDir, PROTO_LOADER_OPTIONS } from '../common/proto-files';
+import { decodePullFrame, type PullFrame, type PullFrameMessage } from './pull-wire';
 
 const SERVICE_PROTO = 'apache/rocketmq/v2/service.proto';
+const SERVICE_NAME = 'apache.rocketmq.v2.MessagingService';
 
 /** Options of a {@link PullConsumer}. */
 export interface PullConsumerOptions {
@@ -154,10 +156,6 @@ interface WireStatus {
   code?: string | number;
   message?: string;
 }
-interface WireSecondsNanos {
-  seconds?: number;
-  nanos?: number;
-}
 interface WireQueue {
   id?: number;
   broker?: { name?: string; id?: number; endpoints?: { addresses?: WireAddress[] } };
@@ -166,22 +164,6 @@ interface WireAddress {
   host: string;
   port: number;
 }
-interface WireMessage {
-  topic?: { name?: string };
-  userProperties?: Record<string, string>;
-  systemProperties?: {
-    tag?: string | null;
-    keys?: string[];
-    messageId?: string;
-    queueId?: number;
-    queueOffset?: number | null;
-    messageGroup?: string | null;
-    bornTimestamp?: WireSecondsNanos | null;
-    storeTimestamp?: WireSecondsNanos | null;
-  };
-  body?: Buffer;
-}
-type Frame = { status?: WireStatus; message?: WireMessage; nextOffset?: number };
 type Reply = Record<string, unknown>;
 
 /** RocketMQ status codes mapped to raftmq error codes (anything else is INTERNAL). */
@@ -227,8 +209,13 @@ function checkInt(value: number, field: string, min: number, max: number): void 
   );
 }
 
+/** `Code` names by number, from the loaded schema (PullMessage frames carry numbers). */
+const CODE_NAMES = new Map<number, string>();
+
 function codeName(status: WireStatus | undefined): string {
-  return status?.code === undefined ? 'OK' : String(status.code);
+  const code = status?.code;
+  if (code === undefined) return 'OK';
+  return typeof code === 'number' ? (CODE_NAMES.get(code) ?? String(code)) : code;
 }
 
 /** The typed error of a non-OK RocketMQ status. */
@@ -257,33 +244,27 @@ function grpcError(what: string, endpoint: string, err: grpc.ServiceError): Raft
   return new RaftmqError(code, `${what} to ${endpoint}: ${err.details}`, { details, cause: err });
 }
 
-function toMs(t: WireSecondsNanos | null | undefined): number | undefined {
-  if (t === null || t === undefined) return undefined;
-  return (t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6);
-}
-
 function msToWire(ms: number): { seconds: number; nanos: number } {
   const seconds = Math.floor(ms / 1000);
   return { seconds, nanos: (ms - seconds * 1000) * 1e6 };
 }
 
-function fromWireMessage(m: WireMessage, topic: string): PulledMessage {
-  const sp = m.systemProperties ?? {};
-  if (typeof sp.queueOffset !== 'number' || typeof sp.messageId !== 'string') {
+function pulledMessage(m: PullFrameMessage, topic: string): PulledMessage {
+  if (m.queueOffset === undefined || m.messageId === '') {
     throw new RaftmqError('INTERNAL', 'malformed PullMessage response: message without offset');
   }
   return {
-    messageId: sp.messageId,
+    messageId: m.messageId,
     topic,
-    queueId: sp.queueId ?? 0,
-    offset: sp.queueOffset,
-    body: m.body ?? Buffer.alloc(0),
-    tag: sp.tag ?? undefined,
-    keys: sp.keys ?? [],
-    properties: new Map(Object.entries(m.userProperties ?? {})),
-    messageGroup: sp.messageGroup ?? undefined,
-    bornTimestampMs: toMs(sp.bornTimestamp),
-    storeTimestampMs: toMs(sp.storeTimestamp),
+    queueId: m.queueId,
+    offset: m.queueOffset,
+    body: m.body,
+    tag: m.tag,
+    keys: m.keys,
+    properties: m.properties,
+    messageGroup: m.messageGroup,
+    bornTimestampMs: m.bornTimestampMs,
+    storeTimestampMs: m.storeTimestampMs,
   };
 }
 
@@ -329,7 +310,7 @@ type StreamFn = (
   req: object,
   md: grpc.Metadata,
   opts: grpc.CallOptions,
-) => grpc.ClientReadableStream<Frame>;
+) => grpc.ClientReadableStream<PullFrame>;
 type Stub = grpc.Client & Record<string, UnaryFn | StreamFn>;
 type StubCtor = new (address: string, creds: grpc.ChannelCredentials, opts?: object) => Stub;
 
@@ -363,10 +344,24 @@ export class PullConsumer {
       ...PROTO_LOADER_OPTIONS,
       includeDirs: [dir],
     });
-    const loaded = grpc.loadPackageDefinition(def) as unknown as {
-      apache: { rocketmq: { v2: { MessagingService: StubCtor } } };
-    };
-    return new PullConsumer(loaded.apache.rocketmq.v2.MessagingService, resolved);
+    const codes = def['apache.rocketmq.v2.Code'];
+    if (codes !== undefined && 'format' in codes) {
+      const values = (codes.type as { value?: { name: string; number: number }[] }).value ?? [];
+      for (const v of values) CODE_NAMES.set(v.number, v.name);
+    }
+    const service = def[SERVICE_NAME];
+    if (service === undefined || 'format' in service || service.PullMessage === undefined) {
+      throw new RaftmqError('INTERNAL', `${SERVICE_PROTO} has no ${SERVICE_NAME}.PullMessage`);
+    }
+    // PullMessage frames go through the hand-written decoder (pull-wire.ts).
+    const Ctor = grpc.makeGenericClientConstructor(
+      {
+        ...service,
+        PullMessage: { ...service.PullMessage, responseDeserialize: decodePullFrame },
+      },
+      'MessagingService',
+    ) as unknown as StubCtor;
+    return new PullConsumer(Ctor, resolved);
   }
 
   /** The route of `topic`, from the cache unless `refresh` or expired. */
@@ -586,11 +581,11 @@ export class PullConsumer {
     return leader;
   }
 
-  private pullResult(topic: string, frames: readonly Frame[], endpoint: string): PullResult {
+  private pullResult(topic: string, frames: readonly PullFrame[], endpoint: string): PullResult {
     const status = frames.find((f) => f.status !== undefined && f.status !== null)?.status;
     const last = frames.at(-1);
     const nextOffset = last?.nextOffset;
-    const messages = frames.flatMap((f) => (f.message ? [fromWireMessage(f.message, topic)] : []));
+    const messages = frames.flatMap((f) => (f.message ? [pulledMessage(f.message, topic)] : []));
     const name = codeName(status);
     if (name !== 'OK' && name !== 'MESSAGE_NOT_FOUND' && name !== 'ILLEGAL_OFFSET') {
       throw statusError('PullMessage', status, endpoint);
@@ -655,14 +650,14 @@ export class PullConsumer {
     request: object,
     framesMax: number,
     deadlineMs: number,
-  ): Promise<Frame[]> {
+  ): Promise<PullFrame[]> {
     const stub = this.stub(endpoint);
     const fn = (stub.PullMessage as StreamFn).bind(stub);
     return new Promise((resolve, reject) => {
-      const frames: Frame[] = [];
+      const frames: PullFrame[] = [];
       let failed = false;
       const call = fn(request, this.metadata(), { deadline: deadlineMs });
-      call.on('data', (frame: Frame) => {
+      call.on('data', (frame: PullFrame) => {
         frames.push(frame);
         if (frames.length > framesMax && !failed) {
           failed = true;
