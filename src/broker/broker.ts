@@ -68,6 +68,8 @@ export class Broker implements MessagingBackend, AdminBackend {
   private view: RoleView;
   private readonly roleListeners = new Set<() => void>();
   private readonly roundRobin = new Map<string, number>();
+  /** Dead-letter moves in progress, by dead-letter topic, origin topic and origin queue:offset. */
+  private readonly deadLetterMoves = new Map<string, Promise<void>>();
   private readonly batcher: SendBatcher;
   private readonly commands: CommandBatcher;
   /** Pop consumption (receive, ack, invisibility, dead letters), leader only. */
@@ -292,6 +294,15 @@ export class Broker implements MessagingBackend, AdminBackend {
    * Stores a copy of a message that ran out of delivery attempts in `dlqTopic` (one queue,
    * created when missing), with its original topic, queue and offset as properties. The copy
    * keeps the producer's message id, as RocketMQ's does.
+   *
+   * Once: the original is settled only after its copy is committed, so a leader that crashed in
+   * between leaves the message in flight and the next leader moves it again. Before storing, the
+   * id index is asked for the latest message with the producer's id; when that is already this
+   * delivery's copy (same dead-letter topic, origin topic, queue and offset), nothing is stored.
+   * A leader serves pops only once it has applied every earlier entry, so a committed copy is
+   * always found (a message with the same id stored after the copy would hide it: a producer's
+   * retry in that window is the one case left that can give a second copy). Moves of one
+   * message on this leader are serialized, so two at once cannot both miss each other.
    */
   private async storeDeadLetter(
     located: LocatedMessage,
@@ -310,10 +321,48 @@ export class Broker implements MessagingBackend, AdminBackend {
       await this.runCommand({ op: 'topic.put', topic, mode: 'ensure' }, deadlineMs);
     }
     const m = located.message;
+    const origin = `${m.queueId}:${located.queueOffset ?? -1}`;
+    const moveKey = `${dlqTopic}\u0000${m.topic}\u0000${origin}`;
+    for (let round = 0; round < 3; round++) {
+      const running = this.deadLetterMoves.get(moveKey);
+      if (running === undefined) break;
+      await running.catch(() => undefined);
+    }
+    const move = this.storeDeadLetterOnce(located, dlqTopic, origin, attempt, deadlineMs);
+    this.deadLetterMoves.set(moveKey, move);
+    try {
+      await move;
+    } finally {
+      if (this.deadLetterMoves.get(moveKey) === move) this.deadLetterMoves.delete(moveKey);
+    }
+  }
+
+  private async storeDeadLetterOnce(
+    located: LocatedMessage,
+    dlqTopic: string,
+    origin: string,
+    attempt: number,
+    deadlineMs: number,
+  ): Promise<void> {
+    const m = located.message;
+    const latest = await this.state.store.queryById(m.messageId);
+    const p = latest?.message.userProperties;
+    if (
+      latest !== undefined &&
+      latest.message.topic === dlqTopic &&
+      p?.get('DLQ_ORIGIN_TOPIC') === m.topic &&
+      p.get('DLQ_ORIGIN_QUEUE') === origin
+    ) {
+      this.log.info(
+        { dlqTopic, topic: m.topic, origin, messageId: m.messageId },
+        'dead-letter copy already stored; not stored again',
+      );
+      return;
+    }
     const userProperties = new Map(m.userProperties);
     userProperties.set('DLQ_ORIGIN_TOPIC', m.topic);
     userProperties.set('DLQ_ORIGIN_MESSAGE_ID', m.messageId);
-    userProperties.set('DLQ_ORIGIN_QUEUE', `${m.queueId}:${located.queueOffset ?? -1}`);
+    userProperties.set('DLQ_ORIGIN_QUEUE', origin);
     const copy: StoredMessage = {
       ...m,
       topic: dlqTopic,

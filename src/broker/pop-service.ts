@@ -17,8 +17,8 @@
  * Retries: a message comes back when its invisibility runs out (a client's nack is an
  * invisibility change with its backoff). Once it has been delivered `maxDeliveryAttempts`
  * times, it goes to `%DLQ%<group>` instead: the copy is stored first, then the original is
- * settled, so a crash in between can leave a second copy in the dead-letter queue but never
- * loses a message.
+ * settled, so a crash in between never loses a message, and the next move finds the copy
+ * already stored (broker.ts `storeDeadLetter`) rather than storing a second one.
  *
  * New groups start at the group's committed pull offset on the queue when it has one, else at
  * the queue's first message.

@@ -14,12 +14,16 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { isRaftmqError } from '../../src/common/errors';
+import { RaftmqError, isRaftmqError } from '../../src/common/errors';
 import { silentLogger } from '../../src/common/logger';
 import { resolveBrokerNodeConfig } from '../../src/broker/broker-node-config';
 import { BrokerNode } from '../../src/broker/broker-node';
 import type { ProduceMessage } from '../../src/broker/broker-types';
-import type { PopReceiveRequest, PoppedMessage } from '../../src/broker/pop-service';
+import type {
+  PopReceiveRequest,
+  PoppedMessage,
+  PopServiceDeps,
+} from '../../src/broker/pop-service';
 import { freePorts } from '../../src/cli/raft-node-client';
 
 const TOPIC = 'orders';
@@ -171,6 +175,42 @@ describe('pop service on a broker node', function () {
       broker()
         .pop.progress('D')
         .reduce((n, p) => n + p.lag, 0),
+      0,
+    );
+  });
+
+  it('stores one dead-letter copy when the leader fails between the copy and the settle', async () => {
+    await broker().createGroup({ name: 'D', maxDeliveryAttempts: 1, fifo: false }, deadline());
+    await send(message('once'), message('other'));
+    // The settle that follows a stored copy fails once, as if the leader had died there: the
+    // message stays in flight and the next move finds its copy.
+    const deps = (broker().pop as unknown as { deps: PopServiceDeps }).deps;
+    const submit = deps.submit.bind(deps);
+    let injected = 0;
+    deps.submit = (command, deadlineMs) => {
+      if (command.op === 'pop.settle' && command.reason === 'dlq' && injected === 0) {
+        injected++;
+        return Promise.reject(new RaftmqError('NOT_LEADER', 'injected: stopped after the copy'));
+      }
+      return submit(command, deadlineMs);
+    };
+    const got = await receive({ group: 'D', invisibleMs: 50, pollUntilMs: Date.now() + 3_000 });
+    assert.deepEqual(bodies(got), ['once', 'other']);
+    await new Promise((r) => setTimeout(r, 100));
+    await assert.rejects(receive({ group: 'D', pollUntilMs: Date.now() + 500 }), (e) =>
+      isRaftmqError(e, 'NOT_LEADER'),
+    );
+    assert.equal(injected, 1);
+    assert.deepEqual(await receive({ group: 'D', pollUntilMs: Date.now() + 500 }), []);
+    const dlq = await broker().readQueue('%DLQ%D', 0, 0, 10);
+    assert.deepEqual(dlq.map((m) => Buffer.from(m.message.body).toString()).sort(), [
+      'once',
+      'other',
+    ]);
+    assert.equal(
+      broker()
+        .pop.progress('D')
+        .reduce((n, p) => n + p.lag + p.inflightCount, 0),
       0,
     );
   });
