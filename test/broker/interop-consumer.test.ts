@@ -7,6 +7,8 @@
  *   body digest), attempt 1; an invisibility change to 100 ms brings one back with attempt 2;
  *   acks settle them; an empty long poll answers [] after about its await duration; a second
  *   consumer group receives every message again.
+ * - Two SimpleConsumers of one group, receiving and acknowledging at once: together they get
+ *   every message, and no message goes to both (nothing fails, so nothing is redelivered).
  * - PushConsumer, standard: a listener that always fails one message; the others are consumed
  *   once, and the failing one, after the group's 3 attempts, lands in `%DLQ%<group>` (read back
  *   with raftmq's PullConsumer).
@@ -101,7 +103,7 @@ describe('official rocketmq-client-nodejs consumers against a 3-node group', fun
     await cluster.waitForLeader(LEADER_TIMEOUT_MS);
     // One access point: the Node client joins several into one (invalid) gRPC target.
     endpoints = cluster.namesrvEndpoint;
-    for (const name of ['Simple', 'Push', 'Fifo']) {
+    for (const name of ['Simple', 'Shared', 'Push', 'Fifo']) {
       await createTopic(cluster, {
         name,
         queueCount: 2,
@@ -187,6 +189,48 @@ describe('official rocketmq-client-nodejs consumers against a 3-node group', fun
       }
       return seen.size === bodies.length;
     });
+  });
+
+  it('SimpleConsumer: two consumers of one group share the messages without duplicates', async () => {
+    const bodies = Array.from({ length: 60 }, (_, i) => `shared-${i}`);
+    await send('Shared', bodies);
+    const consumers = ['one', 'two'].map(
+      () =>
+        new SimpleConsumer({
+          endpoints,
+          namespace: '',
+          consumerGroup: 'SharedGroup',
+          subscriptions: new Map([['Shared', '*']]),
+          awaitDuration: 1_000,
+          logger,
+        }),
+    );
+    clients.push(...consumers);
+    await Promise.all(consumers.map((c) => c.startup()));
+    const owner = new Map<string, number>();
+    const duplicates: string[] = [];
+    const counts = [0, 0];
+    const deadlineMs = Date.now() + 45_000;
+    await Promise.all(
+      consumers.map(async (c, who) => {
+        while (owner.size < bodies.length && Date.now() < deadlineMs) {
+          // Few at a time, so that both consumers take part.
+          for (const m of await c.receive(4, 30_000)) {
+            const body = m.body.toString();
+            if (owner.has(body)) duplicates.push(body);
+            owner.set(body, who);
+            counts[who] = (counts[who] ?? 0) + 1;
+            await c.ack(m);
+          }
+        }
+      }),
+    );
+    assert.deepEqual(duplicates, [], 'no message was handed to both consumers');
+    assert.deepEqual([...owner.keys()].sort(), [...bodies].sort(), 'every message was consumed');
+    assert.ok(
+      counts.every((n) => n > 0),
+      `both consumers took part: ${counts.join(' + ')}`,
+    );
   });
 
   it('PushConsumer: consumes once, and a message that always fails reaches the DLQ', async () => {
