@@ -1,9 +1,10 @@
 /**
- * Turns concurrent broker commands into few Raft entries. Commands submitted in the same turn
- * of the event loop (acks, invisibility changes, receives of many consumers) are packed into
- * one command entry of at most `commandsPerEntryMax` commands, so acknowledging at full speed
- * costs one Raft round per batch, not per message. Each submitter gets its own command's
- * result, taken from the entry's outcome once it is applied on this node.
+ * Turns concurrent broker commands into few Raft entries. Commands submitted together (acks,
+ * invisibility changes, receives of many consumers: in one turn of the event loop, or while
+ * `proposalsInFlightMax` proposals are in flight; see group-commit.ts) are packed into command
+ * entries of at most `commandsPerEntryMax` commands, so acknowledging at full speed costs one
+ * Raft round per batch, not per message. Each submitter gets its own command's result, taken
+ * from the entry's outcome once it is applied on this node.
  *
  * Bounded: at most `pendingMax` commands wait for commit; beyond that a submit is refused with
  * BUSY at once.
@@ -15,16 +16,20 @@ import {
   type CommandResult,
   encodeCommands,
 } from './broker-command';
+import { GroupCommitQueue } from './group-commit';
 import type { ProposeAck } from './raft-waiters';
 
 export interface CommandBatcherOptions {
   commandsPerEntryMax: number;
   pendingMax: number;
+  /** Proposals outstanding at once; later commands wait and share the next one. */
+  proposalsInFlightMax: number;
 }
 
 export const COMMAND_BATCHER_DEFAULTS: Readonly<CommandBatcherOptions> = Object.freeze({
   commandsPerEntryMax: 1024,
   pendingMax: 100_000,
+  proposalsInFlightMax: 2,
 });
 
 export interface CommandBatcherDeps {
@@ -40,8 +45,7 @@ interface Pending {
 }
 
 export class CommandBatcher {
-  private queue: Pending[] = [];
-  private scheduled = false;
+  private readonly queue: GroupCommitQueue<Pending>;
   private pending = 0;
   private closed = false;
 
@@ -58,6 +62,14 @@ export class CommandBatcher {
         { details: { option: 'commandsPerEntryMax' } },
       );
     }
+    if (!(
+      Number.isSafeInteger(options.proposalsInFlightMax) && options.proposalsInFlightMax >= 1
+    )) {
+      throw new RaftmqError('INVALID_OPTION', 'proposalsInFlightMax must be at least 1', {
+        details: { option: 'proposalsInFlightMax' },
+      });
+    }
+    this.queue = new GroupCommitQueue((all) => this.flush(all), options.proposalsInFlightMax);
   }
 
   /** Commands waiting for commit. */
@@ -89,10 +101,6 @@ export class CommandBatcher {
           reject(err);
         },
       });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => this.flush());
-      }
     });
   }
 
@@ -101,10 +109,7 @@ export class CommandBatcher {
     this.closed = true;
   }
 
-  private flush(): void {
-    this.scheduled = false;
-    const all = this.queue;
-    this.queue = [];
+  private flush(all: readonly Pending[]): Promise<void> {
     const max = this.options.commandsPerEntryMax;
     const entries: Pending[][] = [];
     for (let i = 0; i < all.length; i += max) entries.push(all.slice(i, i + max));
@@ -114,9 +119,9 @@ export class CommandBatcher {
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
       for (const p of all) p.reject(e);
-      return;
+      return Promise.resolve();
     }
-    this.deps.propose(payloads).then(
+    return this.deps.propose(payloads).then(
       (ack) => {
         entries.forEach((entry, e) => {
           const index = ack.firstIndex + e;

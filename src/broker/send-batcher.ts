@@ -1,8 +1,9 @@
 /**
- * Turns concurrent sends into few Raft entries. Sends that arrive in the same turn of the event
- * loop are packed into message-batch payloads of up to `entryBytesMax` and proposed together;
- * the Raft driver in turn persists and replicates everything proposed while its previous round
- * was in flight, so under load one fsync and one network write serve many sends.
+ * Turns concurrent sends into few Raft entries. Sends that arrive together (in one turn of the
+ * event loop, or while `proposalsInFlightMax` proposals are in flight; see group-commit.ts) are
+ * packed into message-batch payloads of up to `entryBytesMax` and proposed together; the Raft
+ * driver in turn persists and replicates everything proposed while its previous round was in
+ * flight, so under load one fsync and one network write serve many sends.
  *
  * The messages of one send always travel in one entry, so a send is stored whole or not at all:
  * nothing partially written is ever acknowledged or delivered.
@@ -19,6 +20,7 @@ import {
   noteEncodedHere,
 } from '../store/message-batch';
 import type { DispatchedBatch } from '../store/message-store';
+import { GroupCommitQueue } from './group-commit';
 import type { ProposeAck } from './raft-waiters';
 
 export interface SendBatcherOptions {
@@ -30,6 +32,8 @@ export interface SendBatcherOptions {
   entriesPerProposalMax: number;
   pendingMessagesMax: number;
   pendingBytesMax: number;
+  /** Proposals outstanding at once; later sends wait and share the next one. */
+  proposalsInFlightMax: number;
 }
 
 export const SEND_BATCHER_DEFAULTS: Readonly<SendBatcherOptions> = Object.freeze({
@@ -38,6 +42,7 @@ export const SEND_BATCHER_DEFAULTS: Readonly<SendBatcherOptions> = Object.freeze
   entriesPerProposalMax: 256,
   pendingMessagesMax: 200_000,
   pendingBytesMax: 256 * 1024 * 1024,
+  proposalsInFlightMax: 2,
 });
 
 export interface SendBatcherDeps {
@@ -66,8 +71,7 @@ interface PendingSend {
 }
 
 export class SendBatcher {
-  private queue: PendingSend[] = [];
-  private scheduled = false;
+  private readonly queue: GroupCommitQueue<PendingSend>;
   private pendingMessages = 0;
   private pendingBytes = 0;
   private closed = false;
@@ -75,7 +79,9 @@ export class SendBatcher {
   constructor(
     private readonly deps: SendBatcherDeps,
     readonly options: Readonly<SendBatcherOptions> = SEND_BATCHER_DEFAULTS,
-  ) {}
+  ) {
+    this.queue = new GroupCommitQueue((sends) => this.flush(sends), options.proposalsInFlightMax);
+  }
 
   /** Messages and bytes waiting for commit. */
   get pending(): { messages: number; bytes: number } {
@@ -136,10 +142,6 @@ export class SendBatcher {
           reject(err);
         },
       });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => this.flush());
-      }
     });
   }
 
@@ -148,10 +150,7 @@ export class SendBatcher {
     this.closed = true;
   }
 
-  private flush(): void {
-    this.scheduled = false;
-    const sends = this.queue;
-    this.queue = [];
+  private flush(sends: readonly PendingSend[]): Promise<unknown> {
     // Pack whole sends into entries, then entries into proposals.
     let entries: PendingSend[][] = [];
     let current: PendingSend[] = [];
@@ -166,23 +165,25 @@ export class SendBatcher {
       currentBytes += s.bytes;
     }
     if (current.length > 0) entries.push(current);
+    const proposals: Promise<void>[] = [];
     while (entries.length > 0) {
       const chunk = entries.slice(0, this.options.entriesPerProposalMax);
       entries = entries.slice(chunk.length);
-      this.propose(chunk);
+      proposals.push(this.propose(chunk));
     }
+    return Promise.all(proposals);
   }
 
-  private propose(entries: PendingSend[][]): void {
+  private propose(entries: PendingSend[][]): Promise<void> {
     let payloads: Buffer[];
     try {
       payloads = entries.map((sends) => encodeEntry(sends));
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
       for (const sends of entries) for (const s of sends) s.reject(e);
-      return;
+      return Promise.resolve();
     }
-    this.deps.propose(payloads).then(
+    return this.deps.propose(payloads).then(
       (ack) => {
         entries.forEach((sends, k) => this.complete(ack.firstIndex + k, sends));
       },

@@ -1,0 +1,165 @@
+/*
+ * GroupCommitQueue (src/broker/group-commit.ts) and the CommandBatcher on top of it, with a
+ * fake proposer whose proposals the test settles by hand: items of one turn go together; items
+ * that arrive while the bound of flushes is reached wait and go out together, in order; never
+ * more flushes outstanding than the bound; a failed flush does not stall the queue; every item
+ * is flushed exactly once (a property over random interleavings). The CommandBatcher gives each
+ * submitter the result of its own command from the shared entry.
+ */
+import { strict as assert } from 'node:assert';
+import fc from 'fast-check';
+import { CommandBatcher } from '../../src/broker/command-batcher';
+import { GroupCommitQueue } from '../../src/broker/group-commit';
+import type { BrokerCommand, CommandResult } from '../../src/broker/broker-command';
+import { decodeCommands } from '../../src/broker/broker-command';
+import type { ProposeAck } from '../../src/broker/raft-waiters';
+import { fcParams } from '../fc-params';
+
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** A flush function whose calls the test settles. */
+class FakeFlush<T> {
+  readonly groups: T[][] = [];
+  readonly open: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  maxOutstanding = 0;
+
+  readonly fn = (items: T[]): Promise<void> => {
+    this.groups.push(items);
+    return new Promise<void>((resolve, reject) => {
+      this.open.push({ resolve, reject });
+      this.maxOutstanding = Math.max(this.maxOutstanding, this.open.length);
+    });
+  };
+
+  settle(i: number, ok = true): void {
+    const [p] = this.open.splice(i, 1);
+    assert.ok(p !== undefined);
+    if (ok) p.resolve();
+    else p.reject(new Error('injected'));
+  }
+}
+
+describe('group commit', () => {
+  it('sends one turn together and holds later items while the bound is reached', async () => {
+    const f = new FakeFlush<number>();
+    const q = new GroupCommitQueue(f.fn, 1);
+    q.push(1);
+    q.push(2);
+    await turn();
+    assert.deepEqual(f.groups, [[1, 2]]);
+    q.push(3);
+    await turn();
+    q.push(4);
+    await turn();
+    assert.deepEqual(f.groups, [[1, 2]], 'nothing while one flush is out');
+    assert.equal(q.waiting, 2);
+    f.settle(0, false);
+    await turn();
+    await turn();
+    assert.deepEqual(
+      f.groups,
+      [
+        [1, 2],
+        [3, 4],
+      ],
+      'a failed flush does not stall the queue',
+    );
+    f.settle(0);
+    await turn();
+    await turn();
+    assert.equal(q.flushing, 0);
+    assert.equal(q.waiting, 0);
+  });
+
+  it('flushes every item once, in order, never beyond the bound (random interleavings)', () =>
+    fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 3 }),
+        fc.array(fc.constantFrom('push', 'turn', 'settle', 'fail'), { maxLength: 60 }),
+        async (bound, ops) => {
+          const f = new FakeFlush<number>();
+          const q = new GroupCommitQueue(f.fn, bound);
+          let next = 0;
+          for (const op of ops) {
+            if (op === 'push') q.push(next++);
+            else if (op === 'turn') await turn();
+            else if (f.open.length > 0) f.settle(0, op === 'settle');
+          }
+          // Drain.
+          for (let round = 0; round < 200 && (q.waiting > 0 || f.open.length > 0); round++) {
+            while (f.open.length > 0) f.settle(0);
+            await turn();
+            await turn();
+          }
+          assert.equal(q.waiting, 0);
+          assert.deepEqual(
+            f.groups.flat(),
+            Array.from({ length: next }, (_, i) => i),
+          );
+          assert.ok(f.groups.every((g) => g.length > 0));
+          assert.ok(f.maxOutstanding <= bound, `outstanding ${f.maxOutstanding} > ${bound}`);
+        },
+      ),
+      fcParams(100),
+    ));
+
+  it('CommandBatcher: commands that wait for a proposal share the next entry', async () => {
+    const proposals: { payloads: readonly Uint8Array[]; resolve: () => void }[] = [];
+    const results = new Map<number, CommandResult[]>();
+    let nextIndex = 1;
+    const batcher = new CommandBatcher(
+      {
+        propose: (payloads) =>
+          new Promise((resolve) => {
+            const firstIndex = nextIndex;
+            nextIndex += payloads.length;
+            payloads.forEach((p, k) => {
+              // Each command's result names it, so a mix-up shows.
+              const commands = decodeCommands(Buffer.from(p));
+              results.set(
+                firstIndex + k,
+                commands.map((c) => ({
+                  ok: false,
+                  code: 'INVALID_ARGUMENT' as const,
+                  message: groupOf(c),
+                })),
+              );
+            });
+            proposals.push({
+              payloads,
+              resolve: () =>
+                resolve({ firstIndex, lastIndex: nextIndex - 1, term: 1 } as ProposeAck),
+            });
+          }),
+        takeResults: (index) => results.get(index),
+      },
+      { commandsPerEntryMax: 1024, pendingMax: 100, proposalsInFlightMax: 1 },
+    );
+    const submit = (name: string): Promise<CommandResult> =>
+      batcher.submit({ op: 'group.delete', name });
+    const first = submit('a');
+    await turn();
+    assert.equal(proposals.length, 1);
+    const later = [submit('b')];
+    await turn();
+    later.push(submit('c'));
+    await turn();
+    assert.equal(proposals.length, 1, 'b and c wait for the proposal in flight');
+    proposals[0]?.resolve();
+    assert.equal(messageOf(await first), 'a');
+    await turn();
+    await turn();
+    assert.equal(proposals.length, 2);
+    assert.equal(proposals[1]?.payloads.length, 1, 'b and c share one entry');
+    proposals[1]?.resolve();
+    assert.deepEqual((await Promise.all(later)).map(messageOf), ['b', 'c']);
+  });
+});
+
+function groupOf(c: BrokerCommand): string {
+  return c.op === 'group.delete' ? c.name : c.op;
+}
+
+function messageOf(r: CommandResult): string {
+  return r.ok ? 'ok' : r.message;
+}
