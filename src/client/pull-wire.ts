@@ -14,6 +14,7 @@
  * Bytes that are not a well-formed frame throw; grpc-js then fails the call, and the consumer
  * reports it as a failed pull.
  */
+import type { PulledMessage } from './pull-consumer';
 
 /** A decoded frame: one of the three oneof cases. */
 export interface PullFrame {
@@ -22,18 +23,10 @@ export interface PullFrame {
   nextOffset?: number;
 }
 
-export interface PullFrameMessage {
-  readonly messageId: string;
-  readonly queueId: number;
+/** A pulled message as the frame carries it: no topic (the request names it), offset maybe. */
+export type PullFrameMessage = Omit<PulledMessage, 'topic' | 'offset'> & {
   readonly queueOffset: number | undefined;
-  readonly body: Buffer;
-  readonly tag: string | undefined;
-  readonly keys: readonly string[];
-  readonly properties: ReadonlyMap<string, string>;
-  readonly messageGroup: string | undefined;
-  readonly bornTimestampMs: number | undefined;
-  readonly storeTimestampMs: number | undefined;
-}
+};
 
 const VARINT = 0;
 const I64 = 1;
