@@ -1,9 +1,17 @@
 /**
  * The broker's replicated state machine. The Raft driver hands it committed entries in order;
  * it files messages under their queues (MessageStore.dispatch assigns queue offsets in log
- * order, identically on every node), applies configuration and offset commands, and writes the
- * resulting metadata and its applied index in one atomic LevelDB batch, so a restart resumes
+ * order, identically on every node), applies configuration, offset and pop commands, and writes
+ * the resulting metadata and its applied index in one atomic LevelDB batch, so a restart resumes
  * from a consistent point and re-applying is harmless.
+ *
+ * Metadata writes are deferred and coalesced: the state in memory runs ahead, and what changed
+ * is written (last value per key, with the applied index it matches) once a checkpoint interval
+ * has passed, when `pendingOpsMax` keys wait, and on close. A crash loses only the unwritten
+ * tail, which the driver applies again from the log (it resumes after the stored applied
+ * index). Most pop records live shorter than the interval (received, then acknowledged), so
+ * their put and delete cancel out and never reach LevelDB: a delete is written only for a key
+ * the store holds.
  *
  * Ordering that keeps restarts consistent: the dispatch checkpoint (how far the queue files are
  * durable) is written only after the apply batch that covers it, so it never runs ahead of the
@@ -50,8 +58,10 @@ export interface EntryOutcome {
 export interface BrokerStateOptions {
   /** Outcomes of this many recent entries are kept for their proposers. */
   outcomesKeptMax: number;
-  /** The dispatch checkpoint is written at most this often. */
+  /** Deferred metadata and the dispatch checkpoint are written at most this often. */
   checkpointIntervalMs: number;
+  /** Deferred metadata keys waiting, at most: more write them before the interval ends. */
+  pendingOpsMax: number;
   /** Long-poll waiters, at most. */
   waitersMax: number;
 }
@@ -59,6 +69,7 @@ export interface BrokerStateOptions {
 export const BROKER_STATE_DEFAULTS: Readonly<BrokerStateOptions> = Object.freeze({
   outcomesKeptMax: 65_536,
   checkpointIntervalMs: 1_000,
+  pendingOpsMax: 65_536,
   waitersMax: 100_000,
 });
 
@@ -104,6 +115,10 @@ export class BrokerState {
   /** Pop consumption state (receive, ack, invisibility) of every group and queue. */
   readonly pop = new PopState();
   private readonly popWrites = new PopWrites();
+  /** Metadata changed since the last write, by key (the latest op of each). */
+  private readonly pendingOps = new Map<string, MetaBatchOp>();
+  /** Pop record keys the metadata store holds (a delete of any other is left out). */
+  private readonly storedPopRecords = new Set<string>();
   /** Called after entries applied that changed topics (for NameServer registration). */
   onTopicsChanged: (() => void) | undefined;
   readonly waiters: QueueWaiters;
@@ -217,6 +232,7 @@ export class BrokerState {
         throw corrupt(key);
       }
       const queueId = parseInt(queueHex, 16);
+      this.storedPopRecords.add(key);
       try {
         this.pop.loadRecord(group, topic, queueId, parseInt(offsetHex, 16), parse(key, value));
       } catch (err) {
@@ -296,15 +312,17 @@ export class BrokerState {
       }
     }
     this.popWrites.flushTo(ops);
+    for (const op of ops) this.pendingOps.set(op.key, op);
     const last = entries[entries.length - 1] as LogEntry;
     const nowMs = this.clock.monotonicMs();
     const checkpointDue = nowMs - this.lastCheckpointMs >= this.options.checkpointIntervalMs;
-    // Entries that only carry messages change no metadata: their effects are in the queues and
-    // the key index, which skip what they already have when entries are applied again. Their
-    // applied index is written with the next entry that does change metadata, or at the next
-    // checkpoint, not once per apply (a metadata write per apply was a tenth of a follower's
-    // CPU, measured). The dispatch checkpoint is written only after it, so it never runs ahead.
-    if (ops.length > 0 || checkpointDue) await this.writeApplied(ops, last.index);
+    // Deferred (see the file comment): entries that only carry messages change no metadata at
+    // all (their effects are in the queues and the key index, which skip what they already
+    // have when entries are applied again), and commands' metadata waits for the checkpoint.
+    // The dispatch checkpoint is written only after the applied index, so it never runs ahead.
+    if (checkpointDue || this.pendingOps.size >= this.options.pendingOpsMax) {
+      await this.writeApplied(last.index);
+    }
     this.applied = last.index;
     this.waiters.notifyAll((topic, queueId) => this.queueRange(topic, queueId).max);
     if (topicsChanged) this.onTopicsChanged?.();
@@ -314,8 +332,20 @@ export class BrokerState {
     }
   }
 
-  /** Writes `ops` and the applied index `index` in one batch. */
-  private async writeApplied(ops: MetaBatchOp[], index: number): Promise<void> {
+  /** Writes the pending metadata and the applied index `index` in one batch. */
+  private async writeApplied(index: number): Promise<void> {
+    const ops: MetaBatchOp[] = [];
+    for (const op of this.pendingOps.values()) {
+      if (op.key.startsWith(MetaKeys.popRecordPrefix)) {
+        if (op.type === 'del') {
+          if (!this.storedPopRecords.delete(op.key)) continue;
+        } else {
+          this.storedPopRecords.add(op.key);
+        }
+      }
+      ops.push(op);
+    }
+    this.pendingOps.clear();
     ops.push({ type: 'put', key: MetaKeys.applyIndex, value: appliedCodec.encode(index) });
     await this.meta.batch(ops, { sync: false });
     this.appliedStored = index;
@@ -466,7 +496,9 @@ export class BrokerState {
   /** Writes the applied index, syncs queue files and records the checkpoint (on close). */
   async close(): Promise<void> {
     this.waiters.closeAll();
-    if (this.appliedStored < this.applied) await this.writeApplied([], this.applied);
+    if (this.appliedStored < this.applied || this.pendingOps.size > 0) {
+      await this.writeApplied(this.applied);
+    }
     await this.store.checkpointDispatch();
   }
 }

@@ -4,9 +4,10 @@
  * order, that topic/group/offset commands apply with the same outcome a second time (replays
  * after a crash are harmless), that bad commands fail with a result instead of stopping the
  * node, that state and queues come back after a reopen and after a crash that lost the unsynced
- * metadata, and that long-poll waiters wake when their queue grows. Entries that carry only
- * messages write no metadata until the next checkpoint or command: a restart (after a crash, or
- * after the store alone was closed) applies them again without a duplicate queue record.
+ * metadata, and that long-poll waiters wake when their queue grows. Metadata (with the applied
+ * index) is written only at checkpoints and on close, coalesced, so a pop record settled within
+ * one interval never reaches the store: a restart (after a crash, or after the store alone was
+ * closed) applies the unwritten tail again without a duplicate queue record.
  */
 import { strict as assert } from 'node:assert';
 import { BrokerState } from '../../src/broker/broker-state';
@@ -56,7 +57,10 @@ class Node extends SimMachine {
   state!: BrokerState;
   private term = 1;
 
-  constructor(seed: number, private readonly checkpointIntervalMs = 0) {
+  constructor(
+    seed: number,
+    private readonly checkpointIntervalMs = 0,
+  ) {
     super(seed);
   }
 
@@ -215,27 +219,70 @@ describe('BrokerState', () => {
     assert.equal(await pending, false, 'close ends waits');
   });
 
-  it('writes the applied index of message-only entries at checkpoints, commands or close', async () => {
+  it('writes metadata and the applied index only at checkpoints and on close', async () => {
     const node = new Node(5, 60_000);
     await node.open();
+    const before = await node.storedApplied();
     const [t] = await node.commit([cmd({ op: 'topic.put', topic: TOPIC, mode: 'create' })]);
-    assert.equal(await node.storedApplied(), t);
     for (let i = 0; i < 5; i++) {
       await node.commit([encodeMessageBatch([message(10 + i, 'orders', i % 2)])]);
     }
-    assert.equal(await node.storedApplied(), t, 'message-only entries wrote no metadata');
-    assert.equal(node.state.appliedIndex, (t as number) + 5);
-    const [o] = await node.commit([
+    await node.commit([
       cmd({ op: 'offset.commit', group: 'g', topic: 'orders', queueId: 0, offset: 1 }),
     ]);
-    assert.equal(await node.storedApplied(), o, 'a command writes the applied index');
-    await node.commit([encodeMessageBatch([message(20, 'orders', 0)])]);
+    assert.equal(await node.storedApplied(), before, 'commands and messages wait');
+    assert.equal(await node.meta.get(MetaKeys.topic('orders')), undefined, 'the topic waits');
+    assert.equal(node.state.appliedIndex, (t as number) + 6);
+    assert.deepEqual(node.state.getTopic('orders'), TOPIC, 'the state in memory is current');
     node.clock.advance(60_000);
     const [m] = await node.commit([encodeMessageBatch([message(21, 'orders', 1)])]);
     assert.equal(await node.storedApplied(), m, 'a checkpoint writes it');
+    assert.notEqual(await node.meta.get(MetaKeys.topic('orders')), undefined, 'and the topic');
     const [last] = await node.commit([encodeMessageBatch([message(22, 'orders', 1)])]);
     await node.close();
     assert.equal(await node.storedApplied(), last, 'close writes it');
+  });
+
+  it('writes no pop record that was settled before the checkpoint', async () => {
+    const node = new Node(8, 60_000);
+    await node.open();
+    await node.commit([cmd({ op: 'topic.put', topic: TOPIC, mode: 'create' })]);
+    for (let i = 0; i < 4; i++) await node.commit([encodeMessageBatch([message(i, 'orders', 0)])]);
+    const ref = { group: 'G', topic: 'orders', queueId: 0 };
+    const receive = (from: number, to: number, nowMs: number): BrokerCommand => ({
+      op: 'pop.receive',
+      ...ref,
+      nowMs,
+      invisibleMs: 60_000,
+      from,
+      to,
+      fresh: Array.from({ length: to - from }, (_, k) => ({ offset: from + k, messageGroup: '' })),
+      again: [],
+    });
+    const [r1] = await node.commit([cmd(receive(0, 4, 1_000))]);
+    const grants = node.state.takeOutcome(r1 as number)?.results?.[0];
+    assert.ok(grants?.ok === true && grants.grants?.length === 4);
+    // Offsets 0 and 2 acknowledged within the interval; 1 and 3 stay in flight.
+    for (const g of grants.grants.filter((x) => x.offset % 2 === 0)) {
+      await node.commit([cmd({ op: 'pop.ack', ...ref, offset: g.offset, handle: g.handle })]);
+    }
+    const stored = async (): Promise<number[]> =>
+      (await node.meta.scan(MetaKeys.popRecordPrefix)).map(([key]) =>
+        parseInt(key.split('\0')[4] ?? '', 16),
+      );
+    assert.deepEqual(await stored(), [], 'nothing written before the checkpoint');
+    node.clock.advance(60_000);
+    await node.commit([encodeMessageBatch([message(9, 'orders', 1)])]);
+    assert.deepEqual(await stored(), [1, 2, 3], 'in flight: 1 and 3; 2 settled out of order');
+    const one = grants.grants.find((x) => x.offset === 1);
+    assert.ok(one !== undefined);
+    await node.commit([cmd({ op: 'pop.ack', ...ref, offset: 1, handle: one.handle })]);
+    await node.close();
+    assert.deepEqual(await stored(), [3], 'the frontier passed 1 and 2; 3 is in flight');
+    // What was written is what a reopen loads.
+    await node.open();
+    assert.deepEqual([...(node.state.pop.queue('G', 'orders', 0)?.inflight.keys() ?? [])], [3]);
+    await node.close();
   });
 
   it('applies message-only entries again after a crash, without duplicate records', async () => {
@@ -244,7 +291,9 @@ describe('BrokerState', () => {
       await node.open();
       await node.commit([cmd({ op: 'topic.put', topic: TOPIC, mode: 'create' })]);
       for (let i = 0; i < 6; i++) {
-        await node.commit([encodeMessageBatch([message(i, 'orders', 0), message(100 + i, 'orders', 1)])]);
+        await node.commit([
+          encodeMessageBatch([message(i, 'orders', 0), message(100 + i, 'orders', 1)]),
+        ]);
       }
       await node.store.checkpointDispatch();
       node.crash(mode);
@@ -253,7 +302,10 @@ describe('BrokerState', () => {
       assert.deepEqual(node.state.queueRange('orders', 0), { min: 0, max: 6 }, mode);
       assert.deepEqual(node.state.queueRange('orders', 1), { min: 0, max: 6 }, mode);
       const read = await node.store.readQueue('orders', 0, 0, 10);
-      assert.deepEqual(read.map((x) => x.message.messageId), [0, 1, 2, 3, 4, 5].map((n) => `id-${n}`));
+      assert.deepEqual(
+        read.map((x) => x.message.messageId),
+        [0, 1, 2, 3, 4, 5].map((n) => `id-${n}`),
+      );
       await node.close();
     }
   });
@@ -261,19 +313,30 @@ describe('BrokerState', () => {
   it('applies entries again when the store was closed without the state', async () => {
     const node = new Node(7, 60_000);
     await node.open();
-    const [t] = await node.commit([cmd({ op: 'topic.put', topic: TOPIC, mode: 'create' })]);
+    const before = await node.storedApplied();
+    await node.commit([cmd({ op: 'topic.put', topic: TOPIC, mode: 'create' })]);
     for (let i = 0; i < 4; i++) await node.commit([encodeMessageBatch([message(i, 'orders', 0)])]);
     // A failed start closes the store alone: its queue checkpoint runs past the stored applied.
     await node.store.close();
-    assert.equal(await node.storedApplied(), t);
+    assert.equal(await node.storedApplied(), before);
     await node.open();
-    assert.equal(node.state.appliedIndex, t);
-    assert.equal(node.store.dispatchedIndex(), t, 'the queues were rewound to the applied index');
+    const start = node.state.appliedIndex;
+    assert.equal(start, before ?? 0);
+    assert.equal(
+      node.store.dispatchedIndex(),
+      start,
+      'the queues were rewound to the applied index',
+    );
+    assert.equal(node.state.getTopic('orders'), undefined, 'the topic was not written yet');
     await node.replay();
-    assert.equal(node.state.appliedIndex, (t as number) + 4);
+    assert.equal(node.state.appliedIndex, start + 5);
+    assert.deepEqual(node.state.getTopic('orders'), TOPIC, 'the replay applied it again');
     assert.deepEqual(node.state.queueRange('orders', 0), { min: 0, max: 4 });
     const read = await node.store.readQueue('orders', 0, 0, 10);
-    assert.deepEqual(read.map((x) => x.message.messageId), ['id-0', 'id-1', 'id-2', 'id-3']);
+    assert.deepEqual(
+      read.map((x) => x.message.messageId),
+      ['id-0', 'id-1', 'id-2', 'id-3'],
+    );
     await node.close();
   });
 });
