@@ -115,12 +115,16 @@ export interface MessagingBackend {
   /** The route of `topic` across all groups (from a NameServer, else this group alone). */
   route(topic: string): Promise<TopicRoute | undefined>;
 
-  /** Committed messages of one queue from `offset`, at most `countMax` (any node). */
+  /**
+   * Committed messages of one queue from `offset`, at most `countMax` and at most `bytesMax`
+   * of stored messages (but always the first), on any node.
+   */
   readQueue(
     topic: string,
     queueId: number,
     offset: number,
     countMax: number,
+    bytesMax?: number,
   ): Promise<LocatedMessage[]>;
   queueRange(topic: string, queueId: number): QueueRange;
   /**

@@ -112,7 +112,8 @@ export class Broker implements MessagingBackend, AdminBackend {
       brokerGroup: config.group,
       requireLeader: () => this.requireLeader(),
       submit: (command, deadlineMs) => this.withDeadline(this.commands.submit(command), deadlineMs),
-      readQueue: (topic, queueId, offset, count) => this.readQueue(topic, queueId, offset, count),
+      readQueue: (topic, queueId, offset, count, bytesMax) =>
+        this.readQueue(topic, queueId, offset, count, bytesMax),
       ensureGroup: (name, deadlineMs) => this.ensureGroup(name, deadlineMs),
       storeDeadLetter: (message, dlqTopic, attempt, deadlineMs) =>
         this.storeDeadLetter(message, dlqTopic, attempt, deadlineMs),
@@ -525,6 +526,7 @@ export class Broker implements MessagingBackend, AdminBackend {
     queueId: number,
     offset: number,
     countMax: number,
+    bytesMax?: number,
   ): Promise<LocatedMessage[]> {
     const range = this.state.queueRange(topic, queueId);
     if (offset >= range.max || countMax <= 0) return Promise.resolve([]);
@@ -538,6 +540,7 @@ export class Broker implements MessagingBackend, AdminBackend {
       queueId,
       offset,
       Math.min(countMax, range.max - offset),
+      bytesMax,
     );
   }
 

@@ -65,6 +65,11 @@ export interface MessagingServiceOptions {
    * cost no less than 256 per message while tripling a pull's latency (`npm run bench:consume`).
    */
   pullBatchSizeMax: number;
+  /**
+   * Bytes of stored messages in one PullMessage reply, at most (always at least one message):
+   * 256 messages near the 4 MiB body limit would otherwise hold a gigabyte for one reply.
+   */
+  pullBytesMax: number;
   /** Records one PullMessage reads past its filter before answering, at most. */
   pullScanCountMax: number;
   /** Delivery attempts of a group the broker does not know (RocketMQ: 16 retries + 1). */
@@ -88,6 +93,7 @@ export const MESSAGING_SERVICE_DEFAULTS: Readonly<MessagingServiceOptions> = Obj
   longPollingTimeoutMsMax: 60_000,
   receiveBatchSize: 32,
   pullBatchSizeMax: 256,
+  pullBytesMax: 4 * MIB,
   pullScanCountMax: 1024,
   defaultMaxDeliveryAttempts: 17,
   telemetryPendingMax: 64,
@@ -106,6 +112,7 @@ const OPTION_SPEC: OptionSpec<MessagingServiceOptions> = {
   longPollingTimeoutMsMax: intInRange(0, 600_000),
   receiveBatchSize: intInRange(1, 1024),
   pullBatchSizeMax: intInRange(1, 1024),
+  pullBytesMax: intInRange(1, 256 * MIB),
   pullScanCountMax: intInRange(1, 1_000_000),
   defaultMaxDeliveryAttempts: intInRange(1, 1000),
   telemetryPendingMax: intInRange(1, 65_536),

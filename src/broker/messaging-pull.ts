@@ -124,7 +124,10 @@ export function tagFilter(expr: WireFilterExpression | null): (tag: string | und
   return (tag) => tag !== undefined && wanted.has(tag);
 }
 
-/** Reads up to `batch` matching messages from `offset`; returns them and the offset after. */
+/**
+ * Reads up to `batch` matching messages from `offset`, at most `pullBytesMax` of them (but
+ * always one); returns them and the offset after.
+ */
 async function readMatching(
   ctx: ServiceContext,
   q: QueueRef,
@@ -136,16 +139,26 @@ async function readMatching(
   let cursor = offset;
   let scanned = 0;
   const scanMax = ctx.options.pullScanCountMax;
-  while (messages.length < batch && scanned < scanMax) {
+  let bytesLeft = ctx.options.pullBytesMax;
+  let full = false;
+  while (!full && messages.length < batch && scanned < scanMax) {
     const countMax = Math.min(batch, scanMax - scanned);
-    const got = await ctx.backend.readQueue(q.topic, q.queueId, cursor, countMax);
+    const got = await ctx.backend.readQueue(q.topic, q.queueId, cursor, countMax, bytesLeft);
     if (got.length === 0) break;
     for (const located of got) {
+      if (messages.length > 0 && located.sizeBytes > bytesLeft) {
+        full = true;
+        break;
+      }
       scanned++;
       cursor = (located.queueOffset ?? cursor) + 1;
-      if (matches(located.message.tag)) messages.push(located);
+      if (matches(located.message.tag)) {
+        messages.push(located);
+        bytesLeft -= located.sizeBytes;
+      }
       if (messages.length >= batch) break;
     }
+    if (bytesLeft <= 0) full = true;
   }
   return { messages, nextOffset: cursor };
 }

@@ -40,12 +40,35 @@ export interface PopServiceOptions {
   scanCountMax: number;
   /** Expired messages dead-lettered by one receive, at most. */
   deadLettersPerReceiveMax: number;
+  /**
+   * Bytes of stored messages one receive hands out, at most (always at least one message):
+   * 1024 messages near the 4 MiB body limit would otherwise hold gigabytes for one reply.
+   */
+  bytesMax: number;
+}
+
+/** What one receive may still hand out, shared by the queues it visits. */
+interface Budget {
+  count: number;
+  bytes: number;
+  /** Messages taken so far: the first one is taken whatever its size. */
+  taken: number;
+}
+
+/** Takes `sizeBytes` from `budget` if it allows; false when it does not. */
+function take(budget: Budget, sizeBytes: number): boolean {
+  if (budget.count <= 0 || (budget.taken > 0 && sizeBytes > budget.bytes)) return false;
+  budget.count -= 1;
+  budget.bytes -= sizeBytes;
+  budget.taken += 1;
+  return true;
 }
 
 export const POP_SERVICE_DEFAULTS: Readonly<PopServiceOptions> = Object.freeze({
   batchSizeMax: 1024,
   scanCountMax: 1024,
   deadLettersPerReceiveMax: 32,
+  bytesMax: 4 * 1024 * 1024,
 });
 
 export interface PopServiceDeps {
@@ -61,6 +84,7 @@ export interface PopServiceDeps {
     queueId: number,
     offset: number,
     count: number,
+    bytesMax?: number,
   ): Promise<LocatedMessage[]>;
   /** The group, created with defaults when allowed; throws GROUP_NOT_FOUND otherwise. */
   ensureGroup(name: string, deadlineMs: number): Promise<GroupConfig>;
@@ -181,8 +205,8 @@ export class PopService {
     const locked: string[] = [];
     const plans: Plan[] = [];
     try {
-      let budget = batchSize;
-      for (let i = 0; i < topic.queueCount && budget > 0; i++) {
+      const budget: Budget = { count: batchSize, bytes: this.options.bytesMax, taken: 0 };
+      for (let i = 0; i < topic.queueCount && budget.count > 0 && budget.bytes > 0; i++) {
         const queueId = (start + i) % topic.queueCount;
         const key = `${req.group}\0${topic.name}\0${queueId}`;
         if (this.busy.has(key)) continue;
@@ -190,7 +214,6 @@ export class PopService {
         locked.push(key);
         const plan = await this.plan(req, topic, group, queueId, budget, wake, deadlineMs);
         if (plan === undefined) continue;
-        budget -= plan.command.again.length + plan.command.fresh.length;
         plans.push(plan);
       }
       const results = await Promise.all(plans.map((p) => this.deps.submit(p.command, deadlineMs)));
@@ -233,7 +256,7 @@ export class PopService {
     topic: TopicConfig,
     group: GroupConfig,
     queueId: number,
-    budget: number,
+    budget: Budget,
     wake: WakeUp,
     deadlineMs: number,
   ): Promise<Plan | undefined> {
@@ -263,7 +286,8 @@ export class PopService {
       req,
       group,
       q,
-      { topic: topic.name, queueId, start, scanMax, wanted: budget - again.length },
+      { topic: topic.name, queueId, start, scanMax },
+      budget,
       messages,
     );
     wake.queueEnds.set(queueId, Math.max(to, range.max));
@@ -285,16 +309,17 @@ export class PopService {
 
   /**
    * The fresh messages of one queue to hand out: from `start`, those that match the filter (and,
-   * in a FIFO group, whose message group is not held back), at most `wanted`, scanning at most
-   * `scanMax` records. It reads what is still wanted, and more only when the filter skipped some
-   * (each further read as large as all before it), so a small receive reads little. Returns
-   * them and the offset after the last record scanned.
+   * in a FIFO group, whose message group is not held back), as many as `budget` allows (which
+   * they are taken from), scanning at most `scanMax` records. It reads what is still wanted,
+   * and more only when the filter skipped some (each further read as large as all before it),
+   * so a small receive reads little. Returns them and the offset after the last record scanned.
    */
   private async scanFresh(
     req: PopReceiveRequest,
     group: GroupConfig,
     q: Readonly<PopQueue> | undefined,
-    scan: { topic: string; queueId: number; start: number; scanMax: number; wanted: number },
+    scan: { topic: string; queueId: number; start: number; scanMax: number },
+    budget: Budget,
     messages: Map<number, LocatedMessage>,
   ): Promise<{ fresh: { offset: number; messageGroup: string }[]; to: number }> {
     const blocked = new Set<string>();
@@ -305,28 +330,29 @@ export class PopService {
     let to = scan.start;
     let scanned = 0;
     let stopped = false;
-    while (!stopped && fresh.length < scan.wanted && scanned < scan.scanMax) {
-      const count = Math.min(scan.scanMax - scanned, Math.max(scan.wanted - fresh.length, scanned));
-      const read = await this.deps.readQueue(scan.topic, scan.queueId, to, count);
+    while (!stopped && budget.count > 0 && scanned < scan.scanMax) {
+      const count = Math.min(scan.scanMax - scanned, Math.max(budget.count, scanned));
+      const read = await this.deps.readQueue(scan.topic, scan.queueId, to, count, budget.bytes);
       scanned += count;
-      // A short read reached the queue's end.
+      // A short read reached the queue's end (or the byte budget).
       stopped = read.length < count;
       for (const located of read) {
         const offset = located.queueOffset;
-        if (fresh.length >= scan.wanted || offset === undefined || offset !== to) {
+        if (budget.count <= 0 || offset === undefined || offset !== to) {
           stopped = true;
           break;
         }
         const m = located.message;
         if (req.filter(m.tag)) {
           const messageGroup = group.fifo ? (m.messageGroup ?? '') : '';
-          if (messageGroup !== '') {
-            if (blocked.has(messageGroup)) {
-              stopped = true;
-              break;
-            }
-            blocked.add(messageGroup);
+          if (
+            (messageGroup !== '' && blocked.has(messageGroup)) ||
+            !take(budget, located.sizeBytes)
+          ) {
+            stopped = true;
+            break;
           }
+          if (messageGroup !== '') blocked.add(messageGroup);
           fresh.push({ offset, messageGroup });
           messages.set(offset, located);
         }
@@ -349,7 +375,7 @@ export class PopService {
     queueId: number,
     q: Readonly<PopQueue> | undefined,
     nowMs: number,
-    budget: number,
+    budget: Budget,
     wake: WakeUp,
     messages: Map<number, LocatedMessage>,
     deadlineMs: number,
@@ -364,7 +390,7 @@ export class PopService {
     const again: { offset: number; attempt: number }[] = [];
     let deadLetters = 0;
     for (const [offset, attempt] of due) {
-      if (again.length >= budget) break;
+      if (budget.count <= 0) break;
       const [located] = await this.deps
         .readQueue(topic.name, queueId, offset, 1)
         .catch((err: unknown) => {
@@ -384,6 +410,7 @@ export class PopService {
         continue;
       }
       if (!req.filter(located.message.tag)) continue;
+      if (!take(budget, located.sizeBytes)) break;
       again.push({ offset, attempt });
       messages.set(offset, located);
     }

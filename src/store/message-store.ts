@@ -419,14 +419,26 @@ export class MessageStore {
     return decodeMessage(bytes, { file: this.segmentFileOf(position), position });
   }
 
-  /** Messages of one queue from `queueOffset`, at most `countMax`. */
+  /**
+   * Messages of one queue from `queueOffset`, at most `countMax`, and at most `bytesMax` of
+   * stored messages (but always the first one): the ConsumeQueue gives each size, so what lies
+   * beyond the bound is never read.
+   */
   async readQueue(
     topic: string,
     queueId: number,
     queueOffset: number,
     countMax: number,
+    bytesMax = Number.MAX_SAFE_INTEGER,
   ): Promise<LocatedMessage[]> {
-    const records = await this.consumeQueues.readRange(topic, queueId, queueOffset, countMax);
+    const all = await this.consumeQueues.readRange(topic, queueId, queueOffset, countMax);
+    let bytes = 0;
+    let n = 0;
+    while (n < all.length && (n === 0 || bytes + (all[n]?.sizeBytes ?? 0) <= bytesMax)) {
+      bytes += all[n]?.sizeBytes ?? 0;
+      n++;
+    }
+    const records = n < all.length ? all.slice(0, n) : all;
     return this.readLocated(
       records.map((r) => ({ queueOffset: r.offset, position: r.position, sizeBytes: r.sizeBytes })),
     );

@@ -215,6 +215,19 @@ describe('pop service on a broker node', function () {
     );
   });
 
+  it('hands out at most 4 MiB of messages per receive, always at least one', async () => {
+    const MIB = 1024 * 1024;
+    for (let i = 0; i < 7; i++) await send(message(`big${i}`, { body: Buffer.alloc(MIB, i) }));
+    const sizes: number[] = [];
+    for (let round = 0; round < 4; round++) {
+      const got = await receive({ batchSize: 32, pollUntilMs: Date.now() + 200 });
+      sizes.push(got.length);
+      for (const p of got) await broker().pop.ack('G', TOPIC, p.receiptHandle, deadline());
+    }
+    // 1 MiB bodies with their headers: three fit in 4 MiB (the two queues share the budget).
+    assert.deepEqual(sizes, [3, 3, 1, 0]);
+  });
+
   it('dead-letters on request only with a current handle', async () => {
     await send(message('fwd'));
     const [first] = await receive({ invisibleMs: 0 });

@@ -366,6 +366,25 @@ describe('PullConsumer against a broker group (LocalCluster)', function () {
     }
   });
 
+  it('answers at most 4 MiB of messages per pull, always at least one', async () => {
+    const { c, producer, pc: consumer } = live();
+    const leader = await c.waitForLeader(ELECTION_TIMEOUT_MS);
+    await (await c.admin(leader.nodeId)).createTopic({ name: 'PullBig', queueCount: 1 });
+    const MIB = 1024 * 1024;
+    const bodies = Array.from({ length: 7 }, (_, i) => Buffer.alloc(MIB, i));
+    for (const body of bodies) await producer.send('PullBig', [{ body }]);
+    // Each stored message is 1 MiB and a header, so three fit in 4 MiB and a fourth does not.
+    const got: number[] = [];
+    let offset = 0;
+    for (let round = 0; round < 5 && offset < bodies.length; round++) {
+      const r = await consumer.pull('PullBig', 0, offset, 32, { endpoint: leader.clientEndpoint });
+      got.push(r.messages.length);
+      for (const m of r.messages) assert.ok(m.body.equals(bodies[m.offset] as Buffer));
+      offset = r.nextOffset;
+    }
+    assert.deepEqual(got, [3, 3, 1]);
+  });
+
   it('follows the route to a new leader after the leader is killed', async () => {
     const { c } = live();
     const leader = await c.waitForLeader(ELECTION_TIMEOUT_MS);

@@ -129,6 +129,29 @@ describe('MessageStore', () => {
     await node.store.close();
   });
 
+  it('reads a queue up to a byte bound, always the first message', async () => {
+    const node = new Node(6);
+    await node.open();
+    await node.produce(0, 40, 4);
+    const all = await node.store.readQueue('orders', 0, 0, 100);
+    assert.ok(all.length >= 4);
+    const size = all[0]?.sizeBytes ?? 0;
+    assert.ok(all.every((m) => m.sizeBytes > 0));
+    const twoAndAHalf = (all[0]?.sizeBytes ?? 0) + (all[1]?.sizeBytes ?? 0) + size / 2;
+    const cut = await node.store.readQueue('orders', 0, 0, 100, twoAndAHalf);
+    assert.deepEqual(
+      cut.map((m) => m.queueOffset),
+      [0, 1],
+    );
+    const one = await node.store.readQueue('orders', 0, 0, 100, 1);
+    assert.deepEqual(
+      one.map((m) => m.message.messageId),
+      [all[0]?.message.messageId],
+      'the first message whatever the bound',
+    );
+    await node.store.close();
+  });
+
   it('catches up after a crash without losing or repeating a message', async () => {
     await fc.assert(
       fc.asyncProperty(
