@@ -103,7 +103,11 @@ function offsetKey(group: string, topic: string, queueId: number): string {
 
 export class BrokerState {
   private applied: number;
-  /** The applied index as last written to the metadata store (at most `applied`). */
+  /**
+   * The applied index as last written to the metadata store (at most `applied`). Entries after
+   * it are the tail a crash applies again: retention (MessageStore.applyRetention) must never
+   * remove them.
+   */
   private appliedStored: number;
   private readonly topics = new Map<string, TopicConfig>();
   private readonly groups = new Map<string, GroupConfig>();
@@ -332,22 +336,25 @@ export class BrokerState {
     }
   }
 
-  /** Writes the pending metadata and the applied index `index` in one batch. */
+  /**
+   * Writes the pending metadata and the applied index `index` in one batch; what this node
+   * knows of the store changes only once the batch landed.
+   */
   private async writeApplied(index: number): Promise<void> {
     const ops: MetaBatchOp[] = [];
     for (const op of this.pendingOps.values()) {
-      if (op.key.startsWith(MetaKeys.popRecordPrefix)) {
-        if (op.type === 'del') {
-          if (!this.storedPopRecords.delete(op.key)) continue;
-        } else {
-          this.storedPopRecords.add(op.key);
-        }
-      }
+      const isRecord = op.key.startsWith(MetaKeys.popRecordPrefix);
+      if (isRecord && op.type === 'del' && !this.storedPopRecords.has(op.key)) continue;
       ops.push(op);
     }
-    this.pendingOps.clear();
     ops.push({ type: 'put', key: MetaKeys.applyIndex, value: appliedCodec.encode(index) });
     await this.meta.batch(ops, { sync: false });
+    for (const op of ops) {
+      if (!op.key.startsWith(MetaKeys.popRecordPrefix)) continue;
+      if (op.type === 'del') this.storedPopRecords.delete(op.key);
+      else this.storedPopRecords.add(op.key);
+    }
+    this.pendingOps.clear();
     this.appliedStored = index;
   }
 

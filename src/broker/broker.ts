@@ -99,10 +99,12 @@ export class Broker implements MessagingBackend, AdminBackend {
     };
     this.batcher = new SendBatcher({
       propose: (payloads) => this.raft.propose(payloads),
+      nowMs: () => this.clock.nowMs(),
       takeMessages: (index) => this.state.takeOutcome(index)?.messages,
     });
     this.commands = new CommandBatcher({
       propose: (payloads) => this.raft.propose(payloads),
+      nowMs: () => this.clock.nowMs(),
       takeResults: (index) => this.state.takeOutcome(index)?.results,
     });
     this.pop = new PopService({
@@ -111,7 +113,8 @@ export class Broker implements MessagingBackend, AdminBackend {
       log,
       brokerGroup: config.group,
       requireLeader: () => this.requireLeader(),
-      submit: (command, deadlineMs) => this.withDeadline(this.commands.submit(command), deadlineMs),
+      submit: (command, deadlineMs) =>
+        this.withDeadline(this.commands.submit(command, deadlineMs), deadlineMs),
       readQueue: (topic, queueId, offset, count, bytesMax) =>
         this.readQueue(topic, queueId, offset, count, bytesMax),
       ensureGroup: (name, deadlineMs) => this.ensureGroup(name, deadlineMs),
@@ -373,7 +376,7 @@ export class Broker implements MessagingBackend, AdminBackend {
       storeTimestampMs: this.clock.nowMs(),
       storeHost: this.clientEndpoint,
     };
-    await this.withDeadline(this.batcher.submit([copy]), deadlineMs);
+    await this.withDeadline(this.batcher.submit([copy], deadlineMs), deadlineMs);
   }
 
   async deleteGroup(name: string, deadlineMs: number): Promise<void> {
@@ -445,7 +448,7 @@ export class Broker implements MessagingBackend, AdminBackend {
       }
       stored[i] = storedMessageOf(m, this.pickQueue(topic, m), nowMs, storeHost);
     }
-    const placed = await this.withDeadline(this.batcher.submit(stored), deadlineMs);
+    const placed = await this.withDeadline(this.batcher.submit(stored, deadlineMs), deadlineMs);
     const { batch, from, index } = placed;
     const receipts = new Array<SendReceipt>(stored.length);
     for (let i = 0; i < stored.length; i++) {

@@ -16,7 +16,7 @@ import {
   type CommandResult,
   encodeCommands,
 } from './broker-command';
-import { GroupCommitQueue } from './group-commit';
+import { GroupCommitQueue, proposeSafely, takeLive } from './group-commit';
 import type { ProposeAck } from './raft-waiters';
 
 export interface CommandBatcherOptions {
@@ -34,12 +34,15 @@ export const COMMAND_BATCHER_DEFAULTS: Readonly<CommandBatcherOptions> = Object.
 
 export interface CommandBatcherDeps {
   propose(payloads: readonly Uint8Array[]): Promise<ProposeAck>;
+  /** The clock of submitters' deadlines. */
+  nowMs(): number;
   /** The results of an applied command entry, taken once. */
   takeResults(index: number): readonly CommandResult[] | undefined;
 }
 
 interface Pending {
   readonly command: BrokerCommand;
+  readonly deadlineMs: number;
   readonly resolve: (result: CommandResult) => void;
   readonly reject: (err: Error) => void;
 }
@@ -77,8 +80,11 @@ export class CommandBatcher {
     return this.pending;
   }
 
-  /** Resolves with the command's result once its entry is committed and applied here. */
-  submit(command: BrokerCommand): Promise<CommandResult> {
+  /**
+   * Resolves with the command's result once its entry is committed and applied here. A command
+   * still waiting for a proposal at `deadlineMs` is refused with TIMEOUT and never proposed.
+   */
+  submit(command: BrokerCommand, deadlineMs = Number.POSITIVE_INFINITY): Promise<CommandResult> {
     if (this.closed) return Promise.reject(new RaftmqError('STORE_CLOSED', 'broker is stopping'));
     if (this.pending >= this.options.pendingMax) {
       return Promise.reject(
@@ -92,6 +98,7 @@ export class CommandBatcher {
       };
       this.queue.push({
         command,
+        deadlineMs,
         resolve: (r) => {
           done();
           resolve(r);
@@ -109,7 +116,9 @@ export class CommandBatcher {
     this.closed = true;
   }
 
-  private flush(all: readonly Pending[]): Promise<void> {
+  private flush(group: readonly Pending[]): Promise<void> {
+    const all = takeLive(group, this.deps.nowMs());
+    if (all.length === 0) return Promise.resolve();
     const max = this.options.commandsPerEntryMax;
     const entries: Pending[][] = [];
     for (let i = 0; i < all.length; i += max) entries.push(all.slice(i, i + max));
@@ -121,7 +130,7 @@ export class CommandBatcher {
       for (const p of all) p.reject(e);
       return Promise.resolve();
     }
-    return this.deps.propose(payloads).then(
+    return proposeSafely(() => this.deps.propose(payloads)).then(
       (ack) => {
         entries.forEach((entry, e) => {
           const index = ack.firstIndex + e;

@@ -11,6 +11,44 @@
  * write on each). Bounded, a burst waits at most for the rounds in flight and shares the next.
  */
 
+import { RaftmqError } from '../common/errors';
+
+/** What a queued item needs for {@link takeLive}. */
+export interface Expiring {
+  /** Past this (the proposer's clock), the submitter has given up: the item is not proposed. */
+  readonly deadlineMs: number;
+  readonly reject: (err: Error) => void;
+}
+
+/**
+ * The items of a group still worth proposing. The others are refused with TIMEOUT: their
+ * caller already gave up, and proposing them anyway would apply an effect nobody waits for (a
+ * receive would hide messages from every consumer for its invisibility; a send the client
+ * then retries would be stored twice). They were never proposed, so nothing of them is stored.
+ */
+export function takeLive<T extends Expiring>(items: readonly T[], nowMs: number): T[] {
+  const live: T[] = [];
+  for (const item of items) {
+    if (item.deadlineMs > nowMs) {
+      live.push(item);
+    } else {
+      item.reject(
+        new RaftmqError('TIMEOUT', 'the request waited past its deadline and was not proposed'),
+      );
+    }
+  }
+  return live;
+}
+
+/** `propose()`, with a synchronous throw turned into a rejection the caller handles. */
+export function proposeSafely<R>(propose: () => Promise<R>): Promise<R> {
+  try {
+    return propose();
+  } catch (err) {
+    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+  }
+}
+
 export class GroupCommitQueue<T> {
   private queue: T[] = [];
   private scheduled = false;

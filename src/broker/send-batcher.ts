@@ -20,7 +20,7 @@ import {
   noteEncodedHere,
 } from '../store/message-batch';
 import type { DispatchedBatch } from '../store/message-store';
-import { GroupCommitQueue } from './group-commit';
+import { GroupCommitQueue, proposeSafely, takeLive } from './group-commit';
 import type { ProposeAck } from './raft-waiters';
 
 export interface SendBatcherOptions {
@@ -47,6 +47,8 @@ export const SEND_BATCHER_DEFAULTS: Readonly<SendBatcherOptions> = Object.freeze
 
 export interface SendBatcherDeps {
   propose(payloads: readonly Uint8Array[]): Promise<ProposeAck>;
+  /** The clock of submitters' deadlines. */
+  nowMs(): number;
   /** The dispatch outcome of an applied entry, taken once. */
   takeMessages(index: number): DispatchedBatch | undefined;
 }
@@ -64,6 +66,7 @@ export interface PlacedSend {
 
 interface PendingSend {
   readonly messages: readonly StoredMessage[];
+  readonly deadlineMs: number;
   readonly sizes: readonly number[];
   readonly bytes: number;
   readonly resolve: (placed: PlacedSend) => void;
@@ -94,7 +97,10 @@ export class SendBatcher {
    * once, here: encoding errors reject before anything is proposed. The messages must not be
    * changed until the promise settles.
    */
-  submit(messages: readonly StoredMessage[]): Promise<PlacedSend> {
+  submit(
+    messages: readonly StoredMessage[],
+    deadlineMs = Number.POSITIVE_INFINITY,
+  ): Promise<PlacedSend> {
     if (this.closed) return Promise.reject(new RaftmqError('STORE_CLOSED', 'broker is stopping'));
     if (messages.length === 0) {
       return Promise.reject(new RaftmqError('INVALID_ARGUMENT', 'a send needs a message'));
@@ -131,6 +137,7 @@ export class SendBatcher {
       };
       this.queue.push({
         messages,
+        deadlineMs,
         sizes,
         bytes,
         resolve: (placed) => {
@@ -150,7 +157,8 @@ export class SendBatcher {
     this.closed = true;
   }
 
-  private flush(sends: readonly PendingSend[]): Promise<unknown> {
+  private flush(group: readonly PendingSend[]): Promise<unknown> {
+    const sends = takeLive(group, this.deps.nowMs());
     // Pack whole sends into entries, then entries into proposals.
     let entries: PendingSend[][] = [];
     let current: PendingSend[] = [];
@@ -183,7 +191,7 @@ export class SendBatcher {
       for (const sends of entries) for (const s of sends) s.reject(e);
       return Promise.resolve();
     }
-    return this.deps.propose(payloads).then(
+    return proposeSafely(() => this.deps.propose(payloads)).then(
       (ack) => {
         entries.forEach((sends, k) => this.complete(ack.firstIndex + k, sends));
       },

@@ -58,9 +58,19 @@ class Reader {
     throw new Error('varint longer than 10 bytes');
   }
 
-  /** An int32 field: negative values arrive as 10-byte varints of their 64-bit form. */
+  /**
+   * An int32 field: negative values arrive as 10-byte varints of their 64-bit form, whose low
+   * 32 bits are the value (the sum `varint()` makes of all ten bytes loses them).
+   */
   int32(): number {
-    return this.varint() | 0;
+    let result = 0;
+    for (let i = 0; i < 10; i++) {
+      if (this.pos >= this.end) throw new Error('truncated varint');
+      const b = this.buf[this.pos++] as number;
+      if (i < 5) result |= (b & 0x7f) << (7 * i);
+      if (b < 0x80) return result | 0;
+    }
+    throw new Error('varint longer than 10 bytes');
   }
 
   /** The bounds of a length-delimited field's contents; moves past them. */

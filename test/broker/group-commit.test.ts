@@ -8,6 +8,7 @@
  */
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
+import { isRaftmqError } from '../../src/common/errors';
 import { CommandBatcher } from '../../src/broker/command-batcher';
 import { GroupCommitQueue } from '../../src/broker/group-commit';
 import type { BrokerCommand, CommandResult } from '../../src/broker/broker-command';
@@ -132,6 +133,7 @@ describe('group commit', () => {
             });
           }),
         takeResults: (index) => results.get(index),
+        nowMs: () => 0,
       },
       { commandsPerEntryMax: 1024, pendingMax: 100, proposalsInFlightMax: 1 },
     );
@@ -153,6 +155,58 @@ describe('group commit', () => {
     assert.equal(proposals[1]?.payloads.length, 1, 'b and c share one entry');
     proposals[1]?.resolve();
     assert.deepEqual((await Promise.all(later)).map(messageOf), ['b', 'c']);
+  });
+});
+
+describe('group commit: failures', () => {
+  it('refuses with TIMEOUT, unproposed, what waited past its deadline', async () => {
+    let nowMs = 0;
+    const proposed: number[] = [];
+    const opens: (() => void)[] = [];
+    const batcher = new CommandBatcher(
+      {
+        propose: (payloads) => {
+          proposed.push(payloads.length);
+          return new Promise((resolve) => {
+            opens.push(() => resolve({ firstIndex: 1, lastIndex: 1, term: 1 } as ProposeAck));
+          });
+        },
+        takeResults: () => [{ ok: true }],
+        nowMs: () => nowMs,
+      },
+      { commandsPerEntryMax: 1024, pendingMax: 100, proposalsInFlightMax: 1 },
+    );
+    const first = batcher.submit({ op: 'group.delete', name: 'a' }, 100);
+    await turn();
+    const late = batcher.submit({ op: 'group.delete', name: 'b' }, 50);
+    await turn();
+    nowMs = 60;
+    opens[0]?.();
+    assert.deepEqual(await first, { ok: true });
+    await assert.rejects(late, (e) => isRaftmqError(e, 'TIMEOUT'));
+    await turn();
+    await turn();
+    assert.deepEqual(proposed, [1], 'the late command was never proposed');
+    assert.equal(batcher.pendingCount, 0);
+  });
+
+  it('rejects a group whose proposal throws, and goes on with the next', async () => {
+    let calls = 0;
+    const batcher = new CommandBatcher(
+      {
+        propose: () => {
+          calls++;
+          if (calls === 1) throw new Error('injected: propose threw');
+          return Promise.resolve({ firstIndex: 1, lastIndex: 1, term: 1 } as ProposeAck);
+        },
+        takeResults: () => [{ ok: true }],
+        nowMs: () => 0,
+      },
+      { commandsPerEntryMax: 1024, pendingMax: 100, proposalsInFlightMax: 1 },
+    );
+    await assert.rejects(batcher.submit({ op: 'group.delete', name: 'a' }), /injected/);
+    assert.deepEqual(await batcher.submit({ op: 'group.delete', name: 'b' }), { ok: true });
+    assert.equal(batcher.pendingCount, 0);
   });
 });
 

@@ -43,7 +43,10 @@ const messageArb = fc.record({
 
 const frameArb = fc.oneof(
   fc.record({
-    status: fc.record({ code: fc.constantFrom(20000, 40401, 40402, 40000), message: text }),
+    status: fc.record({
+      code: fc.constantFrom(20000, 40401, 40402, 40000, -1, -20000),
+      message: text,
+    }),
   }),
   fc.record({ message: messageArb }),
   fc.record({ nextOffset: fc.maxSafeNat() }),
