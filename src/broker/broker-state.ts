@@ -315,7 +315,6 @@ export class BrokerState {
         this.log.warn({ index: e.index }, 'ignoring an entry of unknown payload kind');
       }
     }
-    this.popWrites.flushTo(ops);
     for (const op of ops) this.pendingOps.set(op.key, op);
     const last = entries[entries.length - 1] as LogEntry;
     const nowMs = this.clock.monotonicMs();
@@ -324,7 +323,7 @@ export class BrokerState {
     // all (their effects are in the queues and the key index, which skip what they already
     // have when entries are applied again), and commands' metadata waits for the checkpoint.
     // The dispatch checkpoint is written only after the applied index, so it never runs ahead.
-    if (checkpointDue || this.pendingOps.size >= this.options.pendingOpsMax) {
+    if (checkpointDue || this.pendingOps.size + this.popWrites.size >= this.options.pendingOpsMax) {
       await this.writeApplied(last.index);
     }
     this.applied = last.index;
@@ -342,7 +341,9 @@ export class BrokerState {
    */
   private async writeApplied(index: number): Promise<void> {
     const ops: MetaBatchOp[] = [];
-    for (const op of this.pendingOps.values()) {
+    const pop: MetaBatchOp[] = [];
+    this.popWrites.flushTo(pop);
+    for (const op of [...this.pendingOps.values(), ...pop]) {
       const isRecord = op.key.startsWith(MetaKeys.popRecordPrefix);
       if (isRecord && op.type === 'del' && !this.storedPopRecords.has(op.key)) continue;
       ops.push(op);
@@ -503,7 +504,7 @@ export class BrokerState {
   /** Writes the applied index, syncs queue files and records the checkpoint (on close). */
   async close(): Promise<void> {
     this.waiters.closeAll();
-    if (this.appliedStored < this.applied || this.pendingOps.size > 0) {
+    if (this.appliedStored < this.applied || this.pendingOps.size + this.popWrites.size > 0) {
       await this.writeApplied(this.applied);
     }
     await this.store.checkpointDispatch();

@@ -126,24 +126,84 @@ export const POP_LIMITS_DEFAULTS: Readonly<PopLimits> = Object.freeze({
   invisibleMsMax: 12 * 3600 * 1000,
 });
 
-/** The metadata writes of one apply, last write of a key wins. */
+/** A pending write of one record: the record (written as it is at flush), settled, or gone. */
+type RecordWrite = PopRecord | 'settled' | null;
+
+interface QueueWrites {
+  readonly ref: QueueRef;
+  readonly q: PopQueue;
+  readonly records: Map<number, RecordWrite>;
+  row: boolean;
+}
+
+/**
+ * The metadata writes of applied pop commands, last write of a key wins, until `flushTo` turns
+ * them into batch operations. Nothing is encoded before that: records and queue rows are
+ * written as they are at flush, keys are built then, and a record put and deleted in between
+ * costs a map entry, not a string and a JSON document (the broker flushes once a second, and
+ * most records live shorter than that).
+ */
 export class PopWrites {
-  private readonly writes = new Map<string, Uint8Array | null>();
+  private readonly queues = new Map<PopQueue, QueueWrites>();
+  private handleNext: number | undefined;
+  private waiting = 0;
 
-  put(key: string, value: Uint8Array): void {
-    this.writes.set(key, value);
+  /** Keys waiting to be written. */
+  get size(): number {
+    return this.waiting + (this.handleNext === undefined ? 0 : 1);
   }
 
-  del(key: string): void {
-    this.writes.set(key, null);
-  }
-
-  /** Appends the writes to `ops` and forgets them. */
-  flushTo(ops: MetaBatchOp[]): void {
-    for (const [key, value] of this.writes) {
-      ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value });
+  private of(ref: QueueRef, q: PopQueue): QueueWrites {
+    let w = this.queues.get(q);
+    if (w === undefined) {
+      const copy = { group: ref.group, topic: ref.topic, queueId: ref.queueId };
+      w = { ref: copy, q, records: new Map(), row: false };
+      this.queues.set(q, w);
     }
-    this.writes.clear();
+    return w;
+  }
+
+  /** `offset` of `q` is now `value`: a record in flight, settled out of order, or gone. */
+  record(ref: QueueRef, q: PopQueue, offset: number, value: RecordWrite): void {
+    const records = this.of(ref, q).records;
+    if (!records.has(offset)) this.waiting += 1;
+    records.set(offset, value);
+  }
+
+  /** The frontier or cursor of `q` moved. */
+  queueRow(ref: QueueRef, q: PopQueue): void {
+    const w = this.of(ref, q);
+    if (!w.row) this.waiting += 1;
+    w.row = true;
+  }
+
+  handle(next: number): void {
+    this.handleNext = next;
+  }
+
+  /** Appends the writes to `ops`, encoded as the state is now, and forgets them. */
+  flushTo(ops: MetaBatchOp[]): void {
+    for (const { ref, q, records, row } of this.queues.values()) {
+      for (const [offset, value] of records) {
+        const key = MetaKeys.popRecord(ref.group, ref.topic, ref.queueId, offset);
+        if (value === null) ops.push({ type: 'del', key });
+        else
+          ops.push({ type: 'put', key, value: value === 'settled' ? SETTLED_VALUE : json(value) });
+      }
+      if (row) {
+        ops.push({
+          type: 'put',
+          key: MetaKeys.popQueue(ref.group, ref.topic, ref.queueId),
+          value: json({ frontier: q.frontier, cursor: q.cursor }),
+        });
+      }
+    }
+    if (this.handleNext !== undefined) {
+      ops.push({ type: 'put', key: KEY_HANDLE_NEXT, value: json(this.handleNext) });
+    }
+    this.queues.clear();
+    this.handleNext = undefined;
+    this.waiting = 0;
   }
 }
 
@@ -248,7 +308,7 @@ export class PopState {
       r.visibleAtMs = visibleAtMs;
       r.deliveryHandle = this.takeHandle();
       r.renewHandle = 0;
-      this.writeRecord(c, a.offset, r, writes);
+      writes.record(c, q, a.offset, r);
       grants.push({ offset: a.offset, attempt: r.attempt, handle: r.deliveryHandle, visibleAtMs });
     }
     if (c.from === q.cursor && this.freshIsValid(c, q)) {
@@ -265,20 +325,20 @@ export class PopState {
             messageGroup: fresh.messageGroup,
           };
           q.inflight.set(offset, r);
-          this.writeRecord(c, offset, r, writes);
+          writes.record(c, q, offset, r);
           grants.push({ offset, attempt: 1, handle: r.deliveryHandle, visibleAtMs });
         } else if (offset === q.frontier) {
           q.frontier += 1;
         } else {
           q.settled.add(offset);
-          writes.put(MetaKeys.popRecord(c.group, c.topic, c.queueId, offset), SETTLED_VALUE);
+          writes.record(c, q, offset, 'settled');
         }
       }
       q.cursor = c.to;
       this.advance(c, q, writes);
     }
-    writes.put(KEY_HANDLE_NEXT, json(this.handleNext));
-    this.writeQueue(c, q, writes);
+    writes.handle(this.handleNext);
+    writes.queueRow(c, q);
     return { ok: true, grants };
   }
 
@@ -304,8 +364,8 @@ export class PopState {
     }
     r.visibleAtMs = c.nowMs + c.invisibleMs;
     r.renewHandle = this.takeHandle();
-    this.writeRecord(c, c.offset, r, writes);
-    writes.put(KEY_HANDLE_NEXT, json(this.handleNext));
+    writes.record(c, found.q, c.offset, r);
+    writes.handle(this.handleNext);
     return { ok: true, handle: r.renewHandle };
   }
 
@@ -335,14 +395,14 @@ export class PopState {
   private settle(ref: QueueRef, q: PopQueue, offset: number, writes: PopWrites): void {
     q.inflight.delete(offset);
     q.settled.add(offset);
-    writes.put(MetaKeys.popRecord(ref.group, ref.topic, ref.queueId, offset), SETTLED_VALUE);
+    writes.record(ref, q, offset, 'settled');
     this.advance(ref, q, writes);
-    this.writeQueue(ref, q, writes);
+    writes.queueRow(ref, q);
   }
 
   private advance(ref: QueueRef, q: PopQueue, writes: PopWrites): void {
     while (q.settled.delete(q.frontier)) {
-      writes.del(MetaKeys.popRecord(ref.group, ref.topic, ref.queueId, q.frontier));
+      writes.record(ref, q, q.frontier, null);
       q.frontier += 1;
     }
     assert(q.frontier <= q.cursor, 'pop state: frontier passed the cursor');
@@ -352,17 +412,6 @@ export class PopState {
     const handle = this.handleNext;
     this.handleNext += 1;
     return handle;
-  }
-
-  private writeRecord(ref: QueueRef, offset: number, r: PopRecord, writes: PopWrites): void {
-    writes.put(MetaKeys.popRecord(ref.group, ref.topic, ref.queueId, offset), json(r));
-  }
-
-  private writeQueue(ref: QueueRef, q: PopQueue, writes: PopWrites): void {
-    writes.put(
-      MetaKeys.popQueue(ref.group, ref.topic, ref.queueId),
-      json({ frontier: q.frontier, cursor: q.cursor }),
-    );
   }
 
   // ---- loading from the metadata store ----
