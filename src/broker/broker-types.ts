@@ -104,6 +104,19 @@ export interface MessagingBackend {
   readonly autoCreateTopics: boolean;
 
   /**
+   * Settles a send this node forwarded to a leader that died before answering (the send may or
+   * may not be stored): waits, until `deadlineMs`, for this node to apply the first entry of a
+   * term after `sinceTerm` (then every entry of the old leader that will ever commit is applied
+   * here), and looks the messages up by id. Their receipts when every one is stored under its
+   * topic; 'none' when none is (sending again stores it once); undefined when it cannot tell.
+   */
+  findStoredSend?(
+    messages: readonly { readonly messageId: string; readonly topic: string }[],
+    sinceTerm: number,
+    deadlineMs: number,
+  ): Promise<readonly SendReceipt[] | 'none' | undefined>;
+
+  /**
    * Stores messages (leader only): checks them against the topic, picks queues (FIFO by message
    * group hash, others round-robin), batches them with concurrent sends into Raft entries and
    * resolves once they are committed and applied, with one receipt per message in order.

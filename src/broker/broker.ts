@@ -75,6 +75,8 @@ export class Broker implements MessagingBackend, AdminBackend {
   /** Pop consumption (receive, ack, invisibility, dead letters), leader only. */
   readonly pop: PopService;
   private leaderReadyTerm = 0;
+  /** The term of the last entry this node applied. */
+  private appliedTerm = 0;
 
   constructor(
     readonly config: BrokerNodeConfig,
@@ -148,6 +150,11 @@ export class Broker implements MessagingBackend, AdminBackend {
 
   /** An entry of `term` was applied while this node leads in `term`: its state is current. */
   onApplied(term: number): void {
+    if (term > this.appliedTerm) {
+      this.appliedTerm = term;
+      // Wakes findStoredSend (a role listener) once per term, not per apply.
+      this.notifyRole();
+    }
     if (this.view.role === 'leader' && this.view.term === term && !this.view.leaderReady) {
       this.leaderReadyTerm = term;
       this.view = { ...this.view, leaderReady: true };
@@ -189,6 +196,59 @@ export class Broker implements MessagingBackend, AdminBackend {
         resolve(this.view);
       });
     });
+  }
+
+  async findStoredSend(
+    messages: readonly { readonly messageId: string; readonly topic: string }[],
+    sinceTerm: number,
+    deadlineMs: number,
+  ): Promise<readonly SendReceipt[] | 'none' | undefined> {
+    const settled = (): boolean =>
+      this.view.term > sinceTerm && this.appliedTerm === this.view.term;
+    if (!settled()) {
+      const waitMs = Math.min(WAIT_MS_MAX, deadlineMs - this.clock.nowMs());
+      if (waitMs <= 0) return undefined;
+      const ok = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          remove();
+          resolve(false);
+        }, waitMs);
+        timer.unref();
+        const remove = this.onRoleChange(() => {
+          if (!settled()) return;
+          clearTimeout(timer);
+          remove();
+          resolve(true);
+        });
+      });
+      if (!ok) return undefined;
+    }
+    const found = await Promise.all(
+      messages.map(async ({ messageId, topic }) => {
+        const m = await this.state.store.queryById(messageId);
+        return m !== undefined && m.message.topic === topic ? m : undefined;
+      }),
+    );
+    if (found.every((m) => m === undefined)) return 'none';
+    const receipts: SendReceipt[] = [];
+    for (const [i, m] of found.entries()) {
+      // Some stored and some not: not one send's entry; sending again could store twice.
+      if (m === undefined) return undefined;
+      const { topic, queueId } = m.message;
+      const range = this.state.queueRange(topic, queueId);
+      const queueOffset = await this.state.store.queueOffsetOf(
+        topic,
+        queueId,
+        m.position,
+        range.min,
+        range.max,
+      );
+      if (queueOffset === undefined) return undefined;
+      const messageId = messages[i]?.messageId ?? m.message.messageId;
+      // The Raft index is not kept with the id; no reader of a receipt from here needs it.
+      receipts.push({ messageId, topic, queueId, queueOffset, index: 0 });
+    }
+    return receipts;
   }
 
   private requireLeader(): void {

@@ -271,6 +271,16 @@ function leaderMovedFrom(
 }
 
 /**
+ * Settles a forwarded request whose leader died before answering, once a newer term has
+ * applied here: the answer, `'resend'` when it certainly did not take effect, or undefined when
+ * that cannot be told (see `MessagingBackend.findStoredSend`).
+ */
+export type InDoubt<T> = (
+  sinceTerm: number,
+  deadlineMs: number,
+) => Promise<T | 'resend' | undefined>;
+
+/**
  * Runs `local`; when it throws NOT_LEADER, forwards the call's request to the leader (or runs
  * `local` once more if this node has become the leader) and resolves to the leader's response.
  * A forward to an unreachable leader is tried again once the group names another one.
@@ -282,6 +292,7 @@ async function runOrForwardWith<T>(
   deadlineMs: number,
   local: () => Promise<T>,
   remote: (target: string, deadlineMs: number) => Promise<T>,
+  inDoubt?: InDoubt<T>,
 ): Promise<T> {
   let localAttempts = 0;
   let forwards = 0;
@@ -307,9 +318,31 @@ async function runOrForwardWith<T>(
     ctx.log.debug({ rpc, leaderEndpoint: target }, 'forwarding to the leader');
     forwards++;
     const forwardDeadlineMs = deadlineMs - ctx.options.forwardReserveMs;
+    const forwardTerm = ctx.backend.roleView().term;
     try {
       return await remote(target, forwardDeadlineMs);
     } catch (forwardErr) {
+      const lostAnswer =
+        isRaftmqError(forwardErr, 'NOT_LEADER') &&
+        forwardErr.details.leaderEndpoint === target &&
+        forwardErr.details.notSent !== true;
+      if (lostAnswer && inDoubt !== undefined && forwards < FORWARD_ATTEMPTS_MAX) {
+        // It may have taken effect on the leader that died. Once a newer term has applied
+        // here, what that leader committed is known: answer from it, or send again if the
+        // request left no trace.
+        if (!(await leaderMovedFrom(ctx, target, forwardDeadlineMs))) throw forwardErr;
+        const settled = await inDoubt(forwardTerm, forwardDeadlineMs).catch((err: unknown) => {
+          ctx.log.warn({ err, rpc }, 'could not settle a request the old leader may have taken');
+          return undefined;
+        });
+        if (settled === undefined) throw forwardErr;
+        if (settled !== 'resend') {
+          ctx.log.info({ rpc, leaderEndpoint: target }, 'the old leader had stored it; answered');
+          return settled;
+        }
+        ctx.log.info({ rpc, leaderEndpoint: target }, 'the old leader had not stored it; again');
+        continue;
+      }
       // Unreachable: the request may or may not have reached it, as with any lost answer. A
       // send that may have reached it is not sent again: the old leader may have stored it
       // before dying, and a second copy would follow a single acknowledgement (the client,
@@ -336,9 +369,17 @@ export function runOrForward(
   rpc: ForwardedRpc,
   deadlineMs: number,
   local: () => Promise<object>,
+  inDoubt?: InDoubt<object>,
 ): Promise<object> {
-  return runOrForwardWith(ctx, call, rpc, deadlineMs, local, (target, forwardDeadlineMs) =>
-    ctx.forwarder.call(target, rpc, call.request, call.metadata, forwardDeadlineMs),
+  return runOrForwardWith(
+    ctx,
+    call,
+    rpc,
+    deadlineMs,
+    local,
+    (target, forwardDeadlineMs) =>
+      ctx.forwarder.call(target, rpc, call.request, call.metadata, forwardDeadlineMs),
+    inDoubt,
   );
 }
 

@@ -158,9 +158,23 @@ export async function sendMessage(
   const produce = checked.flatMap((c) => (c.ok ? [c.message] : []));
   if (produce.length !== checked.length) return rejection(ctx, messages, checked);
   const deadlineMs = callDeadlineMs(call, ctx);
+  const { backend } = ctx;
+  const findStored = backend.findStoredSend?.bind(backend);
+  const inDoubt =
+    findStored &&
+    (async (sinceTerm: number, settleDeadlineMs: number) => {
+      const found = await findStored(produce, sinceTerm, settleDeadlineMs);
+      if (found === undefined) return undefined;
+      return found === 'none' ? ('resend' as const) : accepted(messages, found);
+    });
   try {
-    return await runOrForward(ctx, call, 'SendMessage', deadlineMs, async () =>
-      accepted(messages, await ctx.backend.send(produce, deadlineMs)),
+    return await runOrForward(
+      ctx,
+      call,
+      'SendMessage',
+      deadlineMs,
+      async () => accepted(messages, await backend.send(produce, deadlineMs)),
+      inDoubt,
     );
   } catch (err) {
     return failed(ctx, messages, err);

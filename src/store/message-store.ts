@@ -460,6 +460,31 @@ export class MessageStore {
   }
 
   /**
+   * The queue offset of the message at CommitLog `position` in queue `queueId` of `topic`, by
+   * binary search over the queue's records (their positions rise with their offsets); undefined
+   * when no record of the queue's range `[min, max)` points there.
+   */
+  async queueOffsetOf(
+    topic: string,
+    queueId: number,
+    position: number,
+    min: number,
+    max: number,
+  ): Promise<number | undefined> {
+    let lo = min;
+    let hi = max - 1;
+    while (lo <= hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      const [r] = await this.consumeQueues.readRange(topic, queueId, mid, 1);
+      if (r === undefined) return undefined;
+      if (r.position === position) return r.offset;
+      if (r.position < position) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return undefined;
+  }
+
+  /**
    * Messages with `key` on `topic` (oldest first), at most `limit`. Writes the queued key-index
    * puts first, so every message dispatched before the call is found.
    */

@@ -5,7 +5,8 @@
  * server's round-robin queue, offsets that continue each queue, the entry's index), and stores
  * every field of each message with the broker's queue, store time and store host. A send that
  * names a read-only topic or a message type its topic refuses is refused whole: nothing of it
- * is stored.
+ * is stored. A send whose answer was lost with a leader is settled from the id index: its
+ * receipts when stored, 'none' when not, undefined when mixed or no newer term applied.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs/promises';
@@ -102,10 +103,14 @@ describe('Broker.send', function () {
       next.set(key, r.queueOffset + 1);
     }
     // Round-robin over each topic's queues, per message.
-    assert.deepEqual(new Set(receipts.filter((r) => r.topic === 'known').map((r) => r.queueId)),
-      new Set([0, 1]));
-    assert.deepEqual(new Set(receipts.filter((r) => r.topic === 'fresh').map((r) => r.queueId)),
-      new Set([0, 1, 2]));
+    assert.deepEqual(
+      new Set(receipts.filter((r) => r.topic === 'known').map((r) => r.queueId)),
+      new Set([0, 1]),
+    );
+    assert.deepEqual(
+      new Set(receipts.filter((r) => r.topic === 'fresh').map((r) => r.queueId)),
+      new Set([0, 1, 2]),
+    );
     for (const [i, r] of receipts.entries()) {
       const [stored] = await b.readQueue(r.topic, r.queueId, r.queueOffset, 1);
       const m = messages[i] as ProduceMessage;
@@ -130,6 +135,31 @@ describe('Broker.send', function () {
     assert.equal(ensured, 1);
   });
 
+  it('settles an in-doubt send from the id index once a newer term has applied', async () => {
+    const b = broker();
+    const messages = Array.from({ length: 40 }, (_, n) => message(n, 'doubt'));
+    const receipts = await b.send(messages, deadline());
+    const term = b.roleView().term;
+    const ref = (m: ProduceMessage) => ({ messageId: m.messageId, topic: m.topic });
+    // A send of the previous term: this node has applied its own term since.
+    const found = await b.findStoredSend(messages.slice(5, 9).map(ref), term - 1, deadline());
+    assert.ok(found !== undefined && found !== 'none');
+    assert.deepEqual(
+      found.map((r) => [r.messageId, r.topic, r.queueId, r.queueOffset]),
+      receipts.slice(5, 9).map((r) => [r.messageId, r.topic, r.queueId, r.queueOffset]),
+    );
+    const unknown = [message(900, 'doubt'), message(901, 'doubt')].map(ref);
+    assert.equal(await b.findStoredSend(unknown, term - 1, deadline()), 'none');
+    const mixed = [ref(messages[0] as ProduceMessage), ...unknown];
+    assert.equal(await b.findStoredSend(mixed, term - 1, deadline()), undefined, 'cannot tell');
+    const otherTopic = [{ messageId: (messages[1] as ProduceMessage).messageId, topic: 'other' }];
+    assert.equal(await b.findStoredSend(otherTopic, term - 1, deadline()), 'none');
+    // No newer term than the one the send went out in: it waits, then cannot tell.
+    const startedMs = Date.now();
+    assert.equal(await b.findStoredSend(messages.map(ref), term, Date.now() + 300), undefined);
+    assert.ok(Date.now() - startedMs >= 250);
+  });
+
   it('refuses a whole send naming a read-only topic or a refused message type', async () => {
     const b = broker();
     await b.createTopic(
@@ -145,9 +175,8 @@ describe('Broker.send', function () {
       (err: unknown) => isRaftmqError(err, 'PERMISSION_DENIED'),
     );
     const fifo = message(3, 'plain', { messageType: 'FIFO', messageGroup: 'g' });
-    await assert.rejects(
-      b.send([message(4, 'plain'), fifo], deadline()),
-      (err: unknown) => isRaftmqError(err, 'MESSAGE_TYPE_MISMATCH'),
+    await assert.rejects(b.send([message(4, 'plain'), fifo], deadline()), (err: unknown) =>
+      isRaftmqError(err, 'MESSAGE_TYPE_MISMATCH'),
     );
     assert.deepEqual(b.queueRange('plain', 0), { min: 0, max: 0 }, 'nothing stored');
     assert.deepEqual(b.queueRange('ro', 0), { min: 0, max: 0 });
