@@ -180,20 +180,28 @@ export class Broker implements MessagingBackend, AdminBackend {
   waitForLeader(deadlineMs: number): Promise<RoleView | undefined> {
     const known = (): boolean =>
       this.view.leaderId !== null && (this.view.role !== 'leader' || this.view.leaderReady);
-    if (known()) return Promise.resolve(this.view);
+    return this.waitForView(known, deadlineMs).then((ok) => (ok ? this.view : undefined));
+  }
+
+  /**
+   * Resolves true once `check()` holds (tested at each role or applied-term change), false at
+   * `deadlineMs`.
+   */
+  private waitForView(check: () => boolean, deadlineMs: number): Promise<boolean> {
+    if (check()) return Promise.resolve(true);
     const waitMs = Math.min(WAIT_MS_MAX, deadlineMs - this.clock.nowMs());
-    if (waitMs <= 0) return Promise.resolve(undefined);
+    if (waitMs <= 0) return Promise.resolve(false);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         remove();
-        resolve(undefined);
+        resolve(false);
       }, waitMs);
       timer.unref();
       const remove = this.onRoleChange(() => {
-        if (!known()) return;
+        if (!check()) return;
         clearTimeout(timer);
         remove();
-        resolve(this.view);
+        resolve(true);
       });
     });
   }
@@ -205,24 +213,7 @@ export class Broker implements MessagingBackend, AdminBackend {
   ): Promise<readonly SendReceipt[] | 'none' | undefined> {
     const settled = (): boolean =>
       this.view.term > sinceTerm && this.appliedTerm === this.view.term;
-    if (!settled()) {
-      const waitMs = Math.min(WAIT_MS_MAX, deadlineMs - this.clock.nowMs());
-      if (waitMs <= 0) return undefined;
-      const ok = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => {
-          remove();
-          resolve(false);
-        }, waitMs);
-        timer.unref();
-        const remove = this.onRoleChange(() => {
-          if (!settled()) return;
-          clearTimeout(timer);
-          remove();
-          resolve(true);
-        });
-      });
-      if (!ok) return undefined;
-    }
+    if (!(await this.waitForView(settled, deadlineMs))) return undefined;
     const found = await Promise.all(
       messages.map(async ({ messageId, topic }) => {
         const m = await this.state.store.queryById(messageId);

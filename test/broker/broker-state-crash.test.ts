@@ -11,89 +11,17 @@
 import { strict as assert } from 'node:assert';
 import { BrokerState } from '../../src/broker/broker-state';
 import { encodeCommands, type BrokerCommand } from '../../src/broker/broker-command';
-import type { TopicConfig } from '../../src/broker/broker-types';
-import { silentLogger } from '../../src/common/logger';
 import { createPrng } from '../../src/common/prng';
-import { EntryType, type LogEntry } from '../../src/store/log-record';
 import { encodeMessageBatch } from '../../src/store/message-batch';
-import type { StoredMessage } from '../../src/store/message-format';
-import { MessageStore } from '../../src/store/message-store';
+import { StateNode, TOPIC, message } from './broker-state-node';
 import type { CrashMode } from '../../src/sim/sim-disk';
-import { SimMachine } from '../store/sim-machine';
 
 const CRASH_MODES: readonly CrashMode[] = ['keep', 'lose', 'tear'];
 
-function message(n: number, topic: string, queueId: number): StoredMessage {
-  return {
-    topic,
-    queueId,
-    body: Buffer.from(`body-${n}`),
-    bodyEncoding: 'IDENTITY',
-    tag: 'T',
-    keys: [`k${n}`],
-    userProperties: new Map([['n', String(n)]]),
-    messageId: `id-${n}`,
-    bornTimestampMs: 1_700_000_000_000 + n,
-    storeTimestampMs: 1_700_000_000_000 + n * 10,
-    deliveryTimestampMs: undefined,
-    bornHost: 'h',
-    storeHost: 's',
-    flags: 0,
-    reconsumeCount: 0,
-    messageGroup: undefined,
-    messageType: 'NORMAL',
-    transactionState: 'NONE',
-    traceContext: undefined,
-  };
-}
-
-const TOPIC: TopicConfig = {
-  name: 'orders',
-  queueCount: 2,
-  perm: 'READ_WRITE',
-  messageTypes: ['NORMAL'],
-};
-
-class Node extends SimMachine {
-  store!: MessageStore;
-  state!: BrokerState;
-  constructor(
-    seed: number,
-    private readonly interval: number,
-    private readonly opsMax: number,
-  ) {
-    super(seed);
-  }
-  async open(): Promise<void> {
-    const inc = this.incarnation();
-    this.store = await MessageStore.open('/node', inc);
-    this.state = await BrokerState.open(this.store, inc.meta, this.clock, silentLogger(), {
-      checkpointIntervalMs: this.interval,
-      pendingOpsMax: this.opsMax,
-    });
-  }
-  async replay(): Promise<void> {
-    const log = this.store.commitLog;
-    const from = this.state.appliedIndex + 1;
-    if (from > log.lastIndex()) return;
-    await this.state.apply(await log.readRange(from, log.lastIndex() - from + 1, 1 << 24));
-  }
-  async commit(payloads: Uint8Array[]): Promise<number[]> {
-    const log = this.store.commitLog;
-    const entries: LogEntry[] = payloads.map((payload, i) => ({
-      index: log.lastIndex() + i + 1,
-      term: 1,
-      type: EntryType.NORMAL,
-      payload,
-    }));
-    log.append(entries);
-    await log.flush();
-    await this.state.apply(entries);
-    return entries.map((e) => e.index);
-  }
-  async close(): Promise<void> {
-    await this.state.close();
-    await this.store.close();
+/** A node checkpointing every `interval` ms or at `opsMax` waiting keys. */
+class Node extends StateNode {
+  constructor(seed: number, interval: number, opsMax: number) {
+    super(seed, { checkpointIntervalMs: interval, pendingOpsMax: opsMax });
   }
 }
 
