@@ -448,7 +448,8 @@ export class Broker implements MessagingBackend, AdminBackend {
   private withDeadline<T>(p: Promise<T>, deadlineMs: number): Promise<T> {
     const waitMs = Math.min(WAIT_MS_MAX, deadlineMs - this.clock.nowMs());
     if (waitMs <= 0) {
-      // Already proposed: its outcome still lands; the caller just stops waiting.
+      // Still queued, it is refused unproposed (group-commit.ts `takeLive`); already proposed,
+      // its outcome still lands. Either way the caller stops waiting.
       p.catch(() => undefined);
       return Promise.reject(new RaftmqError('TIMEOUT', 'deadline passed before commit'));
     }
