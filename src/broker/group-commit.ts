@@ -94,14 +94,8 @@ export class GroupCommitQueue<T> {
       this.inFlight -= 1;
       this.schedule();
     };
-    let flushing: Promise<unknown>;
-    try {
-      flushing = this.flush(items);
-    } catch {
-      // `flush` settles its items itself; a synchronous throw must not stall the queue.
-      done();
-      return;
-    }
-    flushing.then(done, done);
+    // `flush` settles its items itself and never throws (the batchers turn a throwing proposer
+    // into a rejection with `proposeSafely`); a throw here is a bug, left to end the process.
+    this.flush(items).then(done, done);
   }
 }

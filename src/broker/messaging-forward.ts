@@ -337,10 +337,10 @@ async function runOrForwardWith<T>(
         });
         if (settled === undefined) throw forwardErr;
         if (settled !== 'resend') {
-          ctx.log.info({ rpc, leaderEndpoint: target }, 'the old leader had stored it; answered');
+          ctx.log.debug({ rpc, leaderEndpoint: target }, 'the old leader had stored it; answered');
           return settled;
         }
-        ctx.log.info({ rpc, leaderEndpoint: target }, 'the old leader had not stored it; again');
+        ctx.log.debug({ rpc, leaderEndpoint: target }, 'the old leader had not stored it; again');
         continue;
       }
       // Unreachable: the request may or may not have reached it, as with any lost answer. A
