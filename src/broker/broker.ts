@@ -13,6 +13,7 @@
 import type { Clock } from '../common/clock';
 import { crc32c } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
+import { Mutex } from '../common/mutex';
 import type { Logger } from '../common/logger';
 import type { StoredMessage } from '../store/message-format';
 import type { LocatedMessage } from '../store/message-store';
@@ -68,8 +69,8 @@ export class Broker implements MessagingBackend, AdminBackend {
   private view: RoleView;
   private readonly roleListeners = new Set<() => void>();
   private readonly roundRobin = new Map<string, number>();
-  /** Dead-letter moves in progress, by dead-letter topic, origin topic and origin queue:offset. */
-  private readonly deadLetterMoves = new Map<string, Promise<void>>();
+  /** One at a time per moved message: by dead-letter topic, origin topic and queue:offset. */
+  private readonly deadLetterMoves = new Map<string, Mutex>();
   private readonly batcher: SendBatcher;
   private readonly commands: CommandBatcher;
   /** Pop consumption (receive, ack, invisibility, dead letters), leader only. */
@@ -222,10 +223,10 @@ export class Broker implements MessagingBackend, AdminBackend {
     );
     if (found.every((m) => m === undefined)) return 'none';
     const receipts: SendReceipt[] = [];
-    for (const [i, m] of found.entries()) {
+    for (const m of found) {
       // Some stored and some not: not one send's entry; sending again could store twice.
       if (m === undefined) return undefined;
-      const { topic, queueId } = m.message;
+      const { topic, queueId, messageId } = m.message;
       const range = this.state.queueRange(topic, queueId);
       const queueOffset = await this.state.store.queueOffsetOf(
         topic,
@@ -235,7 +236,6 @@ export class Broker implements MessagingBackend, AdminBackend {
         range.max,
       );
       if (queueOffset === undefined) return undefined;
-      const messageId = messages[i]?.messageId ?? m.message.messageId;
       // The Raft index is not kept with the id; no reader of a receipt from here needs it.
       receipts.push({ messageId, topic, queueId, queueOffset, index: 0 });
     }
@@ -378,17 +378,14 @@ export class Broker implements MessagingBackend, AdminBackend {
     const m = located.message;
     const origin = `${m.queueId}:${located.queueOffset ?? -1}`;
     const moveKey = `${dlqTopic}\u0000${m.topic}\u0000${origin}`;
-    for (let round = 0; round < 3; round++) {
-      const running = this.deadLetterMoves.get(moveKey);
-      if (running === undefined) break;
-      await running.catch(() => undefined);
-    }
-    const move = this.storeDeadLetterOnce(located, dlqTopic, origin, attempt, deadlineMs);
-    this.deadLetterMoves.set(moveKey, move);
+    const mutex = this.deadLetterMoves.get(moveKey) ?? new Mutex();
+    this.deadLetterMoves.set(moveKey, mutex);
     try {
-      await move;
+      await mutex.run(() =>
+        this.storeDeadLetterOnce(located, dlqTopic, origin, attempt, deadlineMs),
+      );
     } finally {
-      if (this.deadLetterMoves.get(moveKey) === move) this.deadLetterMoves.delete(moveKey);
+      if (!mutex.isBusy()) this.deadLetterMoves.delete(moveKey);
     }
   }
 

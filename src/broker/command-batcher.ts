@@ -65,13 +65,6 @@ export class CommandBatcher {
         { details: { option: 'commandsPerEntryMax' } },
       );
     }
-    if (!(
-      Number.isSafeInteger(options.proposalsInFlightMax) && options.proposalsInFlightMax >= 1
-    )) {
-      throw new RaftmqError('INVALID_OPTION', 'proposalsInFlightMax must be at least 1', {
-        details: { option: 'proposalsInFlightMax' },
-      });
-    }
     this.queue = new GroupCommitQueue((all) => this.flush(all), options.proposalsInFlightMax);
   }
 

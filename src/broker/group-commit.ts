@@ -61,7 +61,13 @@ export class GroupCommitQueue<T> {
   constructor(
     private readonly flush: (items: T[]) => Promise<unknown>,
     readonly inFlightMax: number,
-  ) {}
+  ) {
+    if (!(Number.isSafeInteger(inFlightMax) && inFlightMax >= 1)) {
+      throw new RaftmqError('INVALID_OPTION', 'proposalsInFlightMax must be at least 1', {
+        details: { option: 'proposalsInFlightMax' },
+      });
+    }
+  }
 
   /** Items waiting for a flush. */
   get waiting(): number {

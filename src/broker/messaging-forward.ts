@@ -322,15 +322,23 @@ async function runOrForwardWith<T>(
     try {
       return await remote(target, forwardDeadlineMs);
     } catch (forwardErr) {
-      const lostAnswer =
-        isRaftmqError(forwardErr, 'NOT_LEADER') &&
-        forwardErr.details.leaderEndpoint === target &&
-        forwardErr.details.notSent !== true;
-      if (lostAnswer && inDoubt !== undefined && forwards < FORWARD_ATTEMPTS_MAX) {
-        // It may have taken effect on the leader that died. Once a newer term has applied
-        // here, what that leader committed is known: answer from it, or send again if the
-        // request left no trace.
-        if (!(await leaderMovedFrom(ctx, target, forwardDeadlineMs))) throw forwardErr;
+      // Unreachable: the request may or may not have reached it, as with any lost answer. The
+      // other forwarded RPCs are idempotent and go to the next leader again. A send that may
+      // have reached it is not sent again blindly (the old leader may have stored it, and a
+      // second copy would follow one acknowledgement): once a newer term has applied here,
+      // `inDoubt` tells from the store whether it was stored (answered from there) or not
+      // (sent again); without `inDoubt`, or when it cannot tell, the send fails.
+      if (
+        !isRaftmqError(forwardErr, 'NOT_LEADER') ||
+        forwardErr.details.leaderEndpoint !== target ||
+        forwards >= FORWARD_ATTEMPTS_MAX
+      ) {
+        throw forwardErr;
+      }
+      const mayHaveTakenEffect = rpc === 'SendMessage' && forwardErr.details.notSent !== true;
+      if (mayHaveTakenEffect && inDoubt === undefined) throw forwardErr;
+      if (!(await leaderMovedFrom(ctx, target, forwardDeadlineMs))) throw forwardErr;
+      if (mayHaveTakenEffect && inDoubt !== undefined) {
         const settled = await inDoubt(forwardTerm, forwardDeadlineMs).catch((err: unknown) => {
           ctx.log.warn({ err, rpc }, 'could not settle a request the old leader may have taken');
           return undefined;
@@ -340,19 +348,7 @@ async function runOrForwardWith<T>(
           ctx.log.debug({ rpc, leaderEndpoint: target }, 'the old leader had stored it; answered');
           return settled;
         }
-        ctx.log.debug({ rpc, leaderEndpoint: target }, 'the old leader had not stored it; again');
-        continue;
       }
-      // Unreachable: the request may or may not have reached it, as with any lost answer. A
-      // send that may have reached it is not sent again: the old leader may have stored it
-      // before dying, and a second copy would follow a single acknowledgement (the client,
-      // not the broker, decides on at-least-once retries). Other forwarded RPCs are idempotent.
-      const unreachable =
-        isRaftmqError(forwardErr, 'NOT_LEADER') &&
-        forwardErr.details.leaderEndpoint === target &&
-        (rpc !== 'SendMessage' || forwardErr.details.notSent === true);
-      if (!unreachable || forwards >= FORWARD_ATTEMPTS_MAX) throw forwardErr;
-      if (!(await leaderMovedFrom(ctx, target, forwardDeadlineMs))) throw forwardErr;
       ctx.log.debug({ rpc, leaderEndpoint: target }, 'leader unreachable; trying the new one');
     }
   }

@@ -51,16 +51,19 @@ export interface PopServiceOptions {
 interface Budget {
   count: number;
   bytes: number;
-  /** Messages taken so far: the first one is taken whatever its size. */
-  taken: number;
+  /** The bytes it started with: while `bytes` is still that, nothing was taken. */
+  readonly bytesMax: number;
 }
 
-/** Takes `sizeBytes` from `budget` if it allows; false when it does not. */
+/**
+ * Takes `sizeBytes` from `budget` if it allows (the first message whatever its size); false
+ * when it does not.
+ */
 function take(budget: Budget, sizeBytes: number): boolean {
-  if (budget.count <= 0 || (budget.taken > 0 && sizeBytes > budget.bytes)) return false;
+  const first = budget.bytes === budget.bytesMax;
+  if (budget.count <= 0 || (!first && sizeBytes > budget.bytes)) return false;
   budget.count -= 1;
   budget.bytes -= sizeBytes;
-  budget.taken += 1;
   return true;
 }
 
@@ -205,7 +208,8 @@ export class PopService {
     const locked: string[] = [];
     const plans: Plan[] = [];
     try {
-      const budget: Budget = { count: batchSize, bytes: this.options.bytesMax, taken: 0 };
+      const { bytesMax } = this.options;
+      const budget: Budget = { count: batchSize, bytes: bytesMax, bytesMax };
       for (let i = 0; i < topic.queueCount && budget.count > 0 && budget.bytes > 0; i++) {
         const queueId = (start + i) % topic.queueCount;
         const key = `${req.group}\0${topic.name}\0${queueId}`;

@@ -250,22 +250,11 @@ function msToWire(ms: number): { seconds: number; nanos: number } {
 }
 
 function pulledMessage(m: PullFrameMessage, topic: string): PulledMessage {
-  if (m.queueOffset === undefined || m.messageId === '') {
+  const { queueOffset, ...fields } = m;
+  if (queueOffset === undefined || m.messageId === '') {
     throw new RaftmqError('INTERNAL', 'malformed PullMessage response: message without offset');
   }
-  return {
-    messageId: m.messageId,
-    topic,
-    queueId: m.queueId,
-    offset: m.queueOffset,
-    body: m.body,
-    tag: m.tag,
-    keys: m.keys,
-    properties: m.properties,
-    messageGroup: m.messageGroup,
-    bornTimestampMs: m.bornTimestampMs,
-    storeTimestampMs: m.storeTimestampMs,
-  };
+  return { ...fields, topic, offset: queueOffset };
 }
 
 /** The route a QueryRouteResponse describes (leaders are broker id 0, followers `group@node`). */

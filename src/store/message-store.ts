@@ -40,7 +40,12 @@ import {
   isMessageBatch,
   readMessageBatchIndexFields,
 } from './message-batch';
-import { type StoredMessage, decodeMessage, tagHashCode } from './message-codec';
+import {
+  type DecodeContext,
+  type StoredMessage,
+  decodeMessage,
+  tagHashCode,
+} from './message-codec';
 
 export interface MessageStoreDeps {
   disk: Disk;
@@ -292,9 +297,21 @@ export class MessageStore {
     }
   }
 
-  private segmentFileOf(position: number): string {
-    const segmentSizeBytes = this.commitLog.options.segmentSizeBytes;
-    return this.commitLog.segmentPath(Math.floor(position / segmentSizeBytes) * segmentSizeBytes);
+  /**
+   * Where a decode error names the bytes at `position` (in the segment holding `filePosition`).
+   * The file name is built only if an error asks for it: decoding runs per message read, errors
+   * almost never.
+   */
+  private contextAt(position: number, filePosition = position): DecodeContext {
+    const commitLog = this.commitLog;
+    return {
+      position,
+      get file(): string {
+        const segmentSizeBytes = commitLog.options.segmentSizeBytes;
+        const segmentStart = Math.floor(filePosition / segmentSizeBytes) * segmentSizeBytes;
+        return commitLog.segmentPath(segmentStart);
+      },
+    };
   }
 
   private async dispatchBatch(
@@ -303,10 +320,10 @@ export class MessageStore {
     indexKeys: boolean,
   ): Promise<DispatchedBatch> {
     const payloadPosition = recordPosition + RECORD_HEADER_BYTES;
-    const fields = readMessageBatchIndexFields(e.payload, {
-      file: this.segmentFileOf(recordPosition),
-      position: payloadPosition,
-    });
+    const fields = readMessageBatchIndexFields(
+      e.payload,
+      this.contextAt(payloadPosition, recordPosition),
+    );
     const out = new DispatchedBatch(fields.length);
     const queues = this.consumeQueues;
     let position = payloadPosition + MESSAGE_BATCH_HEADER_BYTES;
@@ -337,10 +354,10 @@ export class MessageStore {
     if (e.type !== EntryType.NORMAL || !isMessageBatch(e.payload)) return;
     assert(e.position !== undefined, 'entries read from the commit log carry positions');
     const payloadPosition = e.position + RECORD_HEADER_BYTES;
-    const fields = readMessageBatchIndexFields(e.payload, {
-      file: this.segmentFileOf(e.position),
-      position: payloadPosition,
-    });
+    const fields = readMessageBatchIndexFields(
+      e.payload,
+      this.contextAt(payloadPosition, e.position),
+    );
     let position = payloadPosition + MESSAGE_BATCH_HEADER_BYTES;
     for (const m of fields) {
       this.keyWriter.add(m.topic, m.keys, m.messageId, position, m.sizeBytes, m.storeTimestampMs);
@@ -413,12 +430,6 @@ export class MessageStore {
     );
   }
 
-  /** Reads and checks the message at a CommitLog position. */
-  async readMessage(position: number, sizeBytes: number): Promise<StoredMessage> {
-    const bytes = await this.commitLog.readBytes(position, sizeBytes);
-    return decodeMessage(bytes, { file: this.segmentFileOf(position), position });
-  }
-
   /**
    * Messages of one queue from `queueOffset`, at most `countMax`, and at most `bytesMax` of
    * stored messages (but always the first one): the ConsumeQueue gives each size, so what lies
@@ -452,10 +463,7 @@ export class MessageStore {
     const bytes = await this.commitLog.readSpans(locations);
     return locations.map((l, i) => ({
       ...l,
-      message: decodeMessage(bytes[i] as Buffer, {
-        file: this.segmentFileOf(l.position),
-        position: l.position,
-      }),
+      message: decodeMessage(bytes[i] as Buffer, this.contextAt(l.position)),
     }));
   }
 
@@ -504,7 +512,9 @@ export class MessageStore {
   async queryById(messageId: string): Promise<LocatedMessage | undefined> {
     await this.keyWriter.flush();
     const l = await this.keyIndex.queryById(messageId, this.commitLog.firstPosition());
-    return l && { ...l, message: await this.readMessage(l.position, l.sizeBytes) };
+    if (l === undefined) return undefined;
+    const [located] = await this.readLocated([l]);
+    return located;
   }
 
   /**

@@ -82,6 +82,8 @@ describe('BrokerState: crashes and replays against a node that never crashed', (
             const pq = ref.state.pop.queue('G', 'orders', q);
             const range = ref.state.queueRange('orders', q);
             const kind = prng.nextInt(0, 10);
+            const inflight = [...(pq?.inflight ?? [])];
+            const picked = inflight[prng.nextInt(0, Math.max(1, inflight.length))];
             if (kind < 4) {
               const from = pq?.cursor ?? range.min;
               const to = Math.min(range.max, from + prng.nextInt(0, 5));
@@ -105,49 +107,25 @@ describe('BrokerState: crashes and replays against a node that never crashed', (
                 fresh,
                 again,
               });
-            } else if (kind < 7 && pq !== undefined && pq.inflight.size > 0) {
-              const offs = [...pq.inflight.keys()];
-              const o = offs[prng.nextInt(0, offs.length)] as number;
-              const rec = pq.inflight.get(o)!;
-              const handle =
-                prng.nextInt(0, 2) === 0
-                  ? rec.deliveryHandle
-                  : rec.renewHandle || rec.deliveryHandle;
-              cmds.push({
-                op: 'pop.ack',
-                group: 'G',
-                topic: 'orders',
-                queueId: q,
-                offset: o,
-                handle,
-              });
-            } else if (kind < 8 && pq !== undefined && pq.inflight.size > 0) {
-              const offs = [...pq.inflight.keys()];
-              const o = offs[prng.nextInt(0, offs.length)] as number;
-              const rec = pq.inflight.get(o)!;
-              cmds.push({
-                op: 'pop.change',
-                group: 'G',
-                topic: 'orders',
-                queueId: q,
-                offset: o,
-                handle: rec.deliveryHandle,
-                nowMs,
-                invisibleMs: prng.nextInt(0, 300),
-              });
-            } else if (kind < 9 && pq !== undefined && pq.inflight.size > 0) {
-              const offs = [...pq.inflight.keys()];
-              const o = offs[prng.nextInt(0, offs.length)] as number;
-              const rec = pq.inflight.get(o)!;
-              cmds.push({
-                op: 'pop.settle',
-                group: 'G',
-                topic: 'orders',
-                queueId: q,
-                offset: o,
-                attempt: rec.attempt,
-                reason: 'dlq',
-              });
+            } else if (kind < 9 && picked !== undefined) {
+              const [offset, rec] = picked;
+              const ref = { group: 'G', topic: 'orders', queueId: q, offset };
+              if (kind < 7) {
+                const renewed = prng.nextInt(0, 2) === 1 && rec.renewHandle !== 0;
+                const handle = renewed ? rec.renewHandle : rec.deliveryHandle;
+                cmds.push({ op: 'pop.ack', ...ref, handle });
+              } else if (kind < 8) {
+                const invisibleMs = prng.nextInt(0, 300);
+                cmds.push({
+                  op: 'pop.change',
+                  ...ref,
+                  handle: rec.deliveryHandle,
+                  nowMs,
+                  invisibleMs,
+                });
+              } else {
+                cmds.push({ op: 'pop.settle', ...ref, attempt: rec.attempt, reason: 'dlq' });
+              }
             } else {
               cmds.push({
                 op: 'offset.commit',

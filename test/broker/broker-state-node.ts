@@ -11,6 +11,7 @@ import type { StoredMessage } from '../../src/store/message-format';
 import { MessageStore } from '../../src/store/message-store';
 import { MetaKeys } from '../../src/store/meta';
 import { SimMachine } from '../store/sim-machine';
+import { PLAIN_MESSAGE_FIELDS } from '../store/stored-message-fields';
 
 /** Message `n` of `topic`'s queue `queueId`, with every field set from `n`. */
 export function message(n: number, topic: string, queueId: number): StoredMessage {
@@ -25,15 +26,9 @@ export function message(n: number, topic: string, queueId: number): StoredMessag
     messageId: `id-${n}`,
     bornTimestampMs: 1_700_000_000_000 + n,
     storeTimestampMs: 1_700_000_000_000 + n * 10,
-    deliveryTimestampMs: undefined,
     bornHost: 'h',
     storeHost: 's',
-    flags: 0,
-    reconsumeCount: 0,
-    messageGroup: undefined,
-    messageType: 'NORMAL',
-    transactionState: 'NONE',
-    traceContext: undefined,
+    ...PLAIN_MESSAGE_FIELDS,
   };
 }
 

@@ -41,6 +41,15 @@ class FakeFlush<T> {
 }
 
 describe('group commit', () => {
+  it('refuses a bound below one', () => {
+    for (const bound of [0, -1, 1.5, Number.NaN]) {
+      assert.throws(
+        () => new GroupCommitQueue(() => Promise.resolve(), bound),
+        (e) => isRaftmqError(e, 'INVALID_OPTION'),
+      );
+    }
+  });
+
   it('sends one turn together and holds later items while the bound is reached', async () => {
     const f = new FakeFlush<number>();
     const q = new GroupCommitQueue(f.fn, 1);

@@ -23,6 +23,7 @@ import { MetaKeys, u64Codec } from '../../src/store/meta';
 import type { CrashMode } from '../../src/sim/sim-disk';
 import { fcParams } from '../fc-params';
 import { SimMachine } from './sim-machine';
+import { PLAIN_MESSAGE_FIELDS } from './stored-message-fields';
 
 const TOPICS = ['orders', 'payments'];
 
@@ -39,15 +40,9 @@ function message(n: number, idSpace: number): StoredMessage {
     messageId: `id-${n % idSpace}`,
     bornTimestampMs: 1_700_000_000_000 + n,
     storeTimestampMs: 1_700_000_000_500 + n,
-    deliveryTimestampMs: undefined,
     bornHost: 'h:1',
     storeHost: 'h:2',
-    flags: 0,
-    reconsumeCount: 0,
-    messageGroup: undefined,
-    messageType: 'NORMAL',
-    transactionState: 'NONE',
-    traceContext: undefined,
+    ...PLAIN_MESSAGE_FIELDS,
   };
 }
 

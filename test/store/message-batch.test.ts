@@ -13,6 +13,7 @@ import {
 } from '../../src/store/message-batch';
 import type { StoredMessage } from '../../src/store/message-codec';
 import { isRaftmqError } from '../../src/common/errors';
+import { PLAIN_MESSAGE_FIELDS } from './stored-message-fields';
 
 function message(n: number): StoredMessage {
   return {
@@ -26,15 +27,9 @@ function message(n: number): StoredMessage {
     messageId: `id-${n}`,
     bornTimestampMs: 1_700_000_000_000 + n,
     storeTimestampMs: 1_700_000_000_100 + n,
-    deliveryTimestampMs: undefined,
     bornHost: 'h:1',
     storeHost: 'h:2',
-    flags: 0,
-    reconsumeCount: 0,
-    messageGroup: undefined,
-    messageType: 'NORMAL',
-    transactionState: 'NONE',
-    traceContext: undefined,
+    ...PLAIN_MESSAGE_FIELDS,
   };
 }
 

@@ -22,6 +22,7 @@ import {
   encodeMessageInto, encodeSizedMessageInto, MESSAGE_LIMITS, MESSAGE_MAGIC_V1,
   peekMessageHeader, readMessageIndexFields, StoredMessage, tagHashCode,
 } from '../../src/store/message-codec';
+import { PLAIN_MESSAGE_FIELDS } from './stored-message-fields';
 
 const TIMESTAMP_MS = 1_700_000_000_123;
 
@@ -36,15 +37,9 @@ const BASE: StoredMessage = Object.freeze({
   messageId: '01AC110002A4F418C5000000000001F2',
   bornTimestampMs: TIMESTAMP_MS,
   storeTimestampMs: TIMESTAMP_MS + 5,
-  deliveryTimestampMs: undefined,
   bornHost: '10.0.0.1:1234',
   storeHost: '10.0.0.2:8081',
-  flags: 0,
-  reconsumeCount: 0,
-  messageGroup: undefined,
-  messageType: 'NORMAL',
-  transactionState: 'NONE',
-  traceContext: undefined,
+  ...PLAIN_MESSAGE_FIELDS,
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import { MetaKeys } from '../../src/store/meta';
 import type { CrashMode } from '../../src/sim/sim-disk';
 import { SimMachine } from './sim-machine';
 import { fcParams } from '../fc-params';
+import { PLAIN_MESSAGE_FIELDS } from './stored-message-fields';
 
 const TOPICS = ['orders', 'payments'];
 const QUEUES = 3;
@@ -32,15 +33,9 @@ function message(n: number): StoredMessage {
     messageId: `id-${n}`,
     bornTimestampMs: 1_700_000_000_000 + n,
     storeTimestampMs: 1_700_000_000_500 + n,
-    deliveryTimestampMs: undefined,
     bornHost: '127.0.0.1:1',
     storeHost: '127.0.0.1:2',
-    flags: 0,
-    reconsumeCount: 0,
-    messageGroup: undefined,
-    messageType: 'NORMAL',
-    transactionState: 'NONE',
-    traceContext: undefined,
+    ...PLAIN_MESSAGE_FIELDS,
   };
 }
 
