@@ -18,6 +18,7 @@ import { silentLogger } from '../../src/common/logger';
 import { BrokerRegistrar } from '../../src/namesrv/namesrv-client';
 import { MAX_BODY_BYTES } from '../../src/namesrv/namesrv-messaging';
 import { type NameServer, resolveNameServerConfig } from '../../src/namesrv/namesrv-server';
+import { LEADER_SHARE_PER_FOLLOWER } from '../../src/namesrv/rmq-route';
 import {
   HOST,
   RawClients,
@@ -164,12 +165,22 @@ describe('namesrv server', () => {
         topic: unknown;
         broker: { name: string; id: number; endpoints: { scheme: string; addresses: unknown[] } };
       }[];
+      // The leader's queues, its queue 0 repeated (most first attempts go to it), the followers.
+      const repeats = LEADER_SHARE_PER_FOLLOWER * 2 - 1;
       assert.deepEqual(
         queues.map((q) => `${q.broker.name}#${q.broker.id}/${q.id}`),
-        ['g1#0/0', 'g1#0/1', 'g1#0/2', 'g1#0/3', 'g1@n2#1/0', 'g1@n3#2/0'],
+        [
+          'g1#0/0',
+          'g1#0/1',
+          'g1#0/2',
+          'g1#0/3',
+          ...new Array<string>(repeats).fill('g1#0/0'),
+          'g1@n2#1/0',
+          'g1@n3#2/0',
+        ],
       );
       const queueZero = queues.filter((q) => q.id === 0);
-      assert.equal(queueZero.length, 3, 'one queue-0 entry per broker');
+      assert.equal(queueZero.length, 3 + repeats);
       for (const q of queues) {
         assert.equal(q.broker.endpoints.addresses.length, 1);
         assert.equal(q.broker.endpoints.scheme, 'IPv4');
@@ -177,7 +188,7 @@ describe('namesrv server', () => {
         assert.deepEqual(q.acceptMessageTypes, ['NORMAL', 'FIFO']);
         assert.deepEqual(q.topic, { name: 'orders', resourceNamespace: '' });
       }
-      assert.deepEqual(queueZero[2]?.broker.endpoints.addresses, [
+      assert.deepEqual(queueZero.at(-1)?.broker.endpoints.addresses, [
         { host: '127.0.0.1', port: 8083 },
       ]);
 
@@ -202,9 +213,13 @@ describe('namesrv server', () => {
       const inBody = await clients.messagingCall('QueryRoute', {
         topic: { name: 'orders', resourceNamespace: 'ns1' },
       });
-      // The leader's one queue, and queue 0 of each follower (they forward sends).
+      // The leader's one queue (repeated), and queue 0 of each follower (they forward sends).
       assert.deepEqual(
-        (inBody.messageQueues as { broker: { name: string } }[]).map((q) => q.broker.name),
+        [
+          ...new Set(
+            (inBody.messageQueues as { broker: { name: string } }[]).map((q) => q.broker.name),
+          ),
+        ],
         ['g1', 'g1@n2', 'g1@n3'],
       );
     });
@@ -227,14 +242,16 @@ describe('namesrv server', () => {
       );
       assert.equal(replayed.outcome, 'OUTCOME_STALE_TERM');
       const route = await clients.messagingCall('QueryRoute', { topic: { name: 'orders' } });
-      const leaders = (route.messageQueues as { broker: { id: number; endpoints: unknown } }[])
-        .filter((q) => q.broker.id === 0)
-        .map((q) => q.broker.endpoints);
-      assert.equal(leaders.length, 4);
-      assert.deepEqual(leaders[0], {
-        scheme: 'IPv4',
-        addresses: [{ host: '127.0.0.1', port: 8082 }],
-      });
+      const leaderQueues = (
+        route.messageQueues as { id: number; broker: { id: number; endpoints: unknown } }[]
+      ).filter((q) => q.broker.id === 0);
+      assert.equal(new Set(leaderQueues.map((q) => q.id)).size, 4);
+      for (const q of leaderQueues) {
+        assert.deepEqual(q.broker.endpoints, {
+          scheme: 'IPv4',
+          addresses: [{ host: '127.0.0.1', port: 8082 }],
+        });
+      }
     });
   });
 

@@ -13,6 +13,7 @@ import fc from 'fast-check';
 import { isRaftmqError } from '../../src/common/errors';
 import {
   followerBrokerName,
+  LEADER_SHARE_PER_FOLLOWER,
   parseHostPort,
   toMessageQueues,
   type RmqMessageQueue,
@@ -57,11 +58,18 @@ describe('rmq-route: TopicRoute to RocketMQ v2 message queues', () => {
     const route: TopicRoute = { topic: 'orders', groups: [group()] };
     const { messageQueues, skipped } = toMessageQueues(route, TOPIC);
     assert.deepEqual(skipped, []);
-    assert.equal(messageQueues.length, 4 + 2);
+    // Four queues, queue 0 repeated to make 16 x 2 followers = 32 leader entries, 2 followers.
+    assert.equal(LEADER_SHARE_PER_FOLLOWER, 16);
+    assert.equal(messageQueues.length, 4 + 31 + 2);
     const leaderQueues = messageQueues.filter((q) => q.broker.name === 'g1');
     assert.deepEqual(
       leaderQueues.map((q) => q.id),
-      [0, 1, 2, 3],
+      [0, 1, 2, 3, ...new Array<number>(31).fill(0)],
+    );
+    const queueZero = messageQueues.filter((q) => q.id === 0);
+    assert.equal(
+      queueZero.filter((q) => q.broker.name === 'g1').length / queueZero.length,
+      32 / 34,
     );
     assert.ok(leaderQueues.every((q) => q.broker.id === 0));
     assert.deepEqual(leaderQueues[0], {
@@ -75,7 +83,7 @@ describe('rmq-route: TopicRoute to RocketMQ v2 message queues', () => {
       },
       acceptMessageTypes: ['NORMAL', 'FIFO'],
     });
-    const followers = messageQueues.slice(4);
+    const followers = messageQueues.slice(4 + 31);
     assert.deepEqual(
       followers.map((q) => [q.broker.name, q.broker.id, q.id]),
       [
@@ -186,7 +194,7 @@ describe('rmq-route: TopicRoute to RocketMQ v2 message queues', () => {
     }
   });
 
-  it('gives every broker name one queue-0 entry and one address, id 0 to leaders only', () => {
+  it('gives followers one queue-0 entry, the leader 16 per follower, id 0 to leaders only', () => {
     const endpoint = fc.oneof(
       fc
         .tuple(fc.nat(255), fc.nat(255), fc.integer({ min: 1, max: 65535 }))
@@ -235,12 +243,14 @@ describe('rmq-route: TopicRoute to RocketMQ v2 message queues', () => {
         );
         for (const [name, queues] of brokers) {
           const isLeader = !name.includes('@');
-          assert.equal(queues.filter((q) => q.id === 0).length, 1, name);
-          assert.ok(queues.every((q) => q.broker.endpoints.addresses.length === 1));
-          assert.ok(queues.every((q) => (q.broker.id === 0) === isLeader));
           const g = groups.find((x) => x.name === name.split('@')[0]);
           assert.ok(g !== undefined);
-          assert.equal(queues.length, isLeader ? g.queueCount : 1);
+          const listedFollowers = g.followers.filter((e) => !e.startsWith('[')).length;
+          const zeros = isLeader ? Math.max(1, LEADER_SHARE_PER_FOLLOWER * listedFollowers) : 1;
+          assert.equal(queues.filter((q) => q.id === 0).length, zeros, name);
+          assert.ok(queues.every((q) => q.broker.endpoints.addresses.length === 1));
+          assert.ok(queues.every((q) => (q.broker.id === 0) === isLeader));
+          assert.equal(queues.length, isLeader ? g.queueCount + zeros - 1 : 1);
           assert.ok(queues.every((q) => q.permission === g.perm));
         }
       }),
