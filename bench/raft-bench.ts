@@ -11,7 +11,9 @@
  *
  * Each figure is the median of several rounds. The last line of output is one JSON object:
  * entries/s saturated, and the median and p99 commit latency at half that rate. Options:
- * `--quick` (shorter rounds, CI smoke), `--dir PATH` (where to write; `.bench-tmp/` by default).
+ * `--quick` (shorter rounds, CI smoke), `--dir PATH` (where to write; `.bench-tmp/` by default),
+ * `--rate N` (no saturated rounds: the paced rounds at N entries/s, to study latency at a given
+ * rate; the last line's `commitEntriesPerSec` is then the paced rate reached).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -22,6 +24,10 @@ import { wallMs, type LoadResult, type LoadSpec } from '../src/cli/raft-node-pro
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const dirArg = args[args.indexOf('--dir') + 1];
+const rateArg = args.includes('--rate') ? Number(args[args.indexOf('--rate') + 1]) : undefined;
+if (rateArg !== undefined && !(Number.isSafeInteger(rateArg) && rateArg >= 1)) {
+  throw new Error('--rate takes a whole number of entries per second, at least 1');
+}
 const root = path.join(
   args.includes('--dir') && dirArg ? dirArg : path.join(process.cwd(), '.bench-tmp'),
   'raft',
@@ -118,13 +124,13 @@ async function main(): Promise<void> {
     const warm = { ...SATURATED, durationMs: ROUND_MS / 2, warmupMs: 0 };
     await runRound(group, warm);
     const saturated: Round[] = [];
-    for (let round = 0; round < ROUNDS; round++) {
+    for (let round = 0; round < (rateArg === undefined ? ROUNDS : 0); round++) {
       saturated.push(
         await runRound(group, { ...SATURATED, durationMs: ROUND_MS, warmupMs: WARMUP_MS }),
       );
     }
     const maxRate = median(saturated.map((r) => r.entriesPerSec));
-    const halfRate = Math.max(1, Math.round(maxRate / 2));
+    const halfRate = rateArg ?? Math.max(1, Math.round(maxRate / 2));
     const paced: Round[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       paced.push(
@@ -140,7 +146,9 @@ async function main(): Promise<void> {
     }
     const figures = {
       bench: 'raft',
-      commitEntriesPerSec: Math.round(maxRate),
+      commitEntriesPerSec: Math.round(
+        rateArg === undefined ? maxRate : median(paced.map((r) => r.entriesPerSec)),
+      ),
       commitLatencyP50Ms: Number(median(paced.map((r) => r.latencyP50Ms)).toFixed(2)),
       commitLatencyP99Ms: Number(median(paced.map((r) => r.latencyP99Ms)).toFixed(2)),
     };
@@ -160,8 +168,14 @@ async function main(): Promise<void> {
       ]);
     saturated.forEach((r, i) => show(`saturated #${i + 1}`, r));
     paced.forEach((r, i) => show(`paced ${halfRate}/s #${i + 1}`, r));
-    row(['median saturated', figures.commitEntriesPerSec]);
-    row(['median at half rate', '', figures.commitLatencyP50Ms, '', figures.commitLatencyP99Ms]);
+    row([rateArg === undefined ? 'median saturated' : 'median paced', figures.commitEntriesPerSec]);
+    row([
+      rateArg === undefined ? 'median at half rate' : `median at ${rateArg}/s`,
+      '',
+      figures.commitLatencyP50Ms,
+      '',
+      figures.commitLatencyP99Ms,
+    ]);
     const elections = group
       .running()
       .flatMap((p) => p.events)

@@ -125,7 +125,8 @@ export async function runLoad(member: RaftMember, spec: LoadSpec): Promise<LoadR
     await Promise.all(Array.from({ length: inflightMax }, worker));
   } else {
     await runPaced(rate, startMs, inflightMax, batchEntries, running, (count, firstK) => {
-      const dueMs = (j: number): number => startMs + ((firstK + j) * 1000) / rate;
+      // Entry k (from 0) falls due when the count due reaches k + 1, at (k + 1) / rate s.
+      const dueMs = (j: number): number => startMs + ((firstK + j + 1) * 1000) / rate;
       return proposeBatch(count, dueMs);
     });
   }
