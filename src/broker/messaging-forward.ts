@@ -240,33 +240,49 @@ function notForwarded(ctx: ServiceContext, err: RaftmqError, why: string): Raftm
 }
 
 /**
- * Resolves true once this node's view no longer names `endpoint` as the leader's, false if that
- * did not happen by `deadlineMs` (or the backend cannot report role changes).
+ * Resolves true once this node's view has moved on from the leader at `endpoint` of term
+ * `term`: it names another endpoint, or none (an election is on; what runs next waits for its
+ * outcome), or a newer term (the old leader restarted and won again at the same address).
+ * Resolves false if that did not happen by `deadlineMs`, when the service is closing, or when
+ * the backend cannot report role changes.
  */
 function leaderMovedFrom(
   ctx: ServiceContext,
   endpoint: string,
+  term: number,
   deadlineMs: number,
 ): Promise<boolean> {
   const { backend } = ctx;
-  const moved = (): boolean => backend.roleView().leaderEndpoint !== endpoint;
+  const moved = (): boolean => {
+    const view = backend.roleView();
+    return view.leaderEndpoint !== endpoint || view.term > term;
+  };
   if (moved()) return Promise.resolve(true);
   const waitMs = deadlineMs - ctx.clock.nowMs();
-  if (backend.onRoleChange === undefined || waitMs <= 0) return Promise.resolve(false);
+  if (backend.onRoleChange === undefined || waitMs <= 0 || ctx.closing.aborted) {
+    return Promise.resolve(false);
+  }
   const onRoleChange = backend.onRoleChange.bind(backend);
   return new Promise((resolve) => {
+    let settled = false;
+    const subscription: { remove?: () => void } = {};
     const done = (result: boolean): void => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
-      remove();
+      subscription.remove?.();
       ctx.closing.removeEventListener('abort', onClosing);
       resolve(result);
     };
     const onClosing = (): void => done(false);
     const timer = setTimeout(() => done(false), waitMs);
-    const remove = onRoleChange(() => {
+    timer.unref();
+    ctx.closing.addEventListener('abort', onClosing);
+    subscription.remove = onRoleChange(() => {
       if (moved()) done(true);
     });
-    ctx.closing.addEventListener('abort', onClosing);
+    // A listener that fired while being registered settled before `remove` existed.
+    if (settled) subscription.remove();
   });
 }
 
@@ -312,7 +328,10 @@ async function runOrForwardWith<T>(
     if (isForwarded(call.metadata)) {
       throw notForwarded(ctx, err, 'the request was already forwarded once');
     }
-    if (target === undefined || target === 'self') {
+    if (target === 'self') {
+      throw notForwarded(ctx, err, 'became the leader but refused it again');
+    }
+    if (target === undefined) {
       throw notForwarded(ctx, err, 'no leader became known before the deadline');
     }
     ctx.log.debug({ rpc, leaderEndpoint: target }, 'forwarding to the leader');
@@ -337,7 +356,7 @@ async function runOrForwardWith<T>(
       }
       const mayHaveTakenEffect = rpc === 'SendMessage' && forwardErr.details.notSent !== true;
       if (mayHaveTakenEffect && inDoubt === undefined) throw forwardErr;
-      if (!(await leaderMovedFrom(ctx, target, forwardDeadlineMs))) throw forwardErr;
+      if (!(await leaderMovedFrom(ctx, target, forwardTerm, forwardDeadlineMs))) throw forwardErr;
       if (mayHaveTakenEffect && inDoubt !== undefined) {
         const settled = await inDoubt(forwardTerm, forwardDeadlineMs).catch((err: unknown) => {
           ctx.log.warn({ err, rpc }, 'could not settle a request the old leader may have taken');
