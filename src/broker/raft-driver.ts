@@ -61,6 +61,13 @@ const READY_ROUNDS_PER_RUN_MAX = 64;
 const COMMIT_WRITE_INTERVAL_TICKS = 10;
 /** Loads served per run of the load worker before it starts over. */
 const LOADS_PER_RUN_MAX = 64;
+/**
+ * A leader's writes whose durability it has not waited for (`Ready.durableLater`), at most, in
+ * count and bytes; past either, the loop waits for the oldest before going on, so that a slow
+ * disk holds the leader back instead of filling the CommitLog's write buffer.
+ */
+const LATER_WRITES_MAX = 16;
+const LATER_WRITE_BYTES_MAX = 32 * 1024 * 1024;
 
 /** Everything a driver needs. */
 export interface RaftDriverDeps {
@@ -120,6 +127,9 @@ export class RaftDriver {
   /** `COMMIT_WRITE_INTERVAL_TICKS` passed since the commit writer last started. */
   private commitWriteDue = true;
   private ticksSinceCommitWrite = 0;
+  /** The leader's writes not yet durable (`Ready.durableLater`), oldest first. */
+  private readonly laterWrites: { readonly done: Promise<void>; readonly bytes: number }[] = [];
+  private laterWriteBytes = 0;
   private loopDone: Promise<void> = Promise.resolve();
   private loopRunning = false;
   private closed = false;
@@ -155,7 +165,13 @@ export class RaftDriver {
       deps.peers,
       deps.appliedIndex,
     );
-    const config = { ...deps.raft, id: deps.id, peers: deps.peers, prng: deps.prng };
+    const config = {
+      leaderWritesAsync: true,
+      ...deps.raft,
+      id: deps.id,
+      peers: deps.peers,
+      prng: deps.prng,
+    };
     const node = new RaftNode(config, storage);
     const driver = new RaftDriver(deps, node, storage.hardState, storage.appliedIndex);
     driver.start(storage.firstIndex, storage.lastIndex);
@@ -355,11 +371,49 @@ export class RaftDriver {
     const last = ready.entries[ready.entries.length - 1];
     if (last !== undefined) {
       log.append(ready.entries.map(toLogEntry));
-      await log.waitPersisted(last.index);
+      if (ready.durableLater === true) await this.durableLater(ready.entries, last.index);
+      else await log.waitPersisted(last.index);
     }
     if (hardState !== undefined && hardState.commit !== this.durableHardState.commit) {
       assert(hardState.commit <= log.lastIndex(), 'raft driver: commit beyond the log');
       this.scheduleCommitWrite(hardState.commit);
+    }
+  }
+
+  /**
+   * A leader's entries handed to the store without waiting: reported to the core once durable
+   * (then it may count them toward commitment). Waits only when too many are outstanding.
+   */
+  private async durableLater(entries: readonly Entry[], lastIndex: number): Promise<void> {
+    let bytes = 0;
+    for (const e of entries) bytes += e.data.byteLength;
+    const settle = (): void => {
+      const at = this.laterWrites.findIndex((w) => w.done === done);
+      if (at >= 0) this.laterWrites.splice(at, 1);
+      this.laterWriteBytes -= bytes;
+    };
+    const done = this.deps.commitLog.waitPersisted(lastIndex).then(
+      () => {
+        settle();
+        if (!this.running) return;
+        this.node.entriesDurable(entries);
+        this.kick();
+      },
+      (err: unknown) => {
+        settle();
+        // Cut by a truncation: superseded entries, which the core no longer counts on. (The
+        // CommitLog finishes writes in flight before it truncates, so this is not expected.)
+        if (isRaftmqError(err, 'OUT_OF_RANGE')) return;
+        this.fail(err);
+      },
+    );
+    this.laterWrites.push({ done, bytes });
+    this.laterWriteBytes += bytes;
+    while (
+      this.laterWrites.length > LATER_WRITES_MAX ||
+      (this.laterWrites.length > 1 && this.laterWriteBytes > LATER_WRITE_BYTES_MAX)
+    ) {
+      await this.laterWrites[0]?.done;
     }
   }
 

@@ -35,6 +35,13 @@ export interface RaftTunables {
   readonly uncommittedBytesMax: number;
   /** ReadIndex requests waiting for confirmation, at most (more are refused with BUSY). */
   readonly readIndexPendingMax: number;
+  /**
+   * A leader's Readys may hand new entries to the store without the driver waiting for them
+   * to be durable (`Ready.durableLater`): the leader counts itself toward commitment only for
+   * entries reported durable either way (thesis §10.2.1), so commitment stays safe while the
+   * leader's fsync overlaps the next round of replication.
+   */
+  readonly leaderWritesAsync: boolean;
 }
 
 /** What a caller passes: the required fields and any tunables. */
@@ -68,6 +75,7 @@ export const RAFT_TUNABLE_DEFAULTS: Readonly<RaftTunables> = Object.freeze({
   entryCacheBytesMax: 64 * MIB,
   uncommittedBytesMax: 64 * MIB,
   readIndexPendingMax: 4096,
+  leaderWritesAsync: false,
 });
 
 const SPEC: OptionSpec<RaftTunables> = {
@@ -86,6 +94,7 @@ const SPEC: OptionSpec<RaftTunables> = {
   entryCacheBytesMax: intInRange(0, 2 ** 40),
   uncommittedBytesMax: intInRange(1, 2 ** 40),
   readIndexPendingMax: intInRange(1, 1_000_000),
+  leaderWritesAsync: isBoolean,
 };
 
 /** Checks `input` and fills in defaults; throws INVALID_OPTION naming the offending field. */

@@ -3,8 +3,9 @@
  * for terms (synchronously, the store keeps them in memory) but never for entries. In memory the
  * core keeps:
  *
- * - the unstable entries: everything after `durableIndex`, not yet reported durable. Some of them
- *   may be handed out in the outstanding Ready (`handedOutCount`);
+ * - the unstable entries: everything after `durableIndex`, not yet reported durable. A prefix
+ *   of them was handed out to the driver (`handedOutCount`): in the outstanding Ready, and, for
+ *   a leader whose writes complete later (`leaderWritesAsync`), in earlier Readys too;
  * - a bounded cache of the most recent durable entries, contiguous with the unstable ones;
  * - committed entries the driver loaded for the applier.
  *
@@ -31,6 +32,11 @@ export class RaftLog {
   private durableIndexNow: number;
   private unstable: Entry[] = [];
   private handedOutCount = 0;
+  /**
+   * While a Ready is built and until its advance: the last index it hands out whose write the
+   * driver waits for before applying (0: none). Entries up to it count as durable for the apply.
+   */
+  private durableBeforeApply = 0;
   /** The last index the store will hold once the writes handed out so far are done. */
   private storeLastIndex: number;
   private readonly cache: EntryCache;
@@ -199,6 +205,11 @@ export class RaftLog {
     return this.cache.get(index);
   }
 
+  /** Unstable entries handed out to the driver and not yet reported durable. */
+  get handedOut(): number {
+    return this.handedOutCount;
+  }
+
   /** True when some unstable entries were not handed out yet. */
   hasUnstableToHandOut(): boolean {
     return this.unstable.length > this.handedOutCount;
@@ -218,29 +229,54 @@ export class RaftLog {
   }
 
   /**
-   * The driver made a Ready's entries durable. The prefix of them that still equals this log
-   * extends the durable prefix and moves to the cache; the rest were superseded by a conflict
-   * after the Ready was handed out, and the next Ready rewrites them.
+   * The Ready being built hands out entries up to `index` and the driver makes them durable
+   * before it applies that Ready's committed entries (the classic contract); see
+   * `durableBeforeApply`. Reset by {@link readyDone}.
+   */
+  durableBefore(index: number): void {
+    this.durableBeforeApply = index;
+  }
+
+  /** The outstanding Ready was advanced. */
+  readyDone(): void {
+    this.durableBeforeApply = 0;
+  }
+
+  /**
+   * The driver made `entries` durable, and with them everything it wrote before (the store is
+   * written in order). The last of them still in this log (the very object handed out, at its
+   * index) ends a durable prefix: a conflict since the hand-out would have cut it away, so
+   * every entry before it is still what was written. That prefix moves to the cache. Entries
+   * superseded by a conflict after they were handed out are not counted (the next Ready
+   * rewrites them); entries already durable are no-ops, so a late report is harmless. Identity,
+   * not equal terms: a peer that breaks the Log Matching Property must not make an unwritten
+   * entry count as durable.
    */
   persisted(entries: readonly Entry[]): void {
     let moved = 0;
-    for (const entry of entries) {
-      const index = this.durableIndexNow + moved + 1;
-      if (entry.index !== index || this.unstable[moved]?.term !== entry.term) break;
-      moved += 1;
+    for (let k = entries.length - 1; k >= 0; k--) {
+      const entry = entries[k];
+      if (entry === undefined || entry.index <= this.durableIndexNow) break;
+      if (this.unstable[entry.index - this.durableIndexNow - 1] === entry) {
+        moved = entry.index - this.durableIndexNow;
+        break;
+      }
     }
     if (moved > 0) {
+      assert(moved <= this.handedOutCount, 'raft log: entries made durable before hand-out');
       const done = this.unstable.splice(0, moved);
       this.durableIndexNow += moved;
+      this.handedOutCount -= moved;
       this.cache.append(done);
     }
-    assert(this.handedOutCount <= moved, 'raft log: handed-out entries left unstable');
-    this.handedOutCount = 0;
   }
 
-  /** Last index the applier may get now: committed and durable once this Ready is written. */
+  /**
+   * Last index the applier may get now: committed, and durable or made durable before the
+   * apply of the Ready being built (entries whose write completes later are not applied yet).
+   */
   private applyableIndex(): number {
-    return Math.min(this.committed, this.durableIndexNow + this.handedOutCount);
+    return Math.min(this.committed, Math.max(this.durableIndexNow, this.durableBeforeApply));
   }
 
   /** True when committed entries are waiting for the applier and can be handed out or loaded. */

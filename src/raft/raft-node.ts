@@ -269,7 +269,17 @@ export class RaftNode {
   ready(): Ready {
     assert(this.outstanding === null, 'raft: ready() before advance() of the previous Ready');
     const core = this.core;
+    const hardState = this.hardState();
     const { entries, truncateFrom } = core.log.handOutUnstable();
+    // A leader's own new entries need not be durable before the Ready goes on (thesis §10.2.1):
+    // it counts itself toward commitment only once the driver reports them durable. Anything
+    // that promises durable state (term, vote, acknowledgements) keeps the classic contract.
+    const durableLater =
+      this.config.leaderWritesAsync && core.role === 'leader' && entries.length > 0
+      && truncateFrom === undefined && core.messagesAfterPersist.length === 0
+      && hardState.term === this.lastHardState.term && hardState.vote === this.lastHardState.vote;
+    const last = entries[entries.length - 1];
+    if (last !== undefined && !durableLater) core.log.durableBefore(last.index);
     let committedEntries = core.log.handOutCommitted(this.config.batchEntriesMax,
       this.config.batchBytesMax);
     if (committedEntries === undefined) {
@@ -282,9 +292,9 @@ export class RaftNode {
         });
       }
     }
-    const hardState = this.hardState();
     const softState = this.softState();
     const ready: Ready = {
+      ...(durableLater ? { durableLater: true as const } : {}),
       ...(sameHardState(hardState, this.lastHardState) ? {} : { hardState }),
       ...(sameSoftState(softState, this.lastSoftState) ? {} : { softState }),
       ...(truncateFrom === undefined ? {} : { truncateFrom: asLogIndex(truncateFrom) }),
@@ -308,15 +318,30 @@ export class RaftNode {
   }
 
   /**
-   * The driver persisted, sent and applied `ready`. A leader now counts its newly durable
-   * entries toward commitment (thesis §10.2.1).
+   * The driver persisted (unless `ready.durableLater`), sent and applied `ready`. A leader now
+   * counts its newly durable entries toward commitment (thesis §10.2.1).
    */
   advance(ready: Ready): void {
     assert(ready === this.outstanding, 'raft: advance() of a Ready that is not outstanding');
     const core = this.core;
-    core.log.persisted(ready.entries);
+    if (ready.durableLater !== true && ready.entries.length > 0) {
+      core.log.persisted(ready.entries);
+      // Written in order: everything handed out before is durable too.
+      assert(core.log.handedOut === 0, 'raft: handed-out entries left unstable');
+    }
+    core.log.readyDone();
     core.log.appliedAll();
     this.outstanding = null;
+    if (core.role === 'leader' && maybeCommit(core)) afterLeaderCommit(core);
+  }
+
+  /**
+   * The entries of a `durableLater` Ready (and all written before them) are durable now. May
+   * be called at any time, also after a role change; entries since superseded are ignored.
+   */
+  entriesDurable(entries: readonly Entry[]): void {
+    const core = this.core;
+    core.log.persisted(entries);
     if (core.role === 'leader' && maybeCommit(core)) afterLeaderCommit(core);
   }
 }

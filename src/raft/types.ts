@@ -190,6 +190,12 @@ export interface LoadRequest {
  * `softState` is set when role, leader or term changed.
  */
 export interface Ready {
+  /**
+   * Set on a leader's Ready when `leaderWritesAsync` is on: the driver hands `entries` to the
+   * store and goes on without waiting for them to be durable, and reports them with
+   * `RaftNode.entriesDurable()` once they are. Its committed entries are all durable already.
+   */
+  readonly durableLater?: true;
   readonly softState?: SoftState;
   readonly hardState?: HardState;
   readonly truncateFrom?: LogIndex;

@@ -2,7 +2,8 @@
 // that promise durable state (vote grants, append acknowledgements, a candidate's vote
 // requests) come out in `messagesAfterPersist` in the same Ready as the state they promise,
 // while a leader's Appends may go out before its own write (thesis §10.2.1); and a leader
-// counts its own log toward commitment only after `advance()` says it is durable.
+// counts its own log toward commitment only after `advance()` says it is durable, or, with
+// `leaderWritesAsync`, after `entriesDurable()` does (it applies only such entries, too).
 import { strict as assert } from 'node:assert';
 import { createPrng } from '../../src/common/prng';
 import { asLogIndex, asNodeId, asTerm, type NodeId } from '../../src/common/types';
@@ -104,6 +105,75 @@ describe('raft durability ordering', () => {
     store(n1).persist(leaderReady);
     node(n1).advance(leaderReady);
     assert.equal(node(n1).status().commitIndex, 1, 'n1 and n2 now hold it durably');
+  });
+
+  it('with leaderWritesAsync, a leader goes on before its writes are durable, but counts and '
+    + 'applies its own entries only once entriesDurable() reports them', () => {
+    const stores = new Map(ids.map((id) => [id, new MemStore()]));
+    const store = (id: NodeId): MemStore => stores.get(id) ?? assert.fail();
+    const nodes = new Map(ids.map((id) => [id, makeNode(id, store(id), ids,
+      { preVote: false, leaderWritesAsync: true })]));
+    const node = (id: NodeId): RaftNode => nodes.get(id) ?? assert.fail();
+    const [n1, n2, n3] = ids as [NodeId, NodeId, NodeId];
+    node(n1).campaign();
+    const campaignReady = drive(node(n1), store(n1));
+    assert.equal(campaignReady.durableLater, undefined, 'a term and vote are never written later');
+    node(n2).step(campaignReady.messagesAfterPersist.find((m) => m.to === n2) ?? assert.fail());
+    node(n1).step(drive(node(n2), store(n2)).messagesAfterPersist[0] ?? assert.fail());
+    assert.equal(node(n1).status().role, 'leader');
+    // The leader's rounds: messages collected, Readys advanced without waiting for writes.
+    let outbox: Message[] = [];
+    const applied: number[] = [];
+    const leaderRounds = (): Ready[] => {
+      const readys: Ready[] = [];
+      while (node(n1).hasReady()) {
+        const ready = node(n1).ready();
+        assert.equal(ready.durableLater, ready.entries.length > 0 ? true : undefined);
+        outbox.push(...ready.messages, ...ready.messagesAfterPersist);
+        applied.push(...ready.committedEntries.map((e) => e.index));
+        node(n1).advance(ready);
+        readys.push(ready);
+      }
+      return readys;
+    };
+    /** Delivers the leader's messages to `follower` and its answers back, then runs rounds. */
+    const exchange = (follower: NodeId): void => {
+      for (const m of outbox.filter((x) => x.to === follower)) node(follower).step(m);
+      outbox = outbox.filter((x) => x.to !== follower);
+      for (const ack of drive(node(follower), store(follower)).messagesAfterPersist) {
+        node(n1).step(ack);
+      }
+      leaderRounds();
+    };
+    const [noopReady] = leaderRounds();
+    assert.deepEqual(noopReady?.entries.map((e) => e.type), ['noop']);
+    assert.ok(node(n1).propose([new Uint8Array([7])]).ok);
+    const [entryReady] = leaderRounds();
+    assert.deepEqual(entryReady?.entries.map((e) => e.index), [2]);
+    assert.equal(node(n1).status().durableIndex, 0);
+    // n2 gets and acknowledges both; the leader's own writes are pending: 1 of 3 holds them.
+    exchange(n2);
+    exchange(n2);
+    assert.equal(node(n1).status().progress.get(n2)?.match, 2);
+    assert.equal(node(n1).status().commitIndex, 0);
+    // The no-op's write completes: n1 and n2 hold it now.
+    store(n1).persist({ ...noopReady, hardState: undefined });
+    node(n1).entriesDurable(noopReady.entries);
+    assert.equal(node(n1).status().commitIndex, 1);
+    leaderRounds();
+    assert.deepEqual(applied, [1]);
+    // n3 catches up: both followers hold entry 2, a majority without the leader, so it commits;
+    // but the leader applies only what it holds durably itself.
+    exchange(n3);
+    exchange(n3);
+    assert.equal(node(n1).status().commitIndex, 2);
+    assert.deepEqual(applied, [1], 'entry 2 waits for the leader\'s own write');
+    store(n1).persist({ ...entryReady, hardState: undefined });
+    node(n1).entriesDurable(entryReady.entries);
+    node(n1).entriesDurable(noopReady.entries); // a late, repeated report changes nothing
+    assert.equal(node(n1).status().durableIndex, 2);
+    leaderRounds();
+    assert.deepEqual(applied, [1, 2]);
   });
 
   it('a one-node leader commits its entries only after advance()', () => {
