@@ -3,11 +3,14 @@
 // hand: only the prefix that still matches becomes durable, and the next Ready truncates the
 // store at the right index. A fast-check property then drives random appends and conflicts
 // with random Ready/advance timing and checks that the store always ends up equal to the log.
+// A second property covers a leader's writes reported later (`durableLater`).
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
 import { createPrng } from '../../src/common/prng';
 import { asLogIndex, asNodeId, asTerm } from '../../src/common/types';
+import { RaftLog } from '../../src/raft/raft-log';
 import { RaftNode } from '../../src/raft/raft-node';
+import { fcParams } from '../fc-params';
 import type { Entry, Message } from '../../src/raft/types';
 import { MemStore } from './harness';
 
@@ -109,5 +112,122 @@ describe('raft log under conflicts during a write', () => {
       assert.deepEqual(store.log.map((e) => e.term), model);
       assert.equal(node.status().durableIndex, model.length);
     }), { numRuns: 300 });
+  });
+});
+
+// Leader writes reported later (`durableLater`): the log hands entries out without waiting, the
+// store makes them durable in order, and reports come back late, repeated, or after the entries
+// were replaced by a conflict. Whatever the order, the log's durable prefix is always a prefix
+// of what the store holds durably, entry for entry (the very objects written).
+describe('raft log with writes reported later', () => {
+  type Step =
+    | { kind: 'propose'; count: number }
+    | { kind: 'conflict'; back: number; count: number }
+    | { kind: 'handOut'; later: boolean }
+    | { kind: 'advance' }
+    | { kind: 'fsync' }
+    | { kind: 'report'; pick: number; again: boolean };
+  const stepArb: fc.Arbitrary<Step> = fc.oneof(
+    fc.record({ kind: fc.constant('propose' as const), count: fc.integer({ min: 1, max: 3 }) }),
+    fc.record({
+      kind: fc.constant('conflict' as const), back: fc.nat(6), count: fc.integer({ min: 1, max: 3 }),
+    }),
+    fc.record({ kind: fc.constant('handOut' as const), later: fc.boolean() }),
+    fc.record({ kind: fc.constant('advance' as const) }),
+    fc.record({ kind: fc.constant('fsync' as const) }),
+    fc.record({ kind: fc.constant('report' as const), pick: fc.nat(), again: fc.boolean() }),
+  );
+
+  it('never counts an entry durable that the store does not hold durably', () => {
+    fc.assert(fc.property(fc.array(stepArb, { maxLength: 60 }), (steps) => {
+      /** What the store was given, in order (index i at [i - 1]); the first `durable` hold. */
+      const written: Entry[] = [];
+      let durable = 0;
+      /** Later writes whose report may now be delivered (their entries reached the disk). */
+      const resolved: (readonly Entry[])[] = [];
+      let pending: (readonly Entry[])[] = [];
+      const log = new RaftLog({
+        hardState: { term: asTerm(0), vote: null, commit: asLogIndex(0) },
+        firstIndex: asLogIndex(1), lastIndex: asLogIndex(0),
+        termAt: (index) => (index === 0 ? asTerm(0) : written[index - 1]?.term),
+        appliedIndex: asLogIndex(0),
+      }, 1 << 30);
+      let term = 1;
+      let outstanding: readonly Entry[] | null = null;
+      const fsync = (): void => {
+        durable = written.length;
+        resolved.push(...pending);
+        pending = [];
+      };
+      const check = (): void => {
+        assert.ok(log.durableIndex <= durable, `durable ${log.durableIndex} > store's ${durable}`);
+        const mine = log.slice(1, log.durableIndex, Infinity, Infinity) ?? [];
+        assert.equal(mine.length, log.durableIndex);
+        mine.forEach((e, i) => assert.equal(e, written[i], `entry ${i + 1} is not what was written`));
+      };
+      for (const step of steps) {
+        if (step.kind === 'propose') {
+          log.appendNew(term, 'normal', Array.from({ length: step.count }, () => new Uint8Array(1)));
+        } else if (step.kind === 'conflict') {
+          // A newer leader's entries from some index on (never below 1; nothing is committed).
+          term += 1;
+          const from = Math.max(1, log.lastIndex() + 1 - step.back);
+          log.append(Array.from({ length: step.count }, (_, i): Entry => ({
+            index: asLogIndex(from + i), term: asTerm(term), type: 'normal', data: new Uint8Array(1),
+          })));
+        } else if (step.kind === 'handOut') {
+          // One Ready at a time; a waited-for one stays outstanding until 'advance', and reports
+          // of earlier writes may arrive meanwhile (as while the driver truncates and writes).
+          if (outstanding !== null || !log.hasUnstableToHandOut()) continue;
+          const { entries, truncateFrom } = log.handOutUnstable();
+          // The CommitLog finishes (and syncs) writes in flight before it truncates.
+          if (truncateFrom !== undefined) {
+            fsync();
+            written.length = truncateFrom - 1;
+            durable = Math.min(durable, written.length);
+          }
+          written.push(...entries);
+          if (step.later && truncateFrom === undefined) {
+            pending.push(entries);
+            log.readyDone();
+          } else {
+            log.durableBefore(entries[entries.length - 1]?.index ?? 0);
+            outstanding = entries;
+          }
+        } else if (step.kind === 'advance') {
+          if (outstanding === null) continue;
+          fsync();
+          log.persisted(outstanding);
+          assert.equal(log.handedOut, 0, 'a waited-for write leaves nothing handed out');
+          log.readyDone();
+          outstanding = null;
+        } else if (step.kind === 'fsync') {
+          fsync();
+        } else if (resolved.length > 0) {
+          const at = step.pick % resolved.length;
+          const report = resolved[at] ?? assert.fail();
+          if (!step.again) resolved.splice(at, 1);
+          log.persisted(report);
+        }
+        check();
+      }
+      // Everything written and reported: the log is durable to its end, equal to the store.
+      if (outstanding !== null) pending.push(outstanding);
+      while (log.hasUnstableToHandOut()) {
+        const { entries, truncateFrom } = log.handOutUnstable();
+        if (truncateFrom !== undefined) {
+          fsync();
+          written.length = truncateFrom - 1;
+          durable = Math.min(durable, written.length);
+        }
+        written.push(...entries);
+        pending.push(entries);
+      }
+      fsync();
+      for (const report of resolved) log.persisted(report);
+      check();
+      assert.equal(log.durableIndex, log.lastIndex());
+      assert.equal(written.length, log.lastIndex());
+    }), fcParams(300));
   });
 });
