@@ -27,6 +27,7 @@ import { asNodeId, type NodeId } from '../common/types';
 import type { Message } from '../raft/types';
 import { PeerLink, type LinkContext } from './grpc-peer-link';
 import { encodeFramedAppend } from './raft-append-wire';
+import { decodeAppendFrame } from './raft-append-decode';
 import {
   channelOptions,
   resolveGrpcRaftTransportOptions,
@@ -43,7 +44,6 @@ import {
 import {
   batchFramingBytes,
   decodeInbound,
-  decodeInboundBatch,
   frameBatch,
   loadRaftCodecs,
   raftPeerServiceDefinition,
@@ -290,10 +290,11 @@ export class GrpcRaftTransport implements RaftTransport {
     this.inbound.add(endOnClose);
     call.on('data', (frame: DecodedFrame) => {
       if (finished) return;
-      const result = frame.ok
-        ? decodeInboundBatch(frame.value, this.expect.append)
-        : this.undecodable(frame.reason);
-      if (this.accept(result, 'Append', call.getPeer(), frame)) return;
+      const { result, messageCount } =
+        frame.ok && Buffer.isBuffer(frame.value)
+          ? decodeAppendFrame(frame.value, this.codecs, this.expect.append)
+          : { result: this.undecodable(frame.ok ? 'not a frame' : frame.reason), messageCount: 1 };
+      if (this.accept(result, 'Append', call.getPeer(), messageCount)) return;
       finish(statusError(grpc.status.INVALID_ARGUMENT, result.ok ? '' : result.error.message));
     });
     call.on('end', () => finish(null));
@@ -316,7 +317,7 @@ export class GrpcRaftTransport implements RaftTransport {
     const result = frame.ok
       ? decodeInbound(frame.value, this.expect[route])
       : this.undecodable(frame.reason);
-    if (this.accept(result, route, call.getPeer(), frame)) callback(null, {});
+    if (this.accept(result, route, call.getPeer(), frameMessageCount(frame))) callback(null, {});
     else callback(statusError(grpc.status.INVALID_ARGUMENT, result.ok ? '' : result.error.message));
   }
 
@@ -329,10 +330,10 @@ export class GrpcRaftTransport implements RaftTransport {
     result: InboundResult,
     rpc: string,
     peerAddress: string,
-    frame: DecodedFrame,
+    messageCount: number,
   ): boolean {
     if (!result.ok) {
-      this.counters.rejected += frameMessageCount(frame);
+      this.counters.rejected += messageCount;
       this.rejectedWarn.warn(
         { rpc, peerAddress, reason: result.error.message },
         'peer message rejected',

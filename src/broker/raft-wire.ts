@@ -19,6 +19,7 @@ import {
   messageCodec,
   passBuffer,
   safeDecoder,
+  type DecodedFrame,
   type MessageCodec,
 } from './grpc-util';
 
@@ -313,6 +314,11 @@ export interface RaftCodecs {
   readonly ack: MessageCodec;
 }
 
+/** The append stream's deserializer: the frame's bytes, decoded later by the handler. */
+function rawFrame(bytes: Buffer): DecodedFrame {
+  return { ok: true, value: bytes };
+}
+
 /** Loads `raft.proto` from `protoDir` (see {@link findProtoDir}) and returns its codecs. */
 export async function loadRaftCodecs(protoDir: string): Promise<RaftCodecs> {
   const definition = await loadProto(
@@ -343,7 +349,9 @@ export function raftPeerServiceDefinition(codecs: RaftCodecs): grpc.ServiceDefin
     responseDeserialize: (bytes: Buffer) => codecs.ack.decode(bytes),
   });
   return {
-    Append: method('append', codecs.peerBatch),
+    // Frames of the stream are decoded by the handler (raft-append-decode.ts), which knows
+    // what to expect of them; here they are passed on as they came.
+    Append: { ...method('append', codecs.peerBatch), requestDeserialize: rawFrame },
     Vote: method('vote', codecs.peerMessage),
     TimeoutNow: method('timeoutNow', codecs.peerMessage),
   };

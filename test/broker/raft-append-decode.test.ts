@@ -1,0 +1,237 @@
+/*
+ * The direct decoder of append-stream frames (raft-append-decode.ts) must give exactly what the
+ * general path gives (protobufjs, then the checks of raft-wire.ts): fast-check draws batches of
+ * Appends (with numbers up to 2^53 - 1, empty and large payloads) mixed with acknowledgements
+ * and heartbeats, some with a wrong group, an unknown sender or another addressee, encoded by
+ * the hand encoder or by protobufjs, and compares the two decodings; then it corrupts frames
+ * (bytes flipped, cut, inserted) and checks that the decoder never throws and still agrees.
+ */
+import { strict as assert } from 'node:assert';
+import fc from 'fast-check';
+import { decodeAppendFrame, type AppendFrame } from '../../src/broker/raft-append-decode';
+import { encodeFramedAppend } from '../../src/broker/raft-append-wire';
+import {
+  decodeInboundBatch,
+  frameBatch,
+  loadRaftCodecs,
+  toWire,
+  type InboundExpectation,
+  type RaftCodecs,
+} from '../../src/broker/raft-wire';
+import { isRaftmqError } from '../../src/common/errors';
+import { asLogIndex, asNodeId, asTerm } from '../../src/common/types';
+import type { EntryType, Message } from '../../src/raft/types';
+import { fcParams } from '../fc-params';
+
+const GROUP = 'broker-a';
+const SELF = asNodeId('n2');
+const EXPECT: InboundExpectation = {
+  group: GROUP,
+  selfId: SELF,
+  peers: new Set(['n1', 'n3']),
+  route: 'append',
+};
+
+const safeNat = fc.oneof(
+  fc.nat({ max: 300 }),
+  fc.nat({ max: 2 ** 32 }),
+  fc.integer({ min: Number.MAX_SAFE_INTEGER - 4, max: Number.MAX_SAFE_INTEGER }),
+);
+
+const entryArb = fc.record({
+  index: safeNat,
+  term: safeNat,
+  type: fc.constantFrom<EntryType>('normal', 'noop', 'config'),
+  data: fc.uint8Array({ maxLength: 1500 }),
+});
+
+/** Mostly the expected envelope; sometimes one field is wrong. */
+const envelopeArb = fc.record({
+  group: fc.oneof(
+    { weight: 8, arbitrary: fc.constant(GROUP) },
+    { weight: 1, arbitrary: fc.constantFrom('broker-b', '') },
+  ),
+  from: fc.oneof(
+    { weight: 8, arbitrary: fc.constantFrom('n1', 'n3') },
+    { weight: 1, arbitrary: fc.constantFrom('n9', 'ñ1') },
+  ),
+  to: fc.oneof(
+    { weight: 8, arbitrary: fc.constant('n2') },
+    { weight: 1, arbitrary: fc.constant('n1') },
+  ),
+  term: safeNat,
+});
+
+interface Drawn {
+  readonly group: string;
+  readonly message: Message;
+  /** Encode an Append with the hand encoder (else with protobufjs). */
+  readonly direct: boolean;
+}
+
+const messageArb: fc.Arbitrary<Drawn> = fc
+  .tuple(
+    envelopeArb,
+    fc.oneof(
+      {
+        weight: 6,
+        arbitrary: fc.record({
+          type: fc.constant('Append' as const),
+          prevIndex: safeNat,
+          prevTerm: safeNat,
+          commit: safeNat,
+          entries: fc.array(entryArb, { maxLength: 5 }),
+        }),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.record({
+          type: fc.constant('AppendResp' as const),
+          reject: fc.boolean(),
+          matchIndex: safeNat,
+          rejectedIndex: safeNat,
+          hintTerm: safeNat,
+          hintIndex: safeNat,
+        }),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.record({
+          type: fc.constant('Heartbeat' as const),
+          commit: safeNat,
+          context: safeNat,
+        }),
+      },
+    ),
+    fc.boolean(),
+  )
+  .map(([envelope, body, direct]) => {
+    const message = {
+      ...body,
+      from: asNodeId(envelope.from),
+      to: asNodeId(envelope.to),
+      term: asTerm(envelope.term),
+      ...('entries' in body
+        ? {
+            entries: body.entries.map((e) => ({
+              ...e,
+              index: asLogIndex(e.index),
+              term: asTerm(e.term),
+            })),
+          }
+        : {}),
+    } as unknown as Message;
+    return { group: envelope.group, message, direct };
+  });
+
+function encodeFrame(codecs: RaftCodecs, drawn: readonly Drawn[]): Buffer {
+  return Buffer.concat(
+    drawn.map(({ group, message, direct }) =>
+      direct && message.type === 'Append'
+        ? encodeFramedAppend(group, message)
+        : frameBatch([codecs.peerMessage.encode(toWire(group, message))]),
+    ),
+  );
+}
+
+/** The general path: protobufjs, then raft-wire's checks. */
+function general(codecs: RaftCodecs, bytes: Buffer): AppendFrame['result'] {
+  let raw: unknown;
+  try {
+    raw = codecs.peerBatch.decode(bytes);
+  } catch {
+    return { ok: false, error: new Error('undecodable') as never };
+  }
+  return decodeInboundBatch(raw, EXPECT);
+}
+
+function assertAgrees(codecs: RaftCodecs, bytes: Buffer): AppendFrame {
+  const fast = decodeAppendFrame(bytes, codecs, EXPECT);
+  const slow = general(codecs, bytes);
+  assert.equal(fast.result.ok, slow.ok, 'accepted by one path and not the other');
+  if (fast.result.ok && slow.ok) {
+    assert.deepEqual(fast.result.messages, slow.messages);
+  } else if (!fast.result.ok) {
+    assert.ok(isRaftmqError(fast.result.error, 'MESSAGE_MALFORMED'));
+  }
+  assert.ok(fast.messageCount >= 1);
+  return fast;
+}
+
+describe('direct decoding of append-stream frames', () => {
+  let codecs: RaftCodecs;
+  before(async () => {
+    codecs = await loadRaftCodecs('');
+  });
+
+  it('decodes a leader batch to the very messages sent, entries as views of the frame', () => {
+    const message: Message = {
+      type: 'Append',
+      from: asNodeId('n1'),
+      to: SELF,
+      term: asTerm(3),
+      prevIndex: asLogIndex(9),
+      prevTerm: asTerm(2),
+      commit: asLogIndex(8),
+      entries: [
+        { index: asLogIndex(10), term: asTerm(3), type: 'normal', data: new Uint8Array([1, 2]) },
+        { index: asLogIndex(11), term: asTerm(3), type: 'noop', data: new Uint8Array(0) },
+      ],
+    };
+    const frame = Buffer.concat([
+      encodeFramedAppend(GROUP, message),
+      encodeFramedAppend(GROUP, message),
+    ]);
+    const { result, messageCount } = decodeAppendFrame(frame, codecs, EXPECT);
+    assert.equal(messageCount, 2);
+    assert.ok(result.ok);
+    assert.deepEqual(result.messages, [message, message]);
+    const decoded = result.messages[0];
+    assert.ok(decoded?.type === 'Append');
+    assert.equal(decoded.entries[0]?.data.buffer, frame.buffer, 'no copy of the payload');
+  });
+
+  it('gives what the general path gives, for every mix of messages and envelopes', () => {
+    fc.assert(
+      fc.property(fc.array(messageArb, { minLength: 1, maxLength: 4 }), (drawn) => {
+        const frame = assertAgrees(codecs, encodeFrame(codecs, drawn));
+        assert.equal(frame.messageCount, drawn.length);
+      }),
+      fcParams(300),
+    );
+  });
+
+  it('never throws on a corrupted frame, and still agrees with the general path', () => {
+    const edit = fc.oneof(
+      fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), value: fc.nat(255) }),
+      fc.record({ kind: fc.constant('cut' as const), at: fc.nat() }),
+      fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), value: fc.nat(255) }),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(messageArb, { minLength: 1, maxLength: 3 }),
+        fc.array(edit, { minLength: 1, maxLength: 4 }),
+        (drawn, edits) => {
+          let bytes = encodeFrame(codecs, drawn);
+          for (const e of edits) {
+            const at = bytes.length === 0 ? 0 : e.at % bytes.length;
+            if (e.kind === 'flip' && bytes.length > 0) {
+              bytes = Buffer.from(bytes);
+              bytes[at] = e.value;
+            } else if (e.kind === 'cut') {
+              bytes = bytes.subarray(0, at);
+            } else if (e.kind === 'insert') {
+              bytes = Buffer.concat([
+                bytes.subarray(0, at),
+                Buffer.from([e.value]),
+                bytes.subarray(at),
+              ]);
+            }
+          }
+          assertAgrees(codecs, bytes);
+        },
+      ),
+      fcParams(1000),
+    );
+  });
+});
