@@ -11,7 +11,7 @@
  * the queue offset each message got.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { RaftmqError } from '../common/errors';
+import { RaftmqError, RmqCode } from '../common/errors';
 import type { ProduceMessage, SendReceipt } from './broker-types';
 import {
   callDeadlineMs,
@@ -21,6 +21,7 @@ import {
 } from './messaging-call';
 import { runOrForward } from './messaging-forward';
 import { okStatus, type ProduceContext, toProduceMessage, toStatus } from './rmq-convert';
+import { encodeSendAccepted } from './rmq-message-encode';
 import type { WireMessage, WireStatus } from './rmq-wire';
 
 /** RocketMQ `Code.MULTIPLE_RESULTS`: entries of one response carry different codes. */
@@ -98,20 +99,22 @@ function rejection(
   return { status, entries };
 }
 
-function accepted(
-  messages: readonly WireMessage[],
-  receipts: readonly SendReceipt[],
-): SendResponse {
+/** The answer to a request whose messages were all stored, encoded directly (the hot path). */
+function accepted(messages: readonly WireMessage[], receipts: readonly SendReceipt[]): object {
   if (receipts.length !== messages.length) {
     throw new RaftmqError(
       'INTERNAL',
       `the broker returned ${receipts.length} receipts for ${messages.length} messages`,
     );
   }
-  const entries = receipts.map((r, i) =>
-    entry(okStatus(), wireMessageId(messages[i] as WireMessage), r.queueOffset),
+  return encodeSendAccepted(
+    receipts.map((r, i) => ({
+      messageId: wireMessageId(messages[i] as WireMessage),
+      offset: r.queueOffset,
+    })),
+    RmqCode.OK,
+    okStatus().message,
   );
-  return { status: okStatus(), entries };
 }
 
 /** The whole request failed with `err` (not stored, or not known to be stored). */

@@ -279,3 +279,59 @@ export function encodeMessageFrame(
   }
   return new EncodedFrame(w.buf);
 }
+
+/** One stored message of a SendMessage answer. */
+export interface AcceptedSend {
+  readonly messageId: string;
+  /** Its queue offset (a non-negative safe integer). */
+  readonly offset: number;
+}
+
+/**
+ * The `SendMessageResponse` of a request whose messages were all stored: the status `code`
+ * with `message`, and per message an entry with the same status, its id and queue offset
+ * (`SendResultEntry`: status 1, message_id 2, offset 4; the empty transaction id and recall
+ * handle are left out, as proto3 allows). Every stored send is answered this way, so it is
+ * encoded directly rather than through protobufjs objects, like delivered messages.
+ */
+export function encodeSendAccepted(
+  entries: readonly AcceptedSend[],
+  code: number,
+  message: string,
+): EncodedFrame {
+  const messageLen = Buffer.byteLength(message, 'utf8');
+  const statusSize = varintFieldSize(code) + lenFieldSize(messageLen);
+  const idLens = new Array<number>(entries.length);
+  const entrySizes = new Array<number>(entries.length);
+  let size = lenFieldSize(statusSize);
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i] as AcceptedSend;
+    if (!Number.isSafeInteger(e.offset) || e.offset < 0) {
+      throw new RaftmqError('INTERNAL', `send answer: queue offset ${e.offset} is not valid`);
+    }
+    const idLen = Buffer.byteLength(e.messageId, 'utf8');
+    const entrySize =
+      lenFieldSize(statusSize) +
+      (idLen > 0 ? lenFieldSize(idLen) : 0) +
+      (e.offset > 0 ? varintFieldSize(e.offset) : 0);
+    idLens[i] = idLen;
+    entrySizes[i] = entrySize;
+    size += lenFieldSize(entrySize);
+  }
+  const w = new Writer(Buffer.allocUnsafe(size));
+  const status = (): void => {
+    w.messageHeader(1, statusSize);
+    w.varintField(1, code);
+    w.stringField(2, message, messageLen);
+  };
+  status();
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i] as AcceptedSend;
+    w.messageHeader(2, entrySizes[i] as number);
+    status();
+    if ((idLens[i] as number) > 0) w.stringField(2, e.messageId, idLens[i] as number);
+    if (e.offset > 0) w.varintField(4, e.offset);
+  }
+  if (w.pos !== size) throw new RaftmqError('INTERNAL', 'encodeSendAccepted: size mismatch');
+  return new EncodedFrame(w.buf);
+}

@@ -4,13 +4,15 @@
  * (with the project's .proto files, as the official clients decode it) to exactly what the
  * generic serializer makes of the same message built as an object tree. `wireMessage` below is
  * that object tree, written from the contract's field list: the reference the encoder follows.
+ * The answer to stored sends is checked the same way.
  */
 import { strict as assert } from 'node:assert';
 import type * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
 import { bodyMd5Hex, type DeliveryOptions } from '../../src/broker/rmq-convert';
-import { encodeMessageFrame } from '../../src/broker/rmq-message-encode';
+import { encodeMessageFrame, encodeSendAccepted } from '../../src/broker/rmq-message-encode';
+import { RmqCode } from '../../src/common/errors';
 import { unwrapNamespace } from '../../src/broker/rmq-validate';
 import { msToTimestamp, type WireMessage } from '../../src/broker/rmq-wire';
 import type { LocatedMessage } from '../../src/store/message-store';
@@ -132,5 +134,53 @@ describe('delivered message encoding', () => {
     const base = fc.sample(storedArb, { numRuns: 1, seed: 1 })[0] as StoredMessage;
     const located = { message: { ...base, queueId: -1 }, position: 0, sizeBytes: 1 };
     assert.throws(() => encodeMessageFrame(located), /cannot encode queue id -1/);
+  });
+});
+
+describe('stored send answer encoding', () => {
+  let methods: grpc.ServiceDefinition;
+  before(async () => {
+    methods = await loadMessagingDefinition();
+  });
+
+  it('writes SendMessage answers that decode to what the generic encoder writes', () => {
+    const method = methods.SendMessage;
+    assert.ok(method !== undefined);
+    const accepted = fc.record({ messageId: text, offset: uint });
+    fc.assert(
+      fc.property(
+        fc.array(accepted, { maxLength: 40 }),
+        fc.constantFrom(RmqCode.OK, RmqCode.BAD_REQUEST, RmqCode.UNSUPPORTED),
+        text,
+        (entries, code, message) => {
+          const bytes = method.responseSerialize(encodeSendAccepted(entries, code, message));
+          const status = { code, message };
+          const reference = method.responseSerialize({
+            status,
+            entries: entries.map((e) => ({
+              status,
+              messageId: e.messageId,
+              transactionId: '',
+              offset: e.offset,
+              recallHandle: '',
+            })),
+          });
+          assert.deepEqual(
+            method.responseDeserialize(bytes),
+            method.responseDeserialize(reference),
+          );
+        },
+      ),
+      fcParams(300),
+    );
+  });
+
+  it('refuses a queue offset that is not a non-negative safe integer', () => {
+    for (const offset of [-1, 1.5, 2 ** 53]) {
+      assert.throws(
+        () => encodeSendAccepted([{ messageId: 'm', offset }], RmqCode.OK, 'OK'),
+        /queue offset/,
+      );
+    }
   });
 });
