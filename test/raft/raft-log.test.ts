@@ -159,6 +159,18 @@ describe('raft log with writes reported later', () => {
         resolved.push(...pending);
         pending = [];
       };
+      /** Hands out what is unstable and gives it to the store (not durable yet). */
+      const write = (): ReturnType<RaftLog['handOutUnstable']> => {
+        const out = log.handOutUnstable();
+        // The CommitLog finishes (and syncs) writes in flight before it truncates.
+        if (out.truncateFrom !== undefined) {
+          fsync();
+          written.length = out.truncateFrom - 1;
+          durable = Math.min(durable, written.length);
+        }
+        written.push(...out.entries);
+        return out;
+      };
       const check = (): void => {
         assert.ok(log.durableIndex <= durable, `durable ${log.durableIndex} > store's ${durable}`);
         const mine = log.slice(1, log.durableIndex, Infinity, Infinity) ?? [];
@@ -179,14 +191,7 @@ describe('raft log with writes reported later', () => {
           // One Ready at a time; a waited-for one stays outstanding until 'advance', and reports
           // of earlier writes may arrive meanwhile (as while the driver truncates and writes).
           if (outstanding !== null || !log.hasUnstableToHandOut()) continue;
-          const { entries, truncateFrom } = log.handOutUnstable();
-          // The CommitLog finishes (and syncs) writes in flight before it truncates.
-          if (truncateFrom !== undefined) {
-            fsync();
-            written.length = truncateFrom - 1;
-            durable = Math.min(durable, written.length);
-          }
-          written.push(...entries);
+          const { entries, truncateFrom } = write();
           if (step.later && truncateFrom === undefined) {
             pending.push(entries);
             log.readyDone();
@@ -213,16 +218,7 @@ describe('raft log with writes reported later', () => {
       }
       // Everything written and reported: the log is durable to its end, equal to the store.
       if (outstanding !== null) pending.push(outstanding);
-      while (log.hasUnstableToHandOut()) {
-        const { entries, truncateFrom } = log.handOutUnstable();
-        if (truncateFrom !== undefined) {
-          fsync();
-          written.length = truncateFrom - 1;
-          durable = Math.min(durable, written.length);
-        }
-        written.push(...entries);
-        pending.push(entries);
-      }
+      while (log.hasUnstableToHandOut()) pending.push(write().entries);
       fsync();
       for (const report of resolved) log.persisted(report);
       check();
