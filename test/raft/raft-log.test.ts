@@ -218,7 +218,10 @@ describe('raft log with writes reported later', () => {
       }
       // Everything written and reported: the log is durable to its end, equal to the store.
       if (outstanding !== null) pending.push(outstanding);
-      while (log.hasUnstableToHandOut()) pending.push(write().entries);
+      while (log.hasUnstableToHandOut()) {
+        const { entries } = write(); // before `pending` is read: write() may fsync, replacing it
+        pending.push(entries);
+      }
       fsync();
       for (const report of resolved) log.persisted(report);
       check();
