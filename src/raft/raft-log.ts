@@ -33,6 +33,15 @@ export class RaftLog {
   private unstable: Entry[] = [];
   private handedOutCount = 0;
   /**
+   * The hand-out number of each handed-out entry (`handedOutSeqs[i]` for `unstable[i]`, so its
+   * length is `handedOutCount`), non-decreasing: entries are handed out in log order, and a
+   * conflict cuts a suffix before new entries are handed out again.
+   */
+  private handedOutSeqs: number[] = [];
+  private handOutSeq = 0;
+  /** The hand-out number of each array of entries handed out (reports name them by array). */
+  private readonly seqOfHandOut = new WeakMap<readonly Entry[], number>();
+  /**
    * While a Ready is built and until its advance: the last index it hands out whose write the
    * driver waits for before applying (0: none). Entries up to it count as durable for the apply.
    */
@@ -136,12 +145,14 @@ export class RaftLog {
       const keep = first.index - this.durableIndexNow - 1;
       this.unstable.length = keep;
       this.handedOutCount = Math.min(this.handedOutCount, keep);
+      this.handedOutSeqs.length = this.handedOutCount;
       for (const entry of entries) this.unstable.push(entry);
       return;
     }
     this.durableIndexNow = first.index - 1;
     this.unstable = [...entries];
     this.handedOutCount = 0;
+    this.handedOutSeqs = [];
     this.cache.truncateFrom(first.index);
   }
 
@@ -225,6 +236,9 @@ export class RaftLog {
     const truncateFrom = first.index <= this.storeLastIndex ? first.index : undefined;
     this.storeLastIndex = last.index;
     this.handedOutCount = this.unstable.length;
+    const seq = ++this.handOutSeq;
+    for (let i = 0; i < entries.length; i++) this.handedOutSeqs.push(seq);
+    this.seqOfHandOut.set(entries, seq);
     return { entries, truncateFrom };
   }
 
@@ -243,28 +257,24 @@ export class RaftLog {
   }
 
   /**
-   * The driver made `entries` durable, and with them everything it wrote before (the store is
-   * written in order). The last of them still in this log (the very object handed out, at its
-   * index) ends a durable prefix: a conflict since the hand-out would have cut it away, so
-   * every entry before it is still what was written. That prefix moves to the cache. Entries
-   * superseded by a conflict after they were handed out are not counted (the next Ready
-   * rewrites them); entries already durable are no-ops, so a late report is harmless. Identity,
-   * not equal terms: a peer that breaks the Log Matching Property must not make an unwritten
-   * entry count as durable.
+   * The driver made `entries` (an array {@link handOutUnstable} returned) durable, and with them
+   * everything it wrote before (the store is written in order). So every entry still in this
+   * log that was handed out with them or before them is durable: the leading run of handed-out
+   * entries whose hand-out number is at most theirs. Entries superseded by a conflict after
+   * they were handed out are gone from that run (a conflict cuts a suffix, and what replaces it
+   * is handed out later, with a higher number), so a late report, or one that arrives while
+   * the store truncates and rewrites, counts nothing unwritten; entries already durable are
+   * no-ops. The numbers, not the entries' terms, decide: a peer that breaks the Log Matching
+   * Property must not make an unwritten entry count as durable.
    */
   persisted(entries: readonly Entry[]): void {
+    const seq = this.seqOfHandOut.get(entries);
+    if (seq === undefined) return;
     let moved = 0;
-    for (let k = entries.length - 1; k >= 0; k--) {
-      const entry = entries[k];
-      if (entry === undefined || entry.index <= this.durableIndexNow) break;
-      if (this.unstable[entry.index - this.durableIndexNow - 1] === entry) {
-        moved = entry.index - this.durableIndexNow;
-        break;
-      }
-    }
+    while (moved < this.handedOutCount && (this.handedOutSeqs[moved] ?? Infinity) <= seq) moved++;
     if (moved > 0) {
-      assert(moved <= this.handedOutCount, 'raft log: entries made durable before hand-out');
       const done = this.unstable.splice(0, moved);
+      this.handedOutSeqs.splice(0, moved);
       this.durableIndexNow += moved;
       this.handedOutCount -= moved;
       this.cache.append(done);
