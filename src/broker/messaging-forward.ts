@@ -37,6 +37,14 @@ const STREAM_FRAMES_MAX = 4096;
 const LOCAL_ATTEMPTS_MAX = 2;
 /** Forwards of one request: to the leader, and to the next ones if it was unreachable. */
 const FORWARD_ATTEMPTS_MAX = 3;
+/**
+ * A forward that certainly was not sent (no connection) to the leader this node still names is
+ * tried again after this long, or at once when another leader is named: the leader may well be
+ * alive, with this node's channel to it waiting out a reconnect backoff (it was down before).
+ */
+const NOT_SENT_RETRY_MS = 100;
+/** Such retries of one request, at most (the deadline bounds them too). */
+const NOT_SENT_RETRIES_MAX = 30;
 
 function forwardedMetadata(incoming: grpc.Metadata): grpc.Metadata {
   const out = new grpc.Metadata();
@@ -312,6 +320,7 @@ async function runOrForwardWith<T>(
 ): Promise<T> {
   let localAttempts = 0;
   let forwards = 0;
+  let notSentRetries = 0;
   for (;;) {
     let err: RaftmqError;
     try {
@@ -349,11 +358,21 @@ async function runOrForwardWith<T>(
       // (sent again); without `inDoubt`, or when it cannot tell, the send fails.
       if (
         !isRaftmqError(forwardErr, 'NOT_LEADER') ||
-        forwardErr.details.leaderEndpoint !== target ||
-        forwards >= FORWARD_ATTEMPTS_MAX
+        forwardErr.details.leaderEndpoint !== target
       ) {
         throw forwardErr;
       }
+      if (forwardErr.details.notSent === true && notSentRetries < NOT_SENT_RETRIES_MAX) {
+        // Nothing reached it, so nothing is in doubt; this attempt does not count as a forward.
+        notSentRetries++;
+        forwards--;
+        const retryAtMs = Math.min(forwardDeadlineMs, ctx.clock.nowMs() + NOT_SENT_RETRY_MS);
+        await leaderMovedFrom(ctx, target, forwardTerm, retryAtMs);
+        if (ctx.clock.nowMs() >= forwardDeadlineMs || ctx.closing.aborted) throw forwardErr;
+        ctx.log.debug({ rpc, leaderEndpoint: target }, 'leader not connected; trying again');
+        continue;
+      }
+      if (forwards >= FORWARD_ATTEMPTS_MAX) throw forwardErr;
       const mayHaveTakenEffect = rpc === 'SendMessage' && forwardErr.details.notSent !== true;
       if (mayHaveTakenEffect && inDoubt === undefined) throw forwardErr;
       if (!(await leaderMovedFrom(ctx, target, forwardTerm, forwardDeadlineMs))) throw forwardErr;

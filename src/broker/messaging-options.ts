@@ -38,6 +38,11 @@ export const MESSAGING_SERVER_OPTIONS: Readonly<grpc.ServerOptions> = Object.fre
 export const FORWARD_CHANNEL_OPTIONS: Readonly<grpc.ChannelOptions> = Object.freeze({
   'grpc.max_receive_message_length': MESSAGING_RECEIVE_MESSAGE_BYTES_MAX,
   'grpc.max_send_message_length': MESSAGING_RECEIVE_MESSAGE_BYTES_MAX,
+  // A peer that was down (killed, restarted) is reached again within a second; grpc-js's own
+  // backoff grows to 120 s, and a call made meanwhile fails at once as not connected.
+  'grpc.initial_reconnect_backoff_ms': 100,
+  'grpc.min_reconnect_backoff_ms': 100,
+  'grpc.max_reconnect_backoff_ms': 1_000,
 });
 
 export interface MessagingServiceOptions {

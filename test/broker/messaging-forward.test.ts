@@ -358,6 +358,17 @@ describe('runOrForward', () => {
     assert.equal(inDoubt.calls.length, 0);
   });
 
+  it('tries a leader it could not connect to again shortly, though no other is named', async () => {
+    // n1 was down before; this node's channel to it waits out a reconnect backoff.
+    const s = scene('n1', 5);
+    s.forwarder.script(unreachable('n1', true), unreachable('n1', true), answerOf('n1'));
+    const inDoubt = new FakeInDoubt(() => Promise.resolve(STORED_ANSWER));
+    assert.deepEqual(await s.run('SendMessage', { inDoubt: inDoubt.fn }), answerOf('n1'));
+    assert.deepEqual(s.forwarder.targets, [endpoint('n1'), endpoint('n1'), endpoint('n1')]);
+    assert.equal(inDoubt.calls.length, 0, 'nothing was sent, so nothing is in doubt');
+    assert.equal(s.backend.listenerCount, 0, 'the role listener is removed');
+  });
+
   it('fails with the forward error when no other leader is named by the deadline', async () => {
     const s = scene('n1', 5);
     const lost = unreachable('n1');
