@@ -363,16 +363,15 @@ async function runOrForwardWith<T>(
         throw forwardErr;
       }
       if (forwardErr.details.notSent === true && notSentRetries < NOT_SENT_RETRIES_MAX) {
-        // Nothing reached it, so nothing is in doubt; this attempt does not count as a forward.
+        // Nothing reached it, so nothing is in doubt; it does not count toward the bound.
         notSentRetries++;
-        forwards--;
         const retryAtMs = Math.min(forwardDeadlineMs, ctx.clock.nowMs() + NOT_SENT_RETRY_MS);
         await leaderMovedFrom(ctx, target, forwardTerm, retryAtMs);
         if (ctx.clock.nowMs() >= forwardDeadlineMs || ctx.closing.aborted) throw forwardErr;
         ctx.log.debug({ rpc, leaderEndpoint: target }, 'leader not connected; trying again');
         continue;
       }
-      if (forwards >= FORWARD_ATTEMPTS_MAX) throw forwardErr;
+      if (forwards - notSentRetries >= FORWARD_ATTEMPTS_MAX) throw forwardErr;
       const mayHaveTakenEffect = rpc === 'SendMessage' && forwardErr.details.notSent !== true;
       if (mayHaveTakenEffect && inDoubt === undefined) throw forwardErr;
       if (!(await leaderMovedFrom(ctx, target, forwardTerm, forwardDeadlineMs))) throw forwardErr;
