@@ -27,7 +27,7 @@ import type { Clock, Scheduler } from '../common/clock';
 import { RaftmqError, isRaftmqError } from '../common/errors';
 import { type Logger, silentLogger } from '../common/logger';
 import type { Prng } from '../common/prng';
-import type { LogIndex, NodeId } from '../common/types';
+import { asLogIndex, type LogIndex, type NodeId } from '../common/types';
 import type { RaftTunables } from '../raft/config';
 import { RaftNode, type RaftStatus } from '../raft/raft-node';
 import {
@@ -337,7 +337,14 @@ export class RaftDriver {
     this.send(ready.messages);
     await this.persist(ready);
     if (!this.running) return;
-    this.send(ready.messagesAfterPersist);
+    if (ready.messagesAfterPersist.length > 0) {
+      // What they promise covers the whole log this node claims, also entries it handed out as
+      // a leader without waiting (an ex-leader acknowledging a new leader's append): those
+      // writes land first.
+      await this.laterWritesIdle();
+      if (!this.running) return;
+      this.send(ready.messagesAfterPersist);
+    }
     if (ready.committedEntries.length > 0) await this.applyEntries(ready.committedEntries);
     for (const readState of ready.readStates) {
       this.reads.confirmed(readState.requestId, readState.index);
@@ -396,8 +403,12 @@ export class RaftDriver {
       () => {
         settle();
         if (!this.running) return;
-        this.node.entriesDurable(entries);
-        this.kick();
+        try {
+          this.node.entriesDurable(entries);
+          this.kick();
+        } catch (err) {
+          this.fail(err);
+        }
       },
       (err: unknown) => {
         settle();
@@ -417,6 +428,13 @@ export class RaftDriver {
     }
   }
 
+  /** Waits until every write handed over without waiting (`durableLater`) has settled. */
+  private async laterWritesIdle(): Promise<void> {
+    while (this.laterWrites.length > 0) {
+      await Promise.all(this.laterWrites.map((w) => w.done));
+    }
+  }
+
   private async writeHardState(hardState: HardState, sync: boolean): Promise<void> {
     await this.deps.meta.batch([putOp(MetaKeys.raftHardState, hardStateCodec, hardState)], {
       sync,
@@ -426,9 +444,10 @@ export class RaftDriver {
 
   /**
    * Writes the commit index in the background, unsynced: Raft re-learns it from the leader, so
-   * nothing waits for it (neither the apply of this Ready nor the acknowledgements). It is only
-   * asked for once the entries it covers are durable, and committed entries are never
-   * truncated, so a stored commit index never runs past the stored log. One write is in flight
+   * nothing waits for it (neither the apply of this Ready nor the acknowledgements). The value
+   * written is capped at what the local log holds persisted (a leader's own writes may trail
+   * a commit its followers made), and committed entries are never truncated, so a stored
+   * commit index never runs past the stored log. One write is in flight
    * at most; indexes asked for meanwhile are coalesced into the latest. A write starts at most
    * once every `COMMIT_WRITE_INTERVAL_TICKS` ticks, not once per Ready: under load a Ready is
    * handled every few milliseconds, and a metadata write per Ready cost more CPU than the rest
@@ -464,14 +483,19 @@ export class RaftDriver {
 
   /** Writes the latest commit index asked for, once; a later one waits for the next tick. */
   private async runCommitWrites(): Promise<void> {
-    const commit = this.commitToWrite;
+    const asked = this.commitToWrite;
     this.commitToWrite = undefined;
-    if (commit === undefined || !this.running || commit === this.durableHardState.commit) {
-      return;
-    }
+    if (asked === undefined || !this.running) return;
+    // Never past what this node's own log holds: a leader whose writes complete later
+    // (`durableLater`) learns commits its followers made before its own write is durable, and
+    // a stored commit index beyond the stored log would stop the next start (CORRUPT_LOG).
+    // The rest is written by a later round, once the log caught up.
+    const commit = Math.min(asked, this.deps.commitLog.persistedIndex());
+    if (commit < asked) this.commitToWrite = asLogIndex(Math.max(this.commitToWrite ?? 0, asked));
+    if (commit <= this.durableHardState.commit) return;
     // The term and vote are the durable ones: a change of them waits for this writer to be
     // idle before it is written (see `persist`), so this write never undoes it.
-    await this.writeHardState({ ...this.durableHardState, commit }, false);
+    await this.writeHardState({ ...this.durableHardState, commit: asLogIndex(commit) }, false);
   }
 
   /** Waits until the background commit writer is idle (only the loop asks it for writes). */
