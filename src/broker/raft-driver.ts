@@ -341,8 +341,10 @@ export class RaftDriver {
       // What they promise covers the whole log this node claims, also entries it handed out as
       // a leader without waiting (an ex-leader acknowledging a new leader's append): those
       // writes land first.
-      await this.laterWritesIdle();
-      if (!this.running) return;
+      if (this.laterWrites.length > 0) {
+        await this.laterWritesIdle();
+        if (!this.running) return;
+      }
       this.send(ready.messagesAfterPersist);
     }
     if (ready.committedEntries.length > 0) await this.applyEntries(ready.committedEntries);

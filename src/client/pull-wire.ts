@@ -40,6 +40,16 @@ class Reader {
     readonly end: number,
   ) {}
 
+  /** The wire type of the field whose key {@link key} read last. */
+  wireType = 0;
+
+  /** Reads the next field's key: returns its number and keeps its wire type in `wireType`. */
+  key(): number {
+    const k = this.varint();
+    this.wireType = k & 7;
+    return Math.floor(k / 8);
+  }
+
   get done(): boolean {
     return this.pos >= this.end;
   }
@@ -117,23 +127,12 @@ class Reader {
   }
 }
 
-/** Reads the key of the next field: (field number << 3) | wire type, as a number. */
-function key(r: Reader): number {
-  return r.varint();
-}
-
-/** The field number of a key. */
-function fieldOf(k: number): number {
-  return Math.floor(k / 8);
-}
-
 function timestampMs(r: Reader): number {
   let seconds = 0;
   let nanos = 0;
   while (!r.done) {
-    const kr = key(r);
-    const field = fieldOf(kr);
-    const type = kr & 7;
+    const field = r.key();
+    const type = r.wireType;
     if (field === 1 && type === VARINT) seconds = r.varint();
     else if (field === 2 && type === VARINT) nanos = r.int32();
     else r.skip(type);
@@ -145,9 +144,8 @@ function mapEntry(r: Reader, into: Map<string, string>): void {
   let k = '';
   let v = '';
   while (!r.done) {
-    const kr = key(r);
-    const field = fieldOf(kr);
-    const type = kr & 7;
+    const field = r.key();
+    const type = r.wireType;
     if (field === 1 && type === LEN) k = r.string();
     else if (field === 2 && type === LEN) v = r.string();
     else r.skip(type);
@@ -167,9 +165,8 @@ function message(r: Reader): PullFrameMessage {
   let bornTimestampMs: number | undefined;
   let storeTimestampMs: number | undefined;
   while (!r.done) {
-    const kr = key(r);
-    const field = fieldOf(kr);
-    const type = kr & 7;
+    const field = r.key();
+    const type = r.wireType;
     if (field === 2 && type === LEN) {
       mapEntry(r.sub(), properties);
     } else if (field === 4 && type === LEN) {
@@ -177,9 +174,8 @@ function message(r: Reader): PullFrameMessage {
     } else if (field === 3 && type === LEN) {
       const sp = r.sub();
       while (!sp.done) {
-        const ksp = key(sp);
-        const f = fieldOf(ksp);
-        const t = ksp & 7;
+        const f = sp.key();
+        const t = sp.wireType;
         if (f === 1 && t === LEN) tag = sp.string();
         else if (f === 2 && t === LEN) keys.push(sp.string());
         else if (f === 3 && t === LEN) messageId = sp.string();
@@ -213,17 +209,15 @@ export function decodePullFrame(bytes: Buffer): PullFrame {
   const r = new Reader(bytes, 0, bytes.length);
   const frame: PullFrame = {};
   while (!r.done) {
-    const kr = key(r);
-    const field = fieldOf(kr);
-    const type = kr & 7;
+    const field = r.key();
+    const type = r.wireType;
     if (field === 1 && type === LEN) {
       const s = r.sub();
       let code = 0;
       let text = '';
       while (!s.done) {
-        const ks = key(s);
-        const f = fieldOf(ks);
-        const t = ks & 7;
+        const f = s.key();
+        const t = s.wireType;
         if (f === 1 && t === VARINT) code = s.int32();
         else if (f === 2 && t === LEN) text = s.string();
         else s.skip(t);

@@ -4,7 +4,7 @@
  * core keeps:
  *
  * - the unstable entries: everything after `durableIndex`, not yet reported durable. A prefix
- *   of them was handed out to the driver (`handedOutCount`): in the outstanding Ready, and, for
+ *   of them was handed out to the driver (`handedOutSeqs`): in the outstanding Ready, and, for
  *   a leader whose writes complete later (`leaderWritesAsync`), in earlier Readys too;
  * - a bounded cache of the most recent durable entries, contiguous with the unstable ones;
  * - committed entries the driver loaded for the applier.
@@ -31,11 +31,10 @@ export class RaftLog {
   private readonly storageTermAt: (index: LogIndex) => Term | undefined;
   private durableIndexNow: number;
   private unstable: Entry[] = [];
-  private handedOutCount = 0;
   /**
-   * The hand-out number of each handed-out entry (`handedOutSeqs[i]` for `unstable[i]`, so its
-   * length is `handedOutCount`), non-decreasing: entries are handed out in log order, and a
-   * conflict cuts a suffix before new entries are handed out again.
+   * The hand-out number of each handed-out entry (`handedOutSeqs[i]` for `unstable[i]`; its
+   * length is how many are handed out), non-decreasing: entries are handed out in log order,
+   * and a conflict cuts a suffix before new entries are handed out again.
    */
   private handedOutSeqs: number[] = [];
   private handOutSeq = 0;
@@ -144,14 +143,12 @@ export class RaftLog {
     if (first.index > this.durableIndexNow) {
       const keep = first.index - this.durableIndexNow - 1;
       this.unstable.length = keep;
-      this.handedOutCount = Math.min(this.handedOutCount, keep);
-      this.handedOutSeqs.length = this.handedOutCount;
+      if (this.handedOutSeqs.length > keep) this.handedOutSeqs.length = keep;
       for (const entry of entries) this.unstable.push(entry);
       return;
     }
     this.durableIndexNow = first.index - 1;
     this.unstable = [...entries];
-    this.handedOutCount = 0;
     this.handedOutSeqs = [];
     this.cache.truncateFrom(first.index);
   }
@@ -218,24 +215,23 @@ export class RaftLog {
 
   /** Unstable entries handed out to the driver and not yet reported durable. */
   get handedOut(): number {
-    return this.handedOutCount;
+    return this.handedOutSeqs.length;
   }
 
   /** True when some unstable entries were not handed out yet. */
   hasUnstableToHandOut(): boolean {
-    return this.unstable.length > this.handedOutCount;
+    return this.unstable.length > this.handedOutSeqs.length;
   }
 
   /** Hands the unstable entries not handed out yet to a Ready. */
   handOutUnstable(): UnstableHandOut {
-    const entries = this.unstable.slice(this.handedOutCount);
+    const entries = this.unstable.slice(this.handedOutSeqs.length);
     const first = entries[0];
     const last = entries[entries.length - 1];
     if (first === undefined || last === undefined) return { entries, truncateFrom: undefined };
     assert(first.index <= this.storeLastIndex + 1, 'raft log: hand-out leaves a gap in the store');
     const truncateFrom = first.index <= this.storeLastIndex ? first.index : undefined;
     this.storeLastIndex = last.index;
-    this.handedOutCount = this.unstable.length;
     const seq = ++this.handOutSeq;
     for (let i = 0; i < entries.length; i++) this.handedOutSeqs.push(seq);
     this.seqOfHandOut.set(entries, seq);
@@ -271,12 +267,12 @@ export class RaftLog {
     const seq = this.seqOfHandOut.get(entries);
     if (seq === undefined) return;
     let moved = 0;
-    while (moved < this.handedOutCount && (this.handedOutSeqs[moved] ?? Infinity) <= seq) moved++;
+    const seqs = this.handedOutSeqs;
+    while (moved < seqs.length && (seqs[moved] as number) <= seq) moved++;
     if (moved > 0) {
       const done = this.unstable.splice(0, moved);
       this.handedOutSeqs.splice(0, moved);
       this.durableIndexNow += moved;
-      this.handedOutCount -= moved;
       this.cache.append(done);
     }
   }

@@ -117,7 +117,6 @@ describe('raft durability ordering', () => {
     const [n1, n2, n3] = ids as [NodeId, NodeId, NodeId];
     node(n1).campaign();
     const campaignReady = drive(node(n1), store(n1));
-    assert.equal(campaignReady.durableLater, undefined, 'a term and vote are never written later');
     node(n2).step(campaignReady.messagesAfterPersist.find((m) => m.to === n2) ?? assert.fail());
     node(n1).step(drive(node(n2), store(n2)).messagesAfterPersist[0] ?? assert.fail());
     assert.equal(node(n1).status().role, 'leader');
@@ -168,12 +167,39 @@ describe('raft durability ordering', () => {
     exchange(n3);
     assert.equal(node(n1).status().commitIndex, 2);
     assert.deepEqual(applied, [1], 'entry 2 waits for the leader\'s own write');
+    // Nor does a Ready that hands out new entries apply it: they are written later too.
+    assert.ok(node(n1).propose([new Uint8Array([8])]).ok);
+    const [laterReady] = leaderRounds();
+    assert.deepEqual(laterReady?.entries.map((e) => e.index), [3]);
+    assert.deepEqual(applied, [1], 'entry 2 still waits');
     store(n1).persist({ ...entryReady, hardState: undefined });
     node(n1).entriesDurable(entryReady.entries);
     node(n1).entriesDurable(noopReady.entries); // a late, repeated report changes nothing
     assert.equal(node(n1).status().durableIndex, 2);
     leaderRounds();
     assert.deepEqual(applied, [1, 2]);
+  });
+
+  it('with leaderWritesAsync, only a leader\'s Ready of entries alone is written later', () => {
+    // A one-node group elects itself at once: its first Ready carries the new term and vote
+    // with the no-op, and a term or vote is never written later.
+    const solo = makeNode('solo', new MemStore(), [asNodeId('solo')], { leaderWritesAsync: true });
+    solo.campaign();
+    assert.equal(solo.status().role, 'leader');
+    const first = solo.ready();
+    assert.deepEqual(first.entries.map((e) => e.type), ['noop']);
+    assert.equal(first.hardState?.term, 1);
+    assert.equal(first.durableLater, undefined);
+    // A follower's entries come with acknowledgements, which promise them durable.
+    const follower = makeNode('n2', new MemStore(), ids, { leaderWritesAsync: true });
+    follower.step({
+      type: 'Append', from: asNodeId('n1'), to: asNodeId('n2'), term: asTerm(1),
+      prevIndex: asLogIndex(0), prevTerm: asTerm(0), commit: asLogIndex(0),
+      entries: [{ index: asLogIndex(1), term: asTerm(1), type: 'noop', data: new Uint8Array() }],
+    });
+    const acked = follower.ready();
+    assert.deepEqual(types(acked.messagesAfterPersist), ['AppendResp']);
+    assert.equal(acked.durableLater, undefined);
   });
 
   it('a one-node leader commits its entries only after advance()', () => {
