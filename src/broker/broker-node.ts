@@ -166,6 +166,7 @@ export class BrokerNode {
         logger,
       );
       server.addService(messaging.definition, messaging.handlers);
+      server.addService(messaging.fetch.definition, messaging.fetch.handlers);
       const admin = await createAdminService(broker, logger);
       server.addService(admin.definition, admin.handlers);
       const [, clientPort] = splitHostPort(self.client);

@@ -6,12 +6,12 @@
  * queue choice, Raft and the store. Errors are RaftmqErrors (see docs/errors.md).
  */
 import type { MessageType, StoredMessage } from '../store/message-format';
-import type { LocatedMessage } from '../store/message-store';
+import type { LocatedMessage, QueueRecord } from '../store/message-store';
 import type { TopicPerm } from '../namesrv/route-types';
 import type { TopicRoute } from '../namesrv/route-types';
 import type { ConsumerProgress } from './pop-service';
 
-export type { TopicPerm, TopicRoute, LocatedMessage, MessageType, StoredMessage };
+export type { TopicPerm, TopicRoute, LocatedMessage, MessageType, QueueRecord, StoredMessage };
 
 /** A topic as configured in a broker group (replicated through the Raft log). */
 export interface TopicConfig {
@@ -139,6 +139,17 @@ export interface MessagingBackend {
     countMax: number,
     bytesMax?: number,
   ): Promise<LocatedMessage[]>;
+  /**
+   * The same messages as {@link readQueue}, as their checked stored records (not decoded), for
+   * the Fetch protocol, which sends them on as they are.
+   */
+  readQueueRecords(
+    topic: string,
+    queueId: number,
+    offset: number,
+    countMax: number,
+    bytesMax?: number,
+  ): Promise<QueueRecord[]>;
   queueRange(topic: string, queueId: number): QueueRange;
   /**
    * Resolves true once queue `queueId` of `topic` holds an offset >= `offset` (a committed and

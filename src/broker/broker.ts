@@ -16,7 +16,7 @@ import { RaftmqError } from '../common/errors';
 import { Mutex } from '../common/mutex';
 import type { Logger } from '../common/logger';
 import type { StoredMessage } from '../store/message-format';
-import type { LocatedMessage } from '../store/message-store';
+import type { LocatedMessage, QueueRecord } from '../store/message-store';
 import type { TopicRoute } from '../namesrv/route-types';
 import {
   type BrokerCommand,
@@ -573,27 +573,41 @@ export class Broker implements MessagingBackend, AdminBackend {
 
   // ---- reads ----
 
-  readQueue(
+  async readQueue(
     topic: string,
     queueId: number,
     offset: number,
     countMax: number,
     bytesMax?: number,
   ): Promise<LocatedMessage[]> {
+    const count = this.readableCount(topic, queueId, offset, countMax);
+    if (count === 0) return [];
+    return this.state.store.readQueue(topic, queueId, offset, count, bytesMax);
+  }
+
+  async readQueueRecords(
+    topic: string,
+    queueId: number,
+    offset: number,
+    countMax: number,
+    bytesMax?: number,
+  ): Promise<QueueRecord[]> {
+    const count = this.readableCount(topic, queueId, offset, countMax);
+    if (count === 0) return [];
+    return this.state.store.readQueueRecords(topic, queueId, offset, count, bytesMax);
+  }
+
+  /** How many applied messages to read from `offset` (at most `countMax`); OUT_OF_RANGE below. */
+  private readableCount(topic: string, queueId: number, offset: number, countMax: number): number {
     const range = this.state.queueRange(topic, queueId);
-    if (offset >= range.max || countMax <= 0) return Promise.resolve([]);
+    if (offset >= range.max || countMax <= 0) return 0;
     if (offset < range.min) {
-      return Promise.reject(
-        new RaftmqError('OUT_OF_RANGE', `offset ${offset} is below the queue's first ${range.min}`),
+      throw new RaftmqError(
+        'OUT_OF_RANGE',
+        `offset ${offset} is below the queue's first ${range.min}`,
       );
     }
-    return this.state.store.readQueue(
-      topic,
-      queueId,
-      offset,
-      Math.min(countMax, range.max - offset),
-      bytesMax,
-    );
+    return Math.min(countMax, range.max - offset);
   }
 
   queueRange(topic: string, queueId: number): QueueRange {

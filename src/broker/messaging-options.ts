@@ -75,7 +75,13 @@ export interface MessagingServiceOptions {
    * 256 messages near the 4 MiB body limit would otherwise hold a gigabyte for one reply.
    */
   pullBytesMax: number;
-  /** Records one PullMessage reads past its filter before answering, at most. */
+  /**
+   * Messages in one FetchQueue reply (raftmq's Fetch protocol), at most. A reply is one frame
+   * whatever it holds, so the bound is larger than PullMessage's; its bytes are bounded by
+   * `pullBytesMax` too.
+   */
+  fetchCountMax: number;
+  /** Records one PullMessage or FetchQueue reads past its filter before answering, at most. */
   pullScanCountMax: number;
   /** Delivery attempts of a group the broker does not know (RocketMQ: 16 retries + 1). */
   defaultMaxDeliveryAttempts: number;
@@ -99,6 +105,7 @@ export const MESSAGING_SERVICE_DEFAULTS: Readonly<MessagingServiceOptions> = Obj
   receiveBatchSize: 32,
   pullBatchSizeMax: 256,
   pullBytesMax: 4 * MIB,
+  fetchCountMax: 1024,
   pullScanCountMax: 1024,
   defaultMaxDeliveryAttempts: 17,
   telemetryPendingMax: 64,
@@ -118,6 +125,7 @@ const OPTION_SPEC: OptionSpec<MessagingServiceOptions> = {
   receiveBatchSize: intInRange(1, 1024),
   pullBatchSizeMax: intInRange(1, 1024),
   pullBytesMax: intInRange(1, 256 * MIB),
+  fetchCountMax: intInRange(1, 65_536),
   pullScanCountMax: intInRange(1, 1_000_000),
   defaultMaxDeliveryAttempts: intInRange(1, 1000),
   telemetryPendingMax: intInRange(1, 65_536),
@@ -141,9 +149,9 @@ export function resolveMessagingServiceOptions(
     'must be below requestTimeoutMsMax',
   );
   checkOption(
-    options.pullScanCountMax >= options.pullBatchSizeMax,
+    options.pullScanCountMax >= Math.max(options.pullBatchSizeMax, options.fetchCountMax),
     'messaging.pullScanCountMax',
-    'must be at least pullBatchSizeMax',
+    'must be at least pullBatchSizeMax and fetchCountMax',
   );
   return Object.freeze({
     ...options,

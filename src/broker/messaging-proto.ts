@@ -32,7 +32,7 @@ export class UndecodableRequest {
  * `service` with request decoders that return an UndecodableRequest instead of throwing, and
  * response encoders that send an {@link EncodedFrame} as the bytes it already is.
  */
-function tolerantDecoding(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
+export function tolerantDecoding(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
   const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const [rpc, method] of Object.entries(service)) {
     const decode = method.requestDeserialize;

@@ -51,12 +51,40 @@ interface PullRequest extends QueueRequest {
 }
 
 /** One queue a request names, checked. */
-interface QueueRef {
+export interface QueueRef {
   readonly ns: string;
   /** The broker's topic name. */
   readonly topic: string;
   readonly queueId: number;
   readonly config: TopicConfig;
+}
+
+/**
+ * Checks that topic `name` (in namespace `ns`) exists and has queue `queueId`; `fields` names
+ * the request's topic and queue id fields in errors.
+ */
+export function checkQueue(
+  ctx: ServiceContext,
+  ns: string,
+  name: string,
+  queueId: number,
+  fields: { readonly topic: string; readonly queueId: string },
+): QueueRef {
+  const topic = checkTopic(name, ns, fields.topic, true);
+  const config = ctx.backend.getTopic(topic);
+  if (config === undefined) {
+    throw new RaftmqError('TOPIC_NOT_FOUND', `topic ${topic} does not exist`, {
+      details: { topic },
+    });
+  }
+  if (!Number.isInteger(queueId) || queueId < 0 || queueId >= config.queueCount) {
+    throw new RaftmqError(
+      'INVALID_ARGUMENT',
+      `${fields.queueId} ${queueId} is not a queue of ${topic} (0..${config.queueCount - 1})`,
+      { details: { field: fields.queueId } },
+    );
+  }
+  return { ns, topic, queueId, config };
 }
 
 function queueOf(
@@ -71,21 +99,10 @@ function queueOf(
     });
   }
   const ns = effectiveNamespace(namespaceHeader(call.metadata), mq.topic.resourceNamespace);
-  const topic = checkTopic(mq.topic.name, ns, 'message_queue.topic.name', true);
-  const config = ctx.backend.getTopic(topic);
-  if (config === undefined) {
-    throw new RaftmqError('TOPIC_NOT_FOUND', `topic ${topic} does not exist`, {
-      details: { topic },
-    });
-  }
-  if (!Number.isInteger(mq.id) || mq.id < 0 || mq.id >= config.queueCount) {
-    throw new RaftmqError(
-      'INVALID_ARGUMENT',
-      `message_queue.id ${mq.id} is not a queue of ${topic} (0..${config.queueCount - 1})`,
-      { details: { field: 'message_queue.id' } },
-    );
-  }
-  return { ns, topic, queueId: mq.id, config };
+  return checkQueue(ctx, ns, mq.topic.name, mq.id, {
+    topic: 'message_queue.topic.name',
+    queueId: 'message_queue.id',
+  });
 }
 
 function groupOf(call: { metadata: grpc.Metadata }, request: QueueRequest): string {
@@ -99,7 +116,8 @@ function groupOf(call: { metadata: grpc.Metadata }, request: QueueRequest): stri
   return checkGroup(group.name, ns, 'group.name');
 }
 
-function checkOffset(offset: number, field: string): void {
+/** Throws OUT_OF_RANGE unless `offset` can be a queue offset. */
+export function checkOffset(offset: number, field: string): void {
   if (!Number.isSafeInteger(offset) || offset < 0) {
     throw new RaftmqError('OUT_OF_RANGE', `${field} ${offset} is not a queue offset`, {
       details: { field },
@@ -124,43 +142,116 @@ export function tagFilter(expr: WireFilterExpression | null): (tag: string | und
   return (tag) => tag !== undefined && wanted.has(tag);
 }
 
+/** What a pull reads, one per message: a decoded message or a stored record. */
+export interface ReadItem {
+  readonly queueOffset?: number | undefined;
+  readonly sizeBytes: number;
+}
+
+/** How a pull reads: a batch of items of one queue, and the tag of each. */
+export interface PullReader<T extends ReadItem> {
+  read(cursor: number, countMax: number, bytesMax: number): Promise<T[]>;
+  tagOf(item: T): string | undefined;
+}
+
 /**
- * Reads up to `batch` matching messages from `offset`, at most `pullBytesMax` of them (but
+ * Reads up to `batch` matching items from `offset`, at most `pullBytesMax` of them (but
  * always one); returns them and the offset after.
  */
-async function readMatching(
+async function readMatching<T extends ReadItem>(
   ctx: ServiceContext,
-  q: QueueRef,
+  reader: PullReader<T>,
   offset: number,
   batch: number,
+  bytesMax: number,
   matches: (tag: string | undefined) => boolean,
-): Promise<{ messages: LocatedMessage[]; nextOffset: number }> {
-  const messages: LocatedMessage[] = [];
+): Promise<{ items: T[]; nextOffset: number }> {
+  const items: T[] = [];
   let cursor = offset;
   let scanned = 0;
   const scanMax = ctx.options.pullScanCountMax;
-  let bytesLeft = ctx.options.pullBytesMax;
+  let bytesLeft = bytesMax;
   let full = false;
-  while (!full && messages.length < batch && scanned < scanMax) {
+  while (!full && items.length < batch && scanned < scanMax) {
     const countMax = Math.min(batch, scanMax - scanned);
-    const got = await ctx.backend.readQueue(q.topic, q.queueId, cursor, countMax, bytesLeft);
+    const got = await reader.read(cursor, countMax, bytesLeft);
     if (got.length === 0) break;
-    for (const located of got) {
-      if (messages.length > 0 && located.sizeBytes > bytesLeft) {
+    for (const item of got) {
+      if (items.length > 0 && item.sizeBytes > bytesLeft) {
         full = true;
         break;
       }
       scanned++;
-      cursor = (located.queueOffset ?? cursor) + 1;
-      if (matches(located.message.tag)) {
-        messages.push(located);
-        bytesLeft -= located.sizeBytes;
+      cursor = (item.queueOffset ?? cursor) + 1;
+      if (matches(reader.tagOf(item))) {
+        items.push(item);
+        bytesLeft -= item.sizeBytes;
       }
-      if (messages.length >= batch) break;
+      if (items.length >= batch) break;
     }
     if (bytesLeft <= 0) full = true;
   }
-  return { messages, nextOffset: cursor };
+  return { items, nextOffset: cursor };
+}
+
+/** What a pull found: the items, nothing yet, or an offset beyond the queue's end. */
+export type PullOutcome<T> =
+  | { readonly kind: 'found'; readonly items: T[]; readonly nextOffset: number }
+  | { readonly kind: 'none'; readonly message: string; readonly nextOffset: number }
+  | { readonly kind: 'illegal'; readonly message: string; readonly nextOffset: number };
+
+/** One checked pull: where, how much, and how long it may wait. */
+export interface PullPlan {
+  readonly q: QueueRef;
+  readonly offset: number;
+  readonly batch: number;
+  readonly bytesMax: number;
+  readonly matches: (tag: string | undefined) => boolean;
+  /** How long to wait when the queue holds nothing at the offset (capped further below). */
+  readonly waitMs: number;
+  /** The call's deadline (epoch ms). */
+  readonly deadlineMs: number;
+}
+
+/**
+ * The pull both protocols share: refuses an unreadable topic and an offset beyond the end,
+ * moves an offset below the first up to it, long-polls at the end (within the option's cap
+ * and the call's deadline), then reads matching items.
+ */
+export async function pullQueue<T extends ReadItem>(
+  ctx: ServiceContext,
+  plan: PullPlan,
+  reader: PullReader<T>,
+  signal: AbortSignal,
+): Promise<PullOutcome<T>> {
+  const { q } = plan;
+  if (q.config.perm === 'WRITE') {
+    throw new RaftmqError('PERMISSION_DENIED', `topic ${q.topic} is not readable`);
+  }
+  const range = ctx.backend.queueRange(q.topic, q.queueId);
+  if (plan.offset > range.max) {
+    const message = `offset ${plan.offset} is beyond the end of the queue (${range.max})`;
+    return { kind: 'illegal', message, nextOffset: range.max };
+  }
+  const offset = Math.max(plan.offset, range.min);
+  if (offset >= range.max) {
+    const leftMs = plan.deadlineMs - ctx.clock.nowMs() - ctx.options.forwardReserveMs;
+    const waitMs = Math.min(plan.waitMs, ctx.options.longPollingTimeoutMsMax, leftMs);
+    if (waitMs > 0) await ctx.backend.waitForMessages(q.topic, q.queueId, offset, waitMs, signal);
+  }
+  const { items, nextOffset } = await readMatching(
+    ctx,
+    reader,
+    offset,
+    plan.batch,
+    plan.bytesMax,
+    plan.matches,
+  );
+  if (items.length === 0 && nextOffset === offset) {
+    const message = `no message at offset ${offset} of ${q.topic} queue ${q.queueId}`;
+    return { kind: 'none', message, nextOffset };
+  }
+  return { kind: 'found', items, nextOffset };
 }
 
 /** The frames answering one PullMessage request. */
@@ -174,37 +265,43 @@ async function pullFrames(
   const request = call.request as PullRequest;
   groupOf(call, request);
   const q = queueOf(ctx, call, request);
-  if (q.config.perm === 'WRITE') {
-    throw new RaftmqError('PERMISSION_DENIED', `topic ${q.topic} is not readable`);
-  }
   checkOffset(request.offset, 'offset');
-  const matches = tagFilter(request.filterExpression);
   const { pullBatchSizeMax } = ctx.options;
-  const batch =
-    request.batchSize <= 0 ? pullBatchSizeMax : Math.min(request.batchSize, pullBatchSizeMax);
-  const range = ctx.backend.queueRange(q.topic, q.queueId);
-  if (request.offset > range.max) {
-    const message = `offset ${request.offset} is beyond the end of the queue (${range.max})`;
-    return [{ status: { code: RmqCode.ILLEGAL_OFFSET, message } }, { nextOffset: range.max }];
+  const asked = request.longPollingTimeout;
+  const plan: PullPlan = {
+    q,
+    offset: request.offset,
+    batch:
+      request.batchSize <= 0 ? pullBatchSizeMax : Math.min(request.batchSize, pullBatchSizeMax),
+    bytesMax: ctx.options.pullBytesMax,
+    matches: tagFilter(request.filterExpression),
+    waitMs: asked === null ? ctx.options.longPollingTimeoutMs : durationToMs(asked),
+    deadlineMs: callDeadlineMs(call, ctx),
+  };
+  const reader: PullReader<LocatedMessage> = {
+    read: (cursor, countMax, bytesMax) =>
+      ctx.backend.readQueue(q.topic, q.queueId, cursor, countMax, bytesMax),
+    tagOf: (m) => m.message.tag,
+  };
+  const outcome = await pullQueue(ctx, plan, reader, signal);
+  switch (outcome.kind) {
+    case 'illegal':
+      return [
+        { status: { code: RmqCode.ILLEGAL_OFFSET, message: outcome.message } },
+        { nextOffset: outcome.nextOffset },
+      ];
+    case 'none':
+      return [
+        { status: { code: RmqCode.MESSAGE_NOT_FOUND, message: outcome.message } },
+        { nextOffset: outcome.nextOffset },
+      ];
+    case 'found':
+      return [
+        { status: okStatus() },
+        ...outcome.items.map((m) => encodeMessageFrame(m, { namespace: q.ns })),
+        { nextOffset: outcome.nextOffset },
+      ];
   }
-  const offset = Math.max(request.offset, range.min);
-  if (offset >= range.max) {
-    const asked = request.longPollingTimeout;
-    const askedMs = asked === null ? ctx.options.longPollingTimeoutMs : durationToMs(asked);
-    const leftMs = callDeadlineMs(call, ctx) - ctx.clock.nowMs() - ctx.options.forwardReserveMs;
-    const waitMs = Math.min(askedMs, ctx.options.longPollingTimeoutMsMax, leftMs);
-    if (waitMs > 0) await ctx.backend.waitForMessages(q.topic, q.queueId, offset, waitMs, signal);
-  }
-  const { messages, nextOffset } = await readMatching(ctx, q, offset, batch, matches);
-  if (messages.length === 0 && nextOffset === offset) {
-    const message = `no message at offset ${offset} of ${q.topic} queue ${q.queueId}`;
-    return [{ status: { code: RmqCode.MESSAGE_NOT_FOUND, message } }, { nextOffset }];
-  }
-  return [
-    { status: okStatus() },
-    ...messages.map((m) => encodeMessageFrame(m, { namespace: q.ns })),
-    { nextOffset },
-  ];
 }
 
 /** Writes `frames` in order, waiting for 'drain' when asked; stops early if `signal` aborts. */

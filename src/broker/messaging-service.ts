@@ -3,7 +3,8 @@
  * `MessagingBackend` seam: the client basics (QueryRoute, Telemetry, Heartbeat,
  * NotifyClientTermination), produce (SendMessage) and pull by offset (PullMessage, GetOffset,
  * UpdateOffset, QueryOffset) and pop consumption (QueryAssignment, ReceiveMessage,
- * AckMessage, ChangeInvisibleDuration, ForwardMessageToDeadLetterQueue). Transactions, recall
+ * AckMessage, ChangeInvisibleDuration, ForwardMessageToDeadLetterQueue), and beside it raftmq's
+ * Fetch protocol (fetch-service.ts, read by offset in stored form). Transactions, recall
  * and lite subscriptions answer UNSUPPORTED for now. docs/client-protocol.md describes each RPC.
  *
  * Every call is answered: unary failures are RocketMQ statuses in the response (never a gRPC
@@ -20,6 +21,7 @@ import { RmqCode } from '../common/errors';
 import { componentLogger, type Logger } from '../common/logger';
 import { ClientRegistry, type OneShotTimers, systemTimers } from './client-registry';
 import { type ClosableSession, type ServiceContext, unaryHandler } from './messaging-call';
+import { fetchQueueHandler, loadFetchDefinition } from './fetch-service';
 import { Forwarder } from './messaging-forward';
 import {
   type MessagingServiceOptions,
@@ -49,10 +51,16 @@ export interface MessagingServiceDeps {
   readonly scheduler?: Scheduler;
 }
 
-/** A service ready for `server.addService(definition, handlers)`. */
-export interface MessagingService {
+/** A gRPC service ready for `server.addService(definition, handlers)`. */
+export interface ServiceParts {
   readonly definition: grpc.ServiceDefinition;
   readonly handlers: grpc.UntypedServiceImplementation;
+}
+
+/** The MessagingService, ready for `server.addService(definition, handlers)`. */
+export interface MessagingService extends ServiceParts {
+  /** raftmq's Fetch protocol (fetch-service.ts), over the same backend and context. */
+  readonly fetch: ServiceParts;
   /** The clients this node knows (for status pages and, later, pop consumption). */
   readonly registry: ClientRegistry;
   /** Ends open streams and long polls, cancels timers, closes forwarding channels. */
@@ -88,6 +96,7 @@ export async function createMessagingService(
 ): Promise<MessagingService> {
   const resolved = resolveMessagingServiceOptions(options);
   const definition = await loadMessagingDefinition(resolved.protoDir);
+  const fetchDefinition = await loadFetchDefinition(resolved.protoDir);
   const log = componentLogger(logger, {
     component: 'messaging',
     group: backend.groupName,
@@ -140,6 +149,10 @@ export async function createMessagingService(
   return {
     definition,
     handlers,
+    fetch: {
+      definition: fetchDefinition,
+      handlers: { FetchQueue: fetchQueueHandler(ctx) },
+    },
     registry,
     close(): Promise<void> {
       if (closed) return Promise.resolve();

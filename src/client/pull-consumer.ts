@@ -6,8 +6,13 @@
  * group. Any node serves committed reads (its ConsumeQueues hold only applied messages), so a
  * reader may spread over followers; only UpdateOffset is a write, which a follower forwards.
  *
- * PullMessage is a server stream: a status, the messages, then the next offset. When the queue
- * holds nothing at the offset the broker long-polls for up to `awaitMs`. Every call has a
+ * A pull goes by raftmq's Fetch protocol (`proto/fetch.proto`) by default: one reply carries the
+ * messages as the broker stores them, each checked here by its CRC32C (and its topic and queue)
+ * before it is decoded. With `pullProtocol: 'pull-message'`, or against a server that does not
+ * implement Fetch (it answers UNIMPLEMENTED once; the endpoint is then remembered), a pull uses
+ * RocketMQ 5 PullMessage, a server stream: a status, one frame per message, then the next
+ * offset. Both answer the same. When the queue holds nothing at the offset the broker
+ * long-polls for up to `awaitMs`. Every call has a
  * deadline (`callTimeoutMs`, plus `awaitMs` for a pull); a pull answers at most `countMax`
  * messages and a stream with more frames than that is refused. Without an explicit endpoint a
  * call that finds its node unreachable or not leading refreshes the route and tries again
@@ -17,12 +22,18 @@ import * as os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { type ErrorCode, RaftmqError } from '../common/errors';
-import { intInRange, isString, type OptionSpec, resolveOptions } from '../common/options';
+import { intInRange, isString, oneOf, type OptionSpec, resolveOptions } from '../common/options';
 import { findProtoDir, PROTO_LOADER_OPTIONS } from '../common/proto-files';
+import { decodeMessage } from '../store/message-codec';
 import { decodePullFrame, type PullFrame, type PullFrameMessage } from './pull-wire';
 
 const SERVICE_PROTO = 'apache/rocketmq/v2/service.proto';
 const SERVICE_NAME = 'apache.rocketmq.v2.MessagingService';
+const FETCH_PROTO = 'fetch.proto';
+const FETCH_SERVICE_NAME = 'raftmq.fetch.v1.Fetch';
+
+/** How pulls travel: raftmq's Fetch (stored records, one frame per reply) or PullMessage. */
+export type PullProtocol = 'fetch' | 'pull-message';
 
 /** Options of a {@link PullConsumer}. */
 export interface PullConsumerOptions {
@@ -40,8 +51,10 @@ export interface PullConsumerOptions {
   routeCacheEntriesMax: number;
   /** gRPC channels kept open at most (least recently used closed first). */
   channelsMax: number;
-  /** Largest response frame accepted (one message per frame). */
+  /** Largest response frame accepted (a Fetch reply holds up to the broker's pullBytesMax). */
   receiveMessageBytesMax: number;
+  /** How pulls travel (see the file comment); 'fetch' falls back to PullMessage by itself. */
+  pullProtocol: PullProtocol;
   /** Sent as `x-mq-client-id`; empty: generated. */
   clientId: string;
   /** Directory of the `.proto` files; empty: `$RAFTMQ_PROTO_DIR`, else the package's. */
@@ -57,6 +70,7 @@ export const PULL_CONSUMER_DEFAULTS: Readonly<Omit<PullConsumerOptions, 'endpoin
     routeCacheEntriesMax: 1_024,
     channelsMax: 32,
     receiveMessageBytesMax: 8 * 1024 * 1024,
+    pullProtocol: 'fetch',
     clientId: '',
     protoDir: '',
   });
@@ -70,6 +84,7 @@ const OPTION_SPEC: OptionSpec<PullConsumerOptions> = {
   routeCacheEntriesMax: intInRange(1, 1_000_000),
   channelsMax: intInRange(1, 1_024),
   receiveMessageBytesMax: intInRange(64 * 1024, 256 * 1024 * 1024),
+  pullProtocol: oneOf('fetch', 'pull-message'),
   clientId: isString(false),
   protoDir: isString(false),
 };
@@ -270,6 +285,78 @@ function pulledMessage(m: PullFrameMessage, topic: string): PulledMessage {
   };
 }
 
+/** What a FetchQueue reply is checked against: the request it answers. */
+interface FetchAsked {
+  readonly endpoint: string;
+  /** The topic as the caller names it, and as the broker stores it (with the namespace). */
+  readonly topic: string;
+  readonly storedTopic: string;
+  readonly queueId: number;
+  readonly offset: number;
+  readonly countMax: number;
+}
+
+/**
+ * The pull result of a FetchQueue reply. Every record is checked (CRC32C, length, format) and
+ * decoded; a reply that breaks the protocol (a record of another queue, offsets out of order,
+ * more records than asked) is refused with INTERNAL, and a corrupt record with CORRUPT_RECORD.
+ */
+function fetchResult(res: Reply, asked: FetchAsked): PullResult {
+  const { endpoint } = asked;
+  const malformed = (why: string): RaftmqError =>
+    new RaftmqError('INTERNAL', `malformed FetchQueue response from ${endpoint}: ${why}`, {
+      details: { endpoint },
+    });
+  const status = res.status as WireStatus | undefined;
+  const name = codeName(status);
+  if (name !== 'OK' && name !== 'MESSAGE_NOT_FOUND' && name !== 'ILLEGAL_OFFSET') {
+    throw statusError('FetchQueue', status, endpoint);
+  }
+  const nextOffset = res.nextOffset;
+  if (typeof nextOffset !== 'number' || !Number.isSafeInteger(nextOffset)) {
+    throw malformed('no next offset');
+  }
+  if (name === 'ILLEGAL_OFFSET') return { status: 'OFFSET_ILLEGAL', messages: [], nextOffset };
+  if (name === 'MESSAGE_NOT_FOUND') return { status: 'NO_NEW_MSG', messages: [], nextOffset };
+  const records = (res.records ?? []) as Buffer[];
+  const offsets = (res.offsets ?? []) as number[];
+  if (records.length !== offsets.length) {
+    throw malformed(`${records.length} records with ${offsets.length} offsets`);
+  }
+  if (records.length > asked.countMax) {
+    throw malformed(`${records.length} records, ${asked.countMax} asked`);
+  }
+  const messages = new Array<PulledMessage>(records.length);
+  let previous = asked.offset - 1;
+  for (let i = 0; i < records.length; i++) {
+    const offset = offsets[i] as number;
+    if (!(offset > previous && offset < nextOffset)) {
+      throw malformed(`offset ${offset} out of order (next offset ${nextOffset})`);
+    }
+    previous = offset;
+    const m = decodeMessage(records[i] as Buffer, { file: `FetchQueue reply from ${endpoint}` });
+    if (m.topic !== asked.storedTopic || m.queueId !== asked.queueId) {
+      throw malformed(
+        `a record of ${m.topic}:${m.queueId} for ${asked.storedTopic}:${asked.queueId}`,
+      );
+    }
+    messages[i] = {
+      messageId: m.messageId,
+      topic: asked.topic,
+      queueId: m.queueId,
+      offset,
+      body: m.body as Buffer,
+      tag: m.tag,
+      keys: m.keys,
+      properties: m.userProperties,
+      messageGroup: m.messageGroup,
+      bornTimestampMs: m.bornTimestampMs,
+      storeTimestampMs: m.storeTimestampMs,
+    };
+  }
+  return { status: messages.length > 0 ? 'FOUND' : 'NO_MATCHED_MSG', messages, nextOffset };
+}
+
 /** The route a QueryRouteResponse describes (leaders are broker id 0, followers `group@node`). */
 function routeFromQueues(topic: string, queues: readonly WireQueue[]): TopicRouteView {
   const groups = new Map<
@@ -322,6 +409,8 @@ export class PullConsumer {
   private readonly clientId: string;
   private readonly stubs = new Map<string, Stub>();
   private readonly routes = new Map<string, { view: TopicRouteView; expiresMs: number }>();
+  /** Endpoints that answered FetchQueue UNIMPLEMENTED: pulls there use PullMessage. */
+  private readonly noFetch = new Set<string>();
   private closed = false;
 
   private constructor(
@@ -355,11 +444,21 @@ export class PullConsumer {
     if (service === undefined || 'format' in service || service.PullMessage === undefined) {
       throw new RaftmqError('INTERNAL', `${SERVICE_PROTO} has no ${SERVICE_NAME}.PullMessage`);
     }
-    // PullMessage frames go through the hand-written decoder (pull-wire.ts).
+    const fetchDef = await protoLoader.load(FETCH_PROTO, {
+      ...PROTO_LOADER_OPTIONS,
+      includeDirs: [findProtoDir(FETCH_PROTO, resolved.protoDir)],
+    });
+    const fetchService = fetchDef[FETCH_SERVICE_NAME];
+    if (fetchService === undefined || 'format' in fetchService || !fetchService.FetchQueue) {
+      throw new RaftmqError('INTERNAL', `${FETCH_PROTO} has no ${FETCH_SERVICE_NAME}.FetchQueue`);
+    }
+    // One stub per endpoint calls both services (a method is known by its path). PullMessage
+    // frames go through the hand-written decoder (pull-wire.ts).
     const Ctor = grpc.makeGenericClientConstructor(
       {
         ...service,
         PullMessage: { ...service.PullMessage, responseDeserialize: decodePullFrame },
+        FetchQueue: fetchService.FetchQueue,
       },
       'MessagingService',
     ) as unknown as StubCtor;
@@ -418,16 +517,24 @@ export class PullConsumer {
       'tagExpression',
       'must not be blank',
     );
-    const request = {
-      group: this.resource(this.options.consumerGroup),
-      messageQueue: { topic: this.resource(topic), id: queueId },
-      offset,
-      batchSize: countMax,
-      filterExpression: { type: 'TAG', expression },
-      longPollingTimeout: msToWire(awaitMs),
-    };
     const deadlineMs = Date.now() + awaitMs + this.options.callTimeoutMs;
     return this.withNode(topic, options, deadlineMs, async (endpoint) => {
+      if (this.options.pullProtocol === 'fetch' && !this.noFetch.has(endpoint)) {
+        const fetched = await this.fetch(endpoint, topic, queueId, offset, countMax, {
+          awaitMs,
+          expression,
+          deadlineMs,
+        });
+        if (fetched !== undefined) return fetched;
+      }
+      const request = {
+        group: this.resource(this.options.consumerGroup),
+        messageQueue: { topic: this.resource(topic), id: queueId },
+        offset,
+        batchSize: countMax,
+        filterExpression: { type: 'TAG', expression },
+        longPollingTimeout: msToWire(awaitMs),
+      };
       const frames = await this.stream(endpoint, request, countMax + 2, deadlineMs);
       return this.pullResult(topic, frames, endpoint);
     });
@@ -583,6 +690,55 @@ export class PullConsumer {
     return leader;
   }
 
+  /**
+   * One pull by FetchQueue; undefined when the endpoint does not implement it (remembered, so
+   * the caller and later pulls use PullMessage there).
+   */
+  private async fetch(
+    endpoint: string,
+    topic: string,
+    queueId: number,
+    offset: number,
+    countMax: number,
+    call: { awaitMs: number; expression: string; deadlineMs: number },
+  ): Promise<PullResult | undefined> {
+    const request = {
+      namespace: this.options.namespace,
+      group: this.options.consumerGroup,
+      topic,
+      queueId,
+      offset,
+      countMax,
+      bytesMax: 0,
+      tagExpression: call.expression,
+      awaitMs: call.awaitMs,
+    };
+    let res: Reply;
+    try {
+      res = await this.unaryRaw(endpoint, 'FetchQueue', request, call.deadlineMs);
+    } catch (err) {
+      if (err instanceof RaftmqError) throw err;
+      if ((err as grpc.ServiceError).code !== grpc.status.UNIMPLEMENTED) {
+        throw grpcError('FetchQueue', endpoint, err as grpc.ServiceError);
+      }
+      this.noFetch.add(endpoint);
+      return undefined;
+    }
+    return fetchResult(res, {
+      endpoint,
+      topic,
+      storedTopic: this.storedName(topic),
+      queueId,
+      offset,
+      countMax,
+    });
+  }
+
+  /** The broker's name of `name` in this consumer's namespace (`ns%name`). */
+  private storedName(name: string): string {
+    return this.options.namespace === '' ? name : `${this.options.namespace}%${name}`;
+  }
+
   private pullResult(topic: string, frames: readonly PullFrame[], endpoint: string): PullResult {
     const status = frames.find((f) => f.status !== undefined && f.status !== null)?.status;
     const last = frames.at(-1);
@@ -630,7 +786,22 @@ export class PullConsumer {
     return md;
   }
 
-  private unary(
+  private async unary(
+    endpoint: string,
+    method: string,
+    request: object,
+    deadlineMs: number,
+  ): Promise<Reply> {
+    try {
+      return await this.unaryRaw(endpoint, method, request, deadlineMs);
+    } catch (err) {
+      if (err instanceof RaftmqError) throw err;
+      throw grpcError(method, endpoint, err as grpc.ServiceError);
+    }
+  }
+
+  /** A unary call; rejects with the gRPC ServiceError itself. */
+  private unaryRaw(
     endpoint: string,
     method: string,
     request: object,
@@ -640,7 +811,7 @@ export class PullConsumer {
     const fn = (stub[method] as UnaryFn).bind(stub);
     return new Promise((resolve, reject) => {
       fn(request, this.metadata(), { deadline: deadlineMs }, (err, res) => {
-        if (err) reject(grpcError(method, endpoint, err));
+        if (err) reject(err);
         else resolve(res ?? {});
       });
     });

@@ -44,6 +44,7 @@ import {
   type DecodeContext,
   type StoredMessage,
   decodeMessage,
+  peekMessageHeader,
   tagHashCode,
 } from './message-codec';
 
@@ -121,6 +122,26 @@ export class DispatchedBatch {
 export interface DispatchResult {
   /** One per entry given, in order: where its messages went, or undefined (no messages). */
   batches: Array<DispatchedBatch | undefined>;
+}
+
+/** A stored record read back undecoded (for sending on as it is), with its tag. */
+export interface QueueRecord {
+  readonly queueOffset: number;
+  readonly sizeBytes: number;
+  readonly tag: string | undefined;
+  /** The record's stored encoding (a view of the read buffer). */
+  readonly bytes: Buffer;
+}
+
+/** How many of `records` from the first fit in `bytesMax` (always at least one). */
+function countWithin(records: readonly { readonly sizeBytes: number }[], bytesMax: number): number {
+  let bytes = 0;
+  let n = 0;
+  while (n < records.length && (n === 0 || bytes + (records[n]?.sizeBytes ?? 0) <= bytesMax)) {
+    bytes += records[n]?.sizeBytes ?? 0;
+    n++;
+  }
+  return n;
 }
 
 /** A message read back, with where it lies. */
@@ -443,16 +464,52 @@ export class MessageStore {
     bytesMax = Number.MAX_SAFE_INTEGER,
   ): Promise<LocatedMessage[]> {
     const all = await this.consumeQueues.readRange(topic, queueId, queueOffset, countMax);
-    let bytes = 0;
-    let n = 0;
-    while (n < all.length && (n === 0 || bytes + (all[n]?.sizeBytes ?? 0) <= bytesMax)) {
-      bytes += all[n]?.sizeBytes ?? 0;
-      n++;
-    }
+    const n = countWithin(all, bytesMax);
     const records = n < all.length ? all.slice(0, n) : all;
     return this.readLocated(
       records.map((r) => ({ queueOffset: r.offset, position: r.position, sizeBytes: r.sizeBytes })),
     );
+  }
+
+  /**
+   * The stored records of one queue from `queueOffset`, undecoded, with the same bounds as
+   * {@link readQueue}. Each is checked (magic, length, CRC32C) and must name this topic and
+   * queue, else CORRUPT_RECORD; each comes with its tag, for filtering.
+   */
+  async readQueueRecords(
+    topic: string,
+    queueId: number,
+    queueOffset: number,
+    countMax: number,
+    bytesMax = Number.MAX_SAFE_INTEGER,
+  ): Promise<QueueRecord[]> {
+    const all = await this.consumeQueues.readRange(topic, queueId, queueOffset, countMax);
+    const n = countWithin(all, bytesMax);
+    if (n === 0) return [];
+    const located = n < all.length ? all.slice(0, n) : all;
+    const bytes = await this.commitLog.readSpans(located);
+    const out: QueueRecord[] = new Array<QueueRecord>(n);
+    for (let i = 0; i < n; i++) {
+      const r = located[i] as (typeof located)[number];
+      const record = bytes[i] as Buffer;
+      const context = this.contextAt(r.position);
+      const head = peekMessageHeader(record, context);
+      if (
+        head.totalSizeBytes !== record.length ||
+        head.topic !== topic ||
+        head.queueId !== queueId
+      ) {
+        throw new RaftmqError(
+          'CORRUPT_RECORD',
+          `the ConsumeQueue of ${topic}:${queueId} at offset ${r.offset} points at a record of ` +
+            `${head.topic}:${head.queueId} (${head.totalSizeBytes} of ${record.length} bytes) ` +
+            `at position ${r.position}`,
+          { details: { position: r.position } },
+        );
+      }
+      out[i] = { queueOffset: r.offset, sizeBytes: r.sizeBytes, tag: head.tag, bytes: record };
+    }
+    return out;
   }
 
   /** Reads and checks the messages at `locations` (with few reads), in their order. */

@@ -70,6 +70,7 @@ describe('PullConsumer options and arguments', () => {
       [{ endpoint: 'h:1', consumerGroup: '' }, /pullConsumer\.consumerGroup/],
       [{ endpoint: 'h:1', channelsMax: 0 }, /pullConsumer\.channelsMax/],
       [{ endpoint: 'h:1', routeCacheEntriesMax: 1.5 }, /pullConsumer\.routeCacheEntriesMax/],
+      [{ endpoint: 'h:1', pullProtocol: 'udp' }, /pullConsumer\.pullProtocol: must be one of/],
       [{ endpoint: 'h:1', colour: 'red' }, /pullConsumer\.colour: unknown option/],
     ];
     for (const [input, message] of bad) {
@@ -110,12 +111,15 @@ describe('PullConsumer against a broker group (LocalCluster)', function () {
   let cluster: LocalCluster | undefined;
   let producer: Producer | undefined;
   let pc: PullConsumer | undefined;
+  /** The same consumer over RocketMQ 5 PullMessage (`pc` uses raftmq's Fetch protocol). */
+  let pcV2: PullConsumer | undefined;
   /** What was sent, by message id, with the offset the send was acknowledged at. */
   const sent = new Map<string, OutgoingMessage & { offset: number }>();
 
   const live = () => {
     assert.ok(cluster !== undefined && producer !== undefined && pc !== undefined);
-    return { c: cluster, producer, pc };
+    assert.ok(pcV2 !== undefined);
+    return { c: cluster, producer, pc, pcV2, both: [pc, pcV2] as const };
   };
 
   async function send(messages: OutgoingMessage[]): Promise<void> {
@@ -124,10 +128,10 @@ describe('PullConsumer against a broker group (LocalCluster)', function () {
   }
 
   /** Every message of every queue on the node at `endpoint` (default: the leader). */
-  async function readAll(endpoint?: string): Promise<PulledMessage[][]> {
+  async function readAll(endpoint?: string, consumer = live().pc): Promise<PulledMessage[][]> {
     const queues: PulledMessage[][] = [];
     for (let queueId = 0; queueId < QUEUE_COUNT; queueId++) {
-      const result = await live().pc.pull(TOPIC, queueId, 0, 32, { endpoint });
+      const result = await consumer.pull(TOPIC, queueId, 0, 32, { endpoint });
       assert.equal(result.status, 'FOUND');
       assert.equal(result.nextOffset, result.messages.length);
       queues.push([...result.messages]);
@@ -155,6 +159,11 @@ describe('PullConsumer against a broker group (LocalCluster)', function () {
       callTimeoutMs: 10_000,
     });
     pc = consumer;
+    pcV2 = await PullConsumer.create({
+      endpoint: c.namesrvEndpoint,
+      callTimeoutMs: 10_000,
+      pullProtocol: 'pull-message',
+    });
     await waitUntil('the route at the NameServer', CONVERGE_TIMEOUT_MS, async () => {
       const route = await consumer.route(TOPIC, true);
       return route.groups[0]?.followers.length === 2 ? true : undefined;
@@ -179,6 +188,7 @@ describe('PullConsumer against a broker group (LocalCluster)', function () {
   after(async function () {
     this.timeout(60_000);
     pc?.close();
+    pcV2?.close();
     producer?.close();
     await cluster?.stopAll();
     if (dir !== '') fs.rmSync(dir, { recursive: true, force: true });
@@ -211,8 +221,8 @@ describe('PullConsumer against a broker group (LocalCluster)', function () {
     }
   });
 
-  it('pulls every field as sent, the same from the leader and from each follower', async () => {
-    const { c } = live();
+  it('pulls every field as sent, the same from each node by either protocol', async () => {
+    const { c, pcV2: v2 } = live();
     const queues = await readAll();
     const all = queues.flat();
     assert.equal(all.length, sent.size);
@@ -248,11 +258,18 @@ describe('PullConsumer against a broker group (LocalCluster)', function () {
         const got = JSON.stringify((await readAll(b.clientEndpoint)).map((q) => q.map(view)));
         return got === expected ? true : undefined;
       });
+      // PullMessage answers exactly what Fetch does, born timestamps included.
+      const full = (queuesRead: PulledMessage[][]) =>
+        JSON.stringify(queuesRead.map((q) => q.map((m) => [view(m), m.bornTimestampMs])));
+      assert.equal(full(await readAll(b.clientEndpoint, v2)), full(queues));
     }
   });
 
-  it('pages with nextOffset and filters by tag', async () => {
-    const { pc: consumer } = live();
+  it('pages with nextOffset and filters by tag, by either protocol', async () => {
+    for (const consumer of live().both) await pagesAndFilters(consumer);
+  });
+
+  async function pagesAndFilters(consumer: PullConsumer): Promise<void> {
     const first = await consumer.pull(TOPIC, 0, 0, 1);
     assert.equal(first.status, 'FOUND');
     assert.equal(first.messages.length, 1);
@@ -276,10 +293,13 @@ describe('PullConsumer against a broker group (LocalCluster)', function () {
       [none.status, none.messages.length, none.nextOffset],
       ['NO_MATCHED_MSG', 0, end],
     );
+  }
+
+  it('long-polls at the end of a queue and refuses an offset beyond it, by either protocol', async () => {
+    for (const [i, consumer] of live().both.entries()) await longPolls(consumer, `fifo-${2 + i}`);
   });
 
-  it('long-polls at the end of a queue and refuses an offset beyond it', async () => {
-    const { pc: consumer } = live();
+  async function longPolls(consumer: PullConsumer, body: string): Promise<void> {
     const fifoQueue = [...(await readAll()).entries()].find(([, q]) =>
       q.some((m) => m.messageGroup === 'group-1'),
     )?.[0];
@@ -296,18 +316,18 @@ describe('PullConsumer against a broker group (LocalCluster)', function () {
 
     const waiting = consumer.pull(TOPIC, fifoQueue, end, 8, { awaitMs: 20_000 });
     const sendStartedMs = performance.now();
-    await send([{ body: Buffer.from('fifo-2'), messageGroup: 'group-1' }]);
+    await send([{ body: Buffer.from(body), messageGroup: 'group-1' }]);
     const woken = await waiting;
     assert.equal(woken.status, 'FOUND');
     assert.deepEqual(
       woken.messages.map((m) => [m.body.toString(), m.offset]),
-      [['fifo-2', end]],
+      [[body, end]],
     );
     assert.ok(performance.now() - sendStartedMs < 15_000, 'the long poll was not woken');
 
     const beyond = await consumer.pull(TOPIC, fifoQueue, end + 5, 8, { awaitMs: 1_000 });
     assert.deepEqual([beyond.status, beyond.nextOffset], ['OFFSET_ILLEGAL', end + 1]);
-  });
+  }
 
   it('queries offsets by policy and commits consumer offsets through any node', async () => {
     const { c, pc: consumer } = live();
@@ -332,11 +352,22 @@ describe('PullConsumer against a broker group (LocalCluster)', function () {
   });
 
   it('fails with typed errors within the call deadline', async () => {
-    const { c, pc: consumer } = live();
-    await rejectsWith(consumer.pull('NoSuchTopic', 0, 0, 1), 'TOPIC_NOT_FOUND', /NoSuchTopic/);
+    const { c, pc: consumer, both } = live();
     const leader = await c.waitForLeader(ELECTION_TIMEOUT_MS);
     const endpoint = leader.clientEndpoint;
-    await rejectsWith(consumer.pull(TOPIC, 7, 0, 1, { endpoint }), 'INVALID_ARGUMENT', /queue/);
+    for (const [rpc, cons] of [
+      ['FetchQueue', both[0]],
+      ['PullMessage', both[1]],
+    ] as const) {
+      const missing = new RegExp(`${rpc}: TOPIC_NOT_FOUND: .*NoSuchTopic`);
+      await rejectsWith(
+        cons.pull('NoSuchTopic', 0, 0, 1, { endpoint }),
+        'TOPIC_NOT_FOUND',
+        missing,
+      );
+      const badQueue = new RegExp(`${rpc}: BAD_REQUEST: .*queue`);
+      await rejectsWith(cons.pull(TOPIC, 7, 0, 1, { endpoint }), 'INVALID_ARGUMENT', badQueue);
+    }
 
     const [closedPort] = await freePorts(1);
     const unreachable = `127.0.0.1:${closedPort ?? 1}`;
@@ -353,7 +384,7 @@ describe('PullConsumer against a broker group (LocalCluster)', function () {
       await rejectsWith(
         quick.pull(TOPIC, 0, 0, 1, { endpoint: `127.0.0.1:${port}`, awaitMs: 200 }),
         'TIMEOUT',
-        /PullMessage/,
+        /FetchQueue/,
       );
       const tookMs = performance.now() - startedMs;
       assert.ok(tookMs >= 400 && tookMs < 5_000, `took ${tookMs} ms`);
@@ -366,23 +397,26 @@ describe('PullConsumer against a broker group (LocalCluster)', function () {
     }
   });
 
-  it('answers at most 4 MiB of messages per pull, always at least one', async () => {
-    const { c, producer, pc: consumer } = live();
+  it('answers at most 4 MiB of messages per pull, always at least one, by either protocol', async () => {
+    const { c, producer, both } = live();
     const leader = await c.waitForLeader(ELECTION_TIMEOUT_MS);
     await (await c.admin(leader.nodeId)).createTopic({ name: 'PullBig', queueCount: 1 });
     const MIB = 1024 * 1024;
     const bodies = Array.from({ length: 7 }, (_, i) => Buffer.alloc(MIB, i));
     for (const body of bodies) await producer.send('PullBig', [{ body }]);
     // Each stored message is 1 MiB and a header, so three fit in 4 MiB and a fourth does not.
-    const got: number[] = [];
-    let offset = 0;
-    for (let round = 0; round < 5 && offset < bodies.length; round++) {
-      const r = await consumer.pull('PullBig', 0, offset, 32, { endpoint: leader.clientEndpoint });
-      got.push(r.messages.length);
-      for (const m of r.messages) assert.ok(m.body.equals(bodies[m.offset] as Buffer));
-      offset = r.nextOffset;
+    for (const consumer of both) {
+      const got: number[] = [];
+      let offset = 0;
+      for (let round = 0; round < 5 && offset < bodies.length; round++) {
+        const endpoint = leader.clientEndpoint;
+        const r = await consumer.pull('PullBig', 0, offset, 32, { endpoint });
+        got.push(r.messages.length);
+        for (const m of r.messages) assert.ok(m.body.equals(bodies[m.offset] as Buffer));
+        offset = r.nextOffset;
+      }
+      assert.deepEqual(got, [3, 3, 1]);
     }
-    assert.deepEqual(got, [3, 3, 1]);
   });
 
   it('follows the route to a new leader after the leader is killed', async () => {

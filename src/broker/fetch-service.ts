@@ -1,0 +1,140 @@
+/**
+ * raftmq's Fetch protocol (`proto/fetch.proto`, `raftmq.fetch.v1.Fetch`): read by offset with
+ * the messages sent as the CommitLog stores them. FetchQueue makes the checks PullMessage makes
+ * and shares its pull (messaging-pull.ts `pullQueue`: long polling, tag filter, paging, the
+ * same statuses); only the reading differs: the records are checked (CRC32C, topic and queue)
+ * but not decoded, and the reply carries them all in one frame. docs/client-protocol.md says
+ * when to use which.
+ *
+ * Served on every broker node next to the MessagingService, with the same context: it stops
+ * long polls when the service closes, and answers every failure as a status in the reply.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { RaftmqError, RmqCode } from '../common/errors';
+import type { QueueRecord } from '../store/message-store';
+import { findProtoDir, PROTO_LOADER_OPTIONS } from './grpc-util';
+import {
+  namespaceHeader,
+  requireClientId,
+  callDeadlineMs,
+  type ServiceContext,
+  unaryHandler,
+} from './messaging-call';
+import { tolerantDecoding } from './messaging-proto';
+import {
+  checkOffset,
+  checkQueue,
+  type PullPlan,
+  type PullReader,
+  pullQueue,
+  tagFilter,
+} from './messaging-pull';
+import { okStatus } from './rmq-convert';
+import { checkGroup, effectiveNamespace } from './rmq-validate';
+
+/** The protocol file, relative to the proto directory. */
+export const FETCH_PROTO_FILE = 'fetch.proto';
+/** Full name of the service. */
+export const FETCH_SERVICE_NAME = 'raftmq.fetch.v1.Fetch';
+
+/** A FetchQueue request as proto-loader decodes it (every field present). */
+interface FetchRequest {
+  readonly namespace: string;
+  readonly group: string;
+  readonly topic: string;
+  readonly queueId: number;
+  readonly offset: number;
+  readonly countMax: number;
+  readonly bytesMax: number;
+  readonly tagExpression: string;
+  readonly awaitMs: number;
+}
+
+const loaded = new Map<string, Promise<grpc.ServiceDefinition>>();
+
+/** The Fetch service definition; its request decoder never throws (see messaging-proto.ts). */
+export function loadFetchDefinition(protoDir = ''): Promise<grpc.ServiceDefinition> {
+  const dir = findProtoDir(FETCH_PROTO_FILE, protoDir);
+  let definition = loaded.get(dir);
+  if (definition === undefined) {
+    definition = protoLoader
+      .load(FETCH_PROTO_FILE, { ...PROTO_LOADER_OPTIONS, includeDirs: [dir] })
+      .then((pkg) => {
+        const service = pkg[FETCH_SERVICE_NAME];
+        if (service === undefined || 'format' in service) {
+          throw new RaftmqError('INTERNAL', `${FETCH_PROTO_FILE} has no ${FETCH_SERVICE_NAME}`);
+        }
+        return tolerantDecoding(service);
+      });
+    loaded.set(dir, definition);
+    definition.catch(() => loaded.delete(dir));
+  }
+  return definition;
+}
+
+/** One FetchQueue call: the reply object (status, next offset, records and their offsets). */
+async function fetchQueue(
+  ctx: ServiceContext,
+  call: grpc.ServerUnaryCall<unknown, unknown>,
+  signal: AbortSignal,
+): Promise<object> {
+  requireClientId(call.metadata);
+  const request = call.request as FetchRequest;
+  const ns = effectiveNamespace(namespaceHeader(call.metadata), request.namespace);
+  checkGroup(request.group, ns, 'group');
+  const q = checkQueue(ctx, ns, request.topic, request.queueId, {
+    topic: 'topic',
+    queueId: 'queue_id',
+  });
+  checkOffset(request.offset, 'offset');
+  const { fetchCountMax, pullBytesMax } = ctx.options;
+  const plan: PullPlan = {
+    q,
+    offset: request.offset,
+    batch: request.countMax <= 0 ? fetchCountMax : Math.min(request.countMax, fetchCountMax),
+    bytesMax: request.bytesMax <= 0 ? pullBytesMax : Math.min(request.bytesMax, pullBytesMax),
+    matches: tagFilter({ type: 'TAG', expression: request.tagExpression }),
+    waitMs: request.awaitMs,
+    deadlineMs: callDeadlineMs(call, ctx),
+  };
+  const reader: PullReader<QueueRecord> = {
+    read: (cursor, countMax, bytesMax) =>
+      ctx.backend.readQueueRecords(q.topic, q.queueId, cursor, countMax, bytesMax),
+    tagOf: (r) => r.tag,
+  };
+  const outcome = await pullQueue(ctx, plan, reader, signal);
+  if (outcome.kind !== 'found') {
+    const code = outcome.kind === 'none' ? RmqCode.MESSAGE_NOT_FOUND : RmqCode.ILLEGAL_OFFSET;
+    return { status: { code, message: outcome.message }, nextOffset: outcome.nextOffset };
+  }
+  const n = outcome.items.length;
+  const records = new Array<Buffer>(n);
+  const offsets = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    const r = outcome.items[i] as QueueRecord;
+    records[i] = r.bytes;
+    offsets[i] = r.queueOffset;
+  }
+  return { status: okStatus(), nextOffset: outcome.nextOffset, records, offsets };
+}
+
+/**
+ * The FetchQueue handler. A long poll ends when the client cancels or the service closes
+ * (`ctx.closing`); it then answers with what it has.
+ */
+export function fetchQueueHandler(ctx: ServiceContext): grpc.handleUnaryCall<unknown, unknown> {
+  return unaryHandler(ctx, 'FetchQueue', async (call) => {
+    const stop = new AbortController();
+    const onStop = (): void => stop.abort();
+    call.on('cancelled', onStop);
+    ctx.closing.addEventListener('abort', onStop);
+    if (ctx.closing.aborted) stop.abort();
+    try {
+      return await fetchQueue(ctx, call, stop.signal);
+    } finally {
+      call.off('cancelled', onStop);
+      ctx.closing.removeEventListener('abort', onStop);
+    }
+  });
+}
