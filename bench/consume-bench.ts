@@ -12,9 +12,12 @@
  * - batched: raw ReceiveMessage asking for `POP_BATCH` messages, then one AckMessage carrying
  *   every receipt of the batch, from `POP_CONSUMERS` loops at once, on the leader. Messages/s
  *   acknowledged.
- * - pull: raftmq's PullConsumer reading by offset, `PULL_COUNT` asked per pull (the broker caps
- *   it at its `pullBatchSizeMax`), one loop per queue, the queues spread over the leader and
- *   both followers, each queue read again from offset 0 at its end. Messages/s read.
+ * - pull: raftmq's PullConsumer reading by offset over raftmq's Fetch protocol (stored records,
+ *   one reply per pull), `PULL_COUNT` asked per pull (the broker caps it at its
+ *   `fetchCountMax`), one loop per queue, the queues spread over the leader and both
+ *   followers, each queue read again from offset 0 at its end. Messages/s read.
+ * - pull-message: the same over RocketMQ 5 PullMessage (one frame per message; the broker caps
+ *   a pull at its `pullBatchSizeMax`).
  *
  * Every pop round uses a fresh consumer group, so each one consumes the same backlog from
  * offset 0; a round that consumes the whole backlog before its time is marked drained. Latency
@@ -22,9 +25,9 @@
  * time per consumed message. The load average is printed at start and end: other work on the
  * machine moves every figure. The last line of output is one JSON object.
  *
- * Options: `--quick` (a smoke run), `--only push,batched,pull`, `--dir PATH` (where to write;
- * `.bench-tmp/` by default), `--cpu-prof DIR` (every child writes a V8 CPU profile to DIR when
- * it stops; see cpu-prof-preload.ts).
+ * Options: `--quick` (a smoke run), `--only push,batched,pull,pull-message`, `--dir PATH`
+ * (where to write; `.bench-tmp/` by default), `--cpu-prof DIR` (every child writes a V8 CPU
+ * profile to DIR when it stops; see cpu-prof-preload.ts).
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -53,7 +56,7 @@ const argAfter = (flag: string): string | undefined =>
   args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined;
 const root = path.join(argAfter('--dir') ?? path.join(process.cwd(), '.bench-tmp'), 'consume');
 const cpuProfDir = argAfter('--cpu-prof');
-const PHASE_NAMES = ['push', 'batched', 'pull'] as const;
+const PHASE_NAMES = ['push', 'batched', 'pull', 'pull-message'] as const;
 type PhaseName = (typeof PHASE_NAMES)[number];
 const PHASES = new Set((argAfter('--only') ?? PHASE_NAMES.join()).split(','));
 
@@ -72,8 +75,8 @@ const REQUESTS_PER_ROUND_MAX = 1_000_000;
  * marked drained); a pull round reads its queues around again, so a small backlog serves it.
  */
 const PREFILL: Readonly<Record<PhaseName, number>> = quick
-  ? { push: 15_000, batched: 40_000, pull: 20_000 }
-  : { push: 40_000, batched: 160_000, pull: 40_000 };
+  ? { push: 15_000, batched: 40_000, pull: 20_000, 'pull-message': 20_000 }
+  : { push: 40_000, batched: 160_000, pull: 40_000, 'pull-message': 40_000 };
 const PREFILL_BATCH = Array.from({ length: 128 }, () => ({ body: BODY }));
 const PREFILL_INFLIGHT = 8;
 const PREFILL_MS_MAX = 180_000;
@@ -213,9 +216,16 @@ async function batchedPhase(bench: Bench): Promise<Round[]> {
   }
 }
 
-async function pullPhase(bench: Bench): Promise<Round[]> {
-  const topic = 'BenchPull';
-  await fillTopic(bench, 'pull', topic);
+async function pullPhase(bench: Bench, phase: 'pull' | 'pull-message'): Promise<Round[]> {
+  const topic = phase === 'pull' ? 'BenchPull' : 'BenchPullMessage';
+  await fillTopic(bench, phase, topic);
+  const reader =
+    phase === 'pull'
+      ? bench.reader
+      : await PullConsumer.create({
+          endpoint: bench.cluster.namesrvEndpoint,
+          pullProtocol: 'pull-message',
+        });
   const ids = bench.cluster.nodeIds;
   const leader = await bench.cluster.waitForLeader(START_TIMEOUT_MS);
   // The leader first, so with 8 queues it serves 3 and each follower serves 3 or 2.
@@ -227,7 +237,7 @@ async function pullPhase(bench: Bench): Promise<Round[]> {
   const loads: PullLoad[] = [];
   const result = await rounds(bench, (_i) => {
     const load = new PullLoad(
-      bench.reader,
+      reader,
       topic,
       assignments,
       PULL_COUNT,
@@ -242,7 +252,8 @@ async function pullPhase(bench: Bench): Promise<Round[]> {
     const read = loads.reduce((s, l) => s + (l.byEndpoint.get(endpoint) ?? 0), 0);
     return `${id}${id === leader.nodeId ? ' (leader)' : ''} ${read}`;
   });
-  console.log(`pull: messages read per node over all rounds: ${byNode.join(', ')}`);
+  console.log(`${phase}: messages read per node over all rounds: ${byNode.join(', ')}`);
+  if (reader !== bench.reader) reader.close();
   return result;
 }
 
@@ -259,7 +270,9 @@ function printTable(all: ReadonlyMap<PhaseName, Round[]>): void {
   );
   console.log(
     `pull: ${QUEUE_COUNT} loops (one per queue) over leader and followers, ${PULL_COUNT} asked ` +
-      `per pull, server pullBatchSizeMax ${MESSAGING_SERVICE_DEFAULTS.pullBatchSizeMax}`,
+      `per pull; Fetch (server fetchCountMax ${MESSAGING_SERVICE_DEFAULTS.fetchCountMax}), ` +
+      `pull-message: PullMessage (server pullBatchSizeMax ` +
+      `${MESSAGING_SERVICE_DEFAULTS.pullBatchSizeMax})`,
   );
   console.log(
     'latency per request (receive+ack cycle, or pull); cpu: CPU us per message, ' +
@@ -296,9 +309,12 @@ function summarize(
     pushConsumerMsgsPerSec: rate('push'),
     batchedReceiveAckMsgsPerSec: rate('batched'),
     pullMsgsPerSec: rate('pull'),
+    pullMessageMsgsPerSec: rate('pull-message'),
     pushLeaderCpuUsPerMsg: cpu('push'),
     batchedLeaderCpuUsPerMsg: cpu('batched'),
     pullLeaderCpuUsPerMsg: cpu('pull'),
+    pullMessageLeaderCpuUsPerMsg: cpu('pull-message'),
+    fetchCountMax: MESSAGING_SERVICE_DEFAULTS.fetchCountMax,
     pullBatchSizeMax: MESSAGING_SERVICE_DEFAULTS.pullBatchSizeMax,
     loadAvg1mAtStart: fixed(loadAvgAtStart),
   };
@@ -308,7 +324,8 @@ async function runPhases(bench: Bench): Promise<Map<PhaseName, Round[]>> {
   const all = new Map<PhaseName, Round[]>();
   if (PHASES.has('push')) all.set('push', await pushPhase(bench));
   if (PHASES.has('batched')) all.set('batched', await batchedPhase(bench));
-  if (PHASES.has('pull')) all.set('pull', await pullPhase(bench));
+  if (PHASES.has('pull')) all.set('pull', await pullPhase(bench, 'pull'));
+  if (PHASES.has('pull-message')) all.set('pull-message', await pullPhase(bench, 'pull-message'));
   return all;
 }
 
@@ -370,7 +387,7 @@ async function main(): Promise<void> {
     await cluster.stopAll();
     fs.rmSync(root, { recursive: true, force: true });
   }
-  console.log('targets: batched >= 30000 msgs/s; pull >= 100000 msgs/s');
+  console.log('targets: batched >= 30000 msgs/s; pull >= 100000 msgs/s (pull by Fetch)');
   console.log(`load avg after: ${loadText()}`);
   console.log(JSON.stringify(figures));
 }

@@ -29,7 +29,7 @@ import { tagFilter } from './messaging-pull';
 import { MULTIPLE_RESULTS_CODE } from './messaging-send';
 import type { PopService } from './pop-service';
 import { okStatus, toStatus } from './rmq-convert';
-import { encodeMessageFrame } from './rmq-message-encode';
+import { encodeAckAnswer, encodeMessageFrame } from './rmq-message-encode';
 import { checkGroup, checkTopic, effectiveNamespace } from './rmq-validate';
 import {
   durationToMs,
@@ -232,7 +232,7 @@ export async function ackMessage(
     const entries = request.entries.map((e, i) => ({
       messageId: e.messageId,
       receiptHandle: e.receiptHandle,
-      status: statuses[i],
+      status: statuses[i] ?? okStatus(),
     }));
     const codes = new Set(statuses.map((s) => s.code));
     const first = statuses[0] ?? okStatus();
@@ -240,7 +240,7 @@ export async function ackMessage(
       codes.size <= 1
         ? first
         : { code: MULTIPLE_RESULTS_CODE, message: 'the entries have different results' };
-    return { status, entries };
+    return encodeAckAnswer(status, entries);
   });
 }
 

@@ -17,11 +17,12 @@
  * A frame that is already bytes travels as an {@link EncodedFrame}; messaging-proto.ts lets
  * such a frame through the response serializer untouched.
  */
-import { RaftmqError } from '../common/errors';
+import { RaftmqError, RmqCode } from '../common/errors';
 import type { LocatedMessage } from '../store/message-store';
 import type { BodyEncoding, MessageType } from '../store/message-format';
 import { bodyMd5Hex, type DeliveryOptions } from './rmq-convert';
 import { unwrapNamespace } from './rmq-validate';
+import type { WireStatus } from './rmq-wire';
 
 /** A response frame already encoded: the serializer sends `bytes` as they are. */
 export class EncodedFrame {
@@ -333,5 +334,80 @@ export function encodeSendAccepted(
     if (e.offset > 0) w.varintField(4, e.offset);
   }
   if (w.pos !== size) throw new RaftmqError('INTERNAL', 'encodeSendAccepted: size mismatch');
+  return new EncodedFrame(w.buf);
+}
+
+/** One entry of an AckMessage answer (`AckMessageResultEntry`). */
+export interface AckAnswerEntry {
+  readonly messageId: string;
+  readonly receiptHandle: string;
+  readonly status: WireStatus;
+}
+
+/** A status code as its number (a `Code` name is looked up). */
+function codeNumber(code: number | string): number {
+  if (typeof code === 'number') return code;
+  const n = (RmqCode as Readonly<Record<string, number>>)[code];
+  if (n === undefined) throw new RaftmqError('INTERNAL', `unknown status code ${code}`);
+  return n;
+}
+
+/**
+ * The bytes of an AckMessageResponse: `status = 1`, then per entry `entries = 2`
+ * (`AckMessageResultEntry`: message_id 1, receipt_handle 2, status 3). An AckMessage of a
+ * thousand receipts is answered with a thousand entries, which protobufjs builds as objects
+ * and writes string by string; this writes them at once. Empty strings and a zero code are
+ * left out, as proto3 allows.
+ */
+export function encodeAckAnswer(
+  status: WireStatus,
+  entries: readonly AckAnswerEntry[],
+): EncodedFrame {
+  const statusSize = (s: WireStatus): number => {
+    const len = Buffer.byteLength(s.message, 'utf8');
+    const code = codeNumber(s.code);
+    return (code !== 0 ? varintFieldSize(code) : 0) + (len > 0 ? lenFieldSize(len) : 0);
+  };
+  const sizes = new Array<number>(entries.length * 4);
+  let size = lenFieldSize(statusSize(status));
+  // Consecutive entries usually share one status: its size is computed once per run.
+  let last: AckAnswerEntry['status'] | undefined;
+  let lastSize = 0;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i] as AckAnswerEntry;
+    if (last === undefined || e.status.code !== last.code || e.status.message !== last.message) {
+      last = e.status;
+      lastSize = statusSize(last);
+    }
+    const idLen = Buffer.byteLength(e.messageId, 'utf8');
+    const handleLen = Buffer.byteLength(e.receiptHandle, 'utf8');
+    const entrySize =
+      (idLen > 0 ? lenFieldSize(idLen) : 0) +
+      (handleLen > 0 ? lenFieldSize(handleLen) : 0) +
+      lenFieldSize(lastSize);
+    sizes[i * 4] = idLen;
+    sizes[i * 4 + 1] = handleLen;
+    sizes[i * 4 + 2] = lastSize;
+    sizes[i * 4 + 3] = entrySize;
+    size += lenFieldSize(entrySize);
+  }
+  const w = new Writer(Buffer.allocUnsafe(size));
+  const writeStatus = (field: number, s: AckAnswerEntry['status'], sSize: number): void => {
+    w.messageHeader(field, sSize);
+    const code = codeNumber(s.code);
+    if (code !== 0) w.varintField(1, code);
+    if (s.message !== '') w.stringField(2, s.message, Buffer.byteLength(s.message, 'utf8'));
+  };
+  writeStatus(1, status, statusSize(status));
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i] as AckAnswerEntry;
+    const idLen = sizes[i * 4] as number;
+    const handleLen = sizes[i * 4 + 1] as number;
+    w.messageHeader(2, sizes[i * 4 + 3] as number);
+    if (idLen > 0) w.stringField(1, e.messageId, idLen);
+    if (handleLen > 0) w.stringField(2, e.receiptHandle, handleLen);
+    writeStatus(3, e.status, sizes[i * 4 + 2] as number);
+  }
+  if (w.pos !== size) throw new RaftmqError('INTERNAL', 'encodeAckAnswer: size mismatch');
   return new EncodedFrame(w.buf);
 }

@@ -11,7 +11,11 @@ import type * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
 import { bodyMd5Hex, type DeliveryOptions } from '../../src/broker/rmq-convert';
-import { encodeMessageFrame, encodeSendAccepted } from '../../src/broker/rmq-message-encode';
+import {
+  encodeAckAnswer,
+  encodeMessageFrame,
+  encodeSendAccepted,
+} from '../../src/broker/rmq-message-encode';
 import { RmqCode } from '../../src/common/errors';
 import { unwrapNamespace } from '../../src/broker/rmq-validate';
 import { msToTimestamp, type WireMessage } from '../../src/broker/rmq-wire';
@@ -182,5 +186,43 @@ describe('stored send answer encoding', () => {
         /queue offset/,
       );
     }
+  });
+});
+
+describe('AckMessage answer encoding', () => {
+  let methods: grpc.ServiceDefinition;
+  before(async () => {
+    methods = await loadMessagingDefinition();
+  });
+
+  it('writes AckMessage answers that decode to what the generic encoder writes', () => {
+    const method = methods.AckMessage;
+    assert.ok(method !== undefined);
+    const status = fc.record({
+      code: fc.constantFrom(
+        RmqCode.OK,
+        RmqCode.INVALID_RECEIPT_HANDLE,
+        RmqCode.BAD_REQUEST,
+        'OK',
+        'INVALID_RECEIPT_HANDLE',
+      ),
+      message: text,
+    });
+    const entry = fc.record({ messageId: text, receiptHandle: text, status });
+    fc.assert(
+      fc.property(status, fc.array(entry, { maxLength: 40 }), (top, entries) => {
+        const bytes = method.responseSerialize(encodeAckAnswer(top, entries));
+        const reference = method.responseSerialize({ status: top, entries });
+        assert.deepEqual(method.responseDeserialize(bytes), method.responseDeserialize(reference));
+      }),
+      fcParams(300),
+    );
+  });
+
+  it('refuses a status code that is not a RocketMQ code', () => {
+    assert.throws(
+      () => encodeAckAnswer({ code: 'NO_SUCH_CODE', message: '' }, []),
+      /unknown status code NO_SUCH_CODE/,
+    );
   });
 });
