@@ -199,6 +199,13 @@ const STATUS_ERRORS: Readonly<Record<string, ErrorCode>> = {
   UNSUPPORTED: 'UNSUPPORTED',
 };
 const RETRY_DELAY_MS_MAX = 200;
+/**
+ * What a FetchQueue reply adds to its records, at most: a status and the next offset, and per
+ * record a tag and length and its offset (under 20 bytes each, at most 1,024 records).
+ */
+const FETCH_REPLY_OVERHEAD_BYTES = 32 * 1024;
+/** Endpoints remembered as not serving Fetch, at most (forgotten all at once past it). */
+const NO_FETCH_ENDPOINTS_MAX = 1_024;
 let consumerCount = 0;
 
 function checkEndpoint(value: unknown, path: string, code: ErrorCode): void {
@@ -307,7 +314,8 @@ function fetchResult(res: Reply, asked: FetchAsked): PullResult {
     new RaftmqError('INTERNAL', `malformed FetchQueue response from ${endpoint}: ${why}`, {
       details: { endpoint },
     });
-  const status = res.status as WireStatus | undefined;
+  const status = res.status as WireStatus | null | undefined;
+  if (status === null || status === undefined) throw malformed('no status');
   const name = codeName(status);
   if (name !== 'OK' && name !== 'MESSAGE_NOT_FOUND' && name !== 'ILLEGAL_OFFSET') {
     throw statusError('FetchQueue', status, endpoint);
@@ -325,6 +333,11 @@ function fetchResult(res: Reply, asked: FetchAsked): PullResult {
   }
   if (records.length > asked.countMax) {
     throw malformed(`${records.length} records, ${asked.countMax} asked`);
+  }
+  // The broker answers MESSAGE_NOT_FOUND when it read nothing: an OK reply always moves on
+  // (one that did not would have its consumer pull the same offset forever).
+  if (records.length === 0 && nextOffset <= asked.offset) {
+    throw malformed(`next offset ${nextOffset} does not move past ${asked.offset}`);
   }
   const messages = new Array<PulledMessage>(records.length);
   let previous = asked.offset - 1;
@@ -709,7 +722,8 @@ export class PullConsumer {
       queueId,
       offset,
       countMax,
-      bytesMax: 0,
+      // A reply larger than the channel receives would fail however often it is retried.
+      bytesMax: Math.max(1, this.options.receiveMessageBytesMax - FETCH_REPLY_OVERHEAD_BYTES),
       tagExpression: call.expression,
       awaitMs: call.awaitMs,
     };
@@ -721,6 +735,7 @@ export class PullConsumer {
       if ((err as grpc.ServiceError).code !== grpc.status.UNIMPLEMENTED) {
         throw grpcError('FetchQueue', endpoint, err as grpc.ServiceError);
       }
+      if (this.noFetch.size >= NO_FETCH_ENDPOINTS_MAX) this.noFetch.clear();
       this.noFetch.add(endpoint);
       return undefined;
     }
@@ -744,6 +759,12 @@ export class PullConsumer {
     const last = frames.at(-1);
     const nextOffset = last?.nextOffset;
     const messages = frames.flatMap((f) => (f.message ? [pulledMessage(f.message, topic)] : []));
+    if (status === undefined) {
+      throw new RaftmqError(
+        'INTERNAL',
+        `malformed PullMessage response from ${endpoint}: no status`,
+      );
+    }
     const name = codeName(status);
     if (name !== 'OK' && name !== 'MESSAGE_NOT_FOUND' && name !== 'ILLEGAL_OFFSET') {
       throw statusError('PullMessage', status, endpoint);
