@@ -118,8 +118,8 @@ export class Broker implements MessagingBackend, AdminBackend {
       requireLeader: () => this.requireLeader(),
       submit: (command, deadlineMs) =>
         this.withDeadline(this.commands.submit(command, deadlineMs), deadlineMs),
-      readQueue: (topic, queueId, offset, count, bytesMax) =>
-        this.readQueue(topic, queueId, offset, count, bytesMax),
+      readQueueRecords: (topic, queueId, offset, count, bytesMax) =>
+        this.readQueueRecords(topic, queueId, offset, count, bytesMax),
       ensureGroup: (name, deadlineMs) => this.ensureGroup(name, deadlineMs),
       storeDeadLetter: (message, dlqTopic, attempt, deadlineMs) =>
         this.storeDeadLetter(message, dlqTopic, attempt, deadlineMs),

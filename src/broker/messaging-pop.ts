@@ -29,7 +29,8 @@ import { tagFilter } from './messaging-pull';
 import { MULTIPLE_RESULTS_CODE } from './messaging-send';
 import type { PopService } from './pop-service';
 import { okStatus, toStatus } from './rmq-convert';
-import { encodeAckAnswer, encodeMessageFrame } from './rmq-message-encode';
+import { encodeAckAnswer } from './rmq-message-encode';
+import { encodeStoredFrame } from './rmq-stored-frame';
 import { checkGroup, checkTopic, effectiveNamespace } from './rmq-validate';
 import {
   durationToMs,
@@ -155,7 +156,7 @@ async function receiveFrames(
     return [
       { status: okStatus() },
       ...popped.map((p) =>
-        encodeMessageFrame(p.located, {
+        encodeStoredFrame(p.record.bytes, p.record.queueOffset, {
           namespace: names.ns,
           deliveryAttempt: p.attempt,
           receiptHandle: p.receiptHandle,

@@ -13,7 +13,7 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import { RaftmqError, RmqCode } from '../common/errors';
-import type { LocatedMessage } from '../store/message-store';
+import type { QueueRecord } from '../store/message-store';
 import type { TopicConfig } from './broker-types';
 import {
   callDeadlineMs,
@@ -24,7 +24,7 @@ import {
 } from './messaging-call';
 import { runOrForward } from './messaging-forward';
 import { okStatus, toStatus } from './rmq-convert';
-import { encodeMessageFrame } from './rmq-message-encode';
+import { encodeStoredFrame } from './rmq-stored-frame';
 import { checkGroup, checkTopic, effectiveNamespace } from './rmq-validate';
 import {
   durationToMs,
@@ -278,10 +278,10 @@ async function pullFrames(
     waitMs: asked === null ? ctx.options.longPollingTimeoutMs : durationToMs(asked),
     deadlineMs: callDeadlineMs(call, ctx),
   };
-  const reader: PullReader<LocatedMessage> = {
+  const reader: PullReader<QueueRecord> = {
     read: (cursor, countMax, bytesMax) =>
-      ctx.backend.readQueue(q.topic, q.queueId, cursor, countMax, bytesMax),
-    tagOf: (m) => m.message.tag,
+      ctx.backend.readQueueRecords(q.topic, q.queueId, cursor, countMax, bytesMax),
+    tagOf: (r) => r.tag,
   };
   const outcome = await pullQueue(ctx, plan, reader, signal);
   switch (outcome.kind) {
@@ -298,7 +298,7 @@ async function pullFrames(
     case 'found':
       return [
         { status: okStatus() },
-        ...outcome.items.map((m) => encodeMessageFrame(m, { namespace: q.ns })),
+        ...outcome.items.map((r) => encodeStoredFrame(r.bytes, r.queueOffset, { namespace: q.ns })),
         { nextOffset: outcome.nextOffset },
       ];
   }

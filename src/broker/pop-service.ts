@@ -26,7 +26,8 @@
 import type { Clock } from '../common/clock';
 import { RaftmqError } from '../common/errors';
 import type { Logger } from '../common/logger';
-import type { LocatedMessage } from '../store/message-store';
+import { decodeMessage } from '../store/message-codec';
+import type { LocatedMessage, QueueRecord } from '../store/message-store';
 import type { BrokerCommand, CommandResult } from './broker-command';
 import type { BrokerState } from './broker-state';
 import type { GroupConfig, TopicConfig } from './broker-types';
@@ -82,13 +83,14 @@ export interface PopServiceDeps {
   /** Throws NOT_LEADER unless this node is a ready leader. */
   requireLeader(): void;
   submit(command: BrokerCommand, deadlineMs: number): Promise<CommandResult>;
-  readQueue(
+  /** Checked stored records of a queue (see `MessagingBackend.readQueueRecords`). */
+  readQueueRecords(
     topic: string,
     queueId: number,
     offset: number,
     count: number,
     bytesMax?: number,
-  ): Promise<LocatedMessage[]>;
+  ): Promise<QueueRecord[]>;
   /** The group, created with defaults when allowed; throws GROUP_NOT_FOUND otherwise. */
   ensureGroup(name: string, deadlineMs: number): Promise<GroupConfig>;
   /** Stores a copy of `message` in `dlqTopic` (created when missing). */
@@ -123,7 +125,8 @@ export interface PopReceiveRequest {
 
 /** A message handed out by a receive. */
 export interface PoppedMessage {
-  readonly located: LocatedMessage;
+  /** The stored record, sent on as it is (rmq-stored-frame.ts). */
+  readonly record: QueueRecord;
   readonly attempt: number;
   readonly receiptHandle: string;
   readonly invisibleMs: number;
@@ -147,7 +150,7 @@ export interface ConsumerProgress {
 
 interface Plan {
   readonly command: PopReceiveCommand;
-  readonly messages: Map<number, LocatedMessage>;
+  readonly messages: Map<number, QueueRecord>;
 }
 
 /** Where to wake a long poll: a queue's end, or the next time a message becomes visible. */
@@ -234,11 +237,11 @@ export class PopService {
           return;
         }
         for (const g of result.grants ?? []) {
-          const located = plan.messages.get(g.offset);
-          if (located === undefined) continue;
+          const record = plan.messages.get(g.offset);
+          if (record === undefined) continue;
           const handle = { queueId: plan.command.queueId, offset: g.offset, handleId: g.handle };
           out.push({
-            located,
+            record,
             attempt: g.attempt,
             receiptHandle: encodeReceiptHandle(scope, handle),
             invisibleMs: req.invisibleMs,
@@ -268,7 +271,7 @@ export class PopService {
     const nowMs = clock.nowMs();
     const q = state.pop.queue(req.group, topic.name, queueId);
     const range = state.queueRange(topic.name, queueId);
-    const messages = new Map<number, LocatedMessage>();
+    const messages = new Map<number, QueueRecord>();
     const again = await this.expired(
       req,
       topic,
@@ -324,7 +327,7 @@ export class PopService {
     q: Readonly<PopQueue> | undefined,
     scan: { topic: string; queueId: number; start: number; scanMax: number },
     budget: Budget,
-    messages: Map<number, LocatedMessage>,
+    messages: Map<number, QueueRecord>,
   ): Promise<{ fresh: { offset: number; messageGroup: string }[]; to: number }> {
     const blocked = new Set<string>();
     if (group.fifo && q !== undefined) {
@@ -336,29 +339,34 @@ export class PopService {
     let stopped = false;
     while (!stopped && budget.count > 0 && scanned < scan.scanMax) {
       const count = Math.min(scan.scanMax - scanned, Math.max(budget.count, scanned));
-      const read = await this.deps.readQueue(scan.topic, scan.queueId, to, count, budget.bytes);
+      const read = await this.deps.readQueueRecords(
+        scan.topic,
+        scan.queueId,
+        to,
+        count,
+        budget.bytes,
+      );
       scanned += count;
       // A short read reached the queue's end (or the byte budget).
       stopped = read.length < count;
-      for (const located of read) {
-        const offset = located.queueOffset;
-        if (budget.count <= 0 || offset === undefined || offset !== to) {
+      for (const record of read) {
+        const offset = record.queueOffset;
+        if (budget.count <= 0 || offset !== to) {
           stopped = true;
           break;
         }
-        const m = located.message;
-        if (req.filter(m.tag)) {
-          const messageGroup = group.fifo ? (m.messageGroup ?? '') : '';
+        if (req.filter(record.tag)) {
+          const messageGroup = group.fifo ? (record.messageGroup ?? '') : '';
           if (
             (messageGroup !== '' && blocked.has(messageGroup)) ||
-            !take(budget, located.sizeBytes)
+            !take(budget, record.sizeBytes)
           ) {
             stopped = true;
             break;
           }
           if (messageGroup !== '') blocked.add(messageGroup);
           fresh.push({ offset, messageGroup });
-          messages.set(offset, located);
+          messages.set(offset, record);
         }
         to = offset + 1;
       }
@@ -381,7 +389,7 @@ export class PopService {
     nowMs: number,
     budget: Budget,
     wake: WakeUp,
-    messages: Map<number, LocatedMessage>,
+    messages: Map<number, QueueRecord>,
     deadlineMs: number,
   ): Promise<{ offset: number; attempt: number }[]> {
     if (q === undefined) return [];
@@ -395,37 +403,43 @@ export class PopService {
     let deadLetters = 0;
     for (const [offset, attempt] of due) {
       if (budget.count <= 0) break;
-      const [located] = await this.deps
-        .readQueue(topic.name, queueId, offset, 1)
+      const [record] = await this.deps
+        .readQueueRecords(topic.name, queueId, offset, 1)
         .catch((err: unknown) => {
           // Below the queue's first offset: retention removed it; settled as gone below.
           if (err instanceof RaftmqError && err.code === 'OUT_OF_RANGE') return [];
           throw err;
         });
       const ref = { group: req.group, topic: topic.name, queueId, offset, attempt };
-      if (located === undefined || located.queueOffset !== offset) {
+      if (record === undefined || record.queueOffset !== offset) {
         await this.deps.submit({ op: 'pop.settle', ...ref, reason: 'gone' }, deadlineMs);
         continue;
       }
       if (attempt >= group.maxDeliveryAttempts) {
         if (deadLetters >= this.options.deadLettersPerReceiveMax) continue;
         deadLetters += 1;
-        await this.deadLetter(ref, located, deadlineMs);
+        await this.deadLetter(ref, record, deadlineMs);
         continue;
       }
-      if (!req.filter(located.message.tag)) continue;
-      if (!take(budget, located.sizeBytes)) break;
+      if (!req.filter(record.tag)) continue;
+      if (!take(budget, record.sizeBytes)) break;
       again.push({ offset, attempt });
-      messages.set(offset, located);
+      messages.set(offset, record);
     }
     return again;
   }
 
   private async deadLetter(
     ref: { group: string; topic: string; queueId: number; offset: number; attempt: number },
-    located: LocatedMessage,
+    record: QueueRecord,
     deadlineMs: number,
   ): Promise<void> {
+    const located: LocatedMessage = {
+      queueOffset: record.queueOffset,
+      position: record.position,
+      sizeBytes: record.sizeBytes,
+      message: decodeMessage(record.bytes, { position: record.position }),
+    };
     await this.deps.storeDeadLetter(located, dlqTopicOf(ref.group), ref.attempt, deadlineMs);
     const result = await this.deps.submit({ op: 'pop.settle', ...ref, reason: 'dlq' }, deadlineMs);
     this.deps.log.info(
@@ -544,13 +558,13 @@ export class PopService {
     if (r === undefined) {
       throw new RaftmqError('INVALID_RECEIPT_HANDLE', 'the delivery is settled or not current');
     }
-    const [located] = await this.deps.readQueue(topic, h.queueId, h.offset, 1);
+    const [record] = await this.deps.readQueueRecords(topic, h.queueId, h.offset, 1);
     const ref = { group, topic, queueId: h.queueId, offset: h.offset, attempt: r.attempt };
-    if (located === undefined) {
+    if (record === undefined) {
       await this.deps.submit({ op: 'pop.settle', ...ref, reason: 'gone' }, deadlineMs);
       return;
     }
-    await this.deadLetter(ref, located, deadlineMs);
+    await this.deadLetter(ref, record, deadlineMs);
     this.notifyChange();
   }
 

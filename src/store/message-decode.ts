@@ -39,6 +39,8 @@ export interface MessageHeaderPeek {
   readonly topic: string;
   readonly queueId: number;
   readonly tag: string | undefined;
+  /** The FIFO message group, for a pop consumer's ordering. */
+  readonly messageGroup: string | undefined;
 }
 
 /** Where decoded bytes came from; named in CORRUPT_RECORD errors. */
@@ -152,6 +154,15 @@ class StringReader {
     return this.bytes.toString('utf8', from, to);
   }
 
+  /** Moves past a string without decoding it. */
+  skip(what: string): void {
+    const sizeBytes = this.u16(what);
+    if (this.at + sizeBytes > this.end) {
+      corrupt(this.context, `${what} of ${sizeBytes} bytes runs past the end`);
+    }
+    this.at += sizeBytes;
+  }
+
   optional(present: number, what: string): string | undefined {
     const value = this.string(what);
     if (present !== 0) return value;
@@ -256,9 +267,10 @@ export function decodeMessage(bytes: Uint8Array, context?: DecodeContext): Store
 }
 
 /**
- * Reads size, topic, queue id and tag of the record at the start of `bytes` (other records may
- * follow it) without decoding keys, properties or body: for rebuilding indexes. Magic, length
- * and CRC32C are checked as {@link decodeMessage} checks them; the rest of the record is not.
+ * Reads size, topic, queue id, tag and message group of the record at the start of `bytes`
+ * (other records may follow it) without decoding keys, properties or body: for rebuilding
+ * indexes and for reads that send records on undecoded. Magic, length and CRC32C are checked
+ * as {@link decodeMessage} checks them; the rest of the record is not.
  */
 export function peekMessageHeader(bytes: Uint8Array, context?: DecodeContext): MessageHeaderPeek {
   const buf = asBuffer(bytes);
@@ -266,7 +278,11 @@ export function peekMessageHeader(bytes: Uint8Array, context?: DecodeContext): M
   const r = new StringReader(buf, stringsStart, end, context);
   const topic = readTopic(r, context);
   const tag = r.optional(presence & HAS_TAG, 'tag');
-  return { totalSizeBytes: end, topic, queueId: readInt31(buf, 13, context), tag };
+  r.skip('messageId');
+  r.skip('bornHost');
+  r.skip('storeHost');
+  const messageGroup = r.optional(presence & HAS_GROUP, 'messageGroup');
+  return { totalSizeBytes: end, topic, queueId: readInt31(buf, 13, context), tag, messageGroup };
 }
 
 /** What dispatch needs of one stored message: {@link readMessageIndexFields}. */

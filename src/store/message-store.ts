@@ -127,8 +127,11 @@ export interface DispatchResult {
 /** A stored record read back undecoded (for sending on as it is), with its tag. */
 export interface QueueRecord {
   readonly queueOffset: number;
+  /** Its CommitLog position. */
+  readonly position: number;
   readonly sizeBytes: number;
   readonly tag: string | undefined;
+  readonly messageGroup: string | undefined;
   /** The record's stored encoding (a view of the read buffer). */
   readonly bytes: Buffer;
 }
@@ -474,7 +477,8 @@ export class MessageStore {
   /**
    * The stored records of one queue from `queueOffset`, undecoded, with the same bounds as
    * {@link readQueue}. Each is checked (magic, length, CRC32C) and must name this topic and
-   * queue, else CORRUPT_RECORD; each comes with its tag, for filtering.
+   * queue, else CORRUPT_RECORD; each comes with its tag and message group, for filtering and
+   * FIFO order.
    */
   async readQueueRecords(
     topic: string,
@@ -507,7 +511,14 @@ export class MessageStore {
           { details: { position: r.position } },
         );
       }
-      out[i] = { queueOffset: r.offset, sizeBytes: r.sizeBytes, tag: head.tag, bytes: record };
+      out[i] = {
+        queueOffset: r.offset,
+        position: r.position,
+        sizeBytes: r.sizeBytes,
+        tag: head.tag,
+        messageGroup: head.messageGroup,
+        bytes: record,
+      };
     }
     return out;
   }

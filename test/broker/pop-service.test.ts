@@ -16,6 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { RaftmqError, isRaftmqError } from '../../src/common/errors';
 import { silentLogger } from '../../src/common/logger';
+import { decodeMessage } from '../../src/store/message-codec';
 import { resolveBrokerNodeConfig } from '../../src/broker/broker-node-config';
 import { BrokerNode } from '../../src/broker/broker-node';
 import type { ProduceMessage } from '../../src/broker/broker-types';
@@ -91,7 +92,7 @@ describe('pop service on a broker node', function () {
       deadline(),
     );
   const bodies = (got: PoppedMessage[]): string[] =>
-    got.map((p) => Buffer.from(p.located.message.body).toString()).sort();
+    got.map((p) => Buffer.from(decodeMessage(p.record.bytes).body).toString()).sort();
   const send = async (...messages: ProduceMessage[]): Promise<void> => {
     for (const m of messages) await broker().send([m], deadline());
   };
@@ -291,10 +292,10 @@ describe('pop service on a broker node', function () {
     const tags = ['B', 'B', 'B', 'A', 'A', 'A', 'A', 'A'];
     await send(...tags.map((tag, i) => message(`m${i}`, { topic: 'one', tag })));
     const b = broker();
-    const readQueue = b.readQueue.bind(b);
+    const readQueueRecords = b.readQueueRecords.bind(b);
     let recordsRead = 0;
-    b.readQueue = async (topic, queueId, offset, count) => {
-      const got = await readQueue(topic, queueId, offset, count);
+    b.readQueueRecords = async (topic, queueId, offset, count) => {
+      const got = await readQueueRecords(topic, queueId, offset, count);
       recordsRead += got.length;
       return got;
     };

@@ -1,22 +1,22 @@
 /*
- * The hand-written encoder of delivered messages (src/broker/rmq-message-encode.ts) against the
- * generic one: for random stored messages and delivery options, the frame it writes must decode
- * (with the project's .proto files, as the official clients decode it) to exactly what the
- * generic serializer makes of the same message built as an object tree. `wireMessage` below is
- * that object tree, written from the contract's field list: the reference the encoder follows.
- * The answer to stored sends is checked the same way.
+ * The hand-written encoders of delivered messages (src/broker/rmq-stored-frame.ts, from stored
+ * records) and of send and ack answers (src/broker/rmq-message-encode.ts) against the generic
+ * one: for random stored messages and delivery options, the frame written from the stored
+ * record must decode (with the project's .proto files, as the official clients decode it) to
+ * exactly what the generic serializer makes of the decoded message built as an object tree.
+ * `wireMessage` below is that object tree, written from the contract's field list: the
+ * reference the encoder follows. Send and ack answers are checked the same way, and a damaged
+ * record is refused with CORRUPT_RECORD, never another error.
  */
 import { strict as assert } from 'node:assert';
 import type * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
 import { bodyMd5Hex, type DeliveryOptions } from '../../src/broker/rmq-convert';
-import {
-  encodeAckAnswer,
-  encodeMessageFrame,
-  encodeSendAccepted,
-} from '../../src/broker/rmq-message-encode';
-import { RmqCode } from '../../src/common/errors';
+import { encodeAckAnswer, encodeSendAccepted } from '../../src/broker/rmq-message-encode';
+import { isRaftmqError, RmqCode } from '../../src/common/errors';
+import { encodeStoredFrame } from '../../src/broker/rmq-stored-frame';
+import { decodeMessage, encodeMessage } from '../../src/store/message-codec';
 import { unwrapNamespace } from '../../src/broker/rmq-validate';
 import { msToTimestamp, type WireMessage } from '../../src/broker/rmq-wire';
 import type { LocatedMessage } from '../../src/store/message-store';
@@ -102,6 +102,29 @@ const deliveryArb: fc.Arbitrary<DeliveryOptions> = fc.record(
   { requiredKeys: [] },
 );
 
+/**
+ * Stored messages within the store's limits (non-empty ids, keys and present strings, no NUL,
+ * a message group under 64 bytes), with multi-byte characters so that copying UTF-8 is tested.
+ */
+const word = fc.string({ unit: fc.constantFrom(...'abXY09_-é€😀'), minLength: 1, maxLength: 12 });
+const optWord = fc.option(word, { nil: undefined });
+const storableArb: fc.Arbitrary<StoredMessage> = fc
+  .tuple(
+    storedArb,
+    fc.record({
+      tag: optWord,
+      keys: fc.array(word, { maxLength: 4 }),
+      userProperties: fc
+        .uniqueArray(fc.tuple(word, text), { maxLength: 5, selector: ([k]) => k })
+        .map((pairs) => new Map(pairs)),
+      messageId: word,
+      messageGroup: optWord,
+      bornHost: word,
+      traceContext: optWord,
+    }),
+  )
+  .map(([m, strings]) => ({ ...m, ...strings }));
+
 describe('delivered message encoding', () => {
   let methods: grpc.ServiceDefinition;
   before(async () => {
@@ -114,12 +137,15 @@ describe('delivered message encoding', () => {
       assert.ok(method !== undefined);
       fc.assert(
         fc.property(
-          storedArb,
+          storableArb,
           fc.option(uint, { nil: undefined }),
           deliveryArb,
-          (message, queueOffset, delivery) => {
+          (stored, queueOffset, delivery) => {
+            const record = encodeMessage(stored);
+            const message = decodeMessage(record);
             const located: LocatedMessage = { message, queueOffset, position: 0, sizeBytes: 1 };
-            const bytes = method.responseSerialize(encodeMessageFrame(located, delivery));
+            const frame = encodeStoredFrame(record, queueOffset, delivery);
+            const bytes = method.responseSerialize(frame);
             const reference = method.responseSerialize({
               message: wireMessage(located, delivery),
             });
@@ -135,9 +161,13 @@ describe('delivered message encoding', () => {
   }
 
   it('refuses what a protobuf varint of these fields cannot carry', () => {
-    const base = fc.sample(storedArb, { numRuns: 1, seed: 1 })[0] as StoredMessage;
-    const located = { message: { ...base, queueId: -1 }, position: 0, sizeBytes: 1 };
-    assert.throws(() => encodeMessageFrame(located), /cannot encode queue id -1/);
+    const base = fc.sample(storableArb, { numRuns: 1, seed: 1 })[0] as StoredMessage;
+    const record = encodeMessage(base);
+    assert.throws(() => encodeStoredFrame(record, -1), /cannot encode queue offset -1/);
+    assert.throws(
+      () => encodeStoredFrame(record, 1, { invisibleDurationMs: 1.5 }),
+      /cannot encode invisible duration 1.5/,
+    );
   });
 });
 
@@ -223,6 +253,32 @@ describe('AckMessage answer encoding', () => {
     assert.throws(
       () => encodeAckAnswer({ code: 'NO_SUCH_CODE', message: '' }, []),
       /unknown status code NO_SUCH_CODE/,
+    );
+  });
+});
+
+describe('delivery frames from damaged stored records', () => {
+  it('refuse a damaged record with a typed error, never anything else', () => {
+    fc.assert(
+      fc.property(
+        storableArb,
+        fc.array(fc.tuple(fc.nat(), fc.nat(255)), { minLength: 1, maxLength: 4 }),
+        fc.nat(),
+        (message, flips, cut) => {
+          const record = Buffer.from(encodeMessage(message));
+          for (const [at, value] of flips) record[at % record.length] = value;
+          const damaged = record.subarray(0, record.length - (cut % 8));
+          try {
+            encodeStoredFrame(damaged, 1, { namespace: 'ns' });
+          } catch (err) {
+            assert.ok(
+              isRaftmqError(err, 'CORRUPT_RECORD'),
+              `expected CORRUPT_RECORD, got ${String(err)}`,
+            );
+          }
+        },
+      ),
+      fcParams(500),
     );
   });
 });

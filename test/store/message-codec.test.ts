@@ -171,6 +171,7 @@ describe('message-codec', () => {
         assert.deepStrictEqual(decodeMessage(new Uint8Array(bytes)), expected(msg));
         assert.deepStrictEqual(peekMessageHeader(bytes), {
           totalSizeBytes: bytes.length, topic: msg.topic, queueId: msg.queueId, tag: msg.tag,
+          messageGroup: msg.messageGroup,
         });
       }), { numRuns: 400 });
     });
