@@ -10,10 +10,8 @@
  * long polls when the service closes, and answers every failure as a status in the reply.
  */
 import type * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { RaftmqError, RmqCode } from '../common/errors';
+import { RmqCode } from '../common/errors';
 import type { QueueRecord } from '../store/message-store';
-import { findProtoDir, PROTO_LOADER_OPTIONS } from './grpc-util';
 import {
   namespaceHeader,
   requireClientId,
@@ -21,13 +19,13 @@ import {
   type ServiceContext,
   unaryHandler,
 } from './messaging-call';
-import { tolerantDecoding } from './messaging-proto';
+import { loadTolerantService } from './messaging-proto';
 import {
   checkOffset,
   checkQueue,
   type PullPlan,
-  type PullReader,
   pullQueue,
+  recordReader,
   tagFilter,
 } from './messaging-pull';
 import { okStatus } from './rmq-convert';
@@ -51,26 +49,9 @@ interface FetchRequest {
   readonly awaitMs: number;
 }
 
-const loaded = new Map<string, Promise<grpc.ServiceDefinition>>();
-
 /** The Fetch service definition; its request decoder never throws (see messaging-proto.ts). */
 export function loadFetchDefinition(protoDir = ''): Promise<grpc.ServiceDefinition> {
-  const dir = findProtoDir(FETCH_PROTO_FILE, protoDir);
-  let definition = loaded.get(dir);
-  if (definition === undefined) {
-    definition = protoLoader
-      .load(FETCH_PROTO_FILE, { ...PROTO_LOADER_OPTIONS, includeDirs: [dir] })
-      .then((pkg) => {
-        const service = pkg[FETCH_SERVICE_NAME];
-        if (service === undefined || 'format' in service) {
-          throw new RaftmqError('INTERNAL', `${FETCH_PROTO_FILE} has no ${FETCH_SERVICE_NAME}`);
-        }
-        return tolerantDecoding(service);
-      });
-    loaded.set(dir, definition);
-    definition.catch(() => loaded.delete(dir));
-  }
-  return definition;
+  return loadTolerantService(FETCH_PROTO_FILE, FETCH_SERVICE_NAME, protoDir);
 }
 
 /** One FetchQueue call: the reply object (status, next offset, records and their offsets). */
@@ -98,12 +79,7 @@ async function fetchQueue(
     waitMs: request.awaitMs,
     deadlineMs: callDeadlineMs(call, ctx),
   };
-  const reader: PullReader<QueueRecord> = {
-    read: (cursor, countMax, bytesMax) =>
-      ctx.backend.readQueueRecords(q.topic, q.queueId, cursor, countMax, bytesMax),
-    tagOf: (r) => r.tag,
-  };
-  const outcome = await pullQueue(ctx, plan, reader, signal);
+  const outcome = await pullQueue(ctx, plan, recordReader(ctx, q), signal);
   if (outcome.kind !== 'found') {
     const code = outcome.kind === 'none' ? RmqCode.MESSAGE_NOT_FOUND : RmqCode.ILLEGAL_OFFSET;
     return { status: { code, message: outcome.message }, nextOffset: outcome.nextOffset };

@@ -54,26 +54,36 @@ export function tolerantDecoding(service: grpc.ServiceDefinition): grpc.ServiceD
   return out;
 }
 
-/** The MessagingService definition (request/response codecs of every RPC). */
-export function loadMessagingDefinition(protoDir = ''): Promise<grpc.ServiceDefinition> {
-  const root = findProtoDir(RMQ_SERVICE_PROTO_FILE, protoDir);
-  let definition = loaded.get(root);
+/**
+ * The service `serviceName` of `file` (relative to the proto directory, which is also the
+ * include path), with {@link tolerantDecoding}. One load per directory and file.
+ */
+export function loadTolerantService(
+  file: string,
+  serviceName: string,
+  protoDir = '',
+): Promise<grpc.ServiceDefinition> {
+  const root = findProtoDir(file, protoDir);
+  const key = `${root}\0${file}`;
+  let definition = loaded.get(key);
   if (definition === undefined) {
     definition = protoLoader
-      .load(RMQ_SERVICE_PROTO_FILE, { ...PROTO_LOADER_OPTIONS, includeDirs: [root] })
+      .load(file, { ...PROTO_LOADER_OPTIONS, includeDirs: [root] })
       .then((pkg) => {
-        const service = pkg[MESSAGING_SERVICE_NAME];
+        const service = pkg[serviceName];
         if (service === undefined || 'format' in service) {
-          throw new RaftmqError(
-            'INTERNAL',
-            `${RMQ_SERVICE_PROTO_FILE} has no ${MESSAGING_SERVICE_NAME}`,
-          );
+          throw new RaftmqError('INTERNAL', `${file} has no ${serviceName}`);
         }
         return tolerantDecoding(service);
       });
-    loaded.set(root, definition);
+    loaded.set(key, definition);
     // A failed load is not cached, so a corrected file can be loaded later.
-    definition.catch(() => loaded.delete(root));
+    definition.catch(() => loaded.delete(key));
   }
   return definition;
+}
+
+/** The MessagingService definition (request/response codecs of every RPC). */
+export function loadMessagingDefinition(protoDir = ''): Promise<grpc.ServiceDefinition> {
+  return loadTolerantService(RMQ_SERVICE_PROTO_FILE, MESSAGING_SERVICE_NAME, protoDir);
 }

@@ -154,6 +154,15 @@ export interface PullReader<T extends ReadItem> {
   tagOf(item: T): string | undefined;
 }
 
+/** Reads queue `q` as checked stored records (decoded by no one on the broker). */
+export function recordReader(ctx: ServiceContext, q: QueueRef): PullReader<QueueRecord> {
+  return {
+    read: (cursor, countMax, bytesMax) =>
+      ctx.backend.readQueueRecords(q.topic, q.queueId, cursor, countMax, bytesMax),
+    tagOf: (r) => r.tag,
+  };
+}
+
 /**
  * Reads up to `batch` matching items from `offset`, at most `pullBytesMax` of them (but
  * always one); returns them and the offset after.
@@ -278,12 +287,7 @@ async function pullFrames(
     waitMs: asked === null ? ctx.options.longPollingTimeoutMs : durationToMs(asked),
     deadlineMs: callDeadlineMs(call, ctx),
   };
-  const reader: PullReader<QueueRecord> = {
-    read: (cursor, countMax, bytesMax) =>
-      ctx.backend.readQueueRecords(q.topic, q.queueId, cursor, countMax, bytesMax),
-    tagOf: (r) => r.tag,
-  };
-  const outcome = await pullQueue(ctx, plan, reader, signal);
+  const outcome = await pullQueue(ctx, plan, recordReader(ctx, q), signal);
   switch (outcome.kind) {
     case 'illegal':
       return [
