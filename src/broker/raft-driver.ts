@@ -66,8 +66,8 @@ const LOADS_PER_RUN_MAX = 64;
  * count and bytes; past either, the loop waits for the oldest before going on, so that a slow
  * disk holds the leader back instead of filling the CommitLog's write buffer.
  */
-const LATER_WRITES_MAX = 16;
-const LATER_WRITE_BYTES_MAX = 32 * 1024 * 1024;
+export const LATER_WRITES_MAX = 16;
+export const LATER_WRITE_BYTES_MAX = 32 * 1024 * 1024;
 
 /** Everything a driver needs. */
 export interface RaftDriverDeps {
