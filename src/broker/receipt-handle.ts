@@ -38,19 +38,31 @@ const DOT = 0x2e;
 /**
  * CRC32C of each scope's names and separators (`group\0topic\0consumer\0`), the part of
  * every check its handles share: a consumer acks thousands of handles of one scope, and the
- * CRC of the numbers alone is a few bytes of JavaScript. Bounded: cleared when full.
+ * CRC of the numbers alone is a few bytes of JavaScript. Keyed by the three names in turn (no
+ * string is built per handle); bounded: cleared when full.
  */
-const scopeCrcs = new Map<string, number>();
+const scopeCrcs = new Map<string, Map<string, Map<string, number>>>();
+let scopeCrcCount = 0;
 const SCOPE_CRCS_MAX = 4096;
 
 function scopeCrc(scope: HandleScope): number {
-  const prefix = `${scope.brokerGroup}\0${scope.topic}\0${scope.consumerGroup}\0`;
-  let crc = scopeCrcs.get(prefix);
-  if (crc === undefined) {
-    crc = crc32c(Buffer.from(prefix, 'utf8'));
-    if (scopeCrcs.size >= SCOPE_CRCS_MAX) scopeCrcs.clear();
-    scopeCrcs.set(prefix, crc);
+  let byTopic = scopeCrcs.get(scope.brokerGroup);
+  let byGroup = byTopic?.get(scope.topic);
+  let crc = byGroup?.get(scope.consumerGroup);
+  if (crc !== undefined) return crc;
+  if (scopeCrcCount >= SCOPE_CRCS_MAX) {
+    scopeCrcs.clear();
+    scopeCrcCount = 0;
+    byTopic = undefined;
+    byGroup = undefined;
   }
+  if (byTopic === undefined)
+    scopeCrcs.set(scope.brokerGroup, (byTopic = new Map<string, Map<string, number>>()));
+  if (byGroup === undefined) byTopic.set(scope.topic, (byGroup = new Map<string, number>()));
+  const prefix = `${scope.brokerGroup}\0${scope.topic}\0${scope.consumerGroup}\0`;
+  crc = crc32c(Buffer.from(prefix, 'utf8'));
+  byGroup.set(scope.consumerGroup, crc);
+  scopeCrcCount++;
   return crc;
 }
 
