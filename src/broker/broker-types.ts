@@ -140,8 +140,9 @@ export interface MessagingBackend {
     bytesMax?: number,
   ): Promise<LocatedMessage[]>;
   /**
-   * The same messages as {@link readQueue}, as their checked stored records (not decoded), for
-   * the Fetch protocol, which sends them on as they are.
+   * The same messages as {@link readQueue}, as their checked stored records (not decoded),
+   * which pulls and receives send on (rmq-stored-frame.ts, or as they are by Fetch). With
+   * `verifyCrc` false the CRC32C is left to the reader (a Fetch client checks every record).
    */
   readQueueRecords(
     topic: string,
@@ -149,6 +150,7 @@ export interface MessagingBackend {
     offset: number,
     countMax: number,
     bytesMax?: number,
+    verifyCrc?: boolean,
   ): Promise<QueueRecord[]>;
   queueRange(topic: string, queueId: number): QueueRange;
   /**

@@ -591,10 +591,11 @@ export class Broker implements MessagingBackend, AdminBackend {
     offset: number,
     countMax: number,
     bytesMax?: number,
+    verifyCrc = true,
   ): Promise<QueueRecord[]> {
     const count = this.readableCount(topic, queueId, offset, countMax);
     if (count === 0) return [];
-    return this.state.store.readQueueRecords(topic, queueId, offset, count, bytesMax);
+    return this.state.store.readQueueRecords(topic, queueId, offset, count, bytesMax, verifyCrc);
   }
 
   /** How many applied messages to read from `offset` (at most `countMax`); OUT_OF_RANGE below. */

@@ -11,7 +11,6 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import { RmqCode } from '../common/errors';
-import type { QueueRecord } from '../store/message-store';
 import {
   namespaceHeader,
   requireClientId,
@@ -28,7 +27,7 @@ import {
   recordReader,
   tagFilter,
 } from './messaging-pull';
-import { okStatus } from './rmq-convert';
+import { encodeFetchAnswer } from './rmq-message-encode';
 import { checkGroup, effectiveNamespace } from './rmq-validate';
 
 /** The protocol file, relative to the proto directory. */
@@ -79,20 +78,14 @@ async function fetchQueue(
     waitMs: request.awaitMs,
     deadlineMs: callDeadlineMs(call, ctx),
   };
-  const outcome = await pullQueue(ctx, plan, recordReader(ctx, q), signal);
+  // The client checks every record's CRC32C (it must: the bytes crossed the network), so the
+  // broker checks only what it relies on itself: each record's frame, topic and queue.
+  const outcome = await pullQueue(ctx, plan, recordReader(ctx, q, false), signal);
   if (outcome.kind !== 'found') {
     const code = outcome.kind === 'none' ? RmqCode.MESSAGE_NOT_FOUND : RmqCode.ILLEGAL_OFFSET;
     return { status: { code, message: outcome.message }, nextOffset: outcome.nextOffset };
   }
-  const n = outcome.items.length;
-  const records = new Array<Buffer>(n);
-  const offsets = new Array<number>(n);
-  for (let i = 0; i < n; i++) {
-    const r = outcome.items[i] as QueueRecord;
-    records[i] = r.bytes;
-    offsets[i] = r.queueOffset;
-  }
-  return { status: okStatus(), nextOffset: outcome.nextOffset, records, offsets };
+  return encodeFetchAnswer(outcome.nextOffset, outcome.items);
 }
 
 /**

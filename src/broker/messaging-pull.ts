@@ -154,11 +154,18 @@ export interface PullReader<T extends ReadItem> {
   tagOf(item: T): string | undefined;
 }
 
-/** Reads queue `q` as checked stored records (decoded by no one on the broker). */
-export function recordReader(ctx: ServiceContext, q: QueueRef): PullReader<QueueRecord> {
+/**
+ * Reads queue `q` as checked stored records (decoded by no one on the broker). `verifyCrc`
+ * false leaves the checksum to the client (Fetch; see fetch-service.ts).
+ */
+export function recordReader(
+  ctx: ServiceContext,
+  q: QueueRef,
+  verifyCrc = true,
+): PullReader<QueueRecord> {
   return {
     read: (cursor, countMax, bytesMax) =>
-      ctx.backend.readQueueRecords(q.topic, q.queueId, cursor, countMax, bytesMax),
+      ctx.backend.readQueueRecords(q.topic, q.queueId, cursor, countMax, bytesMax, verifyCrc),
     tagOf: (r) => r.tag,
   };
 }

@@ -1,16 +1,17 @@
 /**
  * Answers the broker writes by the thousand, encoded straight to protobuf bytes without the
  * object tree @grpc/proto-loader's serializer wants (and then converts field by field): the
- * answer to stored sends and to AckMessage, and the enum numbers delivered messages carry
- * (their frames: rmq-stored-frame.ts). `test/broker/rmq-message-encode.test.ts` decodes each
- * with the project's `.proto` files and compares it with what the generic encoder writes.
+ * answers to stored sends, to AckMessage and to FetchQueue, and the enum numbers delivered
+ * messages carry (their frames: rmq-stored-frame.ts). `test/broker/rmq-message-encode.test.ts`
+ * decodes each with the project's `.proto` files and compares it with what the generic encoder
+ * writes.
  *
  * A frame that is already bytes travels as an {@link EncodedFrame}; messaging-proto.ts lets
  * such a frame through the response serializer untouched.
  */
 import { RaftmqError, RmqCode } from '../common/errors';
 import type { BodyEncoding, MessageType } from '../store/message-format';
-import { lenFieldSize, varintFieldSize, Writer } from './proto-writer';
+import { lenFieldSize, varintFieldSize, varintSize, Writer } from './proto-writer';
 import type { WireStatus } from './rmq-wire';
 
 /** A response frame already encoded: the serializer sends `bytes` as they are. */
@@ -156,5 +157,49 @@ export function encodeAckAnswer(
     writeStatus(3, e.status, sizes[i * 4 + 2] as number);
   }
   if (w.pos !== size) throw new RaftmqError('INTERNAL', 'encodeAckAnswer: size mismatch');
+  return new EncodedFrame(w.buf);
+}
+
+/** A stored record of a FetchQueue answer, and its queue offset. */
+export interface FetchedRecord {
+  readonly bytes: Uint8Array;
+  readonly queueOffset: number;
+}
+
+/**
+ * The bytes of a FetchQueueResponse (proto/fetch.proto) that found records: `status = 1`
+ * (`FetchStatus`: code 1, message 2) OK, `next_offset = 2`, each record as `records = 3`, and
+ * their offsets packed in `offsets = 4`. The records are copied once, into the answer.
+ */
+export function encodeFetchAnswer(
+  nextOffset: number,
+  records: readonly FetchedRecord[],
+): EncodedFrame {
+  if (!Number.isSafeInteger(nextOffset) || nextOffset < 0) {
+    throw new RaftmqError('INTERNAL', `fetch answer: next offset ${nextOffset} is not valid`);
+  }
+  const message = 'OK';
+  const statusSize = varintFieldSize(RmqCode.OK) + lenFieldSize(message.length);
+  let offsetsSize = 0;
+  let size = lenFieldSize(statusSize) + (nextOffset > 0 ? varintFieldSize(nextOffset) : 0);
+  for (const r of records) {
+    if (!Number.isSafeInteger(r.queueOffset) || r.queueOffset < 0) {
+      throw new RaftmqError('INTERNAL', `fetch answer: queue offset ${r.queueOffset} is not valid`);
+    }
+    size += lenFieldSize(r.bytes.byteLength);
+    offsetsSize += varintSize(r.queueOffset);
+  }
+  if (records.length > 0) size += lenFieldSize(offsetsSize);
+  const w = new Writer(Buffer.allocUnsafe(size));
+  w.messageHeader(1, statusSize);
+  w.varintField(1, RmqCode.OK);
+  w.stringField(2, message, message.length);
+  if (nextOffset > 0) w.varintField(2, nextOffset);
+  for (const r of records) w.copyField(3, r.bytes, 0, r.bytes.byteLength);
+  if (records.length > 0) {
+    w.messageHeader(4, offsetsSize);
+    for (const r of records) w.varint(r.queueOffset);
+  }
+  if (w.pos !== size) throw new RaftmqError('INTERNAL', 'encodeFetchAnswer: size mismatch');
   return new EncodedFrame(w.buf);
 }

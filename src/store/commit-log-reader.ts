@@ -120,9 +120,11 @@ export interface SpanReadOptions {
   readonly runMaxBytes: number;
 }
 
+const SPAN_READ_DEFAULTS_RUN_MAX_BYTES = 4 * 1024 * 1024;
+
 export const SPAN_READ_DEFAULTS: SpanReadOptions = {
   gapMaxBytes: 64 * 1024,
-  runMaxBytes: 4 * 1024 * 1024,
+  runMaxBytes: SPAN_READ_DEFAULTS_RUN_MAX_BYTES,
 };
 
 /** Throws unless [position, position + sizeBytes) lies inside one segment of the log. */
@@ -151,6 +153,37 @@ async function readRun(
   sizeBytes: number,
 ): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(sizeBytes);
+  await readRunInto(s, segStart, position, sizeBytes, buf);
+  return buf;
+}
+
+/**
+ * Read buffers of sparse runs (see {@link readSpans}), kept for the next read: a run of one
+ * queue's messages is mostly the other queues' messages, and a fresh buffer of megabytes per
+ * read made the garbage collector the largest cost of serving a pull. At most
+ * `SCRATCH_KEPT_MAX` are kept, each `SCRATCH_BYTES` long; a longer run gets a buffer of its own.
+ */
+const scratchKept: Buffer[] = [];
+const SCRATCH_KEPT_MAX = 4;
+const SCRATCH_BYTES = SPAN_READ_DEFAULTS_RUN_MAX_BYTES;
+
+function takeScratch(sizeBytes: number): Buffer {
+  if (sizeBytes > SCRATCH_BYTES) return Buffer.allocUnsafe(sizeBytes);
+  return scratchKept.pop() ?? Buffer.allocUnsafe(SCRATCH_BYTES);
+}
+
+function keepScratch(buf: Buffer): void {
+  if (buf.length === SCRATCH_BYTES && scratchKept.length < SCRATCH_KEPT_MAX) scratchKept.push(buf);
+}
+
+/** Reads [position, position + sizeBytes) of the segment at `segStart` into `buf` from 0. */
+async function readRunInto(
+  s: CommitLogState,
+  segStart: number,
+  position: number,
+  sizeBytes: number,
+  buf: Buffer,
+): Promise<void> {
   const filePath = s.segmentPath(segStart);
   const got = await s.files.use(filePath, false, (f) =>
     f.read(buf, 0, sizeBytes, position - segStart),
@@ -162,7 +195,6 @@ async function readRun(
       { details: { file: filePath, position } },
     );
   }
-  return buf;
 }
 
 /**
@@ -184,8 +216,10 @@ export async function readBytes(
 /**
  * Reads many spans (in any order; the result follows the input's order) with few reads: spans
  * of one segment that lie near each other share one read (see {@link SpanReadOptions}). Each
- * result is a view into its read's buffer, so it keeps that buffer alive: callers hold results
- * only for as long as they answer a request.
+ * result is a view into a buffer of the call's own, so it keeps that buffer alive: callers
+ * hold results only for as long as they answer a request. A run that the spans fill at least
+ * half is read into that buffer directly; a sparser one is read into a kept scratch buffer and
+ * its spans copied out together, so that the gaps never need a fresh buffer.
  */
 export async function readSpans(
   s: CommitLogState,
@@ -223,18 +257,47 @@ export async function readSpans(
       runEnd = newEnd;
     }
     const members = order.slice(k, m);
-    reads.push(
-      readRun(s, segStart, runStart, runEnd - runStart).then((buf) => {
-        for (const i of members) {
-          const sp = spanAt(spans, i);
-          out[i] = buf.subarray(sp.position - runStart, sp.position - runStart + sp.sizeBytes);
-        }
-      }),
-    );
+    reads.push(readMembers(s, spans, members, segStart, runStart, runEnd - runStart, out));
     k = m;
   }
   await Promise.all(reads);
   return out;
+}
+
+/** Reads one run and sets `out[i]` for each of its `members` (see {@link readSpans}). */
+async function readMembers(
+  s: CommitLogState,
+  spans: readonly ByteSpan[],
+  members: readonly number[],
+  segStart: number,
+  runStart: number,
+  runBytes: number,
+  out: Buffer[],
+): Promise<void> {
+  let usedBytes = 0;
+  for (const i of members) usedBytes += spanAt(spans, i).sizeBytes;
+  if (usedBytes * 2 >= runBytes) {
+    const buf = await readRun(s, segStart, runStart, runBytes);
+    for (const i of members) {
+      const sp = spanAt(spans, i);
+      out[i] = buf.subarray(sp.position - runStart, sp.position - runStart + sp.sizeBytes);
+    }
+    return;
+  }
+  const scratch = takeScratch(runBytes);
+  try {
+    await readRunInto(s, segStart, runStart, runBytes, scratch);
+    const compact = Buffer.allocUnsafe(usedBytes);
+    let at = 0;
+    for (const i of members) {
+      const sp = spanAt(spans, i);
+      scratch.copy(compact, at, sp.position - runStart, sp.position - runStart + sp.sizeBytes);
+      out[i] = compact.subarray(at, at + sp.sizeBytes);
+      at += sp.sizeBytes;
+    }
+  } finally {
+    keepScratch(scratch);
+  }
 }
 
 function spanAt(spans: readonly ByteSpan[], i: number): ByteSpan {

@@ -82,7 +82,12 @@ function corrupt(context: DecodeContext | undefined, reason: string): never {
  * Checks magic, length, CRC32C and body size; returns where the strings start and end. With
  * `exact` the record must fill `bytes`, otherwise other bytes may follow it.
  */
-function checkFrame(bytes: Buffer, context: DecodeContext | undefined, exact: boolean) {
+function checkFrame(
+  bytes: Buffer,
+  context: DecodeContext | undefined,
+  exact: boolean,
+  verifyCrc = true,
+) {
   if (bytes.length < CRC_COVERS_FROM) corrupt(context, `only ${bytes.length} bytes`);
   const magic = bytes[0] ?? 0;
   if (magic !== MESSAGE_MAGIC_V1) {
@@ -98,7 +103,7 @@ function checkFrame(bytes: Buffer, context: DecodeContext | undefined, exact: bo
     corrupt(context, `length field says ${end} bytes, ${bytes.length} available`);
   }
   const stored = readU32(bytes, CRC_OFFSET);
-  const computed = crc32c(bytes.subarray(CRC_COVERS_FROM, end));
+  const computed = verifyCrc ? crc32c(bytes.subarray(CRC_COVERS_FROM, end)) : stored;
   if (stored !== computed) {
     corrupt(
       context,
@@ -270,11 +275,16 @@ export function decodeMessage(bytes: Uint8Array, context?: DecodeContext): Store
  * Reads size, topic, queue id, tag and message group of the record at the start of `bytes`
  * (other records may follow it) without decoding keys, properties or body: for rebuilding
  * indexes and for reads that send records on undecoded. Magic, length and CRC32C are checked
- * as {@link decodeMessage} checks them; the rest of the record is not.
+ * as {@link decodeMessage} checks them (the CRC32C only with `verifyCrc`); the rest of the
+ * record is not.
  */
-export function peekMessageHeader(bytes: Uint8Array, context?: DecodeContext): MessageHeaderPeek {
+export function peekMessageHeader(
+  bytes: Uint8Array,
+  context?: DecodeContext,
+  verifyCrc = true,
+): MessageHeaderPeek {
   const buf = asBuffer(bytes);
-  const { stringsStart, end, presence } = checkFrame(buf, context, false);
+  const { stringsStart, end, presence } = checkFrame(buf, context, false, verifyCrc);
   const r = new StringReader(buf, stringsStart, end, context);
   const topic = readTopic(r, context);
   const tag = r.optional(presence & HAS_TAG, 'tag');

@@ -136,6 +136,24 @@ export interface QueueRecord {
   readonly bytes: Buffer;
 }
 
+/**
+ * Where a record was read, for CORRUPT_RECORD errors: its segment file is worked out only when
+ * an error names it (a getter on the prototype, so building one per record read stays cheap).
+ */
+class RecordContext implements DecodeContext {
+  constructor(
+    private readonly commitLog: CommitLog,
+    readonly position: number,
+    private readonly filePosition: number,
+  ) {}
+
+  get file(): string {
+    const segmentSizeBytes = this.commitLog.options.segmentSizeBytes;
+    const segmentStart = Math.floor(this.filePosition / segmentSizeBytes) * segmentSizeBytes;
+    return this.commitLog.segmentPath(segmentStart);
+  }
+}
+
 /** How many of `records` from the first fit in `bytesMax` (always at least one). */
 function countWithin(records: readonly { readonly sizeBytes: number }[], bytesMax: number): number {
   let bytes = 0;
@@ -327,15 +345,7 @@ export class MessageStore {
    * almost never.
    */
   private contextAt(position: number, filePosition = position): DecodeContext {
-    const commitLog = this.commitLog;
-    return {
-      position,
-      get file(): string {
-        const segmentSizeBytes = commitLog.options.segmentSizeBytes;
-        const segmentStart = Math.floor(filePosition / segmentSizeBytes) * segmentSizeBytes;
-        return commitLog.segmentPath(segmentStart);
-      },
-    };
+    return new RecordContext(this.commitLog, position, filePosition);
   }
 
   private async dispatchBatch(
@@ -476,9 +486,9 @@ export class MessageStore {
 
   /**
    * The stored records of one queue from `queueOffset`, undecoded, with the same bounds as
-   * {@link readQueue}. Each is checked (magic, length, CRC32C) and must name this topic and
-   * queue, else CORRUPT_RECORD; each comes with its tag and message group, for filtering and
-   * FIFO order.
+   * {@link readQueue}. Each is checked (magic, length, and the CRC32C unless `verifyCrc` is
+   * false: for a reader that checks it itself) and must name this topic and queue, else
+   * CORRUPT_RECORD; each comes with its tag and message group, for filtering and FIFO order.
    */
   async readQueueRecords(
     topic: string,
@@ -486,6 +496,7 @@ export class MessageStore {
     queueOffset: number,
     countMax: number,
     bytesMax = Number.MAX_SAFE_INTEGER,
+    verifyCrc = true,
   ): Promise<QueueRecord[]> {
     const all = await this.consumeQueues.readRange(topic, queueId, queueOffset, countMax);
     const n = countWithin(all, bytesMax);
@@ -497,7 +508,7 @@ export class MessageStore {
       const r = located[i] as (typeof located)[number];
       const record = bytes[i] as Buffer;
       const context = this.contextAt(r.position);
-      const head = peekMessageHeader(record, context);
+      const head = peekMessageHeader(record, context, verifyCrc);
       if (
         head.totalSizeBytes !== record.length ||
         head.topic !== topic ||

@@ -5,15 +5,20 @@
  * record must decode (with the project's .proto files, as the official clients decode it) to
  * exactly what the generic serializer makes of the decoded message built as an object tree.
  * `wireMessage` below is that object tree, written from the contract's field list: the
- * reference the encoder follows. Send and ack answers are checked the same way, and a damaged
- * record is refused with CORRUPT_RECORD, never another error.
+ * reference the encoder follows. Send, ack and fetch answers are checked the same way, and a
+ * damaged record is refused with CORRUPT_RECORD, never another error.
  */
 import { strict as assert } from 'node:assert';
 import type * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
 import { bodyMd5Hex, type DeliveryOptions } from '../../src/broker/rmq-convert';
-import { encodeAckAnswer, encodeSendAccepted } from '../../src/broker/rmq-message-encode';
+import {
+  encodeAckAnswer,
+  encodeFetchAnswer,
+  encodeSendAccepted,
+} from '../../src/broker/rmq-message-encode';
+import { loadFetchDefinition } from '../../src/broker/fetch-service';
 import { isRaftmqError, RmqCode } from '../../src/common/errors';
 import { encodeStoredFrame } from '../../src/broker/rmq-stored-frame';
 import { decodeMessage, encodeMessage } from '../../src/store/message-codec';
@@ -279,6 +284,30 @@ describe('delivery frames from damaged stored records', () => {
         },
       ),
       fcParams(500),
+    );
+  });
+});
+
+describe('FetchQueue answer encoding', () => {
+  it('writes FetchQueue answers that decode to what the generic encoder writes', async () => {
+    const method = (await loadFetchDefinition()).FetchQueue;
+    assert.ok(method !== undefined);
+    const record = fc.record({
+      bytes: fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
+      queueOffset: uint,
+    });
+    fc.assert(
+      fc.property(uint, fc.array(record, { maxLength: 20 }), (nextOffset, records) => {
+        const bytes = method.responseSerialize(encodeFetchAnswer(nextOffset, records));
+        const reference = method.responseSerialize({
+          status: { code: RmqCode.OK, message: 'OK' },
+          nextOffset,
+          records: records.map((r) => r.bytes),
+          offsets: records.map((r) => r.queueOffset),
+        });
+        assert.deepEqual(method.responseDeserialize(bytes), method.responseDeserialize(reference));
+      }),
+      fcParams(300),
     );
   });
 });

@@ -972,6 +972,17 @@ describe('CommitLog fault handling', function () {
       });
       await log.readSpans(sparse, { gapMaxBytes: 0, runMaxBytes: 1 << 20 });
       assert.equal(reads, sparse.length, 'gap bound');
+      // Every third record in one read: a run the spans fill less than half, whose spans are
+      // copied out of a reused read buffer (two calls, so the second reuses the first's).
+      const third = onePerRecord.filter((_, i) => i % 3 === 0);
+      for (let call = 0; call < 2; call++) {
+        reads = 0;
+        const got = await log.readSpans(third, { gapMaxBytes: 1 << 20, runMaxBytes: 1 << 20 });
+        assert.equal(reads, 1, 'one read of a sparse run');
+        for (const [i, p] of third.entries()) {
+          assert.deepEqual(got[i], await log.readBytes(p.position, p.sizeBytes), `third ${i}`);
+        }
+      }
       w.disk.setHook(undefined);
       const end = log.endPosition();
       expectCode(
