@@ -2,11 +2,15 @@
  * A raw gRPC pop client of `apache.rocketmq.v2.MessagingService` for the consume benchmark
  * (consume-bench.ts): ReceiveMessage with a large batch, and AckMessage with many entries, which
  * the official Node client never sends (it receives 32 at a time and acks one message per call).
- * Requests are plain objects encoded by proto-loader from the project's `.proto` files.
+ * Requests are plain objects encoded by proto-loader from the project's `.proto` files; the
+ * delivered messages are decoded whole (body, properties, ids) by raftmq's SDK decoder
+ * (src/client/pull-wire.ts), as a client that consumes them would.
  */
 import * as os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { decodePullFrame, type PullFrame } from '../src/client/pull-wire';
+import { RmqCode } from '../src/common/errors';
 import { findProtoDir, PROTO_LOADER_OPTIONS } from '../src/common/proto-files';
 
 const SERVICE_PROTO = 'apache/rocketmq/v2/service.proto';
@@ -21,13 +25,6 @@ interface WireStatus {
   readonly message?: string;
 }
 
-interface ReceiveFrame {
-  readonly status?: WireStatus | null;
-  readonly message?: {
-    readonly systemProperties?: { messageId?: string; receiptHandle?: string | null };
-  } | null;
-}
-
 type Reply = Record<string, unknown>;
 type UnaryFn = (
   req: object,
@@ -39,7 +36,7 @@ type StreamFn = (
   req: object,
   md: grpc.Metadata,
   opts: grpc.CallOptions,
-) => grpc.ClientReadableStream<ReceiveFrame>;
+) => grpc.ClientReadableStream<PullFrame>;
 type Stub = grpc.Client & { ReceiveMessage: StreamFn; AckMessage: UnaryFn };
 type StubCtor = new (address: string, creds: grpc.ChannelCredentials, opts?: object) => Stub;
 
@@ -73,16 +70,24 @@ export interface ReceiveSpec {
   readonly timeoutMs: number;
 }
 
+/** The status codes a receive answers with, by number (the decoder gives numbers). */
+const CODE_NAMES: Readonly<Record<number, string>> = {
+  [RmqCode.OK]: 'OK',
+  [RmqCode.MESSAGE_NOT_FOUND]: 'MESSAGE_NOT_FOUND',
+};
+
 let loaded: Promise<StubCtor> | undefined;
 
 function loadStubCtor(): Promise<StubCtor> {
   loaded ??= protoLoader
     .load(SERVICE_PROTO, { ...PROTO_LOADER_OPTIONS, includeDirs: [findProtoDir(SERVICE_PROTO)] })
     .then((def) => {
-      const pkg = grpc.loadPackageDefinition(def) as unknown as {
-        apache: { rocketmq: { v2: { MessagingService: StubCtor } } };
-      };
-      return pkg.apache.rocketmq.v2.MessagingService;
+      const service = def['apache.rocketmq.v2.MessagingService'] as grpc.ServiceDefinition;
+      const receive = service.ReceiveMessage as grpc.MethodDefinition<object, PullFrame>;
+      return grpc.makeGenericClientConstructor(
+        { ...service, ReceiveMessage: { ...receive, responseDeserialize: decodePullFrame } },
+        'MessagingService',
+      ) as unknown as StubCtor;
     });
   return loaded;
 }
@@ -126,19 +131,20 @@ export class PopClient {
     const deadline = Date.now() + spec.longPollMs + spec.timeoutMs;
     return new Promise((resolve, reject) => {
       const receipts: ReceiptEntry[] = [];
-      let status: WireStatus | undefined;
+      let status: { code: number; message: string } | undefined;
       const call = this.stub.ReceiveMessage(request, this.metadata(), { deadline });
-      call.on('data', (frame: ReceiveFrame) => {
-        if (frame.status !== undefined && frame.status !== null) status = frame.status;
-        const sp = frame.message?.systemProperties;
-        if (sp?.receiptHandle !== undefined && sp.receiptHandle !== null) {
-          receipts.push({ messageId: sp.messageId ?? '', receiptHandle: sp.receiptHandle });
+      call.on('data', (frame: PullFrame) => {
+        if (frame.status !== undefined) status = frame.status;
+        const m = frame.message;
+        if (m?.receiptHandle !== undefined) {
+          receipts.push({ messageId: m.messageId, receiptHandle: m.receiptHandle });
         }
       });
       call.on('error', reject);
       call.on('end', () =>
         resolve({
-          status: String(status?.code ?? 'NO_STATUS'),
+          status:
+            status === undefined ? 'NO_STATUS' : (CODE_NAMES[status.code] ?? String(status.code)),
           statusMessage: status?.message ?? '',
           receipts,
         }),

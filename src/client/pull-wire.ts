@@ -1,5 +1,7 @@
 /**
- * A hand-written decoder of `PullMessageResponse` frames for the PullConsumer. A pull answers
+ * A hand-written decoder of `PullMessageResponse` frames for the PullConsumer (and of
+ * `ReceiveMessageResponse` frames, which hold the same Message; their `delivery_timestamp = 3`
+ * is skipped, and a pop delivery's receipt handle and attempt are read). A pull answers
  * up to hundreds of messages, one frame each; the generic decoder builds every field of every
  * message as an object tree (and the consumer then copies it into a PulledMessage), which cost
  * the client more CPU per message than the broker spent serving it. This one reads the fields
@@ -8,8 +10,8 @@
  * Field numbers (definition.proto / service.proto): PullMessageResponse {status 1, message 2,
  * next_offset 3}; Status {code 1, message 2}; Message {topic 1, user_properties 2 (map entries
  * {key 1, value 2}), system_properties 3, body 4}; SystemProperties {tag 1, keys 2,
- * message_id 3, born_timestamp 7, store_timestamp 9, queue_id 13, queue_offset 14,
- * message_group 17}; Timestamp {seconds 1, nanos 2}.
+ * message_id 3, born_timestamp 7, store_timestamp 9, receipt_handle 12, queue_id 13,
+ * queue_offset 14, delivery_attempt 16, message_group 17}; Timestamp {seconds 1, nanos 2}.
  *
  * Bytes that are not a well-formed frame throw; grpc-js then fails the call, and the consumer
  * reports it as a failed pull.
@@ -26,6 +28,9 @@ export interface PullFrame {
 /** A pulled message as the frame carries it: no topic (the request names it), offset maybe. */
 export type PullFrameMessage = Omit<PulledMessage, 'topic' | 'offset'> & {
   readonly queueOffset: number | undefined;
+  /** Set on pop deliveries (ReceiveMessage). */
+  readonly receiptHandle: string | undefined;
+  readonly deliveryAttempt: number | undefined;
 };
 
 const VARINT = 0;
@@ -164,6 +169,8 @@ function message(r: Reader): PullFrameMessage {
   let messageGroup: string | undefined;
   let bornTimestampMs: number | undefined;
   let storeTimestampMs: number | undefined;
+  let receiptHandle: string | undefined;
+  let deliveryAttempt: number | undefined;
   while (!r.done) {
     const field = r.key();
     const type = r.wireType;
@@ -181,8 +188,10 @@ function message(r: Reader): PullFrameMessage {
         else if (f === 3 && t === LEN) messageId = sp.string();
         else if (f === 7 && t === LEN) bornTimestampMs = timestampMs(sp.sub());
         else if (f === 9 && t === LEN) storeTimestampMs = timestampMs(sp.sub());
+        else if (f === 12 && t === LEN) receiptHandle = sp.string();
         else if (f === 13 && t === VARINT) queueId = sp.int32();
         else if (f === 14 && t === VARINT) queueOffset = sp.varint();
+        else if (f === 16 && t === VARINT) deliveryAttempt = sp.int32();
         else if (f === 17 && t === LEN) messageGroup = sp.string();
         else sp.skip(t);
       }
@@ -201,6 +210,8 @@ function message(r: Reader): PullFrameMessage {
     messageGroup,
     bornTimestampMs,
     storeTimestampMs,
+    receiptHandle,
+    deliveryAttempt,
   };
 }
 

@@ -86,6 +86,8 @@ describe('PullMessage frame decoding (client)', () => {
               messageGroup: sp.messageGroup,
               bornTimestampMs: ms(sp.bornTimestamp),
               storeTimestampMs: ms(sp.storeTimestamp),
+              receiptHandle: sp.receiptHandle,
+              deliveryAttempt: sp.deliveryAttempt,
             },
           });
         }
