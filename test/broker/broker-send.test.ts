@@ -13,11 +13,9 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { isRaftmqError } from '../../src/common/errors';
-import { silentLogger } from '../../src/common/logger';
-import { resolveBrokerNodeConfig } from '../../src/broker/broker-node-config';
 import { BrokerNode } from '../../src/broker/broker-node';
 import type { ProduceMessage } from '../../src/broker/broker-types';
-import { freePorts } from '../../src/cli/raft-node-client';
+import { startSingleNode } from './single-node';
 
 function message(n: number, topic: string, extra: Partial<ProduceMessage> = {}): ProduceMessage {
   return {
@@ -50,21 +48,7 @@ describe('Broker.send', function () {
 
   beforeEach(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-send-'));
-    const [raft, client] = (await freePorts(2)) as [number, number];
-    const config = resolveBrokerNodeConfig({
-      group: 'g1',
-      nodeId: 'n1',
-      peers: { n1: { raft: `127.0.0.1:${raft}`, client: `127.0.0.1:${client}` } },
-      dataDir: dir,
-      autoCreateTopics: true,
-      defaultQueueCount: 3,
-    });
-    node = await BrokerNode.start(config, silentLogger());
-    const until = Date.now() + 10_000;
-    while (!node.broker.roleView().leaderReady) {
-      if (Date.now() > until) throw new Error('no leader within 10 s');
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    node = await startSingleNode(dir, { autoCreateTopics: true, defaultQueueCount: 3 });
   });
 
   afterEach(async () => {

@@ -24,7 +24,6 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { Broker } from '../../src/broker/broker';
 import { BrokerNode } from '../../src/broker/broker-node';
-import { resolveBrokerNodeConfig } from '../../src/broker/broker-node-config';
 import type { ProduceMessage, QueueRange, TopicConfig } from '../../src/broker/broker-types';
 import { loadFetchDefinition } from '../../src/broker/fetch-service';
 import { bindServer, shutdownServer } from '../../src/broker/grpc-util';
@@ -35,10 +34,10 @@ import {
   type MessagingService,
   type MessagingServiceOptions,
 } from '../../src/broker/messaging-service';
-import { freePorts } from '../../src/cli/raft-node-client';
 import { RmqCode } from '../../src/common/errors';
 import { silentLogger } from '../../src/common/logger';
 import { decodeMessage, type StoredMessage } from '../../src/store/message-codec';
+import { startSingleNode } from './single-node';
 
 /** Seven messages at offsets 0..6: tags even/odd for 0..5, none for 6. */
 const TOPIC = 'FetchTopic';
@@ -146,25 +145,8 @@ function instrumented(
   });
 }
 
-async function startNode(dir: string): Promise<BrokerNode> {
-  const [raft, client] = (await freePorts(2)) as [number, number];
-  const config = resolveBrokerNodeConfig({
-    group: 'g1',
-    nodeId: 'n1',
-    peers: { n1: { raft: `127.0.0.1:${raft}`, client: `127.0.0.1:${client}` } },
-    dataDir: dir,
-    autoCreateTopics: false,
-  });
-  const node = await BrokerNode.start(config, silentLogger());
-  const deadlineMs = Date.now() + 10_000;
-  while (!node.broker.roleView().leaderReady) {
-    if (Date.now() > deadlineMs) {
-      await node.stop();
-      throw new Error('no leader within 10 s');
-    }
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  return node;
+function startNode(dir: string): Promise<BrokerNode> {
+  return startSingleNode(dir, { autoCreateTopics: false });
 }
 
 describe('FetchQueue against a broker node', function () {

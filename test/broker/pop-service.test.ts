@@ -15,10 +15,9 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { RaftmqError, isRaftmqError } from '../../src/common/errors';
-import { silentLogger } from '../../src/common/logger';
 import { decodeMessage } from '../../src/store/message-codec';
-import { resolveBrokerNodeConfig } from '../../src/broker/broker-node-config';
-import { BrokerNode } from '../../src/broker/broker-node';
+import type { BrokerNode } from '../../src/broker/broker-node';
+import { startSingleNode } from './single-node';
 import type { ProduceMessage } from '../../src/broker/broker-types';
 import type {
   PopReceiveRequest,
@@ -48,23 +47,8 @@ function message(body: string, extra: Partial<ProduceMessage> = {}): ProduceMess
   };
 }
 
-async function startNode(dir: string, ports: number[]): Promise<BrokerNode> {
-  const [raft, client] = ports as [number, number];
-  const config = resolveBrokerNodeConfig({
-    group: 'g1',
-    nodeId: 'n1',
-    peers: { n1: { raft: `127.0.0.1:${raft}`, client: `127.0.0.1:${client}` } },
-    dataDir: dir,
-    autoCreateTopics: true,
-    defaultQueueCount: 2,
-  });
-  const node = await BrokerNode.start(config, silentLogger());
-  const deadline = Date.now() + 10_000;
-  while (!node.broker.roleView().leaderReady) {
-    if (Date.now() > deadline) throw new Error('no leader within 10 s');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return node;
+function startNode(dir: string, ports: number[]): Promise<BrokerNode> {
+  return startSingleNode(dir, { autoCreateTopics: true, defaultQueueCount: 2 }, ports);
 }
 
 describe('pop service on a broker node', function () {
