@@ -36,7 +36,7 @@ export const FETCH_PROTO_FILE = 'fetch.proto';
 export const FETCH_SERVICE_NAME = 'raftmq.fetch.v1.Fetch';
 
 /** A FetchQueue request as proto-loader decodes it (every field present). */
-interface FetchRequest {
+export interface FetchRequest {
   readonly namespace: string;
   readonly group: string;
   readonly topic: string;

@@ -15,7 +15,7 @@
  */
 import { strict as assert } from 'node:assert';
 import * as grpc from '@grpc/grpc-js';
-import { loadFetchDefinition } from '../../src/broker/fetch-service';
+import { type FetchRequest, loadFetchDefinition } from '../../src/broker/fetch-service';
 import { bindServer, shutdownServer } from '../../src/broker/grpc-util';
 import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
 import { PullConsumer, type PulledMessage } from '../../src/client/pull-consumer';
@@ -26,19 +26,6 @@ import { encodeMessage, type StoredMessage } from '../../src/store/message-codec
 const TOPIC = 'FetchTopic';
 const GROUP = 'fetch-wire-group';
 const CLIENT_ID = 'fetch-wire-client';
-
-/** A FetchQueue request as the fake server's decoder gives it. */
-interface FetchRequest {
-  readonly namespace: string;
-  readonly group: string;
-  readonly topic: string;
-  readonly queueId: number;
-  readonly offset: number;
-  readonly countMax: number;
-  readonly bytesMax: number;
-  readonly tagExpression: string;
-  readonly awaitMs: number;
-}
 
 /** What a fake handler answers: a reply object or a gRPC error. */
 type Answer = object | grpc.ServiceError;
