@@ -340,6 +340,7 @@ function fetchResult(res: Reply, asked: FetchAsked): PullResult {
     throw malformed(`next offset ${nextOffset} does not move past ${asked.offset}`);
   }
   const messages = new Array<PulledMessage>(records.length);
+  const context = { file: `FetchQueue reply from ${endpoint}` };
   let previous = asked.offset - 1;
   for (let i = 0; i < records.length; i++) {
     const offset = offsets[i] as number;
@@ -347,7 +348,7 @@ function fetchResult(res: Reply, asked: FetchAsked): PullResult {
       throw malformed(`offset ${offset} out of order (next offset ${nextOffset})`);
     }
     previous = offset;
-    const m = decodeMessage(records[i] as Buffer, { file: `FetchQueue reply from ${endpoint}` });
+    const m = decodeMessage(records[i] as Buffer, context);
     if (m.topic !== asked.storedTopic || m.queueId !== asked.queueId) {
       throw malformed(
         `a record of ${m.topic}:${m.queueId} for ${asked.storedTopic}:${asked.queueId}`,
