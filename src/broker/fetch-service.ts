@@ -22,6 +22,8 @@ import { loadTolerantService } from './messaging-proto';
 import {
   checkOffset,
   checkQueue,
+  checkReadable,
+  matchesEverything,
   type PullPlan,
   pullQueue,
   recordReader,
@@ -67,6 +69,7 @@ async function fetchQueue(
     topic: 'topic',
     queueId: 'queue_id',
   });
+  checkReadable(q);
   checkOffset(request.offset, 'offset');
   const { fetchCountMax, pullBytesMax } = ctx.options;
   const plan: PullPlan = {
@@ -79,8 +82,10 @@ async function fetchQueue(
     deadlineMs: callDeadlineMs(call, ctx),
   };
   // The client checks every record's CRC32C (it must: the bytes crossed the network), so the
-  // broker checks only what it relies on itself: each record's frame, topic and queue.
-  const outcome = await pullQueue(ctx, plan, recordReader(ctx, q, false), signal);
+  // broker checks only what it relies on itself: each record's frame, topic and queue. With a
+  // tag filter it relies on each tag too: a damaged tag must fail here, not skip the record.
+  const verifyCrc = !matchesEverything(request.tagExpression);
+  const outcome = await pullQueue(ctx, plan, recordReader(ctx, q, verifyCrc), signal);
   if (outcome.kind !== 'found') {
     const code = outcome.kind === 'none' ? RmqCode.MESSAGE_NOT_FOUND : RmqCode.ILLEGAL_OFFSET;
     return { status: { code, message: outcome.message }, nextOffset: outcome.nextOffset };

@@ -78,7 +78,7 @@ export interface MessagingServiceOptions {
   /**
    * Messages in one FetchQueue reply (raftmq's Fetch protocol), at most. A reply is one frame
    * whatever it holds, so the bound is larger than PullMessage's; its bytes are bounded by
-   * `pullBytesMax` too.
+   * `pullBytesMax` too, and its records read by `pullScanCountMax`.
    */
   fetchCountMax: number;
   /** Records one PullMessage or FetchQueue reads past its filter before answering, at most. */
@@ -149,9 +149,9 @@ export function resolveMessagingServiceOptions(
     'must be below requestTimeoutMsMax',
   );
   checkOption(
-    options.pullScanCountMax >= Math.max(options.pullBatchSizeMax, options.fetchCountMax),
+    options.pullScanCountMax >= options.pullBatchSizeMax,
     'messaging.pullScanCountMax',
-    'must be at least pullBatchSizeMax and fetchCountMax',
+    'must be at least pullBatchSizeMax',
   );
   return Object.freeze({
     ...options,

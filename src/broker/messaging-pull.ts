@@ -116,6 +116,22 @@ function groupOf(call: { metadata: grpc.Metadata }, request: QueueRequest): stri
   return checkGroup(group.name, ns, 'group.name');
 }
 
+/** Throws PERMISSION_DENIED for a topic that may only be written. */
+export function checkReadable(q: QueueRef): void {
+  if (q.config.perm === 'WRITE') {
+    throw new RaftmqError('PERMISSION_DENIED', `topic ${q.topic} is not readable`);
+  }
+}
+
+/** True when a TAG expression matches every message (`*`, or nothing but separators). */
+export function matchesEverything(expression: string): boolean {
+  const tags = expression
+    .split('||')
+    .map((t) => t.trim())
+    .filter((t) => t !== '');
+  return tags.length === 0 || tags.includes('*');
+}
+
 /** Throws OUT_OF_RANGE unless `offset` can be a queue offset. */
 export function checkOffset(offset: number, field: string): void {
   if (!Number.isSafeInteger(offset) || offset < 0) {
@@ -133,12 +149,13 @@ export function tagFilter(expr: WireFilterExpression | null): (tag: string | und
       details: { field: 'filter_expression.type' },
     });
   }
-  const tags = expr.expression
-    .split('||')
-    .map((t) => t.trim())
-    .filter((t) => t !== '');
-  if (tags.length === 0 || tags.includes('*')) return () => true;
-  const wanted = new Set(tags);
+  if (matchesEverything(expr.expression)) return () => true;
+  const wanted = new Set(
+    expr.expression
+      .split('||')
+      .map((t) => t.trim())
+      .filter((t) => t !== ''),
+  );
   return (tag) => tag !== undefined && wanted.has(tag);
 }
 
@@ -241,9 +258,7 @@ export async function pullQueue<T extends ReadItem>(
   signal: AbortSignal,
 ): Promise<PullOutcome<T>> {
   const { q } = plan;
-  if (q.config.perm === 'WRITE') {
-    throw new RaftmqError('PERMISSION_DENIED', `topic ${q.topic} is not readable`);
-  }
+  checkReadable(q);
   const range = ctx.backend.queueRange(q.topic, q.queueId);
   if (plan.offset > range.max) {
     const message = `offset ${plan.offset} is beyond the end of the queue (${range.max})`;
@@ -281,6 +296,7 @@ async function pullFrames(
   const request = call.request as PullRequest;
   groupOf(call, request);
   const q = queueOf(ctx, call, request);
+  checkReadable(q);
   checkOffset(request.offset, 'offset');
   const { pullBatchSizeMax } = ctx.options;
   const asked = request.longPollingTimeout;

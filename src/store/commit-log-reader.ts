@@ -167,13 +167,28 @@ const scratchKept: Buffer[] = [];
 const SCRATCH_KEPT_MAX = 4;
 const SCRATCH_BYTES = SPAN_READ_DEFAULTS_RUN_MAX_BYTES;
 
+/** Every full-size scratch buffer there is (kept or in use): at most `SCRATCH_KEPT_MAX`. */
+const scratchOwned = new Set<Buffer>();
+
+/**
+ * A buffer of at least `sizeBytes`: a kept one, or a new full-size one while fewer than
+ * `SCRATCH_KEPT_MAX` exist; past that (many sparse runs at once), a new one of just the run's
+ * size, which is not kept. So reads never allocate more than the runs themselves, and at most
+ * `SCRATCH_KEPT_MAX` full-size buffers ever exist.
+ */
 function takeScratch(sizeBytes: number): Buffer {
   if (sizeBytes > SCRATCH_BYTES) return Buffer.allocUnsafe(sizeBytes);
-  return scratchKept.pop() ?? Buffer.allocUnsafe(SCRATCH_BYTES);
+  const kept = scratchKept.pop();
+  if (kept !== undefined) return kept;
+  if (scratchOwned.size >= SCRATCH_KEPT_MAX) return Buffer.allocUnsafe(sizeBytes);
+  const buf = Buffer.allocUnsafe(SCRATCH_BYTES);
+  scratchOwned.add(buf);
+  return buf;
 }
 
+/** Gives back a buffer {@link takeScratch} returned (one it made for a single run is dropped). */
 function keepScratch(buf: Buffer): void {
-  if (buf.length === SCRATCH_BYTES && scratchKept.length < SCRATCH_KEPT_MAX) scratchKept.push(buf);
+  if (scratchOwned.has(buf)) scratchKept.push(buf);
 }
 
 /** Reads [position, position + sizeBytes) of the segment at `segStart` into `buf` from 0. */
