@@ -15,25 +15,18 @@ import * as path from 'node:path';
 import { isRaftmqError } from '../../src/common/errors';
 import { BrokerNode } from '../../src/broker/broker-node';
 import type { ProduceMessage } from '../../src/broker/broker-types';
-import { startSingleNode } from './single-node';
+import { produceMessage, startSingleNode } from './single-node';
 
 function message(n: number, topic: string, extra: Partial<ProduceMessage> = {}): ProduceMessage {
-  return {
-    topic,
-    body: Buffer.from(`body-${n}`),
-    bodyEncoding: 'IDENTITY',
+  return produceMessage(topic, `body-${n}`, {
     tag: n % 2 === 0 ? `tag${n % 3}` : undefined,
     keys: [`k${n}`],
     userProperties: new Map([['n', String(n)]]),
     messageId: `ID-${n}`,
     bornTimestampMs: 1_700_000_000_000 + n,
-    bornHost: '127.0.0.1:1',
-    flags: 0,
-    reconsumeCount: 0,
     messageType: 'NORMAL',
-    transactionState: 'NONE',
     ...extra,
-  };
+  });
 }
 
 describe('Broker.send', function () {

@@ -14,26 +14,12 @@ import type { ProduceMessage } from '../../src/broker/broker-types';
 import { PullConsumer, type PullProtocol } from '../../src/client/pull-consumer';
 import { isRaftmqError } from '../../src/common/errors';
 import { BODY_OFFSET, BODY_SIZE_OFFSET, LEN16 } from '../../src/store/message-format';
-import { startSingleNode } from './single-node';
+import { produceMessage, startSingleNode } from './single-node';
 
 const TOPIC = 'Damaged';
 
 function message(body: string): ProduceMessage {
-  return {
-    topic: TOPIC,
-    body: Buffer.from(body),
-    bodyEncoding: 'IDENTITY',
-    tag: 'keep',
-    keys: [],
-    userProperties: new Map(),
-    messageId: `ID-${body}`,
-    bornTimestampMs: Date.now(),
-    bornHost: '127.0.0.1:1',
-    flags: 0,
-    reconsumeCount: 0,
-    messageType: 'NORMAL',
-    transactionState: 'NONE',
-  };
+  return produceMessage(TOPIC, body, { tag: 'keep' });
 }
 
 /** Changes the first byte of the stored tag of the message at queue offset `offset` to 'K'. */

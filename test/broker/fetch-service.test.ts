@@ -37,7 +37,7 @@ import {
 import { RmqCode } from '../../src/common/errors';
 import { silentLogger } from '../../src/common/logger';
 import { decodeMessage, type StoredMessage } from '../../src/store/message-codec';
-import { startSingleNode } from './single-node';
+import { produceMessage, startSingleNode } from './single-node';
 
 /** Seven messages at offsets 0..6: tags even/odd for 0..5, none for 6. */
 const TOPIC = 'FetchTopic';
@@ -89,21 +89,11 @@ type UnaryFn = (
 ) => grpc.ClientUnaryCall;
 
 function message(body: string, extra: Partial<ProduceMessage> = {}): ProduceMessage {
-  return {
-    topic: TOPIC,
-    body: Buffer.from(body),
-    bodyEncoding: 'IDENTITY',
+  return produceMessage(TOPIC, body, {
     keys: [`key-${body}`],
     userProperties: new Map([['body', body]]),
-    messageId: `ID-${body}`,
-    bornTimestampMs: Date.now(),
-    bornHost: '127.0.0.1:1',
-    flags: 0,
-    reconsumeCount: 0,
-    messageType: 'NORMAL',
-    transactionState: 'NONE',
     ...extra,
-  };
+  });
 }
 
 /** A long poll the service asked the backend for. */

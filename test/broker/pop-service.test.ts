@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { RaftmqError, isRaftmqError } from '../../src/common/errors';
 import { decodeMessage } from '../../src/store/message-codec';
 import type { BrokerNode } from '../../src/broker/broker-node';
-import { startSingleNode } from './single-node';
+import { produceMessage, startSingleNode } from './single-node';
 import type { ProduceMessage } from '../../src/broker/broker-types';
 import type {
   PopReceiveRequest,
@@ -30,21 +30,7 @@ const TOPIC = 'orders';
 const ALL = (): boolean => true;
 
 function message(body: string, extra: Partial<ProduceMessage> = {}): ProduceMessage {
-  return {
-    topic: TOPIC,
-    body: Buffer.from(body),
-    bodyEncoding: 'IDENTITY',
-    keys: [],
-    userProperties: new Map(),
-    messageId: `ID-${body}`,
-    bornTimestampMs: Date.now(),
-    bornHost: '127.0.0.1:1',
-    flags: 0,
-    reconsumeCount: 0,
-    messageType: extra.messageGroup === undefined ? 'NORMAL' : 'FIFO',
-    transactionState: 'NONE',
-    ...extra,
-  };
+  return produceMessage(TOPIC, body, extra);
 }
 
 function startNode(dir: string, ports: number[]): Promise<BrokerNode> {
