@@ -42,6 +42,7 @@ const {
   MESSAGE_TYPES,
   TIMESTAMP_HIGH_MAX,
   TWO_POW_32,
+  readU32,
 } = format;
 
 /** `DigestType.MD5`, and the length of its uppercase hex checksum. */
@@ -63,20 +64,10 @@ function corrupt(reason: string): never {
   throw new RaftmqError('CORRUPT_RECORD', `stored record for delivery: ${reason}`);
 }
 
-function u32(b: Uint8Array, at: number): number {
-  return (
-    (((b[at] ?? 0) << 24) |
-      ((b[at + 1] ?? 0) << 16) |
-      ((b[at + 2] ?? 0) << 8) |
-      (b[at + 3] ?? 0)) >>>
-    0
-  );
-}
-
 function timestamp(b: Uint8Array, at: number): number {
-  const high = u32(b, at);
+  const high = readU32(b, at);
   if (high > TIMESTAMP_HIGH_MAX) corrupt(`timestamp at ${at} is not a safe integer`);
-  return high * TWO_POW_32 + u32(b, at + 4);
+  return high * TWO_POW_32 + readU32(b, at + 4);
 }
 
 /**
@@ -148,14 +139,14 @@ export function encodeStoredFrame(
   const encodingName = BODY_ENCODINGS[record[10] ?? 0];
   const typeName = MESSAGE_TYPES[record[11] ?? 0];
   if (encodingName === undefined || typeName === undefined) corrupt('unknown enum code');
-  const queueId = u32(record, 13);
-  const reconsumeCount = u32(record, 21);
+  const queueId = readU32(record, 13);
+  const reconsumeCount = readU32(record, 21);
   if (queueId > INT31_MAX || reconsumeCount > INT31_MAX) corrupt('a count exceeds 2^31 - 1');
   const born = secondsNanos(timestamp(record, 25));
   const store = secondsNanos(timestamp(record, 33));
   const deliveryMs = timestamp(record, 41);
   const delivery = (presence & HAS_DELIVERY) !== 0 ? secondsNanos(deliveryMs) : undefined;
-  const bodySize = u32(record, BODY_SIZE_OFFSET);
+  const bodySize = readU32(record, BODY_SIZE_OFFSET);
   const stringsStart = BODY_OFFSET + bodySize;
   if (stringsStart > end) corrupt(`a body of ${bodySize} bytes runs past the end`);
   const { keys, props } = walkStrings(record, stringsStart, end);

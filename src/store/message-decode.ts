@@ -31,6 +31,7 @@ const {
   TRANSACTION_STATES,
   TWO_POW_32,
   asBuffer,
+  readU32,
 } = format;
 
 /** What {@link peekMessageHeader} reads without decoding keys, properties or body. */
@@ -49,20 +50,7 @@ export interface DecodeContext {
   position?: number;
 }
 
-/**
- * Big-endian reads as plain byte accesses: measured, about 10% of a whole decode faster than
- * Buffer's own range-checked methods. Callers check every offset first.
- */
-function readU32(bytes: Uint8Array, at: number): number {
-  return (
-    (((bytes[at] ?? 0) << 24) |
-      ((bytes[at + 1] ?? 0) << 16) |
-      ((bytes[at + 2] ?? 0) << 8) |
-      (bytes[at + 3] ?? 0)) >>>
-    0
-  );
-}
-
+/** Big-endian u16 as plain byte accesses (see `readU32` in message-format.ts). */
 function readU16(bytes: Uint8Array, at: number): number {
   return ((bytes[at] ?? 0) << 8) | (bytes[at + 1] ?? 0);
 }
