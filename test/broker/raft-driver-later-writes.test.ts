@@ -25,6 +25,7 @@ import { SimDisk } from '../../src/sim/sim-disk';
 import { SimLoop, SimTimers } from '../../src/sim/sim-loop';
 import { SimNetwork, type SimTransport } from '../../src/sim/sim-network';
 import { SimTrace } from '../../src/sim/sim-trace';
+import { beforeCommitLogSyncs } from '../sim/commitlog-syncs';
 
 const TICK_MS = 10;
 const encoder = new TextEncoder();
@@ -77,22 +78,11 @@ class LogSyncs {
   private readonly held = new Map<NodeId, { gate: Promise<void>; release: () => void }>();
 
   constructor(cluster: SimCluster) {
-    for (const id of cluster.ids) {
-      const node = cluster.node(id);
-      const open = node.disk.open.bind(node.disk);
-      node.disk.open = async (path: string, create: boolean): Promise<DiskFile> => {
-        const file = await open(path, create);
-        if (!path.includes('commitlog')) return file;
-        const sync = file.sync.bind(file);
-        file.sync = async () => {
-          const delayMs = this.extraMs.get(id) ?? 0;
-          if (delayMs > 0) await node.timers?.sleep(delayMs);
-          for (let h = this.held.get(id); h !== undefined; h = this.held.get(id)) await h.gate;
-          return sync();
-        };
-        return file;
-      };
-    }
+    beforeCommitLogSyncs(cluster, async (id) => {
+      const delayMs = this.extraMs.get(id) ?? 0;
+      if (delayMs > 0) await cluster.node(id).timers?.sleep(delayMs);
+      for (let h = this.held.get(id); h !== undefined; h = this.held.get(id)) await h.gate;
+    });
   }
 
   slow(id: NodeId, delayMs: number): void {

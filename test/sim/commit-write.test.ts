@@ -7,9 +7,9 @@
  */
 import { strict as assert } from 'node:assert';
 import { hardStateCodec } from '../../src/broker/raft-hard-state';
-import type { DiskFile } from '../../src/store/disk';
 import { MetaKeys, type MetaBatchOp } from '../../src/store/meta';
 import { SimCluster } from '../../src/sim/sim-cluster';
+import { beforeCommitLogSyncs } from './commitlog-syncs';
 
 const LEADER_SYNC_DELAY_MS = 25;
 
@@ -19,23 +19,13 @@ describe('stored commit index under a slow leader disk', () => {
       const cluster = new SimCluster({ seed, nodeCount: 3, tickIntervalMs: 10, syncMsMax: 2 });
       const ahead: string[] = [];
       let commitWrites = 0;
+      beforeCommitLogSyncs(cluster, async (id) => {
+        if (cluster.leader() === id) {
+          await new Promise<void>((resolve) => cluster.loop.after(LEADER_SYNC_DELAY_MS, resolve));
+        }
+      });
       for (const id of cluster.ids) {
         const node = cluster.node(id);
-        const open = node.disk.open.bind(node.disk);
-        node.disk.open = async (path: string, create: boolean): Promise<DiskFile> => {
-          const file = await open(path, create);
-          if (!path.includes('commitlog')) return file;
-          const sync = file.sync.bind(file);
-          file.sync = async () => {
-            if (cluster.leader() === id) {
-              await new Promise<void>((resolve) =>
-                cluster.loop.after(LEADER_SYNC_DELAY_MS, resolve),
-              );
-            }
-            return sync();
-          };
-          return file;
-        };
         const batch = node.meta.batch.bind(node.meta);
         node.meta.batch = async (ops: readonly MetaBatchOp[], options: { sync: boolean }) => {
           await batch(ops, options);
