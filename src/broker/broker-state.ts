@@ -121,8 +121,6 @@ export class BrokerState {
   private readonly popWrites = new PopWrites();
   /** Metadata changed since the last write, by key (the latest op of each). */
   private readonly pendingOps = new Map<string, MetaBatchOp>();
-  /** Pop record keys the metadata store holds (a delete of any other is left out). */
-  private readonly storedPopRecords = new Set<string>();
   /** Called after entries applied that changed topics (for NameServer registration). */
   onTopicsChanged: (() => void) | undefined;
   readonly waiters: QueueWaiters;
@@ -236,9 +234,10 @@ export class BrokerState {
         throw corrupt(key);
       }
       const queueId = parseInt(queueHex, 16);
-      this.storedPopRecords.add(key);
+      const offset = parseInt(offsetHex, 16);
+      this.popWrites.markStored(group, topic, queueId, offset);
       try {
-        this.pop.loadRecord(group, topic, queueId, parseInt(offsetHex, 16), parse(key, value));
+        this.pop.loadRecord(group, topic, queueId, offset, parse(key, value));
       } catch (err) {
         throw corrupt(key, err);
       }
@@ -340,21 +339,10 @@ export class BrokerState {
    * knows of the store changes only once the batch landed.
    */
   private async writeApplied(index: number): Promise<void> {
-    const ops: MetaBatchOp[] = [];
-    const pop: MetaBatchOp[] = [];
-    this.popWrites.flushTo(pop);
-    for (const op of [...this.pendingOps.values(), ...pop]) {
-      const isRecord = op.key.startsWith(MetaKeys.popRecordPrefix);
-      if (isRecord && op.type === 'del' && !this.storedPopRecords.has(op.key)) continue;
-      ops.push(op);
-    }
+    const ops: MetaBatchOp[] = [...this.pendingOps.values()];
+    this.popWrites.flushTo(ops);
     ops.push({ type: 'put', key: MetaKeys.applyIndex, value: appliedCodec.encode(index) });
     await this.meta.batch(ops, { sync: false });
-    for (const op of ops) {
-      if (!op.key.startsWith(MetaKeys.popRecordPrefix)) continue;
-      if (op.type === 'del') this.storedPopRecords.delete(op.key);
-      else this.storedPopRecords.add(op.key);
-    }
     this.pendingOps.clear();
     this.appliedStored = index;
   }

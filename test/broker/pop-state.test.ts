@@ -8,6 +8,8 @@
  * After every step the state agrees with the model, so: an acknowledged message is never
  * handed out again, an unsettled one is handed out again once its time runs out, attempts
  * count up by one, stale handles are refused, and what was written reloads to the same state.
+ * The writes persist across commands as the broker keeps them, and the store never keeps a
+ * record below the window (a settled record once written is deleted, also after a reload).
  */
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
@@ -96,8 +98,28 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
  */
 let follower = new PopState();
 
+/**
+ * The writes of the state under test, kept across commands as BrokerState keeps them (they know
+ * which records the store holds, so that only those are deleted); made anew from the store
+ * whenever another state starts writing to it.
+ */
+let writes = new PopWrites();
+
+function writerOf(store: Map<string, Uint8Array>): PopWrites {
+  const w = new PopWrites();
+  for (const key of store.keys()) {
+    if (key.startsWith(MetaKeys.popRecordPrefix)) {
+      w.markStored(REF.group, REF.topic, REF.queueId, recordOffset(key));
+    }
+  }
+  return w;
+}
+
+function recordOffset(key: string): number {
+  return parseInt(key.slice(key.lastIndexOf('\0') + 1), 16);
+}
+
 function applyTo(state: PopState, store: Map<string, Uint8Array>, c: PopCommand): PopResult {
-  const writes = new PopWrites();
   const result = state.apply(c, writes);
   assert.deepEqual(follower.apply(c, new PopWrites()), result, 'the follower agrees');
   const ops: MetaBatchOp[] = [];
@@ -122,8 +144,7 @@ function reload(store: Map<string, Uint8Array>): PopState {
   }
   for (const [key, value] of sorted) {
     if (!key.startsWith(MetaKeys.popRecordPrefix)) continue;
-    const offset = parseInt(key.slice(key.lastIndexOf('\0') + 1), 16);
-    state.loadRecord(REF.group, REF.topic, REF.queueId, offset, parse(value));
+    state.loadRecord(REF.group, REF.topic, REF.queueId, recordOffset(key), parse(value));
   }
   state.checkLoaded();
   return state;
@@ -150,10 +171,12 @@ function step(op: Op, m: Model, state: PopState, store: Map<string, Uint8Array>)
       m.nowMs += op.ms;
       return state;
     case 'reload':
+      writes = writerOf(store);
       return reload(store);
     case 'leaderChange': {
       const next = follower;
       follower = state;
+      writes = writerOf(store);
       return next;
     }
     case 'receive':
@@ -268,6 +291,19 @@ function receive(
   );
 }
 
+/** The store holds records only inside the window: every settled one below it was deleted. */
+function checkStoreTight(store: Map<string, Uint8Array>, state: PopState): void {
+  const q = state.queue(REF.group, REF.topic, REF.queueId);
+  for (const key of store.keys()) {
+    if (!key.startsWith(MetaKeys.popRecordPrefix)) continue;
+    const offset = recordOffset(key);
+    assert.ok(
+      q !== undefined && offset >= q.frontier && offset < q.cursor,
+      `record ${offset} stored outside the window [${q?.frontier}, ${q?.cursor})`,
+    );
+  }
+}
+
 function checkAgrees(m: Model, state: PopState): void {
   const q = state.queue(REF.group, REF.topic, REF.queueId);
   if (!m.started) {
@@ -303,9 +339,11 @@ describe('pop state', () => {
         const store = new Map<string, Uint8Array>();
         let state = new PopState();
         follower = new PopState();
+        writes = new PopWrites();
         for (const op of ops) {
           state = step(op, m, state, store);
           checkAgrees(m, state);
+          checkStoreTight(store, state);
         }
         checkAgrees(m, reload(store));
       }),
