@@ -5,8 +5,11 @@
  * to slave every 10 s instead, and loses recent ones on failover).
  *
  * Payload: kind byte 2, then the commands as UTF-8 JSON (an array). Configuration changes are
- * rare and small; JSON keeps them readable in a log dump. Every field is checked on decode, and
- * again by the state machine on apply, because a payload from the log is input like any other.
+ * rare and small; JSON keeps them readable in a log dump. Acknowledgements are not rare: a run
+ * of `pop.ack` commands of one group and topic travels as one `pop.acks` element
+ * (`{op, group, topic, acks: [queueId, offset, handle, ...]}`, a fifth of the JSON), and
+ * decodes back to the same commands. Every field is checked on decode, and again by the state
+ * machine on apply, because a payload from the log is input like any other.
  *
  * Name rules follow RocketMQ: topics and groups match `^[%|a-zA-Z0-9_-]+$`, at most 127
  * characters (RocketMQ's limit), and may not use the reserved prefixes unless the broker itself
@@ -15,7 +18,7 @@
 import { RaftmqError } from '../common/errors';
 import { MESSAGE_TYPES, type MessageType } from '../store/message-format';
 import type { GroupConfig, TopicConfig, TopicPerm } from './broker-types';
-import type { PopCommand, PopGrant } from './pop-state';
+import type { PopAckCommand, PopCommand, PopGrant } from './pop-state';
 
 export const PAYLOAD_KIND_COMMANDS = 2;
 
@@ -141,12 +144,51 @@ export function checkGroupConfig(g: unknown): asserts g is GroupConfig {
   if (typeof o.fifo !== 'boolean') throw bad('group.fifo must be a boolean');
 }
 
+/** Consecutive acknowledgements of one group and topic, as they travel. */
+interface PackedAcks {
+  readonly op: 'pop.acks';
+  readonly group: string;
+  readonly topic: string;
+  /** `queueId, offset, handle` of each acknowledgement in turn. */
+  readonly acks: number[];
+}
+
+/** `commands` with each run of two or more `pop.ack` of one group and topic packed. */
+function packAcks(commands: readonly BrokerCommand[]): (BrokerCommand | PackedAcks)[] {
+  const out: (BrokerCommand | PackedAcks)[] = [];
+  let i = 0;
+  while (i < commands.length) {
+    const c = commands[i] as BrokerCommand;
+    let j = i + 1;
+    if (c.op === 'pop.ack') {
+      while (j < commands.length) {
+        const d = commands[j] as BrokerCommand;
+        if (d.op !== 'pop.ack' || d.group !== c.group || d.topic !== c.topic) break;
+        j++;
+      }
+    }
+    if (c.op !== 'pop.ack' || j - i < 2) {
+      out.push(c);
+      i++;
+      continue;
+    }
+    const acks: number[] = [];
+    for (let k = i; k < j; k++) {
+      const a = commands[k] as PopAckCommand;
+      acks.push(a.queueId, a.offset, a.handle);
+    }
+    out.push({ op: 'pop.acks', group: c.group, topic: c.topic, acks });
+    i = j;
+  }
+  return out;
+}
+
 /** Encodes commands as one entry payload. */
 export function encodeCommands(commands: readonly BrokerCommand[]): Buffer {
   if (commands.length === 0 || commands.length > COMMANDS_PER_ENTRY_MAX) {
     throw bad(`an entry carries 1..${COMMANDS_PER_ENTRY_MAX} commands`);
   }
-  const json = Buffer.from(JSON.stringify(commands), 'utf8');
+  const json = Buffer.from(JSON.stringify(packAcks(commands)), 'utf8');
   const out = Buffer.allocUnsafe(1 + json.length);
   out[0] = PAYLOAD_KIND_COMMANDS;
   json.copy(out, 1);
@@ -171,7 +213,36 @@ export function decodeCommands(payload: Uint8Array): BrokerCommand[] {
   if (!Array.isArray(parsed) || parsed.length > COMMANDS_PER_ENTRY_MAX) {
     throw corrupt('commands are not an array');
   }
-  return parsed.map((c) => checkCommandShape(c));
+  const commands: BrokerCommand[] = [];
+  for (const c of parsed as unknown[]) {
+    const o = typeof c === 'object' && c !== null ? (c as Record<string, unknown>) : {};
+    if (o.op === 'pop.acks') unpackAcks(o, commands);
+    else commands.push(checkCommandShape(c));
+    if (commands.length > COMMANDS_PER_ENTRY_MAX) throw corrupt('too many commands');
+  }
+  return commands;
+}
+
+/** Appends the acknowledgements a `pop.acks` element packs, checked, to `into`. */
+function unpackAcks(o: Record<string, unknown>, into: BrokerCommand[]): void {
+  const { group, topic, acks } = o;
+  if (
+    typeof group !== 'string' ||
+    typeof topic !== 'string' ||
+    !Array.isArray(acks) ||
+    acks.length === 0 ||
+    acks.length % 3 !== 0 ||
+    acks.length / 3 > COMMANDS_PER_ENTRY_MAX
+  ) {
+    throw corrupt('pop.acks is malformed');
+  }
+  for (let k = 0; k < acks.length; k += 3) {
+    const queueId: unknown = acks[k];
+    const offset: unknown = acks[k + 1];
+    const handle: unknown = acks[k + 2];
+    if (!isNat(queueId) || !isNat(offset) || !isNat(handle)) throw corrupt('pop.acks is malformed');
+    into.push({ op: 'pop.ack', group, topic, queueId, offset, handle });
+  }
 }
 
 /** The command's shape (types of fields); semantic checks happen on apply. */
