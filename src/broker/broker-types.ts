@@ -130,19 +130,10 @@ export interface MessagingBackend {
 
   /**
    * Committed messages of one queue from `offset`, at most `countMax` and at most `bytesMax`
-   * of stored messages (but always the first), on any node.
-   */
-  readQueue(
-    topic: string,
-    queueId: number,
-    offset: number,
-    countMax: number,
-    bytesMax?: number,
-  ): Promise<LocatedMessage[]>;
-  /**
-   * The same messages as {@link readQueue}, as their checked stored records (not decoded),
-   * which pulls and receives send on (rmq-stored-frame.ts, or as they are by Fetch). With
-   * `verifyCrc` false the CRC32C is left to the reader (a Fetch client checks every record).
+   * of stored messages (but always the first), on any node, as their checked stored records
+   * (not decoded), which pulls and receives send on (rmq-stored-frame.ts, or as they are by
+   * Fetch). With `verifyCrc` false the CRC32C is left to the reader (a Fetch client checks
+   * every record). OUT_OF_RANGE below the queue's first offset.
    */
   readQueueRecords(
     topic: string,

@@ -573,6 +573,7 @@ export class Broker implements MessagingBackend, AdminBackend {
 
   // ---- reads ----
 
+  /** The same messages as `readQueueRecords`, decoded (for tests and tools). */
   async readQueue(
     topic: string,
     queueId: number,

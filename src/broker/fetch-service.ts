@@ -2,9 +2,9 @@
  * raftmq's Fetch protocol (`proto/fetch.proto`, `raftmq.fetch.v1.Fetch`): read by offset with
  * the messages sent as the CommitLog stores them. FetchQueue makes the checks PullMessage makes
  * and shares its pull (messaging-pull.ts `pullQueue`: long polling, tag filter, paging, the
- * same statuses); only the reading differs: the records are checked (CRC32C, topic and queue)
- * but not decoded, and the reply carries them all in one frame. docs/client-protocol.md says
- * when to use which.
+ * same statuses); only the answer differs: the records go as they are stored, all in one
+ * frame, their CRC32C left to the client unless a tag filter reads their tags.
+ * docs/client-protocol.md says when to use which.
  *
  * Served on every broker node next to the MessagingService, with the same context: it stops
  * long polls when the service closes, and answers every failure as a status in the reply.
@@ -23,11 +23,10 @@ import {
   checkOffset,
   checkQueue,
   checkReadable,
-  matchesEverything,
   type PullPlan,
   pullQueue,
-  recordReader,
-  tagFilter,
+  tagMatcher,
+  tagsOf,
 } from './messaging-pull';
 import { encodeFetchAnswer } from './rmq-message-encode';
 import { checkGroup, effectiveNamespace } from './rmq-validate';
@@ -72,20 +71,21 @@ async function fetchQueue(
   checkReadable(q);
   checkOffset(request.offset, 'offset');
   const { fetchCountMax, pullBytesMax } = ctx.options;
+  const tags = tagsOf(request.tagExpression);
   const plan: PullPlan = {
     q,
     offset: request.offset,
     batch: request.countMax <= 0 ? fetchCountMax : Math.min(request.countMax, fetchCountMax),
     bytesMax: request.bytesMax <= 0 ? pullBytesMax : Math.min(request.bytesMax, pullBytesMax),
-    matches: tagFilter({ type: 'TAG', expression: request.tagExpression }),
+    matches: tagMatcher(tags),
+    // The client checks every record's CRC32C (it must: the bytes crossed the network), so the
+    // broker checks only what it relies on itself: each record's frame, topic and queue. With
+    // a tag filter it relies on each tag too: a damaged tag must fail here, not skip a record.
+    verifyCrc: tags !== undefined,
     waitMs: request.awaitMs,
     deadlineMs: callDeadlineMs(call, ctx),
   };
-  // The client checks every record's CRC32C (it must: the bytes crossed the network), so the
-  // broker checks only what it relies on itself: each record's frame, topic and queue. With a
-  // tag filter it relies on each tag too: a damaged tag must fail here, not skip the record.
-  const verifyCrc = !matchesEverything(request.tagExpression);
-  const outcome = await pullQueue(ctx, plan, recordReader(ctx, q, verifyCrc), signal);
+  const outcome = await pullQueue(ctx, plan, signal);
   if (outcome.kind !== 'found') {
     const code = outcome.kind === 'none' ? RmqCode.MESSAGE_NOT_FOUND : RmqCode.ILLEGAL_OFFSET;
     return { status: { code, message: outcome.message }, nextOffset: outcome.nextOffset };

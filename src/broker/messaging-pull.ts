@@ -123,13 +123,19 @@ export function checkReadable(q: QueueRef): void {
   }
 }
 
-/** True when a TAG expression matches every message (`*`, or nothing but separators). */
-export function matchesEverything(expression: string): boolean {
+/** The tags a TAG expression names, or undefined when it matches every message (`*`). */
+export function tagsOf(expression: string): ReadonlySet<string> | undefined {
   const tags = expression
     .split('||')
     .map((t) => t.trim())
     .filter((t) => t !== '');
-  return tags.length === 0 || tags.includes('*');
+  return tags.length === 0 || tags.includes('*') ? undefined : new Set(tags);
+}
+
+/** The test of a message's tag against `tags` (undefined: every message matches). */
+export function tagMatcher(tags: ReadonlySet<string> | undefined): (tag?: string) => boolean {
+  if (tags === undefined) return () => true;
+  return (tag) => tag !== undefined && tags.has(tag);
 }
 
 /** Throws OUT_OF_RANGE unless `offset` can be a queue offset. */
@@ -149,65 +155,35 @@ export function tagFilter(expr: WireFilterExpression | null): (tag: string | und
       details: { field: 'filter_expression.type' },
     });
   }
-  if (matchesEverything(expr.expression)) return () => true;
-  const wanted = new Set(
-    expr.expression
-      .split('||')
-      .map((t) => t.trim())
-      .filter((t) => t !== ''),
-  );
-  return (tag) => tag !== undefined && wanted.has(tag);
-}
-
-/** What a pull reads, one per message: a decoded message or a stored record. */
-export interface ReadItem {
-  readonly queueOffset?: number | undefined;
-  readonly sizeBytes: number;
-}
-
-/** How a pull reads: a batch of items of one queue, and the tag of each. */
-export interface PullReader<T extends ReadItem> {
-  read(cursor: number, countMax: number, bytesMax: number): Promise<T[]>;
-  tagOf(item: T): string | undefined;
+  return tagMatcher(tagsOf(expr.expression));
 }
 
 /**
- * Reads queue `q` as checked stored records (decoded by no one on the broker). `verifyCrc`
- * false leaves the checksum to the client (Fetch; see fetch-service.ts).
+ * Reads up to `plan.batch` matching records from `offset`, at most `plan.bytesMax` of them
+ * (but always one); returns them and the offset after.
  */
-export function recordReader(
+async function readMatching(
   ctx: ServiceContext,
-  q: QueueRef,
-  verifyCrc = true,
-): PullReader<QueueRecord> {
-  return {
-    read: (cursor, countMax, bytesMax) =>
-      ctx.backend.readQueueRecords(q.topic, q.queueId, cursor, countMax, bytesMax, verifyCrc),
-    tagOf: (r) => r.tag,
-  };
-}
-
-/**
- * Reads up to `batch` matching items from `offset`, at most `pullBytesMax` of them (but
- * always one); returns them and the offset after.
- */
-async function readMatching<T extends ReadItem>(
-  ctx: ServiceContext,
-  reader: PullReader<T>,
+  plan: PullPlan,
   offset: number,
-  batch: number,
-  bytesMax: number,
-  matches: (tag: string | undefined) => boolean,
-): Promise<{ items: T[]; nextOffset: number }> {
-  const items: T[] = [];
+): Promise<{ items: QueueRecord[]; nextOffset: number }> {
+  const { q, batch, matches, verifyCrc } = plan;
+  const items: QueueRecord[] = [];
   let cursor = offset;
   let scanned = 0;
   const scanMax = ctx.options.pullScanCountMax;
-  let bytesLeft = bytesMax;
+  let bytesLeft = plan.bytesMax;
   let full = false;
   while (!full && items.length < batch && scanned < scanMax) {
     const countMax = Math.min(batch, scanMax - scanned);
-    const got = await reader.read(cursor, countMax, bytesLeft);
+    const got = await ctx.backend.readQueueRecords(
+      q.topic,
+      q.queueId,
+      cursor,
+      countMax,
+      bytesLeft,
+      verifyCrc,
+    );
     if (got.length === 0) break;
     for (const item of got) {
       if (items.length > 0 && item.sizeBytes > bytesLeft) {
@@ -215,8 +191,8 @@ async function readMatching<T extends ReadItem>(
         break;
       }
       scanned++;
-      cursor = (item.queueOffset ?? cursor) + 1;
-      if (matches(reader.tagOf(item))) {
+      cursor = item.queueOffset + 1;
+      if (matches(item.tag)) {
         items.push(item);
         bytesLeft -= item.sizeBytes;
       }
@@ -227,9 +203,9 @@ async function readMatching<T extends ReadItem>(
   return { items, nextOffset: cursor };
 }
 
-/** What a pull found: the items, nothing yet, or an offset beyond the queue's end. */
-export type PullOutcome<T> =
-  | { readonly kind: 'found'; readonly items: T[]; readonly nextOffset: number }
+/** What a pull found: the records, nothing yet, or an offset beyond the queue's end. */
+export type PullOutcome =
+  | { readonly kind: 'found'; readonly items: QueueRecord[]; readonly nextOffset: number }
   | { readonly kind: 'none'; readonly message: string; readonly nextOffset: number }
   | { readonly kind: 'illegal'; readonly message: string; readonly nextOffset: number };
 
@@ -240,6 +216,11 @@ export interface PullPlan {
   readonly batch: number;
   readonly bytesMax: number;
   readonly matches: (tag: string | undefined) => boolean;
+  /**
+   * Check each record's CRC32C here; false leaves it to the client (Fetch without a tag
+   * filter, see fetch-service.ts).
+   */
+  readonly verifyCrc: boolean;
   /** How long to wait when the queue holds nothing at the offset (capped further below). */
   readonly waitMs: number;
   /** The call's deadline (epoch ms). */
@@ -249,14 +230,13 @@ export interface PullPlan {
 /**
  * The pull both protocols share: refuses an unreadable topic and an offset beyond the end,
  * moves an offset below the first up to it, long-polls at the end (within the option's cap
- * and the call's deadline), then reads matching items.
+ * and the call's deadline), then reads matching stored records.
  */
-export async function pullQueue<T extends ReadItem>(
+export async function pullQueue(
   ctx: ServiceContext,
   plan: PullPlan,
-  reader: PullReader<T>,
   signal: AbortSignal,
-): Promise<PullOutcome<T>> {
+): Promise<PullOutcome> {
   const { q } = plan;
   checkReadable(q);
   const range = ctx.backend.queueRange(q.topic, q.queueId);
@@ -270,14 +250,7 @@ export async function pullQueue<T extends ReadItem>(
     const waitMs = Math.min(plan.waitMs, ctx.options.longPollingTimeoutMsMax, leftMs);
     if (waitMs > 0) await ctx.backend.waitForMessages(q.topic, q.queueId, offset, waitMs, signal);
   }
-  const { items, nextOffset } = await readMatching(
-    ctx,
-    reader,
-    offset,
-    plan.batch,
-    plan.bytesMax,
-    plan.matches,
-  );
+  const { items, nextOffset } = await readMatching(ctx, plan, offset);
   if (items.length === 0 && nextOffset === offset) {
     const message = `no message at offset ${offset} of ${q.topic} queue ${q.queueId}`;
     return { kind: 'none', message, nextOffset };
@@ -307,10 +280,11 @@ async function pullFrames(
       request.batchSize <= 0 ? pullBatchSizeMax : Math.min(request.batchSize, pullBatchSizeMax),
     bytesMax: ctx.options.pullBytesMax,
     matches: tagFilter(request.filterExpression),
+    verifyCrc: true,
     waitMs: asked === null ? ctx.options.longPollingTimeoutMs : durationToMs(asked),
     deadlineMs: callDeadlineMs(call, ctx),
   };
-  const outcome = await pullQueue(ctx, plan, recordReader(ctx, q), signal);
+  const outcome = await pullQueue(ctx, plan, signal);
   switch (outcome.kind) {
     case 'illegal':
       return [

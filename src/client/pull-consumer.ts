@@ -730,11 +730,10 @@ export class PullConsumer {
     };
     let res: Reply;
     try {
-      res = await this.unaryRaw(endpoint, 'FetchQueue', request, call.deadlineMs);
+      res = await this.unary(endpoint, 'FetchQueue', request, call.deadlineMs);
     } catch (err) {
-      if (err instanceof RaftmqError) throw err;
-      if ((err as grpc.ServiceError).code !== grpc.status.UNIMPLEMENTED) {
-        throw grpcError('FetchQueue', endpoint, err as grpc.ServiceError);
+      if (!(err instanceof RaftmqError) || err.details?.grpcCode !== grpc.status.UNIMPLEMENTED) {
+        throw err;
       }
       if (this.noFetch.size >= NO_FETCH_ENDPOINTS_MAX) this.noFetch.clear();
       this.noFetch.add(endpoint);
@@ -808,22 +807,7 @@ export class PullConsumer {
     return md;
   }
 
-  private async unary(
-    endpoint: string,
-    method: string,
-    request: object,
-    deadlineMs: number,
-  ): Promise<Reply> {
-    try {
-      return await this.unaryRaw(endpoint, method, request, deadlineMs);
-    } catch (err) {
-      if (err instanceof RaftmqError) throw err;
-      throw grpcError(method, endpoint, err as grpc.ServiceError);
-    }
-  }
-
-  /** A unary call; rejects with the gRPC ServiceError itself. */
-  private unaryRaw(
+  private unary(
     endpoint: string,
     method: string,
     request: object,
@@ -833,7 +817,7 @@ export class PullConsumer {
     const fn = (stub[method] as UnaryFn).bind(stub);
     return new Promise((resolve, reject) => {
       fn(request, this.metadata(), { deadline: deadlineMs }, (err, res) => {
-        if (err) reject(err);
+        if (err) reject(grpcError(method, endpoint, err));
         else resolve(res ?? {});
       });
     });
