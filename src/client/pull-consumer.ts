@@ -25,7 +25,13 @@ import { type ErrorCode, RaftmqError } from '../common/errors';
 import { intInRange, isString, oneOf, type OptionSpec, resolveOptions } from '../common/options';
 import { findProtoDir, PROTO_LOADER_OPTIONS } from '../common/proto-files';
 import { decodeMessage } from '../store/message-codec';
-import { decodePullFrame, type PullFrame, type PullFrameMessage } from './pull-wire';
+import {
+  decodeFetchReply,
+  decodePullFrame,
+  type FetchReply,
+  type PullFrame,
+  type PullFrameMessage,
+} from './pull-wire';
 
 const SERVICE_PROTO = 'apache/rocketmq/v2/service.proto';
 const SERVICE_NAME = 'apache.rocketmq.v2.MessagingService';
@@ -125,6 +131,12 @@ export interface PulledMessage {
   readonly queueId: number;
   /** Queue offset. */
   readonly offset: number;
+  /**
+   * A view of the reply the message came in, not a copy (copying every body cost the consumer
+   * a tenth of its CPU): while it lives, it keeps that reply's bytes alive (up to
+   * `receiveMessageBytesMax`). To keep a few messages long after a pull, copy their bodies
+   * (`Buffer.from(body)`).
+   */
   readonly body: Buffer;
   readonly tag: string | undefined;
   readonly keys: readonly string[];
@@ -308,26 +320,23 @@ interface FetchAsked {
  * decoded; a reply that breaks the protocol (a record of another queue, offsets out of order,
  * more records than asked) is refused with INTERNAL, and a corrupt record with CORRUPT_RECORD.
  */
-function fetchResult(res: Reply, asked: FetchAsked): PullResult {
+function fetchResult(res: FetchReply, asked: FetchAsked): PullResult {
   const { endpoint } = asked;
   const malformed = (why: string): RaftmqError =>
     new RaftmqError('INTERNAL', `malformed FetchQueue response from ${endpoint}: ${why}`, {
       details: { endpoint },
     });
-  const status = res.status as WireStatus | null | undefined;
-  if (status === null || status === undefined) throw malformed('no status');
+  const status = res.status;
+  if (status === undefined) throw malformed('no status');
   const name = codeName(status);
   if (name !== 'OK' && name !== 'MESSAGE_NOT_FOUND' && name !== 'ILLEGAL_OFFSET') {
     throw statusError('FetchQueue', status, endpoint);
   }
   const nextOffset = res.nextOffset;
-  if (typeof nextOffset !== 'number' || !Number.isSafeInteger(nextOffset)) {
-    throw malformed('no next offset');
-  }
+  if (!Number.isSafeInteger(nextOffset)) throw malformed(`next offset ${nextOffset}`);
   if (name === 'ILLEGAL_OFFSET') return { status: 'OFFSET_ILLEGAL', messages: [], nextOffset };
   if (name === 'MESSAGE_NOT_FOUND') return { status: 'NO_NEW_MSG', messages: [], nextOffset };
-  const records = (res.records ?? []) as Buffer[];
-  const offsets = (res.offsets ?? []) as number[];
+  const { records, offsets } = res;
   if (records.length !== offsets.length) {
     throw malformed(`${records.length} records with ${offsets.length} offsets`);
   }
@@ -348,7 +357,7 @@ function fetchResult(res: Reply, asked: FetchAsked): PullResult {
       throw malformed(`offset ${offset} out of order (next offset ${nextOffset})`);
     }
     previous = offset;
-    const m = decodeMessage(records[i] as Buffer, context);
+    const m = decodeMessage(records[i] as Buffer, context, true);
     if (m.topic !== asked.storedTopic || m.queueId !== asked.queueId) {
       throw malformed(
         `a record of ${m.topic}:${m.queueId} for ${asked.storedTopic}:${asked.queueId}`,
@@ -467,12 +476,12 @@ export class PullConsumer {
       throw new RaftmqError('INTERNAL', `${FETCH_PROTO} has no ${FETCH_SERVICE_NAME}.FetchQueue`);
     }
     // One stub per endpoint calls both services (a method is known by its path). PullMessage
-    // frames go through the hand-written decoder (pull-wire.ts).
+    // frames and FetchQueue replies go through the hand-written decoders (pull-wire.ts).
     const Ctor = grpc.makeGenericClientConstructor(
       {
         ...service,
         PullMessage: { ...service.PullMessage, responseDeserialize: decodePullFrame },
-        FetchQueue: fetchService.FetchQueue,
+        FetchQueue: { ...fetchService.FetchQueue, responseDeserialize: decodeFetchReply },
       },
       'MessagingService',
     ) as unknown as StubCtor;
@@ -728,9 +737,9 @@ export class PullConsumer {
       tagExpression: call.expression,
       awaitMs: call.awaitMs,
     };
-    let res: Reply;
+    let res: FetchReply;
     try {
-      res = await this.unary(endpoint, 'FetchQueue', request, call.deadlineMs);
+      res = await this.unary<FetchReply>(endpoint, 'FetchQueue', request, call.deadlineMs);
     } catch (err) {
       if (!(err instanceof RaftmqError) || err.details?.grpcCode !== grpc.status.UNIMPLEMENTED) {
         throw err;
@@ -807,18 +816,19 @@ export class PullConsumer {
     return md;
   }
 
-  private unary(
+  /** One unary call; `T` is what the method's response deserializer makes (a Reply by default). */
+  private unary<T = Reply>(
     endpoint: string,
     method: string,
     request: object,
     deadlineMs: number,
-  ): Promise<Reply> {
+  ): Promise<T> {
     const stub = this.stub(endpoint);
     const fn = (stub[method] as UnaryFn).bind(stub);
     return new Promise((resolve, reject) => {
       fn(request, this.metadata(), { deadline: deadlineMs }, (err, res) => {
         if (err) reject(grpcError(method, endpoint, err));
-        else resolve(res ?? {});
+        else resolve((res ?? {}) as T);
       });
     });
   }

@@ -13,6 +13,9 @@
  * message_id 3, born_timestamp 7, store_timestamp 9, receipt_handle 12, queue_id 13,
  * queue_offset 14, delivery_attempt 16, message_group 17}; Timestamp {seconds 1, nanos 2}.
  *
+ * FetchQueueResponse (raftmq's `proto/fetch.proto`) is read here too: a reply of a thousand
+ * stored records, each left as a view of the reply for the consumer to check and decode.
+ *
  * Bytes that are not a well-formed frame throw; grpc-js then fails the call, and the consumer
  * reports it as a failed pull.
  */
@@ -103,8 +106,11 @@ class Reader {
   }
 
   bytes(): Buffer {
-    const r = this.sub();
-    return r.buf.subarray(r.pos, r.end);
+    const len = this.varint();
+    if (len > this.end - this.pos) throw new Error('length-delimited field runs past its end');
+    const start = this.pos;
+    this.pos += len;
+    return this.buf.subarray(start, this.pos);
   }
 
   skip(wireType: number): void {
@@ -215,6 +221,20 @@ function message(r: Reader): PullFrameMessage {
   };
 }
 
+/** A Status (PullMessageResponse) or FetchStatus (FetchQueueResponse): code 1, message 2. */
+function status(s: Reader): { code: number; message: string } {
+  let code = 0;
+  let text = '';
+  while (!s.done) {
+    const f = s.key();
+    const t = s.wireType;
+    if (f === 1 && t === VARINT) code = s.int32();
+    else if (f === 2 && t === LEN) text = s.string();
+    else s.skip(t);
+  }
+  return { code, message: text };
+}
+
 /** Decodes one PullMessageResponse frame. */
 export function decodePullFrame(bytes: Buffer): PullFrame {
   const r = new Reader(bytes, 0, bytes.length);
@@ -223,17 +243,7 @@ export function decodePullFrame(bytes: Buffer): PullFrame {
     const field = r.key();
     const type = r.wireType;
     if (field === 1 && type === LEN) {
-      const s = r.sub();
-      let code = 0;
-      let text = '';
-      while (!s.done) {
-        const f = s.key();
-        const t = s.wireType;
-        if (f === 1 && t === VARINT) code = s.int32();
-        else if (f === 2 && t === LEN) text = s.string();
-        else s.skip(t);
-      }
-      frame.status = { code, message: text };
+      frame.status = status(r.sub());
     } else if (field === 2 && type === LEN) {
       frame.message = message(r.sub());
     } else if (field === 3 && type === VARINT) {
@@ -243,4 +253,43 @@ export function decodePullFrame(bytes: Buffer): PullFrame {
     }
   }
   return frame;
+}
+
+/**
+ * A decoded FetchQueueResponse (proto/fetch.proto: status 1, next_offset 2, records 3, offsets
+ * 4). Each record is a view of the reply's bytes, not a copy; the consumer checks and decodes it.
+ */
+export interface FetchReply {
+  status: { code: number; message: string } | undefined;
+  nextOffset: number;
+  records: Buffer[];
+  offsets: number[];
+}
+
+/**
+ * Decodes a FetchQueueResponse. Offsets are read packed (as raftmq writes them) or one per
+ * field, as protobuf allows either for a repeated scalar.
+ */
+export function decodeFetchReply(bytes: Buffer): FetchReply {
+  const r = new Reader(bytes, 0, bytes.length);
+  const reply: FetchReply = { status: undefined, nextOffset: 0, records: [], offsets: [] };
+  while (!r.done) {
+    const field = r.key();
+    const type = r.wireType;
+    if (field === 3 && type === LEN) {
+      reply.records.push(r.bytes());
+    } else if (field === 4 && type === LEN) {
+      const packed = r.sub();
+      while (!packed.done) reply.offsets.push(packed.varint());
+    } else if (field === 4 && type === VARINT) {
+      reply.offsets.push(r.varint());
+    } else if (field === 2 && type === VARINT) {
+      reply.nextOffset = r.varint();
+    } else if (field === 1 && type === LEN) {
+      reply.status = status(r.sub());
+    } else {
+      r.skip(type);
+    }
+  }
+  return reply;
 }

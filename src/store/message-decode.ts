@@ -110,6 +110,28 @@ function checkFrame(
   return { stringsStart, end, presence };
 }
 
+/** What a message without keys decodes to: one frozen array shared by all of them. */
+const NO_KEYS: readonly string[] = Object.freeze([]);
+
+/**
+ * What a message without properties decodes to: one map shared by all of them. Its own
+ * (non-enumerable) set, delete and clear refuse or ignore changes: a decoded message's maps are
+ * read-only by type, and this one is in fact too. It stays a plain Map to every comparison.
+ */
+const NO_PROPERTIES: ReadonlyMap<string, string> = (() => {
+  const map = new Map<string, string>();
+  Object.defineProperties(map, {
+    set: {
+      value: (): never => {
+        throw new TypeError('the properties of a decoded message are read-only');
+      },
+    },
+    delete: { value: () => false },
+    clear: { value: () => undefined },
+  });
+  return Object.freeze(map);
+})();
+
 /** Reads the strings, checking each length against the bytes left before using it. */
 class StringReader {
   private at: number;
@@ -163,8 +185,9 @@ class StringReader {
     return undefined;
   }
 
-  keys(): string[] {
+  keys(): readonly string[] {
     const count = this.u16('key count');
+    if (count === 0) return NO_KEYS;
     if (count * LEN16 > this.end - this.at) corrupt(this.context, 'key count runs past the end');
     const keys = new Array<string>(count);
     for (let i = 0; i < count; i++) keys[i] = this.string('key');
@@ -172,8 +195,12 @@ class StringReader {
   }
 
   /** Reads the properties, which end the record. */
-  properties(): Map<string, string> {
+  properties(): ReadonlyMap<string, string> {
     const count = this.u16('property count');
+    if (count === 0) {
+      if (this.at !== this.end) corrupt(this.context, `${this.end - this.at} bytes after the end`);
+      return NO_PROPERTIES;
+    }
     const properties = new Map<string, string>();
     for (let i = 0; i < count; i++) {
       const key = this.string('property key');
@@ -220,8 +247,14 @@ function readTopic(r: StringReader, context: DecodeContext | undefined): string 
  * Decodes one message from exactly its own bytes. Anything malformed (truncated or padded input,
  * wrong magic, version or length, CRC mismatch, impossible field) throws CORRUPT_RECORD naming
  * `context`. Only structure is checked, not {@link MESSAGE_LIMITS}: those are the writer's.
+ * The body is a copy, or with `bodyView` a view of `bytes` (no copy, but it keeps all of
+ * `bytes` alive while it lives).
  */
-export function decodeMessage(bytes: Uint8Array, context?: DecodeContext): StoredMessage {
+export function decodeMessage(
+  bytes: Uint8Array,
+  context?: DecodeContext,
+  bodyView = false,
+): StoredMessage {
   const buf = asBuffer(bytes);
   const { stringsStart, end, presence } = checkFrame(buf, context, true);
   const r = new StringReader(buf, stringsStart, end, context);
@@ -234,8 +267,13 @@ export function decodeMessage(bytes: Uint8Array, context?: DecodeContext): Store
   const traceContext = r.optional(presence & HAS_TRACE, 'traceContext');
   const keys = r.keys();
   const userProperties = r.properties();
-  const body = Buffer.allocUnsafe(stringsStart - BODY_OFFSET);
-  buf.copy(body, 0, BODY_OFFSET, stringsStart);
+  let body: Buffer;
+  if (bodyView) {
+    body = buf.subarray(BODY_OFFSET, stringsStart);
+  } else {
+    body = Buffer.allocUnsafe(stringsStart - BODY_OFFSET);
+    buf.copy(body, 0, BODY_OFFSET, stringsStart);
+  }
   return {
     topic,
     queueId: readInt31(buf, 13, context),
@@ -293,8 +331,6 @@ export interface MessageIndexFields {
   readonly keys: readonly string[];
   readonly storeTimestampMs: number;
 }
-
-const NO_KEYS: readonly string[] = Object.freeze([]);
 
 /**
  * Reads one length-prefixed string in place, checking it fits before `end`. ASCII strings are

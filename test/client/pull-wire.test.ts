@@ -2,13 +2,15 @@
  * The PullConsumer's hand-written frame decoder (src/client/pull-wire.ts) against the generic
  * protobuf encoder: random PullMessageResponse frames (status, message or next offset) written
  * by the encoder of the project's .proto files decode to the same fields; broken bytes throw
- * an Error and never hang or return garbage silently past the end.
+ * an Error and never hang or return garbage silently past the end. The same for FetchQueue
+ * replies (`decodeFetchReply`), whose offsets protobuf may write packed or one per field.
  */
 import { strict as assert } from 'node:assert';
 import type * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
+import { loadFetchDefinition } from '../../src/broker/fetch-service';
 import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
-import { decodePullFrame } from '../../src/client/pull-wire';
+import { decodeFetchReply, decodePullFrame } from '../../src/client/pull-wire';
 import { fcParams } from '../fc-params';
 
 const text = fc.string({ unit: 'grapheme', maxLength: 30 });
@@ -122,5 +124,109 @@ describe('PullMessage frame decoding (client)', () => {
     );
     // A length that runs past the end of the frame.
     assert.throws(() => decodePullFrame(Buffer.from([0x12, 0x05, 0x01])), /runs past/);
+  });
+});
+
+const fetchReplyArb = fc.record(
+  {
+    status: fc.record({ code: fc.constantFrom(20000, 40401, 40019, -1), message: text }),
+    nextOffset: fc.maxSafeNat(),
+    records: fc.array(
+      fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
+      { maxLength: 20 },
+    ),
+    offsets: fc.array(fc.maxSafeNat(), { maxLength: 20 }),
+  },
+  { requiredKeys: [] },
+);
+
+/** Varint bytes of a safe integer. */
+function varint(value: number): number[] {
+  const out: number[] = [];
+  let rest = value;
+  while (rest >= 0x80) {
+    out.push((rest % 0x80) | 0x80);
+    rest = Math.floor(rest / 0x80);
+  }
+  out.push(rest);
+  return out;
+}
+
+describe('FetchQueue reply decoding (client)', () => {
+  let method: grpc.MethodDefinition<unknown, unknown>;
+  before(async () => {
+    const def = await loadFetchDefinition();
+    assert.ok(def.FetchQueue !== undefined);
+    method = def.FetchQueue;
+  });
+
+  it('reads what the generic encoder writes', () => {
+    fc.assert(
+      fc.property(fetchReplyArb, (reply) => {
+        const bytes = method.responseSerialize(reply);
+        const got = decodeFetchReply(bytes);
+        assert.deepEqual(got, {
+          status: reply.status === undefined ? undefined : { ...reply.status },
+          nextOffset: reply.nextOffset ?? 0,
+          records: reply.records ?? [],
+          offsets: reply.offsets ?? [],
+        });
+        // Records are views of the reply, not copies.
+        for (const r of got.records) assert.equal(r.buffer, bytes.buffer);
+      }),
+      fcParams(300),
+    );
+  });
+
+  it('reads offsets written one per field, as protobuf allows, and skips unknown fields', () => {
+    fc.assert(
+      fc.property(fc.array(fc.maxSafeNat(), { maxLength: 10 }), (offsets) => {
+        const bytes = Buffer.from([
+          ...offsets.flatMap((o) => [(4 << 3) | 0, ...varint(o)]),
+          (9 << 3) | 0,
+          7, // an unknown varint field
+          (10 << 3) | 2,
+          2,
+          0xaa,
+          0xbb, // an unknown length-delimited field
+          (2 << 3) | 0,
+          ...varint(41),
+        ]);
+        assert.deepEqual(decodeFetchReply(bytes), {
+          status: undefined,
+          nextOffset: 41,
+          records: [],
+          offsets,
+        });
+      }),
+      fcParams(100),
+    );
+  });
+
+  it('throws on truncated or random bytes rather than reading past them', () => {
+    fc.assert(
+      fc.property(fetchReplyArb, fc.nat(), (reply, cut) => {
+        const bytes = method.responseSerialize(reply);
+        if (bytes.length === 0) return;
+        try {
+          decodeFetchReply(bytes.subarray(0, cut % bytes.length));
+        } catch (err) {
+          assert.ok(err instanceof Error);
+        }
+      }),
+      fcParams(300),
+    );
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (b) => {
+        try {
+          decodeFetchReply(Buffer.from(b));
+        } catch (err) {
+          assert.ok(err instanceof Error);
+        }
+      }),
+      fcParams(300),
+    );
+    // A record whose length runs past the end of the reply.
+    assert.throws(() => decodeFetchReply(Buffer.from([0x1a, 0x05, 0x01])), /runs past/);
   });
 });

@@ -242,6 +242,33 @@ describe('message-codec', () => {
       assert.deepStrictEqual(decoded.body, Buffer.from('hello'));
     });
 
+    it('with bodyView, returns the body as a view of the bytes decoded (no copy)', () => {
+      const bytes = encodeMessage(BASE);
+      const decoded = decodeMessage(bytes, undefined, true);
+      assert.deepStrictEqual(decoded, decodeMessage(bytes));
+      bytes.fill(0x78);
+      assert.deepStrictEqual(decoded.body, Buffer.from('xxxxx'));
+    });
+
+    it('shares one read-only empty key list and property map among messages without them', () => {
+      const none = { ...BASE, keys: [], userProperties: new Map<string, string>() };
+      const a = decodeMessage(encodeMessage(none));
+      const b = decodeMessage(encodeMessage(none));
+      assert.equal(a.keys, b.keys);
+      assert.equal(a.userProperties, b.userProperties);
+      assert.ok(Object.isFrozen(a.keys));
+      const props = a.userProperties as Map<string, string>;
+      assert.throws(() => props.set('k', 'v'), TypeError);
+      props.delete('k');
+      props.clear();
+      assert.equal(b.userProperties.size, 0);
+      assert.deepStrictEqual([...b.userProperties], []);
+      // A message with keys and properties gets its own.
+      const c = decodeMessage(encodeMessage(BASE));
+      assert.notEqual(c.userProperties, a.userProperties);
+      assert.ok(c.userProperties.size > 0 && c.keys.length > 0);
+    });
+
     it('encodes a message at every limit to exactly ENCODED_MESSAGE_SIZE_MAX_BYTES', () => {
       const msg: StoredMessage = {
         ...BASE,
