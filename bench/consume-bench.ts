@@ -80,7 +80,7 @@ const PREFILL: Readonly<Record<PhaseName, number>> = quick
 const PREFILL_BATCH = Array.from({ length: 128 }, () => ({ body: BODY }));
 const PREFILL_INFLIGHT = 8;
 const PREFILL_MS_MAX = 180_000;
-const POP_CONSUMERS = 4;
+const POP_CONSUMERS = Number(process.env.LOOPS ?? 4);
 const POP_BATCH = 1024;
 const ACK_ENTRIES_MAX = 1024;
 const POP_INVISIBLE_MS = 60_000;

@@ -126,7 +126,7 @@ export class BatchedPopLoad extends LoopLoad {
     const client = this.clients[loop];
     if (client === undefined) throw new Error(`no pop client ${loop}`);
     const startMs = performance.now();
-    const got = await client.receive(this.spec);
+    const got = process.env.STORED === "1" ? await client.receiveStored(this.spec) : await client.receive(this.spec);
     if (got.status === 'MESSAGE_NOT_FOUND') return;
     if (got.status !== 'OK') {
       this.fail(`ReceiveMessage: ${got.status}: ${got.statusMessage}`);

@@ -9,11 +9,18 @@
 import * as os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { decodePullFrame, type PullFrame } from '../src/client/pull-wire';
+import {
+  decodePullFrame,
+  decodeReceiveStoredReply,
+  type PullFrame,
+  type ReceiveStoredReply,
+} from '../src/client/pull-wire';
+import { decodeMessage } from '../src/store/message-decode';
 import { RmqCode } from '../src/common/errors';
 import { findProtoDir, PROTO_LOADER_OPTIONS } from '../src/common/proto-files';
 
 const SERVICE_PROTO = 'apache/rocketmq/v2/service.proto';
+const FETCH_PROTO = 'fetch.proto';
 /** A receive of 1024 messages of 1 KiB is about 1.2 MiB; room for larger bodies. */
 const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': 64 * 1024 * 1024,
@@ -37,7 +44,16 @@ type StreamFn = (
   md: grpc.Metadata,
   opts: grpc.CallOptions,
 ) => grpc.ClientReadableStream<PullFrame>;
-type Stub = grpc.Client & { ReceiveMessage: StreamFn; AckMessage: UnaryFn };
+type Stub = grpc.Client & {
+  ReceiveMessage: StreamFn;
+  AckMessage: UnaryFn;
+  ReceiveStored: (
+    req: object,
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: (err: grpc.ServiceError | null, res?: ReceiveStoredReply) => void,
+  ) => grpc.ClientUnaryCall;
+};
 type StubCtor = new (address: string, creds: grpc.ChannelCredentials, opts?: object) => Stub;
 
 /** One message a receive handed out: what an ack needs. */
@@ -79,16 +95,28 @@ const CODE_NAMES: Readonly<Record<number, string>> = {
 let loaded: Promise<StubCtor> | undefined;
 
 function loadStubCtor(): Promise<StubCtor> {
-  loaded ??= protoLoader
-    .load(SERVICE_PROTO, { ...PROTO_LOADER_OPTIONS, includeDirs: [findProtoDir(SERVICE_PROTO)] })
-    .then((def) => {
-      const service = def['apache.rocketmq.v2.MessagingService'] as grpc.ServiceDefinition;
-      const receive = service.ReceiveMessage as grpc.MethodDefinition<object, PullFrame>;
-      return grpc.makeGenericClientConstructor(
-        { ...service, ReceiveMessage: { ...receive, responseDeserialize: decodePullFrame } },
-        'MessagingService',
-      ) as unknown as StubCtor;
+  loaded ??= (async () => {
+    const def = await protoLoader.load(SERVICE_PROTO, {
+      ...PROTO_LOADER_OPTIONS,
+      includeDirs: [findProtoDir(SERVICE_PROTO)],
     });
+    const fetchDef = await protoLoader.load(FETCH_PROTO, {
+      ...PROTO_LOADER_OPTIONS,
+      includeDirs: [findProtoDir(FETCH_PROTO)],
+    });
+    const service = def['apache.rocketmq.v2.MessagingService'] as grpc.ServiceDefinition;
+    const fetch = fetchDef['raftmq.fetch.v1.Fetch'] as grpc.ServiceDefinition;
+    const receive = service.ReceiveMessage as grpc.MethodDefinition<object, PullFrame>;
+    const stored = fetch.ReceiveStored as grpc.MethodDefinition<object, ReceiveStoredReply>;
+    return grpc.makeGenericClientConstructor(
+      {
+        ...service,
+        ReceiveMessage: { ...receive, responseDeserialize: decodePullFrame },
+        ReceiveStored: { ...stored, responseDeserialize: decodeReceiveStoredReply },
+      },
+      'MessagingService',
+    ) as unknown as StubCtor;
+  })();
   return loaded;
 }
 
@@ -149,6 +177,43 @@ export class PopClient {
           receipts,
         }),
       );
+    });
+  }
+
+  /**
+   * One ReceiveStored call (raftmq's Fetch protocol): the messages as stored, each checked and
+   * decoded as the SDK does, and their receipts.
+   */
+  receiveStored(spec: ReceiveSpec): Promise<ReceiveResult> {
+    const request = {
+      group: this.group,
+      topic: this.topic,
+      batchSize: spec.batchSize,
+      invisibleMs: spec.invisibleMs,
+      tagExpression: '*',
+      awaitMs: spec.longPollMs,
+      bytesMax: 0,
+    };
+    const deadline = Date.now() + spec.longPollMs + spec.timeoutMs;
+    return new Promise((resolve, reject) => {
+      this.stub.ReceiveStored(request, this.metadata(), { deadline }, (err, res) => {
+        if (err !== null || res === undefined) {
+          reject(err ?? new Error('no reply'));
+          return;
+        }
+        const receipts: ReceiptEntry[] = [];
+        for (let i = 0; i < res.records.length; i++) {
+          const m = decodeMessage(res.records[i] as Buffer, undefined, true);
+          receipts.push({ messageId: m.messageId, receiptHandle: res.receiptHandles[i] ?? '' });
+        }
+        const status = res.status;
+        resolve({
+          status:
+            status === undefined ? 'NO_STATUS' : (CODE_NAMES[status.code] ?? String(status.code)),
+          statusMessage: status?.message ?? '',
+          receipts,
+        });
+      });
     });
   }
 

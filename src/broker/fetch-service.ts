@@ -1,16 +1,24 @@
 /**
- * raftmq's Fetch protocol (`proto/fetch.proto`, `raftmq.fetch.v1.Fetch`): read by offset with
- * the messages sent as the CommitLog stores them. FetchQueue makes the checks PullMessage makes
- * and shares its pull (messaging-pull.ts `pullQueue`: long polling, tag filter, paging, the
- * same statuses); only the answer differs: the records go as they are stored, all in one
- * frame, their CRC32C left to the client unless a tag filter reads their tags.
+ * raftmq's Fetch protocol (`proto/fetch.proto`, `raftmq.fetch.v1.Fetch`): reads with the
+ * messages sent as the CommitLog stores them, all in one frame.
+ *
+ * - FetchQueue reads by offset. It makes the checks PullMessage makes and shares its pull
+ *   (messaging-pull.ts `pullQueue`: long polling, tag filter, paging, the same statuses); only
+ *   the answer differs: the records go as they are stored, their CRC32C left to the client
+ *   unless a tag filter reads their tags.
+ * - ReceiveStored pops for a consumer group through the leader's PopService, as ReceiveMessage
+ *   does (messaging-pop.ts), with the same checks and statuses; the answer carries the stored
+ *   records with a receipt handle and delivery attempt each, instead of a frame per message
+ *   with its MD5 digest. A follower answers HA_NOT_AVAILABLE (it does not forward: the SDK
+ *   sends receives to the leader its route names).
+ *
  * docs/client-protocol.md says when to use which.
  *
  * Served on every broker node next to the MessagingService, with the same context: it stops
  * long polls when the service closes, and answers every failure as a status in the reply.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { RmqCode } from '../common/errors';
+import { RaftmqError, RmqCode } from '../common/errors';
 import {
   namespaceHeader,
   requireClientId,
@@ -28,8 +36,9 @@ import {
   tagMatcher,
   tagsOf,
 } from './messaging-pull';
-import { encodeFetchAnswer } from './rmq-message-encode';
-import { checkGroup, effectiveNamespace } from './rmq-validate';
+import { INVISIBLE_MS_MAX, popOf, RECEIVE_BATCH_DEFAULT } from './messaging-pop';
+import { encodeFetchAnswer, encodeReceiveStoredAnswer } from './rmq-message-encode';
+import { checkGroup, checkTopic, effectiveNamespace } from './rmq-validate';
 
 /** The protocol file, relative to the proto directory. */
 export const FETCH_PROTO_FILE = 'fetch.proto';
@@ -47,6 +56,18 @@ export interface FetchRequest {
   readonly bytesMax: number;
   readonly tagExpression: string;
   readonly awaitMs: number;
+}
+
+/** A ReceiveStored request as proto-loader decodes it (every field present). */
+export interface ReceiveStoredRequest {
+  readonly namespace: string;
+  readonly group: string;
+  readonly topic: string;
+  readonly batchSize: number;
+  readonly invisibleMs: number;
+  readonly tagExpression: string;
+  readonly awaitMs: number;
+  readonly bytesMax: number;
 }
 
 /** The Fetch service definition; its request decoder never throws (see messaging-proto.ts). */
@@ -93,22 +114,84 @@ async function fetchQueue(
   return encodeFetchAnswer(outcome.nextOffset, outcome.items);
 }
 
+/** One ReceiveStored call: the reply object (status, and the messages handed out). */
+async function receiveStored(
+  ctx: ServiceContext,
+  call: grpc.ServerUnaryCall<unknown, unknown>,
+  signal: AbortSignal,
+): Promise<object> {
+  requireClientId(call.metadata);
+  const request = call.request as ReceiveStoredRequest;
+  const ns = effectiveNamespace(namespaceHeader(call.metadata), request.namespace);
+  const group = checkGroup(request.group, ns, 'group');
+  const topic = checkTopic(request.topic, ns, 'topic', true);
+  if (request.invisibleMs > INVISIBLE_MS_MAX) {
+    throw new RaftmqError(
+      'ILLEGAL_INVISIBLE_TIME',
+      `invisible_ms ${request.invisibleMs} must be in [0, ${INVISIBLE_MS_MAX}]`,
+      { details: { field: 'invisible_ms' } },
+    );
+  }
+  const filter = tagMatcher(tagsOf(request.tagExpression));
+  const deadlineMs = callDeadlineMs(call, ctx);
+  const answerByMs = deadlineMs - ctx.options.forwardReserveMs;
+  const awaitMs = Math.min(request.awaitMs, ctx.options.longPollingTimeoutMsMax);
+  const popped = await popOf(ctx).receive(
+    {
+      group,
+      topic,
+      filter,
+      batchSize: request.batchSize > 0 ? request.batchSize : RECEIVE_BATCH_DEFAULT,
+      invisibleMs: request.invisibleMs,
+      pollUntilMs: Math.min(ctx.clock.nowMs() + awaitMs, answerByMs),
+      signal,
+      bytesMax: request.bytesMax > 0 ? request.bytesMax : undefined,
+    },
+    answerByMs,
+  );
+  if (popped.length === 0) {
+    const message = `no message of ${topic} is ready for group ${group}`;
+    return { status: { code: RmqCode.MESSAGE_NOT_FOUND, message } };
+  }
+  return encodeReceiveStoredAnswer(popped);
+}
+
 /**
- * The FetchQueue handler. A long poll ends when the client cancels or the service closes
+ * A unary handler whose long poll ends when the client cancels or the service closes
  * (`ctx.closing`); it then answers with what it has.
  */
-export function fetchQueueHandler(ctx: ServiceContext): grpc.handleUnaryCall<unknown, unknown> {
-  return unaryHandler(ctx, 'FetchQueue', async (call) => {
+function pollingHandler(
+  ctx: ServiceContext,
+  name: string,
+  run: (
+    ctx: ServiceContext,
+    call: grpc.ServerUnaryCall<unknown, unknown>,
+    signal: AbortSignal,
+  ) => Promise<object>,
+): grpc.handleUnaryCall<unknown, unknown> {
+  return unaryHandler(ctx, name, async (call) => {
     const stop = new AbortController();
     const onStop = (): void => stop.abort();
     call.on('cancelled', onStop);
     ctx.closing.addEventListener('abort', onStop);
     if (ctx.closing.aborted) stop.abort();
     try {
-      return await fetchQueue(ctx, call, stop.signal);
+      return await run(ctx, call, stop.signal);
     } finally {
       call.off('cancelled', onStop);
       ctx.closing.removeEventListener('abort', onStop);
     }
   });
+}
+
+/** The FetchQueue handler. */
+export function fetchQueueHandler(ctx: ServiceContext): grpc.handleUnaryCall<unknown, unknown> {
+  return pollingHandler(ctx, 'FetchQueue', fetchQueue);
+}
+
+/** The ReceiveStored handler. */
+export function receiveStoredHandler(
+  ctx: ServiceContext,
+): grpc.handleUnaryCall<unknown, unknown> {
+  return pollingHandler(ctx, 'ReceiveStored', receiveStored);
 }

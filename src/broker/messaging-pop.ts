@@ -61,7 +61,8 @@ interface Names {
   readonly topic: string;
 }
 
-function popOf(ctx: ServiceContext): PopService {
+/** The leader's pop service; UNSUPPORTED on a broker that serves no pop consumption. */
+export function popOf(ctx: ServiceContext): PopService {
   const pop = ctx.backend.pop;
   if (pop === undefined) {
     throw new RaftmqError('UNSUPPORTED', 'this broker does not serve pop consumption');

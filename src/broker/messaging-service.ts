@@ -21,7 +21,7 @@ import { RmqCode } from '../common/errors';
 import { componentLogger, type Logger } from '../common/logger';
 import { ClientRegistry, type OneShotTimers, systemTimers } from './client-registry';
 import { type ClosableSession, type ServiceContext, unaryHandler } from './messaging-call';
-import { fetchQueueHandler, loadFetchDefinition } from './fetch-service';
+import { fetchQueueHandler, loadFetchDefinition, receiveStoredHandler } from './fetch-service';
 import { Forwarder } from './messaging-forward';
 import {
   type MessagingServiceOptions,
@@ -151,7 +151,10 @@ export async function createMessagingService(
     handlers,
     fetch: {
       definition: fetchDefinition,
-      handlers: { FetchQueue: fetchQueueHandler(ctx) },
+      handlers: {
+        FetchQueue: fetchQueueHandler(ctx),
+        ReceiveStored: receiveStoredHandler(ctx),
+      },
     },
     registry,
     close(): Promise<void> {

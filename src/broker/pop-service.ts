@@ -121,6 +121,8 @@ export interface PopReceiveRequest {
   /** When to stop waiting for messages (epoch ms). */
   readonly pollUntilMs: number;
   readonly signal?: AbortSignal;
+  /** Bytes of stored messages to hand out at most (capped by the service's `bytesMax`). */
+  readonly bytesMax?: number;
 }
 
 /** A message handed out by a receive. */
@@ -211,7 +213,7 @@ export class PopService {
     const locked: string[] = [];
     const plans: Plan[] = [];
     try {
-      const { bytesMax } = this.options;
+      const bytesMax = Math.min(req.bytesMax ?? Infinity, this.options.bytesMax);
       const budget: Budget = { count: batchSize, bytes: bytesMax, bytesMax };
       for (let i = 0; i < topic.queueCount && budget.count > 0 && budget.bytes > 0; i++) {
         const queueId = (start + i) % topic.queueCount;

@@ -203,3 +203,57 @@ export function encodeFetchAnswer(
   if (w.pos !== size) throw new RaftmqError('INTERNAL', 'encodeFetchAnswer: size mismatch');
   return new EncodedFrame(w.buf);
 }
+
+/** A message of a ReceiveStored answer: its stored record and offset, handle and attempt. */
+export interface ReceivedRecord {
+  readonly record: FetchedRecord;
+  readonly receiptHandle: string;
+  readonly attempt: number;
+}
+
+/**
+ * The bytes of a ReceiveStoredResponse (proto/fetch.proto) that hands out messages: `status = 1`
+ * OK, each record as `records = 2`, then packed `offsets = 3`, one `receipt_handles = 4` each
+ * and packed `delivery_attempts = 5`. The records are copied once, into the answer.
+ */
+export function encodeReceiveStoredAnswer(received: readonly ReceivedRecord[]): EncodedFrame {
+  const message = 'OK';
+  const statusSize = varintFieldSize(RmqCode.OK) + lenFieldSize(message.length);
+  let size = lenFieldSize(statusSize);
+  let offsetsSize = 0;
+  let attemptsSize = 0;
+  const handleBytes = new Array<number>(received.length);
+  for (let i = 0; i < received.length; i++) {
+    const r = received[i] as ReceivedRecord;
+    const offset = r.record.queueOffset;
+    if (!Number.isSafeInteger(offset) || offset < 0) {
+      throw new RaftmqError('INTERNAL', `receive answer: queue offset ${offset} is not valid`);
+    }
+    if (!Number.isSafeInteger(r.attempt) || r.attempt < 1 || r.attempt > 0xffff_ffff) {
+      throw new RaftmqError('INTERNAL', `receive answer: attempt ${r.attempt} is not valid`);
+    }
+    const hb = Buffer.byteLength(r.receiptHandle, 'utf8');
+    handleBytes[i] = hb;
+    size += lenFieldSize(r.record.bytes.byteLength) + lenFieldSize(hb);
+    offsetsSize += varintSize(offset);
+    attemptsSize += varintSize(r.attempt);
+  }
+  if (received.length > 0) size += lenFieldSize(offsetsSize) + lenFieldSize(attemptsSize);
+  const w = new Writer(Buffer.allocUnsafe(size));
+  w.messageHeader(1, statusSize);
+  w.varintField(1, RmqCode.OK);
+  w.stringField(2, message, message.length);
+  for (const r of received) w.copyField(2, r.record.bytes, 0, r.record.bytes.byteLength);
+  if (received.length > 0) {
+    w.messageHeader(3, offsetsSize);
+    for (const r of received) w.varint(r.record.queueOffset);
+    for (let i = 0; i < received.length; i++) {
+      const r = received[i] as ReceivedRecord;
+      w.stringField(4, r.receiptHandle, handleBytes[i] as number);
+    }
+    w.messageHeader(5, attemptsSize);
+    for (const r of received) w.varint(r.attempt);
+  }
+  if (w.pos !== size) throw new RaftmqError('INTERNAL', 'encodeReceiveStoredAnswer: size mismatch');
+  return new EncodedFrame(w.buf);
+}

@@ -18,12 +18,9 @@
  * call that finds its node unreachable or not leading refreshes the route and tries again
  * until its deadline.
  */
-import * as os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { type ErrorCode, RaftmqError } from '../common/errors';
-import { intInRange, isString, oneOf, type OptionSpec, resolveOptions } from '../common/options';
-import { findProtoDir, PROTO_LOADER_OPTIONS } from '../common/proto-files';
+import { RaftmqError } from '../common/errors';
+import { isString, oneOf, type OptionSpec, resolveOptions } from '../common/options';
 import { decodeMessage } from '../store/message-codec';
 import {
   decodeFetchReply,
@@ -32,67 +29,47 @@ import {
   type PullFrame,
   type PullFrameMessage,
 } from './pull-wire';
+import {
+  checkArg,
+  checkInt,
+  codeName,
+  loadClientCtor,
+  type ReadTarget,
+  RMQ_CLIENT_DEFAULTS,
+  RMQ_CLIENT_OPTION_SPEC,
+  RmqClient,
+  type RmqClientOptions,
+  type StreamFn,
+  statusError,
+  grpcError,
+  type StubCtor,
+  type WireStatus,
+} from './rmq-client';
 
-const SERVICE_PROTO = 'apache/rocketmq/v2/service.proto';
-const SERVICE_NAME = 'apache.rocketmq.v2.MessagingService';
-const FETCH_PROTO = 'fetch.proto';
-const FETCH_SERVICE_NAME = 'raftmq.fetch.v1.Fetch';
+export type { ReadTarget, RouteGroup, TopicRouteView } from './rmq-client';
 
 /** How pulls travel: raftmq's Fetch (stored records, one frame per reply) or PullMessage. */
 export type PullProtocol = 'fetch' | 'pull-message';
 
-/** Options of a {@link PullConsumer}. */
-export interface PullConsumerOptions {
-  /** Access point, `host:port` of a NameServer or of any broker node. */
-  endpoint: string;
+/** Options of a {@link PullConsumer} (a pull adds its `awaitMs` to `callTimeoutMs`). */
+export interface PullConsumerOptions extends RmqClientOptions {
   /** Consumer group named in PullMessage (offsets take the group per call). */
   consumerGroup: string;
-  /** Namespace of topics and groups (RocketMQ 5 `resource_namespace`); empty for none. */
-  namespace: string;
-  /** Deadline of one call, retries included (a pull adds its `awaitMs`). */
-  callTimeoutMs: number;
-  /** Route answers are reused for this long, then asked again. */
-  routeTtlMs: number;
-  /** Topics whose route is kept at most (oldest dropped first). */
-  routeCacheEntriesMax: number;
-  /** gRPC channels kept open at most (least recently used closed first). */
-  channelsMax: number;
-  /** Largest response frame accepted (a Fetch reply holds up to the broker's pullBytesMax). */
-  receiveMessageBytesMax: number;
   /** How pulls travel (see the file comment); 'fetch' falls back to PullMessage by itself. */
   pullProtocol: PullProtocol;
-  /** Sent as `x-mq-client-id`; empty: generated. */
-  clientId: string;
-  /** Directory of the `.proto` files; empty: `$RAFTMQ_PROTO_DIR`, else the package's. */
-  protoDir: string;
 }
 
 export const PULL_CONSUMER_DEFAULTS: Readonly<Omit<PullConsumerOptions, 'endpoint'>> =
   Object.freeze({
+    ...RMQ_CLIENT_DEFAULTS,
     consumerGroup: 'raftmq_pull_consumer',
-    namespace: '',
-    callTimeoutMs: 5_000,
-    routeTtlMs: 30_000,
-    routeCacheEntriesMax: 1_024,
-    channelsMax: 32,
-    receiveMessageBytesMax: 8 * 1024 * 1024,
     pullProtocol: 'fetch',
-    clientId: '',
-    protoDir: '',
   });
 
 const OPTION_SPEC: OptionSpec<PullConsumerOptions> = {
-  endpoint: (value, path) => checkEndpoint(value, path, 'INVALID_OPTION'),
+  ...RMQ_CLIENT_OPTION_SPEC,
   consumerGroup: isString(true),
-  namespace: isString(false),
-  callTimeoutMs: intInRange(10, 600_000),
-  routeTtlMs: intInRange(0, 3_600_000),
-  routeCacheEntriesMax: intInRange(1, 1_000_000),
-  channelsMax: intInRange(1, 1_024),
-  receiveMessageBytesMax: intInRange(64 * 1024, 256 * 1024 * 1024),
   pullProtocol: oneOf('fetch', 'pull-message'),
-  clientId: isString(false),
-  protoDir: isString(false),
 };
 
 /** Checks the options and fills defaults; throws INVALID_OPTION naming the field. */
@@ -107,14 +84,6 @@ export function resolvePullConsumerOptions(
 export const PULL_COUNT_MAX = 1_024;
 /** Longest long poll a pull may ask for. */
 export const AWAIT_MS_MAX = 600_000;
-
-/** Per-call choices of a pull or an offset call. */
-export interface ReadTarget {
-  /** `host:port` of the node to ask; default: the leader of the queue's group (from the route). */
-  endpoint?: string;
-  /** Broker group owning the queue; needed only when several groups host the topic. */
-  brokerGroup?: string;
-}
 
 export interface PullCallOptions extends ReadTarget {
   /** How long the broker may wait for a message when there is none at the offset (0: none). */
@@ -164,53 +133,6 @@ export interface PullResult {
 /** Which offset {@link PullConsumer.queryOffset} asks for. */
 export type QueryOffsetPolicy = 'BEGINNING' | 'END' | 'TIMESTAMP';
 
-/** One broker group of a topic's route. */
-export interface RouteGroup {
-  readonly name: string;
-  /** `host:port` of the leader; undefined while the group has none. */
-  readonly leaderEndpoint: string | undefined;
-  readonly followers: readonly { readonly nodeId: string; readonly endpoint: string }[];
-  /** Queue ids of the topic in this group (known from the leader's entries). */
-  readonly queueIds: readonly number[];
-}
-
-export interface TopicRouteView {
-  readonly topic: string;
-  readonly groups: readonly RouteGroup[];
-}
-
-interface WireStatus {
-  code?: string | number;
-  message?: string;
-}
-interface WireQueue {
-  id?: number;
-  broker?: { name?: string; id?: number; endpoints?: { addresses?: WireAddress[] } };
-}
-interface WireAddress {
-  host: string;
-  port: number;
-}
-type Reply = Record<string, unknown>;
-
-/** RocketMQ status codes mapped to raftmq error codes (anything else is INTERNAL). */
-const STATUS_ERRORS: Readonly<Record<string, ErrorCode>> = {
-  BAD_REQUEST: 'INVALID_ARGUMENT',
-  ILLEGAL_TOPIC: 'ILLEGAL_TOPIC',
-  ILLEGAL_CONSUMER_GROUP: 'ILLEGAL_CONSUMER_GROUP',
-  ILLEGAL_FILTER_EXPRESSION: 'ILLEGAL_FILTER_EXPRESSION',
-  ILLEGAL_OFFSET: 'OUT_OF_RANGE',
-  CLIENT_ID_REQUIRED: 'CLIENT_ID_REQUIRED',
-  FORBIDDEN: 'PERMISSION_DENIED',
-  TOPIC_NOT_FOUND: 'TOPIC_NOT_FOUND',
-  CONSUMER_GROUP_NOT_FOUND: 'GROUP_NOT_FOUND',
-  TOO_MANY_REQUESTS: 'BUSY',
-  HA_NOT_AVAILABLE: 'NOT_LEADER',
-  PROXY_TIMEOUT: 'TIMEOUT',
-  MASTER_PERSISTENCE_TIMEOUT: 'TIMEOUT',
-  UNSUPPORTED: 'UNSUPPORTED',
-};
-const RETRY_DELAY_MS_MAX = 200;
 /**
  * What a FetchQueue reply adds to its records, at most: a status and the next offset, and per
  * record a tag and length and its offset (under 20 bytes each, at most 1,024 records).
@@ -218,65 +140,6 @@ const RETRY_DELAY_MS_MAX = 200;
 const FETCH_REPLY_OVERHEAD_BYTES = 32 * 1024;
 /** Endpoints remembered as not serving Fetch, at most (forgotten all at once past it). */
 const NO_FETCH_ENDPOINTS_MAX = 1_024;
-let consumerCount = 0;
-
-function checkEndpoint(value: unknown, path: string, code: ErrorCode): void {
-  const ok = typeof value === 'string' && /^[^\s:/]+:[0-9]{1,5}$/.test(value);
-  if (!ok || Number(value.slice(value.lastIndexOf(':') + 1)) > 65_535) {
-    throw new RaftmqError(code, `${path}: must be host:port, got ${JSON.stringify(value)}`, {
-      details: code === 'INVALID_OPTION' ? { option: path } : { field: path },
-    });
-  }
-}
-
-function checkArg(ok: boolean, field: string, message: string): void {
-  if (!ok) {
-    throw new RaftmqError('INVALID_ARGUMENT', `${field}: ${message}`, { details: { field } });
-  }
-}
-
-function checkInt(value: number, field: string, min: number, max: number): void {
-  checkArg(
-    Number.isSafeInteger(value) && value >= min && value <= max,
-    field,
-    `must be an integer in [${min}, ${max}], got ${String(value)}`,
-  );
-}
-
-/** `Code` names by number, from the loaded schema (PullMessage frames carry numbers). */
-const CODE_NAMES = new Map<number, string>();
-
-function codeName(status: WireStatus | undefined): string {
-  const code = status?.code;
-  if (code === undefined) return 'OK';
-  return typeof code === 'number' ? (CODE_NAMES.get(code) ?? String(code)) : code;
-}
-
-/** The typed error of a non-OK RocketMQ status. */
-function statusError(what: string, status: WireStatus | undefined, endpoint: string): RaftmqError {
-  const name = codeName(status);
-  return new RaftmqError(
-    STATUS_ERRORS[name] ?? 'INTERNAL',
-    `${what}: ${name}: ${status?.message}`,
-    {
-      details: { status: name, endpoint },
-    },
-  );
-}
-
-/** The typed error of a failed gRPC call. */
-function grpcError(what: string, endpoint: string, err: grpc.ServiceError): RaftmqError {
-  const details = { endpoint, grpcCode: err.code };
-  const code: ErrorCode =
-    err.code === grpc.status.DEADLINE_EXCEEDED
-      ? 'TIMEOUT'
-      : err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.CANCELLED
-        ? 'NOT_LEADER'
-        : err.code === grpc.status.RESOURCE_EXHAUSTED
-          ? 'BUSY'
-          : 'INTERNAL';
-  return new RaftmqError(code, `${what} to ${endpoint}: ${err.details}`, { details, cause: err });
-}
 
 function msToWire(ms: number): { seconds: number; nanos: number } {
   const seconds = Math.floor(ms / 1000);
@@ -380,71 +243,16 @@ function fetchResult(res: FetchReply, asked: FetchAsked): PullResult {
   return { status: messages.length > 0 ? 'FOUND' : 'NO_MATCHED_MSG', messages, nextOffset };
 }
 
-/** The route a QueryRouteResponse describes (leaders are broker id 0, followers `group@node`). */
-function routeFromQueues(topic: string, queues: readonly WireQueue[]): TopicRouteView {
-  const groups = new Map<
-    string,
-    { leader?: string; followers: Map<string, string>; ids: number[] }
-  >();
-  for (const q of queues) {
-    const a = q.broker?.endpoints?.addresses?.[0];
-    const name = q.broker?.name;
-    if (a === undefined || name === undefined) continue;
-    const at = name.indexOf('@');
-    const groupName = at < 0 ? name : name.slice(0, at);
-    let g = groups.get(groupName);
-    if (g === undefined) groups.set(groupName, (g = { followers: new Map(), ids: [] }));
-    if (q.broker?.id === 0) {
-      g.leader = `${a.host}:${a.port}`;
-      g.ids.push(q.id ?? 0);
-    } else if (at >= 0) {
-      g.followers.set(name.slice(at + 1), `${a.host}:${a.port}`);
-    }
-  }
-  return {
-    topic,
-    groups: [...groups].map(([name, g]) => ({
-      name,
-      leaderEndpoint: g.leader,
-      followers: [...g.followers].map(([nodeId, endpoint]) => ({ nodeId, endpoint })),
-      queueIds: [...new Set(g.ids)].sort((x, y) => x - y),
-    })),
-  };
-}
-
-type UnaryFn = (
-  req: object,
-  md: grpc.Metadata,
-  opts: grpc.CallOptions,
-  cb: (err: grpc.ServiceError | null, res?: Reply) => void,
-) => grpc.ClientUnaryCall;
-type StreamFn = (
-  req: object,
-  md: grpc.Metadata,
-  opts: grpc.CallOptions,
-) => grpc.ClientReadableStream<PullFrame>;
-type Stub = grpc.Client & Record<string, UnaryFn | StreamFn>;
-type StubCtor = new (address: string, creds: grpc.ChannelCredentials, opts?: object) => Stub;
-
 /** Reads queues by offset; see the file comment. */
-export class PullConsumer {
-  readonly options: Readonly<PullConsumerOptions>;
-  private readonly clientId: string;
-  private readonly stubs = new Map<string, Stub>();
-  private readonly routes = new Map<string, { view: TopicRouteView; expiresMs: number }>();
+export class PullConsumer extends RmqClient {
   /** Endpoints that answered FetchQueue UNIMPLEMENTED: pulls there use PullMessage. */
   private readonly noFetch = new Set<string>();
-  private closed = false;
 
   private constructor(
-    private readonly Ctor: StubCtor,
-    options: Readonly<PullConsumerOptions>,
+    Ctor: StubCtor,
+    readonly options: Readonly<PullConsumerOptions>,
   ) {
-    this.options = options;
-    this.clientId =
-      options.clientId !== ''
-        ? options.clientId
-        : `${os.hostname()}@${process.pid}@raftmq-pull${consumerCount++}@${Date.now().toString(36)}`;
+    super(Ctor, options, 'pull consumer');
   }
 
   /** Checks the options and loads the protocol; connects lazily. */
@@ -452,70 +260,12 @@ export class PullConsumer {
     options: Partial<PullConsumerOptions> & { endpoint: string },
   ): Promise<PullConsumer> {
     const resolved = resolvePullConsumerOptions(options);
-    const dir = findProtoDir(SERVICE_PROTO, resolved.protoDir);
-    // service.proto imports definition.proto by its path under `dir`: an include path.
-    const def = await protoLoader.load(SERVICE_PROTO, {
-      ...PROTO_LOADER_OPTIONS,
-      includeDirs: [dir],
+    // PullMessage frames and FetchQueue replies go through hand-written decoders (pull-wire.ts).
+    const Ctor = await loadClientCtor(resolved.protoDir, {
+      PullMessage: decodePullFrame,
+      FetchQueue: decodeFetchReply,
     });
-    const codes = def['apache.rocketmq.v2.Code'];
-    if (codes !== undefined && 'format' in codes) {
-      const values = (codes.type as { value?: { name: string; number: number }[] }).value ?? [];
-      for (const v of values) CODE_NAMES.set(v.number, v.name);
-    }
-    const service = def[SERVICE_NAME];
-    if (service === undefined || 'format' in service || service.PullMessage === undefined) {
-      throw new RaftmqError('INTERNAL', `${SERVICE_PROTO} has no ${SERVICE_NAME}.PullMessage`);
-    }
-    const fetchDef = await protoLoader.load(FETCH_PROTO, {
-      ...PROTO_LOADER_OPTIONS,
-      includeDirs: [findProtoDir(FETCH_PROTO, resolved.protoDir)],
-    });
-    const fetchService = fetchDef[FETCH_SERVICE_NAME];
-    if (fetchService === undefined || 'format' in fetchService || !fetchService.FetchQueue) {
-      throw new RaftmqError('INTERNAL', `${FETCH_PROTO} has no ${FETCH_SERVICE_NAME}.FetchQueue`);
-    }
-    // One stub per endpoint calls both services (a method is known by its path). PullMessage
-    // frames and FetchQueue replies go through the hand-written decoders (pull-wire.ts).
-    const Ctor = grpc.makeGenericClientConstructor(
-      {
-        ...service,
-        PullMessage: { ...service.PullMessage, responseDeserialize: decodePullFrame },
-        FetchQueue: { ...fetchService.FetchQueue, responseDeserialize: decodeFetchReply },
-      },
-      'MessagingService',
-    ) as unknown as StubCtor;
     return new PullConsumer(Ctor, resolved);
-  }
-
-  /** The route of `topic`, from the cache unless `refresh` or expired. */
-  async route(topic: string, refresh = false): Promise<TopicRouteView> {
-    checkArg(typeof topic === 'string' && topic !== '', 'topic', 'must be a non-empty string');
-    const nowMs = Date.now();
-    const cached = this.routes.get(topic);
-    if (!refresh && cached !== undefined && cached.expiresMs > nowMs) return cached.view;
-    const deadlineMs = nowMs + this.options.callTimeoutMs;
-    const res = await this.unary(
-      this.options.endpoint,
-      'QueryRoute',
-      {
-        topic: this.resource(topic),
-        endpoints: { scheme: 'IPv4', addresses: [] },
-      },
-      deadlineMs,
-    );
-    const status = res.status as WireStatus | undefined;
-    if (codeName(status) !== 'OK')
-      throw statusError(`route of ${topic}`, status, this.options.endpoint);
-    const view = routeFromQueues(topic, (res.messageQueues ?? []) as WireQueue[]);
-    this.routes.delete(topic);
-    while (this.routes.size >= this.options.routeCacheEntriesMax) {
-      const oldest = this.routes.keys().next();
-      if (oldest.done === true) break;
-      this.routes.delete(oldest.value);
-    }
-    this.routes.set(topic, { view, expiresMs: nowMs + this.options.routeTtlMs });
-    return view;
   }
 
   /**
@@ -646,73 +396,6 @@ export class PullConsumer {
     });
   }
 
-  /** Closes every channel; later calls reject. Idempotent. */
-  close(): void {
-    this.closed = true;
-    for (const stub of this.stubs.values()) stub.close();
-    this.stubs.clear();
-    this.routes.clear();
-  }
-
-  private resource(name: string): { resourceNamespace: string; name: string } {
-    return { resourceNamespace: this.options.namespace, name };
-  }
-
-  /**
-   * Runs `body` against the node `target` names, or the queue group's leader. Without an
-   * explicit endpoint, a retryable failure refreshes the route and tries again until the deadline.
-   */
-  private async withNode<T>(
-    topic: string,
-    target: ReadTarget,
-    deadlineMs: number,
-    body: (endpoint: string) => Promise<T>,
-  ): Promise<T> {
-    if (target.endpoint !== undefined) {
-      checkEndpoint(target.endpoint, 'endpoint', 'INVALID_ARGUMENT');
-      return body(target.endpoint);
-    }
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await body(await this.leaderOf(topic, target.brokerGroup, attempt > 0));
-      } catch (err) {
-        const retryable = err instanceof RaftmqError && err.retryable;
-        const delayMs = Math.min(25 * 2 ** attempt, RETRY_DELAY_MS_MAX);
-        if (!retryable || this.closed || Date.now() + delayMs >= deadlineMs) throw err;
-        await new Promise((resolve) => setTimeout(resolve, delayMs));
-      }
-    }
-  }
-
-  private async leaderOf(
-    topic: string,
-    brokerGroup: string | undefined,
-    refresh: boolean,
-  ): Promise<string> {
-    const view = await this.route(topic, refresh);
-    const candidates = view.groups.filter(
-      (g) => brokerGroup === undefined || g.name === brokerGroup,
-    );
-    if (candidates.length !== 1) {
-      const names = view.groups.map((g) => g.name).join(', ');
-      throw new RaftmqError(
-        brokerGroup === undefined ? 'INVALID_ARGUMENT' : 'TOPIC_NOT_FOUND',
-        brokerGroup === undefined
-          ? `brokerGroup: ${topic} is hosted by several groups (${names}); name one`
-          : `brokerGroup: ${brokerGroup} does not host ${topic} (hosts: ${names})`,
-        { details: { field: 'brokerGroup' } },
-      );
-    }
-    const leader = candidates[0]?.leaderEndpoint;
-    if (leader === undefined) {
-      throw new RaftmqError(
-        'NOT_LEADER',
-        `group ${candidates[0]?.name} of ${topic} has no leader yet`,
-      );
-    }
-    return leader;
-  }
-
   /**
    * One pull by FetchQueue; undefined when the endpoint does not implement it (remembered, so
    * the caller and later pulls use PullMessage there).
@@ -758,11 +441,6 @@ export class PullConsumer {
     });
   }
 
-  /** The broker's name of `name` in this consumer's namespace (`ns%name`). */
-  private storedName(name: string): string {
-    return this.options.namespace === '' ? name : `${this.options.namespace}%${name}`;
-  }
-
   private pullResult(topic: string, frames: readonly PullFrame[], endpoint: string): PullResult {
     const status = frames.find((f) => f.status !== undefined && f.status !== null)?.status;
     const last = frames.at(-1);
@@ -787,50 +465,6 @@ export class PullConsumer {
     if (name === 'ILLEGAL_OFFSET') return { status: 'OFFSET_ILLEGAL', messages: [], nextOffset };
     if (name === 'MESSAGE_NOT_FOUND') return { status: 'NO_NEW_MSG', messages: [], nextOffset };
     return { status: messages.length > 0 ? 'FOUND' : 'NO_MATCHED_MSG', messages, nextOffset };
-  }
-
-  private stub(endpoint: string): Stub {
-    if (this.closed) throw new RaftmqError('INVALID_ARGUMENT', 'the pull consumer is closed');
-    let stub = this.stubs.get(endpoint);
-    if (stub !== undefined) {
-      this.stubs.delete(endpoint);
-    } else {
-      if (this.stubs.size >= this.options.channelsMax) {
-        const [oldest, oldStub] = this.stubs.entries().next().value as [string, Stub];
-        this.stubs.delete(oldest);
-        oldStub.close();
-      }
-      stub = new this.Ctor(endpoint, grpc.credentials.createInsecure(), {
-        'grpc.max_receive_message_length': this.options.receiveMessageBytesMax,
-      });
-    }
-    this.stubs.set(endpoint, stub); // most recently used last
-    return stub;
-  }
-
-  private metadata(): grpc.Metadata {
-    const md = new grpc.Metadata();
-    md.set('x-mq-client-id', this.clientId);
-    md.set('x-mq-protocol', 'v2');
-    if (this.options.namespace !== '') md.set('x-mq-namespace', this.options.namespace);
-    return md;
-  }
-
-  /** One unary call; `T` is what the method's response deserializer makes (a Reply by default). */
-  private unary<T = Reply>(
-    endpoint: string,
-    method: string,
-    request: object,
-    deadlineMs: number,
-  ): Promise<T> {
-    const stub = this.stub(endpoint);
-    const fn = (stub[method] as UnaryFn).bind(stub);
-    return new Promise((resolve, reject) => {
-      fn(request, this.metadata(), { deadline: deadlineMs }, (err, res) => {
-        if (err) reject(grpcError(method, endpoint, err));
-        else resolve((res ?? {}) as T);
-      });
-    });
   }
 
   /** Reads a PullMessage stream to its end; refuses more than `framesMax` frames. */

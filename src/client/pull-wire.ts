@@ -293,3 +293,49 @@ export function decodeFetchReply(bytes: Buffer): FetchReply {
   }
   return reply;
 }
+
+/**
+ * A decoded ReceiveStoredResponse (proto/fetch.proto: status 1, records 2, offsets 3,
+ * receipt_handles 4, delivery_attempts 5). Records are views of the reply's bytes.
+ */
+export interface ReceiveStoredReply {
+  status: { code: number; message: string } | undefined;
+  records: Buffer[];
+  offsets: number[];
+  receiptHandles: string[];
+  attempts: number[];
+}
+
+/** Decodes a ReceiveStoredResponse; packed or unpacked repeated numbers both read. */
+export function decodeReceiveStoredReply(bytes: Buffer): ReceiveStoredReply {
+  const r = new Reader(bytes, 0, bytes.length);
+  const reply: ReceiveStoredReply = {
+    status: undefined,
+    records: [],
+    offsets: [],
+    receiptHandles: [],
+    attempts: [],
+  };
+  while (!r.done) {
+    const field = r.key();
+    const type = r.wireType;
+    if (field === 2 && type === LEN) {
+      reply.records.push(r.bytes());
+    } else if (field === 4 && type === LEN) {
+      reply.receiptHandles.push(r.string());
+    } else if ((field === 3 || field === 5) && type === LEN) {
+      const into = field === 3 ? reply.offsets : reply.attempts;
+      const packed = r.sub();
+      while (!packed.done) into.push(packed.varint());
+    } else if (field === 3 && type === VARINT) {
+      reply.offsets.push(r.varint());
+    } else if (field === 5 && type === VARINT) {
+      reply.attempts.push(r.varint());
+    } else if (field === 1 && type === LEN) {
+      reply.status = status(r.sub());
+    } else {
+      r.skip(type);
+    }
+  }
+  return reply;
+}
