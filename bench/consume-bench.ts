@@ -9,9 +9,12 @@
  *   NameServer (its one access point); it receives 32 messages per ReceiveMessage (the broker's
  *   Settings) and acks each message with its own AckMessage. Messages/s received and acked,
  *   as the broker counts settled messages.
- * - batched: raw ReceiveMessage asking for `POP_BATCH` messages, then one AckMessage carrying
- *   every receipt of the batch, from `POP_CONSUMERS` loops at once, on the leader. Messages/s
- *   acknowledged.
+ * - batched: raftmq's SDK SimpleConsumer receiving `POP_BATCH` messages by ReceiveStored
+ *   (raftmq's Fetch protocol: the stored records and their receipt handles in one frame), then
+ *   one AckMessage carrying every receipt of the batch, from `POP_CONSUMERS` loops at once.
+ *   Messages/s acknowledged.
+ * - batched-rmq: the same by raw RocketMQ 5 ReceiveMessage (one frame per message, with its
+ *   MD5 digest) on the leader.
  * - pull: raftmq's PullConsumer reading by offset over raftmq's Fetch protocol (stored records,
  *   one reply per pull), `PULL_COUNT` asked per pull (the broker caps it at its
  *   `fetchCountMax`), one loop per queue, the queues spread over the leader and both
@@ -25,9 +28,9 @@
  * time per consumed message. The load average is printed at start and end: other work on the
  * machine moves every figure. The last line of output is one JSON object.
  *
- * Options: `--quick` (a smoke run), `--only push,batched,pull,pull-message`, `--dir PATH`
- * (where to write; `.bench-tmp/` by default), `--cpu-prof DIR` (every child writes a V8 CPU
- * profile to DIR when it stops; see cpu-prof-preload.ts).
+ * Options: `--quick` (a smoke run), `--only push,batched,batched-rmq,pull,pull-message`,
+ * `--dir PATH` (where to write; `.bench-tmp/` by default), `--cpu-prof DIR` (every child writes
+ * a V8 CPU profile to DIR when it stops; see cpu-prof-preload.ts).
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -37,9 +40,10 @@ import { MESSAGING_SERVICE_DEFAULTS } from '../src/broker/messaging-options';
 import { POP_SERVICE_DEFAULTS } from '../src/broker/pop-service';
 import { LocalCluster } from '../src/cli/local-cluster';
 import { Producer } from '../src/client/producer';
+import { SimpleConsumer } from '../src/client/simple-consumer';
 import { PULL_COUNT_MAX, PullConsumer } from '../src/client/pull-consumer';
 import { BatchedPopLoad, PullLoad, PushLoad, QuietLogger, type ConsumeLoad } from './consume-load';
-import { PopClient } from './consume-pop-client';
+import { type BatchedReceiver, PopClient, SdkReceiver } from './consume-pop-client';
 import {
   createTopic,
   measureWindow,
@@ -56,7 +60,7 @@ const argAfter = (flag: string): string | undefined =>
   args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined;
 const root = path.join(argAfter('--dir') ?? path.join(process.cwd(), '.bench-tmp'), 'consume');
 const cpuProfDir = argAfter('--cpu-prof');
-const PHASE_NAMES = ['push', 'batched', 'pull', 'pull-message'] as const;
+const PHASE_NAMES = ['push', 'batched', 'batched-rmq', 'pull', 'pull-message'] as const;
 type PhaseName = (typeof PHASE_NAMES)[number];
 const PHASES = new Set((argAfter('--only') ?? PHASE_NAMES.join()).split(','));
 
@@ -75,12 +79,18 @@ const REQUESTS_PER_ROUND_MAX = 1_000_000;
  * marked drained); a pull round reads its queues around again, so a small backlog serves it.
  */
 const PREFILL: Readonly<Record<PhaseName, number>> = quick
-  ? { push: 15_000, batched: 40_000, pull: 20_000, 'pull-message': 20_000 }
-  : { push: 40_000, batched: 160_000, pull: 40_000, 'pull-message': 40_000 };
+  ? { push: 15_000, batched: 40_000, 'batched-rmq': 40_000, pull: 20_000, 'pull-message': 20_000 }
+  : {
+      push: 40_000,
+      batched: 200_000,
+      'batched-rmq': 160_000,
+      pull: 40_000,
+      'pull-message': 40_000,
+    };
 const PREFILL_BATCH = Array.from({ length: 128 }, () => ({ body: BODY }));
 const PREFILL_INFLIGHT = 8;
 const PREFILL_MS_MAX = 180_000;
-const POP_CONSUMERS = Number(process.env.LOOPS ?? 4);
+const POP_CONSUMERS = 4;
 const POP_BATCH = 1024;
 const ACK_ENTRIES_MAX = 1024;
 const POP_INVISIBLE_MS = 60_000;
@@ -179,17 +189,28 @@ async function pushPhase(bench: Bench): Promise<Round[]> {
   });
 }
 
-async function batchedPhase(bench: Bench): Promise<Round[]> {
-  const topic = 'BenchPop';
-  const backlog = await fillTopic(bench, 'batched', topic);
-  const clients: PopClient[] = [];
+async function batchedPhase(bench: Bench, phase: 'batched' | 'batched-rmq'): Promise<Round[]> {
+  const topic = phase === 'batched' ? 'BenchPop' : 'BenchPopRmq';
+  const backlog = await fillTopic(bench, phase, topic);
+  const clients: BatchedReceiver[] = [];
   const loads: BatchedPopLoad[] = [];
   try {
     const result = await rounds(bench, async (i) => {
       const leader = await bench.cluster.waitForLeader(START_TIMEOUT_MS);
       for (const c of clients.splice(0)) c.close();
+      const group = `bench_pop_${i}`;
       for (let k = 0; k < POP_CONSUMERS; k++) {
-        clients.push(await PopClient.create(leader.clientEndpoint, `bench_pop_${i}`, topic));
+        clients.push(
+          phase === 'batched'
+            ? new SdkReceiver(
+                await SimpleConsumer.create({
+                  endpoint: bench.cluster.namesrvEndpoint,
+                  consumerGroup: group,
+                }),
+                topic,
+              )
+            : await PopClient.create(leader.clientEndpoint, group, topic),
+        );
       }
       const spec = {
         batchSize: POP_BATCH,
@@ -207,7 +228,7 @@ async function batchedPhase(bench: Bench): Promise<Round[]> {
       return `p50 ${percentile(xs, 0.5).toFixed(1)} ms, p99 ${percentile(xs, 0.99).toFixed(1)} ms`;
     };
     console.log(
-      `batched: ReceiveMessage (messages handed out) ${stage((l) => l.receiveMs)}; ` +
+      `${phase}: receive (messages handed out) ${stage((l) => l.receiveMs)}; ` +
         `AckMessage ${stage((l) => l.ackMs)} (measured rounds)`,
     );
     return result;
@@ -265,8 +286,9 @@ function printTable(all: ReadonlyMap<PhaseName, Round[]>): void {
       '(Settings), one AckMessage per message',
   );
   console.log(
-    `batched: ${POP_CONSUMERS} loops of ReceiveMessage(batch ${POP_BATCH}, server max ` +
-      `${POP_SERVICE_DEFAULTS.batchSizeMax}) + AckMessage(up to ${ACK_ENTRIES_MAX} entries)`,
+    `batched: ${POP_CONSUMERS} loops of the SDK SimpleConsumer: ReceiveStored(batch ` +
+      `${POP_BATCH}, server max ${POP_SERVICE_DEFAULTS.batchSizeMax}) + AckMessage(up to ` +
+      `${ACK_ENTRIES_MAX} entries); batched-rmq: the same by RocketMQ 5 ReceiveMessage`,
   );
   console.log(
     `pull: ${QUEUE_COUNT} loops (one per queue) over leader and followers, ${PULL_COUNT} asked ` +
@@ -308,10 +330,12 @@ function summarize(
     bench: 'consume',
     pushConsumerMsgsPerSec: rate('push'),
     batchedReceiveAckMsgsPerSec: rate('batched'),
+    batchedRmqReceiveAckMsgsPerSec: rate('batched-rmq'),
     pullMsgsPerSec: rate('pull'),
     pullMessageMsgsPerSec: rate('pull-message'),
     pushLeaderCpuUsPerMsg: cpu('push'),
     batchedLeaderCpuUsPerMsg: cpu('batched'),
+    batchedRmqLeaderCpuUsPerMsg: cpu('batched-rmq'),
     pullLeaderCpuUsPerMsg: cpu('pull'),
     pullMessageLeaderCpuUsPerMsg: cpu('pull-message'),
     fetchCountMax: MESSAGING_SERVICE_DEFAULTS.fetchCountMax,
@@ -323,7 +347,8 @@ function summarize(
 async function runPhases(bench: Bench): Promise<Map<PhaseName, Round[]>> {
   const all = new Map<PhaseName, Round[]>();
   if (PHASES.has('push')) all.set('push', await pushPhase(bench));
-  if (PHASES.has('batched')) all.set('batched', await batchedPhase(bench));
+  if (PHASES.has('batched')) all.set('batched', await batchedPhase(bench, 'batched'));
+  if (PHASES.has('batched-rmq')) all.set('batched-rmq', await batchedPhase(bench, 'batched-rmq'));
   if (PHASES.has('pull')) all.set('pull', await pullPhase(bench, 'pull'));
   if (PHASES.has('pull-message')) all.set('pull-message', await pullPhase(bench, 'pull-message'));
   return all;

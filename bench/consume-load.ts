@@ -1,8 +1,9 @@
 /**
  * Consuming loads of the consume benchmark (consume-bench.ts), each running until stopped:
  *
- * - {@link BatchedPopLoad}: `consumers` loops of raw ReceiveMessage (a large batch) followed by
- *   one AckMessage carrying every receipt of that batch (consume-pop-client.ts).
+ * - {@link BatchedPopLoad}: one loop per receiver of a receive (a large batch) followed by one
+ *   AckMessage carrying every receipt of that batch (consume-pop-client.ts: the SDK
+ *   SimpleConsumer, or raw RocketMQ 5 ReceiveMessage).
  * - {@link PullLoad}: one loop per queue of the SDK PullConsumer reading by offset from the node
  *   the queue is assigned to, starting over at offset 0 at the queue's end (re-reading is the
  *   same work for the broker, so a small backlog serves any duration).
@@ -15,7 +16,7 @@
 import { ConsumeResult, PushConsumer, type ILogger } from 'rocketmq-client-nodejs';
 import type { AdminClient } from '../src/broker/admin-client';
 import type { PullConsumer } from '../src/client/pull-consumer';
-import type { PopClient, ReceiveSpec } from './consume-pop-client';
+import type { BatchedReceiver, ReceiveSpec } from './consume-pop-client';
 
 /** A consuming load; see the file comment. */
 export interface ConsumeLoad {
@@ -104,14 +105,14 @@ abstract class LoopLoad implements ConsumeLoad {
   }
 }
 
-/** Receives and acks through raw pop clients, one loop per client; see the file comment. */
+/** Receives and acks through batched receivers, one loop each; see the file comment. */
 export class BatchedPopLoad extends LoopLoad {
   /** Latency (ms) of each ReceiveMessage that handed out messages, and of each AckMessage. */
   readonly receiveMs: number[] = [];
   readonly ackMs: number[] = [];
 
   constructor(
-    private readonly clients: readonly PopClient[],
+    private readonly clients: readonly BatchedReceiver[],
     private readonly spec: ReceiveSpec & { readonly ackEntriesMax: number },
     backlog: number,
     durationMsMax: number,
@@ -126,7 +127,7 @@ export class BatchedPopLoad extends LoopLoad {
     const client = this.clients[loop];
     if (client === undefined) throw new Error(`no pop client ${loop}`);
     const startMs = performance.now();
-    const got = process.env.STORED === "1" ? await client.receiveStored(this.spec) : await client.receive(this.spec);
+    const got = await client.receive(this.spec);
     if (got.status === 'MESSAGE_NOT_FOUND') return;
     if (got.status !== 'OK') {
       this.fail(`ReceiveMessage: ${got.status}: ${got.statusMessage}`);

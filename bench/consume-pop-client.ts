@@ -1,10 +1,13 @@
 /**
- * A raw gRPC pop client of `apache.rocketmq.v2.MessagingService` for the consume benchmark
- * (consume-bench.ts): ReceiveMessage with a large batch, and AckMessage with many entries, which
- * the official Node client never sends (it receives 32 at a time and acks one message per call).
- * Requests are plain objects encoded by proto-loader from the project's `.proto` files; the
- * delivered messages are decoded whole (body, properties, ids) by raftmq's SDK decoder
- * (src/client/pull-wire.ts), as a client that consumes them would.
+ * The batched receivers of the consume benchmark (consume-bench.ts), both receiving with a
+ * large batch and acknowledging with one AckMessage of many entries, which the official Node
+ * client never sends (it receives 32 at a time and acks one message per call):
+ *
+ * - {@link PopClient}: a raw gRPC client of RocketMQ 5 ReceiveMessage and AckMessage. Requests
+ *   are plain objects encoded by proto-loader from the project's `.proto` files; the delivered
+ *   messages are decoded whole (body, properties, ids) by raftmq's SDK decoder
+ *   (src/client/pull-wire.ts), as a client that consumes them would.
+ * - {@link SdkReceiver}: raftmq's SDK SimpleConsumer (ReceiveStored, then AckMessage).
  */
 import * as os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
@@ -16,6 +19,7 @@ import {
   type ReceiveStoredReply,
 } from '../src/client/pull-wire';
 import { decodeMessage } from '../src/store/message-decode';
+import type { ReceivedMessage, SimpleConsumer } from '../src/client/simple-consumer';
 import { RmqCode } from '../src/common/errors';
 import { findProtoDir, PROTO_LOADER_OPTIONS } from '../src/common/proto-files';
 
@@ -63,10 +67,10 @@ export interface ReceiptEntry {
 }
 
 /** What a receive answered: its status name and the messages' receipts. */
-export interface ReceiveResult {
+export interface ReceiveResult<R extends ReceiptEntry = ReceiptEntry> {
   readonly status: string;
   readonly statusMessage: string;
-  readonly receipts: ReceiptEntry[];
+  readonly receipts: R[];
 }
 
 /** What an ack answered: entries settled (OK) and the first other status, if any. */
@@ -127,8 +131,15 @@ const durationOf = (ms: number): { seconds: number; nanos: number } => ({
 
 let clientCount = 0;
 
+/** Receives messages in batches and acknowledges them; what a batched load drives. */
+export interface BatchedReceiver<R extends ReceiptEntry = ReceiptEntry> {
+  receive(spec: ReceiveSpec): Promise<ReceiveResult<R>>;
+  ack(entries: readonly R[], timeoutMs: number): Promise<AckResult>;
+  close(): void;
+}
+
 /** Receives and acks one topic for one consumer group on one node; see the file comment. */
-export class PopClient {
+export class PopClient implements BatchedReceiver {
   private readonly clientId = `${os.hostname()}@${process.pid}@bench-pop${clientCount++}`;
 
   private constructor(
@@ -256,5 +267,36 @@ export class PopClient {
     md.set('x-mq-client-id', this.clientId);
     md.set('x-mq-protocol', 'v2');
     return md;
+  }
+}
+
+/** The SDK SimpleConsumer as a batched receiver of one topic (it closes the consumer). */
+export class SdkReceiver implements BatchedReceiver<ReceivedMessage> {
+  constructor(
+    private readonly consumer: SimpleConsumer,
+    private readonly topic: string,
+  ) {}
+
+  async receive(spec: ReceiveSpec): Promise<ReceiveResult<ReceivedMessage>> {
+    const receipts = await this.consumer.receive(this.topic, {
+      batchSize: spec.batchSize,
+      invisibleMs: spec.invisibleMs,
+      awaitMs: spec.longPollMs,
+    });
+    const status = receipts.length > 0 ? 'OK' : 'MESSAGE_NOT_FOUND';
+    return { status, statusMessage: '', receipts };
+  }
+
+  async ack(entries: readonly ReceivedMessage[]): Promise<AckResult> {
+    const result = await this.consumer.ack(entries);
+    const failure = result.failures[0];
+    return {
+      ackedCount: result.acked,
+      firstFailure: failure === undefined ? undefined : failure.error.message,
+    };
+  }
+
+  close(): void {
+    this.consumer.close();
   }
 }

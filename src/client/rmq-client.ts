@@ -6,7 +6,7 @@
  * queue group's leader that refresh the route and try again on a retryable failure until their
  * deadline. The stub calls both `apache.rocketmq.v2.MessagingService` and raftmq's
  * `raftmq.fetch.v1.Fetch` (a method is known by its path), with hand-written decoders for the
- * replies a client reads in bulk.
+ * replies a client reads in bulk; a request given as bytes is sent as they are.
  */
 import * as os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
@@ -108,7 +108,7 @@ const STATUS_ERRORS: Readonly<Record<string, ErrorCode>> = {
   ILLEGAL_TOPIC: 'ILLEGAL_TOPIC',
   ILLEGAL_CONSUMER_GROUP: 'ILLEGAL_CONSUMER_GROUP',
   ILLEGAL_FILTER_EXPRESSION: 'ILLEGAL_FILTER_EXPRESSION',
-  ILLEGAL_INVISIBLE_TIME: 'INVALID_ARGUMENT',
+  ILLEGAL_INVISIBLE_TIME: 'ILLEGAL_INVISIBLE_TIME',
   INVALID_RECEIPT_HANDLE: 'INVALID_RECEIPT_HANDLE',
   ILLEGAL_OFFSET: 'OUT_OF_RANGE',
   CLIENT_ID_REQUIRED: 'CLIENT_ID_REQUIRED',
@@ -269,6 +269,14 @@ export async function loadClientCtor(
     const method = methods[name];
     if (method === undefined) throw new RaftmqError('INTERNAL', `no method ${name} to decode`);
     methods[name] = { ...method, responseDeserialize };
+  }
+  // A request that is already bytes (a hand-encoded one, pop-wire.ts) travels as it is.
+  for (const [name, method] of Object.entries(methods)) {
+    const serialize = method.requestSerialize;
+    methods[name] = {
+      ...method,
+      requestSerialize: (value: object) => (Buffer.isBuffer(value) ? value : serialize(value)),
+    };
   }
   return grpc.makeGenericClientConstructor(methods, 'MessagingService') as unknown as StubCtor;
 }
