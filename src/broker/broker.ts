@@ -118,6 +118,8 @@ export class Broker implements MessagingBackend, AdminBackend {
       requireLeader: () => this.requireLeader(),
       submit: (command, deadlineMs) =>
         this.withDeadline(this.commands.submit(command, deadlineMs), deadlineMs),
+      submitAll: (commands, deadlineMs) =>
+        this.withDeadline(this.commands.submitAll(commands, deadlineMs), deadlineMs),
       readQueueRecords: (topic, queueId, offset, count, bytesMax) =>
         this.readQueueRecords(topic, queueId, offset, count, bytesMax),
       ensureGroup: (name, deadlineMs) => this.ensureGroup(name, deadlineMs),

@@ -104,6 +104,46 @@ export class CommandBatcher {
     });
   }
 
+  /**
+   * Submits `commands` together (they share the next proposals, in order) and resolves with
+   * their results once all are applied here: one promise for many commands (an AckMessage of a
+   * thousand entries). Rejects as a whole when any is refused or its entry fails.
+   */
+  submitAll(
+    commands: readonly BrokerCommand[],
+    deadlineMs = Number.POSITIVE_INFINITY,
+  ): Promise<CommandResult[]> {
+    if (this.closed) return Promise.reject(new RaftmqError('STORE_CLOSED', 'broker is stopping'));
+    if (commands.length === 0) return Promise.resolve([]);
+    if (this.pending + commands.length > this.options.pendingMax) {
+      return Promise.reject(
+        new RaftmqError('BUSY', 'too many commands waiting for commit; retry shortly'),
+      );
+    }
+    this.pending += commands.length;
+    return new Promise<CommandResult[]>((resolve, reject) => {
+      const results = new Array<CommandResult>(commands.length);
+      let left = commands.length;
+      let failed = false;
+      commands.forEach((command, i) => {
+        this.queue.push({
+          command,
+          deadlineMs,
+          resolve: (r) => {
+            this.pending -= 1;
+            results[i] = r;
+            if (--left === 0 && !failed) resolve(results);
+          },
+          reject: (err) => {
+            this.pending -= 1;
+            if (!failed) reject(err);
+            failed = true;
+          },
+        });
+      });
+    });
+  }
+
   /** Refuses new commands; those in flight still finish (or fail with the driver). */
   close(): void {
     this.closed = true;

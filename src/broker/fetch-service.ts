@@ -190,8 +190,6 @@ export function fetchQueueHandler(ctx: ServiceContext): grpc.handleUnaryCall<unk
 }
 
 /** The ReceiveStored handler. */
-export function receiveStoredHandler(
-  ctx: ServiceContext,
-): grpc.handleUnaryCall<unknown, unknown> {
+export function receiveStoredHandler(ctx: ServiceContext): grpc.handleUnaryCall<unknown, unknown> {
   return pollingHandler(ctx, 'ReceiveStored', receiveStored);
 }

@@ -219,25 +219,17 @@ export async function ackMessage(
   }
   const deadlineMs = callDeadlineMs(call, ctx);
   return runOrForward(ctx, call, 'AckMessage', deadlineMs, async () => {
-    const pop = popOf(ctx);
-    const statuses = await Promise.all(
-      request.entries.map((e) =>
-        pop.ack(names.group, names.topic, e.receiptHandle, deadlineMs).then(
-          () => okStatus(),
-          (err: unknown) => {
-            if (err instanceof RaftmqError && err.code === 'NOT_LEADER') throw err;
-            return toStatus(err, ctx.log);
-          },
-        ),
-      ),
-    );
+    const handles = request.entries.map((e) => e.receiptHandle);
+    const outcomes = await popOf(ctx).ackAll(names.group, names.topic, handles, deadlineMs);
+    const ok = okStatus();
+    const statuses = outcomes.map((err) => (err === undefined ? ok : toStatus(err, ctx.log)));
     const entries = request.entries.map((e, i) => ({
       messageId: e.messageId,
       receiptHandle: e.receiptHandle,
-      status: statuses[i] ?? okStatus(),
+      status: statuses[i] ?? ok,
     }));
     const codes = new Set(statuses.map((s) => s.code));
-    const first = statuses[0] ?? okStatus();
+    const first = statuses[0] ?? ok;
     const status =
       codes.size <= 1
         ? first

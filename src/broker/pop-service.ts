@@ -83,6 +83,8 @@ export interface PopServiceDeps {
   /** Throws NOT_LEADER unless this node is a ready leader. */
   requireLeader(): void;
   submit(command: BrokerCommand, deadlineMs: number): Promise<CommandResult>;
+  /** Submits commands together; their results in order (command-batcher.ts `submitAll`). */
+  submitAll(commands: readonly BrokerCommand[], deadlineMs: number): Promise<CommandResult[]>;
   /** Checked stored records of a queue (see `MessagingBackend.readQueueRecords`). */
   readQueueRecords(
     topic: string,
@@ -501,22 +503,57 @@ export class PopService {
 
   // ---- settling ----
 
-  /** Acknowledges a delivered message (AckMessage). */
+  /** Acknowledges a delivered message (see {@link ackAll}). */
   async ack(
     group: string,
     topic: string,
     receiptHandle: string,
     deadlineMs: number,
   ): Promise<void> {
+    const [err] = await this.ackAll(group, topic, [receiptHandle], deadlineMs);
+    if (err !== undefined) throw err;
+  }
+
+  /**
+   * Acknowledges many delivered messages of one group and topic (AckMessage) as one
+   * submission: the outcome of each, undefined when settled, else its error (a malformed or
+   * stale handle). Rejects as a whole when the commands could not be committed (NOT_LEADER, a
+   * timeout): none of the outcomes is known then.
+   */
+  async ackAll(
+    group: string,
+    topic: string,
+    receiptHandles: readonly string[],
+    deadlineMs: number,
+  ): Promise<(RaftmqError | undefined)[]> {
     this.deps.requireLeader();
-    const h = decodeReceiptHandle(this.scope(group, topic), receiptHandle);
-    const ref = { group, topic, queueId: h.queueId, offset: h.offset };
-    const result = await this.deps.submit(
-      { op: 'pop.ack', ...ref, handle: h.handleId },
-      deadlineMs,
-    );
-    this.notifyChange();
-    if (!result.ok) throw new RaftmqError(result.code, result.message);
+    const scope = this.scope(group, topic);
+    const outcomes = new Array<RaftmqError | undefined>(receiptHandles.length);
+    const commands: BrokerCommand[] = [];
+    const at: number[] = [];
+    receiptHandles.forEach((handle, i) => {
+      try {
+        const h = decodeReceiptHandle(scope, handle);
+        commands.push({
+          op: 'pop.ack',
+          group,
+          topic,
+          queueId: h.queueId,
+          offset: h.offset,
+          handle: h.handleId,
+        });
+        at.push(i);
+      } catch (err) {
+        if (!(err instanceof RaftmqError)) throw err;
+        outcomes[i] = err;
+      }
+    });
+    const results = await this.deps.submitAll(commands, deadlineMs);
+    if (commands.length > 0) this.notifyChange();
+    results.forEach((result, k) => {
+      if (!result.ok) outcomes[at[k] as number] = new RaftmqError(result.code, result.message);
+    });
+    return outcomes;
   }
 
   /** Changes when a delivered message may be handed out again; returns the new handle. */

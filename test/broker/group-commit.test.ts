@@ -219,6 +219,60 @@ describe('group commit: failures', () => {
   });
 });
 
+describe('group commit: submitAll', () => {
+  /** A batcher whose every command's result names it, proposals answered at once. */
+  function namingBatcher(pendingMax: number, commandsPerEntryMax: number, failAt = 0) {
+    const results = new Map<number, CommandResult[]>();
+    let nextIndex = 1;
+    let proposals = 0;
+    const batcher = new CommandBatcher(
+      {
+        propose: (payloads) => {
+          proposals++;
+          if (proposals === failAt) return Promise.reject(new Error('injected: propose failed'));
+          const firstIndex = nextIndex;
+          nextIndex += payloads.length;
+          payloads.forEach((p, k) => {
+            const commands = decodeCommands(Buffer.from(p));
+            results.set(
+              firstIndex + k,
+              commands.map((c) => ({ ok: false, code: 'INVALID_ARGUMENT', message: groupOf(c) })),
+            );
+          });
+          return Promise.resolve({ firstIndex, lastIndex: nextIndex - 1, term: 1 } as ProposeAck);
+        },
+        takeResults: (index) => results.get(index),
+        nowMs: () => 0,
+      },
+      { commandsPerEntryMax, pendingMax, proposalsInFlightMax: 1 },
+    );
+    return { batcher, proposals: () => proposals };
+  }
+  const names = (n: number, prefix: string): BrokerCommand[] =>
+    Array.from({ length: n }, (_, i) => ({ op: 'group.delete', name: `${prefix}${i}` }));
+
+  it('resolves every result in order, across entries, with one proposal', async () => {
+    const { batcher, proposals } = namingBatcher(100, 7);
+    const got = await batcher.submitAll(names(20, 'g'));
+    assert.deepEqual(got.map(messageOf), names(20, 'g').map(groupOf));
+    assert.equal(proposals(), 1, 'three entries of one proposal');
+    assert.deepEqual(await batcher.submitAll([]), []);
+    assert.equal(batcher.pendingCount, 0);
+  });
+
+  it('refuses as a whole with BUSY beyond pendingMax, and rejects as a whole on a failure', async () => {
+    const { batcher } = namingBatcher(10, 1024, 1);
+    await assert.rejects(batcher.submitAll(names(11, 'x')), (e) => isRaftmqError(e, 'BUSY'));
+    assert.equal(batcher.pendingCount, 0);
+    await assert.rejects(batcher.submitAll(names(3, 'y')), /injected/);
+    assert.equal(batcher.pendingCount, 0);
+    assert.deepEqual(
+      (await batcher.submitAll(names(10, 'z'))).map(messageOf),
+      names(10, 'z').map(groupOf),
+    );
+  });
+});
+
 function groupOf(c: BrokerCommand): string {
   return c.op === 'group.delete' ? c.name : c.op;
 }
