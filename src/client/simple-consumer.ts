@@ -253,7 +253,13 @@ export class SimpleConsumer extends RmqClient {
     const target = { brokerGroup: message.brokerGroup };
     return this.withNode(message.topic, target, deadlineMs, async (endpoint) => {
       const res = await this.unary(endpoint, 'ChangeInvisibleDuration', request, deadlineMs);
-      const status = res.status as WireStatus | undefined;
+      const status = res.status as WireStatus | null | undefined;
+      if (status === undefined || status === null) {
+        throw new RaftmqError(
+          'INTERNAL',
+          `malformed ChangeInvisibleDuration response from ${endpoint}: no status`,
+        );
+      }
       if (codeName(status) !== 'OK') throw statusError('ChangeInvisibleDuration', status, endpoint);
       const handle = res.receiptHandle;
       if (typeof handle !== 'string' || handle === '') {
@@ -292,7 +298,14 @@ export class SimpleConsumer extends RmqClient {
     const target = { brokerGroup: first.brokerGroup };
     return this.withNode(first.topic, target, deadlineMs, async (endpoint) => {
       const res: Reply = await this.unary(endpoint, 'AckMessage', request, deadlineMs);
-      const status = res.status as WireStatus | undefined;
+      const status = res.status as WireStatus | null | undefined;
+      // Settled is what the broker says it settled: an answer without statuses says nothing.
+      if (status === undefined || status === null) {
+        throw new RaftmqError(
+          'INTERNAL',
+          `malformed AckMessage response from ${endpoint}: no status`,
+        );
+      }
       const name = codeName(status);
       const results = (res.entries ?? []) as AckReplyEntry[];
       if (name !== 'OK' && name !== 'MULTIPLE_RESULTS') {
@@ -312,6 +325,12 @@ export class SimpleConsumer extends RmqClient {
       const failures: { message: ReceivedMessage; error: RaftmqError }[] = [];
       for (let i = 0; i < batch.length; i++) {
         const s = results[i]?.status ?? undefined;
+        if (s === undefined) {
+          throw new RaftmqError(
+            'INTERNAL',
+            `malformed AckMessage response from ${endpoint}: entry ${i} has no status`,
+          );
+        }
         if (codeName(s) === 'OK') acked++;
         else
           failures.push({
