@@ -82,7 +82,7 @@ const PREFILL: Readonly<Record<PhaseName, number>> = quick
   ? { push: 15_000, batched: 40_000, 'batched-rmq': 40_000, pull: 20_000, 'pull-message': 20_000 }
   : {
       push: 40_000,
-      batched: 200_000,
+      batched: 320_000,
       'batched-rmq': 160_000,
       pull: 40_000,
       'pull-message': 40_000,
