@@ -77,6 +77,8 @@ const RETRY_DELAY_MS = 50;
 const CHANNEL_OPTIONS = { 'grpc.max_send_message_length': 130 * 1024 * 1024 };
 
 let clientCount = 0;
+/** `born_host` of every message sent (asked of the OS once: a call per message cost 5% here). */
+const BORN_HOST = os.hostname();
 
 export class Producer {
   readonly options: Readonly<ProducerOptions>;
@@ -127,13 +129,13 @@ export class Producer {
           bodyEncoding: 'IDENTITY',
           messageType: m.messageGroup === undefined ? 'NORMAL' : 'FIFO',
           bornTimestamp: { seconds: Math.floor(nowMs / 1000), nanos: (nowMs % 1000) * 1e6 },
-          bornHost: os.hostname(),
+          bornHost: BORN_HOST,
           messageGroup: m.messageGroup,
         },
       })),
     };
     const deadlineMs = nowMs + this.options.sendTimeoutMs;
-    let lastError: Error = new RaftmqError('TIMEOUT', 'send timed out');
+    let lastError: Error | undefined;
     for (let attempt = 0; Date.now() < deadlineMs; attempt++) {
       try {
         const endpoint = await this.pickLeader(topic, attempt > 0);
@@ -157,7 +159,7 @@ export class Producer {
       this.leaders.delete(topic);
       await new Promise((r) => setTimeout(r, Math.min(RETRY_DELAY_MS * (attempt + 1), 200)));
     }
-    throw lastError;
+    throw lastError ?? new RaftmqError('TIMEOUT', 'send timed out');
   }
 
   /** The endpoint of a group leader for `topic` (round-robin over groups). */
