@@ -10,8 +10,9 @@
  * Field numbers (definition.proto / service.proto): PullMessageResponse {status 1, message 2,
  * next_offset 3}; Status {code 1, message 2}; Message {topic 1, user_properties 2 (map entries
  * {key 1, value 2}), system_properties 3, body 4}; SystemProperties {tag 1, keys 2,
- * message_id 3, born_timestamp 7, store_timestamp 9, receipt_handle 12, queue_id 13,
- * queue_offset 14, delivery_attempt 16, message_group 17}; Timestamp {seconds 1, nanos 2}.
+ * message_id 3, body_encoding 5 (Encoding: 1 IDENTITY, 2 GZIP), born_timestamp 7,
+ * store_timestamp 9, receipt_handle 12, queue_id 13, queue_offset 14, delivery_attempt 16,
+ * message_group 17}; Timestamp {seconds 1, nanos 2}.
  *
  * FetchQueueResponse (raftmq's `proto/fetch.proto`) is read here too: a reply of a thousand
  * stored records, each left as a view of the reply for the consumer to check and decode.
@@ -168,6 +169,7 @@ function message(r: Reader): PullFrameMessage {
   const properties = new Map<string, string>();
   const keys: string[] = [];
   let body: Buffer = Buffer.alloc(0);
+  let bodyEncoding: 'IDENTITY' | 'GZIP' = 'IDENTITY';
   let messageId = '';
   let queueId = 0;
   let queueOffset: number | undefined;
@@ -192,6 +194,7 @@ function message(r: Reader): PullFrameMessage {
         if (f === 1 && t === LEN) tag = sp.string();
         else if (f === 2 && t === LEN) keys.push(sp.string());
         else if (f === 3 && t === LEN) messageId = sp.string();
+        else if (f === 5 && t === VARINT) bodyEncoding = sp.int32() === 2 ? 'GZIP' : 'IDENTITY';
         else if (f === 7 && t === LEN) bornTimestampMs = timestampMs(sp.sub());
         else if (f === 9 && t === LEN) storeTimestampMs = timestampMs(sp.sub());
         else if (f === 12 && t === LEN) receiptHandle = sp.string();
@@ -210,6 +213,7 @@ function message(r: Reader): PullFrameMessage {
     queueId,
     queueOffset,
     body,
+    bodyEncoding,
     tag,
     keys,
     properties,

@@ -9,6 +9,7 @@
  * replies a client reads in bulk; a request given as bytes is sent as they are.
  */
 import * as os from 'node:os';
+import * as zlib from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { type ErrorCode, RaftmqError } from '../common/errors';
@@ -175,6 +176,16 @@ export function statusError(
 /** The typed error of a failed gRPC call. */
 export function grpcError(what: string, endpoint: string, err: grpc.ServiceError): RaftmqError {
   const details = { endpoint, grpcCode: err.code };
+  if (err.code === grpc.status.RESOURCE_EXHAUSTED && /message larger than max/.test(err.details)) {
+    // A frame over a channel's limit fails the same way however often it is sent: the message
+    // would come back until it is dead-lettered, unseen. Not retried; the caller is told why.
+    return new RaftmqError(
+      'RECORD_TOO_LARGE',
+      `${what} to ${endpoint}: ${err.details}; a reply holds at least one message, so ` +
+        'receiveMessageBytesMax must exceed the largest message stored',
+      { details, cause: err },
+    );
+  }
   const code: ErrorCode =
     err.code === grpc.status.DEADLINE_EXCEEDED
       ? 'TIMEOUT'
@@ -184,6 +195,31 @@ export function grpcError(what: string, endpoint: string, err: grpc.ServiceError
           ? 'BUSY'
           : 'INTERNAL';
   return new RaftmqError(code, `${what} to ${endpoint}: ${err.details}`, { details, cause: err });
+}
+
+/** How a delivered body is encoded (RocketMQ 5 `Encoding`; Java producers may send GZIP). */
+export type BodyEncoding = 'IDENTITY' | 'GZIP';
+
+/** Bytes a GZIP body may inflate to at most (a larger one is left compressed). */
+const GUNZIP_BYTES_MAX = 64 * 1024 * 1024;
+
+/**
+ * The body a consumer gets: a GZIP body inflated (a new buffer), any other as it is. A GZIP body
+ * that does not inflate (damaged, or past 64 MiB) stays as stored, and `bodyEncoding` says so.
+ */
+export function plainBody(
+  body: Buffer,
+  encoding: BodyEncoding,
+): { body: Buffer; bodyEncoding: BodyEncoding } {
+  if (encoding !== 'GZIP') return { body, bodyEncoding: 'IDENTITY' };
+  try {
+    return {
+      body: zlib.gunzipSync(body, { maxOutputLength: GUNZIP_BYTES_MAX }),
+      bodyEncoding: 'IDENTITY',
+    };
+  } catch {
+    return { body, bodyEncoding: 'GZIP' };
+  }
 }
 
 /** The route a QueryRouteResponse describes (leaders are broker id 0, followers `group@node`). */

@@ -30,6 +30,7 @@ import {
   checkInt,
   codeName,
   loadClientCtor,
+  plainBody,
   type Reply,
   RMQ_CLIENT_DEFAULTS,
   RMQ_CLIENT_OPTION_SPEC,
@@ -197,14 +198,20 @@ export class SimpleConsumer extends RmqClient {
 
   /**
    * Acknowledges `messages` (any number, of any topics): each is settled for the group and never
-   * handed out again. Resolves with how many were settled and why the others were not; rejects
-   * only when a request as a whole failed (its messages stay unsettled and come back).
+   * handed out again. Resolves with how many were settled and why the others were not: a stale
+   * handle (the message was handed out again), or the failure of the whole request that carried
+   * it (NOT_LEADER past the deadline, say: such messages come back unless the broker applied the
+   * ack before failing, and acknowledging one again is harmless).
    */
   async ack(messages: readonly ReceivedMessage[]): Promise<AckResult> {
     const batches = new Map<string, ReceivedMessage[]>();
     for (const m of messages) {
       checkArg(
-        typeof m?.receiptHandle === 'string' && m.receiptHandle !== '',
+        typeof m?.receiptHandle === 'string' &&
+          m.receiptHandle !== '' &&
+          typeof m.messageId === 'string' &&
+          typeof m.topic === 'string' &&
+          typeof m.brokerGroup === 'string',
         'messages',
         'each must be a message a receive returned',
       );
@@ -214,17 +221,31 @@ export class SimpleConsumer extends RmqClient {
       batch.push(m);
     }
     const deadlineMs = Date.now() + this.options.callTimeoutMs;
-    const calls: Promise<AckResult>[] = [];
+    const slices: ReceivedMessage[][] = [];
     for (const batch of batches.values()) {
       for (let i = 0; i < batch.length; i += ACK_ENTRIES_MAX) {
-        calls.push(this.ackBatch(batch.slice(i, i + ACK_ENTRIES_MAX), deadlineMs));
+        slices.push(batch.slice(i, i + ACK_ENTRIES_MAX));
       }
     }
-    const results = await Promise.all(calls);
-    return {
-      acked: results.reduce((n, r) => n + r.acked, 0),
-      failures: results.flatMap((r) => r.failures),
-    };
+    const settled = await Promise.allSettled(slices.map((b) => this.ackBatch(b, deadlineMs)));
+    let acked = 0;
+    const failures: { message: ReceivedMessage; error: RaftmqError }[] = [];
+    settled.forEach((outcome, k) => {
+      if (outcome.status === 'fulfilled') {
+        acked += outcome.value.acked;
+        failures.push(...outcome.value.failures);
+        return;
+      }
+      // The request as a whole failed: each of its messages with that error (still unsettled
+      // unless the broker applied it before the failure; an ack sent again is harmless).
+      const reason: unknown = outcome.reason;
+      const error =
+        reason instanceof RaftmqError
+          ? reason
+          : new RaftmqError('INTERNAL', `AckMessage failed: ${String(reason)}`);
+      for (const message of slices[k] ?? []) failures.push({ message, error });
+    });
+    return { acked, failures };
   }
 
   /**
@@ -274,13 +295,20 @@ export class SimpleConsumer extends RmqClient {
 
   /** The next broker group of `topic` to receive from (round robin over the route's groups). */
   private async pickGroup(topic: string): Promise<string> {
-    const groups = (await this.route(topic)).groups;
-    if (groups.length === 0) {
+    const all = (await this.route(topic)).groups;
+    if (all.length === 0) {
       throw new RaftmqError('TOPIC_NOT_FOUND', `topic ${topic} has no broker group`, {
         details: { topic },
       });
     }
+    // Groups without a leader now are passed over while another has one (a receive there
+    // would wait out its deadline for an election while other groups have messages).
+    const leading = all.filter((g) => g.leaderEndpoint !== undefined);
+    const groups = leading.length > 0 ? leading : all;
     const at = this.nextGroup.get(topic) ?? 0;
+    if (!this.nextGroup.has(topic) && this.nextGroup.size >= this.options.routeCacheEntriesMax) {
+      this.nextGroup.clear();
+    }
     this.nextGroup.set(topic, (at + 1) % groups.length);
     return (groups[at % groups.length] as { name: string }).name;
   }
@@ -331,6 +359,13 @@ export class SimpleConsumer extends RmqClient {
             `malformed AckMessage response from ${endpoint}: entry ${i} has no status`,
           );
         }
+        const echoed = results[i]?.receiptHandle;
+        if (echoed !== undefined && echoed !== '' && echoed !== batch[i]?.receiptHandle) {
+          throw new RaftmqError(
+            'INTERNAL',
+            `malformed AckMessage response from ${endpoint}: entry ${i} answers another handle`,
+          );
+        }
         if (codeName(s) === 'OK') acked++;
         else
           failures.push({
@@ -355,7 +390,11 @@ export class SimpleConsumer extends RmqClient {
     const status = reply.status;
     if (status === undefined) throw malformed('no status');
     const name = codeName(status);
-    if (name === 'MESSAGE_NOT_FOUND') return [];
+    if (name === 'MESSAGE_NOT_FOUND') {
+      // Records beside it would be messages made invisible and then never seen.
+      if (reply.records.length > 0) throw malformed('records with MESSAGE_NOT_FOUND');
+      return [];
+    }
     if (name !== 'OK') throw statusError('ReceiveStored', status, endpoint);
     const { records, offsets, receiptHandles, attempts } = reply;
     const n = records.length;
@@ -378,12 +417,14 @@ export class SimpleConsumer extends RmqClient {
       if (!(attempt >= 1 && attempt <= 0xffff_ffff)) throw malformed(`attempt ${attempt}`);
       const m = decodeMessage(records[i] as Buffer, context, true);
       if (m.topic !== storedTopic) throw malformed(`a record of ${m.topic} for ${storedTopic}`);
+      const { body, bodyEncoding } = plainBody(m.body as Buffer, m.bodyEncoding);
       messages[i] = {
         messageId: m.messageId,
         topic: asked.topic,
         queueId: m.queueId,
         offset,
-        body: m.body as Buffer,
+        body,
+        bodyEncoding,
         tag: m.tag,
         keys: m.keys,
         properties: m.userProperties,

@@ -11,6 +11,7 @@
  * are each refused with a typed RaftmqError, and a server without ReceiveStored with UNSUPPORTED.
  */
 import { strict as assert } from 'node:assert';
+import { gzipSync } from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { loadFetchDefinition, type ReceiveStoredRequest } from '../../src/broker/fetch-service';
@@ -19,7 +20,11 @@ import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
 import { type AckEntry, encodeAckRequest } from '../../src/client/pop-wire';
 import { decodeReceiveStoredReply } from '../../src/client/pull-wire';
 import { loadClientCtor } from '../../src/client/rmq-client';
-import { type ReceivedMessage, SimpleConsumer } from '../../src/client/simple-consumer';
+import {
+  type AckResult,
+  type ReceivedMessage,
+  SimpleConsumer,
+} from '../../src/client/simple-consumer';
 import { type ErrorCode, isRaftmqError, RmqCode } from '../../src/common/errors';
 import { silentLogger } from '../../src/common/logger';
 import { encodeMessage, type StoredMessage } from '../../src/store/message-codec';
@@ -165,6 +170,16 @@ function ok(records: Buffer[], offsets: number[], handles: string[], attempts: n
   return { status, records, offsets, receiptHandles: handles, deliveryAttempts: attempts };
 }
 
+/** An ack that settled nothing: every message failed with `code`, its message matching `text`. */
+function allFailed(result: AckResult, code: ErrorCode, text: RegExp): void {
+  assert.equal(result.acked, 0);
+  assert.ok(result.failures.length > 0);
+  for (const f of result.failures) {
+    assert.equal(f.error.code, code);
+    assert.match(f.error.message, text);
+  }
+}
+
 async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, text: RegExp) {
   await assert.rejects(promise, (err: unknown) => {
     assert.ok(isRaftmqError(err, code), `expected ${code}, got ${String(err)}`);
@@ -302,9 +317,10 @@ describe('SimpleConsumer against a fake broker (ReceiveStored, AckMessage)', () 
         { messageId: 'MSG-1', receiptHandle: 'h-11' },
       ],
     });
-    // A reply with the wrong number of results is not read by position.
+    // A reply with the wrong number of results is not read by position: the request failed,
+    // and its messages are reported with that failure.
     ackAnswer = () => ({ status: { code: RmqCode.OK, message: 'OK' }, entries: [] });
-    await rejectsWith(c.ack(got), 'INTERNAL', /0 results for 2 entries/);
+    allFailed(await c.ack(got), 'INTERNAL', /0 results for 2 entries/);
     // Every entry refused alike: per entry, not a failed call.
     ackAnswer = (request) => ({
       status: invalid,
@@ -314,12 +330,12 @@ describe('SimpleConsumer against a fake broker (ReceiveStored, AckMessage)', () 
     assert.deepEqual([none.acked, none.failures.length], [0, 2]);
     // Settled is what the broker says: a reply, or an entry, without a status is refused.
     ackAnswer = (request) => ({ entries: request.entries.map((e) => ({ ...e })) });
-    await rejectsWith(c.ack(got), 'INTERNAL', /no status/);
+    allFailed(await c.ack(got), 'INTERNAL', /no status/);
     ackAnswer = (request) => ({
       status: { code: RmqCode.OK, message: 'OK' },
       entries: request.entries.map((e) => ({ ...e })),
     });
-    await rejectsWith(c.ack(got), 'INTERNAL', /entry 0 has no status/);
+    allFailed(await c.ack(got), 'INTERNAL', /entry 0 has no status/);
   });
 
   it('honours the namespace: acks in ns, checks ns%Topic, answers Topic', async () => {
@@ -414,5 +430,72 @@ describe('SimpleConsumer against a fake broker (ReceiveStored, AckMessage)', () 
     const startedMs = performance.now();
     await rejectsWith(bare.receive(TOPIC), 'UNSUPPORTED', /does not serve raftmq's ReceiveStored/);
     assert.ok(performance.now() - startedMs < 1_500, 'UNSUPPORTED was retried');
+  });
+
+  it('inflates GZIP bodies, keeps a damaged one as stored, and refuses a reply over its limit', async () => {
+    const gz = encodeMessage(stored({ bodyEncoding: 'GZIP', body: gzipSync('hello, gzip') }));
+    const bad = encodeMessage(stored({ bodyEncoding: 'GZIP', body: Buffer.from('not gzip') }));
+    const got = await receiveAnswered(ok([gz, bad], [10, 11], ['h-10', 'h-11'], [1, 1]));
+    assert.deepEqual(
+      got.map((m) => [m.body.toString(), m.bodyEncoding]),
+      [
+        ['hello, gzip', 'IDENTITY'],
+        ['not gzip', 'GZIP'],
+      ],
+    );
+    // Records beside MESSAGE_NOT_FOUND would be made invisible and never seen.
+    await rejectsWith(
+      receiveAnswered({ status: { code: RmqCode.MESSAGE_NOT_FOUND, message: 'x' }, records: [gz] }),
+      'INTERNAL',
+      malformed('records with MESSAGE_NOT_FOUND'),
+    );
+    // A reply over receiveMessageBytesMax fails however often it is sent: not retried.
+    const small = await SimpleConsumer.create({
+      endpoint,
+      consumerGroup: 'fake-cg',
+      awaitMs: 0,
+      callTimeoutMs: 2_000,
+      receiveMessageBytesMax: 64 * 1024,
+    });
+    consumers.push(small);
+    const big = encodeMessage(stored({ body: Buffer.alloc(100 * 1024, 7) }));
+    receiveAnswer = () => ok([big], [12], ['h-12'], [1]);
+    const before = receives.length;
+    await rejectsWith(
+      small.receive(TOPIC, { batchSize: 1 }),
+      'RECORD_TOO_LARGE',
+      /receiveMessageBytesMax/,
+    );
+    assert.equal(receives.length - before, 1, 'asked once');
+  });
+
+  it('reports the messages of a failed request as failures, and refuses an answer for another handle', async () => {
+    const records = [encodeMessage(stored()), encodeMessage(stored({ messageId: 'MSG-1' }))];
+    const got = await receiveAnswered(ok(records, [10, 11], ['h-10', 'h-11'], [1, 1]));
+    const c = byNamespace.get('') as SimpleConsumer;
+    ackAnswer = () => ({
+      status: { code: RmqCode.BAD_REQUEST, message: 'refused whole' },
+      entries: [],
+    });
+    const whole = await c.ack(got);
+    assert.equal(whole.acked, 0);
+    assert.deepEqual(
+      whole.failures.map((f) => [f.message.messageId, f.error.code]),
+      [
+        ['MSG-0', 'INVALID_ARGUMENT'],
+        ['MSG-1', 'INVALID_ARGUMENT'],
+      ],
+    );
+    ackAnswer = (request) => ({
+      status: { code: RmqCode.OK, message: 'OK' },
+      entries: request.entries.map((e, i) => ({
+        ...e,
+        receiptHandle: i === 1 ? 'someone-else' : e.receiptHandle,
+        status: { code: RmqCode.OK, message: 'OK' },
+      })),
+    });
+    const swapped = await c.ack(got);
+    assert.equal(swapped.acked, 0);
+    assert.match(swapped.failures[0]?.error.message ?? '', /entry 1 answers another handle/);
   });
 });

@@ -14,6 +14,7 @@
  * one reply. Servers and consumers are closed after each suite.
  */
 import { strict as assert } from 'node:assert';
+import { gzipSync } from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
 import { type FetchRequest, loadFetchDefinition } from '../../src/broker/fetch-service';
 import { bindServer, shutdownServer } from '../../src/broker/grpc-util';
@@ -304,6 +305,7 @@ describe('PullConsumer reads FetchQueue replies', () => {
         queueId: 0,
         offset: 10,
         body: Buffer.from('body-0'),
+        bodyEncoding: 'IDENTITY',
         tag: 'TagA',
         keys: ['key-0', 'k0'],
         properties: new Map([
@@ -320,6 +322,7 @@ describe('PullConsumer reads FetchQueue replies', () => {
         queueId: 0,
         offset: 11,
         body: Buffer.from([0, 1, 2, 255]),
+        bodyEncoding: 'IDENTITY',
         tag: undefined,
         keys: [],
         properties: new Map(),
@@ -569,6 +572,19 @@ describe('PullConsumer reads FetchQueue replies', () => {
     const result = await pullAnswered(ok([encodeMessage(stored())], [10], 11));
     assert.equal(result.messages.length, 1);
     assert.equal(calls.length, before + 1);
+  });
+
+  it('inflates a GZIP body and keeps one that does not inflate as stored', async () => {
+    const gz = encodeMessage(stored({ bodyEncoding: 'GZIP', body: gzipSync('inflated') }));
+    const bad = encodeMessage(stored({ bodyEncoding: 'GZIP', body: Buffer.from('raw') }));
+    const result = await pullAnswered(ok([gz, bad], [10, 11], 12));
+    assert.deepEqual(
+      result.messages.map((m) => [m.body.toString(), m.bodyEncoding]),
+      [
+        ['inflated', 'IDENTITY'],
+        ['raw', 'GZIP'],
+      ],
+    );
   });
 
   it('asks for no more bytes than it can receive', async () => {

@@ -82,6 +82,7 @@ describe('PullMessage frame decoding (client)', () => {
               queueId: sp.queueId,
               queueOffset: sp.queueOffset,
               body: m.body,
+              bodyEncoding: sp.bodyEncoding,
               tag: sp.tag,
               keys: sp.keys,
               properties: new Map(Object.entries(m.userProperties)),
