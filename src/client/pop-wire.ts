@@ -1,10 +1,14 @@
 /**
- * A hand-written encoder of the SDK's largest request: an AckMessageRequest settling up to
+ * A hand-written encoder of the SDK's largest request, an AckMessageRequest settling up to
  * 1,024 messages (service.proto: AckMessageRequest {group 1, topic 2, entries 3};
- * Resource {resource_namespace 1, name 2}; AckMessageEntry {message_id 1, receipt_handle 2}).
- * The generic encoder built an object per entry and wrote each string twice (once to measure
- * it); at a thousand acks per request that was the largest cost of a consuming client.
+ * Resource {resource_namespace 1, name 2}; AckMessageEntry {message_id 1, receipt_handle 2}),
+ * and decoder of its answer (AckMessageResponse {status 1, entries 2}; AckMessageResultEntry
+ * {message_id 1, receipt_handle 2, status 3}; Status {code 1, message 2}). The generic codec
+ * built an object per entry and wrote each string twice (once to measure it); at a thousand
+ * acks per request that was the largest cost of a consuming client. The decoder skips the
+ * message ids (the consumer matches entries by position and handle).
  */
+import { Reader, status } from './pull-wire';
 
 /** One message to acknowledge. */
 export interface AckEntry {
@@ -91,4 +95,37 @@ function entrySize(idBytes: number, handleBytes: number): number {
   return (
     (idBytes > 0 ? lenFieldSize(idBytes) : 0) + (handleBytes > 0 ? lenFieldSize(handleBytes) : 0)
   );
+}
+
+/** A decoded AckMessageResponse; a status absent on the wire is undefined. */
+export interface AckReply {
+  status: { code: number; message: string } | undefined;
+  entries: { receiptHandle: string; status: { code: number; message: string } | undefined }[];
+}
+
+/** Decodes an AckMessageResponse; bytes that are not one throw (grpc-js fails the call). */
+export function decodeAckReply(bytes: Buffer): AckReply {
+  const r = new Reader(bytes, 0, bytes.length);
+  const reply: AckReply = { status: undefined, entries: [] };
+  while (!r.done) {
+    const field = r.key();
+    const type = r.wireType;
+    if (field === 2 && type === 2) {
+      const e = r.sub();
+      const entry: AckReply['entries'][number] = { receiptHandle: '', status: undefined };
+      while (!e.done) {
+        const f = e.key();
+        const t = e.wireType;
+        if (f === 2 && t === 2) entry.receiptHandle = e.string();
+        else if (f === 3 && t === 2) entry.status = status(e.sub());
+        else e.skip(t);
+      }
+      reply.entries.push(entry);
+    } else if (field === 1 && type === 2) {
+      reply.status = status(r.sub());
+    } else {
+      r.skip(type);
+    }
+  }
+  return reply;
 }

@@ -42,7 +42,7 @@ const I64 = 1;
 const LEN = 2;
 const I32 = 5;
 
-class Reader {
+export class Reader {
   constructor(
     readonly buf: Buffer,
     public pos: number,
@@ -226,7 +226,7 @@ function message(r: Reader): PullFrameMessage {
 }
 
 /** A Status (PullMessageResponse) or FetchStatus (FetchQueueResponse): code 1, message 2. */
-function status(s: Reader): { code: number; message: string } {
+export function status(s: Reader): { code: number; message: string } {
   let code = 0;
   let text = '';
   while (!s.done) {

@@ -22,7 +22,7 @@ import * as grpc from '@grpc/grpc-js';
 import { RaftmqError } from '../common/errors';
 import { intInRange, isString, type OptionSpec, resolveOptions } from '../common/options';
 import { decodeMessage } from '../store/message-codec';
-import { type AckEntry, encodeAckRequest } from './pop-wire';
+import { type AckEntry, type AckReply, decodeAckReply, encodeAckRequest } from './pop-wire';
 import type { PulledMessage } from './pull-consumer';
 import { decodeReceiveStoredReply, type ReceiveStoredReply } from './pull-wire';
 import {
@@ -31,7 +31,6 @@ import {
   codeName,
   loadClientCtor,
   plainBody,
-  type Reply,
   RMQ_CLIENT_DEFAULTS,
   RMQ_CLIENT_OPTION_SPEC,
   RmqClient,
@@ -115,11 +114,6 @@ export interface AckResult {
   readonly failures: readonly { readonly message: ReceivedMessage; readonly error: RaftmqError }[];
 }
 
-interface AckReplyEntry {
-  readonly receiptHandle?: string;
-  readonly status?: WireStatus | null;
-}
-
 /** Receives and settles messages of a consumer group; see the file comment. */
 export class SimpleConsumer extends RmqClient {
   /** Where the next receive without a named group starts, per topic. */
@@ -139,6 +133,7 @@ export class SimpleConsumer extends RmqClient {
     const resolved = resolveSimpleConsumerOptions(options);
     const Ctor = await loadClientCtor(resolved.protoDir, {
       ReceiveStored: decodeReceiveStoredReply,
+      AckMessage: decodeAckReply,
     });
     return new SimpleConsumer(Ctor, resolved);
   }
@@ -204,7 +199,12 @@ export class SimpleConsumer extends RmqClient {
    * ack before failing, and acknowledging one again is harmless).
    */
   async ack(messages: readonly ReceivedMessage[]): Promise<AckResult> {
-    const batches = new Map<string, ReceivedMessage[]>();
+    // By topic, then broker group; a run of messages of the same pair (the usual case: one
+    // receive's) skips the lookups.
+    const batches = new Map<string, Map<string, ReceivedMessage[]>>();
+    let runTopic: string | undefined;
+    let runGroup: string | undefined;
+    let run: ReceivedMessage[] = [];
     for (const m of messages) {
       checkArg(
         typeof m?.receiptHandle === 'string' &&
@@ -215,16 +215,25 @@ export class SimpleConsumer extends RmqClient {
         'messages',
         'each must be a message a receive returned',
       );
-      const key = `${m.topic}\0${m.brokerGroup}`;
-      let batch = batches.get(key);
-      if (batch === undefined) batches.set(key, (batch = []));
-      batch.push(m);
+      if (m.topic !== runTopic || m.brokerGroup !== runGroup) {
+        runTopic = m.topic;
+        runGroup = m.brokerGroup;
+        let byGroup = batches.get(runTopic);
+        if (byGroup === undefined)
+          batches.set(runTopic, (byGroup = new Map<string, ReceivedMessage[]>()));
+        let batch = byGroup.get(runGroup);
+        if (batch === undefined) byGroup.set(runGroup, (batch = []));
+        run = batch;
+      }
+      run.push(m);
     }
     const deadlineMs = Date.now() + this.options.callTimeoutMs;
     const slices: ReceivedMessage[][] = [];
-    for (const batch of batches.values()) {
-      for (let i = 0; i < batch.length; i += ACK_ENTRIES_MAX) {
-        slices.push(batch.slice(i, i + ACK_ENTRIES_MAX));
+    for (const byGroup of batches.values()) {
+      for (const batch of byGroup.values()) {
+        for (let i = 0; i < batch.length; i += ACK_ENTRIES_MAX) {
+          slices.push(batch.slice(i, i + ACK_ENTRIES_MAX));
+        }
       }
     }
     const settled = await Promise.allSettled(slices.map((b) => this.ackBatch(b, deadlineMs)));
@@ -325,17 +334,17 @@ export class SimpleConsumer extends RmqClient {
     );
     const target = { brokerGroup: first.brokerGroup };
     return this.withNode(first.topic, target, deadlineMs, async (endpoint) => {
-      const res: Reply = await this.unary(endpoint, 'AckMessage', request, deadlineMs);
-      const status = res.status as WireStatus | null | undefined;
+      const res = await this.unary<AckReply>(endpoint, 'AckMessage', request, deadlineMs);
+      const status = res.status;
       // Settled is what the broker says it settled: an answer without statuses says nothing.
-      if (status === undefined || status === null) {
+      if (status === undefined) {
         throw new RaftmqError(
           'INTERNAL',
           `malformed AckMessage response from ${endpoint}: no status`,
         );
       }
       const name = codeName(status);
-      const results = (res.entries ?? []) as AckReplyEntry[];
+      const results = res.entries;
       if (name !== 'OK' && name !== 'MULTIPLE_RESULTS') {
         // Every entry failed alike (stale handles: per entry below), or the request as a whole
         // did (NOT_LEADER and the like: tried again by withNode).

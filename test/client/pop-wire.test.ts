@@ -17,7 +17,7 @@ import fc from 'fast-check';
 import { loadFetchDefinition, type ReceiveStoredRequest } from '../../src/broker/fetch-service';
 import { bindServer, shutdownServer } from '../../src/broker/grpc-util';
 import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
-import { type AckEntry, encodeAckRequest } from '../../src/client/pop-wire';
+import { type AckEntry, decodeAckReply, encodeAckRequest } from '../../src/client/pop-wire';
 import { decodeReceiveStoredReply } from '../../src/client/pull-wire';
 import { loadClientCtor } from '../../src/client/rmq-client';
 import {
@@ -67,6 +67,41 @@ describe('encodeAckRequest and the client stub (pop-wire.ts, rmq-client.ts)', ()
         assert.deepEqual(ack.requestDeserialize(generic), expected);
       }),
       fcParams(500),
+    );
+  });
+
+  it('decodes AckMessage answers as the generic encoder writes them', () => {
+    const statusArb = fc.option(
+      fc.record({ code: fc.constantFrom(20000, 40013, 30000, 50001), message: text }),
+      { nil: undefined },
+    );
+    const answerArb = fc.record({
+      status: statusArb,
+      entries: fc.array(fc.record({ messageId: text, receiptHandle: text, status: statusArb }), {
+        maxLength: 8,
+      }),
+    });
+    fc.assert(
+      fc.property(answerArb, (answer) => {
+        const bytes = ack.responseSerialize(answer);
+        const plain = (st: typeof answer.status) => (st === undefined ? undefined : { ...st });
+        assert.deepEqual(decodeAckReply(bytes), {
+          status: plain(answer.status),
+          entries: answer.entries.map((e) => ({
+            receiptHandle: e.receiptHandle,
+            status: plain(e.status),
+          })),
+        });
+        // Cut short, it throws rather than reading past the end (or decodes a prefix).
+        if (bytes.length > 1) {
+          try {
+            decodeAckReply(bytes.subarray(0, bytes.length - 1));
+          } catch (err) {
+            assert.ok(err instanceof Error);
+          }
+        }
+      }),
+      fcParams(300),
     );
   });
 
