@@ -78,30 +78,7 @@ export class CommandBatcher {
    * still waiting for a proposal at `deadlineMs` is refused with TIMEOUT and never proposed.
    */
   submit(command: BrokerCommand, deadlineMs = Number.POSITIVE_INFINITY): Promise<CommandResult> {
-    if (this.closed) return Promise.reject(new RaftmqError('STORE_CLOSED', 'broker is stopping'));
-    if (this.pending >= this.options.pendingMax) {
-      return Promise.reject(
-        new RaftmqError('BUSY', 'too many commands waiting for commit; retry shortly'),
-      );
-    }
-    this.pending += 1;
-    return new Promise<CommandResult>((resolve, reject) => {
-      const done = (): void => {
-        this.pending -= 1;
-      };
-      this.queue.push({
-        command,
-        deadlineMs,
-        resolve: (r) => {
-          done();
-          resolve(r);
-        },
-        reject: (err) => {
-          done();
-          reject(err);
-        },
-      });
-    });
+    return this.submitAll([command], deadlineMs).then((results) => results[0] as CommandResult);
   }
 
   /**

@@ -18,7 +18,7 @@
  * long polls when the service closes, and answers every failure as a status in the reply.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { RaftmqError, RmqCode } from '../common/errors';
+import { RmqCode } from '../common/errors';
 import {
   namespaceHeader,
   requireClientId,
@@ -36,7 +36,13 @@ import {
   tagMatcher,
   tagsOf,
 } from './messaging-pull';
-import { INVISIBLE_MS_MAX, popOf, RECEIVE_BATCH_DEFAULT } from './messaging-pop';
+import {
+  checkInvisibleMs,
+  nothingReady,
+  popOf,
+  RECEIVE_BATCH_DEFAULT,
+  receivePollUntilMs,
+} from './messaging-pop';
 import { encodeFetchAnswer, encodeReceiveStoredAnswer } from './rmq-message-encode';
 import { checkGroup, checkTopic, effectiveNamespace } from './rmq-validate';
 
@@ -125,34 +131,23 @@ async function receiveStored(
   const ns = effectiveNamespace(namespaceHeader(call.metadata), request.namespace);
   const group = checkGroup(request.group, ns, 'group');
   const topic = checkTopic(request.topic, ns, 'topic', true);
-  if (request.invisibleMs > INVISIBLE_MS_MAX) {
-    throw new RaftmqError(
-      'ILLEGAL_INVISIBLE_TIME',
-      `invisible_ms ${request.invisibleMs} must be in [0, ${INVISIBLE_MS_MAX}]`,
-      { details: { field: 'invisible_ms' } },
-    );
-  }
+  const invisibleMs = checkInvisibleMs(request.invisibleMs, 'invisible_ms');
   const filter = tagMatcher(tagsOf(request.tagExpression));
   const deadlineMs = callDeadlineMs(call, ctx);
-  const answerByMs = deadlineMs - ctx.options.forwardReserveMs;
-  const awaitMs = Math.min(request.awaitMs, ctx.options.longPollingTimeoutMsMax);
   const popped = await popOf(ctx).receive(
     {
       group,
       topic,
       filter,
       batchSize: request.batchSize > 0 ? request.batchSize : RECEIVE_BATCH_DEFAULT,
-      invisibleMs: request.invisibleMs,
-      pollUntilMs: Math.min(ctx.clock.nowMs() + awaitMs, answerByMs),
+      invisibleMs,
+      pollUntilMs: receivePollUntilMs(ctx, request.awaitMs, deadlineMs),
       signal,
       bytesMax: request.bytesMax > 0 ? request.bytesMax : undefined,
     },
-    answerByMs,
+    deadlineMs - ctx.options.forwardReserveMs,
   );
-  if (popped.length === 0) {
-    const message = `no message of ${topic} is ready for group ${group}`;
-    return { status: { code: RmqCode.MESSAGE_NOT_FOUND, message } };
-  }
+  if (popped.length === 0) return { status: nothingReady(topic, group) };
   return encodeReceiveStoredAnswer(popped);
 }
 

@@ -96,17 +96,38 @@ function namesOf(
   };
 }
 
-function invisibleMsOf(d: WireSecondsNanos | null | undefined, fallbackMs: number): number {
-  if (d === null || d === undefined) return fallbackMs;
-  const ms = durationToMs(d);
+/** `ms` as an invisibility a receive may ask for; ILLEGAL_INVISIBLE_TIME naming `field`. */
+export function checkInvisibleMs(ms: number, field: string): number {
   if (!Number.isFinite(ms) || ms < 0 || ms > INVISIBLE_MS_MAX) {
     throw new RaftmqError(
       'ILLEGAL_INVISIBLE_TIME',
-      `invisible_duration ${ms} ms must be in [0, ${INVISIBLE_MS_MAX}]`,
-      { details: { field: 'invisible_duration' } },
+      `${field} ${ms} ms must be in [0, ${INVISIBLE_MS_MAX}]`,
+      { details: { field } },
     );
   }
   return Math.floor(ms);
+}
+
+function invisibleMsOf(d: WireSecondsNanos | null | undefined, fallbackMs: number): number {
+  if (d === null || d === undefined) return fallbackMs;
+  return checkInvisibleMs(durationToMs(d), 'invisible_duration');
+}
+
+/**
+ * When a receive stops waiting for messages: after `waitMs` (capped by the service's longest
+ * long poll), and early enough to answer before the call's deadline.
+ */
+export function receivePollUntilMs(ctx: ServiceContext, waitMs: number, deadlineMs: number) {
+  return Math.min(
+    ctx.clock.nowMs() + Math.min(Math.max(0, waitMs), ctx.options.longPollingTimeoutMsMax),
+    deadlineMs - ctx.options.forwardReserveMs,
+  );
+}
+
+/** The answer of a receive that found nothing ready. */
+export function nothingReady(topic: string, group: string): { code: number; message: string } {
+  const message = `no message of ${topic} is ready for group ${group}`;
+  return { code: RmqCode.MESSAGE_NOT_FOUND, message };
 }
 
 // ---- ReceiveMessage ----
@@ -140,20 +161,13 @@ async function receiveFrames(
   const asked = request.longPollingTimeout;
   const pollMs =
     asked === null || asked === undefined ? ctx.options.longPollingTimeoutMs : durationToMs(asked);
-  const nowMs = ctx.clock.nowMs();
-  const pollUntilMs = Math.min(
-    nowMs + Math.min(Math.max(0, pollMs), ctx.options.longPollingTimeoutMsMax),
-    deadlineMs - ctx.options.forwardReserveMs,
-  );
+  const pollUntilMs = receivePollUntilMs(ctx, pollMs, deadlineMs);
   return runOrForwardStream(ctx, call, 'ReceiveMessage', deadlineMs, async () => {
     const popped = await popOf(ctx).receive(
       { ...names, filter, batchSize, invisibleMs, pollUntilMs, signal },
       deadlineMs - ctx.options.forwardReserveMs,
     );
-    if (popped.length === 0) {
-      const message = `no message of ${names.topic} is ready for group ${names.group}`;
-      return [{ status: { code: RmqCode.MESSAGE_NOT_FOUND, message } }];
-    }
+    if (popped.length === 0) return [{ status: nothingReady(names.topic, names.group) }];
     return [
       { status: okStatus() },
       ...popped.map((p) =>

@@ -11,7 +11,7 @@
  */
 import { RaftmqError, RmqCode } from '../common/errors';
 import type { BodyEncoding, MessageType } from '../store/message-format';
-import { lenFieldSize, varintFieldSize, varintSize, Writer } from './proto-writer';
+import { lenFieldSize, varintFieldSize, varintSize, Writer } from '../common/proto-writer';
 import type { WireStatus } from './rmq-wire';
 
 /** A response frame already encoded: the serializer sends `bytes` as they are. */

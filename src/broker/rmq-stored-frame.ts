@@ -24,7 +24,14 @@
  */
 import { RaftmqError } from '../common/errors';
 import * as format from '../store/message-format';
-import { LEN, lenFieldSize, secondsNanos, VARINT, varintFieldSize, Writer } from './proto-writer';
+import {
+  LEN,
+  lenFieldSize,
+  secondsNanos,
+  VARINT,
+  varintFieldSize,
+  Writer,
+} from '../common/proto-writer';
 import { bodyMd5Hex, type DeliveryOptions } from './rmq-convert';
 import { EncodedFrame, ENCODING_NUMBERS, MESSAGE_TYPE_NUMBERS } from './rmq-message-encode';
 import { wrapNamespace } from './rmq-validate';

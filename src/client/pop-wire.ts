@@ -8,39 +8,13 @@
  * acks per request that was the largest cost of a consuming client. The decoder skips the
  * message ids (the consumer matches entries by position and handle).
  */
-import { Reader, status } from './pull-wire';
+import { lenFieldSize, Writer } from '../common/proto-writer';
+import { Reader, readStatus } from './pull-wire';
 
 /** One message to acknowledge. */
 export interface AckEntry {
   readonly messageId: string;
   readonly receiptHandle: string;
-}
-
-function varintSize(n: number): number {
-  let size = 1;
-  for (let rest = n; rest >= 0x80; rest = Math.floor(rest / 0x80)) size++;
-  return size;
-}
-
-function lenFieldSize(len: number): number {
-  return 1 + varintSize(len) + len;
-}
-
-function writeVarint(out: Buffer, at: number, n: number): number {
-  let pos = at;
-  let rest = n;
-  while (rest >= 0x80) {
-    out[pos++] = (rest % 0x80) | 0x80;
-    rest = Math.floor(rest / 0x80);
-  }
-  out[pos++] = rest;
-  return pos;
-}
-
-function writeString(out: Buffer, at: number, field: number, s: string, len: number): number {
-  out[at] = (field << 3) | 2;
-  const pos = writeVarint(out, at + 1, len);
-  return pos + out.write(s, pos, len, 'utf8');
 }
 
 /** The bytes of an AckMessageRequest of `entries` for `group` and `topic` in `namespace`. */
@@ -67,13 +41,11 @@ export function encodeAckRequest(
     lengths[2 * i + 1] = handleBytes;
     size += lenFieldSize(entrySize(idBytes, handleBytes));
   }
-  const out = Buffer.allocUnsafe(size);
-  let at = 0;
+  const w = new Writer(Buffer.allocUnsafe(size));
   const resource = (field: number, fieldSize: number, name: string, nameBytes: number): void => {
-    out[at] = (field << 3) | 2;
-    at = writeVarint(out, at + 1, fieldSize);
-    if (nsBytes > 0) at = writeString(out, at, 1, namespace, nsBytes);
-    at = writeString(out, at, 2, name, nameBytes);
+    w.messageHeader(field, fieldSize);
+    if (nsBytes > 0) w.stringField(1, namespace, nsBytes);
+    w.stringField(2, name, nameBytes);
   };
   resource(1, groupSize, group, groupBytes);
   resource(2, topicSize, topic, topicBytes);
@@ -81,13 +53,12 @@ export function encodeAckRequest(
     const e = entries[i] as AckEntry;
     const idBytes = lengths[2 * i] as number;
     const handleBytes = lengths[2 * i + 1] as number;
-    out[at] = (3 << 3) | 2;
-    at = writeVarint(out, at + 1, entrySize(idBytes, handleBytes));
-    if (idBytes > 0) at = writeString(out, at, 1, e.messageId, idBytes);
-    if (handleBytes > 0) at = writeString(out, at, 2, e.receiptHandle, handleBytes);
+    w.messageHeader(3, entrySize(idBytes, handleBytes));
+    if (idBytes > 0) w.stringField(1, e.messageId, idBytes);
+    if (handleBytes > 0) w.stringField(2, e.receiptHandle, handleBytes);
   }
-  if (at !== size) throw new Error(`encodeAckRequest: wrote ${at} of ${size} bytes`);
-  return out;
+  if (w.pos !== size) throw new Error(`encodeAckRequest: wrote ${w.pos} of ${size} bytes`);
+  return w.buf;
 }
 
 /** Bytes of an AckMessageEntry's body (proto3 leaves empty strings out). */
@@ -117,12 +88,12 @@ export function decodeAckReply(bytes: Buffer): AckReply {
         const f = e.key();
         const t = e.wireType;
         if (f === 2 && t === 2) entry.receiptHandle = e.string();
-        else if (f === 3 && t === 2) entry.status = status(e.sub());
+        else if (f === 3 && t === 2) entry.status = readStatus(e.sub());
         else e.skip(t);
       }
       reply.entries.push(entry);
     } else if (field === 1 && type === 2) {
-      reply.status = status(r.sub());
+      reply.status = readStatus(r.sub());
     } else {
       r.skip(type);
     }

@@ -226,7 +226,7 @@ function message(r: Reader): PullFrameMessage {
 }
 
 /** A Status (PullMessageResponse) or FetchStatus (FetchQueueResponse): code 1, message 2. */
-export function status(s: Reader): { code: number; message: string } {
+export function readStatus(s: Reader): { code: number; message: string } {
   let code = 0;
   let text = '';
   while (!s.done) {
@@ -247,7 +247,7 @@ export function decodePullFrame(bytes: Buffer): PullFrame {
     const field = r.key();
     const type = r.wireType;
     if (field === 1 && type === LEN) {
-      frame.status = status(r.sub());
+      frame.status = readStatus(r.sub());
     } else if (field === 2 && type === LEN) {
       frame.message = message(r.sub());
     } else if (field === 3 && type === VARINT) {
@@ -290,7 +290,7 @@ export function decodeFetchReply(bytes: Buffer): FetchReply {
     } else if (field === 2 && type === VARINT) {
       reply.nextOffset = r.varint();
     } else if (field === 1 && type === LEN) {
-      reply.status = status(r.sub());
+      reply.status = readStatus(r.sub());
     } else {
       r.skip(type);
     }
@@ -336,7 +336,7 @@ export function decodeReceiveStoredReply(bytes: Buffer): ReceiveStoredReply {
     } else if (field === 5 && type === VARINT) {
       reply.attempts.push(r.varint());
     } else if (field === 1 && type === LEN) {
-      reply.status = status(r.sub());
+      reply.status = readStatus(r.sub());
     } else {
       r.skip(type);
     }

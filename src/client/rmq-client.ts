@@ -140,6 +140,16 @@ export function checkArg(ok: boolean, field: string, message: string): void {
   }
 }
 
+/** Longest long poll a pull or receive may ask for. */
+export const AWAIT_MS_MAX = 600_000;
+
+/** A call's tag expression (`*` when absent); INVALID_ARGUMENT when blank. */
+export function checkTagExpression(expression: string | undefined): string {
+  const value = expression ?? '*';
+  checkArg(typeof value === 'string' && value.trim() !== '', 'tagExpression', 'must not be blank');
+  return value;
+}
+
 export function checkInt(value: number, field: string, min: number, max: number): void {
   checkArg(
     Number.isSafeInteger(value) && value >= min && value <= max,
@@ -204,21 +214,16 @@ export type BodyEncoding = 'IDENTITY' | 'GZIP';
 const GUNZIP_BYTES_MAX = 64 * 1024 * 1024;
 
 /**
- * The body a consumer gets: a GZIP body inflated (a new buffer), any other as it is. A GZIP body
- * that does not inflate (damaged, or past 64 MiB) stays as stored, and `bodyEncoding` says so.
+ * The body a consumer gets of a body stored with `encoding`: a GZIP one inflated (a new buffer),
+ * any other as it is; undefined for a GZIP body that does not inflate (damaged, or past 64 MiB),
+ * which the consumer then gets as stored, marked GZIP. No allocation for a plain body.
  */
-export function plainBody(
-  body: Buffer,
-  encoding: BodyEncoding,
-): { body: Buffer; bodyEncoding: BodyEncoding } {
-  if (encoding !== 'GZIP') return { body, bodyEncoding: 'IDENTITY' };
+export function plainBody(body: Buffer, encoding: BodyEncoding): Buffer | undefined {
+  if (encoding !== 'GZIP') return body;
   try {
-    return {
-      body: zlib.gunzipSync(body, { maxOutputLength: GUNZIP_BYTES_MAX }),
-      bodyEncoding: 'IDENTITY',
-    };
+    return zlib.gunzipSync(body, { maxOutputLength: GUNZIP_BYTES_MAX });
   } catch {
-    return { body, bodyEncoding: 'GZIP' };
+    return undefined;
   }
 }
 

@@ -23,14 +23,15 @@ import { RaftmqError } from '../common/errors';
 import { intInRange, isString, type OptionSpec, resolveOptions } from '../common/options';
 import { decodeMessage } from '../store/message-codec';
 import { type AckEntry, type AckReply, decodeAckReply, encodeAckRequest } from './pop-wire';
-import type { PulledMessage } from './pull-consumer';
+import { type PulledMessage, pulledFromStored } from './pull-consumer';
 import { decodeReceiveStoredReply, type ReceiveStoredReply } from './pull-wire';
 import {
+  AWAIT_MS_MAX,
   checkArg,
   checkInt,
+  checkTagExpression,
   codeName,
   loadClientCtor,
-  plainBody,
   RMQ_CLIENT_DEFAULTS,
   RMQ_CLIENT_OPTION_SPEC,
   RmqClient,
@@ -60,8 +61,6 @@ export const INVISIBLE_MS_MAX = 12 * 3600 * 1000;
 export const RECEIVE_BATCH_MAX = 1_024;
 /** Messages one AckMessage carries at most (the broker refuses more). */
 const ACK_ENTRIES_MAX = 1_024;
-/** Longest long poll a receive may ask for. */
-const AWAIT_MS_MAX = 600_000;
 /**
  * What a ReceiveStored reply adds to its records, at most: a status, and per record its offset,
  * receipt handle and attempt (under 200 bytes each, at most 1,024 records).
@@ -149,12 +148,7 @@ export class SimpleConsumer extends RmqClient {
     checkInt(invisibleMs, 'invisibleMs', 0, INVISIBLE_MS_MAX);
     const awaitMs = options.awaitMs ?? this.options.awaitMs;
     checkInt(awaitMs, 'awaitMs', 0, AWAIT_MS_MAX);
-    const expression = options.tagExpression ?? '*';
-    checkArg(
-      typeof expression === 'string' && expression.trim() !== '',
-      'tagExpression',
-      'must not be blank',
-    );
+    const expression = checkTagExpression(options.tagExpression);
     const brokerGroup = options.brokerGroup ?? (await this.pickGroup(topic));
     const request = {
       namespace: this.options.namespace,
@@ -426,24 +420,11 @@ export class SimpleConsumer extends RmqClient {
       if (!(attempt >= 1 && attempt <= 0xffff_ffff)) throw malformed(`attempt ${attempt}`);
       const m = decodeMessage(records[i] as Buffer, context, true);
       if (m.topic !== storedTopic) throw malformed(`a record of ${m.topic} for ${storedTopic}`);
-      const { body, bodyEncoding } = plainBody(m.body as Buffer, m.bodyEncoding);
-      messages[i] = {
-        messageId: m.messageId,
-        topic: asked.topic,
-        queueId: m.queueId,
-        offset,
-        body,
-        bodyEncoding,
-        tag: m.tag,
-        keys: m.keys,
-        properties: m.userProperties,
-        messageGroup: m.messageGroup,
-        bornTimestampMs: m.bornTimestampMs,
-        storeTimestampMs: m.storeTimestampMs,
+      messages[i] = Object.assign(pulledFromStored(m, asked.topic, offset), {
         receiptHandle: handle,
         deliveryAttempt: attempt,
         brokerGroup: asked.brokerGroup,
-      };
+      });
     }
     return messages;
   }

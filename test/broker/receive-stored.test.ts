@@ -401,7 +401,7 @@ describe('ReceiveStored against a broker node', function () {
       [
         { invisibleMs: 12 * 3600 * 1000 + 1 },
         RmqCode.ILLEGAL_INVISIBLE_TIME,
-        /^invisible_ms 43200001 must be in \[0, 43200000\]$/,
+        /^invisible_ms 43200001 ms must be in \[0, 43200000\]$/,
       ],
       [{ invisibleMs: 0xffff_ffff }, RmqCode.ILLEGAL_INVISIBLE_TIME, /^invisible_ms 4294967295 /],
       [{ namespace: 'bad ns' }, RmqCode.BAD_REQUEST, /^namespace "bad ns" /],

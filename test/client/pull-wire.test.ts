@@ -209,11 +209,19 @@ describe('FetchQueue reply decoding (client)', () => {
       fc.property(fetchReplyArb, fc.nat(), (reply, cut) => {
         const bytes = method.responseSerialize(reply);
         if (bytes.length === 0) return;
+        const full = decodeFetchReply(bytes);
+        let part;
         try {
-          decodeFetchReply(bytes.subarray(0, cut % bytes.length));
+          part = decodeFetchReply(bytes.subarray(0, cut % bytes.length));
         } catch (err) {
           assert.ok(err instanceof Error);
+          return;
         }
+        // Cut between two fields: what it read is what the whole reply begins with.
+        assert.deepEqual(part.records, full.records.slice(0, part.records.length));
+        assert.deepEqual(part.offsets, full.offsets.slice(0, part.offsets.length));
+        // And a cut always loses something: a whole field, never part of one unnoticed.
+        assert.notDeepEqual(part, full);
       }),
       fcParams(300),
     );

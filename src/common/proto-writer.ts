@@ -1,7 +1,8 @@
 /**
- * Protobuf encoding by hand, for the answers the broker writes by the thousand (delivered
- * messages, send and ack answers): field sizes computed first, then one buffer written in
- * order. Tags here are below 16 (one byte) unless a caller writes a two-byte tag itself.
+ * Protobuf encoding by hand, for what is written by the thousand (the broker's delivered
+ * messages, send and ack answers; the SDK's acknowledgements): field sizes computed first, then
+ * one buffer written in order. Tags here are below 16 (one byte) unless a caller writes a
+ * two-byte tag itself.
  */
 
 /** Wire types. */
