@@ -27,6 +27,12 @@ export class Progress {
   recentActive = false;
   /** Entries from this index were requested from the driver and are not loaded yet. */
   loadPendingFrom: number | null = null;
+  /**
+   * The highest commit index an Append told this follower it may use (the commit it carried,
+   * capped at the Append's last index). A lost Append leaves it too high; heartbeats carry the
+   * commit index too, so the follower still learns it.
+   */
+  commitSent = 0;
   readonly inflights: Inflights;
 
   constructor(next: number, inflightCountMax: number, inflightBytesMax: number) {
@@ -41,6 +47,7 @@ export class Progress {
     this.next = this.match + 1;
     this.probeSent = false;
     this.loadPendingFrom = null;
+    this.commitSent = 0;
     this.inflights.reset();
   }
 

@@ -70,7 +70,18 @@ export function handleAppend(core: RaftCore, message: AppendMessage): void {
   });
 }
 
+/**
+ * Answers an Append we accepted. An acceptance to the same leader still queued just before it
+ * (the same Ready handles several Appends) is replaced, not joined: the leader learns the higher
+ * match from the newer one alone, and one answer per Ready is one message per round.
+ */
 function acknowledge(core: RaftCore, message: AppendMessage, matchIndex: number): void {
+  const queued = core.messagesAfterPersist;
+  const last = queued[queued.length - 1];
+  if (last !== undefined && last.type === 'AppendResp' && !last.reject && last.to === message.from
+    && last.term === core.term && last.matchIndex <= matchIndex) {
+    queued.pop();
+  }
   core.sendAfterPersist({
     ...core.envelope(message.from),
     type: 'AppendResp',

@@ -7,6 +7,7 @@ import type { NodeId } from '../common/types';
 import type { RaftCore } from './raft-core';
 import {
   afterLeaderCommit, maybeCommit, maybeSendTimeoutNow, sendAppend, sendAppendsWhileOpen,
+  sendCommitIfIdle,
 } from './replicator';
 import type { AppendRespMessage, HeartbeatRespMessage, Message } from './types';
 
@@ -57,6 +58,7 @@ function onAppendResp(core: RaftCore, message: AppendRespMessage): void {
   else if (progress.state === 'replicate') progress.inflights.freeLE(message.matchIndex);
   if (maybeCommit(core)) afterLeaderCommit(core);
   sendAppendsWhileOpen(core, message.from);
+  sendCommitIfIdle(core, message.from);
   maybeSendTimeoutNow(core, message.from);
 }
 
