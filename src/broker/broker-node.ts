@@ -26,7 +26,7 @@ import { createAdminService } from './admin-service';
 import { Broker } from './broker';
 import type { BrokerNodeConfig } from './broker-node-config';
 import { BrokerState } from './broker-state';
-import { bindServer, shutdownServer } from './grpc-util';
+import { bindServer, shutdownServer, widenFlowWindows } from './grpc-util';
 import { GrpcRaftTransport } from './grpc-raft-transport';
 import { createMessagingService, MESSAGING_SERVER_OPTIONS } from './messaging-service';
 import { RaftDriver } from './raft-driver';
@@ -171,6 +171,9 @@ export class BrokerNode {
       server.addService(admin.definition, admin.handlers);
       const [, clientPort] = splitHostPort(self.client);
       await bindServer(server, `${config.listenHost}:${clientPort}`);
+      if (!widenFlowWindows(server)) {
+        log.warn({}, 'could not widen the HTTP/2 flow-control windows (grpc-js internals changed)');
+      }
       undo.unshift(() => shutdownServer(server, SERVER_SHUTDOWN_MS, log));
 
       const b = broker;

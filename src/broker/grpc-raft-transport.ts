@@ -35,6 +35,7 @@ import {
 } from './grpc-raft-transport-options';
 import {
   bindServer,
+  widenFlowWindows,
   hostPort,
   RateLimitedWarn,
   shutdownServer,
@@ -194,6 +195,9 @@ export class GrpcRaftTransport implements RaftTransport {
     } catch (err) {
       server.forceShutdown();
       throw err;
+    }
+    if (!widenFlowWindows(server)) {
+      log.warn({}, 'could not widen the HTTP/2 flow-control windows (grpc-js internals changed)');
     }
     log.info({ port: transport.boundPort, peers: options.peers }, 'raft transport listening');
     return transport;
