@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { ERROR_CODES, RaftmqError, type ErrorCode } from '../common/errors';
+import { withServerNodeFlags } from './node-flags';
 import type {
   RaftNodeCommand,
   RaftNodeCommands,
@@ -81,7 +82,7 @@ export class RaftNodeProcess {
     try {
       child = fork(RAFT_NODE_ENTRY, [JSON.stringify(config)], {
         stdio: ['ignore', fd, fd, 'ipc'],
-        execArgv: [],
+        execArgv: withServerNodeFlags([]),
       });
     } finally {
       fs.closeSync(fd);

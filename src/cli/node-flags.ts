@@ -1,0 +1,24 @@
+/**
+ * The Node.js (V8) flags raftmq's server processes run with. The launchers here (`npm start`,
+ * LocalCluster, the benchmarks' raft nodes) pass them; a broker started by hand should be too
+ * (`node --initial-old-space-size=256 dist/src/cli/broker.js ...`, docs/operations.md).
+ *
+ * `--initial-old-space-size`: V8 counts the bytes of Buffers allocated since its last full
+ * collection against the old generation's limit, and with the small heap of a broker (about
+ * 20 MB) that limit sits a few tens of MB above it. Every socket read, gRPC message and record
+ * is such a Buffer, so under a steady replication load a follower ran a full mark-compact five
+ * times a second, each holding its thread 10-30 ms (`--trace-gc`); commits waited for them. With
+ * a 256 MB initial old space the limit starts high and those collections stopped: at 2,000
+ * entries/s `bench:raft`'s p99 commit latency fell from 20-53 ms to 7-12 ms. The flag raises
+ * where collection starts, not how much the heap may hold, and the process's memory rises only
+ * by garbage not yet collected. It must be given on the command line: V8 reads it when the heap
+ * is created, so `v8.setFlagsFromString` at start-up is too late (measured: no effect).
+ */
+export const SERVER_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=256'];
+
+/** `flags` plus each of {@link SERVER_NODE_FLAGS} that `flags` does not set already. */
+export function withServerNodeFlags(flags: readonly string[]): string[] {
+  const name = (flag: string): string => flag.split('=')[0] ?? flag;
+  const given = new Set(flags.map(name));
+  return [...flags, ...SERVER_NODE_FLAGS.filter((f) => !given.has(name(f)))];
+}
