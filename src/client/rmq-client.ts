@@ -276,6 +276,14 @@ export type StubCtor = new (address: string, creds: grpc.ChannelCredentials, opt
  * The stub constructor of both services, loaded from the `.proto` files under `protoDir`;
  * `deserializers` replace the generic decoder of the methods they name.
  */
+/**
+ * The HTTP/2 receive window the consumers' channels grant per stream and per connection
+ * (grpc-js's `grpc-node.flow_control_window`; Node's default is 64 KiB). A FetchQueue or
+ * ReceiveStored reply of a thousand 1 KiB messages is about 1.2 MiB: with the default window
+ * the broker sends 64 KiB of it per round trip, waiting for this process to read them.
+ */
+export const RECEIVE_WINDOW_BYTES = 8 * 1024 * 1024;
+
 export async function loadClientCtor(
   protoDir: string,
   deserializers: Readonly<Record<string, (bytes: Buffer) => object>>,
@@ -457,6 +465,7 @@ export class RmqClient {
       }
       stub = new this.Ctor(endpoint, grpc.credentials.createInsecure(), {
         'grpc.max_receive_message_length': this.base.receiveMessageBytesMax,
+        'grpc-node.flow_control_window': RECEIVE_WINDOW_BYTES,
       });
     }
     this.stubs.set(endpoint, stub); // most recently used last
