@@ -25,6 +25,12 @@ export interface RaftTunables {
   readonly inflightCountMax: number;
   /** Entry bytes in flight to one follower; a window at or above this is full. */
   readonly inflightBytesMax: number;
+  /**
+   * Newly proposed entries below this many bytes wait, for a follower with Appends in flight,
+   * until its next acknowledgement (or until this many gathered) and then go in one Append;
+   * 0 sends every proposal at once. See `sendProposed` in replicator.ts.
+   */
+  readonly appendHoldBytes: number;
   /** Entries per Append message (and per apply batch), at most. */
   readonly batchEntriesMax: number;
   /** Entry bytes per Append message (and per apply batch); one larger entry is still sent. */
@@ -70,6 +76,7 @@ export const RAFT_TUNABLE_DEFAULTS: Readonly<RaftTunables> = Object.freeze({
   preferredLeaderId: null,
   inflightCountMax: 256,
   inflightBytesMax: 16 * MIB,
+  appendHoldBytes: 64 * 1024,
   batchEntriesMax: 256,
   batchBytesMax: MIB,
   entryCacheBytesMax: 64 * MIB,
@@ -89,6 +96,7 @@ const SPEC: OptionSpec<RaftTunables> = {
   },
   inflightCountMax: intInRange(1, 1_000_000),
   inflightBytesMax: intInRange(1, 1 << 30),
+  appendHoldBytes: intInRange(0, 1 << 30),
   batchEntriesMax: intInRange(1, 1_000_000),
   batchBytesMax: intInRange(1, 1 << 30),
   entryCacheBytesMax: intInRange(0, 2 ** 40),

@@ -33,6 +33,8 @@ export class Progress {
    * commit index too, so the follower still learns it.
    */
   commitSent = 0;
+  /** Bytes of proposed entries held back from this follower (see `sendProposed`). */
+  heldBytes = 0;
   readonly inflights: Inflights;
 
   constructor(next: number, inflightCountMax: number, inflightBytesMax: number) {
@@ -44,6 +46,7 @@ export class Progress {
   /** Back to probing from just after the known match. */
   becomeProbe(): void {
     this.state = 'probe';
+    this.heldBytes = 0;
     this.next = this.match + 1;
     this.probeSent = false;
     this.loadPendingFrom = null;
@@ -54,6 +57,7 @@ export class Progress {
   /** Streaming from just after the known match. */
   becomeReplicate(): void {
     this.state = 'replicate';
+    this.heldBytes = 0;
     this.next = this.match + 1;
     this.probeSent = false;
     this.loadPendingFrom = null;
@@ -63,6 +67,7 @@ export class Progress {
   /** Waiting for a snapshot that this core does not produce. */
   becomeSnapshot(): void {
     this.state = 'snapshot';
+    this.heldBytes = 0;
     this.probeSent = false;
     this.loadPendingFrom = null;
     this.inflights.reset();

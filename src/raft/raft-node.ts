@@ -18,7 +18,7 @@ import { answerVoteRequest, campaign } from './election';
 import { isWellFormed } from './message-check';
 import type { ProgressState } from './progress';
 import { RaftCore } from './raft-core';
-import { afterLeaderCommit, maybeCommit, onEntriesLoaded, sendAppendsWhileOpen, startReads }
+import { afterLeaderCommit, maybeCommit, onEntriesLoaded, sendProposed, startReads }
   from './replicator';
 import { stepCandidate } from './step-candidate';
 import { stepFollower } from './step-follower';
@@ -203,7 +203,7 @@ export class RaftNode {
     const last = entries[entries.length - 1];
     assert(first !== undefined && last !== undefined, 'raft: nothing appended');
     core.trackUncommitted(last.index, bytes);
-    for (const peer of core.others) sendAppendsWhileOpen(core, peer);
+    for (const peer of core.others) sendProposed(core, peer, bytes);
     return { ok: true, firstIndex: first.index, lastIndex: last.index, term: asTerm(core.term) };
   }
 

@@ -42,6 +42,26 @@ export function sendAppendsWhileOpen(core: RaftCore, to: NodeId): void {
   }
 }
 
+/**
+ * True while newly proposed entries should wait for `progress`'s follower: it is in replicate
+ * state with Appends in flight, and what waits is below `appendHoldBytes`. Its acknowledgement
+ * of those Appends (or the answer to the next heartbeat, if that is lost) sends them all in one
+ * Append. A follower handles Appends in rounds, one write and fsync each: an Append sent while
+ * it is in a round waits for the next one anyway, so holding entries back costs the latency of
+ * one hop, and spares both sides a message, its decoding and a wake-up per proposal.
+ */
+function holding(core: RaftCore, progress: Progress): boolean {
+  return progress.state === 'replicate' && progress.inflights.count > 0
+    && progress.heldBytes < core.cfg.appendHoldBytes;
+}
+
+/** After a proposal of `bytes`: sends `to` its new entries unless they wait (see `holding`). */
+export function sendProposed(core: RaftCore, to: NodeId, bytes: number): void {
+  const progress = core.progressOf(to);
+  progress.heldBytes += bytes;
+  if (!holding(core, progress)) sendAppendsWhileOpen(core, to);
+}
+
 /** Sends every follower what it is missing, or an empty Append carrying the commit index. */
 export function broadcastAppend(core: RaftCore): void {
   for (const peer of core.others) sendAppend(core, peer, true);
@@ -56,8 +76,11 @@ export function broadcastAppend(core: RaftCore): void {
  */
 export function broadcastCommit(core: RaftCore): void {
   for (const peer of core.others) {
-    if (core.progressOf(peer).state !== 'replicate') sendAppend(core, peer, true);
-    else if (!sendAppend(core, peer, false)) sendCommitIfIdle(core, peer);
+    const progress = core.progressOf(peer);
+    if (progress.state !== 'replicate') sendAppend(core, peer, true);
+    else if (holding(core, progress) || !sendAppend(core, peer, false)) {
+      sendCommitIfIdle(core, peer);
+    }
   }
 }
 
@@ -109,6 +132,7 @@ void {
     commit,
   });
   progress.commitSent = Math.max(progress.commitSent, Math.min(commit, prevIndex + entries.length));
+  progress.heldBytes = 0;
   progress.sentEntries(prevIndex + entries.length, entries.length, entriesSizeBytes(entries));
 }
 

@@ -7,6 +7,8 @@ import type { AppendMessage, AppendRespMessage, Message } from '../../src/raft/t
 import { Cluster } from './harness';
 
 const encoder = new TextEncoder();
+/** Every proposal goes out at once (no holding back: see append-hold.test.ts). */
+const SEND_AT_ONCE = { appendHoldBytes: 0 };
 
 function appends(messages: readonly Message[], to: string): AppendMessage[] {
   return messages.filter((m): m is AppendMessage => m.type === 'Append' && m.to === to);
@@ -31,7 +33,7 @@ function proposeOnly(c: Cluster, id: string, payload: string): number {
 
 describe('raft commit propagation', () => {
   it('sends no empty Append for a new commit while entries are in flight to the follower', () => {
-    const c = new Cluster({ nodeCount: 3, seed: 21 });
+    const c = new Cluster({ nodeCount: 3, seed: 21, config: SEND_AT_ONCE });
     c.elect('n1');
     c.propose('n1', 'warm'); // both followers replicate
     const a = proposeOnly(c, 'n1', 'a');
@@ -59,7 +61,7 @@ describe('raft commit propagation', () => {
   });
 
   it('carries the commit index on the next Append with entries', () => {
-    const c = new Cluster({ nodeCount: 3, seed: 22 });
+    const c = new Cluster({ nodeCount: 3, seed: 22, config: SEND_AT_ONCE });
     c.elect('n1');
     c.propose('n1', 'warm');
     const a = proposeOnly(c, 'n1', 'a');
@@ -78,7 +80,7 @@ describe('raft commit propagation', () => {
   });
 
   it('answers the Appends handled in one Ready with one acknowledgement', () => {
-    const c = new Cluster({ nodeCount: 3, seed: 23 });
+    const c = new Cluster({ nodeCount: 3, seed: 23, config: SEND_AT_ONCE });
     c.elect('n1');
     c.propose('n1', 'warm');
     proposeOnly(c, 'n1', 'a');
@@ -95,7 +97,7 @@ describe('raft commit propagation', () => {
   });
 
   it('keeps a rejection and the acknowledgement after it', () => {
-    const c = new Cluster({ nodeCount: 3, seed: 24 });
+    const c = new Cluster({ nodeCount: 3, seed: 24, config: SEND_AT_ONCE });
     c.elect('n1');
     c.propose('n1', 'warm');
     // n2 misses Append(a): it rejects the next Append (a gap), the leader probes and repairs it.

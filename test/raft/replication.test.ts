@@ -97,7 +97,9 @@ describe('raft replication', () => {
 
   it('batches entries per Append and bounds the in-flight window', () => {
     const c = new Cluster({
-      nodeCount: 3, seed: 5, config: { batchEntriesMax: 3, inflightCountMax: 2 },
+      nodeCount: 3,
+      seed: 5,
+      config: { batchEntriesMax: 3, inflightCountMax: 2, appendHoldBytes: 0 },
     });
     c.elect('n1');
     c.propose('n1', 'warm'); // n2 and n3 move to the replicate state
@@ -120,7 +122,9 @@ describe('raft replication', () => {
   it('bounds the in-flight window in bytes', () => {
     const big = 'x'.repeat(1000);
     const c = new Cluster({
-      nodeCount: 3, seed: 6, config: { batchEntriesMax: 1, inflightBytesMax: 2500 },
+      nodeCount: 3,
+      seed: 6,
+      config: { batchEntriesMax: 1, inflightBytesMax: 2500, appendHoldBytes: 0 },
     });
     c.elect('n1');
     c.propose('n1', 'warm');
