@@ -26,7 +26,12 @@ import { createAdminService } from './admin-service';
 import { Broker } from './broker';
 import type { BrokerNodeConfig } from './broker-node-config';
 import { BrokerState } from './broker-state';
-import { bindServer, shutdownServer, widenFlowWindows } from './grpc-util';
+import {
+  CLIENT_FLOW_WINDOW_BYTES,
+  bindServer,
+  shutdownServer,
+  widenFlowWindows,
+} from './grpc-util';
 import { GrpcRaftTransport } from './grpc-raft-transport';
 import { createMessagingService, MESSAGING_SERVER_OPTIONS } from './messaging-service';
 import { RaftDriver } from './raft-driver';
@@ -171,7 +176,7 @@ export class BrokerNode {
       server.addService(admin.definition, admin.handlers);
       const [, clientPort] = splitHostPort(self.client);
       await bindServer(server, `${config.listenHost}:${clientPort}`);
-      if (!widenFlowWindows(server)) {
+      if (!widenFlowWindows(server, CLIENT_FLOW_WINDOW_BYTES)) {
         log.warn({}, 'could not widen the HTTP/2 flow-control windows (grpc-js internals changed)');
       }
       undo.unshift(() => shutdownServer(server, SERVER_SHUTDOWN_MS, log));

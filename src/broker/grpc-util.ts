@@ -135,6 +135,17 @@ export function bindServer(server: grpc.Server, address: string): Promise<number
  */
 export const FLOW_WINDOW_BYTES = 8 * 1024 * 1024;
 
+/**
+ * The window of the broker's client-facing server: smaller, because grpc-js lifts Node's
+ * per-session memory limit and pauses a stream its handler has not read, so the window is what
+ * bounds the bytes a client can park in the broker (twice this per connection). 1 MiB fits the
+ * largest request (a 4 MiB body is sent across round trips) and eight batched sends of 128 KiB.
+ */
+export const CLIENT_FLOW_WINDOW_BYTES = 1024 * 1024;
+
+/** Servers already widened (a second call would add a second listener). */
+const widened = new WeakSet<grpc.Server>();
+
 /** The private fields of a grpc-js Server that {@link widenFlowWindows} uses. */
 interface GrpcServerInternals {
   readonly http2Servers?: unknown;
@@ -146,9 +157,11 @@ interface GrpcServerInternals {
  * connection `server` accepts from now on and on those it holds. Call it right after binding.
  * grpc-js keeps its HTTP/2 servers and sessions in private fields; when a later version renames
  * them this changes nothing and returns false (the caller logs it: the server still works, with
- * Node's default windows). `test/broker/grpc-flow-window.test.ts` checks it on the grpc-js in use.
+ * Node's default windows). A second call on the same server changes nothing.
+ * `test/broker/grpc-flow-window.test.ts` checks it on the grpc-js in use.
  */
 export function widenFlowWindows(server: grpc.Server, streamBytes = FLOW_WINDOW_BYTES): boolean {
+  if (widened.has(server)) return true;
   const internals = server as unknown as GrpcServerInternals;
   if (!(internals.http2Servers instanceof Map) || internals.http2Servers.size === 0) return false;
   const widen = (session: http2.Http2Session): void => {
@@ -163,6 +176,9 @@ export function widenFlowWindows(server: grpc.Server, streamBytes = FLOW_WINDOW_
   const servers = [...internals.http2Servers.keys()] as unknown[];
   if (!servers.every((s) => typeof (s as { on?: unknown }).on === 'function')) return false;
   for (const http2Server of servers) (http2Server as http2.Http2Server).on('session', widen);
+  widened.add(server);
+  // Connections accepted before the call (grpc-js lists them only with channelz on, its
+  // default); called right after binding there are normally none.
   if (internals.sessions instanceof Map) {
     for (const session of internals.sessions.keys()) widen(session as http2.Http2Session);
   }

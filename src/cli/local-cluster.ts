@@ -19,7 +19,7 @@ import { AdminClient } from '../broker/admin-client';
 import type { BrokerTimingConfig, BrokerNodeConfig } from '../broker/broker-node-config';
 import type { PeerEndpoints } from '../broker/broker-types';
 import type { FlushMode } from '../store/commit-log-options';
-import { withServerNodeFlags } from './node-flags';
+import { SERVER_NODE_FLAGS } from './node-flags';
 import { freePorts, waitUntil, type ExitInfo } from './raft-node-client';
 import type { ReadyEvent } from './process-main';
 
@@ -118,7 +118,7 @@ class Child {
     const fd = fs.openSync(logPath, 'a');
     let proc: ChildProcess;
     try {
-      proc = spawn(process.execPath, [...withServerNodeFlags([]), entry, ...args, ...logArgs], {
+      proc = spawn(process.execPath, [...SERVER_NODE_FLAGS, entry, ...args, ...logArgs], {
         stdio: ['ignore', fd, fd, 'ipc'],
         env: { ...process.env, ...options.env },
       });

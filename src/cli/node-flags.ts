@@ -15,10 +15,3 @@
  * is created, so `v8.setFlagsFromString` at start-up is too late (measured: no effect).
  */
 export const SERVER_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=256'];
-
-/** `flags` plus each of {@link SERVER_NODE_FLAGS} that `flags` does not set already. */
-export function withServerNodeFlags(flags: readonly string[]): string[] {
-  const name = (flag: string): string => flag.split('=')[0] ?? flag;
-  const given = new Set(flags.map(name));
-  return [...flags, ...SERVER_NODE_FLAGS.filter((f) => !given.has(name(f)))];
-}

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { ERROR_CODES, RaftmqError, type ErrorCode } from '../common/errors';
-import { withServerNodeFlags } from './node-flags';
+import { SERVER_NODE_FLAGS } from './node-flags';
 import type {
   RaftNodeCommand,
   RaftNodeCommands,
@@ -82,7 +82,7 @@ export class RaftNodeProcess {
     try {
       child = fork(RAFT_NODE_ENTRY, [JSON.stringify(config)], {
         stdio: ['ignore', fd, fd, 'ipc'],
-        execArgv: withServerNodeFlags([]),
+        execArgv: [...SERVER_NODE_FLAGS],
       });
     } finally {
       fs.closeSync(fd);

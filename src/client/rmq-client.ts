@@ -272,10 +272,7 @@ export type StreamFn = (
 ) => grpc.ClientReadableStream<unknown>;
 export type Stub = grpc.Client & Record<string, UnaryFn | StreamFn>;
 export type StubCtor = new (address: string, creds: grpc.ChannelCredentials, opts?: object) => Stub;
-/**
- * The stub constructor of both services, loaded from the `.proto` files under `protoDir`;
- * `deserializers` replace the generic decoder of the methods they name.
- */
+
 /**
  * The HTTP/2 receive window the consumers' channels grant per stream and per connection
  * (grpc-js's `grpc-node.flow_control_window`; Node's default is 64 KiB). A FetchQueue or
@@ -284,6 +281,10 @@ export type StubCtor = new (address: string, creds: grpc.ChannelCredentials, opt
  */
 export const RECEIVE_WINDOW_BYTES = 8 * 1024 * 1024;
 
+/**
+ * The stub constructor of both services, loaded from the `.proto` files under `protoDir`;
+ * `deserializers` replace the generic decoder of the methods they name.
+ */
 export async function loadClientCtor(
   protoDir: string,
   deserializers: Readonly<Record<string, (bytes: Buffer) => object>>,

@@ -55,6 +55,22 @@ function holding(core: RaftCore, progress: Progress): boolean {
     && progress.heldBytes < core.cfg.appendHoldBytes;
 }
 
+/**
+ * At a heartbeat: sends `to` whatever was held back from it, the entries `holding` kept or the
+ * commit index `broadcastCommit` left to its next acknowledgement. A follower whose answers are
+ * lost (a one-way cut) sends no acknowledgement, and heartbeats carry the commit index capped at
+ * its last known match; this keeps it learning entries and the commit index once a heartbeat
+ * interval, as a follower that answers does at once.
+ */
+export function sendWithheld(core: RaftCore, to: NodeId): void {
+  const progress = core.progressOf(to);
+  if (progress.state !== 'replicate') return;
+  if (progress.heldBytes > 0) sendAppendsWhileOpen(core, to);
+  if (progress.commitSent < Math.min(core.commitIndex(), progress.next - 1)) {
+    sendAppend(core, to, true);
+  }
+}
+
 /** After a proposal of `bytes`: sends `to` its new entries unless they wait (see `holding`). */
 export function sendProposed(core: RaftCore, to: NodeId, bytes: number): void {
   const progress = core.progressOf(to);

@@ -1,13 +1,14 @@
 /**
  * What one tick does: followers and candidates count toward a randomized election timeout;
- * leaders send heartbeats, run the CheckQuorum round (thesis §6.2), abort a stalled leadership
- * transfer, and hand leadership to the preferred leader once it has caught up.
+ * leaders send heartbeats (and what they held back from a follower: `sendWithheld`), run the
+ * CheckQuorum round (thesis §6.2), abort a stalled leadership transfer, and hand leadership to
+ * the preferred leader once it has caught up.
  */
 import type { NodeId } from '../common/types';
 import { campaign } from './election';
 import { hasQuorum } from './quorum';
 import type { RaftCore } from './raft-core';
-import { broadcastHeartbeat } from './replicator';
+import { broadcastHeartbeat, sendWithheld } from './replicator';
 import { startTransfer } from './step-leader';
 
 /** Election timeouts to wait after an aborted transfer before trying the preferred leader. */
@@ -51,6 +52,7 @@ function tickLeader(core: RaftCore): void {
   if (core.heartbeatElapsedTicks >= core.cfg.heartbeatIntervalTicks) {
     core.heartbeatElapsedTicks = 0;
     broadcastHeartbeat(core, core.reads.lastContext());
+    for (const peer of core.others) sendWithheld(core, peer);
     maybeTransferToPreferred(core);
   }
 }

@@ -27,7 +27,10 @@ async function waitForWindows(session: http2.ClientHttp2Session, bytes: number):
     const stream = session.remoteSettings.initialWindowSize ?? DEFAULT_WINDOW;
     const connection = session.state.remoteWindowSize ?? DEFAULT_WINDOW;
     if (stream === bytes && connection >= 2 * bytes) return;
-    assert.ok(Date.now() < deadline, `windows stayed at stream ${stream}, connection ${connection}`);
+    assert.ok(
+      Date.now() < deadline,
+      `windows stayed at stream ${stream}, connection ${connection}`,
+    );
     await new Promise((r) => setTimeout(r, 10));
   }
 }
@@ -61,6 +64,16 @@ describe('widenFlowWindows', () => {
     server = new grpc.Server();
     const port = await bindServer(server, '127.0.0.1:0');
     assert.equal(widenFlowWindows(server, 1024 * 1024), true);
+    const session = await connect(port);
+    sessions.push(session);
+    await waitForWindows(session, 1024 * 1024);
+  });
+
+  it('widens once when called twice', async () => {
+    server = new grpc.Server();
+    const port = await bindServer(server, '127.0.0.1:0');
+    assert.equal(widenFlowWindows(server, 1024 * 1024), true);
+    assert.equal(widenFlowWindows(server, 2 * 1024 * 1024), true);
     const session = await connect(port);
     sessions.push(session);
     await waitForWindows(session, 1024 * 1024);

@@ -1,7 +1,8 @@
 // Small proposals wait for a follower with Appends in flight and go in one Append with its next
 // acknowledgement (`appendHoldBytes`); a proposal that brings the held bytes to the bound goes at
-// once; a follower with nothing in flight gets every proposal at once; and a lost
-// acknowledgement does not strand held entries (the heartbeat answer sends them).
+// once; a follower with nothing in flight gets every proposal at once; a lost acknowledgement
+// does not strand held entries (the heartbeat answer sends them); and a follower whose answers
+// never arrive still gets entries and the commit index at every heartbeat.
 import { strict as assert } from 'node:assert';
 import { asNodeId } from '../../src/common/types';
 import type { AppendMessage, Message } from '../../src/raft/types';
@@ -54,6 +55,22 @@ describe('raft append hold', () => {
     assert.deepEqual(sent(c, 'n1', 'n2').map((m) => m.entries.length), [1, 2]);
     c.stabilize();
     for (const id of c.ids) assert.equal(c.appliedTexts(id).length, 4);
+  });
+
+  it('keeps a follower whose answers are lost learning entries and the commit index', () => {
+    const c = new Cluster({ nodeCount: 3, seed: 41, config: { checkQuorum: false } });
+    c.elect('n1');
+    c.propose('n1', 'warm');
+    c.filter = (m) => !(m.from === 'n3' && m.to === 'n1'); // n3 hears n1, n1 never hears n3
+    for (let i = 0; i < 10; i++) {
+      c.propose('n1', `p${i}`);
+      c.tick(); // a heartbeat sends n3 what was held back from it
+    }
+    const leader = c.node('n1').status();
+    const cut = c.node('n3').status();
+    assert.equal(cut.lastIndex, leader.lastIndex);
+    assert.equal(cut.commitIndex, leader.commitIndex);
+    assert.equal(c.appliedTexts('n3').length, 11);
   });
 
   it('does not strand held entries when the acknowledgement is lost', () => {
