@@ -30,7 +30,7 @@ export class Progress {
   /**
    * The highest commit index an Append told this follower it may use (the commit it carried,
    * capped at the Append's last index). A lost Append leaves it too high; heartbeats carry the
-   * commit index too, so the follower still learns it.
+   * commit index too (and the heartbeat tick's `sendWithheld`), so the follower still learns it.
    */
   commitSent = 0;
   /** Bytes of proposed entries held back from this follower (see `sendProposed`). */

@@ -45,10 +45,10 @@ export function sendAppendsWhileOpen(core: RaftCore, to: NodeId): void {
 /**
  * True while newly proposed entries should wait for `progress`'s follower: it is in replicate
  * state with Appends in flight, and what waits is below `appendHoldBytes`. Its acknowledgement
- * of those Appends (or the answer to the next heartbeat, if that is lost) sends them all in one
- * Append. A follower handles Appends in rounds, one write and fsync each: an Append sent while
- * it is in a round waits for the next one anyway, so holding entries back costs the latency of
- * one hop, and spares both sides a message, its decoding and a wake-up per proposal.
+ * of those Appends (or the next heartbeat, if that is lost: {@link sendWithheld}) sends them
+ * all in one Append. A follower handles Appends in rounds, one write and fsync each: an Append
+ * sent while it is in a round waits for the next one anyway, so holding entries back costs the
+ * latency of one hop, and spares both sides a message, its decoding and a wake-up per proposal.
  */
 function holding(core: RaftCore, progress: Progress): boolean {
   return progress.state === 'replicate' && progress.inflights.count > 0
@@ -66,9 +66,12 @@ export function sendWithheld(core: RaftCore, to: NodeId): void {
   const progress = core.progressOf(to);
   if (progress.state !== 'replicate') return;
   if (progress.heldBytes > 0) sendAppendsWhileOpen(core, to);
-  if (progress.commitSent < Math.min(core.commitIndex(), progress.next - 1)) {
-    sendAppend(core, to, true);
-  }
+  if (commitUnsent(core, progress)) sendAppend(core, to, true);
+}
+
+/** True when an empty Append would tell the follower a commit index no Append told it yet. */
+function commitUnsent(core: RaftCore, progress: Progress): boolean {
+  return progress.commitSent < Math.min(core.commitIndex(), progress.next - 1);
 }
 
 /** After a proposal of `bytes`: sends `to` its new entries unless they wait (see `holding`). */
@@ -107,8 +110,7 @@ export function broadcastCommit(core: RaftCore): void {
 export function sendCommitIfIdle(core: RaftCore, to: NodeId): void {
   const progress = core.progressOf(to);
   if (progress.state !== 'replicate' || progress.inflights.count > 0) return;
-  if (progress.commitSent >= Math.min(core.commitIndex(), progress.next - 1)) return;
-  sendAppend(core, to, true);
+  if (commitUnsent(core, progress)) sendAppend(core, to, true);
 }
 
 /** Sends every follower a heartbeat; a non-zero `context` names a ReadIndex round. */
