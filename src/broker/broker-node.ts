@@ -176,9 +176,7 @@ export class BrokerNode {
       server.addService(admin.definition, admin.handlers);
       const [, clientPort] = splitHostPort(self.client);
       await bindServer(server, `${config.listenHost}:${clientPort}`);
-      if (!widenFlowWindows(server, CLIENT_FLOW_WINDOW_BYTES)) {
-        log.warn({}, 'could not widen the HTTP/2 flow-control windows (grpc-js internals changed)');
-      }
+      widenFlowWindows(server, log, CLIENT_FLOW_WINDOW_BYTES);
       undo.unshift(() => shutdownServer(server, SERVER_SHUTDOWN_MS, log));
 
       const b = broker;

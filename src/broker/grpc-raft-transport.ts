@@ -196,9 +196,7 @@ export class GrpcRaftTransport implements RaftTransport {
       server.forceShutdown();
       throw err;
     }
-    if (!widenFlowWindows(server)) {
-      log.warn({}, 'could not widen the HTTP/2 flow-control windows (grpc-js internals changed)');
-    }
+    widenFlowWindows(server, log);
     log.info({ port: transport.boundPort, peers: options.peers }, 'raft transport listening');
     return transport;
   }

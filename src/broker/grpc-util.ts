@@ -138,8 +138,8 @@ export const FLOW_WINDOW_BYTES = 8 * 1024 * 1024;
 /**
  * The window of the broker's client-facing server: smaller, because grpc-js lifts Node's
  * per-session memory limit and pauses a stream its handler has not read, so the window is what
- * bounds the bytes a client can park in the broker (twice this per connection). 1 MiB fits the
- * largest request (a 4 MiB body is sent across round trips) and eight batched sends of 128 KiB.
+ * bounds the bytes a client can park in the broker (twice this per connection). Eight batched
+ * sends of 128 KiB fit at once; a 4 MiB body takes a few round trips.
  */
 export const CLIENT_FLOW_WINDOW_BYTES = 1024 * 1024;
 
@@ -156,14 +156,24 @@ interface GrpcServerInternals {
  * Grants `streamBytes` of receive window per stream, and twice that per connection, on every
  * connection `server` accepts from now on and on those it holds. Call it right after binding.
  * grpc-js keeps its HTTP/2 servers and sessions in private fields; when a later version renames
- * them this changes nothing and returns false (the caller logs it: the server still works, with
- * Node's default windows). A second call on the same server changes nothing.
+ * them this changes nothing, logs a warning on `log` and returns false (the server still works,
+ * with Node's default windows). A second call on the same server changes nothing.
  * `test/broker/grpc-flow-window.test.ts` checks it on the grpc-js in use.
  */
-export function widenFlowWindows(server: grpc.Server, streamBytes = FLOW_WINDOW_BYTES): boolean {
+export function widenFlowWindows(
+  server: grpc.Server,
+  log: Logger,
+  streamBytes = FLOW_WINDOW_BYTES,
+): boolean {
   if (widened.has(server)) return true;
   const internals = server as unknown as GrpcServerInternals;
-  if (!(internals.http2Servers instanceof Map) || internals.http2Servers.size === 0) return false;
+  const unchanged = (): false => {
+    log.warn({}, 'could not widen the HTTP/2 flow-control windows (grpc-js internals changed)');
+    return false;
+  };
+  if (!(internals.http2Servers instanceof Map) || internals.http2Servers.size === 0) {
+    return unchanged();
+  }
   const widen = (session: http2.Http2Session): void => {
     if (session.destroyed || session.closed) return;
     try {
@@ -174,7 +184,7 @@ export function widenFlowWindows(server: grpc.Server, streamBytes = FLOW_WINDOW_
     }
   };
   const servers = [...internals.http2Servers.keys()] as unknown[];
-  if (!servers.every((s) => typeof (s as { on?: unknown }).on === 'function')) return false;
+  if (!servers.every((s) => typeof (s as { on?: unknown }).on === 'function')) return unchanged();
   for (const http2Server of servers) (http2Server as http2.Http2Server).on('session', widen);
   widened.add(server);
   // Connections accepted before the call (grpc-js lists them only with channelz on, its

@@ -97,7 +97,7 @@ export function broadcastCommit(core: RaftCore): void {
   for (const peer of core.others) {
     const progress = core.progressOf(peer);
     if (progress.state !== 'replicate') sendAppend(core, peer, true);
-    else if (holding(core, progress) || !sendAppend(core, peer, false)) {
+    else if (!holding(core, progress) && !sendAppend(core, peer, false)) {
       sendCommitIfIdle(core, peer);
     }
   }

@@ -9,6 +9,7 @@ import { strict as assert } from 'node:assert';
 import * as http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { FLOW_WINDOW_BYTES, bindServer, widenFlowWindows } from '../../src/broker/grpc-util';
+import { silentLogger } from '../../src/common/logger';
 
 const DEFAULT_WINDOW = 65_535;
 
@@ -53,7 +54,7 @@ describe('widenFlowWindows', () => {
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(early.remoteSettings.initialWindowSize ?? DEFAULT_WINDOW, DEFAULT_WINDOW);
 
-    assert.equal(widenFlowWindows(server), true);
+    assert.equal(widenFlowWindows(server, silentLogger()), true);
     const late = await connect(port);
     sessions.push(late);
     await waitForWindows(late, FLOW_WINDOW_BYTES);
@@ -63,7 +64,7 @@ describe('widenFlowWindows', () => {
   it('takes the window size as an argument', async () => {
     server = new grpc.Server();
     const port = await bindServer(server, '127.0.0.1:0');
-    assert.equal(widenFlowWindows(server, 1024 * 1024), true);
+    assert.equal(widenFlowWindows(server, silentLogger(), 1024 * 1024), true);
     const session = await connect(port);
     sessions.push(session);
     await waitForWindows(session, 1024 * 1024);
@@ -72,8 +73,8 @@ describe('widenFlowWindows', () => {
   it('widens once when called twice', async () => {
     server = new grpc.Server();
     const port = await bindServer(server, '127.0.0.1:0');
-    assert.equal(widenFlowWindows(server, 1024 * 1024), true);
-    assert.equal(widenFlowWindows(server, 2 * 1024 * 1024), true);
+    assert.equal(widenFlowWindows(server, silentLogger(), 1024 * 1024), true);
+    assert.equal(widenFlowWindows(server, silentLogger(), 2 * 1024 * 1024), true);
     const session = await connect(port);
     sessions.push(session);
     await waitForWindows(session, 1024 * 1024);
@@ -81,6 +82,6 @@ describe('widenFlowWindows', () => {
 
   it('reports false for a server that is not bound (nothing to widen)', () => {
     server = new grpc.Server();
-    assert.equal(widenFlowWindows(server), false);
+    assert.equal(widenFlowWindows(server, silentLogger()), false);
   });
 });
