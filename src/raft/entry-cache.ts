@@ -9,8 +9,13 @@ import { entrySizeBytes, type Entry } from './types';
 
 /** Contiguous recent entries, at most `bytesMax` bytes. */
 export class EntryCache {
-  private entries: Entry[] = [];
-  /** Index into `entries` of the oldest live entry (evicted ones are compacted lazily). */
+  /**
+   * Slots before `head` were evicted: emptied at once (an evicted entry may hold megabytes, and
+   * a thousand of them waiting for the lazy compaction once held a gigabyte beyond the bound),
+   * and dropped from the array lazily.
+   */
+  private entries: (Entry | undefined)[] = [];
+  /** Index into `entries` of the oldest live entry. */
   private head = 0;
   private bytesNow = 0;
 
@@ -76,6 +81,7 @@ export class EntryCache {
       const oldest = this.entries[this.head];
       assert(oldest !== undefined, 'entry cache: hole');
       this.bytesNow -= entrySizeBytes(oldest);
+      this.entries[this.head] = undefined;
       this.head += 1;
     }
     // Compact once the dead prefix dominates, so eviction stays amortized O(1).

@@ -2,12 +2,14 @@
 // (count and byte bounds, freeing by index), majority arithmetic (the commit index a majority
 // holds, vote outcomes), and the entry cache (contiguity, truncation, the byte bound).
 import { strict as assert } from 'node:assert';
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
 import fc from 'fast-check';
 import { asLogIndex, asNodeId, asTerm } from '../../src/common/types';
 import { EntryCache } from '../../src/raft/entry-cache';
 import { Inflights } from '../../src/raft/inflights';
 import { majorityMatchIndex, voteOutcome } from '../../src/raft/quorum';
-import { entrySizeBytes, type Entry } from '../../src/raft/types';
+import { ENTRY_OVERHEAD_BYTES, entrySizeBytes, type Entry } from '../../src/raft/types';
 
 describe('raft inflights', () => {
   it('matches a list model under add, freeLE, freeFirstOne and reset', () => {
@@ -103,5 +105,31 @@ describe('raft entry cache', () => {
           assert.equal(cache.get(first - 1), undefined);
         }
       }));
+  });
+
+  it('lets go of an evicted entry at once', async () => {
+    // A cache of two 1 KiB entries; the first one is evicted by the third and must then be
+    // collectable (it once stayed referenced until a thousand evictions had piled up).
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const cache = new EntryCache(2 * (1024 + ENTRY_OVERHEAD_BYTES));
+    const entry = (i: number): Entry => ({
+      index: asLogIndex(i),
+      term: asTerm(1),
+      type: 'normal',
+      data: new Uint8Array(1024),
+    });
+    let first: Entry | undefined = entry(1);
+    const evicted = new WeakRef(first.data);
+    cache.append([first]);
+    first = undefined;
+    cache.append([entry(2)]);
+    cache.append([entry(3)]);
+    assert.equal(cache.get(1), undefined);
+    // A WeakRef target stays alive until the current job ends.
+    await new Promise((r) => setImmediate(r));
+    gc();
+    assert.equal(evicted.deref(), undefined);
+    assert.equal(cache.get(3)?.index, 3);
   });
 });
