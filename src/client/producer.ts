@@ -12,10 +12,17 @@
  */
 import * as os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { RaftmqError } from '../common/errors';
-import { findProtoDir, PROTO_LOADER_OPTIONS } from '../common/proto-files';
 import { newMessageId } from './message-id';
+import {
+  codeName,
+  loadClientCtor,
+  type Stub,
+  type StubCtor,
+  type UnaryFn,
+  type WireStatus,
+} from './rmq-client';
+import { decodeSendReply, encodeSendRequest, type SendReply } from './send-wire';
 
 export interface ProducerOptions {
   /** Access point, `host:port` of a NameServer or a broker. */
@@ -44,11 +51,6 @@ export interface SendResult {
   offset: number;
 }
 
-interface WireStatus {
-  code?: string | number;
-  message?: string;
-}
-
 interface RouteQueue {
   broker?: {
     name?: string;
@@ -56,15 +58,6 @@ interface RouteQueue {
     endpoints?: { addresses?: { host: string; port: number }[] };
   };
 }
-
-type UnaryFn = (
-  req: object,
-  md: grpc.Metadata,
-  opts: grpc.CallOptions,
-  cb: (err: grpc.ServiceError | null, res?: Record<string, unknown>) => void,
-) => void;
-type Stub = grpc.Client & Record<string, UnaryFn>;
-type StubCtor = new (address: string, creds: grpc.ChannelCredentials, opts?: object) => Stub;
 
 const RETRYABLE_STATUS = new Set([
   'HA_NOT_AVAILABLE',
@@ -94,17 +87,8 @@ export class Producer {
   }
 
   static async create(options: Partial<ProducerOptions> & { endpoint: string }): Promise<Producer> {
-    const file = 'apache/rocketmq/v2/service.proto';
-    // service.proto imports definition.proto by its path under the proto directory, so that
-    // directory must be an include path (loading the file by its full path cannot resolve it).
-    const def = await protoLoader.load(file, {
-      ...PROTO_LOADER_OPTIONS,
-      includeDirs: [findProtoDir(file)],
-    });
-    const loaded = grpc.loadPackageDefinition(def) as unknown as {
-      apache: { rocketmq: { v2: { MessagingService: StubCtor } } };
-    };
-    return new Producer(loaded.apache.rocketmq.v2.MessagingService, {
+    const Ctor = await loadClientCtor('', { SendMessage: decodeSendReply });
+    return new Producer(Ctor, {
       sendTimeoutMs: 10_000,
       attemptTimeoutMs: 3_000,
       clientId: `${os.hostname()}@${process.pid}@raftmq${clientCount++}@${Date.now().toString(36)}`,
@@ -117,34 +101,22 @@ export class Producer {
     if (messages.length === 0) throw new RaftmqError('INVALID_ARGUMENT', 'nothing to send');
     const nowMs = Date.now();
     const ids = messages.map((m) => m.messageId ?? newMessageId(nowMs));
-    const request = {
-      messages: messages.map((m, i) => ({
-        topic: { name: topic },
-        body: Buffer.from(m.body.buffer, m.body.byteOffset, m.body.byteLength),
-        userProperties: Object.fromEntries(m.properties ?? []),
-        systemProperties: {
-          tag: m.tag,
-          keys: [...(m.keys ?? [])],
-          messageId: ids[i],
-          bodyEncoding: 'IDENTITY',
-          messageType: m.messageGroup === undefined ? 'NORMAL' : 'FIFO',
-          bornTimestamp: { seconds: Math.floor(nowMs / 1000), nanos: (nowMs % 1000) * 1e6 },
-          bornHost: BORN_HOST,
-          messageGroup: m.messageGroup,
-        },
-      })),
-    };
+    // Encoded once: a retry resends the same bytes (and so the same message ids).
+    const request = encodeSendRequest(
+      { topic, bornTimestampMs: nowMs, bornHost: BORN_HOST },
+      messages,
+      ids,
+    );
     const deadlineMs = nowMs + this.options.sendTimeoutMs;
     let lastError: Error | undefined;
     for (let attempt = 0; Date.now() < deadlineMs; attempt++) {
       try {
         const endpoint = await this.pickLeader(topic, attempt > 0);
-        const res = await this.call(endpoint, 'SendMessage', request, deadlineMs);
-        const entries = (res.entries ?? []) as { status?: WireStatus; offset?: number }[];
-        const failed = entries.find((e) => codeName(e.status) !== 'OK');
-        const status = failed?.status ?? (res.status as WireStatus | undefined);
-        if (codeName(status) === 'OK' || codeName(status) === undefined) {
-          return entries.map((e, i) => ({ messageId: ids[i] as string, offset: e.offset ?? 0 }));
+        const res = await this.call<SendReply>(endpoint, 'SendMessage', request, deadlineMs);
+        const failed = res.entries.find((e) => codeName(e.status) !== 'OK');
+        const status = failed?.status ?? res.status;
+        if (codeName(status) === 'OK') {
+          return res.entries.map((e, i) => ({ messageId: ids[i] as string, offset: e.offset }));
         }
         lastError = new RaftmqError(
           RETRYABLE_STATUS.has(String(codeName(status))) ? 'NOT_LEADER' : 'INVALID_ARGUMENT',
@@ -191,12 +163,13 @@ export class Producer {
     return leaders[this.next++ % leaders.length] as string;
   }
 
-  private call(
+  /** One unary call; `T` is what the method's response deserializer makes. */
+  private call<T = Record<string, unknown>>(
     endpoint: string,
     method: string,
     request: object,
     deadlineMs: number,
-  ): Promise<Record<string, unknown>> {
+  ): Promise<T> {
     let stub = this.stubs.get(endpoint);
     if (stub === undefined) {
       stub = new this.Ctor(endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
@@ -210,7 +183,7 @@ export class Producer {
     return new Promise((resolve, reject) => {
       fn(request, md, { deadline }, (err, res) => {
         if (err) reject(new RaftmqError('NOT_LEADER', `${method} to ${endpoint}: ${err.message}`));
-        else resolve(res ?? {});
+        else resolve((res ?? {}) as T);
       });
     });
   }
@@ -219,9 +192,4 @@ export class Producer {
     for (const s of this.stubs.values()) s.close();
     this.stubs.clear();
   }
-}
-
-function codeName(status: WireStatus | undefined): string | undefined {
-  if (status?.code === undefined) return undefined;
-  return String(status.code);
 }

@@ -11,6 +11,21 @@ export const LEN = 2;
 
 /** Copies up to this long are done byte by byte (see {@link Writer.copy}). */
 const SHORT_COPY_MAX = 32;
+/**
+ * ASCII strings up to this long are measured and written here, a character at a time: a native
+ * call per string (Buffer.byteLength, buf.write) cost more than the loop.
+ */
+const SHORT_STRING_MAX = 64;
+
+/** The UTF-8 length of `s`. */
+export function utf8Length(s: string): number {
+  if (s.length <= SHORT_STRING_MAX) {
+    let i = 0;
+    while (i < s.length && s.charCodeAt(i) < 0x80) i++;
+    if (i === s.length) return i;
+  }
+  return Buffer.byteLength(s, 'utf8');
+}
 
 /** Bytes of a varint of a non-negative safe integer. */
 export function varintSize(n: number): number {
@@ -72,8 +87,21 @@ export class Writer {
   /** A string field whose UTF-8 length is `len`. */
   stringField(field: number, s: string, len: number): void {
     this.tag(field, LEN);
+    this.string(s, len);
+  }
+
+  /** The varint length `len` and the UTF-8 bytes of `s`, for a field whose key is written. */
+  string(s: string, len: number): void {
     this.varint(len);
-    this.pos += this.buf.write(s, this.pos, len, 'utf8');
+    // Every non-ASCII character takes more UTF-8 bytes than UTF-16 units: equal means ASCII.
+    if (len === s.length && len <= SHORT_STRING_MAX) {
+      const buf = this.buf;
+      let pos = this.pos;
+      for (let i = 0; i < len; i++) buf[pos++] = s.charCodeAt(i);
+      this.pos = pos;
+    } else {
+      this.pos += this.buf.write(s, this.pos, len, 'utf8');
+    }
   }
 
   bytesField(field: number, b: Uint8Array): void {

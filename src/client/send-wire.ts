@@ -1,0 +1,182 @@
+/**
+ * A hand-written encoder of the producer's request and decoder of its answer. The generic codec
+ * built a wire object per message, converted it field by field (fromObject) and measured every
+ * string before writing it; at 128 messages per send that was a quarter of the sending
+ * process's CPU, and most of its garbage.
+ *
+ * definition.proto: Message {topic 1, user_properties 2 (map entry {key 1, value 2}),
+ * system_properties 3, body 4}; Resource {resource_namespace 1, name 2}; SystemProperties
+ * {tag 1 (optional), keys 2, message_id 3, body_encoding 5, message_type 6, born_timestamp 7,
+ * born_host 8, message_group 17 (optional)}; Timestamp {seconds 1, nanos 2}. service.proto:
+ * SendMessageRequest {messages 1}; SendMessageResponse {status 1, entries 2}; SendResultEntry
+ * {status 1, message_id 2, transaction_id 3, offset 4, recall_handle 5}; Status {code 1,
+ * message 2}.
+ */
+import {
+  lenFieldSize,
+  secondsNanos,
+  utf8Length,
+  varintFieldSize,
+  VARINT,
+  Writer,
+} from '../common/proto-writer';
+import { Reader, readStatus } from './pull-wire';
+
+/** `Encoding.IDENTITY`. */
+const ENCODING_IDENTITY = 1;
+/** `MessageType.NORMAL` and `MessageType.FIFO`. */
+const TYPE_NORMAL = 1;
+const TYPE_FIFO = 2;
+/** The key of SystemProperties.message_group (field 17, length-delimited): a two-byte varint. */
+const MESSAGE_GROUP_KEY = (17 << 3) | 2;
+
+/** One message of a send, as the producer fills it in. */
+export interface SendWireMessage {
+  readonly body: Uint8Array;
+  readonly tag?: string | undefined;
+  readonly keys?: readonly string[] | undefined;
+  readonly properties?: ReadonlyMap<string, string> | undefined;
+  readonly messageGroup?: string | undefined;
+}
+
+/** What every message of one send shares. */
+export interface SendWireCommon {
+  readonly topic: string;
+  readonly bornTimestampMs: number;
+  readonly bornHost: string;
+}
+
+/** Byte lengths of one message's strings, in the order {@link writeMessage} writes them. */
+interface Sized {
+  readonly lens: number[];
+  readonly sysSize: number;
+  readonly size: number;
+}
+
+/**
+ * The bytes of a SendMessageRequest of `messages` with ids `ids` (one per message). Throws on
+ * a count mismatch; everything else is the caller's to have checked.
+ */
+export function encodeSendRequest(
+  common: SendWireCommon,
+  messages: readonly SendWireMessage[],
+  ids: readonly string[],
+): Buffer {
+  if (ids.length !== messages.length) {
+    throw new Error(`encodeSendRequest: ${ids.length} ids for ${messages.length} messages`);
+  }
+  const topicLen = utf8Length(common.topic);
+  const topicSize = lenFieldSize(topicLen);
+  const hostLen = utf8Length(common.bornHost);
+  const born = secondsNanos(common.bornTimestampMs);
+  // Fields of SystemProperties every message has alike.
+  const sysCommon =
+    varintFieldSize(ENCODING_IDENTITY) +
+    varintFieldSize(TYPE_NORMAL) +
+    lenFieldSize(born.size) +
+    (hostLen > 0 ? lenFieldSize(hostLen) : 0);
+  const sized: Sized[] = new Array<Sized>(messages.length);
+  let total = 0;
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i] as SendWireMessage;
+    const lens: number[] = [];
+    let sysSize = sysCommon;
+    if (m.tag !== undefined) {
+      const n = utf8Length(m.tag);
+      lens.push(n);
+      sysSize += lenFieldSize(n);
+    }
+    for (const key of m.keys ?? []) {
+      const n = utf8Length(key);
+      lens.push(n);
+      sysSize += lenFieldSize(n);
+    }
+    const idLen = utf8Length(ids[i] as string);
+    lens.push(idLen);
+    if (idLen > 0) sysSize += lenFieldSize(idLen);
+    if (m.messageGroup !== undefined) {
+      const n = utf8Length(m.messageGroup);
+      lens.push(n);
+      sysSize += 1 + lenFieldSize(n);
+    }
+    let size = lenFieldSize(topicSize) + lenFieldSize(sysSize);
+    for (const [k, v] of m.properties ?? []) {
+      const kn = utf8Length(k);
+      const vn = utf8Length(v);
+      lens.push(kn, vn);
+      size += lenFieldSize(lenFieldSize(kn) + lenFieldSize(vn));
+    }
+    if (m.body.byteLength > 0) size += lenFieldSize(m.body.byteLength);
+    sized[i] = { lens, sysSize, size };
+    total += lenFieldSize(size);
+  }
+  const w = new Writer(Buffer.allocUnsafe(total));
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i] as SendWireMessage;
+    const s = sized[i] as Sized;
+    let at = 0;
+    const next = (): number => s.lens[at++] as number;
+    w.messageHeader(1, s.size);
+    w.messageHeader(1, topicSize);
+    w.stringField(2, common.topic, topicLen);
+    // Field order on the wire does not matter to a decoder; properties follow the body sizes.
+    w.messageHeader(3, s.sysSize);
+    if (m.tag !== undefined) w.stringField(1, m.tag, next());
+    for (const key of m.keys ?? []) w.stringField(2, key, next());
+    const idLen = next();
+    if (idLen > 0) w.stringField(3, ids[i] as string, idLen);
+    w.varintField(5, ENCODING_IDENTITY);
+    w.varintField(6, m.messageGroup === undefined ? TYPE_NORMAL : TYPE_FIFO);
+    w.secondsNanos(7, born);
+    if (hostLen > 0) w.stringField(8, common.bornHost, hostLen);
+    if (m.messageGroup !== undefined) {
+      // A key of two varint bytes; stringField writes one-byte keys only.
+      const n = next();
+      w.varint(MESSAGE_GROUP_KEY);
+      w.string(m.messageGroup, n);
+    }
+    for (const [k, v] of m.properties ?? []) {
+      const kn = next();
+      const vn = next();
+      w.messageHeader(2, lenFieldSize(kn) + lenFieldSize(vn));
+      w.stringField(1, k, kn);
+      w.stringField(2, v, vn);
+    }
+    if (m.body.byteLength > 0) w.bytesField(4, m.body);
+  }
+  if (w.pos !== total) throw new Error(`encodeSendRequest: wrote ${w.pos} of ${total} bytes`);
+  return w.buf;
+}
+
+/** A decoded SendMessageResponse: codes as on the wire; an absent status is undefined. */
+export interface SendReply {
+  status: { code: number; message: string } | undefined;
+  entries: { status: { code: number; message: string } | undefined; offset: number }[];
+}
+
+/** Decodes a SendMessageResponse; bytes that are not one throw (grpc-js fails the call). */
+export function decodeSendReply(bytes: Buffer): SendReply {
+  const r = new Reader(bytes, 0, bytes.length);
+  const reply: SendReply = { status: undefined, entries: [] };
+  while (!r.done) {
+    const field = r.key();
+    const type = r.wireType;
+    if (field === 2 && type === 2) {
+      const e = r.sub();
+      const entry: SendReply['entries'][number] = { status: undefined, offset: 0 };
+      while (!e.done) {
+        const f = e.key();
+        const t = e.wireType;
+        if (f === 1 && t === 2) entry.status = readStatus(e.sub());
+        else if (f === 4 && t === VARINT) entry.offset = e.varint();
+        else e.skip(t);
+      }
+      reply.entries.push(entry);
+    } else if (field === 1 && type === 2) {
+      reply.status = readStatus(r.sub());
+    } else {
+      r.skip(type);
+    }
+  }
+  return reply;
+}
