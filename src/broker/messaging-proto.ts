@@ -8,13 +8,14 @@
  * {@link UndecodableRequest}, which it answers with a BAD_REQUEST status like any other bad
  * input (a throwing decoder would make grpc-js end the call with a gRPC INTERNAL error).
  * Delivered messages are encoded by hand (rmq-message-encode.ts) and pass the response
- * encoder as bytes.
+ * encoder as bytes; SendMessage requests are decoded by hand (send-request-decode.ts).
  */
 import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { RaftmqError } from '../common/errors';
 import { findProtoDir, PROTO_LOADER_OPTIONS } from './grpc-util';
 import { EncodedFrame } from './rmq-message-encode';
+import { decodeSendRequest } from './send-request-decode';
 
 /** The service file, relative to the proto root. */
 export const RMQ_SERVICE_PROTO_FILE = 'apache/rocketmq/v2/service.proto';
@@ -28,14 +29,21 @@ export class UndecodableRequest {
   constructor(readonly reason: string) {}
 }
 
+/** Hand-written request decoders that replace the generic ones of the methods they name. */
+export type RequestDecoders = Readonly<Record<string, (bytes: Buffer) => unknown>>;
+
 /**
- * `service` with request decoders that return an UndecodableRequest instead of throwing, and
- * response encoders that send an {@link EncodedFrame} as the bytes it already is.
+ * `service` with request decoders (the generic ones, or those of `decoders`) that return an
+ * UndecodableRequest instead of throwing, and response encoders that send an
+ * {@link EncodedFrame} as the bytes it already is.
  */
-export function tolerantDecoding(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
+export function tolerantDecoding(
+  service: grpc.ServiceDefinition,
+  decoders: RequestDecoders = {},
+): grpc.ServiceDefinition {
   const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const [rpc, method] of Object.entries(service)) {
-    const decode = method.requestDeserialize;
+    const decode = decoders[rpc] ?? method.requestDeserialize;
     const encode = method.responseSerialize;
     out[rpc] = {
       ...method,
@@ -62,6 +70,7 @@ export function loadTolerantService(
   file: string,
   serviceName: string,
   protoDir = '',
+  decoders: RequestDecoders = {},
 ): Promise<grpc.ServiceDefinition> {
   const root = findProtoDir(file, protoDir);
   const key = `${root}\0${file}`;
@@ -74,7 +83,7 @@ export function loadTolerantService(
         if (service === undefined || 'format' in service) {
           throw new RaftmqError('INTERNAL', `${file} has no ${serviceName}`);
         }
-        return tolerantDecoding(service);
+        return tolerantDecoding(service, decoders);
       });
     loaded.set(key, definition);
     // A failed load is not cached, so a corrected file can be loaded later.
@@ -85,5 +94,7 @@ export function loadTolerantService(
 
 /** The MessagingService definition (request/response codecs of every RPC). */
 export function loadMessagingDefinition(protoDir = ''): Promise<grpc.ServiceDefinition> {
-  return loadTolerantService(RMQ_SERVICE_PROTO_FILE, MESSAGING_SERVICE_NAME, protoDir);
+  return loadTolerantService(RMQ_SERVICE_PROTO_FILE, MESSAGING_SERVICE_NAME, protoDir, {
+    SendMessage: decodeSendRequest,
+  });
 }

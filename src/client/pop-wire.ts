@@ -9,7 +9,8 @@
  * message ids (the consumer matches entries by position and handle).
  */
 import { lenFieldSize, Writer } from '../common/proto-writer';
-import { Reader, readStatus } from './pull-wire';
+import { Reader } from '../common/proto-reader';
+import { readStatus } from './pull-wire';
 
 /** One message to acknowledge. */
 export interface AckEntry {

@@ -99,12 +99,18 @@ export class Producer {
   /** Sends `messages` to `topic` in one request; resolves once stored on a majority. */
   async send(topic: string, messages: readonly OutgoingMessage[]): Promise<SendResult[]> {
     if (messages.length === 0) throw new RaftmqError('INVALID_ARGUMENT', 'nothing to send');
+    if (typeof topic !== 'string') throw invalid('topic', 'must be a string');
+    messages.forEach(checkOutgoing);
     const nowMs = Date.now();
     const ids = messages.map((m) => m.messageId ?? newMessageId(nowMs));
     // Encoded once: a retry resends the same bytes (and so the same message ids).
     const request = encodeSendRequest(
       { topic, bornTimestampMs: nowMs, bornHost: BORN_HOST },
-      messages,
+      messages.map((m) => ({
+        ...m,
+        tag: m.tag ?? undefined,
+        messageGroup: m.messageGroup ?? undefined,
+      })),
       ids,
     );
     const deadlineMs = nowMs + this.options.sendTimeoutMs;
@@ -191,5 +197,32 @@ export class Producer {
   close(): void {
     for (const s of this.stubs.values()) s.close();
     this.stubs.clear();
+  }
+}
+
+function invalid(field: string, what: string): RaftmqError {
+  return new RaftmqError('INVALID_ARGUMENT', `${field} ${what}`, { details: { field } });
+}
+
+/**
+ * Checks the types of a message from a caller that TypeScript does not check (plain
+ * JavaScript): the encoder writes strings and bytes as they are. A null tag, group or id is
+ * taken as absent.
+ */
+function checkOutgoing(m: OutgoingMessage, i: number): void {
+  const at = `messages[${i}]`;
+  const optionalString = (v: unknown): boolean =>
+    v === undefined || v === null || typeof v === 'string';
+  if (!(m.body instanceof Uint8Array)) throw invalid(`${at}.body`, 'must be a Uint8Array');
+  if (!optionalString(m.tag)) throw invalid(`${at}.tag`, 'must be a string');
+  if (!optionalString(m.messageGroup)) throw invalid(`${at}.messageGroup`, 'must be a string');
+  if (!optionalString(m.messageId)) throw invalid(`${at}.messageId`, 'must be a string');
+  for (const key of m.keys ?? []) {
+    if (typeof key !== 'string') throw invalid(`${at}.keys`, 'must hold strings');
+  }
+  for (const [k, v] of m.properties ?? []) {
+    if (typeof k !== 'string' || typeof v !== 'string') {
+      throw invalid(`${at}.properties`, 'must map strings to strings');
+    }
   }
 }

@@ -20,6 +20,7 @@
  * Bytes that are not a well-formed frame throw; grpc-js then fails the call, and the consumer
  * reports it as a failed pull.
  */
+import { Reader } from '../common/proto-reader';
 import type { PulledMessage } from './pull-consumer';
 
 /** A decoded frame: one of the three oneof cases. */
@@ -38,106 +39,7 @@ export type PullFrameMessage = Omit<PulledMessage, 'topic' | 'offset'> & {
 };
 
 const VARINT = 0;
-const I64 = 1;
 const LEN = 2;
-const I32 = 5;
-
-export class Reader {
-  constructor(
-    readonly buf: Buffer,
-    public pos: number,
-    readonly end: number,
-  ) {}
-
-  /** The wire type of the field whose key {@link key} read last. */
-  wireType = 0;
-
-  /** Reads the next field's key: returns its number and keeps its wire type in `wireType`. */
-  key(): number {
-    const k = this.varint();
-    this.wireType = k & 7;
-    return Math.floor(k / 8);
-  }
-
-  get done(): boolean {
-    return this.pos >= this.end;
-  }
-
-  /** A varint as a number: exact up to 2^53, which covers every field read here. */
-  varint(): number {
-    let result = 0;
-    let scale = 1;
-    for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.end) throw new Error('truncated varint');
-      const b = this.buf[this.pos++] as number;
-      result += (b & 0x7f) * scale;
-      if (b < 0x80) return result;
-      scale *= 128;
-    }
-    throw new Error('varint longer than 10 bytes');
-  }
-
-  /**
-   * An int32 field: negative values arrive as 10-byte varints of their 64-bit form, whose low
-   * 32 bits are the value (the sum `varint()` makes of all ten bytes loses them).
-   */
-  int32(): number {
-    let result = 0;
-    for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.end) throw new Error('truncated varint');
-      const b = this.buf[this.pos++] as number;
-      if (i < 5) result |= (b & 0x7f) << (7 * i);
-      if (b < 0x80) return result | 0;
-    }
-    throw new Error('varint longer than 10 bytes');
-  }
-
-  /** The bounds of a length-delimited field's contents; moves past them. */
-  sub(): Reader {
-    const len = this.varint();
-    if (len > this.end - this.pos) throw new Error('length-delimited field runs past its end');
-    const r = new Reader(this.buf, this.pos, this.pos + len);
-    this.pos += len;
-    return r;
-  }
-
-  string(): string {
-    const r = this.sub();
-    return r.buf.toString('utf8', r.pos, r.end);
-  }
-
-  bytes(): Buffer {
-    const len = this.varint();
-    if (len > this.end - this.pos) throw new Error('length-delimited field runs past its end');
-    const start = this.pos;
-    this.pos += len;
-    return this.buf.subarray(start, this.pos);
-  }
-
-  skip(wireType: number): void {
-    switch (wireType) {
-      case VARINT:
-        this.varint();
-        return;
-      case I64:
-        this.advance(8);
-        return;
-      case LEN:
-        this.sub();
-        return;
-      case I32:
-        this.advance(4);
-        return;
-      default:
-        throw new Error(`unsupported wire type ${wireType}`);
-    }
-  }
-
-  private advance(n: number): void {
-    if (n > this.end - this.pos) throw new Error('fixed-width field runs past its end');
-    this.pos += n;
-  }
-}
 
 function timestampMs(r: Reader): number {
   let seconds = 0;

@@ -20,7 +20,8 @@ import {
   VARINT,
   Writer,
 } from '../common/proto-writer';
-import { Reader, readStatus } from './pull-wire';
+import { Reader } from '../common/proto-reader';
+import { readStatus } from './pull-wire';
 
 /** `Encoding.IDENTITY`. */
 const ENCODING_IDENTITY = 1;
@@ -119,7 +120,6 @@ export function encodeSendRequest(
     w.messageHeader(1, s.size);
     w.messageHeader(1, topicSize);
     w.stringField(2, common.topic, topicLen);
-    // Field order on the wire does not matter to a decoder; properties follow the body sizes.
     w.messageHeader(3, s.sysSize);
     if (m.tag !== undefined) w.stringField(1, m.tag, next());
     for (const key of m.keys ?? []) w.stringField(2, key, next());
@@ -135,6 +135,7 @@ export function encodeSendRequest(
       w.varint(MESSAGE_GROUP_KEY);
       w.string(m.messageGroup, n);
     }
+    // Field order on the wire does not matter to a decoder: properties after the system ones.
     for (const [k, v] of m.properties ?? []) {
       const kn = next();
       const vn = next();
@@ -168,7 +169,7 @@ export function decodeSendReply(bytes: Buffer): SendReply {
         const f = e.key();
         const t = e.wireType;
         if (f === 1 && t === 2) entry.status = readStatus(e.sub());
-        else if (f === 4 && t === VARINT) entry.offset = e.varint();
+        else if (f === 4 && t === VARINT) entry.offset = e.int64();
         else e.skip(t);
       }
       reply.entries.push(entry);

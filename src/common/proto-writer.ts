@@ -90,7 +90,11 @@ export class Writer {
     this.string(s, len);
   }
 
-  /** The varint length `len` and the UTF-8 bytes of `s`, for a field whose key is written. */
+  /**
+   * The varint length `len` and the UTF-8 bytes of `s`, for a field whose key is written. `len`
+   * must be the UTF-8 length of `s` ({@link utf8Length}): a short string whose `len` equals its
+   * UTF-16 length is written as ASCII without a check.
+   */
   string(s: string, len: number): void {
     this.varint(len);
     // Every non-ASCII character takes more UTF-8 bytes than UTF-16 units: equal means ASCII.

@@ -2,26 +2,34 @@
  * The producer's hand-written codec (src/client/send-wire.ts), without a cluster: requests of
  * random messages (unicode topics, tags, keys, ids, hosts, properties and groups, empty ones
  * included; bodies empty to 300 bytes; timestamps with and without nanos) decode with the
- * generic decoder the broker uses to exactly the fields given; and answers the generic encoder
- * writes (statuses present or absent, offsets up to 2^53) decode to their codes and offsets.
+ * generic decoder (test/generic-codec.ts) to exactly the fields given; and answers the generic
+ * encoder writes (statuses present or absent, offsets of either sign up to 2^53) decode to
+ * their codes and offsets.
  */
 import { strict as assert } from 'node:assert';
 import type * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
-import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
 import type { WireMessage } from '../../src/broker/rmq-wire';
 import {
   decodeSendReply,
   encodeSendRequest,
   type SendWireMessage,
 } from '../../src/client/send-wire';
+import { type OutgoingMessage, Producer } from '../../src/client/producer';
 import { fcParams } from '../fc-params';
+import { genericMessagingMethod } from '../generic-codec';
 
 const text = fc.oneof(
   fc.constant(''),
   fc.string({ unit: 'binary', maxLength: 40 }),
   fc.string({ unit: 'grapheme', maxLength: 12 }),
+  // Across the 64-character bound of the ASCII path (proto-writer.ts).
+  fc.string({ unit: 'binary-ascii', minLength: 60, maxLength: 70 }),
+  // Lone surrogates: written (and so read back) as U+FFFD.
+  fc.constantFrom('\ud800', 'a\udc00b', '\udfff\ud800', 'x'.repeat(63) + '\ud800'),
 );
+/** What a string becomes through UTF-8: itself, but for lone surrogates. */
+const viaUtf8 = (s: string): string => Buffer.from(s, 'utf8').toString('utf8');
 // A map key `__proto__` cannot survive the generic decoder's plain object (rmq-wire.ts).
 const propKey = text.filter((k) => k !== '__proto__');
 
@@ -31,7 +39,10 @@ const messageArb: fc.Arbitrary<SendWireMessage & { id: string }> = fc
       body: fc.uint8Array({ maxLength: 300 }),
       tag: text,
       keys: fc.array(text, { maxLength: 3 }),
-      properties: fc.uniqueArray(fc.tuple(propKey, text), { maxLength: 3, selector: ([k]) => k }),
+      properties: fc.uniqueArray(fc.tuple(propKey, text), {
+        maxLength: 3,
+        selector: ([k]) => viaUtf8(k),
+      }),
       messageGroup: text,
       id: text,
     },
@@ -42,9 +53,7 @@ const messageArb: fc.Arbitrary<SendWireMessage & { id: string }> = fc
 describe('encodeSendRequest and decodeSendReply (send-wire.ts)', () => {
   let send: grpc.MethodDefinition<unknown, unknown>;
   before(async () => {
-    const def = await loadMessagingDefinition();
-    assert.ok(def.SendMessage !== undefined);
-    send = def.SendMessage;
+    send = await genericMessagingMethod('SendMessage');
   });
 
   it('writes what the generic decoder reads back, for any unicode strings', () => {
@@ -64,18 +73,26 @@ describe('encodeSendRequest and decodeSendReply (send-wire.ts)', () => {
           assert.equal(decoded.messages.length, messages.length);
           decoded.messages.forEach((got, i) => {
             const m = messages[i] as SendWireMessage & { id: string };
-            assert.deepEqual(got.topic, { resourceNamespace: '', name: topic });
+            assert.deepEqual(got.topic, { resourceNamespace: '', name: viaUtf8(topic) });
             assert.deepEqual(Buffer.from(got.body), Buffer.from(m.body));
-            assert.deepEqual({ ...got.userProperties }, Object.fromEntries(m.properties ?? []));
+            assert.deepEqual(
+              { ...got.userProperties },
+              Object.fromEntries(
+                [...(m.properties ?? [])].map(([k, v]) => [viaUtf8(k), viaUtf8(v)]),
+              ),
+            );
             const sp = got.systemProperties;
             assert.ok(sp !== null);
-            assert.equal(sp.tag, m.tag);
-            assert.deepEqual(sp.keys, m.keys ?? []);
-            assert.equal(sp.messageId, m.id);
+            assert.equal(sp.tag, m.tag === undefined ? undefined : viaUtf8(m.tag));
+            assert.deepEqual(sp.keys, (m.keys ?? []).map(viaUtf8));
+            assert.equal(sp.messageId, viaUtf8(m.id));
             assert.equal(sp.bodyEncoding, 'IDENTITY');
             assert.equal(sp.messageType, m.messageGroup === undefined ? 'NORMAL' : 'FIFO');
-            assert.equal(sp.messageGroup, m.messageGroup);
-            assert.equal(sp.bornHost, bornHost);
+            assert.equal(
+              sp.messageGroup,
+              m.messageGroup === undefined ? undefined : viaUtf8(m.messageGroup),
+            );
+            assert.equal(sp.bornHost, viaUtf8(bornHost));
             assert.deepEqual(sp.bornTimestamp, {
               seconds: Math.floor(bornTimestampMs / 1000),
               nanos: (bornTimestampMs % 1000) * 1_000_000,
@@ -96,7 +113,10 @@ describe('encodeSendRequest and decodeSendReply (send-wire.ts)', () => {
 
   it('reads codes and offsets of what the generic encoder writes', () => {
     const status = fc.option(
-      fc.record({ code: fc.constantFrom('OK', 'BAD_REQUEST', 'TOPIC_NOT_FOUND'), message: text }),
+      fc.record({
+        code: fc.constantFrom('OK', 'BAD_REQUEST', 'TOPIC_NOT_FOUND'),
+        message: fc.string({ unit: 'grapheme', maxLength: 20 }),
+      }),
       { nil: undefined },
     );
     const codes: Record<string, number> = { OK: 20000, BAD_REQUEST: 40000, TOPIC_NOT_FOUND: 40402 };
@@ -104,7 +124,7 @@ describe('encodeSendRequest and decodeSendReply (send-wire.ts)', () => {
       fc.property(
         status,
         fc.array(
-          fc.record({ status, messageId: text, offset: fc.maxSafeNat(), recallHandle: text }),
+          fc.record({ status, messageId: text, offset: fc.maxSafeInteger(), recallHandle: text }),
           { maxLength: 20 },
         ),
         (top, entries) => {
@@ -121,6 +141,23 @@ describe('encodeSendRequest and decodeSendReply (send-wire.ts)', () => {
       ),
       fcParams(300),
     );
+  });
+
+  it('refuses messages of the wrong types before sending anything', async () => {
+    // The producer is never connected: these fail before the first call.
+    const producer = await Producer.create({ endpoint: '127.0.0.1:1' });
+    try {
+      const bad = (m: object) => producer.send('T', [m as OutgoingMessage]);
+      await assert.rejects(bad({ body: 'text' }), /messages\[0\]\.body must be a Uint8Array/);
+      await assert.rejects(bad({ body: new Uint8Array(1), tag: 7 }), /tag must be a string/);
+      await assert.rejects(bad({ body: new Uint8Array(1), keys: [1] }), /keys must hold strings/);
+      await assert.rejects(
+        bad({ body: new Uint8Array(1), properties: new Map([['k', 1]]) }),
+        /properties must map strings to strings/,
+      );
+    } finally {
+      producer.close();
+    }
   });
 
   it('throws on bytes that are not a SendMessageResponse', () => {

@@ -81,6 +81,8 @@ describe('raft entry cache', () => {
     fc.assert(fc.property(fc.integer({ min: 0, max: 400 }),
       fc.array(fc.oneof(
         fc.record({ append: fc.array(fc.nat(60), { minLength: 1, maxLength: 4 }) }),
+        // Enough evictions to reach the compaction of the evicted prefix (after 1,024).
+        fc.record({ appendMany: fc.integer({ min: 1, max: 1500 }) }),
         fc.record({ truncateBack: fc.nat(6) }),
       ), { maxLength: 40 }), (bytesMax, ops) => {
         const cache = new EntryCache(bytesMax);
@@ -89,6 +91,9 @@ describe('raft entry cache', () => {
           if ('append' in o) {
             cache.append(o.append.map((size, i) => entry(last + 1 + i, size)));
             last += o.append.length;
+          } else if ('appendMany' in o) {
+            for (let i = 0; i < o.appendMany; i++) cache.append([entry(last + 1 + i, i % 7)]);
+            last += o.appendMany;
           } else {
             last = Math.max(0, last - o.truncateBack);
             cache.truncateFrom(last + 1);
