@@ -64,19 +64,47 @@ export interface PlacedSend {
   readonly count: number;
 }
 
-interface PendingSend {
-  readonly messages: readonly StoredMessage[];
-  readonly deadlineMs: number;
-  readonly sizes: readonly number[];
-  readonly bytes: number;
-  readonly resolve: (placed: PlacedSend) => void;
-  readonly reject: (err: Error) => void;
+/** Messages and bytes waiting for commit, shared by the batcher and its sends. */
+interface PendingCount {
+  messages: number;
+  bytes: number;
+}
+
+/**
+ * One submitted send. A class, so that settling it (and giving back its share of the pending
+ * bound) is one method for all sends, not two closures made per send: V8 optimizes each
+ * instance of a hot closure on its own, and those were compiled again and again under load.
+ */
+class PendingSend {
+  constructor(
+    readonly messages: readonly StoredMessage[],
+    readonly deadlineMs: number,
+    readonly sizes: readonly number[],
+    readonly bytes: number,
+    private readonly count: PendingCount,
+    private readonly onPlaced: (placed: PlacedSend) => void,
+    private readonly onFailed: (err: Error) => void,
+  ) {}
+
+  resolve(placed: PlacedSend): void {
+    this.release();
+    this.onPlaced(placed);
+  }
+
+  reject(err: Error): void {
+    this.release();
+    this.onFailed(err);
+  }
+
+  private release(): void {
+    this.count.messages -= this.messages.length;
+    this.count.bytes -= this.bytes;
+  }
 }
 
 export class SendBatcher {
   private readonly queue: GroupCommitQueue<PendingSend>;
-  private pendingMessages = 0;
-  private pendingBytes = 0;
+  private readonly count: PendingCount = { messages: 0, bytes: 0 };
   private closed = false;
 
   constructor(
@@ -88,7 +116,7 @@ export class SendBatcher {
 
   /** Messages and bytes waiting for commit. */
   get pending(): { messages: number; bytes: number } {
-    return { messages: this.pendingMessages, bytes: this.pendingBytes };
+    return { messages: this.count.messages, bytes: this.count.bytes };
   }
 
   /**
@@ -105,13 +133,17 @@ export class SendBatcher {
     if (messages.length === 0) {
       return Promise.reject(new RaftmqError('INVALID_ARGUMENT', 'a send needs a message'));
     }
-    let sizes: number[];
+    const sizes = new Array<number>(messages.length);
+    let bytes = 0;
     try {
-      sizes = messages.map((m) => encodedMessageSize(m));
+      for (let i = 0; i < messages.length; i++) {
+        const size = encodedMessageSize(messages[i] as StoredMessage);
+        sizes[i] = size;
+        bytes += size;
+      }
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    const bytes = sizes.reduce((a, b) => a + b, 0);
     if (bytes + MESSAGE_BATCH_HEADER_BYTES > this.options.sendBytesMax) {
       return Promise.reject(
         new RaftmqError(
@@ -120,35 +152,19 @@ export class SendBatcher {
         ),
       );
     }
+    const count = this.count;
     if (
-      this.pendingMessages + messages.length > this.options.pendingMessagesMax ||
-      this.pendingBytes + bytes > this.options.pendingBytesMax
+      count.messages + messages.length > this.options.pendingMessagesMax ||
+      count.bytes + bytes > this.options.pendingBytesMax
     ) {
       return Promise.reject(
         new RaftmqError('BUSY', 'too many messages waiting for commit; retry shortly'),
       );
     }
-    this.pendingMessages += messages.length;
-    this.pendingBytes += bytes;
+    count.messages += messages.length;
+    count.bytes += bytes;
     return new Promise<PlacedSend>((resolve, reject) => {
-      const settle = (): void => {
-        this.pendingMessages -= messages.length;
-        this.pendingBytes -= bytes;
-      };
-      this.queue.push({
-        messages,
-        deadlineMs,
-        sizes,
-        bytes,
-        resolve: (placed) => {
-          settle();
-          resolve(placed);
-        },
-        reject: (err) => {
-          settle();
-          reject(err);
-        },
-      });
+      this.queue.push(new PendingSend(messages, deadlineMs, sizes, bytes, count, resolve, reject));
     });
   }
 
@@ -193,7 +209,9 @@ export class SendBatcher {
     }
     return proposeSafely(() => this.deps.propose(payloads)).then(
       (ack) => {
-        entries.forEach((sends, k) => this.complete(ack.firstIndex + k, sends));
+        for (let k = 0; k < entries.length; k++) {
+          this.complete(ack.firstIndex + k, entries[k] as PendingSend[]);
+        }
       },
       (err: unknown) => {
         const e = err instanceof Error ? err : new Error(String(err));
@@ -204,7 +222,8 @@ export class SendBatcher {
 
   private complete(index: number, sends: readonly PendingSend[]): void {
     const placed = this.deps.takeMessages(index);
-    const expected = sends.reduce((n, s) => n + s.messages.length, 0);
+    let expected = 0;
+    for (const s of sends) expected += s.messages.length;
     if (placed === undefined || placed.count !== expected) {
       const err = new RaftmqError(
         'INTERNAL',

@@ -22,7 +22,12 @@ import {
   type UnaryFn,
   type WireStatus,
 } from './rmq-client';
-import { decodeSendReply, encodeSendRequest, type SendReply } from './send-wire';
+import {
+  decodeSendReply,
+  encodeSendRequest,
+  type SendReply,
+  type SendWireMessage,
+} from './send-wire';
 
 export interface ProducerOptions {
   /** Access point, `host:port` of a NameServer or a broker. */
@@ -100,17 +105,27 @@ export class Producer {
   async send(topic: string, messages: readonly OutgoingMessage[]): Promise<SendResult[]> {
     if (messages.length === 0) throw new RaftmqError('INVALID_ARGUMENT', 'nothing to send');
     if (typeof topic !== 'string') throw invalid('topic', 'must be a string');
-    messages.forEach(checkOutgoing);
     const nowMs = Date.now();
-    const ids = messages.map((m) => m.messageId ?? newMessageId(nowMs));
+    // Loops, not callbacks: V8 optimizes each instance of a hot closure on its own, and closures
+    // made per send (called once per message) were compiled again and again under load.
+    const ids = new Array<string>(messages.length);
+    const wire = new Array<SendWireMessage>(messages.length);
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i] as OutgoingMessage;
+      checkOutgoing(m, i);
+      ids[i] = m.messageId ?? newMessageId(nowMs);
+      wire[i] = {
+        body: m.body,
+        tag: m.tag ?? undefined,
+        keys: m.keys,
+        properties: m.properties,
+        messageGroup: m.messageGroup ?? undefined,
+      };
+    }
     // Encoded once: a retry resends the same bytes (and so the same message ids).
     const request = encodeSendRequest(
       { topic, bornTimestampMs: nowMs, bornHost: BORN_HOST },
-      messages.map((m) => ({
-        ...m,
-        tag: m.tag ?? undefined,
-        messageGroup: m.messageGroup ?? undefined,
-      })),
+      wire,
       ids,
     );
     const deadlineMs = nowMs + this.options.sendTimeoutMs;
@@ -119,11 +134,8 @@ export class Producer {
       try {
         const endpoint = await this.pickLeader(topic, attempt > 0);
         const res = await this.call<SendReply>(endpoint, 'SendMessage', request, deadlineMs);
-        const failed = res.entries.find((e) => codeName(e.status) !== 'OK');
-        const status = failed?.status ?? res.status;
-        if (codeName(status) === 'OK') {
-          return res.entries.map((e, i) => ({ messageId: ids[i] as string, offset: e.offset }));
-        }
+        const status = firstFailure(res) ?? res.status;
+        if (codeName(status) === 'OK') return results(res, ids);
         lastError = new RaftmqError(
           RETRYABLE_STATUS.has(String(codeName(status))) ? 'NOT_LEADER' : 'INVALID_ARGUMENT',
           `send failed: ${String(codeName(status))}: ${status?.message ?? ''}`,
@@ -225,4 +237,21 @@ function checkOutgoing(m: OutgoingMessage, i: number): void {
       throw invalid(`${at}.properties`, 'must map strings to strings');
     }
   }
+}
+
+/** The status of the first entry that failed, if one did. */
+function firstFailure(res: SendReply): WireStatus | undefined {
+  for (const e of res.entries) if (codeName(e.status) !== 'OK') return e.status;
+  return undefined;
+}
+
+function results(res: SendReply, ids: readonly string[]): SendResult[] {
+  const out = new Array<SendResult>(res.entries.length);
+  for (let i = 0; i < res.entries.length; i++) {
+    out[i] = {
+      messageId: ids[i] as string,
+      offset: (res.entries[i] as SendReply['entries'][number]).offset,
+    };
+  }
+  return out;
 }
