@@ -62,12 +62,13 @@ export class Reader {
    * 32 bits are the value (the sum `varint()` makes of all ten bytes loses them).
    */
   int32(): number {
-    return this.bits()[0] | 0;
+    return this.lowBits() | 0;
   }
 
   /** An int64 field, signed; beyond 2^53 rounded, as protobuf.js's `longs: Number` does. */
   int64(): number {
-    let [lo, hi] = this.bits();
+    let lo = this.lowBits();
+    let hi = this.high;
     if (hi >>> 31 !== 0) {
       lo = (~lo + 1) >>> 0;
       hi = ~hi >>> 0;
@@ -77,8 +78,11 @@ export class Reader {
     return lo + hi * 4294967296;
   }
 
-  /** The low and high 32 bits of a varint, unsigned. */
-  private bits(): [number, number] {
+  /** The high 32 bits of the varint {@link lowBits} read last, unsigned. */
+  private high = 0;
+
+  /** Reads a varint: returns its low 32 bits and keeps the high ones in `high` (unsigned). */
+  private lowBits(): number {
     let lo = 0;
     let hi = 0;
     for (let i = 0; i < 10; i++) {
@@ -92,7 +96,10 @@ export class Reader {
       } else {
         hi |= v << (7 * i - 32);
       }
-      if ((this.buf[this.pos++] as number) < 0x80) return [lo >>> 0, hi >>> 0];
+      if ((this.buf[this.pos++] as number) < 0x80) {
+        this.high = hi >>> 0;
+        return lo >>> 0;
+      }
     }
     throw new Error('varint longer than 10 bytes');
   }
