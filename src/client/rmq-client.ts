@@ -118,6 +118,10 @@ const STATUS_ERRORS: Readonly<Record<string, ErrorCode>> = {
   CONSUMER_GROUP_NOT_FOUND: 'GROUP_NOT_FOUND',
   TOO_MANY_REQUESTS: 'BUSY',
   HA_NOT_AVAILABLE: 'NOT_LEADER',
+  // A node whose store closed (it is stopping), failed or filled up: retryable, as the official
+  // clients take it, so the call refreshes the route and goes to the group's current leader.
+  // INTERNAL_SERVER_ERROR (an unexpected failure) stays INTERNAL.
+  INTERNAL_ERROR: 'STORE_CLOSED',
   PROXY_TIMEOUT: 'TIMEOUT',
   MASTER_PERSISTENCE_TIMEOUT: 'TIMEOUT',
   UNSUPPORTED: 'UNSUPPORTED',

@@ -465,6 +465,20 @@ describe('SimpleConsumer against a fake broker (ReceiveStored, AckMessage)', () 
     );
     const failure = grpcFailure(grpc.status.INTERNAL, 'boom');
     await rejectsWith(receiveAnswered(failure), 'INTERNAL', /ReceiveStored to .*: boom/);
+    // INTERNAL_ERROR (a stopping node's closed store) is retried; INTERNAL_SERVER_ERROR is not.
+    let calls = 0;
+    receiveAnswer = () =>
+      calls++ === 0
+        ? { status: { code: RmqCode.INTERNAL_ERROR, message: 'broker is stopping' } }
+        : ok([encodeMessage(stored())], [10], ['h-10'], [1]);
+    const c = await consumer(endpoint);
+    assert.equal((await c.receive(TOPIC, { batchSize: 2 })).length, 1);
+    assert.equal(calls, 2);
+    await rejectsWith(
+      receiveAnswered(status(RmqCode.INTERNAL_SERVER_ERROR)),
+      'INTERNAL',
+      /INTERNAL_SERVER_ERROR: lie/,
+    );
     // UNIMPLEMENTED by the handler itself, and by a server without the Fetch service at all.
     const unimplemented = grpcFailure(grpc.status.UNIMPLEMENTED, 'no');
     await rejectsWith(receiveAnswered(unimplemented), 'UNSUPPORTED', /official client/);
