@@ -73,7 +73,8 @@ export function loadTolerantService(
   decoders: RequestDecoders = {},
 ): Promise<grpc.ServiceDefinition> {
   const root = findProtoDir(file, protoDir);
-  const key = `${root}\0${file}`;
+  // The decoders are part of what is loaded: a load with other ones is another entry.
+  const key = `${root}\0${file}\0${Object.keys(decoders).sort().join()}`;
   let definition = loaded.get(key);
   if (definition === undefined) {
     definition = protoLoader

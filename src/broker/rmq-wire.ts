@@ -57,7 +57,7 @@ export interface WireSystemProperties {
 
 export interface WireMessage {
   readonly topic: WireResource | null;
-  /** A map field: a plain object (a key `__proto__` cannot survive decoding). */
+  /** A map field: a plain object (a key `__proto__` is an own property, as protobuf.js has it). */
   readonly userProperties: Readonly<Record<string, string>>;
   readonly systemProperties: WireSystemProperties | null;
   readonly body: Uint8Array;

@@ -86,19 +86,24 @@ class PendingSend {
     private readonly onFailed: (err: Error) => void,
   ) {}
 
+  private settled = false;
+
+  /** Settles the send once; a later resolve or reject does nothing. */
   resolve(placed: PlacedSend): void {
-    this.release();
-    this.onPlaced(placed);
+    if (this.release()) this.onPlaced(placed);
   }
 
   reject(err: Error): void {
-    this.release();
-    this.onFailed(err);
+    if (this.release()) this.onFailed(err);
   }
 
-  private release(): void {
+  /** Gives back the send's share of the pending bound, once: false when already settled. */
+  private release(): boolean {
+    if (this.settled) return false;
+    this.settled = true;
     this.count.messages -= this.messages.length;
     this.count.bytes -= this.bytes;
+    return true;
   }
 }
 
@@ -210,7 +215,15 @@ export class SendBatcher {
     return proposeSafely(() => this.deps.propose(payloads)).then(
       (ack) => {
         for (let k = 0; k < entries.length; k++) {
-          this.complete(ack.firstIndex + k, entries[k] as PendingSend[]);
+          const sends = entries[k] as PendingSend[];
+          try {
+            this.complete(ack.firstIndex + k, sends);
+          } catch (err) {
+            // A throwing dispatch lookup must not strand the sends (and their share of the
+            // bound) forever: they fail, the other entries go on.
+            const e = new RaftmqError('INTERNAL', `entry ${ack.firstIndex + k}: ${String(err)}`);
+            for (const s of sends) s.reject(e);
+          }
         }
       },
       (err: unknown) => {

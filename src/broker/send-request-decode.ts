@@ -128,7 +128,17 @@ function mapEntry(c: Reader, into: Record<string, string>): void {
       c.skip(c.wireType);
     }
   }
-  into[key] = value;
+  if (key === '__proto__') {
+    // As protobuf.js keeps it: an own property (assigning would set the object's prototype).
+    Object.defineProperty(into, key, {
+      value,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  } else {
+    into[key] = value;
+  }
 }
 
 /** A Timestamp or Duration. */

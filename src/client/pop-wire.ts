@@ -9,8 +9,8 @@
  * message ids (the consumer matches entries by position and handle).
  */
 import { lenFieldSize, Writer } from '../common/proto-writer';
-import { Reader } from '../common/proto-reader';
-import { readStatus } from './pull-wire';
+import { Reader, WIRE_LEN } from '../common/proto-reader';
+import { decodeStatusEntries, readStatus, type StatusEntriesReply } from './pull-wire';
 
 /** One message to acknowledge. */
 export interface AckEntry {
@@ -70,34 +70,25 @@ function entrySize(idBytes: number, handleBytes: number): number {
 }
 
 /** A decoded AckMessageResponse; a status absent on the wire is undefined. */
-export interface AckReply {
+export type AckReply = StatusEntriesReply<{
+  receiptHandle: string;
   status: { code: number; message: string } | undefined;
-  entries: { receiptHandle: string; status: { code: number; message: string } | undefined }[];
-}
+}>;
 
 /** Decodes an AckMessageResponse; bytes that are not one throw (grpc-js fails the call). */
 export function decodeAckReply(bytes: Buffer): AckReply {
-  const r = new Reader(bytes, 0, bytes.length);
-  const reply: AckReply = { status: undefined, entries: [] };
-  while (!r.done) {
-    const field = r.key();
-    const type = r.wireType;
-    if (field === 2 && type === 2) {
-      const e = r.sub();
-      const entry: AckReply['entries'][number] = { receiptHandle: '', status: undefined };
-      while (!e.done) {
-        const f = e.key();
-        const t = e.wireType;
-        if (f === 2 && t === 2) entry.receiptHandle = e.string();
-        else if (f === 3 && t === 2) entry.status = readStatus(e.sub());
-        else e.skip(t);
-      }
-      reply.entries.push(entry);
-    } else if (field === 1 && type === 2) {
-      reply.status = readStatus(r.sub());
-    } else {
-      r.skip(type);
-    }
+  return decodeStatusEntries(bytes, readAckEntry);
+}
+
+/** An AckMessageResultEntry: its handle and status (the message id is skipped). */
+function readAckEntry(e: Reader): AckReply['entries'][number] {
+  const entry: AckReply['entries'][number] = { receiptHandle: '', status: undefined };
+  while (!e.done) {
+    const f = e.key();
+    const t = e.wireType;
+    if (f === 2 && t === WIRE_LEN) entry.receiptHandle = e.string();
+    else if (f === 3 && t === WIRE_LEN) entry.status = readStatus(e.sub());
+    else e.skip(t);
   }
-  return reply;
+  return entry;
 }

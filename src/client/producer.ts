@@ -223,20 +223,31 @@ function invalid(field: string, what: string): RaftmqError {
  */
 function checkOutgoing(m: OutgoingMessage, i: number): void {
   const at = `messages[${i}]`;
-  const optionalString = (v: unknown): boolean =>
-    v === undefined || v === null || typeof v === 'string';
+  if (typeof m !== 'object' || m === null) throw invalid(at, 'must be an object');
   if (!(m.body instanceof Uint8Array)) throw invalid(`${at}.body`, 'must be a Uint8Array');
-  if (!optionalString(m.tag)) throw invalid(`${at}.tag`, 'must be a string');
-  if (!optionalString(m.messageGroup)) throw invalid(`${at}.messageGroup`, 'must be a string');
-  if (!optionalString(m.messageId)) throw invalid(`${at}.messageId`, 'must be a string');
-  for (const key of m.keys ?? []) {
-    if (typeof key !== 'string') throw invalid(`${at}.keys`, 'must hold strings');
-  }
-  for (const [k, v] of m.properties ?? []) {
-    if (typeof k !== 'string' || typeof v !== 'string') {
-      throw invalid(`${at}.properties`, 'must map strings to strings');
+  if (!isOptionalString(m.tag)) throw invalid(`${at}.tag`, 'must be a string');
+  if (!isOptionalString(m.messageGroup)) throw invalid(`${at}.messageGroup`, 'must be a string');
+  if (!isOptionalString(m.messageId)) throw invalid(`${at}.messageId`, 'must be a string');
+  if (m.keys !== undefined) {
+    if (!Array.isArray(m.keys)) throw invalid(`${at}.keys`, 'must be an array of strings');
+    for (const key of m.keys) {
+      if (typeof key !== 'string') throw invalid(`${at}.keys`, 'must be an array of strings');
     }
   }
+  if (m.properties !== undefined) {
+    if (!(m.properties instanceof Map)) {
+      throw invalid(`${at}.properties`, 'must be a Map of strings to strings');
+    }
+    for (const [k, v] of m.properties) {
+      if (typeof k !== 'string' || typeof v !== 'string') {
+        throw invalid(`${at}.properties`, 'must be a Map of strings to strings');
+      }
+    }
+  }
+}
+
+function isOptionalString(v: unknown): boolean {
+  return v === undefined || v === null || typeof v === 'string';
 }
 
 /** The status of the first entry that failed, if one did. */
@@ -248,10 +259,8 @@ function firstFailure(res: SendReply): WireStatus | undefined {
 function results(res: SendReply, ids: readonly string[]): SendResult[] {
   const out = new Array<SendResult>(res.entries.length);
   for (let i = 0; i < res.entries.length; i++) {
-    out[i] = {
-      messageId: ids[i] as string,
-      offset: (res.entries[i] as SendReply['entries'][number]).offset,
-    };
+    const entry = res.entries[i] as SendReply['entries'][number];
+    out[i] = { messageId: ids[i] as string, offset: entry.offset };
   }
   return out;
 }

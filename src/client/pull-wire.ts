@@ -141,6 +141,32 @@ export function readStatus(s: Reader): { code: number; message: string } {
   return { code, message: text };
 }
 
+/** A decoded answer of the shape {status 1, repeated entries 2} (SendMessage, AckMessage). */
+export interface StatusEntriesReply<E> {
+  status: { code: number; message: string } | undefined;
+  entries: E[];
+}
+
+/**
+ * Decodes an answer of the shape {status 1, repeated entries 2}, each entry by `readEntry`
+ * (given the entry's bytes); bytes that are not one throw (grpc-js fails the call).
+ */
+export function decodeStatusEntries<E>(
+  bytes: Buffer,
+  readEntry: (e: Reader) => E,
+): StatusEntriesReply<E> {
+  const r = new Reader(bytes, 0, bytes.length);
+  const reply: StatusEntriesReply<E> = { status: undefined, entries: [] };
+  while (!r.done) {
+    const field = r.key();
+    const type = r.wireType;
+    if (field === 2 && type === LEN) reply.entries.push(readEntry(r.sub()));
+    else if (field === 1 && type === LEN) reply.status = readStatus(r.sub());
+    else r.skip(type);
+  }
+  return reply;
+}
+
 /** Decodes one PullMessageResponse frame. */
 export function decodePullFrame(bytes: Buffer): PullFrame {
   const r = new Reader(bytes, 0, bytes.length);

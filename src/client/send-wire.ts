@@ -17,11 +17,10 @@ import {
   secondsNanos,
   utf8Length,
   varintFieldSize,
-  VARINT,
   Writer,
 } from '../common/proto-writer';
-import { Reader } from '../common/proto-reader';
-import { readStatus } from './pull-wire';
+import { Reader, WIRE_LEN, WIRE_VARINT } from '../common/proto-reader';
+import { decodeStatusEntries, readStatus, type StatusEntriesReply } from './pull-wire';
 
 /** `Encoding.IDENTITY`. */
 const ENCODING_IDENTITY = 1;
@@ -150,34 +149,25 @@ export function encodeSendRequest(
 }
 
 /** A decoded SendMessageResponse: codes as on the wire; an absent status is undefined. */
-export interface SendReply {
+export type SendReply = StatusEntriesReply<{
   status: { code: number; message: string } | undefined;
-  entries: { status: { code: number; message: string } | undefined; offset: number }[];
-}
+  offset: number;
+}>;
 
 /** Decodes a SendMessageResponse; bytes that are not one throw (grpc-js fails the call). */
 export function decodeSendReply(bytes: Buffer): SendReply {
-  const r = new Reader(bytes, 0, bytes.length);
-  const reply: SendReply = { status: undefined, entries: [] };
-  while (!r.done) {
-    const field = r.key();
-    const type = r.wireType;
-    if (field === 2 && type === 2) {
-      const e = r.sub();
-      const entry: SendReply['entries'][number] = { status: undefined, offset: 0 };
-      while (!e.done) {
-        const f = e.key();
-        const t = e.wireType;
-        if (f === 1 && t === 2) entry.status = readStatus(e.sub());
-        else if (f === 4 && t === VARINT) entry.offset = e.int64();
-        else e.skip(t);
-      }
-      reply.entries.push(entry);
-    } else if (field === 1 && type === 2) {
-      reply.status = readStatus(r.sub());
-    } else {
-      r.skip(type);
-    }
+  return decodeStatusEntries(bytes, readSendEntry);
+}
+
+/** A SendResultEntry: its status and offset (the message id is matched by position). */
+function readSendEntry(e: Reader): SendReply['entries'][number] {
+  const entry: SendReply['entries'][number] = { status: undefined, offset: 0 };
+  while (!e.done) {
+    const f = e.key();
+    const t = e.wireType;
+    if (f === 1 && t === WIRE_LEN) entry.status = readStatus(e.sub());
+    else if (f === 4 && t === WIRE_VARINT) entry.offset = e.int64();
+    else e.skip(t);
   }
-  return reply;
+  return entry;
 }

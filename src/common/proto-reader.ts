@@ -13,6 +13,9 @@ const START_GROUP = 3;
 const END_GROUP = 4;
 export const WIRE_I32 = 5;
 
+/** Groups nested deeper than this are refused (protobuf.js's recursion limit). */
+const GROUP_DEPTH_MAX = 100;
+
 export class Reader {
   constructor(
     readonly buf: Buffer,
@@ -130,8 +133,11 @@ export class Reader {
     return this.buf.subarray(start, this.pos);
   }
 
-  /** Skips the field whose key was read last (wire type `wireType`), groups included. */
-  skip(wireType: number): void {
+  /**
+   * Skips the field whose key was read last (wire type `wireType`), groups included (nested at
+   * most {@link GROUP_DEPTH_MAX} deep).
+   */
+  skip(wireType: number, depth = 0): void {
     switch (wireType) {
       case WIRE_VARINT:
         this.varint();
@@ -145,19 +151,23 @@ export class Reader {
       case WIRE_I32:
         this.advance(4);
         return;
-      case START_GROUP: {
-        const group = this.field;
-        for (;;) {
-          const f = this.key();
-          if (this.wireType === END_GROUP) {
-            if (f !== group) throw new Error(`group ${group} ended by ${f}`);
-            return;
-          }
-          this.skip(this.wireType);
-        }
-      }
+      case START_GROUP:
+        this.skipGroup(this.field, depth);
+        return;
       default:
         throw new Error(`unexpected wire type ${wireType} of field ${this.field}`);
+    }
+  }
+
+  private skipGroup(group: number, depth: number): void {
+    if (depth >= GROUP_DEPTH_MAX) throw new Error(`groups nested deeper than ${GROUP_DEPTH_MAX}`);
+    for (;;) {
+      const f = this.key();
+      if (this.wireType === END_GROUP) {
+        if (f !== group) throw new Error(`group ${group} ended by ${f}`);
+        return;
+      }
+      this.skip(this.wireType, depth + 1);
     }
   }
 

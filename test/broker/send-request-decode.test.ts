@@ -3,8 +3,10 @@
  * against the generic one (test/generic-codec.ts): requests of random messages using every
  * field of Message and SystemProperties (optional ones present or absent; enums named and
  * unnamed, negative ones included; int64 fields negative and beyond 2^32; unicode strings;
- * repeated map keys; empty and non-empty bodies) decode to the same object, but for the
- * `_field` names the generic decoder adds for present optional fields. Unknown fields, groups
+ * a `__proto__` property; empty and non-empty bodies) decode to the same object, but for the
+ * `_field` names the generic decoder adds for present optional fields; so do messages built
+ * field by field, with what protobuf.js never writes (a singular field twice, map entries
+ * without key or value, a map key twice, fields out of order). Unknown fields, groups
  * among them, are skipped; truncated or mistyped bytes throw an Error, and through the
  * service definition become an UndecodableRequest (answered BAD_REQUEST), never a crash.
  */
@@ -66,26 +68,34 @@ const sysPropsArb = fc.record(
 const messageArb = fc.record(
   {
     topic: fc.record({ resourceNamespace: text, name: text }, { requiredKeys: [] }),
-    userProperties: fc.dictionary(
-      text.filter((k) => k !== '__proto__'),
-      text,
-      { maxKeys: 3 },
-    ),
+    userProperties: fc.dictionary(fc.oneof(text, fc.constant('__proto__')), text, {
+      maxKeys: 3,
+    }),
     systemProperties: sysPropsArb,
     body: fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
   },
   { requiredKeys: [] },
 );
 
-/** `value` without the `_field` names of present optional fields (nothing reads them). */
+/**
+ * `value` without the `_field: 'field'` names protobuf.js adds for present optional fields
+ * (nothing reads them); any other key, `_x` user properties among them, is kept.
+ */
 function withoutOneofNames(value: unknown): unknown {
   if (Buffer.isBuffer(value) || value === null || typeof value !== 'object') return value;
   if (Array.isArray(value)) return value.map(withoutOneofNames);
-  return Object.fromEntries(
-    Object.entries(value)
-      .filter(([k]) => !k.startsWith('_'))
-      .map(([k, v]) => [k, withoutOneofNames(v)]),
-  );
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    if (k.startsWith('_') && v === k.slice(1)) continue;
+    // Defined, not assigned: a user property `__proto__` stays an own property.
+    Object.defineProperty(out, k, {
+      value: withoutOneofNames(v),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return out;
 }
 
 /** A varint of a non-negative integer below 2^31. */
@@ -113,6 +123,52 @@ describe('decodeSendRequest (send-request-decode.ts)', () => {
         assert.deepEqual(decodeSendRequest(bytes), want);
       }),
       fcParams(300),
+    );
+  });
+
+  it('agrees with it on messages built field by field: repeats, partial entries, any order', () => {
+    // What protobuf.js's encoder never writes: a singular field twice (the last one wins), map
+    // entries without a key or value, a map key twice, fields in any order.
+    const key = (field: number, type: number): number[] => varint(field * 8 + type);
+    const len = (field: number, bytes: readonly number[]): number[] => [
+      ...key(field, 2),
+      ...varint(bytes.length),
+      ...bytes,
+    ];
+    const str = (field: number, v: string): number[] => len(field, [...Buffer.from(v, 'utf8')]);
+    const num = (field: number, n: number): number[] => [...key(field, 0), ...varint(n)];
+    const word = fc.string({ unit: 'grapheme-ascii', maxLength: 6 });
+    const sysField = fc.oneof(
+      word.map((v) => str(1, v)), // tag
+      word.map((v) => str(2, v)), // keys
+      word.map((v) => str(3, v)), // message_id
+      fc.nat(7).map((n) => num(6, n)), // message_type
+      fc.nat(1000).map((n) => num(13, n)), // queue_id
+      fc
+        .tuple(fc.nat(2 ** 30), fc.nat(2 ** 29))
+        .map(([sec, ns]) => len(7, [...num(1, sec), ...num(2, ns)])),
+    );
+    const messageField = fc.oneof(
+      fc.tuple(word, word).map(([ns, name]) => len(1, [...str(1, ns), ...str(2, name)])),
+      fc
+        .record({ k: word, v: word }, { requiredKeys: [] })
+        .map(({ k, v }) =>
+          len(2, [...(k === undefined ? [] : str(1, k)), ...(v === undefined ? [] : str(2, v))]),
+        ),
+      fc.constantFrom('__proto__', 'a').map((k) => len(2, [...str(1, k), ...str(2, 'v')])),
+      fc.array(sysField, { maxLength: 6 }).map((f) => len(3, f.flat())),
+      fc.uint8Array({ maxLength: 8 }).map((b) => len(4, [...b])),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(fc.array(messageField, { maxLength: 8 }), { maxLength: 3 }),
+        (messages) => {
+          const bytes = Buffer.from(messages.flatMap((fields) => len(1, fields.flat())));
+          const want = withoutOneofNames(generic.requestDeserialize(bytes));
+          assert.deepEqual(decodeSendRequest(bytes), want);
+        },
+      ),
+      fcParams(500),
     );
   });
 

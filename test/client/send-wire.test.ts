@@ -30,8 +30,8 @@ const text = fc.oneof(
 );
 /** What a string becomes through UTF-8: itself, but for lone surrogates. */
 const viaUtf8 = (s: string): string => Buffer.from(s, 'utf8').toString('utf8');
-// A map key `__proto__` cannot survive the generic decoder's plain object (rmq-wire.ts).
-const propKey = text.filter((k) => k !== '__proto__');
+// Property keys, `__proto__` among them (the generic decoder keeps it as an own property).
+const propKey = fc.oneof(text, fc.constant('__proto__'));
 
 const messageArb: fc.Arbitrary<SendWireMessage & { id: string }> = fc
   .record(
@@ -150,10 +150,22 @@ describe('encodeSendRequest and decodeSendReply (send-wire.ts)', () => {
       const bad = (m: object) => producer.send('T', [m as OutgoingMessage]);
       await assert.rejects(bad({ body: 'text' }), /messages\[0\]\.body must be a Uint8Array/);
       await assert.rejects(bad({ body: new Uint8Array(1), tag: 7 }), /tag must be a string/);
-      await assert.rejects(bad({ body: new Uint8Array(1), keys: [1] }), /keys must hold strings/);
+      await assert.rejects(
+        bad({ body: new Uint8Array(1), keys: [1] }),
+        /keys must be an array of strings/,
+      );
       await assert.rejects(
         bad({ body: new Uint8Array(1), properties: new Map([['k', 1]]) }),
-        /properties must map strings to strings/,
+        /properties must be a Map of strings to strings/,
+      );
+      await assert.rejects(
+        bad({ body: new Uint8Array(1), properties: { k: 'v' } }),
+        /properties must be a Map/,
+      );
+      await assert.rejects(bad({ body: new Uint8Array(1), keys: 'abc' }), /keys must be an array/);
+      await assert.rejects(
+        producer.send('T', [null as unknown as OutgoingMessage]),
+        /must be an object/,
       );
     } finally {
       producer.close();
