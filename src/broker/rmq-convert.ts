@@ -164,7 +164,8 @@ export function toProduceMessage(wire: WireMessage, ctx: ProduceContext): Produc
     body: wire.body,
     bodyEncoding: bodyEncodingOf(sp.bodyEncoding),
     tag: sp.tag,
-    keys: [...sp.keys],
+    // The decoded list is the request's own and nothing changes it: no copy.
+    keys: sp.keys,
     userProperties,
     messageId: sp.messageId,
     bornTimestampMs,

@@ -247,10 +247,17 @@ export function checkMessageId(id: string): void {
  * User properties: keys non-blank, printable, not reserved; values well-formed; at most 128
  * properties and 16 KiB of keys plus values (UTF-8). Returns them as a Map in wire order.
  */
-export function checkUserProperties(props: Readonly<Record<string, string>>): Map<string, string> {
+/** The properties of a message that has none: one shared, read-only instance. */
+const NO_PROPERTIES: ReadonlyMap<string, string> = new Map<string, string>();
+
+export function checkUserProperties(
+  props: Readonly<Record<string, string>>,
+): ReadonlyMap<string, string> {
+  const names = Object.keys(props);
+  if (names.length === 0) return NO_PROPERTIES;
   const out = new Map<string, string>();
   let sizeBytes = 0;
-  for (const key of Object.keys(props)) {
+  for (const key of names) {
     const value = props[key] ?? '';
     const field = `user_properties[${quote(key)}]`;
     checkToken(key, MESSAGE_LIMITS.propertiesSizeBytesMax, 'ILLEGAL_MESSAGE_PROPERTY_KEY', field);
