@@ -79,17 +79,18 @@ const messageArb = fc.record(
 
 /**
  * `value` without the `_field: 'field'` names protobuf.js adds for present optional fields
- * (nothing reads them); any other key, `_x` user properties among them, is kept.
+ * (nothing reads them); any other key is kept, and user properties are left as they are.
  */
 function withoutOneofNames(value: unknown): unknown {
   if (Buffer.isBuffer(value) || value === null || typeof value !== 'object') return value;
   if (Array.isArray(value)) return value.map(withoutOneofNames);
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) {
-    if (k.startsWith('_') && v === k.slice(1)) continue;
-    // Defined, not assigned: a user property `__proto__` stays an own property.
+    if (k.length > 1 && k.startsWith('_') && v === k.slice(1)) continue;
+    // Defined, not assigned: a user property `__proto__` stays an own property. User
+    // properties are kept as they are, whatever their names.
     Object.defineProperty(out, k, {
-      value: withoutOneofNames(v),
+      value: k === 'userProperties' ? v : withoutOneofNames(v),
       enumerable: true,
       writable: true,
       configurable: true,
