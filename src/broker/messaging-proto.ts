@@ -8,14 +8,15 @@
  * {@link UndecodableRequest}, which it answers with a BAD_REQUEST status like any other bad
  * input (a throwing decoder would make grpc-js end the call with a gRPC INTERNAL error).
  * Delivered messages are encoded by hand (rmq-message-encode.ts) and pass the response
- * encoder as bytes; SendMessage requests are decoded by hand (send-request-decode.ts).
+ * encoder as bytes; SendMessage and AckMessage requests are decoded by hand
+ * (send-request-decode.ts).
  */
 import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { RaftmqError } from '../common/errors';
 import { findProtoDir, PROTO_LOADER_OPTIONS } from './grpc-util';
 import { EncodedFrame } from './rmq-message-encode';
-import { decodeSendRequest } from './send-request-decode';
+import { decodeAckRequest, decodeSendRequest } from './send-request-decode';
 
 /** The service file, relative to the proto root. */
 export const RMQ_SERVICE_PROTO_FILE = 'apache/rocketmq/v2/service.proto';
@@ -97,5 +98,6 @@ export function loadTolerantService(
 export function loadMessagingDefinition(protoDir = ''): Promise<grpc.ServiceDefinition> {
   return loadTolerantService(RMQ_SERVICE_PROTO_FILE, MESSAGING_SERVICE_NAME, protoDir, {
     SendMessage: decodeSendRequest,
+    AckMessage: decodeAckRequest,
   });
 }

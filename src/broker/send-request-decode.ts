@@ -308,3 +308,52 @@ function sysProps(c: Reader): Record<string, unknown> {
   }
   return sp;
 }
+
+/**
+ * AckMessageRequest {group 1, topic 2, entries 3}; AckMessageEntry {message_id 1,
+ * receipt_handle 2, lite_topic 3 (optional)}: decoded by hand for the same reason (up to 1,024
+ * entries, an object each from the generic decoder and another from its toObject), into the
+ * shape the generic decoder made (without its `_liteTopic` oneof names).
+ */
+export function decodeAckRequest(bytes: Buffer): Record<string, unknown> {
+  const r = new Reader(bytes, 0, bytes.length);
+  let group: Record<string, unknown> | null = null;
+  let topic: Record<string, unknown> | null = null;
+  const entries: Record<string, unknown>[] = [];
+  while (!r.done) {
+    const field = r.key();
+    if (field === 1) {
+      r.expect(WIRE_LEN);
+      group = resource(r.sub());
+    } else if (field === 2) {
+      r.expect(WIRE_LEN);
+      topic = resource(r.sub());
+    } else if (field === 3) {
+      r.expect(WIRE_LEN);
+      entries.push(ackEntry(r.sub()));
+    } else {
+      r.skip(r.wireType);
+    }
+  }
+  return { group, topic, entries };
+}
+
+function ackEntry(c: Reader): Record<string, unknown> {
+  const entry: Record<string, unknown> = { messageId: '', receiptHandle: '' };
+  while (!c.done) {
+    const field = c.key();
+    if (field === 1) {
+      c.expect(WIRE_LEN);
+      entry.messageId = c.string();
+    } else if (field === 2) {
+      c.expect(WIRE_LEN);
+      entry.receiptHandle = c.string();
+    } else if (field === 3) {
+      c.expect(WIRE_LEN);
+      entry.liteTopic = c.string();
+    } else {
+      c.skip(c.wireType);
+    }
+  }
+  return entry;
+}

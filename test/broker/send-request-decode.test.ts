@@ -1,6 +1,7 @@
 /*
- * The broker's hand-written SendMessageRequest decoder (src/broker/send-request-decode.ts)
- * against the generic one (test/generic-codec.ts): requests of random messages using every
+ * The broker's hand-written SendMessageRequest and AckMessageRequest decoders
+ * (src/broker/send-request-decode.ts) against the generic ones (test/generic-codec.ts).
+ * SendMessage: requests of random messages using every
  * field of Message and SystemProperties (optional ones present or absent; enums named and
  * unnamed, negative ones included; int64 fields negative and beyond 2^32; unicode strings;
  * a `__proto__` property; empty and non-empty bodies) decode to the same object, but for the
@@ -9,12 +10,13 @@
  * without key or value, a map key twice, fields out of order). Unknown fields, groups
  * among them, are skipped; truncated or mistyped bytes throw an Error, and through the
  * service definition become an UndecodableRequest (answered BAD_REQUEST), never a crash.
+ * AckMessage: random groups, topics and entries (lite topics present or absent) decode alike.
  */
 import { strict as assert } from 'node:assert';
 import type * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { loadMessagingDefinition, UndecodableRequest } from '../../src/broker/messaging-proto';
-import { decodeSendRequest } from '../../src/broker/send-request-decode';
+import { decodeAckRequest, decodeSendRequest } from '../../src/broker/send-request-decode';
 import { fcParams } from '../fc-params';
 import { genericMessagingMethod } from '../generic-codec';
 
@@ -251,5 +253,33 @@ describe('decodeSendRequest (send-request-decode.ts)', () => {
     const got: unknown = def.SendMessage.requestDeserialize(Buffer.from([0x0a, 0x05, 0x0a]));
     assert.ok(got instanceof UndecodableRequest);
     assert.match(got.reason, /could not be decoded.*past its end/);
+  });
+
+  it('decodes AckMessage requests to what the generic decoder makes of them', async () => {
+    const ack = await genericMessagingMethod('AckMessage');
+    const resource = fc.record({ resourceNamespace: text, name: text }, { requiredKeys: [] });
+    const entry = fc.record(
+      { messageId: text, receiptHandle: text, liteTopic: optional(text) },
+      { requiredKeys: [] },
+    );
+    fc.assert(
+      fc.property(
+        fc.record(
+          { group: resource, topic: resource, entries: fc.array(entry, { maxLength: 8 }) },
+          { requiredKeys: [] },
+        ),
+        (request) => {
+          const bytes = ack.requestSerialize(request);
+          const want = withoutOneofNames(ack.requestDeserialize(bytes));
+          assert.deepEqual(decodeAckRequest(bytes), want);
+        },
+      ),
+      fcParams(300),
+    );
+    // Through the service definition, bytes that do not decode reach the handler as such.
+    const def = await loadMessagingDefinition();
+    assert.ok(def.AckMessage !== undefined);
+    const got: unknown = def.AckMessage.requestDeserialize(Buffer.from([0x1a, 0x05, 0x0a]));
+    assert.ok(got instanceof UndecodableRequest);
   });
 });
