@@ -240,6 +240,9 @@ export async function ackMessage(
     const handles = new Array<string>(count);
     for (let i = 0; i < count; i++) handles[i] = request.entries[i]?.receiptHandle ?? '';
     const outcomes = await popOf(ctx).ackAll(names.group, names.topic, handles, deadlineMs);
+    if (outcomes.length !== count) {
+      throw new RaftmqError('INTERNAL', `${outcomes.length} ack outcomes for ${count} entries`);
+    }
     const ok = okStatus();
     const entries = new Array<{ messageId: string; receiptHandle: string; status: WireStatus }>(
       count,

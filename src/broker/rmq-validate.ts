@@ -13,6 +13,7 @@
  * itself.
  */
 import { RaftmqError } from '../common/errors';
+import { NO_PROPERTIES } from '../store/message-decode';
 import { MESSAGE_LIMITS } from '../store/message-limits';
 import { RESERVED_TOPIC_PREFIXES } from './broker-command';
 
@@ -245,11 +246,9 @@ export function checkMessageId(id: string): void {
 
 /**
  * User properties: keys non-blank, printable, not reserved; values well-formed; at most 128
- * properties and 16 KiB of keys plus values (UTF-8). Returns them as a Map in wire order.
+ * properties and 16 KiB of keys plus values (UTF-8). Returns them as a Map in wire order; a
+ * message without any shares one map, read-only in fact as well as by type (NO_PROPERTIES).
  */
-/** The properties of a message that has none: one shared, read-only instance. */
-const NO_PROPERTIES: ReadonlyMap<string, string> = new Map<string, string>();
-
 export function checkUserProperties(
   props: Readonly<Record<string, string>>,
 ): ReadonlyMap<string, string> {

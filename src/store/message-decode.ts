@@ -118,7 +118,7 @@ const NO_KEYS: readonly string[] = Object.freeze([]);
  * (non-enumerable) set, delete and clear refuse or ignore changes: a decoded message's maps are
  * read-only by type, and this one is in fact too. It stays a plain Map to every comparison.
  */
-const NO_PROPERTIES: ReadonlyMap<string, string> = (() => {
+export const NO_PROPERTIES: ReadonlyMap<string, string> = (() => {
   const map = new Map<string, string>();
   Object.defineProperties(map, {
     set: {
