@@ -286,7 +286,6 @@ function checkCommandShape(c: unknown): BrokerCommand {
 const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
 const isNat = (v: unknown): v is number => isInt(v) && v >= 0;
 
-/** The shape of a pop command: names are strings, numbers are safe integers. */
 // Predicates of the module, not closures made per command: V8 compiles a hot closure again for
 // each instance (docs/performance.md, "What V8 costs"), and these run once per message.
 function isFreshShape(f: { offset?: unknown; messageGroup?: unknown } | null): boolean {
@@ -297,6 +296,7 @@ function isAgainShape(a: { offset?: unknown; attempt?: unknown } | null): boolea
   return isNat(a?.offset) && isNat(a?.attempt);
 }
 
+/** The shape of a pop command: names are strings, numbers are safe integers. */
 function checkPopShape(o: Record<string, unknown>): void {
   const op = String(o.op);
   const ok =

@@ -212,8 +212,13 @@ export function receiveMessageHandler(
 
 // ---- AckMessage ----
 
+interface AckEntryRequest {
+  readonly messageId: string;
+  readonly receiptHandle: string;
+}
+
 interface AckRequest extends GroupTopicRequest {
-  readonly entries: readonly { readonly messageId: string; readonly receiptHandle: string }[];
+  readonly entries: readonly AckEntryRequest[];
 }
 
 /** Entries in one AckMessage, at most. */
@@ -238,7 +243,8 @@ export async function ackMessage(
     // (docs/performance.md, "What V8 costs"), and these run once per entry.
     const count = request.entries.length;
     const handles = new Array<string>(count);
-    for (let i = 0; i < count; i++) handles[i] = request.entries[i]?.receiptHandle ?? '';
+    for (let i = 0; i < count; i++)
+      handles[i] = (request.entries[i] as AckEntryRequest).receiptHandle;
     const outcomes = await popOf(ctx).ackAll(names.group, names.topic, handles, deadlineMs);
     if (outcomes.length !== count) {
       throw new RaftmqError('INTERNAL', `${outcomes.length} ack outcomes for ${count} entries`);
@@ -252,8 +258,8 @@ export async function ackMessage(
       const err = outcomes[i];
       const status = err === undefined ? ok : toStatus(err, ctx.log);
       codes.add(status.code);
-      const e = request.entries[i];
-      entries[i] = { messageId: e?.messageId ?? '', receiptHandle: e?.receiptHandle ?? '', status };
+      const e = request.entries[i] as AckEntryRequest;
+      entries[i] = { messageId: e.messageId, receiptHandle: e.receiptHandle, status };
     }
     const first = entries[0]?.status ?? ok;
     const status =

@@ -37,13 +37,6 @@ export interface AcceptedSend {
 }
 
 /**
- * The `SendMessageResponse` of a request whose messages were all stored: the status `code`
- * with `message`, and per message an entry with the same status, its id and queue offset
- * (`SendResultEntry`: status 1, message_id 2, offset 4; the empty transaction id and recall
- * handle are left out, as proto3 allows). Every stored send is answered this way, so it is
- * encoded directly rather than through protobufjs objects, like delivered messages.
- */
-/**
  * A Status field {code 1, message 2} of `size` bytes. A function of the module, not a closure
  * per call: V8 optimizes each instance of a hot closure on its own, and a closure made per
  * request was compiled again and again under load.
@@ -54,6 +47,13 @@ function writeStatus(w: Writer, size: number, code: number, message: string, len
   w.stringField(2, message, len);
 }
 
+/**
+ * The `SendMessageResponse` of a request whose messages were all stored: the status `code`
+ * with `message`, and per message an entry with the same status, its id and queue offset
+ * (`SendResultEntry`: status 1, message_id 2, offset 4; the empty transaction id and recall
+ * handle are left out, as proto3 allows). Every stored send is answered this way, so it is
+ * encoded directly rather than through protobufjs objects, like delivered messages.
+ */
 export function encodeSendAccepted(
   entries: readonly AcceptedSend[],
   code: number,

@@ -137,11 +137,11 @@ export class Producer {
         const status = firstFailure(res) ?? res.status;
         if (codeName(status) === 'OK') return results(res, ids);
         lastError = new RaftmqError(
-          RETRYABLE_STATUS.has(String(codeName(status))) ? 'NOT_LEADER' : 'INVALID_ARGUMENT',
-          `send failed: ${String(codeName(status))}: ${status?.message ?? ''}`,
+          RETRYABLE_STATUS.has(codeName(status)) ? 'NOT_LEADER' : 'INVALID_ARGUMENT',
+          `send failed: ${codeName(status)}: ${status?.message ?? ''}`,
           { details: { status: codeName(status) } },
         );
-        if (!RETRYABLE_STATUS.has(String(codeName(status)))) throw lastError;
+        if (!RETRYABLE_STATUS.has(codeName(status))) throw lastError;
       } catch (err) {
         if (err instanceof RaftmqError && !err.retryable) throw err;
         lastError = err instanceof Error ? err : new Error(String(err));
@@ -166,7 +166,7 @@ export class Producer {
       if (codeName(status) !== 'OK') {
         throw new RaftmqError(
           codeName(status) === 'TOPIC_NOT_FOUND' ? 'TOPIC_NOT_FOUND' : 'NOT_LEADER',
-          `route of ${topic}: ${String(codeName(status))}: ${status?.message ?? ''}`,
+          `route of ${topic}: ${codeName(status)}: ${status?.message ?? ''}`,
         );
       }
       const found = new Set<string>();

@@ -46,7 +46,7 @@ export interface SendWireCommon {
   readonly bornHost: string;
 }
 
-/** Byte lengths of one message's strings, in the order {@link writeMessage} writes them. */
+/** Byte lengths of one message's strings, in the order they are written. */
 interface Sized {
   readonly lens: number[];
   readonly sysSize: number;
@@ -114,15 +114,15 @@ export function encodeSendRequest(
   for (let i = 0; i < messages.length; i++) {
     const m = messages[i] as SendWireMessage;
     const s = sized[i] as Sized;
+    const lens = s.lens;
     let at = 0;
-    const next = (): number => s.lens[at++] as number;
     w.messageHeader(1, s.size);
     w.messageHeader(1, topicSize);
     w.stringField(2, common.topic, topicLen);
     w.messageHeader(3, s.sysSize);
-    if (m.tag !== undefined) w.stringField(1, m.tag, next());
-    for (const key of m.keys ?? []) w.stringField(2, key, next());
-    const idLen = next();
+    if (m.tag !== undefined) w.stringField(1, m.tag, lens[at++] as number);
+    for (const key of m.keys ?? []) w.stringField(2, key, lens[at++] as number);
+    const idLen = lens[at++] as number;
     if (idLen > 0) w.stringField(3, ids[i] as string, idLen);
     w.varintField(5, ENCODING_IDENTITY);
     w.varintField(6, m.messageGroup === undefined ? TYPE_NORMAL : TYPE_FIFO);
@@ -130,14 +130,14 @@ export function encodeSendRequest(
     if (hostLen > 0) w.stringField(8, common.bornHost, hostLen);
     if (m.messageGroup !== undefined) {
       // A key of two varint bytes; stringField writes one-byte keys only.
-      const n = next();
+      const n = lens[at++] as number;
       w.varint(MESSAGE_GROUP_KEY);
       w.string(m.messageGroup, n);
     }
     // Field order on the wire does not matter to a decoder: properties after the system ones.
     for (const [k, v] of m.properties ?? []) {
-      const kn = next();
-      const vn = next();
+      const kn = lens[at++] as number;
+      const vn = lens[at++] as number;
       w.messageHeader(2, lenFieldSize(kn) + lenFieldSize(vn));
       w.stringField(1, k, kn);
       w.stringField(2, v, vn);
