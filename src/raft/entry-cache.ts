@@ -2,7 +2,8 @@
  * A bounded in-memory copy of the most recent durable log entries, so that followers that keep
  * up and the local applier are served without asking the driver to read the disk. The cache is
  * one contiguous run of indexes that ends where the unstable entries begin; it evicts from the
- * oldest end to stay within its byte bound.
+ * oldest end to stay within its byte bound, and lets go of entries nobody needs any more
+ * ({@link EntryCache.releaseThrough}) long before that.
  */
 import { assert } from '../common/assert';
 import { entrySizeBytes, type Entry } from './types';
@@ -76,14 +77,39 @@ export class EntryCache {
     }
   }
 
+  /**
+   * Drops the entries at or before `index`, which nobody needs from memory any more (applied
+   * here, and on a leader matched by every follower). Held on until the byte bound pushed them
+   * out, every entry outlived two scavenges, so its buffer was promoted and freed only by a full
+   * collection: V8 counts those buffers as external memory and ran a mark-compact for every
+   * 64 MB of them (`docs/performance.md`).
+   */
+  releaseThrough(index: number): void {
+    while (this.entries.length > this.head) {
+      const oldest = this.entries[this.head];
+      assert(oldest !== undefined, 'entry cache: hole');
+      if (oldest.index > index) break;
+      this.dropOldest(oldest);
+    }
+    this.compact();
+  }
+
   private evict(): void {
     while (this.bytesNow > this.bytesMax && this.entries.length > this.head) {
       const oldest = this.entries[this.head];
       assert(oldest !== undefined, 'entry cache: hole');
-      this.bytesNow -= entrySizeBytes(oldest);
-      this.entries[this.head] = undefined;
-      this.head += 1;
+      this.dropOldest(oldest);
     }
+    this.compact();
+  }
+
+  private dropOldest(oldest: Entry): void {
+    this.bytesNow -= entrySizeBytes(oldest);
+    this.entries[this.head] = undefined;
+    this.head += 1;
+  }
+
+  private compact(): void {
     // Compact once the dead prefix dominates, so eviction stays amortized O(1).
     if (this.head > 1024 && this.head * 2 > this.entries.length) {
       this.entries = this.entries.slice(this.head);

@@ -349,4 +349,18 @@ export class RaftLog {
   appliedAll(): void {
     this.applied = this.applying;
   }
+
+  /** The oldest entry in the cache, or null when it is empty. */
+  cachedFirstIndex(): LogIndex | null {
+    const first = this.cache.firstIndex();
+    return first === undefined ? null : asLogIndex(first);
+  }
+
+  /**
+   * Nobody needs entries up to `index` from memory any more (a leader passes the lowest match
+   * of its followers); the cache keeps those not yet applied here in any case.
+   */
+  releaseCached(index: number): void {
+    this.cache.releaseThrough(Math.min(index, this.applied));
+  }
 }

@@ -42,6 +42,8 @@ export interface RaftStatus {
   readonly lastIndex: LogIndex;
   readonly durableIndex: LogIndex;
   readonly transferee: NodeId | null;
+  /** The oldest durable entry still held in memory (the entry cache); null when none is. */
+  readonly cachedFirstIndex: LogIndex | null;
   /** Leader only: each follower's replication state. */
   readonly progress: ReadonlyMap<NodeId, { match: number; next: number; state: ProgressState }>;
 }
@@ -83,6 +85,7 @@ export class RaftNode {
       lastIndex: asLogIndex(core.log.lastIndex()),
       durableIndex: asLogIndex(core.log.durableIndex),
       transferee: core.transferee,
+      cachedFirstIndex: core.log.cachedFirstIndex(),
       progress,
     };
   }
@@ -333,6 +336,7 @@ export class RaftNode {
     core.log.appliedAll();
     this.outstanding = null;
     if (core.role === 'leader' && maybeCommit(core)) afterLeaderCommit(core);
+    core.log.releaseCached(core.role === 'leader' ? lowestMatch(core) : core.log.applied);
   }
 
   /**
@@ -344,6 +348,13 @@ export class RaftNode {
     core.log.persisted(entries);
     if (core.role === 'leader' && maybeCommit(core)) afterLeaderCommit(core);
   }
+}
+
+/** The lowest index every follower of a leader is known to hold (lastIndex with none). */
+function lowestMatch(core: RaftCore): number {
+  let lowest = core.log.lastIndex();
+  for (const progress of core.progress.values()) lowest = Math.min(lowest, progress.match);
+  return lowest;
 }
 
 function sameHardState(a: HardState, b: HardState): boolean {

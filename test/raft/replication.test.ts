@@ -153,6 +153,29 @@ describe('raft replication', () => {
     assert.deepEqual(c.appliedTexts('n3'), Array.from({ length: 10 }, (_, i) => `v${i}`));
   });
 
+  it('keeps in memory only the entries some node still needs', () => {
+    const c = new Cluster({ nodeCount: 3, seed: 11, config: { entryCacheBytesMax: 1 << 20 } });
+    c.elect('n1');
+    c.crash('n3');
+    for (let i = 0; i < 6; i++) c.propose('n1', `v${i}`);
+    c.tick();
+    const leader = c.node('n1').status();
+    const lagging = leader.progress.get(asNodeId('n3'));
+    assert.ok(lagging !== undefined && lagging.match < leader.appliedIndex);
+    // What n3 lacks stays in the leader's memory; the rest is released on every node.
+    assert.equal(leader.cachedFirstIndex, lagging.match + 1);
+    assert.equal(c.node('n2').status().appliedIndex, leader.appliedIndex);
+    assert.equal(c.node('n2').status().cachedFirstIndex, null);
+    c.recordReadies = true;
+    c.restart('n3');
+    for (let i = 0; i < 3; i++) c.tick();
+    const loads = c.readies.filter((r) => r.node === 'n1').flatMap((r) => r.ready.loads);
+    assert.deepEqual(loads, [], 'n3 was served from memory');
+    assert.deepEqual(c.appliedTexts('n3'), Array.from({ length: 6 }, (_, i) => `v${i}`));
+    assert.equal(c.node('n1').status().cachedFirstIndex, null);
+    assert.equal(c.node('n3').status().cachedFirstIndex, null);
+  });
+
   it('loads committed entries for the applier after a restart', () => {
     const c = new Cluster({ nodeCount: 3, seed: 8, config: { entryCacheBytesMax: 0 } });
     c.elect('n1');

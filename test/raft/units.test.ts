@@ -84,11 +84,18 @@ describe('raft entry cache', () => {
         // Enough evictions to reach the compaction of the evicted prefix (after 1,024).
         fc.record({ appendMany: fc.integer({ min: 1, max: 1500 }) }),
         fc.record({ truncateBack: fc.nat(6) }),
+        fc.record({ releaseBack: fc.nat(8) }),
       ), { maxLength: 40 }), (bytesMax, ops) => {
         const cache = new EntryCache(bytesMax);
         let last = 0;
+        // The lowest index the cache may hold: entries before it were released (a truncation
+        // lowers it, as the entries appended after it are new ones).
+        let floor = 1;
         for (const o of ops) {
-          if ('append' in o) {
+          if ('releaseBack' in o) {
+            cache.releaseThrough(last - o.releaseBack);
+            floor = Math.max(floor, last - o.releaseBack + 1);
+          } else if ('append' in o) {
             cache.append(o.append.map((size, i) => entry(last + 1 + i, size)));
             last += o.append.length;
           } else if ('appendMany' in o) {
@@ -97,11 +104,16 @@ describe('raft entry cache', () => {
           } else {
             last = Math.max(0, last - o.truncateBack);
             cache.truncateFrom(last + 1);
+            floor = Math.min(floor, last + 1);
           }
           assert.ok(cache.bytes <= bytesMax);
           const first = cache.firstIndex();
-          if (first === undefined) continue;
-          assert.equal(cache.lastIndex(), last, 'the newest entry is always kept if it fits');
+          if (first === undefined) {
+            assert.equal(cache.bytes, 0);
+            continue;
+          }
+          assert.ok(first >= floor, `released entries stay out (first ${first}, floor ${floor})`);
+          assert.equal(cache.lastIndex(), last, 'the newest entry is kept if it fits');
           let bytes = 0;
           for (let i = first; i <= last; i++) {
             bytes += entrySizeBytes(cache.get(i) ?? assert.fail());
@@ -136,5 +148,24 @@ describe('raft entry cache', () => {
     gc();
     assert.equal(evicted.deref(), undefined);
     assert.equal(cache.get(3)?.index, 3);
+  });
+
+  it('lets go of a released entry at once, whatever room is left', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const cache = new EntryCache(1 << 20);
+    let first: Entry | undefined = entry(1, 1024);
+    const released = new WeakRef(first.data);
+    cache.append([first, entry(2, 1024)]);
+    first = undefined;
+    cache.releaseThrough(1);
+    assert.equal(cache.firstIndex(), 2);
+    assert.equal(cache.bytes, 1024 + ENTRY_OVERHEAD_BYTES);
+    await new Promise((r) => setImmediate(r));
+    gc();
+    assert.equal(released.deref(), undefined);
+    cache.releaseThrough(5);
+    assert.equal(cache.firstIndex(), undefined);
+    assert.equal(cache.bytes, 0);
   });
 });
