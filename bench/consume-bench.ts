@@ -53,6 +53,7 @@ import {
   type Round,
 } from './consume-round';
 import { percentile, tableRow } from './produce-load';
+import { ensureClientFlags } from './client-flags';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -370,7 +371,8 @@ async function main(): Promise<void> {
   fs.mkdirSync(root, { recursive: true });
   const loadAvgAtStart = os.loadavg()[0] ?? 0;
   console.log(`consume benchmark (${quick ? 'quick' : 'full'}), data under ${root}`);
-  console.log(`node ${process.version}, ${os.cpus().length} cpus, load avg ${loadText()}\n`);
+  console.log(`node ${process.version}, ${os.cpus().length} cpus, load avg ${loadText()}`);
+  console.log(`client process flags: ${process.execArgv.join(' ')} (bench/client-flags.ts)\n`);
   const env: Record<string, string> =
     cpuProfDir === undefined
       ? {}
@@ -420,6 +422,7 @@ async function main(): Promise<void> {
 // process.exit: the official PushConsumer's consume service opens a file logger whose flush
 // timer is never cleared, so the process would not end by itself. On Linux, stdout to a file or
 // pipe is written synchronously, so nothing printed is lost.
+ensureClientFlags();
 main().then(
   () => process.exit(0),
   (err: unknown) => {

@@ -40,6 +40,7 @@ import {
   type ClosedLoopSpec,
   type LoadResult,
 } from './produce-load';
+import { ensureClientFlags } from './client-flags';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -319,7 +320,8 @@ async function main(): Promise<void> {
   fs.mkdirSync(root, { recursive: true });
   const loadAvgAtStart = os.loadavg()[0] ?? 0;
   console.log(`produce benchmark (${quick ? 'quick' : 'full'}), data under ${root}`);
-  console.log(`node ${process.version}, ${os.cpus().length} cpus, load avg ${loadText()}\n`);
+  console.log(`node ${process.version}, ${os.cpus().length} cpus, load avg ${loadText()}`);
+  console.log(`client process flags: ${process.execArgv.join(' ')} (bench/client-flags.ts)\n`);
   const env: Record<string, string> =
     cpuProfDir === undefined
       ? {}
@@ -356,6 +358,7 @@ async function main(): Promise<void> {
 
 // process.exit: a failed official-client shutdown leaves gRPC channels open (see stopClients).
 // On Linux, stdout to a file or pipe is written synchronously, so nothing printed is lost.
+ensureClientFlags();
 main().then(
   () => process.exit(0),
   (err: unknown) => {

@@ -22,12 +22,7 @@ import {
   type UnaryFn,
   type WireStatus,
 } from './rmq-client';
-import {
-  decodeSendReply,
-  encodeSendRequest,
-  type SendReply,
-  type SendWireMessage,
-} from './send-wire';
+import { decodeSendReply, encodeSendRequest, type SendReply } from './send-wire';
 
 export interface ProducerOptions {
   /** Access point, `host:port` of a NameServer or a broker. */
@@ -109,23 +104,15 @@ export class Producer {
     // Loops, not callbacks: V8 optimizes each instance of a hot closure on its own, and closures
     // made per send (called once per message) were compiled again and again under load.
     const ids = new Array<string>(messages.length);
-    const wire = new Array<SendWireMessage>(messages.length);
     for (let i = 0; i < messages.length; i++) {
       const m = messages[i] as OutgoingMessage;
       checkOutgoing(m, i);
       ids[i] = m.messageId ?? newMessageId(nowMs);
-      wire[i] = {
-        body: m.body,
-        tag: m.tag ?? undefined,
-        keys: m.keys,
-        properties: m.properties,
-        messageGroup: m.messageGroup ?? undefined,
-      };
     }
     // Encoded once: a retry resends the same bytes (and so the same message ids).
     const request = encodeSendRequest(
       { topic, bornTimestampMs: nowMs, bornHost: BORN_HOST },
-      wire,
+      messages,
       ids,
     );
     const deadlineMs = nowMs + this.options.sendTimeoutMs;

@@ -30,13 +30,13 @@ const TYPE_FIFO = 2;
 /** The key of SystemProperties.message_group (field 17, length-delimited): a two-byte varint. */
 const MESSAGE_GROUP_KEY = (17 << 3) | 2;
 
-/** One message of a send, as the producer fills it in. */
+/** One message of a send, as the producer's caller gave it; a null tag or group is absent. */
 export interface SendWireMessage {
   readonly body: Uint8Array;
-  readonly tag?: string | undefined;
+  readonly tag?: string | null | undefined;
   readonly keys?: readonly string[] | undefined;
   readonly properties?: ReadonlyMap<string, string> | undefined;
-  readonly messageGroup?: string | undefined;
+  readonly messageGroup?: string | null | undefined;
 }
 
 /** What every message of one send shares. */
@@ -46,11 +46,22 @@ export interface SendWireCommon {
   readonly bornHost: string;
 }
 
-/** Byte lengths of one message's strings, in the order they are written. */
-interface Sized {
-  readonly lens: number[];
-  readonly sysSize: number;
-  readonly size: number;
+/**
+ * Scratch of {@link encodeSendRequest}, reused by every call (it never awaits): the byte length
+ * of every string of the request in the order they are written, and per message the sizes of
+ * its SystemProperties and of the whole Message. Arrays and objects made per message were a
+ * good part of a producer's garbage.
+ */
+let lensScratch = new Int32Array(4096);
+let sizesScratch = new Int32Array(2 * 256);
+
+function growScratch(lensNeeded: number, messages: number): void {
+  if (lensNeeded > lensScratch.length) {
+    const grown = new Int32Array(Math.max(lensNeeded, 2 * lensScratch.length));
+    grown.set(lensScratch);
+    lensScratch = grown;
+  }
+  if (2 * messages > sizesScratch.length) sizesScratch = new Int32Array(2 * messages);
 }
 
 /**
@@ -75,75 +86,92 @@ export function encodeSendRequest(
     varintFieldSize(TYPE_NORMAL) +
     lenFieldSize(born.size) +
     (hostLen > 0 ? lenFieldSize(hostLen) : 0);
-  const sized: Sized[] = new Array<Sized>(messages.length);
+  growScratch(0, messages.length);
+  let nLens = 0;
   let total = 0;
   for (let i = 0; i < messages.length; i++) {
     const m = messages[i] as SendWireMessage;
-    const lens: number[] = [];
+    const keys = m.keys;
+    const keyCount = keys === undefined ? 0 : keys.length;
+    const properties = m.properties;
+    // At most: tag, keys, id, group, and a key and value per property.
+    growScratch(nLens + keyCount + 3 + 2 * (properties === undefined ? 0 : properties.size), 0);
+    const lens = lensScratch;
     let sysSize = sysCommon;
-    if (m.tag !== undefined) {
+    if (m.tag !== undefined && m.tag !== null) {
       const n = utf8Length(m.tag);
-      lens.push(n);
+      lens[nLens++] = n;
       sysSize += lenFieldSize(n);
     }
-    for (const key of m.keys ?? []) {
-      const n = utf8Length(key);
-      lens.push(n);
+    for (let k = 0; k < keyCount; k++) {
+      const n = utf8Length((keys as readonly string[])[k] as string);
+      lens[nLens++] = n;
       sysSize += lenFieldSize(n);
     }
     const idLen = utf8Length(ids[i] as string);
-    lens.push(idLen);
+    lens[nLens++] = idLen;
     if (idLen > 0) sysSize += lenFieldSize(idLen);
-    if (m.messageGroup !== undefined) {
+    if (m.messageGroup !== undefined && m.messageGroup !== null) {
       const n = utf8Length(m.messageGroup);
-      lens.push(n);
+      lens[nLens++] = n;
       sysSize += 1 + lenFieldSize(n);
     }
     let size = lenFieldSize(topicSize) + lenFieldSize(sysSize);
-    for (const [k, v] of m.properties ?? []) {
-      const kn = utf8Length(k);
-      const vn = utf8Length(v);
-      lens.push(kn, vn);
-      size += lenFieldSize(lenFieldSize(kn) + lenFieldSize(vn));
+    if (properties !== undefined) {
+      for (const [k, v] of properties) {
+        const kn = utf8Length(k);
+        const vn = utf8Length(v);
+        lens[nLens++] = kn;
+        lens[nLens++] = vn;
+        size += lenFieldSize(lenFieldSize(kn) + lenFieldSize(vn));
+      }
     }
     if (m.body.byteLength > 0) size += lenFieldSize(m.body.byteLength);
-    sized[i] = { lens, sysSize, size };
+    sizesScratch[2 * i] = sysSize;
+    sizesScratch[2 * i + 1] = size;
     total += lenFieldSize(size);
   }
   const w = new Writer(Buffer.allocUnsafe(total));
+  const lens = lensScratch;
+  let at = 0;
   for (let i = 0; i < messages.length; i++) {
     const m = messages[i] as SendWireMessage;
-    const s = sized[i] as Sized;
-    const lens = s.lens;
-    let at = 0;
-    w.messageHeader(1, s.size);
+    const keys = m.keys;
+    const keyCount = keys === undefined ? 0 : keys.length;
+    w.messageHeader(1, sizesScratch[2 * i + 1] as number);
     w.messageHeader(1, topicSize);
     w.stringField(2, common.topic, topicLen);
-    w.messageHeader(3, s.sysSize);
-    if (m.tag !== undefined) w.stringField(1, m.tag, lens[at++] as number);
-    for (const key of m.keys ?? []) w.stringField(2, key, lens[at++] as number);
+    w.messageHeader(3, sizesScratch[2 * i] as number);
+    if (m.tag !== undefined && m.tag !== null) w.stringField(1, m.tag, lens[at++] as number);
+    for (let k = 0; k < keyCount; k++) {
+      w.stringField(2, (keys as readonly string[])[k] as string, lens[at++] as number);
+    }
     const idLen = lens[at++] as number;
     if (idLen > 0) w.stringField(3, ids[i] as string, idLen);
+    const fifo = m.messageGroup !== undefined && m.messageGroup !== null;
     w.varintField(5, ENCODING_IDENTITY);
-    w.varintField(6, m.messageGroup === undefined ? TYPE_NORMAL : TYPE_FIFO);
+    w.varintField(6, fifo ? TYPE_FIFO : TYPE_NORMAL);
     w.secondsNanos(7, born);
     if (hostLen > 0) w.stringField(8, common.bornHost, hostLen);
-    if (m.messageGroup !== undefined) {
+    if (fifo) {
       // A key of two varint bytes; stringField writes one-byte keys only.
       const n = lens[at++] as number;
       w.varint(MESSAGE_GROUP_KEY);
       w.string(m.messageGroup, n);
     }
     // Field order on the wire does not matter to a decoder: properties after the system ones.
-    for (const [k, v] of m.properties ?? []) {
-      const kn = lens[at++] as number;
-      const vn = lens[at++] as number;
-      w.messageHeader(2, lenFieldSize(kn) + lenFieldSize(vn));
-      w.stringField(1, k, kn);
-      w.stringField(2, v, vn);
+    if (m.properties !== undefined) {
+      for (const [k, v] of m.properties) {
+        const kn = lens[at++] as number;
+        const vn = lens[at++] as number;
+        w.messageHeader(2, lenFieldSize(kn) + lenFieldSize(vn));
+        w.stringField(1, k, kn);
+        w.stringField(2, v, vn);
+      }
     }
     if (m.body.byteLength > 0) w.bytesField(4, m.body);
   }
+  if (at !== nLens) throw new Error(`encodeSendRequest: wrote ${at} of ${nLens} strings`);
   if (w.pos !== total) throw new Error(`encodeSendRequest: wrote ${w.pos} of ${total} bytes`);
   return w.buf;
 }

@@ -37,13 +37,14 @@ const messageArb: fc.Arbitrary<SendWireMessage & { id: string }> = fc
   .record(
     {
       body: fc.uint8Array({ maxLength: 300 }),
-      tag: text,
+      // null: a plain JavaScript caller's "no tag", written as absent.
+      tag: fc.oneof(text, fc.constant(null)),
       keys: fc.array(text, { maxLength: 3 }),
       properties: fc.uniqueArray(fc.tuple(propKey, text), {
         maxLength: 3,
         selector: ([k]) => viaUtf8(k),
       }),
-      messageGroup: text,
+      messageGroup: fc.oneof(text, fc.constant(null)),
       id: text,
     },
     { requiredKeys: ['body', 'id'] },
@@ -83,15 +84,14 @@ describe('encodeSendRequest and decodeSendReply (send-wire.ts)', () => {
             );
             const sp = got.systemProperties;
             assert.ok(sp !== null);
-            assert.equal(sp.tag, m.tag === undefined ? undefined : viaUtf8(m.tag));
+            const tag = m.tag ?? undefined;
+            const group = m.messageGroup ?? undefined;
+            assert.equal(sp.tag, tag === undefined ? undefined : viaUtf8(tag));
             assert.deepEqual(sp.keys, (m.keys ?? []).map(viaUtf8));
             assert.equal(sp.messageId, viaUtf8(m.id));
             assert.equal(sp.bodyEncoding, 'IDENTITY');
-            assert.equal(sp.messageType, m.messageGroup === undefined ? 'NORMAL' : 'FIFO');
-            assert.equal(
-              sp.messageGroup,
-              m.messageGroup === undefined ? undefined : viaUtf8(m.messageGroup),
-            );
+            assert.equal(sp.messageType, group === undefined ? 'NORMAL' : 'FIFO');
+            assert.equal(sp.messageGroup, group === undefined ? undefined : viaUtf8(group));
             assert.equal(sp.bornHost, viaUtf8(bornHost));
             assert.deepEqual(sp.bornTimestamp, {
               seconds: Math.floor(bornTimestampMs / 1000),
@@ -102,6 +102,29 @@ describe('encodeSendRequest and decodeSendReply (send-wire.ts)', () => {
       ),
       fcParams(300),
     );
+  });
+
+  it('encodes a send larger than its scratch space (thousands of messages and keys)', () => {
+    const messages = Array.from({ length: 3000 }, (_, i) => ({
+      body: Buffer.from(`b${i}`),
+      keys: [`k${i}`, `l${i}`, `m${i}`],
+      properties: new Map([[`p${i}`, `v${i}`]]),
+      messageGroup: i % 2 === 0 ? `g${i}` : undefined,
+    }));
+    const ids = messages.map((_, i) => `id${i}`);
+    const bytes = encodeSendRequest(
+      { topic: 't', bornHost: 'h', bornTimestampMs: 0 },
+      messages,
+      ids,
+    );
+    const decoded = send.requestDeserialize(bytes) as { messages: WireMessage[] };
+    assert.equal(decoded.messages.length, 3000);
+    decoded.messages.forEach((got, i) => {
+      assert.deepEqual(got.systemProperties?.keys, [`k${i}`, `l${i}`, `m${i}`]);
+      assert.equal(got.systemProperties?.messageId, `id${i}`);
+      assert.equal(got.systemProperties?.messageGroup, i % 2 === 0 ? `g${i}` : undefined);
+      assert.deepEqual({ ...got.userProperties }, { [`p${i}`]: `v${i}` });
+    });
   });
 
   it('refuses a count of ids that does not match the messages', () => {
