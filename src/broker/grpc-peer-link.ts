@@ -20,6 +20,8 @@ import { channelOptions, type GrpcRaftTransportOptions } from './grpc-raft-trans
  */
 export interface PeerLinkCounters {
   sent: number;
+  /** `PeerBatch` messages written to Append streams (each carries one or more of `sent`). */
+  batchesSent: number;
   dropped: number;
   droppedQueueFull: number;
   droppedUnreachable: number;
@@ -37,6 +39,9 @@ export interface LinkContext {
   /** Warns (rate-limited) when a peer rejects what this node sent. */
   readonly rejectedWarn: RateLimitedWarn;
 }
+
+/** Queued elements are joined into one batch up to this many bytes; larger ones go alone. */
+export const COALESCE_BYTES_MAX = 64 * 1024;
 
 /** One Append stream and what was written to it but not yet taken by HTTP/2. */
 interface StreamState {
@@ -109,6 +114,7 @@ export class PeerLink {
       const frame = parts.length === 1 && parts[0] !== undefined ? parts[0] : Buffer.concat(parts);
       s.inflightBytes += frame.length;
       counters.sent += parts.length;
+      counters.batchesSent += 1;
       const more = s.call.write(frame, (err: Error | null | undefined) => {
         s.inflightBytes -= frame.length;
         if (err === null || err === undefined) this.onDelivered(s);
@@ -175,8 +181,14 @@ export class PeerLink {
     return this.queue.length - this.queueHead;
   }
 
+  /**
+   * The next batch: queued elements up to `messageSizeMaxBytes`, but small ones only
+   * ({@link COALESCE_BYTES_MAX} together). Joining elements copies them into a new buffer, and
+   * joining the Appends of a leader's proposals copied every entry once more per follower
+   * (`docs/performance.md`); an element that large goes out alone, as a batch of one.
+   */
   private takeBatch(): Buffer[] {
-    const maxBytes = this.ctx.options.messageSizeMaxBytes;
+    const maxBytes = Math.min(this.ctx.options.messageSizeMaxBytes, COALESCE_BYTES_MAX);
     const parts: Buffer[] = [];
     let bytes = 0;
     while (this.queueHead < this.queue.length) {

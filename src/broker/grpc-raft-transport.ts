@@ -77,6 +77,8 @@ export interface GrpcRaftTransportDeps {
  * breaks); a vote or TimeoutNow when its call was acknowledged.
  */
 export interface GrpcRaftTransportStats extends TransportStats {
+  /** `PeerBatch` messages written to Append streams (each carries one or more of `sent`). */
+  batchesSent: number;
   droppedQueueFull: number;
   droppedOversized: number;
   /** Queued for, or sent on, a connection that failed; and unary calls that failed. */
@@ -92,6 +94,7 @@ export interface GrpcRaftTransportStats extends TransportStats {
 
 const zeroStats = (): GrpcRaftTransportStats => ({
   sent: 0,
+  batchesSent: 0,
   received: 0,
   dropped: 0,
   rejected: 0,

@@ -260,6 +260,7 @@ describe('grpc raft transport', () => {
       if (message.type === 'Append') assert.equal(message.prevIndex, i);
     });
     assert.equal(sender.transport.stats().dropped, 0);
+    assert.ok(sender.transport.stats().batchesSent < total / 10, 'small appends go in batches');
     const perSecond = Math.round((total * 1000) / elapsedMs);
     console.log(
       `      ${total} appends in ${elapsedMs} ms: ${perSecond} messages/s` +
@@ -299,6 +300,7 @@ describe('grpc raft transport', () => {
     const stats = sender.transport.stats();
     assert.equal(stats.dropped, 0);
     assert.equal(stats.sent, total);
+    assert.equal(stats.batchesSent, total, 'an element over 64 KiB goes out alone, uncopied');
     assert.ok(stats.drainWaits > 0, 'write() returned false at least once');
   });
 
