@@ -3,28 +3,50 @@
  * (`SERVER_NODE_FLAGS`, src/cli/node-flags.ts), for the same reason: it moves tens of MB of
  * Buffers a second, which V8 counts against the old generation's limit, and with its small heap
  * the batched producer ran a full mark-compact about eight times a second (92 in a run,
- * `--trace-gc`), a third of its CPU. docs/client.md recommends the flag to any application
- * that sends or receives at such rates. A V8 heap flag must be given on the command line, so
- * the benchmark starts itself again with it when it is missing.
+ * `--trace-gc`), a third of its CPU. docs/client-protocol.md recommends the flag to any
+ * application that sends or receives at such rates. A V8 heap flag must be given on the command
+ * line, so the benchmark starts itself again with it when it is missing.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { SERVER_NODE_FLAGS } from '../src/cli/node-flags';
 
+/** Signals passed on to the child: it owns the servers it started and must stop them. */
+const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
 /**
- * True when this process already has the flags. Otherwise runs this script again as a child
- * with them (same arguments, output and environment), ends this process with the child's exit
- * status, and does not return.
+ * Resolves true when this process already has the flags: the caller then runs the benchmark.
+ * Otherwise runs this script again as a child with them (same arguments, output and
+ * environment; an inspector flag is not passed on, as the child could not bind the parent's
+ * port), passes it the signals this process gets, and ends this process the way the child ended:
+ * with its exit status, or by the signal that ended it. That promise never resolves.
  */
-export function ensureClientFlags(): true {
+export function ensureClientFlags(): Promise<true> {
   const missing = SERVER_NODE_FLAGS.filter((flag) => !process.execArgv.includes(flag));
-  if (missing.length === 0) return true;
+  if (missing.length === 0) return Promise.resolve(true);
   const script = process.argv[1];
   if (script === undefined) throw new Error('ensureClientFlags: no script path in argv');
-  const child = spawnSync(
+  const inherited = process.execArgv.filter((flag) => !flag.startsWith('--inspect'));
+  const child = spawn(
     process.execPath,
-    [...process.execArgv, ...missing, script, ...process.argv.slice(2)],
+    [...inherited, ...missing, script, ...process.argv.slice(2)],
     { stdio: 'inherit' },
   );
-  if (child.error !== undefined) throw child.error;
-  process.exit(child.status ?? 1);
+  const forward = (signal: NodeJS.Signals): void => {
+    child.kill(signal);
+  };
+  for (const signal of FORWARDED) process.on(signal, forward);
+  return new Promise<true>(() => {
+    child.once('error', (err) => {
+      console.error(`could not start the benchmark with ${missing.join(' ')}: ${err.message}`);
+      process.exit(1);
+    });
+    child.once('exit', (code, signal) => {
+      for (const s of FORWARDED) process.off(s, forward);
+      if (signal === null) process.exit(code ?? 1);
+      // Ends this process by the same signal (its default action), or, if that does not end
+      // it, with a failure status once nothing is left to run.
+      process.exitCode = 1;
+      process.kill(process.pid, signal);
+    });
+  });
 }

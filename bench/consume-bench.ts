@@ -422,11 +422,12 @@ async function main(): Promise<void> {
 // process.exit: the official PushConsumer's consume service opens a file logger whose flush
 // timer is never cleared, so the process would not end by itself. On Linux, stdout to a file or
 // pipe is written synchronously, so nothing printed is lost.
-ensureClientFlags();
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+void ensureClientFlags()
+  .then(main)
+  .then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );

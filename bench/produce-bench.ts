@@ -358,11 +358,12 @@ async function main(): Promise<void> {
 
 // process.exit: a failed official-client shutdown leaves gRPC channels open (see stopClients).
 // On Linux, stdout to a file or pipe is written synchronously, so nothing printed is lost.
-ensureClientFlags();
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+void ensureClientFlags()
+  .then(main)
+  .then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );

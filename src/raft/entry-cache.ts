@@ -82,7 +82,7 @@ export class EntryCache {
    * here, and on a leader matched by every follower). Held on until the byte bound pushed them
    * out, every entry outlived two scavenges, so its buffer was promoted and freed only by a full
    * collection: V8 counts those buffers as external memory and ran a mark-compact for every
-   * 64 MB of them (`docs/performance.md`).
+   * 64 MB of them (`docs/performance.md`, "What starts a full collection").
    */
   releaseThrough(index: number): void {
     while (this.entries.length > this.head) {
@@ -115,7 +115,7 @@ export class EntryCache {
       this.entries = this.entries.slice(this.head);
       this.head = 0;
     }
-    if (this.entries.length === this.head) this.clear();
+    if (this.head > 0 && this.entries.length === this.head) this.clear();
   }
 
   private clear(): void {

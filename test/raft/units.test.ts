@@ -77,7 +77,7 @@ describe('raft entry cache', () => {
     index: asLogIndex(index), term: asTerm(1), type: 'normal', data: new Uint8Array(size),
   });
 
-  it('stays contiguous and within its byte bound, keeping the newest entries', () => {
+  it('holds exactly what a model of appends, evictions, truncations and releases holds', () => {
     fc.assert(fc.property(fc.integer({ min: 0, max: 400 }),
       fc.array(fc.oneof(
         fc.record({ append: fc.array(fc.nat(60), { minLength: 1, maxLength: 4 }) }),
@@ -87,39 +87,43 @@ describe('raft entry cache', () => {
         fc.record({ releaseBack: fc.nat(8) }),
       ), { maxLength: 40 }), (bytesMax, ops) => {
         const cache = new EntryCache(bytesMax);
+        // The model: what the cache holds, oldest first (it always ends at `last` or is empty).
+        let model: Entry[] = [];
         let last = 0;
-        // The lowest index the cache may hold: entries before it were released (a truncation
-        // lowers it, as the entries appended after it are new ones).
-        let floor = 1;
+        const modelBytes = (): number => model.reduce((n, e) => n + entrySizeBytes(e), 0);
+        const appendToModel = (entries: Entry[]): void => {
+          model.push(...entries);
+          while (model.length > 0 && modelBytes() > bytesMax) model.shift();
+        };
         for (const o of ops) {
           if ('releaseBack' in o) {
             cache.releaseThrough(last - o.releaseBack);
-            floor = Math.max(floor, last - o.releaseBack + 1);
+            model = model.filter((e) => e.index > last - o.releaseBack);
           } else if ('append' in o) {
-            cache.append(o.append.map((size, i) => entry(last + 1 + i, size)));
+            const entries = o.append.map((size, i) => entry(last + 1 + i, size));
+            cache.append(entries);
+            appendToModel(entries);
             last += o.append.length;
           } else if ('appendMany' in o) {
-            for (let i = 0; i < o.appendMany; i++) cache.append([entry(last + 1 + i, i % 7)]);
+            for (let i = 0; i < o.appendMany; i++) {
+              const one = [entry(last + 1 + i, i % 7)];
+              cache.append(one);
+              appendToModel(one);
+            }
             last += o.appendMany;
           } else {
             last = Math.max(0, last - o.truncateBack);
             cache.truncateFrom(last + 1);
-            floor = Math.min(floor, last + 1);
+            model = model.filter((e) => e.index <= last);
           }
           assert.ok(cache.bytes <= bytesMax);
-          const first = cache.firstIndex();
-          if (first === undefined) {
-            assert.equal(cache.bytes, 0);
-            continue;
-          }
-          assert.ok(first >= floor, `released entries stay out (first ${first}, floor ${floor})`);
-          assert.equal(cache.lastIndex(), last, 'the newest entry is kept if it fits');
-          let bytes = 0;
-          for (let i = first; i <= last; i++) {
-            bytes += entrySizeBytes(cache.get(i) ?? assert.fail());
-          }
-          assert.equal(bytes, cache.bytes);
+          assert.equal(cache.bytes, modelBytes());
+          assert.equal(cache.firstIndex(), model[0]?.index);
+          assert.equal(cache.lastIndex(), model[model.length - 1]?.index);
+          for (const e of model) assert.equal(cache.get(e.index), e);
+          const first = model[0]?.index ?? last + 1;
           assert.equal(cache.get(first - 1), undefined);
+          assert.equal(cache.get(last + 1), undefined);
         }
       }));
   });
