@@ -50,3 +50,21 @@ export function ensureClientFlags(): Promise<true> {
     });
   });
 }
+
+/**
+ * Runs a benchmark's `main` in a process with the flags ({@link ensureClientFlags}), then ends
+ * the process: 0 when `main` resolved, 1 (the error printed) when it failed. The benchmarks end
+ * by `process.exit` because clients they used can leave handles open (see each caller); stdout to
+ * a file or pipe is written synchronously on Linux, so nothing printed is lost.
+ */
+export function runWithClientFlags(main: () => Promise<unknown>): void {
+  void ensureClientFlags()
+    .then(main)
+    .then(
+      () => process.exit(0),
+      (err: unknown) => {
+        console.error(err);
+        process.exit(1);
+      },
+    );
+}

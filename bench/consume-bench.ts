@@ -53,7 +53,7 @@ import {
   type Round,
 } from './consume-round';
 import { percentile, tableRow } from './produce-load';
-import { ensureClientFlags } from './client-flags';
+import { runWithClientFlags } from './client-flags';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -422,12 +422,4 @@ async function main(): Promise<void> {
 // process.exit: the official PushConsumer's consume service opens a file logger whose flush
 // timer is never cleared, so the process would not end by itself. On Linux, stdout to a file or
 // pipe is written synchronously, so nothing printed is lost.
-void ensureClientFlags()
-  .then(main)
-  .then(
-    () => process.exit(0),
-    (err: unknown) => {
-      console.error(err);
-      process.exit(1);
-    },
-  );
+runWithClientFlags(main);

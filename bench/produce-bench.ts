@@ -40,7 +40,7 @@ import {
   type ClosedLoopSpec,
   type LoadResult,
 } from './produce-load';
-import { ensureClientFlags } from './client-flags';
+import { runWithClientFlags } from './client-flags';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -358,12 +358,4 @@ async function main(): Promise<void> {
 
 // process.exit: a failed official-client shutdown leaves gRPC channels open (see stopClients).
 // On Linux, stdout to a file or pipe is written synchronously, so nothing printed is lost.
-void ensureClientFlags()
-  .then(main)
-  .then(
-    () => process.exit(0),
-    (err: unknown) => {
-      console.error(err);
-      process.exit(1);
-    },
-  );
+runWithClientFlags(main);
