@@ -55,14 +55,16 @@ export interface SendWireCommon {
 let lensScratch = new Int32Array(4096);
 let sizesScratch = new Int32Array(2 * 256);
 
-function growScratch(lensNeeded: number, messages: number): void {
-  if (lensNeeded > lensScratch.length) {
-    const grown = new Int32Array(Math.max(lensNeeded, 2 * lensScratch.length));
-    grown.set(lensScratch);
-    lensScratch = grown;
-  }
-  if (2 * messages > sizesScratch.length) sizesScratch = new Int32Array(2 * messages);
+/** Grows the lengths scratch to hold `needed`, keeping what it holds. */
+function ensureLens(needed: number): void {
+  if (needed <= lensScratch.length) return;
+  const grown = new Int32Array(Math.max(needed, 2 * lensScratch.length));
+  grown.set(lensScratch);
+  lensScratch = grown;
 }
+
+/** The keys of a message without any. */
+const NO_KEYS: readonly string[] = Object.freeze([]);
 
 /**
  * The bytes of a SendMessageRequest of `messages` with ids `ids` (one per message). Throws on
@@ -86,16 +88,15 @@ export function encodeSendRequest(
     varintFieldSize(TYPE_NORMAL) +
     lenFieldSize(born.size) +
     (hostLen > 0 ? lenFieldSize(hostLen) : 0);
-  growScratch(0, messages.length);
+  if (2 * messages.length > sizesScratch.length) sizesScratch = new Int32Array(2 * messages.length);
   let nLens = 0;
   let total = 0;
   for (let i = 0; i < messages.length; i++) {
     const m = messages[i] as SendWireMessage;
-    const keys = m.keys;
-    const keyCount = keys === undefined ? 0 : keys.length;
+    const keys = m.keys ?? NO_KEYS;
     const properties = m.properties;
     // At most: tag, keys, id, group, and a key and value per property.
-    growScratch(nLens + keyCount + 3 + 2 * (properties === undefined ? 0 : properties.size), 0);
+    ensureLens(nLens + keys.length + 3 + 2 * (properties === undefined ? 0 : properties.size));
     const lens = lensScratch;
     let sysSize = sysCommon;
     if (m.tag !== undefined && m.tag !== null) {
@@ -103,8 +104,8 @@ export function encodeSendRequest(
       lens[nLens++] = n;
       sysSize += lenFieldSize(n);
     }
-    for (let k = 0; k < keyCount; k++) {
-      const n = utf8Length((keys as readonly string[])[k] as string);
+    for (let k = 0; k < keys.length; k++) {
+      const n = utf8Length(keys[k] as string);
       lens[nLens++] = n;
       sysSize += lenFieldSize(n);
     }
@@ -136,16 +137,13 @@ export function encodeSendRequest(
   let at = 0;
   for (let i = 0; i < messages.length; i++) {
     const m = messages[i] as SendWireMessage;
-    const keys = m.keys;
-    const keyCount = keys === undefined ? 0 : keys.length;
+    const keys = m.keys ?? NO_KEYS;
     w.messageHeader(1, sizesScratch[2 * i + 1] as number);
     w.messageHeader(1, topicSize);
     w.stringField(2, common.topic, topicLen);
     w.messageHeader(3, sizesScratch[2 * i] as number);
     if (m.tag !== undefined && m.tag !== null) w.stringField(1, m.tag, lens[at++] as number);
-    for (let k = 0; k < keyCount; k++) {
-      w.stringField(2, (keys as readonly string[])[k] as string, lens[at++] as number);
-    }
+    for (let k = 0; k < keys.length; k++) w.stringField(2, keys[k] as string, lens[at++] as number);
     const idLen = lens[at++] as number;
     if (idLen > 0) w.stringField(3, ids[i] as string, idLen);
     const fifo = m.messageGroup !== undefined && m.messageGroup !== null;

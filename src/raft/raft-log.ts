@@ -357,8 +357,8 @@ export class RaftLog {
   }
 
   /**
-   * Nobody needs entries up to `index` from memory any more (a leader passes the lowest match
-   * of its followers); the cache keeps those not yet applied here in any case.
+   * No other node will ask for entries up to `index` (a leader passes the lowest match of its
+   * followers); those applied here as well leave the cache.
    */
   releaseCached(index: number): void {
     this.cache.releaseThrough(Math.min(index, this.applied));

@@ -336,7 +336,7 @@ export class RaftNode {
     core.log.appliedAll();
     this.outstanding = null;
     if (core.role === 'leader' && maybeCommit(core)) afterLeaderCommit(core);
-    core.log.releaseCached(core.role === 'leader' ? lowestMatch(core) : core.log.applied);
+    core.log.releaseCached(heldByOthers(core));
   }
 
   /**
@@ -350,9 +350,13 @@ export class RaftNode {
   }
 }
 
-/** The lowest index every follower of a leader is known to hold (lastIndex with none). */
-function lowestMatch(core: RaftCore): number {
+/**
+ * The last index no other node may ask this one for: on a leader the lowest match of its
+ * followers; on any other node (it serves nobody) its whole log.
+ */
+function heldByOthers(core: RaftCore): number {
   let lowest = core.log.lastIndex();
+  if (core.role !== 'leader') return lowest;
   for (const progress of core.progress.values()) lowest = Math.min(lowest, progress.match);
   return lowest;
 }
