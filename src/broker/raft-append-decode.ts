@@ -73,11 +73,18 @@ const NOT_FAST = -1;
 
 /** A read position in `buf`, bounded by `end`. */
 class Cursor {
+  /** `buf.buffer` and `buf.byteOffset`, read once: V8 does not inline those getters. */
+  readonly arrayBuffer: ArrayBufferLike;
+  readonly byteOffset: number;
+
   constructor(
     readonly buf: Buffer,
     public pos: number,
     public end: number,
-  ) {}
+  ) {
+    this.arrayBuffer = buf.buffer;
+    this.byteOffset = buf.byteOffset;
+  }
 
   /** An unsigned varint below 2^53, or NOT_FAST (truncated, too long or too large). */
   varint(): number {
@@ -146,7 +153,7 @@ function readEntry(c: Cursor): Entry | undefined {
     if (field === ENTRY_DATA && wireType === WIRE_DELIMITED) {
       const length = c.length();
       if (length === NOT_FAST) return undefined;
-      data = new Uint8Array(c.buf.buffer, c.buf.byteOffset + c.pos, length);
+      data = new Uint8Array(c.arrayBuffer, c.byteOffset + c.pos, length);
       c.pos += length;
     } else if (field >= ENTRY_INDEX && field <= ENTRY_TYPE && wireType === WIRE_VARINT) {
       const value = c.varint();

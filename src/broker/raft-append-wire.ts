@@ -12,6 +12,7 @@
  * numbers below must follow `raft.proto`.
  */
 import { unreachable } from '../common/assert';
+import { copyBytes } from '../common/bytes';
 import { RaftmqError } from '../common/errors';
 import type { AppendMessage, EntryType } from '../raft/types';
 
@@ -128,9 +129,10 @@ export function encodeFramedAppend(group: string, message: AppendMessage): Buffe
     out[at++] = TAG.entryType;
     at = writeVarint(out, at, wireEntryType(entry.type));
     out[at++] = TAG.entryData;
-    at = writeVarint(out, at, entry.data.byteLength);
-    out.set(entry.data, at);
-    at += entry.data.byteLength;
+    const data = entry.data;
+    at = writeVarint(out, at, data.length);
+    copyBytes(out, data, at);
+    at += data.length;
   }
   out[at++] = TAG.appendCommit;
   at = writeVarint(out, at, message.commit);
@@ -143,7 +145,7 @@ function entryBytes(entry: AppendMessage['entries'][number]): number {
     scalarBytes(entry.index) +
     scalarBytes(entry.term) +
     scalarBytes(wireEntryType(entry.type)) +
-    delimitedBytes(entry.data.byteLength)
+    delimitedBytes(entry.data.length)
   );
 }
 

@@ -11,6 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { systemClock, systemScheduler } from '../common/clock';
+import { writeU32LE, writeU64LE } from '../common/bytes';
 import { crc32c, crc32cSmall } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
 import { componentLogger, type Logger } from '../common/logger';
@@ -43,19 +44,14 @@ export function entryChecksum(
   payload: Uint8Array,
 ): number {
   const header = scratchHeader;
-  writeU64(header, index, 0);
-  writeU64(header, term, 8);
-  header.writeUInt8(type, 16);
+  writeU64LE(header, 0, index);
+  writeU64LE(header, 8, term);
+  header[16] = type;
   return crc32c(payload, crc32cSmall(header, 0, HEADER_BYTES));
 }
 
 /** Reused by {@link entryChecksum} (single-threaded, never held across an await). */
 const scratchHeader = Buffer.alloc(HEADER_BYTES);
-
-function writeU64(buf: Buffer, value: number, offset: number): void {
-  buf.writeUInt32LE(value % 2 ** 32, offset);
-  buf.writeUInt32LE(Math.floor(value / 2 ** 32), offset + 4);
-}
 
 /**
  * The trivial state machine: applied entries counted and chained into a running checksum
@@ -91,8 +87,8 @@ export class AppliedDigest {
         throw new RaftmqError('INTERNAL', `applied ${entry.index} after ${this.applied}`);
       }
       const checksum = entryChecksum(entry.index, entry.term, entry.type, entry.payload);
-      this.pair.writeUInt32LE(this.running, 0);
-      this.pair.writeUInt32LE(checksum, 4);
+      writeU32LE(this.pair, 0, this.running);
+      writeU32LE(this.pair, 4, checksum);
       this.running = crc32cSmall(this.pair, 0, 8);
       this.applied = entry.index;
       if (entry.type === EntryType.NORMAL) this.normalCount += 1;

@@ -196,7 +196,7 @@ export class RaftNode {
     if (core.role !== 'leader') return this.refuse('NOT_LEADER', 'not the leader');
     if (core.transferee !== null) return this.refuse('BUSY', 'leadership transfer in progress');
     let bytes = 0;
-    for (const data of payloads) bytes += data.byteLength + ENTRY_OVERHEAD_BYTES;
+    for (const data of payloads) bytes += data.length + ENTRY_OVERHEAD_BYTES;
     const uncommittedBytes = core.uncommittedBytes;
     if (uncommittedBytes > 0 && uncommittedBytes + bytes > this.config.uncommittedBytesMax) {
       return this.refuse('BUSY', 'too many uncommitted bytes');

@@ -87,14 +87,15 @@ export class CommitLogWriter {
       }
       if (!isEntryType(e.type))
         throw new RaftmqError('INVALID_ARGUMENT', `append: bad entry type ${String(e.type)}`);
-      if (e.payload.byteLength > options.payloadMaxBytes) {
+      const payloadBytes = e.payload.length;
+      if (payloadBytes > options.payloadMaxBytes) {
         throw new RaftmqError(
           'RECORD_TOO_LARGE',
-          `entry ${e.index}: payload of ${e.payload.byteLength} bytes exceeds ${options.payloadMaxBytes}`,
-          { details: { index: e.index, sizeBytes: e.payload.byteLength } },
+          `entry ${e.index}: payload of ${payloadBytes} bytes exceeds ${options.payloadMaxBytes}`,
+          { details: { index: e.index, sizeBytes: payloadBytes } },
         );
       }
-      bytes += RECORD_HEADER_BYTES + e.payload.byteLength;
+      bytes += RECORD_HEADER_BYTES + payloadBytes;
       term = e.term;
       expected++;
     }
@@ -115,7 +116,7 @@ export class CommitLogWriter {
 
   private encode(e: LogEntry): void {
     const s = this.s;
-    const size = RECORD_HEADER_BYTES + e.payload.byteLength;
+    const size = RECORD_HEADER_BYTES + e.payload.length;
     const segSize = s.options.segmentSizeBytes;
     let segStart = Math.floor(s.endPos / segSize) * segSize;
     if (s.endPos - segStart + size > segSize) {
@@ -133,7 +134,7 @@ export class CommitLogWriter {
       !chunk ||
       chunk.segmentStart !== segStart ||
       chunk.position + chunk.used !== s.endPos ||
-      chunk.used + size > chunk.buf.byteLength
+      chunk.used + size > chunk.buf.length
     ) {
       chunk = {
         segmentStart: segStart,

@@ -16,6 +16,7 @@
  */
 import * as path from 'node:path';
 import type { Disk } from './disk';
+import { readU32BE, writeU32BE } from '../common/bytes';
 import { crc32cSmall } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
 import { assert } from '../common/assert';
@@ -46,9 +47,9 @@ export function encodeIndexRecord(
   r: Omit<IndexRecord, 'index'>,
 ): void {
   writeU64(buf, offset, r.position);
-  buf.writeUInt32BE(r.sizeBytes, offset + 8);
+  writeU32BE(buf, offset + 8, r.sizeBytes);
   writeU64(buf, offset + 12, r.term);
-  buf.writeUInt32BE(crc32cSmall(buf, offset, offset + 20), offset + 20);
+  writeU32BE(buf, offset + 20, crc32cSmall(buf, offset, offset + 20));
 }
 
 /** Decodes a record; undefined when its CRC fails or it is all zero (never written). */
@@ -57,9 +58,9 @@ export function decodeIndexRecord(
   offset: number,
   index: number,
 ): IndexRecord | undefined {
-  const crc = buf.readUInt32BE(offset + 20);
+  const crc = readU32BE(buf, offset + 20);
   if (crc !== crc32cSmall(buf, offset, offset + 20)) return undefined;
-  const sizeBytes = buf.readUInt32BE(offset + 8);
+  const sizeBytes = readU32BE(buf, offset + 8);
   if (sizeBytes === 0) return undefined;
   return { index, position: readU64(buf, offset), sizeBytes, term: readU64(buf, offset + 12) };
 }
@@ -239,7 +240,7 @@ export class EntryIndex {
       for (let k = 0; k < n; k++) {
         const at = k * INDEX_RECORD_BYTES;
         out.positions[done + k] = readU64(buf, at);
-        out.sizes[done + k] = buf.readUInt32BE(at + 8);
+        out.sizes[done + k] = readU32BE(buf, at + 8);
         out.terms[done + k] = readU64(buf, at + 12);
       }
       done += n;

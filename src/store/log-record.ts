@@ -14,12 +14,19 @@
  *
  * All numbers are big-endian. u64 fields hold safe integers (< 2^53).
  */
+import {
+  bufferView,
+  copyBytes,
+  readU32BE,
+  readU64BE as readU64,
+  writeU32BE,
+  writeU64BE as writeU64,
+} from '../common/bytes';
 import { crc32c, crc32cSmall } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
 
 export const RECORD_MAGIC = 0x524d5131;
 export const RECORD_HEADER_BYTES = 32;
-const TWO_32 = 0x1_0000_0000;
 
 /** Raft entry kinds as stored. */
 export const EntryType = Object.freeze({ NOOP: 0, NORMAL: 1, CONFIG: 2 } as const);
@@ -44,34 +51,25 @@ export function recordSizeBytes(payloadBytes: number): number {
   return RECORD_HEADER_BYTES + payloadBytes;
 }
 
-function writeU64(buf: Buffer, offset: number, value: number): void {
-  buf.writeUInt32BE(Math.floor(value / TWO_32), offset);
-  buf.writeUInt32BE(value >>> 0, offset + 4);
-}
-
-function readU64(buf: Buffer, offset: number): number {
-  return buf.readUInt32BE(offset) * TWO_32 + buf.readUInt32BE(offset + 4);
-}
-
 /** Writes the record for `entry` at `buf[offset..]`; returns its size. */
 export function encodeRecordInto(entry: LogEntry, buf: Buffer, offset: number): number {
-  const length = entry.payload.byteLength;
-  buf.writeUInt32BE(RECORD_MAGIC, offset);
-  buf.writeUInt32BE(length, offset + 4);
+  const length = entry.payload.length;
+  writeU32BE(buf, offset, RECORD_MAGIC);
+  writeU32BE(buf, offset + 4, length);
   buf[offset + 12] = entry.type;
   buf[offset + 13] = 0;
   buf[offset + 14] = 0;
   buf[offset + 15] = 0;
   writeU64(buf, offset + 16, entry.term);
   writeU64(buf, offset + 24, entry.index);
-  buf.set(entry.payload, offset + RECORD_HEADER_BYTES);
-  buf.writeUInt32BE(recordCrc(buf, offset, length), offset + 8);
+  copyBytes(buf, entry.payload, offset + RECORD_HEADER_BYTES);
+  writeU32BE(buf, offset + 8, recordCrc(buf, offset, length));
   return RECORD_HEADER_BYTES + length;
 }
 
 function recordCrc(buf: Buffer, offset: number, payloadBytes: number): number {
   const head = crc32cSmall(buf, offset + 4, offset + 8);
-  return crc32c(buf.subarray(offset + 12, offset + RECORD_HEADER_BYTES + payloadBytes), head);
+  return crc32c(bufferView(buf, offset + 12, offset + RECORD_HEADER_BYTES + payloadBytes), head);
 }
 
 /** Where a record was read from, for error messages. */
@@ -102,15 +100,15 @@ export function checkRecord(
 ): RecordCheck {
   if (end - offset < RECORD_HEADER_BYTES)
     return { ok: false, reason: 'header cut short', short: true };
-  if (buf.readUInt32BE(offset) !== RECORD_MAGIC)
+  if (readU32BE(buf, offset) !== RECORD_MAGIC)
     return { ok: false, reason: 'bad magic', short: false };
-  const length = buf.readUInt32BE(offset + 4);
+  const length = readU32BE(buf, offset + 4);
   if (length > payloadMaxBytes)
     return { ok: false, reason: `length ${length} too large`, short: false };
   if (end - offset < RECORD_HEADER_BYTES + length) {
     return { ok: false, reason: 'payload cut short', short: true };
   }
-  if (buf.readUInt32BE(offset + 8) !== recordCrc(buf, offset, length)) {
+  if (readU32BE(buf, offset + 8) !== recordCrc(buf, offset, length)) {
     return { ok: false, reason: 'CRC32C mismatch', short: false };
   }
   const type = buf[offset + 12] ?? -1;
@@ -123,7 +121,7 @@ export function checkRecord(
   const start = offset + RECORD_HEADER_BYTES;
   return {
     ok: true,
-    entry: { index, term, type, payload: buf.subarray(start, start + length) },
+    entry: { index, term, type, payload: bufferView(buf, start, start + length) },
     sizeBytes: RECORD_HEADER_BYTES + length,
   };
 }
@@ -155,7 +153,7 @@ export function peekHeader(
   offset: number,
 ): { index: number; term: number; length: number } {
   return {
-    length: buf.readUInt32BE(offset + 4),
+    length: readU32BE(buf, offset + 4),
     term: readU64(buf, offset + 16),
     index: readU64(buf, offset + 24),
   };
