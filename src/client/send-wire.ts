@@ -127,7 +127,8 @@ export function encodeSendRequest(
         size += lenFieldSize(lenFieldSize(kn) + lenFieldSize(vn));
       }
     }
-    if (m.body.byteLength > 0) size += lenFieldSize(m.body.byteLength);
+    const bodyBytes = m.body.length;
+    if (bodyBytes > 0) size += lenFieldSize(bodyBytes);
     sizesScratch[2 * i] = sysSize;
     sizesScratch[2 * i + 1] = size;
     total += lenFieldSize(size);
@@ -167,7 +168,7 @@ export function encodeSendRequest(
         w.stringField(2, v, vn);
       }
     }
-    if (m.body.byteLength > 0) w.bytesField(4, m.body);
+    if (m.body.length > 0) w.bytesField(4, m.body);
   }
   if (at !== nLens) throw new Error(`encodeSendRequest: wrote ${at} of ${nLens} strings`);
   if (w.pos !== total) throw new Error(`encodeSendRequest: wrote ${w.pos} of ${total} bytes`);

@@ -16,9 +16,14 @@
  * `noAssert` once did: callers check lengths before they read.
  */
 
-const u8Set = Uint8Array.prototype.set;
-// eslint-disable-next-line @typescript-eslint/unbound-method
-const bufferSubarray = Buffer.prototype.subarray;
+// Called through `.call` with their receiver; `Buffer.prototype` is untyped, so the Buffer method
+// is taken from an instance (Node.js gives Buffer its own `subarray`).
+const u8Set: (this: Uint8Array, src: ArrayLike<number>, offset: number) => void =
+  // eslint-disable-next-line @typescript-eslint/unbound-method
+  Uint8Array.prototype.set;
+const bufferSubarray: (this: Buffer, start: number, end: number) => Buffer =
+  // eslint-disable-next-line @typescript-eslint/unbound-method
+  Buffer.alloc(0).subarray;
 
 const TWO_32 = 2 ** 32;
 
@@ -44,7 +49,12 @@ export function readU32LE(b: Uint8Array, o: number): number {
   );
 }
 
-/** Stores the low 32 bits of `v`, big-endian. */
+/** 4 big-endian bytes as a signed 32-bit integer. */
+export function readI32BE(b: Uint8Array, o: number): number {
+  return ((b[o] ?? 0) << 24) | ((b[o + 1] ?? 0) << 16) | ((b[o + 2] ?? 0) << 8) | (b[o + 3] ?? 0);
+}
+
+/** Stores the low 32 bits of `v` (two's complement for a negative one), big-endian. */
 export function writeU32BE(b: Uint8Array, o: number, v: number): void {
   b[o] = v >>> 24;
   b[o + 1] = v >>> 16;

@@ -4,6 +4,7 @@
  * for embedded messages. Errors throw plain Errors; each caller decides what they become (a
  * failed call in the SDK, a BAD_REQUEST answer in the broker).
  */
+import { bufferView } from './bytes';
 
 /** Wire types. */
 export const WIRE_VARINT = 0;
@@ -130,7 +131,7 @@ export class Reader {
     if (len > this.end - this.pos) throw new Error('length-delimited field runs past its end');
     const start = this.pos;
     this.pos += len;
-    return this.buf.subarray(start, this.pos);
+    return bufferView(this.buf, start, this.pos);
   }
 
   /**

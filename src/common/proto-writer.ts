@@ -4,6 +4,7 @@
  * one buffer written in order. Tags here are below 16 (one byte) unless a caller writes a
  * two-byte tag itself.
  */
+import { copyBytes } from './bytes';
 
 /** Wire types. */
 export const VARINT = 0;
@@ -110,9 +111,10 @@ export class Writer {
 
   bytesField(field: number, b: Uint8Array): void {
     this.tag(field, LEN);
-    this.varint(b.byteLength);
-    this.buf.set(b, this.pos);
-    this.pos += b.byteLength;
+    const len = b.length;
+    this.varint(len);
+    copyBytes(this.buf, b, this.pos);
+    this.pos += len;
   }
 
   /** A length-delimited field holding `src[start, start + len)` (UTF-8 text or bytes). */
@@ -130,7 +132,7 @@ export class Writer {
     if (len <= SHORT_COPY_MAX) {
       for (let i = start; i < start + len; i++) buf[pos++] = src[i] ?? 0;
     } else {
-      buf.set(src.subarray(start, start + len), pos);
+      copyBytes(buf, new Uint8Array(src.buffer, src.byteOffset + start, len), pos);
       pos += len;
     }
     this.pos = pos;

@@ -12,11 +12,11 @@
  * between neighbours. Files are named by the 20-digit starting byte offset.
  */
 import * as path from 'node:path';
+import { readI32BE, readU32BE, readU64BE, writeU32BE, writeU64BE } from '../common/bytes';
 import type { FileCache } from './file-cache';
 import { fileName20 } from './entry-index';
 
 export const CQ_RECORD_BYTES = 20;
-const TWO_32 = 2 ** 32;
 
 /** One record, as read back. */
 export interface CqRecord {
@@ -42,18 +42,17 @@ export function encodeRecord(
   sizeBytes: number,
   tag: number,
 ): void {
-  buf.writeUInt32BE(Math.floor(position / TWO_32), at);
-  buf.writeUInt32BE(position >>> 0, at + 4);
-  buf.writeInt32BE(sizeBytes, at + 8);
-  buf.writeInt32BE(tag < 0 ? -1 : 0, at + 12);
-  buf.writeInt32BE(tag, at + 16);
+  writeU64BE(buf, at, position);
+  writeU32BE(buf, at + 8, sizeBytes);
+  writeU32BE(buf, at + 12, tag < 0 ? -1 : 0);
+  writeU32BE(buf, at + 16, tag);
 }
 
 /** Why the record at `buf[at..]` is malformed (ignoring its neighbours); undefined when fine. */
 export function recordFault(buf: Buffer, at: number): string | undefined {
-  if (buf.readUInt32BE(at) >= 2 ** 21) return 'position beyond 2^53';
-  if (buf.readInt32BE(at + 8) <= 0) return 'size not positive';
-  if (buf.readInt32BE(at + 12) !== (buf.readInt32BE(at + 16) < 0 ? -1 : 0)) {
+  if (readU32BE(buf, at) >= 2 ** 21) return 'position beyond 2^53';
+  if (readI32BE(buf, at + 8) <= 0) return 'size not positive';
+  if (readI32BE(buf, at + 12) !== (readI32BE(buf, at + 16) < 0 ? -1 : 0)) {
     return 'tag hash not a sign-extended int32';
   }
   return undefined;
@@ -85,7 +84,7 @@ export function neighbourFault(
 
 /** The CommitLog position the record at `buf[at..]` holds. */
 export function positionOf(buf: Buffer, at: number): number {
-  return buf.readUInt32BE(at) * TWO_32 + buf.readUInt32BE(at + 4);
+  return readU64BE(buf, at);
 }
 
 /** Reads until `length` bytes or end of file; returns bytes read. */

@@ -19,6 +19,7 @@
  * their own checkpoint, and the entries after that checkpoint are indexed again on open.
  */
 import { assert } from '../common/assert';
+import { writeU32BE, writeU64BE } from '../common/bytes';
 import { RaftmqError } from '../common/errors';
 import { intInRange, resolveOptions } from '../common/options';
 import {
@@ -159,19 +160,13 @@ function encodeLocationInto(
   assert(b.length === LOCATION_SIZE_BYTES, 'a location buffer holds exactly one location');
   // u64 fields as two u32 words: a BigInt write costs several times more, per message applied.
   b[0] = LOCATION_FORMAT_V1;
-  writeU64(b, 1, position);
-  b.writeUInt32BE(sizeBytes, 9);
-  writeU64(b, 13, storeTimestampMs);
+  writeU64BE(b, 1, position);
+  writeU32BE(b, 9, sizeBytes);
+  writeU64BE(b, 13, storeTimestampMs);
 }
 
 /** Bytes of one stored location. */
 export const MESSAGE_LOCATION_BYTES = LOCATION_SIZE_BYTES;
-
-/** A safe non-negative integer as u64 big-endian at `at`. */
-function writeU64(b: Buffer, at: number, value: number): void {
-  b.writeUInt32BE(Math.floor(value / U32_LIMIT), at);
-  b.writeUInt32BE(value >>> 0, at + 4);
-}
 
 function assertLocation(position: number, sizeBytes: number, storeTimestampMs: number): void {
   assert(Number.isSafeInteger(position) && position >= 0, () => `bad position ${position}`);

@@ -12,6 +12,7 @@
  * The first byte names the kind of every NORMAL entry payload; the broker's state machine owns
  * the other kinds (configuration, offsets, consumption state).
  */
+import { bufferView, readU32BE } from '../common/bytes';
 import { RaftmqError } from '../common/errors';
 import {
   type MessageIndexFields,
@@ -84,25 +85,25 @@ export function decodeMessageBatch(
   const bad = (why: string): RaftmqError =>
     new RaftmqError('CORRUPT_RECORD', `message batch ${why}`, { details: { ...context } });
   if (!isMessageBatch(buf)) throw bad('has no message header');
-  const count = buf.readUInt32BE(1);
+  const count = readU32BE(buf, 1);
   const out: BatchedMessage[] = [];
   let offset = MESSAGE_BATCH_HEADER_BYTES;
   for (let i = 0; i < count; i++) {
     // The message's total size is at byte 1 of its own header (message-format.ts).
-    if (offset + 5 > buf.byteLength) throw bad(`ends after ${i} of ${count} messages`);
-    const sizeBytes = buf.readUInt32BE(offset + 1);
-    if (sizeBytes < 5 || offset + sizeBytes > buf.byteLength) {
+    if (offset + 5 > buf.length) throw bad(`ends after ${i} of ${count} messages`);
+    const sizeBytes = readU32BE(buf, offset + 1);
+    if (sizeBytes < 5 || offset + sizeBytes > buf.length) {
       throw bad(`message ${i} claims ${sizeBytes} bytes past the payload`);
     }
     const at = context.position === undefined ? undefined : context.position + offset;
-    const message = decodeMessage(buf.subarray(offset, offset + sizeBytes), {
+    const message = decodeMessage(bufferView(buf, offset, offset + sizeBytes), {
       file: context.file,
       position: at,
     });
     out.push({ offset, sizeBytes, message });
     offset += sizeBytes;
   }
-  if (offset !== buf.byteLength) throw bad(`has ${buf.byteLength - offset} trailing bytes`);
+  if (offset !== buf.length) throw bad(`has ${buf.length - offset} trailing bytes`);
   return out;
 }
 
@@ -124,24 +125,25 @@ export function readMessageBatchIndexFields(
   const bad = (why: string): RaftmqError =>
     new RaftmqError('CORRUPT_RECORD', `message batch ${why}`, { details: { ...context } });
   if (!isMessageBatch(buf)) throw bad('has no message header');
-  const count = buf.readUInt32BE(1);
+  const count = readU32BE(buf, 1);
   // Every message takes more than 5 bytes, so a count beyond this is corrupt before allocating.
-  if (count > buf.byteLength / 5) throw bad(`claims ${count} messages in ${buf.byteLength} bytes`);
+  const payloadBytes = buf.length;
+  if (count > payloadBytes / 5) throw bad(`claims ${count} messages in ${payloadBytes} bytes`);
   const out = new Array<MessageIndexFields>(count);
   const verifyCrc = !ENCODED_HERE.has(payload);
   // One context for every message: it is read only when a record is found corrupt, at once.
   const at: { file?: string; position?: number } = { file: context.file };
   let offset = MESSAGE_BATCH_HEADER_BYTES;
   for (let i = 0; i < count; i++) {
-    if (offset + 5 > buf.byteLength) throw bad(`ends after ${i} of ${count} messages`);
-    const sizeBytes = buf.readUInt32BE(offset + 1);
-    if (sizeBytes < 5 || offset + sizeBytes > buf.byteLength) {
+    if (offset + 5 > buf.length) throw bad(`ends after ${i} of ${count} messages`);
+    const sizeBytes = readU32BE(buf, offset + 1);
+    if (sizeBytes < 5 || offset + sizeBytes > buf.length) {
       throw bad(`message ${i} claims ${sizeBytes} bytes past the payload`);
     }
     at.position = context.position === undefined ? undefined : context.position + offset;
     out[i] = readMessageIndexFields(buf, offset, offset + sizeBytes, at, verifyCrc);
     offset += sizeBytes;
   }
-  if (offset !== buf.byteLength) throw bad(`has ${buf.byteLength - offset} trailing bytes`);
+  if (offset !== buf.length) throw bad(`has ${buf.length - offset} trailing bytes`);
   return out;
 }

@@ -4,6 +4,7 @@
  * CORRUPT_RECORD naming where the bytes came from, never data. Short ASCII strings are cut out
  * of one latin1 string of the record's tail (see the measured choices in message-format.ts).
  */
+import { bufferView } from '../common/bytes';
 import { crc32c } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
 import * as format from './message-format';
@@ -383,7 +384,7 @@ function checkFrameAt(
   }
   if (!verifyCrc) return;
   const stored = readU32(buf, start + CRC_OFFSET);
-  const computed = crc32c(buf.subarray(start + CRC_COVERS_FROM, end));
+  const computed = crc32c(bufferView(buf, start + CRC_COVERS_FROM, end));
   if (stored !== computed) {
     corrupt(
       context,

@@ -5,6 +5,7 @@
  * Short ASCII strings are written in JavaScript (see the measured choices in message-format.ts).
  */
 import { assert } from '../common/assert';
+import { bufferView, copyBytes } from '../common/bytes';
 import { crc32c } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
 import * as format from './message-format';
@@ -318,7 +319,7 @@ function writeHeader(msg: StoredMessage, out: Buffer, start: number, sizeBytes: 
 
 function writeRecord(msg: StoredMessage, out: Buffer, start: number, sizeBytes: number): void {
   writeHeader(msg, out, start, sizeBytes);
-  out.set(msg.body, start + BODY_OFFSET);
+  copyBytes(out, msg.body, start + BODY_OFFSET);
   let at = writeString(out, start + BODY_OFFSET + msg.body.length, msg.topic);
   at = writeString(out, at, msg.tag ?? '');
   at = writeString(out, at, msg.messageId);
@@ -335,6 +336,6 @@ function writeRecord(msg: StoredMessage, out: Buffer, start: number, sizeBytes: 
     at = writeString(out, writeString(out, at, key), value);
   }
   assert(at === start + sizeBytes, () => `message encoded to ${at - start}, not ${sizeBytes}`);
-  const crc = crc32c(out.subarray(start + CRC_COVERS_FROM, start + sizeBytes));
+  const crc = crc32c(bufferView(out, start + CRC_COVERS_FROM, start + sizeBytes));
   writeU32(out, crc, start + CRC_OFFSET);
 }
