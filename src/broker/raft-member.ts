@@ -11,8 +11,8 @@
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { systemClock, systemScheduler } from '../common/clock';
-import { writeU32LE, writeU64LE } from '../common/bytes';
-import { crc32c, crc32cSmall } from '../common/crc32c';
+import { writeU32LE } from '../common/bytes';
+import { crc32cSmall } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
 import { componentLogger, type Logger } from '../common/logger';
 import { createPrng } from '../common/prng';
@@ -22,7 +22,7 @@ import type { SoftState } from '../raft/types';
 import type { FlushMode } from '../store/commit-log-options';
 import { CommitLog } from '../store/commit-log';
 import { LevelMetaStore } from '../store/level-meta-store';
-import { EntryType, type LogEntry } from '../store/log-record';
+import { EntryType, recordChecksum, type LogEntry } from '../store/log-record';
 import { NodeDisk } from '../store/node-disk';
 import { GrpcRaftTransport, type GrpcRaftTransportOptions } from './grpc-raft-transport';
 import { RaftDriver, type ProposeAck, type RaftDriverStatus } from './raft-driver';
@@ -31,11 +31,11 @@ import type { RaftDriverOptions } from './raft-driver-options';
 /** Recent applied entries remembered for verification (digest by index, entry checksums). */
 export const APPLIED_RING_ENTRIES = 1 << 16;
 
-const HEADER_BYTES = 17;
-
 /**
- * The checksum of one entry: CRC32C over index (u64 LE), term (u64 LE), type (u8), payload.
- * A proposer computes the same value from its acknowledgement to check what was applied.
+ * The checksum of one entry: the CRC32C its CommitLog record carries (over length, type, term,
+ * index and payload; `recordChecksum`). A member takes it from its CommitLog, which computed it
+ * when the entry was appended, and computes it only for entries appended before a restart; a
+ * proposer computes the same value from its acknowledgement to check what was applied.
  */
 export function entryChecksum(
   index: number,
@@ -43,15 +43,8 @@ export function entryChecksum(
   type: number,
   payload: Uint8Array,
 ): number {
-  const header = scratchHeader;
-  writeU64LE(header, 0, index);
-  writeU64LE(header, 8, term);
-  header[16] = type;
-  return crc32c(payload, crc32cSmall(header, 0, HEADER_BYTES));
+  return recordChecksum(index, term, type, payload);
 }
-
-/** Reused by {@link entryChecksum} (single-threaded, never held across an await). */
-const scratchHeader = Buffer.alloc(HEADER_BYTES);
 
 /**
  * The trivial state machine: applied entries counted and chained into a running checksum
@@ -59,6 +52,14 @@ const scratchHeader = Buffer.alloc(HEADER_BYTES);
  * {@link APPLIED_RING_ENTRIES} indexes, their digests and entry checksums.
  */
 export class AppliedDigest {
+  /**
+   * @param knownChecksum the checksum of an entry when something already computed it (the
+   *   CommitLog's record CRC), else undefined.
+   */
+  constructor(
+    private readonly knownChecksum: (index: number) => number | undefined = () => undefined,
+  ) {}
+
   private applied = 0;
   private normalCount = 0;
   private running = 0;
@@ -86,7 +87,9 @@ export class AppliedDigest {
       if (entry.index !== this.applied + 1) {
         throw new RaftmqError('INTERNAL', `applied ${entry.index} after ${this.applied}`);
       }
-      const checksum = entryChecksum(entry.index, entry.term, entry.type, entry.payload);
+      const checksum =
+        this.knownChecksum(entry.index) ??
+        entryChecksum(entry.index, entry.term, entry.type, entry.payload);
       writeU32LE(this.pair, 0, this.running);
       writeU32LE(this.pair, 4, checksum);
       this.running = crc32cSmall(this.pair, 0, 8);
@@ -173,7 +176,7 @@ export interface RaftMemberStatus {
 
 /** A running member; see the file comment. */
 export class RaftMember {
-  readonly state = new AppliedDigest();
+  readonly state: AppliedDigest;
   private driverRef: RaftDriver | undefined;
   private stopping: Promise<void> | undefined;
   private committedTerm = 0;
@@ -185,7 +188,9 @@ export class RaftMember {
     private readonly commitLog: CommitLog,
     private readonly transport: GrpcRaftTransport,
     private readonly hooks: RaftMemberHooks,
-  ) {}
+  ) {
+    this.state = new AppliedDigest((index) => commitLog.recentRecordCrc(index));
+  }
 
   /** Opens the stores, binds the transport and starts the driver; undoes it all on failure. */
   static async start(

@@ -10,7 +10,14 @@
  */
 import { RaftmqError } from '../common/errors';
 import { assert } from '../common/assert';
-import { type LogEntry, RECORD_HEADER_BYTES, encodeRecordInto, isEntryType } from './log-record';
+import { readU32BE } from '../common/bytes';
+import {
+  type LogEntry,
+  RECORD_CRC_OFFSET,
+  RECORD_HEADER_BYTES,
+  encodeRecordInto,
+  isEntryType,
+} from './log-record';
 import type { CommitLogState } from './commit-log-state';
 
 /** Write buffers kept for reuse, at most. */
@@ -145,9 +152,10 @@ export class CommitLogWriter {
       this.chunks.push(chunk);
     }
     encodeRecordInto(e, chunk.buf, chunk.used);
+    const crc = readU32BE(chunk.buf, chunk.used + RECORD_CRC_OFFSET);
     chunk.used += size;
     s.index.stage({ index: e.index, position: s.endPos, sizeBytes: size, term: e.term });
-    s.recent.record(e.index, s.endPos, size, e.term);
+    s.recent.record(e.index, s.endPos, size, e.term, crc);
     s.terms.append(e.index, e.term);
     s.endPos += size;
     s.last = e.index;

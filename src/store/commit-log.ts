@@ -141,6 +141,14 @@ export class CommitLog {
   persistedIndex(): number {
     return this.s.persistedIndex();
   }
+  /**
+   * The CRC32C of entry `index`'s record (`recordChecksum`) while it is among the last few
+   * thousand appended here; undefined otherwise. Synchronous.
+   */
+  recentRecordCrc(index: number): number | undefined {
+    return this.s.recent.crcAt(index);
+  }
+
   /** Term of `index` for firstIndex-1 ..lastIndex; undefined outside. Synchronous. */
   termAt(index: number): number | undefined {
     return this.s.terms.termAt(index);

@@ -27,6 +27,8 @@ import { RaftmqError } from '../common/errors';
 
 export const RECORD_MAGIC = 0x524d5131;
 export const RECORD_HEADER_BYTES = 32;
+/** Where a record's CRC32C lies. */
+export const RECORD_CRC_OFFSET = 8;
 
 /** Raft entry kinds as stored. */
 export const EntryType = Object.freeze({ NOOP: 0, NORMAL: 1, CONFIG: 2 } as const);
@@ -66,6 +68,28 @@ export function encodeRecordInto(entry: LogEntry, buf: Buffer, offset: number): 
   writeU32BE(buf, offset + 8, recordCrc(buf, offset, length));
   return RECORD_HEADER_BYTES + length;
 }
+
+/**
+ * The CRC32C a record of this entry carries (bytes 8..12), computed without encoding it: over the
+ * payload length, type, reserved bytes, term, index and payload, as {@link encodeRecordInto}
+ * does.
+ */
+export function recordChecksum(index: number, term: number, type: number, payload: Uint8Array) {
+  const h = checksumScratch;
+  writeU32BE(h, 0, payload.length);
+  h[4] = type;
+  h[5] = 0;
+  h[6] = 0;
+  h[7] = 0;
+  writeU64(h, 8, term);
+  writeU64(h, 16, index);
+  return crc32c(payload, crc32cSmall(h, 0, CHECKSUM_SCRATCH_BYTES));
+}
+
+/** The header bytes a record's CRC covers before its payload (4..8 and 12..32). */
+const CHECKSUM_SCRATCH_BYTES = 24;
+/** Reused by {@link recordChecksum} (single-threaded, never held across an await). */
+const checksumScratch = Buffer.alloc(CHECKSUM_SCRATCH_BYTES);
 
 function recordCrc(buf: Buffer, offset: number, payloadBytes: number): number {
   const head = crc32cSmall(buf, offset + 4, offset + 8);

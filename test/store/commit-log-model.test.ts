@@ -6,11 +6,12 @@
  * array. After every step the log agrees with the model on its bounds; after a crash every entry
  * that was durable is there unchanged and anything beyond it is a prefix of what was appended,
  * and the positions `positionsOf` answers (from memory for recent appends) are those on disk.
+ * Each append's record CRCs, as the log remembers them, equal `recordChecksum` of the entries.
  */
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
 import { CommitLog } from '../../src/store/commit-log';
-import { EntryType, type LogEntry } from '../../src/store/log-record';
+import { EntryType, recordChecksum, type LogEntry } from '../../src/store/log-record';
 import type { CommitLogOptions } from '../../src/store/commit-log-options';
 import { isRaftmqError } from '../../src/common/errors';
 import type { CrashMode } from '../../src/sim/sim-disk';
@@ -86,6 +87,11 @@ class Append implements Cmd {
     const start = m.first + m.entries.length;
     const batch = this.sizes.map((s, i) => entryOf(start + i, m.term, s, this.salt));
     assert.equal(w.log.append(batch), start + batch.length - 1);
+    // The CRC each record got, as the log remembers it, is the one computed from the entry.
+    for (const e of batch) {
+      const expected = recordChecksum(e.index, e.term, e.type, e.payload);
+      assert.equal(w.log.recentRecordCrc(e.index), expected, `record CRC of ${e.index}`);
+    }
     m.entries.push(...batch);
     if (this.sizes.length > 0 && this.sizes.length % 3 === 0) {
       await w.log.waitPersisted(start + batch.length - 1);

@@ -1,8 +1,8 @@
 /*
- * RecentPositions, the in-memory ring of the latest appended entries' positions: random appends
- * (continuing or starting a new run), truncations and clears against a Map model, with a small
- * capacity so the ring wraps. It must answer every range the model holds (the latest run of
- * appends, at most `capacity` of them), exactly, and nothing else.
+ * RecentPositions, the in-memory ring of the latest appended entries' positions and record
+ * CRCs: random appends (continuing or starting a new run), truncations and clears against a Map
+ * model, with a small capacity so the ring wraps. It must answer every range and CRC the model
+ * holds (the latest run of appends, at most `capacity` of them), exactly, and nothing else.
  */
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
@@ -22,6 +22,9 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('clear' as const) }) },
 );
 
+/** A stand-in for entry i's record CRC: any 32-bit value that differs between entries. */
+const crcOf = (i: number): number => Math.imul(i, 0x9e3779b1) >>> 0;
+
 describe('RecentPositions', () => {
   it('answers exactly what was recorded for the latest run, and nothing it lost', () => {
     fc.assert(fc.property(fc.integer({ min: 1, max: 16 }), fc.array(stepArb, { maxLength: 40 }),
@@ -37,7 +40,7 @@ describe('RecentPositions', () => {
             if (from !== next) run = new Map();
             for (let i = from; i < from + step.count; i++) {
               const size = 10 + (i % 7);
-              ring.record(i, position, size, 1 + (i >> 3));
+              ring.record(i, position, size, 1 + (i >> 3), crcOf(i));
               run.set(i, [position, size, 1 + (i >> 3)]);
               // The ring keeps the latest `capacity` entries only.
               if (run.size > capacity) run.delete(Math.min(...run.keys()));
@@ -52,6 +55,9 @@ describe('RecentPositions', () => {
           } else {
             ring.clear();
             run = new Map();
+          }
+          for (let i = next - 20; i <= next; i++) {
+            assert.equal(ring.crcAt(i), run.has(i) ? crcOf(i) : undefined, `crc of ${i}`);
           }
           for (let from = next - 20; from <= next; from++) {
             for (let count = 1; count <= 6; count++) {
