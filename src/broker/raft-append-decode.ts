@@ -139,12 +139,15 @@ function readTag(c: Cursor): number {
   return tag < 8 || tag > 0xffffffff ? NOT_FAST : tag;
 }
 
+/** The data of an entry that has none (shared: nothing writes to it). */
+const NO_DATA = new Uint8Array(0);
+
 /** One `Entry` at [c.pos, c.end), or undefined. */
 function readEntry(c: Cursor): Entry | undefined {
   let index = 0;
   let term = 0;
   let type: EntryType | undefined;
-  let data: Uint8Array = new Uint8Array(0);
+  let data: Uint8Array = NO_DATA;
   while (c.pos < c.end) {
     const tag = readTag(c);
     if (tag === NOT_FAST) return undefined;

@@ -65,7 +65,10 @@ export function encodeRecordInto(entry: LogEntry, buf: Buffer, offset: number): 
   writeU64(buf, offset + 16, entry.term);
   writeU64(buf, offset + 24, entry.index);
   copyBytes(buf, entry.payload, offset + RECORD_HEADER_BYTES);
-  writeU32BE(buf, offset + 8, recordCrc(buf, offset, length));
+  // Over the header bytes here, then over the payload the entry holds: no view of `buf` made.
+  const head = crc32cSmall(buf, offset + 12, offset + RECORD_HEADER_BYTES,
+    crc32cSmall(buf, offset + 4, offset + 8));
+  writeU32BE(buf, offset + 8, crc32c(entry.payload, head));
   return RECORD_HEADER_BYTES + length;
 }
 
