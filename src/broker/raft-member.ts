@@ -33,9 +33,13 @@ export const APPLIED_RING_ENTRIES = 1 << 16;
 
 /**
  * The checksum of one entry: the CRC32C its CommitLog record carries (over length, type, term,
- * index and payload; `recordChecksum`). A member takes it from its CommitLog, which computed it
- * when the entry was appended, and computes it only for entries appended before a restart; a
- * proposer computes the same value from its acknowledgement to check what was applied.
+ * index and payload; `recordChecksum`). A proposer computes it from its acknowledgement to check
+ * what was applied. A member applying an entry takes it from its CommitLog, which computed it
+ * when the entry was appended (checking that index, term and size match the applied entry), and
+ * computes it itself when the CommitLog no longer remembers it (entries appended before a
+ * restart, or more than a few thousand entries before the one applied). So the digest covers
+ * the entries as this member stored them; that the applied entry is the stored one is what the
+ * Raft log guarantees (and the simulator's checks of applied entries test).
  */
 export function entryChecksum(
   index: number,
@@ -54,10 +58,14 @@ export function entryChecksum(
 export class AppliedDigest {
   /**
    * @param knownChecksum the checksum of an entry when something already computed it (the
-   *   CommitLog's record CRC), else undefined.
+   *   CommitLog's record CRC of that index, term and size), else undefined.
    */
   constructor(
-    private readonly knownChecksum: (index: number) => number | undefined = () => undefined,
+    private readonly knownChecksum: (
+      index: number,
+      term: number,
+      payloadBytes: number,
+    ) => number | undefined = () => undefined,
   ) {}
 
   private applied = 0;
@@ -88,7 +96,7 @@ export class AppliedDigest {
         throw new RaftmqError('INTERNAL', `applied ${entry.index} after ${this.applied}`);
       }
       const checksum =
-        this.knownChecksum(entry.index) ??
+        this.knownChecksum(entry.index, entry.term, entry.payload.length) ??
         entryChecksum(entry.index, entry.term, entry.type, entry.payload);
       writeU32LE(this.pair, 0, this.running);
       writeU32LE(this.pair, 4, checksum);
@@ -189,7 +197,9 @@ export class RaftMember {
     private readonly transport: GrpcRaftTransport,
     private readonly hooks: RaftMemberHooks,
   ) {
-    this.state = new AppliedDigest((index) => commitLog.recentRecordCrc(index));
+    this.state = new AppliedDigest((index, term, payloadBytes) =>
+      commitLog.recentRecordCrc(index, term, payloadBytes),
+    );
   }
 
   /** Opens the stores, binds the transport and starts the driver; undoes it all on failure. */

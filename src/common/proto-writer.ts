@@ -132,7 +132,7 @@ export class Writer {
     if (len <= SHORT_COPY_MAX) {
       for (let i = start; i < start + len; i++) buf[pos++] = src[i] ?? 0;
     } else {
-      copyBytes(buf, new Uint8Array(src.buffer, src.byteOffset + start, len), pos);
+      copyBytes(buf, src.subarray(start, start + len), pos);
       pos += len;
     }
     this.pos = pos;

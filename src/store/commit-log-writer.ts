@@ -181,7 +181,7 @@ export class CommitLogWriter {
   private recycle(chunks: readonly Chunk[]): void {
     for (const c of chunks) {
       if (this.spareChunks.length >= SPARE_CHUNKS_MAX) return;
-      if (c.buf.byteLength === this.s.options.writeChunkBytes) this.spareChunks.push(c.buf);
+      if (c.buf.length === this.s.options.writeChunkBytes) this.spareChunks.push(c.buf);
     }
   }
 

@@ -24,7 +24,7 @@ import { systemScheduler } from '../common/clock';
 import { RaftmqError } from '../common/errors';
 import { assert } from '../common/assert';
 import { type CommitLogOptions, resolveCommitLogOptions } from './commit-log-options';
-import { EntryType, type LogEntry } from './log-record';
+import { EntryType, RECORD_HEADER_BYTES, type LogEntry } from './log-record';
 import type { LocatedRecords } from './entry-index';
 import { recoverLog } from './commit-log-recovery';
 import { type CommitLogDeps, CommitLogState, toStoreError } from './commit-log-state';
@@ -143,10 +143,11 @@ export class CommitLog {
   }
   /**
    * The CRC32C of entry `index`'s record (`recordChecksum`) while it is among the last few
-   * thousand appended here; undefined otherwise. Synchronous.
+   * thousand appended here and was appended with this term and payload size; undefined
+   * otherwise. Synchronous.
    */
-  recentRecordCrc(index: number): number | undefined {
-    return this.s.recent.crcAt(index);
+  recentRecordCrc(index: number, term: number, payloadBytes: number): number | undefined {
+    return this.s.recent.crcAt(index, term, RECORD_HEADER_BYTES + payloadBytes);
   }
 
   /** Term of `index` for firstIndex-1 ..lastIndex; undefined outside. Synchronous. */

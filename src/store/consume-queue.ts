@@ -24,6 +24,7 @@ import type { Disk } from './disk';
 import type { FileCache } from './file-cache';
 import { RaftmqError, errnoCode, isRaftmqError } from '../common/errors';
 import { assert } from '../common/assert';
+import { readI32BE } from '../common/bytes';
 import { Mutex } from '../common/mutex';
 import { type Logger, silentLogger } from '../common/logger';
 import {
@@ -283,8 +284,8 @@ export class ConsumeQueue {
       out.push({
         offset: k,
         position: positionOf(buf, at),
-        sizeBytes: buf.readInt32BE(at + 8),
-        tagHash: buf.readInt32BE(at + 16),
+        sizeBytes: readI32BE(buf, at + 8),
+        tagHash: readI32BE(buf, at + 16),
       });
     }
     return out;

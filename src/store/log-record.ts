@@ -77,7 +77,12 @@ export function encodeRecordInto(entry: LogEntry, buf: Buffer, offset: number): 
  * payload length, type, reserved bytes, term, index and payload, as {@link encodeRecordInto}
  * does.
  */
-export function recordChecksum(index: number, term: number, type: number, payload: Uint8Array) {
+export function recordChecksum(
+  index: number,
+  term: number,
+  type: number,
+  payload: Uint8Array,
+): number {
   const h = checksumScratch;
   writeU32BE(h, 0, payload.length);
   h[4] = type;

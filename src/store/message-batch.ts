@@ -12,7 +12,7 @@
  * The first byte names the kind of every NORMAL entry payload; the broker's state machine owns
  * the other kinds (configuration, offsets, consumption state).
  */
-import { bufferView, readU32BE } from '../common/bytes';
+import { bufferView, readU32BE, writeU32BE } from '../common/bytes';
 import { RaftmqError } from '../common/errors';
 import {
   type MessageIndexFields,
@@ -40,7 +40,7 @@ export function encodeMessageBatch(messages: readonly StoredMessage[]): Buffer {
   }
   const buf = Buffer.allocUnsafe(messageBatchSize(messages));
   buf[0] = PAYLOAD_KIND_MESSAGES;
-  buf.writeUInt32BE(messages.length, 1);
+  writeU32BE(buf, 1, messages.length);
   let offset = MESSAGE_BATCH_HEADER_BYTES;
   for (const m of messages) offset += encodeMessageInto(m, buf, offset);
   noteEncodedHere(buf);

@@ -54,10 +54,15 @@ export class RecentPositions {
     this.count = 0;
   }
 
-  /** The CRC32C of entry `index`'s record, if covered. */
-  crcAt(index: number): number | undefined {
+  /**
+   * The CRC32C of entry `index`'s record, if covered and recorded with this term and size;
+   * undefined otherwise.
+   */
+  crcAt(index: number, term: number, sizeBytes: number): number | undefined {
     if (index < this.first || index >= this.first + this.count) return undefined;
-    return this.crcs[index % this.capacity];
+    const slot = index % this.capacity;
+    if (this.terms[slot] !== term || this.sizes[slot] !== sizeBytes) return undefined;
+    return this.crcs[slot];
   }
 
   /** Positions, sizes and terms of [from, from + count) if all are covered, else undefined. */

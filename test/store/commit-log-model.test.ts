@@ -90,7 +90,8 @@ class Append implements Cmd {
     // The CRC each record got, as the log remembers it, is the one computed from the entry.
     for (const e of batch) {
       const expected = recordChecksum(e.index, e.term, e.type, e.payload);
-      assert.equal(w.log.recentRecordCrc(e.index), expected, `record CRC of ${e.index}`);
+      assert.equal(w.log.recentRecordCrc(e.index, e.term, e.payload.length), expected,
+        `record CRC of ${e.index}`);
     }
     m.entries.push(...batch);
     if (this.sizes.length > 0 && this.sizes.length % 3 === 0) {

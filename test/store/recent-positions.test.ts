@@ -22,26 +22,27 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('clear' as const) }) },
 );
 
-/** A stand-in for entry i's record CRC: any 32-bit value that differs between entries. */
-const crcOf = (i: number): number => Math.imul(i, 0x9e3779b1) >>> 0;
+/** A stand-in for the record CRC of entry i appended in step `step`: differs between both. */
+const crcOf = (i: number, step: number): number => Math.imul(i + step * 1_000, 0x9e3779b1) >>> 0;
 
 describe('RecentPositions', () => {
   it('answers exactly what was recorded for the latest run, and nothing it lost', () => {
     fc.assert(fc.property(fc.integer({ min: 1, max: 16 }), fc.array(stepArb, { maxLength: 40 }),
       (capacity, steps) => {
         const ring = new RecentPositions(capacity);
-        // The model: the latest contiguous run (index -> [position, size, term]).
-        let run = new Map<number, [number, number, number]>();
+        // The model: the latest contiguous run (index -> [position, size, term, crc]).
+        let run = new Map<number, [number, number, number, number]>();
         let next = 1;
         let position = 0;
-        for (const step of steps) {
+        for (const [stepNo, step] of steps.entries()) {
           if (step.kind === 'append') {
             const from = Math.max(1, next + step.jump);
             if (from !== next) run = new Map();
             for (let i = from; i < from + step.count; i++) {
               const size = 10 + (i % 7);
-              ring.record(i, position, size, 1 + (i >> 3), crcOf(i));
-              run.set(i, [position, size, 1 + (i >> 3)]);
+              const crc = crcOf(i, stepNo);
+              ring.record(i, position, size, 1 + (i >> 3), crc);
+              run.set(i, [position, size, 1 + (i >> 3), crc]);
               // The ring keeps the latest `capacity` entries only.
               if (run.size > capacity) run.delete(Math.min(...run.keys()));
               position += size;
@@ -57,7 +58,12 @@ describe('RecentPositions', () => {
             run = new Map();
           }
           for (let i = next - 20; i <= next; i++) {
-            assert.equal(ring.crcAt(i), run.has(i) ? crcOf(i) : undefined, `crc of ${i}`);
+            const held = run.get(i);
+            const [, size, term, crc] = held ?? [0, 10 + (i % 7), 1 + (i >> 3), 0];
+            assert.equal(ring.crcAt(i, term, size), held ? crc : undefined, `crc of ${i}`);
+            // Asked with another term or size, it does not answer.
+            assert.equal(ring.crcAt(i, term + 1, size), undefined, `crc of ${i}, other term`);
+            assert.equal(ring.crcAt(i, term, size + 1), undefined, `crc of ${i}, other size`);
           }
           for (let from = next - 20; from <= next; from++) {
             for (let count = 1; count <= 6; count++) {
@@ -73,7 +79,7 @@ describe('RecentPositions', () => {
               }
               assert.ok(got !== undefined, `[${from}, ${from + count}) is covered`);
               for (let k = 0; k < count; k++) {
-                const [p, s, t] = run.get(from + k) as [number, number, number];
+                const [p, s, t] = run.get(from + k) as [number, number, number, number];
                 assert.deepEqual([got.positions[k], got.sizes[k], got.terms[k]], [p, s, t]);
               }
             }
