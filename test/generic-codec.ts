@@ -5,7 +5,7 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { findProtoDir, PROTO_LOADER_OPTIONS } from '../src/broker/grpc-util';
+import { findProtoDir, PROTO_LOADER_OPTIONS } from '../src/common/proto-files';
 import { MESSAGING_SERVICE_NAME, RMQ_SERVICE_PROTO_FILE } from '../src/broker/messaging-proto';
 
 export async function genericMessagingMethod(

@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type * as protoLoader from '@grpc/proto-loader';
 import { ERROR_CODES, RaftmqError, type ErrorCode } from '../common/errors';
-import { findProtoDir, loadProto } from './grpc-util';
+import { findProtoDir, loadProto } from '../common/proto-files';
 import { formatEndpoint, parseEndpoint } from './broker-node-config';
 import type { ConsumerProgress } from './pop-service';
 import type {
@@ -29,8 +29,6 @@ export const ADMIN_PROTO_FILE = 'admin.proto';
 export const ADMIN_SERVICE_NAME = 'raftmq.admin.v1.Admin';
 /** Metadata header of a write forwarded by a follower; its receiver never forwards again. */
 export const FORWARDED_HEADER = 'x-raftmq-forwarded';
-/** `max_delivery_attempts` of a group created without one. */
-export { DEFAULT_MAX_DELIVERY_ATTEMPTS } from './broker-types';
 
 export const ADMIN_METHODS = [
   'CreateTopic',

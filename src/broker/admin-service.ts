@@ -19,7 +19,6 @@ import { MESSAGE_TYPES } from '../store/message-format';
 import {
   adminServiceDefinition,
   checkStatus,
-  DEFAULT_MAX_DELIVERY_ATTEMPTS,
   FORWARDED_HEADER,
   groupToWire,
   loadAdminDefinition,
@@ -45,6 +44,7 @@ import type {
   TopicPerm,
 } from './broker-types';
 import { statusError, type DecodedFrame } from './grpc-util';
+import { DEFAULT_MAX_DELIVERY_ATTEMPTS } from './broker-types';
 
 /** Options of the admin service. */
 export interface AdminServiceOptions {

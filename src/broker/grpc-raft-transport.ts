@@ -57,12 +57,6 @@ import {
 } from './raft-wire';
 import type { RaftTransport, TransportStats } from './transport';
 
-export {
-  GRPC_RAFT_TRANSPORT_DEFAULTS,
-  resolveGrpcRaftTransportOptions,
-  type GrpcRaftTransportOptions,
-} from './grpc-raft-transport-options';
-
 /** What {@link GrpcRaftTransport.start} takes besides options: randomness and time. */
 export interface GrpcRaftTransportDeps {
   /** Jitter for reconnect backoff; `Math.random` when absent. */

@@ -10,13 +10,6 @@ import type { Clock } from '../common/clock';
 import { RaftmqError } from '../common/errors';
 import type { Logger } from '../common/logger';
 
-export {
-  PROTO_DIR_ENV,
-  PROTO_LOADER_OPTIONS,
-  findProtoDir,
-  loadProto,
-} from '../common/proto-files';
-
 /** Encoder and decoder of one message type; decoded values are unchecked (`unknown`). */
 export interface MessageCodec {
   readonly encode: (value: object) => Buffer;

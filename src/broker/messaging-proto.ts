@@ -14,7 +14,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { RaftmqError } from '../common/errors';
-import { findProtoDir, PROTO_LOADER_OPTIONS } from './grpc-util';
+import { findProtoDir, PROTO_LOADER_OPTIONS } from '../common/proto-files';
 import { EncodedFrame } from './rmq-message-encode';
 import { decodeAckRequest, decodeSendRequest } from './send-request-decode';
 

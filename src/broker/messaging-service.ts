@@ -41,9 +41,6 @@ import { queryRoute } from './messaging-route';
 import { sendMessage } from './messaging-send';
 import { heartbeat, notifyClientTermination, telemetryHandler } from './messaging-telemetry';
 
-export { MESSAGING_SERVER_OPTIONS } from './messaging-options';
-export type { MessagingBackendExtensions, MessagingServiceOptions } from './messaging-options';
-
 /** Time and timers, injectable for tests. */
 export interface MessagingServiceDeps {
   readonly clock?: Clock;

@@ -18,7 +18,7 @@
 import { asLogIndex, asNodeId, asTerm } from '../common/types';
 import type { HardState } from '../raft/types';
 import { type MetaCodec } from '../store/meta';
-import { readU64, writeU64 } from '../store/log-record';
+import { readU64BE as readU64, writeU64BE as writeU64 } from '../common/bytes';
 
 const VERSION = 1;
 const HEADER_BYTES = 20;

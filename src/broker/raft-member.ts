@@ -24,9 +24,10 @@ import { CommitLog } from '../store/commit-log';
 import { LevelMetaStore } from '../store/level-meta-store';
 import { EntryType, recordChecksum, type LogEntry } from '../store/log-record';
 import { NodeDisk } from '../store/node-disk';
-import { GrpcRaftTransport, type GrpcRaftTransportOptions } from './grpc-raft-transport';
+import { GrpcRaftTransport } from './grpc-raft-transport';
 import { RaftDriver, type ProposeAck, type RaftDriverStatus } from './raft-driver';
 import type { RaftDriverOptions } from './raft-driver-options';
+import { type GrpcRaftTransportOptions } from './grpc-raft-transport-options';
 
 /** Recent applied entries remembered for verification (digest by index, entry checksums). */
 export const APPLIED_RING_ENTRIES = 1 << 16;

@@ -14,14 +14,13 @@ import { isWellFormed } from '../raft/message-check';
 import type { Entry, EntryType, Message, MessageType } from '../raft/types';
 import { unreachable } from '../common/assert';
 import {
-  findProtoDir,
-  loadProto,
   messageCodec,
   passBuffer,
   safeDecoder,
   type DecodedFrame,
   type MessageCodec,
 } from './grpc-util';
+import { findProtoDir, loadProto } from '../common/proto-files';
 
 /** Which RPC carries a message type: the append stream, the Vote call or the TimeoutNow call. */
 export type WireRoute = 'append' | 'vote' | 'timeoutNow';

@@ -25,8 +25,6 @@ export const RESOURCE_NAME_LENGTH_MAX = 127;
 export const NAMESPACE_PATTERN = /^[a-zA-Z0-9_-]+$/;
 /** Separates a namespace from the name it qualifies (`ns%topic`). */
 export const NAMESPACE_SEPARATOR = '%';
-/** Prefixes of topics the broker keeps for itself: never written by producers nor created. */
-export { RESERVED_TOPIC_PREFIXES };
 /** RocketMQ's own system topics, refused as producer topics for the same reason. */
 export const RESERVED_TOPIC_NAMES: ReadonlySet<string> = new Set([
   'TBW102',

@@ -86,7 +86,6 @@ export function resolvePullConsumerOptions(
 
 /** Largest `countMax` of one pull (the broker caps a batch lower: 256 by default). */
 export const PULL_COUNT_MAX = 1_024;
-export { AWAIT_MS_MAX } from './rmq-client';
 
 export interface PullCallOptions extends ReadTarget {
   /** How long the broker may wait for a message when there is none at the offset (0: none). */

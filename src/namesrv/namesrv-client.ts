@@ -23,7 +23,6 @@ import {
   registrationToWire,
 } from './namesrv-wire';
 
-export { NameServerLookup, type NameServerLookupOptions } from './namesrv-lookup';
 export type { NodeRegistration, NodeStats, RegistrationExtras } from './namesrv-wire';
 
 /** Tunables of a {@link BrokerRegistrar}. */

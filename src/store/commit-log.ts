@@ -24,7 +24,7 @@ import { systemScheduler } from '../common/clock';
 import { RaftmqError } from '../common/errors';
 import { assert } from '../common/assert';
 import { type CommitLogOptions, resolveCommitLogOptions } from './commit-log-options';
-import { EntryType, RECORD_HEADER_BYTES, type LogEntry } from './log-record';
+import { RECORD_HEADER_BYTES, type LogEntry } from './log-record';
 import type { LocatedRecords } from './entry-index';
 import { recoverLog } from './commit-log-recovery';
 import { type CommitLogDeps, CommitLogState, toStoreError } from './commit-log-state';
@@ -283,4 +283,3 @@ export class CommitLog {
   }
 }
 
-export { EntryType };

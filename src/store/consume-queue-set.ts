@@ -17,13 +17,14 @@
 import * as path from 'node:path';
 import type { Disk } from './disk';
 import { FileCache } from './file-cache';
-import {
-  ConsumeQueue, type ConsumeQueueOptions, type CqRecord, assertQueueName,
-  resolveConsumeQueueOptions,
-} from './consume-queue';
+import { ConsumeQueue } from './consume-queue';
 import { RaftmqError, errnoCode } from '../common/errors';
 import { assert } from '../common/assert';
 import { type Logger, silentLogger } from '../common/logger';
+import type { CqRecord } from './consume-queue-record';
+import {
+  type ConsumeQueueOptions, assertQueueName, resolveConsumeQueueOptions,
+} from './consume-queue-options';
 
 /** Concurrent flushes in `flushAll`. */
 const FLUSH_PARALLEL_MAX = 16;

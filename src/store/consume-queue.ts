@@ -37,14 +37,6 @@ import { ConsumeQueueFiles } from './consume-queue-files';
 import { PendingRecords } from './consume-queue-pending';
 import { recoverQueueFiles } from './consume-queue-recovery';
 
-export {
-  CONSUME_QUEUE_DEFAULTS,
-  type ConsumeQueueOptions,
-  assertQueueName,
-  resolveConsumeQueueOptions,
-} from './consume-queue-options';
-export { CQ_RECORD_BYTES, type CqRecord } from './consume-queue-record';
-export { RECOVERY_SCAN_FILES } from './consume-queue-recovery';
 
 const READ_ATTEMPTS_MAX = 4;
 

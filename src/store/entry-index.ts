@@ -16,11 +16,15 @@
  */
 import * as path from 'node:path';
 import type { Disk } from './disk';
-import { readU32BE, writeU32BE } from '../common/bytes';
+import {
+  readU32BE,
+  readU64BE as readU64,
+  writeU32BE,
+  writeU64BE as writeU64,
+} from '../common/bytes';
 import { crc32cSmall } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
 import { assert } from '../common/assert';
-import { readU64, writeU64 } from './log-record';
 import { FileCache } from './file-cache';
 
 export const INDEX_RECORD_BYTES = 24;

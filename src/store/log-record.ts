@@ -191,4 +191,3 @@ export function peekHeader(
   };
 }
 
-export { readU64, writeU64 };

@@ -27,7 +27,7 @@ import { type Logger, silentLogger } from '../common/logger';
 import { CommitLog } from './commit-log';
 import type { CommitLogOptions } from './commit-log-options';
 import { ConsumeQueueSet, DISPATCH_LATER, DISPATCH_SKIPPED } from './consume-queue-set';
-import type { ConsumeQueueOptions } from './consume-queue';
+import type { ConsumeQueueOptions } from './consume-queue-options';
 import { KeyIndex, type KeyIndexOptions } from './key-index';
 import {
   KeyIndexWriter,

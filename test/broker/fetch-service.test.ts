@@ -27,13 +27,12 @@ import { BrokerNode } from '../../src/broker/broker-node';
 import type { ProduceMessage, QueueRange, TopicConfig } from '../../src/broker/broker-types';
 import { loadFetchDefinition } from '../../src/broker/fetch-service';
 import { bindServer, shutdownServer } from '../../src/broker/grpc-util';
-import type { ServiceBackend } from '../../src/broker/messaging-options';
 import {
-  createMessagingService,
   MESSAGING_SERVER_OPTIONS,
-  type MessagingService,
   type MessagingServiceOptions,
-} from '../../src/broker/messaging-service';
+  type ServiceBackend,
+} from '../../src/broker/messaging-options';
+import { createMessagingService, type MessagingService } from '../../src/broker/messaging-service';
 import { RmqCode } from '../../src/common/errors';
 import { silentLogger } from '../../src/common/logger';
 import { decodeMessage, type StoredMessage } from '../../src/store/message-codec';

@@ -10,11 +10,11 @@ import { strict as assert } from 'node:assert';
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
+import { GrpcRaftTransport } from '../../src/broker/grpc-raft-transport';
 import {
-  GrpcRaftTransport,
   resolveGrpcRaftTransportOptions,
   type GrpcRaftTransportOptions,
-} from '../../src/broker/grpc-raft-transport';
+} from '../../src/broker/grpc-raft-transport-options';
 import { backoffDelayMs, passBuffer } from '../../src/broker/grpc-util';
 import {
   frameBatch,

@@ -15,7 +15,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import * as fs from 'node:fs';
 import type { CreateTopicInput } from '../../src/broker/admin-client';
-import { findProtoDir, PROTO_LOADER_OPTIONS } from '../../src/broker/grpc-util';
+import { findProtoDir, PROTO_LOADER_OPTIONS } from '../../src/common/proto-files';
 import { isRaftmqError } from '../../src/common/errors';
 import type { LocalCluster } from '../../src/cli/local-cluster';
 import { waitUntil } from '../../src/cli/raft-node-client';

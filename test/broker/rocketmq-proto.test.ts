@@ -19,7 +19,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { PROTO_DIR_ENV, PROTO_LOADER_OPTIONS } from '../../src/broker/grpc-util';
+import { PROTO_DIR_ENV, PROTO_LOADER_OPTIONS } from '../../src/common/proto-files';
 
 const PKG = 'apache.rocketmq.v2';
 const SERVICE_FILE = 'apache/rocketmq/v2/service.proto';

@@ -12,10 +12,11 @@ import fc from 'fast-check';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { ConsumeQueue } from '../../src/store/consume-queue';
 import {
-  CONSUME_QUEUE_DEFAULTS, ConsumeQueue, type ConsumeQueueOptions, type CqRecord,
-  resolveConsumeQueueOptions,
-} from '../../src/store/consume-queue';
+  CONSUME_QUEUE_DEFAULTS, type ConsumeQueueOptions, resolveConsumeQueueOptions,
+} from '../../src/store/consume-queue-options';
+import type { CqRecord } from '../../src/store/consume-queue-record';
 import {
   ConsumeQueueSet,
   DISPATCH_LATER,
