@@ -35,16 +35,16 @@ import {
   checkTopicConfig,
   checkTopicName,
 } from './broker-command';
-import type {
-  AdminBackend,
-  GroupConfig,
-  MessageType,
-  NodeStatus,
-  TopicConfig,
-  TopicPerm,
+import {
+  DEFAULT_MAX_DELIVERY_ATTEMPTS,
+  type AdminBackend,
+  type GroupConfig,
+  type MessageType,
+  type NodeStatus,
+  type TopicConfig,
+  type TopicPerm,
 } from './broker-types';
 import { statusError, type DecodedFrame } from './grpc-util';
-import { DEFAULT_MAX_DELIVERY_ATTEMPTS } from './broker-types';
 
 /** Options of the admin service. */
 export interface AdminServiceOptions {

@@ -20,6 +20,7 @@ import { LevelMetaStore } from '../store/level-meta-store';
 import { MessageStore } from '../store/message-store';
 import { NodeDisk } from '../store/node-disk';
 import { BrokerRegistrar } from '../namesrv/namesrv-client';
+import { NameServerLookup } from '../namesrv/namesrv-lookup';
 import type { TopicRegistration } from '../namesrv/route-types';
 import type { NodeRegistration } from '../namesrv/namesrv-wire';
 import { createAdminService } from './admin-service';
@@ -33,10 +34,9 @@ import {
   widenFlowWindows,
 } from './grpc-util';
 import { GrpcRaftTransport } from './grpc-raft-transport';
+import { MESSAGING_SERVER_OPTIONS } from './messaging-options';
 import { createMessagingService } from './messaging-service';
 import { RaftDriver } from './raft-driver';
-import { NameServerLookup } from '../namesrv/namesrv-lookup';
-import { MESSAGING_SERVER_OPTIONS } from './messaging-options';
 
 const SERVER_SHUTDOWN_MS = 2_000;
 

@@ -27,7 +27,7 @@ import { NodeDisk } from '../store/node-disk';
 import { GrpcRaftTransport } from './grpc-raft-transport';
 import { RaftDriver, type ProposeAck, type RaftDriverStatus } from './raft-driver';
 import type { RaftDriverOptions } from './raft-driver-options';
-import { type GrpcRaftTransportOptions } from './grpc-raft-transport-options';
+import type { GrpcRaftTransportOptions } from './grpc-raft-transport-options';
 
 /** Recent applied entries remembered for verification (digest by index, entry checksums). */
 export const APPLIED_RING_ENTRIES = 1 << 16;
