@@ -57,6 +57,14 @@ export function entryChecksum(
  * {@link APPLIED_RING_ENTRIES} indexes, their digests and entry checksums.
  */
 export class AppliedDigest {
+  private applied = 0;
+  private normalCount = 0;
+  private running = 0;
+  private readonly ringIndexes = new Float64Array(APPLIED_RING_ENTRIES);
+  private readonly ringDigests = new Uint32Array(APPLIED_RING_ENTRIES);
+  private readonly ringChecksums = new Uint32Array(APPLIED_RING_ENTRIES);
+  private readonly pair = Buffer.alloc(8);
+
   /**
    * @param knownChecksum the checksum of an entry when something already computed it (the
    *   CommitLog's record CRC of that index, term and size), else undefined.
@@ -68,14 +76,6 @@ export class AppliedDigest {
       payloadBytes: number,
     ) => number | undefined = () => undefined,
   ) {}
-
-  private applied = 0;
-  private normalCount = 0;
-  private running = 0;
-  private readonly ringIndexes = new Float64Array(APPLIED_RING_ENTRIES);
-  private readonly ringDigests = new Uint32Array(APPLIED_RING_ENTRIES);
-  private readonly ringChecksums = new Uint32Array(APPLIED_RING_ENTRIES);
-  private readonly pair = Buffer.alloc(8);
 
   get appliedIndex(): number {
     return this.applied;
