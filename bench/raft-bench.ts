@@ -5,9 +5,11 @@
  *
  * - saturated: the leader proposes as fast as it accepts (a bounded window of proposals of up
  *   to 256 entries, run inside the leader process); figure: committed entries/s;
- * - half rate: a paced load at half the saturated median, entries issued every millisecond
- *   in proposals of what fell due (as a broker batches concurrent sends); each entry's latency
- *   runs from the moment it was due to its commit and apply on the leader.
+ * - half rate: a paced load at half the target rate (the issue's "p99 under 10 ms at half that
+ *   rate": 50,000 entries/s), or at half the saturated median when the group does not reach the
+ *   target, entries issued every millisecond in proposals of what fell due (as a broker batches
+ *   concurrent sends); each entry's latency runs from the moment it was due to its commit and
+ *   apply on the leader.
  *
  * Each figure is the median of several rounds. The last line of output is one JSON object:
  * entries/s saturated, and the median and p99 commit latency at half that rate. Options:
@@ -34,6 +36,8 @@ const root = path.join(
 );
 
 const ENTRY_SIZE_BYTES = 1024;
+/** The throughput target; its half is where the latency target applies. */
+const TARGET_ENTRIES_PER_SEC = 100_000;
 const ROUNDS = quick ? 1 : 3;
 const ROUND_MS = quick ? 2_000 : 5_000;
 const WARMUP_MS = quick ? 500 : 1_000;
@@ -130,7 +134,8 @@ async function main(): Promise<void> {
       );
     }
     const maxRate = median(saturated.map((r) => r.entriesPerSec));
-    const halfRate = rateArg ?? Math.max(1, Math.round(maxRate / 2));
+    const halfRate =
+      rateArg ?? Math.max(1, Math.round(Math.min(maxRate, TARGET_ENTRIES_PER_SEC) / 2));
     const paced: Round[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       paced.push(
@@ -181,7 +186,10 @@ async function main(): Promise<void> {
       .flatMap((p) => p.events)
       .filter((e) => e.event === 'softState' && e.role === 'candidate' && e.atMs > benchStartMs);
     console.log(`elections during the benchmark (should be 0): ${elections.length}`);
-    console.log(`targets: >= 100000 entries/s; p99 < 10 ms at half rate`);
+    console.log(
+      `targets: >= ${TARGET_ENTRIES_PER_SEC} entries/s; p99 < 10 ms at half rate ` +
+        `(half the target, or half the saturated median when below it)`,
+    );
     console.log(`load avg after: ${loadText()}`);
     await group.stopAll();
     fs.rmSync(root, { recursive: true, force: true });
