@@ -33,28 +33,17 @@ import type { GrpcRaftTransportOptions } from './grpc-raft-transport-options';
 export const APPLIED_RING_ENTRIES = 1 << 16;
 
 /**
- * The checksum of one entry: the CRC32C its CommitLog record carries (over length, type, term,
- * index and payload; `recordChecksum`). A proposer computes it from its acknowledgement to check
- * what was applied. A member applying an entry takes it from its CommitLog, which computed it
- * when the entry was appended (checking that index, term and size match the applied entry), and
- * computes it itself when the CommitLog no longer remembers it (entries appended before a
- * restart, or more than a few thousand entries before the one applied). So the digest covers
- * the entries as this member stored them; that the applied entry is the stored one is what the
- * Raft log guarantees (and the simulator's checks of applied entries test).
- */
-export function entryChecksum(
-  index: number,
-  term: number,
-  type: number,
-  payload: Uint8Array,
-): number {
-  return recordChecksum(index, term, type, payload);
-}
-
-/**
  * The trivial state machine: applied entries counted and chained into a running checksum
  * (`digest(i) = crc32c(digest(i-1) | checksum(i))`), with a bounded ring of the last
  * {@link APPLIED_RING_ENTRIES} indexes, their digests and entry checksums.
+ *
+ * An entry's checksum is the CRC32C its CommitLog record carries (`recordChecksum`); a proposer
+ * computes the same from its acknowledgement to check what was applied. The digest takes it from
+ * the CommitLog, which computed it at append (and answers only when index, term and size match
+ * the applied entry), and computes it only when the CommitLog no longer remembers it (entries
+ * appended before a restart, or more than a few thousand before the one applied). So the digest
+ * covers the entries as this member stored them; that the applied entry is the stored one is
+ * what the Raft log guarantees (and the simulator's checks of applied entries test).
  */
 export class AppliedDigest {
   private applied = 0;
@@ -65,16 +54,13 @@ export class AppliedDigest {
   private readonly ringChecksums = new Uint32Array(APPLIED_RING_ENTRIES);
   private readonly pair = Buffer.alloc(8);
 
-  /**
-   * @param knownChecksum the checksum of an entry when something already computed it (the
-   *   CommitLog's record CRC of that index, term and size), else undefined.
-   */
+  /** @param recentRecordCrc the CommitLog's `recentRecordCrc`. */
   constructor(
-    private readonly knownChecksum: (
+    private readonly recentRecordCrc: (
       index: number,
       term: number,
       payloadBytes: number,
-    ) => number | undefined = () => undefined,
+    ) => number | undefined,
   ) {}
 
   get appliedIndex(): number {
@@ -97,8 +83,8 @@ export class AppliedDigest {
         throw new RaftmqError('INTERNAL', `applied ${entry.index} after ${this.applied}`);
       }
       const checksum =
-        this.knownChecksum(entry.index, entry.term, entry.payload.length) ??
-        entryChecksum(entry.index, entry.term, entry.type, entry.payload);
+        this.recentRecordCrc(entry.index, entry.term, entry.payload.length) ??
+        recordChecksum(entry.index, entry.term, entry.type, entry.payload);
       writeU32LE(this.pair, 0, this.running);
       writeU32LE(this.pair, 4, checksum);
       this.running = crc32cSmall(this.pair, 0, 8);

@@ -37,7 +37,7 @@ export interface RaftNodeStatus {
   readonly cpuMs: number;
 }
 
-/** One acknowledged entry: where it went and its checksum (see `entryChecksum`). */
+/** One acknowledged entry: where it went and its checksum (the record CRC, `recordChecksum`). */
 export interface AckedEntry {
   readonly index: number;
   readonly checksum: number;

@@ -10,8 +10,8 @@
 import { randomFillSync } from 'node:crypto';
 import { isRaftmqError, RaftmqError } from '../common/errors';
 import { createLogger, type Logger } from '../common/logger';
-import { entryChecksum, RaftMember } from '../broker/raft-member';
-import { EntryType } from '../store/log-record';
+import { RaftMember } from '../broker/raft-member';
+import { EntryType, recordChecksum } from '../store/log-record';
 import { runLoad } from './raft-load';
 import {
   checkInt,
@@ -79,7 +79,7 @@ async function proposeDistinct(
       const ack = await member.propose(payloads);
       payloads.forEach((payload, i) => {
         const index = ack.firstIndex + i;
-        acked.push({ index, checksum: entryChecksum(index, ack.term, EntryType.NORMAL, payload) });
+        acked.push({ index, checksum: recordChecksum(index, ack.term, EntryType.NORMAL, payload) });
       });
     } catch (err) {
       // Reported to the caller, which decides: a failed proposal may or may not be committed.

@@ -10,14 +10,7 @@
  */
 import { RaftmqError } from '../common/errors';
 import { assert } from '../common/assert';
-import { readU32BE } from '../common/bytes';
-import {
-  type LogEntry,
-  RECORD_CRC_OFFSET,
-  RECORD_HEADER_BYTES,
-  encodeRecordInto,
-  isEntryType,
-} from './log-record';
+import { type LogEntry, RECORD_HEADER_BYTES, encodeRecordInto, isEntryType } from './log-record';
 import type { CommitLogState } from './commit-log-state';
 
 /** Write buffers kept for reuse, at most. */
@@ -151,8 +144,7 @@ export class CommitLogWriter {
       };
       this.chunks.push(chunk);
     }
-    encodeRecordInto(e, chunk.buf, chunk.used);
-    const crc = readU32BE(chunk.buf, chunk.used + RECORD_CRC_OFFSET);
+    const crc = encodeRecordInto(e, chunk.buf, chunk.used);
     chunk.used += size;
     s.index.stage({ index: e.index, position: s.endPos, sizeBytes: size, term: e.term });
     s.recent.record(e.index, s.endPos, size, e.term, crc);

@@ -27,8 +27,6 @@ import { RaftmqError } from '../common/errors';
 
 export const RECORD_MAGIC = 0x524d5131;
 export const RECORD_HEADER_BYTES = 32;
-/** Where a record's CRC32C lies. */
-export const RECORD_CRC_OFFSET = 8;
 
 /** Raft entry kinds as stored. */
 export const EntryType = Object.freeze({ NOOP: 0, NORMAL: 1, CONFIG: 2 } as const);
@@ -53,7 +51,10 @@ export function recordSizeBytes(payloadBytes: number): number {
   return RECORD_HEADER_BYTES + payloadBytes;
 }
 
-/** Writes the record for `entry` at `buf[offset..]`; returns its size. */
+/**
+ * Writes the record for `entry` at `buf[offset..]` (its size is `recordSizeBytes` of the
+ * payload's); returns the CRC32C written, {@link recordChecksum} of the entry.
+ */
 export function encodeRecordInto(entry: LogEntry, buf: Buffer, offset: number): number {
   const length = entry.payload.length;
   writeU32BE(buf, offset, RECORD_MAGIC);
@@ -65,17 +66,16 @@ export function encodeRecordInto(entry: LogEntry, buf: Buffer, offset: number): 
   writeU64(buf, offset + 16, entry.term);
   writeU64(buf, offset + 24, entry.index);
   copyBytes(buf, entry.payload, offset + RECORD_HEADER_BYTES);
-  // Over the header bytes here, then over the payload the entry holds: no view of `buf` made.
-  const head = crc32cSmall(buf, offset + 12, offset + RECORD_HEADER_BYTES,
-    crc32cSmall(buf, offset + 4, offset + 8));
-  writeU32BE(buf, offset + 8, crc32c(entry.payload, head));
-  return RECORD_HEADER_BYTES + length;
+  const crc = recordChecksum(entry.index, entry.term, entry.type, entry.payload);
+  writeU32BE(buf, offset + 8, crc);
+  return crc;
 }
 
 /**
- * The CRC32C a record of this entry carries (bytes 8..12), computed without encoding it: over the
- * payload length, type, reserved bytes, term, index and payload, as {@link encodeRecordInto}
- * does.
+ * The CRC32C a record of this entry carries (bytes 8..12): over the payload length, type,
+ * reserved bytes, term, index and payload, the record's bytes 4..8 and 12..end (what
+ * `checkRecord` verifies), computed from the fields and the entry's own payload without a view
+ * of any buffer.
  */
 export function recordChecksum(
   index: number,
