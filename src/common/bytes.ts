@@ -43,12 +43,6 @@ export function readU32BE(b: Uint8Array, o: number): number {
   );
 }
 
-export function readU32LE(b: Uint8Array, o: number): number {
-  return (
-    (b[o + 3] ?? 0) * 0x1000000 + (((b[o + 2] ?? 0) << 16) | ((b[o + 1] ?? 0) << 8) | (b[o] ?? 0))
-  );
-}
-
 /** 4 big-endian bytes as a signed 32-bit integer. */
 export function readI32BE(b: Uint8Array, o: number): number {
   return ((b[o] ?? 0) << 24) | ((b[o + 1] ?? 0) << 16) | ((b[o + 2] ?? 0) << 8) | (b[o + 3] ?? 0);
@@ -79,15 +73,4 @@ export function writeU64BE(b: Uint8Array, o: number, v: number): void {
 /** 8 big-endian bytes as a number (exact below 2^53). */
 export function readU64BE(b: Uint8Array, o: number): number {
   return readU32BE(b, o) * TWO_32 + readU32BE(b, o + 4);
-}
-
-/** A non-negative safe integer as 8 bytes, little-endian. */
-export function writeU64LE(b: Uint8Array, o: number, v: number): void {
-  writeU32LE(b, o, v >>> 0);
-  writeU32LE(b, o + 4, Math.floor(v / TWO_32));
-}
-
-/** 8 little-endian bytes as a number (exact below 2^53). */
-export function readU64LE(b: Uint8Array, o: number): number {
-  return readU32LE(b, o + 4) * TWO_32 + readU32LE(b, o);
 }
