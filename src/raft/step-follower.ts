@@ -60,7 +60,7 @@ export function handleAppend(core: RaftCore, message: AppendMessage): void {
     hintIndex = log.firstIndexOfTerm(termThere, message.prevIndex);
   }
   core.sendAfterPersist({
-    ...core.envelope(message.from),
+    from: core.id, to: message.from, term: asTerm(core.term),
     type: 'AppendResp',
     reject: true,
     matchIndex: asLogIndex(0),
@@ -83,7 +83,7 @@ function acknowledge(core: RaftCore, message: AppendMessage, matchIndex: number)
     queued.pop();
   }
   core.sendAfterPersist({
-    ...core.envelope(message.from),
+    from: core.id, to: message.from, term: asTerm(core.term),
     type: 'AppendResp',
     reject: false,
     matchIndex: asLogIndex(matchIndex),
