@@ -24,6 +24,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LatencyHistogram } from '../src/cli/raft-load';
 import { RECORD_HEADER_BYTES } from '../src/store/log-record';
+import { median, tableRow as row } from './produce-load';
 
 const args = process.argv.slice(2);
 const argAfter = (flag: string): string | undefined =>
@@ -159,20 +160,6 @@ function startChild(
     });
   });
   return { child, result };
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
-}
-
-function row(cells: readonly (string | number)[]): void {
-  const text = cells.map((c, i) => {
-    const s = typeof c === 'number' ? (Number.isInteger(c) ? String(c) : c.toFixed(2)) : c;
-    return i === 0 ? s.padEnd(18) : s.padStart(11);
-  });
-  console.log(text.join(' '));
 }
 
 async function runPhase(
