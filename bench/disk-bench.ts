@@ -10,13 +10,15 @@
  * CommitLog in SYNC mode pays at least for each entry on each node.
  *
  * Two phases: `quiet` (only the writers run) and `loaded` (as many busy-looping processes as
- * the machine has cores run beside them, as a paced `bench:raft` keeps the machine 85 to 90%
- * busy). The second shows what the disk and the scheduler of this virtual machine do to
- * fdatasync latency when the CPUs are taken.
+ * the machine has cores run beside them: a harsher load than a paced `bench:raft`, which keeps
+ * the machine 85 to 90% busy). The second shows what the disk and the scheduler of this
+ * virtual machine do to fdatasync latency when the CPUs are taken.
  *
- * Options: `--quick` (4 s phases), `--seconds N`, `--rate N` (records/s per writer),
- * `--writers N`, `--dir PATH` (`.bench-tmp/` by default). The last line of output is one JSON
- * object of the medians over the writers.
+ * Options: `--quick` (4 s phases), `--seconds N` (at most 120), `--rate N` (records/s per
+ * writer), `--writers N`, `--dir PATH` (`.bench-tmp/` by default). The files take
+ * writers x rate x 1,056 bytes per second of a phase (1.6 GB per 10 s phase by default; the
+ * benchmark refuses to start without that much free space) and are removed after each phase.
+ * The last line of output is one JSON object of the medians over the writers.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -30,13 +32,15 @@ const args = process.argv.slice(2);
 const argAfter = (flag: string): string | undefined =>
   args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined;
 
-/** A whole number argument in [min, max], or the default. */
+/** A whole number argument in [min, max], or the default when the flag is absent. */
 function intArg(flag: string, fallback: number, min: number, max: number): number {
+  if (!args.includes(flag)) return fallback;
   const text = argAfter(flag);
-  if (text === undefined) return fallback;
   const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < min || n > max) {
-    throw new Error(`${flag} takes a whole number from ${min} to ${max}`);
+  if (text === undefined || text === '' || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new Error(
+      `${flag} takes a whole number from ${min} to ${max} (got ${text ?? 'nothing'})`,
+    );
   }
   return n;
 }
@@ -52,6 +56,13 @@ const STALL_MS = 10;
 const IDLE_WAIT_MS = 0.2;
 /** A child that has not reported this long after its phase should have ended is killed. */
 const CHILD_GRACE_MS = 30_000;
+/** Free space asked for beyond what the writers will write. */
+const FREE_SPACE_MARGIN = 1.2;
+
+interface SpinnerSpec {
+  /** A bound in case the parent is gone: the parent kills a spinner once its writers end. */
+  readonly durationMs: number;
+}
 
 interface WriterSpec {
   readonly file: string;
@@ -65,12 +76,17 @@ interface WriterResult {
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly maxMs: number;
-  /** Rounds (write + fdatasync) longer than STALL_MS, and their summed time. */
+  /** Measured rounds (write + fdatasync) longer than STALL_MS, and their summed time. */
   readonly stalls: number;
   readonly stallMs: number;
 }
 
-/** The writer process: paced group-commit rounds into one file; reports over IPC. */
+/**
+ * The writer process: paced group-commit rounds into one file; reports over IPC. Records fall
+ * due for `durationMs`; the writer goes on until every one of them is written and synced, so a
+ * stall at the end is measured too. Rounds that start within the first WARMUP_MS are not
+ * counted, nor are the records that fell due then.
+ */
 function runWriter(spec: WriterSpec): WriterResult {
   const fd = fs.openSync(spec.file, 'w');
   const buf = Buffer.alloc(ROUND_BYTES_MAX, 0x5a);
@@ -81,12 +97,12 @@ function runWriter(spec: WriterSpec): WriterResult {
   let rounds = 0;
   let stalls = 0;
   let stallMs = 0;
+  const totalDue = Math.floor((spec.durationMs * spec.ratePerSec) / 1000);
   const startMs = performance.now();
   try {
-    for (;;) {
+    while (done < totalDue) {
       const nowMs = performance.now();
-      if (nowMs - startMs >= spec.durationMs) break;
-      const due = Math.floor(((nowMs - startMs) * spec.ratePerSec) / 1000);
+      const due = Math.min(totalDue, Math.floor(((nowMs - startMs) * spec.ratePerSec) / 1000));
       if (due <= done) {
         Atomics.wait(sleeper, 0, 0, IDLE_WAIT_MS);
         continue;
@@ -96,7 +112,9 @@ function runWriter(spec: WriterSpec): WriterResult {
       fs.writeSync(fd, buf, 0, count * RECORD_BYTES, position);
       fs.fdatasyncSync(fd);
       const endMs = performance.now();
-      if (endMs - roundStartMs > STALL_MS) {
+      const measured = roundStartMs - startMs >= WARMUP_MS;
+      if (measured) rounds += 1;
+      if (measured && endMs - roundStartMs > STALL_MS) {
         stalls += 1;
         stallMs += endMs - roundStartMs;
       }
@@ -106,7 +124,6 @@ function runWriter(spec: WriterSpec): WriterResult {
       }
       position += count * RECORD_BYTES;
       done += count;
-      rounds += 1;
     }
   } finally {
     fs.closeSync(fd);
@@ -123,7 +140,10 @@ function runWriter(spec: WriterSpec): WriterResult {
   };
 }
 
-/** The load process: keeps one core busy until the deadline; returns a value to keep the work. */
+/**
+ * The load process: keeps one core busy until the parent kills it (once the writers ended), or
+ * until `durationMs`, a bound in case the parent is gone; returns a value to keep the work.
+ */
 function runSpinner(durationMs: number): number {
   const endMs = Date.now() + durationMs;
   let x = 0;
@@ -133,35 +153,48 @@ function runSpinner(durationMs: number): number {
   return x;
 }
 
-/** Starts this file as a child in `role`; resolves with the message it sends, if any. */
+/** How a child ended, and the message it sent (a writer sends its result). */
+interface ChildOutcome {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly message: unknown;
+  readonly error?: Error;
+}
+
+/**
+ * Starts this file as a child in `role`. The promise never rejects: it settles once the child
+ * ended and its IPC channel closed (so a message it sent has arrived), or once it could not be
+ * started; a child still running `deadlineMs + CHILD_GRACE_MS` from now is killed.
+ */
 function startChild(
   role: 'writer' | 'spinner',
-  payload: unknown,
+  payload: WriterSpec | SpinnerSpec,
   deadlineMs: number,
-): { child: ChildProcess; result: Promise<unknown> } {
+): { child: ChildProcess; outcome: Promise<ChildOutcome> } {
   const child = fork(__filename, [role, JSON.stringify(payload)], { stdio: 'inherit' });
-  const result = new Promise<unknown>((resolve, reject) => {
+  const outcome = new Promise<ChildOutcome>((resolve) => {
     let message: unknown;
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${role} ${child.pid ?? '?'} did not finish in time`));
-    }, deadlineMs + CHILD_GRACE_MS);
+    const timer = setTimeout(() => child.kill('SIGKILL'), deadlineMs + CHILD_GRACE_MS);
     child.on('message', (m) => {
       message = m;
     });
-    child.once('error', (err) => {
+    child.once('error', (error) => {
       clearTimeout(timer);
-      reject(err);
+      resolve({ code: null, signal: null, message, error });
     });
-    child.once('exit', (code, signal) => {
+    child.once('close', (code, signal) => {
       clearTimeout(timer);
-      if (code === 0) resolve(message);
-      else reject(new Error(`${role} ${child.pid ?? '?'} ended with ${signal ?? code}`));
+      resolve({ code, signal, message });
     });
   });
-  return { child, result };
+  return { child, outcome };
 }
 
+function isWriterResult(m: unknown): m is WriterResult {
+  return typeof m === 'object' && m !== null && typeof (m as WriterResult).p99Ms === 'number';
+}
+
+/** Runs one phase: the spinners (if any) start first, and are killed once the writers end. */
 async function runPhase(
   name: string,
   dir: string,
@@ -173,19 +206,36 @@ async function runPhase(
   const started: ChildProcess[] = [];
   try {
     const load = Array.from({ length: spinners }, () => {
-      const s = startChild('spinner', { durationMs: durationMs + 500 }, durationMs);
+      const spec: SpinnerSpec = { durationMs: durationMs + CHILD_GRACE_MS };
+      const s = startChild('spinner', spec, spec.durationMs);
       started.push(s.child);
-      return s.result;
+      return s;
     });
-    const results = Array.from({ length: writers }, (_, i) => {
-      const spec: WriterSpec = { file: path.join(dir, `${name}-${i}`), ratePerSec, durationMs };
-      const w = startChild('writer', spec, durationMs);
-      started.push(w.child);
-      return w.result;
+    const outcomes = await Promise.all(
+      Array.from({ length: writers }, (_, i) => {
+        const spec: WriterSpec = { file: path.join(dir, `${name}-${i}`), ratePerSec, durationMs };
+        const w = startChild('writer', spec, durationMs);
+        started.push(w.child);
+        return w.outcome;
+      }),
+    );
+    for (const s of load) s.child.kill('SIGKILL');
+    const spun = await Promise.all(load.map((s) => s.outcome));
+    const failedSpinner = spun.find(
+      (o) => o.error !== undefined || (o.code !== null && o.code !== 0),
+    );
+    if (failedSpinner !== undefined) {
+      throw new Error(
+        `a busy process failed: ${failedSpinner.error?.message ?? failedSpinner.code}`,
+      );
+    }
+    return outcomes.map((o, i) => {
+      if (o.error !== undefined || o.code !== 0 || !isWriterResult(o.message)) {
+        const how = o.error?.message ?? `exit ${o.signal ?? o.code}`;
+        throw new Error(`${name} writer #${i + 1} failed (${how}) and reported no result`);
+      }
+      return o.message;
     });
-    const out = (await Promise.all(results)) as WriterResult[];
-    await Promise.all(load);
-    return out;
   } finally {
     for (const child of started) {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
@@ -195,13 +245,22 @@ async function runPhase(
 
 async function main(): Promise<void> {
   const quick = args.includes('--quick');
-  const durationMs = intArg('--seconds', quick ? 4 : 10, 2, 600) * 1000;
+  const durationMs = intArg('--seconds', quick ? 4 : 10, 2, 120) * 1000;
   const ratePerSec = intArg('--rate', 50_000, 1, 1_000_000);
   const writers = intArg('--writers', 3, 1, 16);
   const spinners = os.cpus().length;
   const root = path.join(argAfter('--dir') ?? path.join(process.cwd(), '.bench-tmp'), 'disk');
   fs.rmSync(root, { recursive: true, force: true });
   fs.mkdirSync(root, { recursive: true });
+  const neededBytes = (writers * ratePerSec * RECORD_BYTES * durationMs) / 1000;
+  const st = fs.statfsSync(root);
+  if (neededBytes * FREE_SPACE_MARGIN > st.bavail * st.bsize) {
+    fs.rmSync(root, { recursive: true, force: true });
+    throw new Error(
+      `${root} has ${((st.bavail * st.bsize) / 1e9).toFixed(1)} GB free; a phase writes ` +
+        `${(neededBytes / 1e9).toFixed(1)} GB (fewer --seconds, --writers or --rate)`,
+    );
+  }
   console.log(`disk benchmark, data under ${root}`);
   console.log(
     `${writers} writers x ${ratePerSec} records/s of ${RECORD_BYTES} bytes, a write and an ` +
@@ -213,6 +272,7 @@ async function main(): Promise<void> {
     const loaded = await runPhase('loaded', root, writers, spinners, ratePerSec, durationMs);
     row(['phase', 'records/s', 'p50 ms', 'p99 ms', 'max ms', 'rounds', 'stalls', 'stall ms']);
     const measuredSec = (durationMs - WARMUP_MS) / 1000;
+    // rounds and stalls: those that started after the first WARMUP_MS
     const show = (phase: string, rs: readonly WriterResult[]): void =>
       rs.forEach((r, i) =>
         row([
@@ -251,13 +311,15 @@ async function main(): Promise<void> {
 
 const role = process.argv[2];
 if (role === 'writer' || role === 'spinner') {
-  const payload = JSON.parse(process.argv[3] ?? '{}') as WriterSpec;
-  const result = role === 'writer' ? runWriter(payload) : { spun: runSpinner(payload.durationMs) };
+  const result =
+    role === 'writer'
+      ? runWriter(JSON.parse(process.argv[3] ?? '{}') as WriterSpec)
+      : { spun: runSpinner((JSON.parse(process.argv[3] ?? '{}') as SpinnerSpec).durationMs) };
   // The channel closes once the result is on its way; the process then ends by itself.
   process.send?.(result, () => process.disconnect?.());
 } else {
   main().catch((err: unknown) => {
-    console.error(err);
+    console.error(err instanceof Error ? `bench:disk: ${err.message}` : err);
     process.exitCode = 1;
   });
 }

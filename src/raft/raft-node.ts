@@ -168,7 +168,7 @@ export class RaftNode {
       // With CheckQuorum or PreVote our term may never reach a stale leader through votes, so
       // tell it directly; it steps down on seeing the later term.
       core.send({
-        ...core.envelope(message.from), type: 'AppendResp', reject: true,
+        from: core.id, to: message.from, term: asTerm(core.term), type: 'AppendResp', reject: true,
         matchIndex: asLogIndex(0), rejectedIndex: asLogIndex(0), hintTerm: asTerm(0),
         hintIndex: asLogIndex(0),
       });
