@@ -76,7 +76,7 @@ export const RAFT_TUNABLE_DEFAULTS: Readonly<RaftTunables> = Object.freeze({
   preferredLeaderId: null,
   inflightCountMax: 256,
   inflightBytesMax: 16 * MIB,
-  appendHoldBytes: 64 * 1024,
+  appendHoldBytes: MIB,
   batchEntriesMax: 256,
   batchBytesMax: MIB,
   entryCacheBytesMax: 64 * MIB,
