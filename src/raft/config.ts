@@ -27,8 +27,9 @@ export interface RaftTunables {
   readonly inflightBytesMax: number;
   /**
    * Newly proposed entries below this many bytes wait, for a follower with Appends in flight,
-   * until its next acknowledgement (or until this many gathered) and then go in one Append;
-   * 0 sends every proposal at once. See `sendProposed` in replicator.ts.
+   * until its next acknowledgement (or until this many gathered) and then go together, in as
+   * few Appends as `batchEntriesMax` and `batchBytesMax` allow; 0 sends every proposal at once.
+   * The default is `batchBytesMax`. See `sendProposed` in replicator.ts.
    */
   readonly appendHoldBytes: number;
   /** Entries per Append message (and per apply batch), at most. */

@@ -3,18 +3,24 @@
  * `FileHandle` costs a measurable share of the append path at hundreds of thousands of records
  * per second.
  *
- * Writes are synchronous (`writev` copies into the page cache on the calling thread; only
- * `sync()`, reads and the rest go to the thread pool): handing each write to a pool thread costs
- * a wake-up of that thread and one of the loop when it is done, and a CommitLog round is a
- * segment write, an index write and an fdatasync one after the other. With the writes done in
- * place a round is one hand-off instead of three: `bench:raft` at 50,000 entries/s, commit p50
- * 2.1-3.7 against 3.9-4.8 ms (docs/performance.md). A write to the page cache does not wait for
- * the device; what it costs the loop is the copy, about 0.3 ms per MB.
+ * Writes of up to SYNC_WRITE_BYTES_MAX are synchronous: `writev` copies them into the page cache
+ * on the calling thread, where handing them to libuv's thread pool costs a wake-up of a pool
+ * thread and then one of the loop. A CommitLog round under a paced load is a segment write, an
+ * index write and an fdatasync one after the other: three hand-offs, now one (the fdatasync).
+ * In two interleaved pairs of `bench:raft --rate 50000` the commit p50 was 2.1-3.7 against
+ * 3.9-4.8 ms (docs/performance.md). Larger writes, a saturated leader's or a follower's that
+ * gathered during an fdatasync, still go to the pool: the copy costs the loop 0.3 ms per MB on
+ * an idle machine and 2 to 3 ms per MB on a loaded one, and a blocked loop sends no heartbeat.
+ * A buffered write does not usually wait for the device, but it can (dirty-page throttling, a
+ * page read back to be partly overwritten, a journal on other file systems).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Disk, DiskFile, FileStat } from './disk';
 import { errnoCode } from '../common/errors';
+
+/** Writes up to this many bytes are made on the calling thread (see the file comment). */
+const SYNC_WRITE_BYTES_MAX = 1024 * 1024;
 
 function call<T>(
   fn: (cb: (err: NodeJS.ErrnoException | null, value: T) => void) => void,
@@ -40,15 +46,22 @@ class NodeFile implements DiskFile {
     return call<number>((cb) => fs.read(this.fd, buffer, offset, length, position, cb));
   }
 
-  /** Synchronous underneath (see the file comment); a failure rejects as before. */
-  // eslint-disable-next-line @typescript-eslint/require-await
+  /** Synchronous when small (see the file comment); a failure rejects either way. */
   async writev(buffers: readonly Uint8Array[], position: number): Promise<void> {
     let pos = position;
     let pending = buffers.filter((b) => b.byteLength > 0);
+    let total = 0;
+    for (const b of pending) total += b.byteLength;
+    const inPlace = total <= SYNC_WRITE_BYTES_MAX;
+    // Each pass writes at least a byte (a short write is legal, none is not), so this ends.
     while (pending.length > 0) {
-      const written = fs.writevSync(this.fd, pending, pos);
+      const list = pending;
+      const written = inPlace
+        ? fs.writevSync(this.fd, list, pos)
+        : await call<number>((cb) => fs.writev(this.fd, list, pos, cb));
+      if (!(written > 0)) throw new Error(`writev to ${this.path} wrote nothing at ${pos}`);
       pos += written;
-      pending = dropBytes(pending, written);
+      pending = dropBytes(list, written);
     }
   }
 

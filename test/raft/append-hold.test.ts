@@ -5,6 +5,7 @@
 // never arrive still gets entries and the commit index at every heartbeat.
 import { strict as assert } from 'node:assert';
 import { asNodeId } from '../../src/common/types';
+import { RAFT_TUNABLE_DEFAULTS } from '../../src/raft/config';
 import type { AppendMessage, Message } from '../../src/raft/types';
 import { Cluster } from './harness';
 
@@ -41,6 +42,22 @@ describe('raft append hold', () => {
     c.stabilize(); // the answer to a brings b and c together
     assert.deepEqual(sent(c, 'n1', 'n2').map((m) => m.entries.length), [1, 2]);
     for (const id of c.ids) assert.deepEqual(c.appliedTexts(id), ['warm', 'a', 'b', 'c']);
+  });
+
+  it('by default holds up to 1 MiB, the most one Append carries by bytes', () => {
+    assert.equal(RAFT_TUNABLE_DEFAULTS.appendHoldBytes, RAFT_TUNABLE_DEFAULTS.batchBytesMax);
+    const c = new Cluster({ nodeCount: 3, seed: 34 });
+    c.elect('n1');
+    c.propose('n1', 'warm');
+    c.recordReadies = true;
+    proposeOnly(c, 'a'); // nothing in flight: goes at once
+    proposeOnly(c, 'x'.repeat(600 * 1024)); // held: below 1 MiB (64 KiB used to send it)
+    proposeOnly(c, 'y'.repeat(300 * 1024)); // still below: held
+    assert.deepEqual(sent(c, 'n1', 'n2').map((m) => m.entries.length), [1]);
+    proposeOnly(c, 'z'.repeat(200 * 1024)); // past 1 MiB held: what fits goes now
+    assert.ok(sent(c, 'n1', 'n2').length > 1);
+    c.stabilize();
+    for (const id of c.ids) assert.equal(c.appliedTexts(id).length, 5);
   });
 
   it('sends at once when the held bytes reach the bound', () => {

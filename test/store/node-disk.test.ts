@@ -1,8 +1,9 @@
 /**
- * NodeDisk on the real file system: its writes are synchronous underneath (see the file comment
- * of node-disk.ts), and must still behave as the asynchronous `DiskFile` contract says: every
- * buffer lands back to back at the position, empty buffers are skipped, and a failure comes
- * back as a rejected promise rather than an exception thrown at the caller.
+ * NodeDisk on the real file system: its small writes are synchronous underneath and its large
+ * ones go to the thread pool (see the file comment of node-disk.ts), and both must behave as
+ * the asynchronous `DiskFile` contract says: every buffer lands back to back at the position,
+ * and a failure comes back as a rejected promise rather than an exception thrown at the
+ * caller.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
@@ -22,7 +23,7 @@ describe('NodeDisk', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('writes buffers back to back at the position, skipping empty ones', async () => {
+  it('writes buffers back to back at the position', async () => {
     const file = await disk.open(path.join(dir, 'f'), true);
     try {
       await file.writev([Buffer.from('abc'), Buffer.alloc(0), Buffer.from('defg')], 0);
@@ -39,15 +40,36 @@ describe('NodeDisk', () => {
   });
 
   it('reports a failed write as a rejected promise, not a thrown exception', async () => {
-    const file = await disk.open(path.join(dir, 'g'), true);
-    await file.close();
-    let pending: Promise<void> | undefined;
-    assert.doesNotThrow(() => {
-      pending = file.writev([Buffer.from('late')], 0);
-    });
-    await assert.rejects(pending as Promise<void>, (err: NodeJS.ErrnoException) => {
-      assert.equal(err.code, 'EBADF');
-      return true;
-    });
+    // /dev/full refuses every write with ENOSPC (the CommitLog maps it to DISK_FULL).
+    const file = await disk.open('/dev/full', false);
+    try {
+      for (const size of [16, 2 * 1024 * 1024]) {
+        let pending: Promise<void> | undefined;
+        assert.doesNotThrow(() => {
+          pending = file.writev([Buffer.alloc(size)], 0);
+        });
+        await assert.rejects(pending as Promise<void>, (err: NodeJS.ErrnoException) => {
+          assert.equal(err.code, 'ENOSPC');
+          return true;
+        });
+      }
+    } finally {
+      await file.close();
+    }
+  });
+
+  it('writes large buffers (through the thread pool) as completely as small ones', async () => {
+    const file = await disk.open(path.join(dir, 'h'), true);
+    try {
+      const big = Buffer.alloc(3 * 1024 * 1024 + 5, 0x41);
+      big[big.length - 1] = 0x42;
+      await file.writev([Buffer.from('head'), big], 7);
+      assert.equal(await file.size(), 7 + 4 + big.length);
+      const tail = Buffer.alloc(5);
+      await file.read(tail, 0, 5, 7 + 4 + big.length - 5);
+      assert.deepEqual(tail, Buffer.from('AAAAB'));
+    } finally {
+      await file.close();
+    }
   });
 });
