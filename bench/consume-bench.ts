@@ -54,12 +54,10 @@ import {
 } from './consume-round';
 import { percentile, tableRow } from './produce-load';
 import { runWithClientFlags } from './client-flags';
+import { argAfter, benchRoot, hasFlag } from './bench-args';
 
-const args = process.argv.slice(2);
-const quick = args.includes('--quick');
-const argAfter = (flag: string): string | undefined =>
-  args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined;
-const root = path.join(argAfter('--dir') ?? path.join(process.cwd(), '.bench-tmp'), 'consume');
+const quick = hasFlag('--quick');
+const root = benchRoot('consume');
 const cpuProfDir = argAfter('--cpu-prof');
 const PHASE_NAMES = ['push', 'batched', 'batched-rmq', 'pull', 'pull-message'] as const;
 type PhaseName = (typeof PHASE_NAMES)[number];

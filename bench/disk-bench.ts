@@ -27,23 +27,7 @@ import * as path from 'node:path';
 import { LatencyHistogram } from '../src/cli/raft-load';
 import { RECORD_HEADER_BYTES } from '../src/store/log-record';
 import { median, tableRow as row } from './produce-load';
-
-const args = process.argv.slice(2);
-const argAfter = (flag: string): string | undefined =>
-  args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined;
-
-/** A whole number argument in [min, max], or the default when the flag is absent. */
-function intArg(flag: string, fallback: number, min: number, max: number): number {
-  if (!args.includes(flag)) return fallback;
-  const text = argAfter(flag);
-  const n = Number(text);
-  if (text === undefined || text === '' || !Number.isSafeInteger(n) || n < min || n > max) {
-    throw new Error(
-      `${flag} takes a whole number from ${min} to ${max} (got ${text ?? 'nothing'})`,
-    );
-  }
-  return n;
-}
+import { benchRoot, hasFlag, intArg } from './bench-args';
 
 const RECORD_BYTES = 1024 + RECORD_HEADER_BYTES;
 /** The largest round a writer makes (it writes the rest in the next). */
@@ -244,12 +228,12 @@ async function runPhase(
 }
 
 async function main(): Promise<void> {
-  const quick = args.includes('--quick');
+  const quick = hasFlag('--quick');
   const durationMs = intArg('--seconds', quick ? 4 : 10, 2, 120) * 1000;
   const ratePerSec = intArg('--rate', 50_000, 1, 1_000_000);
   const writers = intArg('--writers', 3, 1, 16);
   const spinners = os.cpus().length;
-  const root = path.join(argAfter('--dir') ?? path.join(process.cwd(), '.bench-tmp'), 'disk');
+  const root = benchRoot('disk');
   fs.rmSync(root, { recursive: true, force: true });
   fs.mkdirSync(root, { recursive: true });
   const neededBytes = (writers * ratePerSec * RECORD_BYTES * durationMs) / 1000;

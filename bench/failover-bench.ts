@@ -17,15 +17,12 @@
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import * as path from 'node:path';
 import { LocalRaftGroup, type RaftNodeProcess } from '../src/cli/raft-node-client';
 import { wallMs, type RaftNodeEvent } from '../src/cli/raft-node-protocol';
+import { argAfter, benchRoot, hasFlag } from './bench-args';
 
-const args = process.argv.slice(2);
-const quick = args.includes('--quick');
-const argAfter = (flag: string): string | undefined =>
-  args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined;
-const root = path.join(argAfter('--dir') ?? path.join(process.cwd(), '.bench-tmp'), 'failover');
+const quick = hasFlag('--quick');
+const root = benchRoot('failover');
 const ROUNDS = Number(argAfter('--rounds') ?? (quick ? 5 : 20));
 const numberArg = (flag: string): number | undefined => {
   const text = argAfter(flag);

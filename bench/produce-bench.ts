@@ -41,12 +41,10 @@ import {
   type LoadResult,
 } from './produce-load';
 import { runWithClientFlags } from './client-flags';
+import { argAfter, benchRoot, hasFlag } from './bench-args';
 
-const args = process.argv.slice(2);
-const quick = args.includes('--quick');
-const argAfter = (flag: string): string | undefined =>
-  args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined;
-const root = path.join(argAfter('--dir') ?? path.join(process.cwd(), '.bench-tmp'), 'produce');
+const quick = hasFlag('--quick');
+const root = benchRoot('produce');
 const cpuProfDir = argAfter('--cpu-prof');
 const PHASE_NAMES = ['official', 'batched', 'failover'];
 const PHASES = new Set((argAfter('--only') ?? PHASE_NAMES.join()).split(','));

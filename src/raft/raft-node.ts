@@ -167,11 +167,7 @@ export class RaftNode {
     if (fromLeader && (this.config.checkQuorum || this.config.preVote)) {
       // With CheckQuorum or PreVote our term may never reach a stale leader through votes, so
       // tell it directly; it steps down on seeing the later term.
-      core.send({
-        from: core.id, to: message.from, term: asTerm(core.term), type: 'AppendResp', reject: true,
-        matchIndex: asLogIndex(0), rejectedIndex: asLogIndex(0), hintTerm: asTerm(0),
-        hintIndex: asLogIndex(0),
-      });
+      core.send(core.appendResp(message.from, true, 0, 0, 0, 0));
     } else if (message.type === 'PreVote') {
       core.send({ ...core.envelope(message.from), type: 'PreVoteResp', reject: true });
     }

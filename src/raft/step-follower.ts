@@ -3,7 +3,6 @@
  * and campaign at once on TimeoutNow (thesis §3.10). The term check already ran in
  * raft-node.ts, so every message here is of the node's current term.
  */
-import { asLogIndex, asTerm } from '../common/types';
 import { campaign } from './election';
 import type { RaftCore } from './raft-core';
 import type { AppendMessage, HeartbeatMessage, Message } from './types';
@@ -59,15 +58,8 @@ export function handleAppend(core: RaftCore, message: AppendMessage): void {
     hintTerm = termThere;
     hintIndex = log.firstIndexOfTerm(termThere, message.prevIndex);
   }
-  core.sendAfterPersist({
-    from: core.id, to: message.from, term: asTerm(core.term),
-    type: 'AppendResp',
-    reject: true,
-    matchIndex: asLogIndex(0),
-    rejectedIndex: message.prevIndex,
-    hintTerm: asTerm(hintTerm),
-    hintIndex: asLogIndex(hintIndex),
-  });
+  core.sendAfterPersist(
+    core.appendResp(message.from, true, 0, message.prevIndex, hintTerm, hintIndex));
 }
 
 /**
@@ -82,15 +74,7 @@ function acknowledge(core: RaftCore, message: AppendMessage, matchIndex: number)
     && last.term === core.term && last.matchIndex <= matchIndex) {
     queued.pop();
   }
-  core.sendAfterPersist({
-    from: core.id, to: message.from, term: asTerm(core.term),
-    type: 'AppendResp',
-    reject: false,
-    matchIndex: asLogIndex(matchIndex),
-    rejectedIndex: asLogIndex(0),
-    hintTerm: asTerm(0),
-    hintIndex: asLogIndex(0),
-  });
+  core.sendAfterPersist(core.appendResp(message.from, false, matchIndex, 0, 0, 0));
 }
 
 /**
