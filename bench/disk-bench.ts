@@ -93,7 +93,8 @@ function runWriter(spec: WriterSpec): WriterResult {
       }
       const count = Math.min(due - done, Math.floor(ROUND_BYTES_MAX / RECORD_BYTES));
       const roundStartMs = performance.now();
-      fs.writeSync(fd, buf, 0, count * RECORD_BYTES, position);
+      const written = fs.writeSync(fd, buf, 0, count * RECORD_BYTES, position);
+      if (written !== count * RECORD_BYTES) throw new Error(`short write: ${written} bytes`);
       fs.fdatasyncSync(fd);
       const endMs = performance.now();
       const measured = roundStartMs - startMs >= WARMUP_MS;
