@@ -1,468 +1,862 @@
 /**
- * The message key index (RocketMQ's IndexFile, kept in the {@link MetaStore}): message key and
- * message id -> where the message is in the CommitLog, for "query message by key / by id".
+ * The message key index (RocketMQ's IndexFile): message key and message id -> where the message
+ * is in the CommitLog, for "query message by key / by id", in files of its own under
+ * `<dataDir>/keyindex/`. Until 2026-12-03 it was kept in LevelDB, one put per key and id; under
+ * a steady produce load LevelDB's puts and its compactions (every table of fresh ids overlapped
+ * the one holding the checkpoints, so each compaction rewrote it) cost each node about a tenth
+ * of its CPU, more the longer the broker ran (docs/storage.md, docs/performance.md).
  *
- * Layout:
- * - `MetaKeys.messageKey(topic, key, position)` per key of each message. Entries of one
- *   (topic, key) sort by position, so stale entries (before the CommitLog's first position after
- *   retention) always form the front of a key's range. Such an entry is written once, when its
- *   message is applied, and never rewritten; deleting a stale one can therefore never race with
- *   a write.
- * - `MetaKeys.messageId(messageId)` per message. Several messages may carry one id (a producer
- *   retried a send that had in fact succeeded); the entry is a blind put, so the one applied last
- *   wins. A query by id therefore finds the latest of them.
+ * **Files.** Each holds `entriesPerFile` entries, numbered by a global sequence: its name is the
+ * sequence number of its first entry (20 digits). Layout: a 64-byte header, the entries (32
+ * bytes each, in the order messages were applied), and, once the file is full ("sealed"), its
+ * hash-slot table (`slotCount` u32). An entry is: hash u32 | previous entry of its slot u32
+ * (1-based within the file, 0 for none) | position u64 | store time u64 | size u32 | kind u32
+ * (key or id). A key's entries are chained newest first through their slot; a query walks the
+ * chain of each file, newest file first. Hashes collide, so a match is only a candidate: the
+ * store reads the message and checks its topic and key, or its id (message-store.ts).
  *
- * Values are {@link messageLocationCodec}: 21 bytes, version | position | size | store time.
+ * **Writing.** `add` puts an entry in the newest file's in-memory image (entries and slots),
+ * where queries see it at once. A background write, once `flushEntriesMin` entries wait (or
+ * when asked), appends them to the file, writes a full file's slot table and sealed header,
+ * fdatasyncs, and only then stores the checkpoint in the metadata store: the last Raft index
+ * whose messages are all indexed, and the entry count. The checkpoint therefore never claims an
+ * entry the files do not hold durably.
  *
- * {@link KeyIndex.writeAddOps} (and {@link KeyIndex.addOps}) only build puts: the store's
- * KeyIndexWriter (key-index-writer.ts) writes them behind the apply path, in large batches with
- * their own checkpoint, and the entries after that checkpoint are indexed again on open.
+ * **Recovery.** `open` drops every entry past the checkpoint's count (the files may hold more,
+ * or torn ones) and rebuilds the newest file's slots from its entries; the owner (MessageStore)
+ * indexes again the Raft entries after the checkpoint's index, from the CommitLog. Files that
+ * do not agree with the checkpoint (missing, short, a bad header) are deleted, the checkpoint is
+ * reset to zero (durably, before any new file is written), and everything still in the
+ * CommitLog is indexed again.
+ *
+ * **Retention.** `removeBefore(position)` deletes the oldest sealed files whose entries all point
+ * before the CommitLog's first position; entries of removed segments in newer files are skipped
+ * by queries (and their messages would not match anyway).
  */
+import * as path from 'node:path';
 import { assert } from '../common/assert';
-import { writeU32BE, writeU64BE } from '../common/bytes';
+import { readU32BE, readU64BE, writeU32BE, writeU64BE } from '../common/bytes';
+import { crc32c } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
+import type { Logger } from '../common/logger';
+import { Mutex } from '../common/mutex';
 import { intInRange, resolveOptions } from '../common/options';
-import {
-  decodeMeta,
-  keyNumber,
-  type MetaBatchBuilder,
-  MetaBatchOp,
-  MetaCodec,
-  MetaKeys,
-  MetaStore,
-} from './meta';
+import type { Disk, DiskFile } from './disk';
+import { getMeta, type MetaCodec, MetaKeys, type MetaStore } from './meta';
 
 /** Where a message is in the CommitLog. */
 export interface MessageLocation {
-  /** Byte position of the message's entry in the CommitLog. */
+  /** Byte position of the message in the CommitLog. */
   position: number;
   sizeBytes: number;
   /** When the broker stored the message (its wall clock). */
   storeTimestampMs: number;
 }
 
-/** What {@link KeyIndex.addOps} indexes for one applied message. */
-export interface KeyIndexEntry extends MessageLocation {
-  topic: string;
-  keys: readonly string[];
-  messageId: string;
-}
-
-/** Options of {@link KeyIndex.queryByKey}. */
+/** Options of {@link KeyIndex.keyCandidates}. */
 export interface KeyQueryOptions {
-  /** At most this many results (RocketMQ's maxNum); at least 1. */
-  limit: number;
+  /** Only positions at or after this one (the CommitLog's first position, or a page's start). */
+  fromPosition?: number;
   /** Only messages stored at or after this time (inclusive, as RocketMQ). */
   beginTimestampMs?: number;
   /** Only messages stored at or before this time (inclusive, as RocketMQ). */
   endTimestampMs?: number;
-  /**
-   * The CommitLog's first position: entries before it point at removed segments; they are
-   * skipped and (up to `staleDeleteCountMax` per query) deleted.
-   */
-  minPosition?: number;
-  /** Only positions at or after this one: to page, pass the last result's position + 1. */
-  fromPosition?: number;
-}
-
-/** Options of {@link KeyIndex.sweepBefore}. */
-export interface KeySweepOptions {
-  /** At most this many deletions in this call; at least 1. */
-  batchLimit: number;
-  /** At most this many entries examined in this call (default `sweepScanCountMax`). */
-  scanLimit?: number;
-}
-
-/** What one {@link KeyIndex.sweepBefore} call did. */
-export interface KeySweepResult {
-  /** Deletions issued (an entry also deleted by a query may be counted again). */
-  removed: number;
-  /** A whole pass finished with a `minPosition` at least the one given. */
-  done: boolean;
 }
 
 /** Options of a {@link KeyIndex}. */
 export interface KeyIndexOptions {
-  /** Entries fetched per store scan. */
-  scanPageCountMax: number;
-  /** Entries one query examines at most, stale and out-of-time-range ones included. */
+  /** Hash slots per file (a power of two). */
+  slotCount: number;
+  /** Entries per file; a full file is sealed and the next one started. */
+  entriesPerFile: number;
+  /** A background write starts once this many entries wait to be written. */
+  flushEntriesMin: number;
+  /** Entries waiting at most; beyond it the apply loop waits for the writes (`room()`). */
+  pendingEntriesMax: number;
+  /** Entries one query examines at most, over all files (its chains, collisions included). */
   queryScanCountMax: number;
-  /** Stale entries one query deletes at most. */
-  staleDeleteCountMax: number;
-  /** Entries one sweep call examines at most, unless the call says otherwise. */
-  sweepScanCountMax: number;
+  /** Candidates a query by id returns at most (newest first). */
+  idCandidatesMax: number;
 }
 
-/** The defaults of {@link KeyIndexOptions}. */
+/**
+ * The defaults: a file of 1,048,576 entries is 32 MiB of entries and 1 MiB of slots (4 entries
+ * per slot on average); the newest file's image is in memory.
+ */
 export const KEY_INDEX_DEFAULTS: Readonly<KeyIndexOptions> = Object.freeze({
-  scanPageCountMax: 256,
-  queryScanCountMax: 4096,
-  staleDeleteCountMax: 256,
-  sweepScanCountMax: 4096,
+  slotCount: 262_144,
+  entriesPerFile: 1_048_576,
+  flushEntriesMin: 4096,
+  pendingEntriesMax: 65_536,
+  queryScanCountMax: 65_536,
+  idCandidatesMax: 32,
 });
 
 /** Checks and completes {@link KeyIndexOptions}; throws INVALID_OPTION naming the field. */
 export function resolveKeyIndexOptions(
   input?: Partial<KeyIndexOptions>,
 ): Readonly<KeyIndexOptions> {
-  return resolveOptions('keyIndex', KEY_INDEX_DEFAULTS, {
-    scanPageCountMax: intInRange(1, 65_536),
-    queryScanCountMax: intInRange(1, 1_048_576),
-    staleDeleteCountMax: intInRange(1, 65_536),
-    sweepScanCountMax: intInRange(1, 1_048_576),
+  const o = resolveOptions('keyIndex', KEY_INDEX_DEFAULTS, {
+    slotCount: intInRange(1, 1 << 26),
+    entriesPerFile: intInRange(1, 1 << 26),
+    flushEntriesMin: intInRange(1, 1 << 24),
+    pendingEntriesMax: intInRange(1, 1 << 26),
+    queryScanCountMax: intInRange(1, 1 << 26),
+    idCandidatesMax: intInRange(1, 1 << 16),
   }, input);
+  const fail = (field: keyof KeyIndexOptions, message: string): never => {
+    const option = `keyIndex.${field}`;
+    throw new RaftmqError('INVALID_OPTION', `${option}: ${message}`, { details: { option } });
+  };
+  if ((o.slotCount & (o.slotCount - 1)) !== 0) {
+    fail('slotCount', `must be a power of two, got ${o.slotCount}`);
+  }
+  if (o.pendingEntriesMax < o.flushEntriesMin) {
+    fail('pendingEntriesMax', `must be at least flushEntriesMin (${o.flushEntriesMin})`);
+  }
+  return o;
 }
 
-const LOCATION_FORMAT_V1 = 1;
-const LOCATION_SIZE_BYTES = 21;
-const U32_LIMIT = 0x1_0000_0000;
-/** Width of `keyNumber(position)` at the end of a message-key entry's key. */
-const POSITION_KEY_CHARS = keyNumber(0).length;
-const POSITION_KEY_PATTERN = /^[0-9a-f]+$/;
+/** The stored checkpoint: Raft entries up to `index` are indexed by the first `count` entries. */
+export interface KeyIndexCheckpoint {
+  index: number;
+  count: number;
+}
 
-/**
- * A {@link MessageLocation} as 21 bytes: format version 1 (u8) | position (u64 BE) |
- * sizeBytes (u32 BE) | storeTimestampMs (u64 BE). Decoding checks length, version and ranges.
- */
-export const messageLocationCodec: MetaCodec<MessageLocation> = Object.freeze({
-  encode(location: MessageLocation): Uint8Array {
-    const b = Buffer.allocUnsafe(LOCATION_SIZE_BYTES);
-    encodeLocationInto(b, location.position, location.sizeBytes, location.storeTimestampMs);
+export const keyIndexCheckpointCodec: MetaCodec<KeyIndexCheckpoint> = Object.freeze({
+  encode(cp: KeyIndexCheckpoint): Uint8Array {
+    const b = Buffer.alloc(16);
+    writeU64BE(b, 0, cp.index);
+    writeU64BE(b, 8, cp.count);
     return b;
   },
-  decode(bytes: Uint8Array): MessageLocation {
-    if (bytes.byteLength !== LOCATION_SIZE_BYTES) {
-      throw new RangeError(`location needs ${LOCATION_SIZE_BYTES} bytes, got ${bytes.byteLength}`);
+  decode(bytes: Uint8Array): KeyIndexCheckpoint {
+    if (bytes.byteLength !== 16) throw new RangeError(`needs 16 bytes, got ${bytes.byteLength}`);
+    const index = readU64BE(bytes, 0);
+    const count = readU64BE(bytes, 8);
+    if (!Number.isSafeInteger(index) || !Number.isSafeInteger(count)) {
+      throw new RangeError('beyond safe integers');
     }
-    const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const version = b.readUInt8(0);
-    if (version !== LOCATION_FORMAT_V1) throw new RangeError(`unknown location format ${version}`);
-    const position = b.readBigUInt64BE(1);
-    const storeTimestampMs = b.readBigUInt64BE(13);
-    const safe = BigInt(Number.MAX_SAFE_INTEGER);
-    if (position > safe || storeTimestampMs > safe) throw new RangeError('u64 beyond safe integer');
-    return {
-      position: Number(position),
-      sizeBytes: b.readUInt32BE(9),
-      storeTimestampMs: Number(storeTimestampMs),
-    };
+    return { index, count };
   },
 });
 
-/** {@link messageLocationCodec}'s encoding into the first 21 bytes of `b`. */
-function encodeLocationInto(
-  b: Buffer,
-  position: number,
-  sizeBytes: number,
-  storeTimestampMs: number,
-): void {
-  assertLocation(position, sizeBytes, storeTimestampMs);
-  assert(b.length === LOCATION_SIZE_BYTES, 'a location buffer holds exactly one location');
-  // u64 fields as two u32 words: a BigInt write costs several times more, per message applied.
-  b[0] = LOCATION_FORMAT_V1;
-  writeU64BE(b, 1, position);
-  writeU32BE(b, 9, sizeBytes);
-  writeU64BE(b, 13, storeTimestampMs);
+const MAGIC = 0x524d4b49; // "RMKI"
+const VERSION = 1;
+export const KEY_INDEX_HEADER_BYTES = 64;
+export const KEY_INDEX_ENTRY_BYTES = 32;
+const KIND_KEY = 1;
+const KIND_ID = 2;
+const FILE_NAME = /^\d{20}$/;
+/** The first in-memory entries buffer of a file; it doubles as it fills. */
+const IMAGE_INITIAL_ENTRIES = 1024;
+
+function fileName(firstSeq: number): string {
+  return String(firstSeq).padStart(20, '0');
 }
 
-/** Bytes of one stored location. */
-export const MESSAGE_LOCATION_BYTES = LOCATION_SIZE_BYTES;
-
-function assertLocation(position: number, sizeBytes: number, storeTimestampMs: number): void {
-  assert(Number.isSafeInteger(position) && position >= 0, () => `bad position ${position}`);
-  assert(Number.isSafeInteger(sizeBytes) && sizeBytes >= 0 && sizeBytes < U32_LIMIT,
-    () => `bad sizeBytes ${sizeBytes}`);
-  assert(Number.isSafeInteger(storeTimestampMs) && storeTimestampMs >= 0,
-    () => `bad storeTimestampMs ${storeTimestampMs}`);
+/** FNV-1a over UTF-16 code units, continued from `h`. */
+function fnv(h: number, s: string): number {
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h;
 }
 
-/** Names reach the index validated; NUL would break the key layout, so it is an invariant. */
-function assertPart(value: string, what: string, nonEmpty: boolean): void {
-  assert(typeof value === 'string' && !value.includes('\0'),
-    () => `${what} ${JSON.stringify(value)} contains NUL`);
-  assert(!nonEmpty || value.length > 0, `${what} is empty`);
+/** A final mix (MurmurHash3's), so the low bits that pick a slot depend on every input bit. */
+function mix(h: number): number {
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
 }
 
-function assertPosition(value: number, what: string): void {
-  assert(Number.isSafeInteger(value) && value >= 0, () => `${what} must be a position: ${value}`);
+/** The hash of message key `key` of `topic` (a NUL, which no name may hold, between them). */
+export function keyHash(topic: string, key: string): number {
+  // The separator is hashed as a code unit 0 (x ^ 0 = x, then the multiply).
+  return mix(fnv(Math.imul(fnv(0x811c9dc5 ^ KIND_KEY, topic), 0x01000193), key));
 }
 
-function invalid(field: string, message: string): RaftmqError {
-  return new RaftmqError('INVALID_ARGUMENT', `${field}: ${message}`, { details: { field } });
+/** The hash of message id `messageId`. */
+export function idHash(messageId: string): number {
+  return mix(fnv(0x811c9dc5 ^ KIND_ID, messageId));
 }
 
-function corrupt(key: string, message: string): RaftmqError {
-  return new RaftmqError('META_CORRUPT', `key index entry ${JSON.stringify(key)}: ${message}`, {
-    details: { key },
-  });
+interface Header {
+  slotCount: number;
+  entriesPerFile: number;
+  firstSeq: number;
+  /** Entries when sealed (= entriesPerFile); 0 while the file is being filled. */
+  sealedCount: number;
+  minPosition: number;
+  maxPosition: number;
+  maxTimestampMs: number;
 }
 
-/** The position written at the end of a message-key entry's key. */
-function keyPosition(key: string): number {
-  const hex = key.slice(key.length - POSITION_KEY_CHARS);
-  const sep = key.charAt(key.length - POSITION_KEY_CHARS - 1);
-  if (sep !== '\0' || !POSITION_KEY_PATTERN.test(hex)) throw corrupt(key, 'malformed key');
-  const position = parseInt(hex, 16);
-  if (!Number.isSafeInteger(position)) throw corrupt(key, 'position beyond safe integer');
-  return position;
+function encodeHeader(h: Header): Buffer {
+  const b = Buffer.alloc(KEY_INDEX_HEADER_BYTES);
+  writeU32BE(b, 0, MAGIC);
+  writeU32BE(b, 4, VERSION);
+  writeU32BE(b, 8, h.slotCount);
+  writeU32BE(b, 12, h.entriesPerFile);
+  writeU64BE(b, 16, h.firstSeq);
+  writeU32BE(b, 24, h.sealedCount);
+  writeU64BE(b, 32, h.minPosition);
+  writeU64BE(b, 40, h.maxPosition);
+  writeU64BE(b, 48, h.maxTimestampMs);
+  writeU32BE(b, 60, crc32c(b.subarray(0, 60)));
+  return b;
 }
 
-/** Decodes a message-key entry and checks its value against the position in its key. */
-function decodeKeyEntry(key: string, value: Uint8Array): MessageLocation {
-  const position = keyPosition(key);
-  const location = decodeMeta(messageLocationCodec, key, value);
-  if (location.position !== position) {
-    throw corrupt(key, `value says position ${location.position}`);
+/** The header, or a reason it is not one. */
+function decodeHeader(b: Buffer): Header | string {
+  if (b.length < KEY_INDEX_HEADER_BYTES) return 'short header';
+  if (readU32BE(b, 0) !== MAGIC) return 'bad magic';
+  if (readU32BE(b, 60) !== crc32c(b.subarray(0, 60))) return 'bad header checksum';
+  if (readU32BE(b, 4) !== VERSION) return `unknown version ${readU32BE(b, 4)}`;
+  const h: Header = {
+    slotCount: readU32BE(b, 8),
+    entriesPerFile: readU32BE(b, 12),
+    firstSeq: readU64BE(b, 16),
+    sealedCount: readU32BE(b, 24),
+    minPosition: readU64BE(b, 32),
+    maxPosition: readU64BE(b, 40),
+    maxTimestampMs: readU64BE(b, 48),
+  };
+  if (h.slotCount < 1 || (h.slotCount & (h.slotCount - 1)) !== 0) return 'bad slot count';
+  if (h.entriesPerFile < 1) return 'bad entry count';
+  if (h.sealedCount !== 0 && h.sealedCount !== h.entriesPerFile) return 'bad sealed count';
+  return h;
+}
+
+/** A file's bytes when sealed. */
+function sealedSize(h: Header): number {
+  return KEY_INDEX_HEADER_BYTES + h.entriesPerFile * KEY_INDEX_ENTRY_BYTES + 4 * h.slotCount;
+}
+
+/** The file being filled (or full and not yet written), in memory. */
+class Image {
+  readonly slots: Uint32Array;
+  entries: Buffer;
+  /** Entries in the image. */
+  count = 0;
+  /** Entries written to the file (not necessarily synced). */
+  written = 0;
+  file: DiskFile | undefined;
+  minPosition = Number.MAX_SAFE_INTEGER;
+  maxPosition = -1;
+  maxTimestampMs = 0;
+
+  constructor(
+    readonly firstSeq: number,
+    readonly slotCount: number,
+    readonly entriesPerFile: number,
+    initialEntries = IMAGE_INITIAL_ENTRIES,
+  ) {
+    this.slots = new Uint32Array(slotCount);
+    this.entries = Buffer.alloc(Math.min(entriesPerFile, initialEntries) * KEY_INDEX_ENTRY_BYTES);
   }
-  return location;
-}
 
-/** The prefix of all message-key entries; meta.ts names only per-(topic, key) prefixes. */
-const MESSAGE_KEY_SPACE = 'k\0';
-assert(MetaKeys.messageKeyPrefix('t', 'k').startsWith(MESSAGE_KEY_SPACE), 'message key space');
-
-function spacePrefix(space: 'key' | 'id'): string {
-  return space === 'key' ? MESSAGE_KEY_SPACE : MetaKeys.messageIdPrefix;
-}
-
-/** Where an incremental sweep continues. */
-interface SweepCursor {
-  space: 'key' | 'id';
-  /** The next key to look at (inclusive). */
-  gte: string;
-  /** The smallest minPosition any call of this pass used. */
-  coveredMinPosition: number;
-}
-
-/** The message key and id index over a {@link MetaStore}. */
-export class KeyIndex {
-  private readonly options: Readonly<KeyIndexOptions>;
-  private cursor: SweepCursor | undefined;
-  private sweeping = false;
-
-  constructor(private readonly store: MetaStore, options?: Partial<KeyIndexOptions>) {
-    this.options = resolveKeyIndexOptions(options);
+  get full(): boolean {
+    return this.count >= this.entriesPerFile;
   }
 
-  /**
-   * The puts that index one applied message, for the caller's atomic batch with its apply
-   * checkpoint. Duplicate keys of one message are indexed once.
-   */
-  addOps(entry: KeyIndexEntry): MetaBatchOp[] {
-    this.checkAddOps(entry.topic, entry.keys, entry.messageId);
-    const ops: MetaBatchOp[] = [];
-    const batch: MetaBatchBuilder = {
-      put: (key, value) => ops.push({ type: 'put', key, value: Uint8Array.from(value) }),
-      del: (key) => ops.push({ type: 'del', key }),
+  add(hash: number, kind: number, position: number, sizeBytes: number, storeMs: number): void {
+    const n = this.count;
+    if ((n + 1) * KEY_INDEX_ENTRY_BYTES > this.entries.length) {
+      const bytes = Math.min(2 * this.entries.length, this.entriesPerFile * KEY_INDEX_ENTRY_BYTES);
+      const grown = Buffer.alloc(bytes);
+      this.entries.copy(grown, 0, 0, n * KEY_INDEX_ENTRY_BYTES);
+      this.entries = grown;
+    }
+    const slot = hash & (this.slotCount - 1);
+    const b = this.entries;
+    const o = n * KEY_INDEX_ENTRY_BYTES;
+    writeU32BE(b, o, hash);
+    writeU32BE(b, o + 4, this.slots[slot] as number);
+    writeU64BE(b, o + 8, position);
+    writeU64BE(b, o + 16, storeMs);
+    writeU32BE(b, o + 24, sizeBytes);
+    writeU32BE(b, o + 28, kind);
+    this.slots[slot] = n + 1;
+    this.count = n + 1;
+    this.note(position, storeMs);
+  }
+
+  note(position: number, storeMs: number): void {
+    if (position < this.minPosition) this.minPosition = position;
+    if (position > this.maxPosition) this.maxPosition = position;
+    if (storeMs > this.maxTimestampMs) this.maxTimestampMs = storeMs;
+  }
+
+  header(sealed: boolean): Header {
+    return {
+      slotCount: this.slotCount,
+      entriesPerFile: this.entriesPerFile,
+      firstSeq: this.firstSeq,
+      sealedCount: sealed ? this.entriesPerFile : 0,
+      minPosition: this.count === 0 ? 0 : this.minPosition,
+      maxPosition: Math.max(0, this.maxPosition),
+      maxTimestampMs: this.maxTimestampMs,
     };
-    this.writeAddOps(batch, Buffer.allocUnsafe(LOCATION_SIZE_BYTES), entry.topic, entry.keys,
-      entry.messageId, entry.position, entry.sizeBytes, entry.storeTimestampMs);
-    return ops;
+  }
+
+  /** The slot table as stored (u32 big-endian). */
+  slotBytes(): Buffer {
+    const b = Buffer.allocUnsafe(4 * this.slotCount);
+    for (let i = 0; i < this.slotCount; i++) writeU32BE(b, 4 * i, this.slots[i] as number);
+    return b;
+  }
+}
+
+/** A sealed file on disk. */
+interface Sealed {
+  readonly path: string;
+  readonly header: Header;
+}
+
+/** Reads entries and slots of an in-memory image or a sealed file, for a query. */
+interface EntrySource {
+  readonly maxPosition: number;
+  readonly maxTimestampMs: number;
+  slot(hash: number): Promise<number> | number;
+  /** Entry `n` (1-based) into `out` (32 bytes). */
+  entry(n: number, out: Buffer): Promise<void> | void;
+  close(): Promise<void> | void;
+}
+
+function imageSource(img: Image): EntrySource {
+  return {
+    maxPosition: img.maxPosition,
+    maxTimestampMs: img.maxTimestampMs,
+    slot: (hash) => img.slots[hash & (img.slotCount - 1)] as number,
+    entry: (n, out) => {
+      img.entries.copy(out, 0, (n - 1) * KEY_INDEX_ENTRY_BYTES, n * KEY_INDEX_ENTRY_BYTES);
+    },
+    close: () => undefined,
+  };
+}
+
+async function readFully(f: DiskFile, out: Buffer, position: number): Promise<void> {
+  const n = await f.read(out, 0, out.length, position);
+  if (n !== out.length) {
+    throw new RaftmqError('META_CORRUPT', `key index file ${f.path} is short at ${position}`);
+  }
+}
+
+async function sealedSource(disk: Disk, s: Sealed): Promise<EntrySource> {
+  const f = await disk.open(s.path, false);
+  const h = s.header;
+  const slotsAt = KEY_INDEX_HEADER_BYTES + h.entriesPerFile * KEY_INDEX_ENTRY_BYTES;
+  const word = Buffer.alloc(4);
+  return {
+    maxPosition: h.maxPosition,
+    maxTimestampMs: h.maxTimestampMs,
+    slot: async (hash) => {
+      await readFully(f, word, slotsAt + 4 * (hash & (h.slotCount - 1)));
+      return readU32BE(word, 0);
+    },
+    entry: (n, out) => readFully(f, out, KEY_INDEX_HEADER_BYTES + (n - 1) * KEY_INDEX_ENTRY_BYTES),
+    close: () => f.close(),
+  };
+}
+
+/** How `open` found the files. */
+export interface KeyIndexRecovery {
+  /** The files did not agree with the checkpoint (or there was none while files existed). */
+  rebuilt: boolean;
+  /** Why, when rebuilt. */
+  reason?: string;
+}
+
+/** The message key and id index in its own files; see the file comment. */
+export class KeyIndex {
+  readonly options: Readonly<KeyIndexOptions>;
+  private active: Image;
+  /** Full images not yet written, oldest first. */
+  private sealing: Image[] = [];
+  /** Sealed files on disk, oldest first. */
+  private sealed: Sealed[] = [];
+  /** Entries ever added (the next entry's sequence number). */
+  private seq: number;
+  /** Entries written to the files (not necessarily synced). */
+  private writtenSeq: number;
+  /** The last Raft entry whose messages are all added. */
+  private queued: number;
+  /** The last Raft entry the stored checkpoint covers. */
+  private written: number;
+  private dirDirty = false;
+  private readonly mutex = new Mutex();
+  private fatal: Error | undefined;
+  private readonly scratch = Buffer.alloc(KEY_INDEX_ENTRY_BYTES);
+
+  private constructor(
+    private readonly disk: Disk,
+    private readonly dir: string,
+    private readonly meta: MetaStore,
+    options: Readonly<KeyIndexOptions>,
+    active: Image,
+    sealed: Sealed[],
+    checkpoint: KeyIndexCheckpoint,
+  ) {
+    this.options = options;
+    this.active = active;
+    this.sealed = sealed;
+    this.seq = checkpoint.count;
+    this.writtenSeq = checkpoint.count;
+    this.queued = checkpoint.index;
+    this.written = checkpoint.index;
   }
 
   /**
-   * Checks what {@link writeAddOps} will be given for one message (a programmer error, as names
-   * reach the index validated), so that a bad message fails when queued, not when written.
+   * Opens the index in `dir` (see the file comment on recovery). `indexedIndex` of the result
+   * is the stored checkpoint's index: entries after it must be indexed again.
    */
-  checkAddOps(topic: string, keys: readonly string[], messageId: string): void {
-    assertPart(topic, 'topic', true);
-    assertPart(messageId, 'messageId', true);
-    for (const key of keys) assertPart(key, 'message key', false);
+  static async open(
+    disk: Disk,
+    dir: string,
+    meta: MetaStore,
+    log: Logger,
+    input?: Partial<KeyIndexOptions>,
+  ): Promise<{ index: KeyIndex; recovery: KeyIndexRecovery }> {
+    const options = resolveKeyIndexOptions(input);
+    await disk.mkdirp(dir);
+    const stored = await getMeta(meta, MetaKeys.keyIndexFiles, keyIndexCheckpointCodec);
+    const names = (await disk.list(dir)).filter((n) => FILE_NAME.test(n)).sort();
+    let why: string | undefined;
+    if (stored !== undefined) {
+      try {
+        const loaded = await loadFiles(disk, dir, names, stored, options);
+        if (typeof loaded !== 'string') {
+          const index = new KeyIndex(disk, dir, meta, options, loaded.active, loaded.sealed,
+            stored);
+          return { index, recovery: { rebuilt: false } };
+        }
+        why = loaded;
+      } catch (err) {
+        why = `unreadable: ${err instanceof Error ? err.message : String(err)}`;
+      }
+    } else if (names.length > 0) {
+      why = 'no checkpoint';
+    }
+    // Start over: the zero checkpoint is durable before any file is written again, so a crash
+    // after this never pairs the old checkpoint with new files.
+    const zero: KeyIndexCheckpoint = { index: 0, count: 0 };
+    await meta.batch([{ type: 'put', key: MetaKeys.keyIndexFiles,
+      value: keyIndexCheckpointCodec.encode(zero) }], { sync: true });
+    for (const n of names) await disk.remove(path.join(dir, n));
+    if (names.length > 0) await disk.syncDir(dir);
+    if (why !== undefined) {
+      log.warn({ dir, reason: why }, 'key index files do not match their checkpoint; rebuilding');
+    }
+    const active = new Image(0, options.slotCount, options.entriesPerFile);
+    const index = new KeyIndex(disk, dir, meta, options, active, [], zero);
+    const recovery = why === undefined ? { rebuilt: false } : { rebuilt: true, reason: why };
+    return { index, recovery };
+  }
+
+  /** The last Raft entry whose messages are all added: later entries still need indexing. */
+  get indexedIndex(): number {
+    return this.queued;
+  }
+
+  /** The last Raft entry the stored checkpoint covers. */
+  get writtenIndex(): number {
+    return this.written;
+  }
+
+  /** Entries added and not yet written. */
+  get pendingEntries(): number {
+    return this.seq - this.writtenSeq;
+  }
+
+  /** Files on disk or being filled (for tests and metrics). */
+  fileCount(): number {
+    return this.sealed.length + this.sealing.length + 1;
   }
 
   /**
-   * Hands the puts that index one message to `batch` ({@link MetaStore.batchWith}), encoding the
-   * value into `scratch` (21 bytes, reused: the store copies each value). Returns the puts made.
+   * Indexes one message (of an entry after `indexedIndex`): each distinct key of `topic`, and
+   * its id. Names reach the index validated; an empty topic or id is a programmer error.
    */
-  writeAddOps(
-    batch: MetaBatchBuilder,
-    scratch: Buffer,
+  add(
     topic: string,
     keys: readonly string[],
     messageId: string,
     position: number,
     sizeBytes: number,
     storeTimestampMs: number,
-  ): number {
-    encodeLocationInto(scratch, position, sizeBytes, storeTimestampMs);
-    let puts = 0;
-    const distinct = keys.length <= 1 ? keys : new Set(keys);
-    for (const key of distinct) {
-      batch.put(MetaKeys.messageKey(topic, key, position), scratch);
-      puts++;
+  ): void {
+    this.throwIfFailed();
+    assert(topic.length > 0 && messageId.length > 0, 'key index: empty topic or message id');
+    assert(Number.isSafeInteger(position) && position >= 0, () => `bad position ${position}`);
+    assert(Number.isSafeInteger(sizeBytes) && sizeBytes >= 0 && sizeBytes <= 0xffffffff,
+      () => `bad size ${sizeBytes}`);
+    assert(Number.isSafeInteger(storeTimestampMs) && storeTimestampMs >= 0,
+      () => `bad store time ${storeTimestampMs}`);
+    for (let k = 0; k < keys.length; k++) {
+      const key = keys[k] as string;
+      if (keys.indexOf(key) !== k) continue; // a key repeated in one message is indexed once
+      this.put(keyHash(topic, key), KIND_KEY, position, sizeBytes, storeTimestampMs);
     }
-    batch.put(MetaKeys.messageId(messageId), scratch);
-    return puts + 1;
+    this.put(idHash(messageId), KIND_ID, position, sizeBytes, storeTimestampMs);
+  }
+
+  private put(hash: number, kind: number, position: number, size: number, ms: number): void {
+    if (this.active.full) {
+      this.sealing.push(this.active);
+      this.active = new Image(this.seq, this.options.slotCount, this.options.entriesPerFile);
+    }
+    this.active.add(hash, kind, position, size, ms);
+    this.seq++;
   }
 
   /**
-   * Messages of `topic` carrying `key`, **oldest first** (ascending position: the store scans
-   * forward only, and this order pages cheaply with `fromPosition`). Examines at most
-   * `queryScanCountMax` entries, so a narrow time range over a busy key may return fewer than
-   * `limit` although more exist. Stale entries found (position < `minPosition`) are deleted,
-   * at most `staleDeleteCountMax`, before this resolves; a failed deletion rejects the query.
+   * Moves the indexed cursor back to `index` (at open, when the CommitLog lost entries the
+   * checkpoint covered: they are indexed again when they return; queries check every candidate
+   * against its message, so a stale entry matches nothing).
    */
-  async queryByKey(
+  rewindTo(index: number): void {
+    assert(Number.isSafeInteger(index) && index >= 0 && index <= this.queued,
+      () => `key index: rewind to ${index} from ${this.queued}`);
+    this.queued = index;
+  }
+
+  /** Every message of entries up to `index` is added: the next checkpoint covers them. */
+  covered(index: number): void {
+    assert(index >= this.queued, () => `key index: covered ${index} after ${this.queued}`);
+    this.queued = index;
+  }
+
+  /**
+   * Starts a background write when `flushEntriesMin` entries wait (or `force` and anything
+   * does), unless one is in flight. Its failure is kept and rethrown by the next call.
+   */
+  kick(force = false): void {
+    this.throwIfFailed();
+    if (this.mutex.isBusy()) return;
+    const due = this.pendingEntries >= this.options.flushEntriesMin;
+    if (!due && !(force && (this.pendingEntries > 0 || this.queued !== this.written))) return;
+    // `write` records a failure in `fatal` before rejecting; every later call rethrows it.
+    this.flush().catch(() => undefined);
+  }
+
+  /** Resolves once fewer than `pendingEntriesMax` entries wait (writing them if need be). */
+  async room(): Promise<void> {
+    for (let rounds = 0; this.pendingEntries >= this.options.pendingEntriesMax; rounds++) {
+      assert(rounds < 1_000_000, 'key index: no room after many writes');
+      await this.flush();
+    }
+    this.kick();
+  }
+
+  /** Writes everything added so far and stores the checkpoint; resolves once it landed. */
+  flush(): Promise<void> {
+    return this.mutex.run(() => this.write());
+  }
+
+  /**
+   * Forgets every entry and stores a zero checkpoint (durably, before removing the files), for
+   * a rebuild from the CommitLog. Waits for a write in flight.
+   */
+  resetTo0(): Promise<void> {
+    return this.mutex.run(async () => {
+      this.throwIfFailed();
+      try {
+        await this.storeCheckpoint({ index: 0, count: 0 }, true);
+        for (const img of [...this.sealing, this.active]) {
+          const f = img.file;
+          img.file = undefined;
+          await f?.close();
+        }
+        const names = (await this.disk.list(this.dir)).filter((n) => FILE_NAME.test(n));
+        for (const n of names) await this.disk.remove(path.join(this.dir, n));
+        await this.disk.syncDir(this.dir);
+      } catch (err) {
+        this.failed(err);
+      }
+      this.sealed = [];
+      this.sealing = [];
+      this.active = new Image(0, this.options.slotCount, this.options.entriesPerFile);
+      this.seq = 0;
+      this.writtenSeq = 0;
+      this.queued = 0;
+      this.written = 0;
+    });
+  }
+
+  /**
+   * Deletes the oldest sealed files whose entries all point before `minPosition` (retention);
+   * returns how many. Newer files keep their stale entries, which queries skip.
+   */
+  removeBefore(minPosition: number): Promise<number> {
+    return this.mutex.run(async () => {
+      this.throwIfFailed();
+      let removed = 0;
+      try {
+        while (this.sealed.length > 0) {
+          const s = this.sealed[0] as Sealed;
+          if (s.header.maxPosition >= minPosition) break;
+          await this.disk.remove(s.path);
+          this.sealed.shift();
+          removed++;
+        }
+        if (removed > 0) await this.disk.syncDir(this.dir);
+      } catch (err) {
+        this.failed(err);
+      }
+      return removed;
+    });
+  }
+
+  /**
+   * Candidates for messages of `topic` with `key`, oldest first, without duplicates: each must
+   * still be checked against the message (hashes collide). Examines at most
+   * `queryScanCountMax` entries, newest first, so on a very busy key the oldest may be missed.
+   */
+  keyCandidates(
     topic: string,
     key: string,
-    options: KeyQueryOptions,
+    options: KeyQueryOptions = {},
   ): Promise<MessageLocation[]> {
-    assertPart(topic, 'topic', true);
-    assertPart(key, 'message key', false);
-    const { limit } = options;
-    if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', `must be >= 1: ${limit}`);
+    const from = options.fromPosition ?? 0;
     const beginMs = options.beginTimestampMs ?? 0;
     const endMs = options.endTimestampMs ?? Number.MAX_SAFE_INTEGER;
-    if (!Number.isFinite(beginMs) || !Number.isFinite(endMs) || beginMs > endMs) {
-      throw invalid('beginTimestampMs', `time range [${beginMs}, ${endMs}] is empty or not finite`);
-    }
-    const minPosition = options.minPosition ?? 0;
-    assertPosition(minPosition, 'minPosition');
-    const fromPosition = Math.max(minPosition, options.fromPosition ?? 0);
-    assertPosition(fromPosition, 'fromPosition');
+    const found = new Map<number, MessageLocation>();
+    return this.mutex.run(async () => {
+      this.throwIfFailed();
+      await this.walk(keyHash(topic, key), KIND_KEY, from, beginMs, (l) => {
+        if (l.storeTimestampMs <= endMs && !found.has(l.position)) found.set(l.position, l);
+        return true;
+      });
+      return [...found.values()].sort((a, b) => a.position - b.position);
+    });
+  }
 
-    const prefix = MetaKeys.messageKeyPrefix(topic, key);
-    const cleaning = minPosition > 0 && fromPosition === minPosition;
-    let gte = cleaning ? prefix : MetaKeys.messageKey(topic, key, fromPosition);
-    const stale: MetaBatchOp[] = [];
+  /**
+   * Candidates for the message with id `messageId` at or after `minPosition`, newest first (the
+   * last applied holder of a reused id first), at most `idCandidatesMax`.
+   */
+  idCandidates(messageId: string, minPosition = 0): Promise<MessageLocation[]> {
     const found: MessageLocation[] = [];
-    let scanned = 0;
-    const { queryScanCountMax, scanPageCountMax, staleDeleteCountMax } = this.options;
-    for (let round = 0; round < queryScanCountMax; round++) {
-      const want = Math.min(scanPageCountMax, queryScanCountMax - scanned);
-      if (want <= 0 || found.length >= limit) break;
-      const page = await this.store.scan(prefix, { gte, limit: want });
-      let lastPosition = -1;
-      for (const [entryKey, value] of page) {
-        scanned++;
-        lastPosition = keyPosition(entryKey);
-        if (lastPosition < fromPosition) {
-          // Only a cleaning scan starts before fromPosition, and then fromPosition = minPosition.
-          assert(cleaning, 'entries before fromPosition appear only when cleaning');
-          if (stale.length < staleDeleteCountMax) stale.push({ type: 'del', key: entryKey });
-          continue;
+    return this.mutex.run(async () => {
+      this.throwIfFailed();
+      await this.walk(idHash(messageId), KIND_ID, minPosition, 0, (l) => {
+        if (!found.some((f) => f.position === l.position)) found.push(l);
+        return found.length < this.options.idCandidatesMax;
+      });
+      return found;
+    });
+  }
+
+  /**
+   * Walks the chains of `hash`, newest file first, handing `take` each entry of `kind` at or
+   * after `fromPosition` and stored at or after `beginMs`, until `take` returns false or
+   * `queryScanCountMax` entries were examined.
+   */
+  private async walk(
+    hash: number,
+    kind: number,
+    fromPosition: number,
+    beginMs: number,
+    take: (l: MessageLocation) => boolean,
+  ): Promise<void> {
+    let budget = this.options.queryScanCountMax;
+    // Newest first: the file being filled, then full ones not yet written, then sealed ones.
+    const images = [this.active, ...[...this.sealing].reverse()];
+    const sources: (() => Promise<EntrySource> | EntrySource)[] = [
+      ...images.map((img) => () => imageSource(img)),
+      ...[...this.sealed].reverse().map((s) => () => sealedSource(this.disk, s)),
+    ];
+    const e = this.scratch;
+    for (const open of sources) {
+      const src = await open();
+      try {
+        // Files hold positions in apply order: an older file can only hold older ones.
+        if (src.maxPosition >= 0 && src.maxPosition < fromPosition) return;
+        if (src.maxPosition < 0 || src.maxTimestampMs < beginMs) continue;
+        let n = await src.slot(hash);
+        while (n !== 0) {
+          if (budget-- <= 0) return;
+          await src.entry(n, e);
+          const position = readU64BE(e, 8);
+          const storeTimestampMs = readU64BE(e, 16);
+          if (readU32BE(e, 0) === hash && readU32BE(e, 28) === kind && position >= fromPosition
+            && storeTimestampMs >= beginMs) {
+            if (!take({ position, sizeBytes: readU32BE(e, 24), storeTimestampMs })) return;
+          }
+          const prev = readU32BE(e, 4);
+          if (prev >= n) throw new RaftmqError('META_CORRUPT', `key index chain loops at ${n}`);
+          n = prev;
         }
-        const location = decodeKeyEntry(entryKey, value);
-        const t = location.storeTimestampMs;
-        if (t >= beginMs && t <= endMs) found.push(location);
-        if (found.length >= limit) break;
+      } finally {
+        await src.close();
       }
-      const last = page[page.length - 1];
-      if (page.length < want || last === undefined) break;
-      // Past the deletion budget, jump over the rest of the stale front.
-      const skipStale = lastPosition < fromPosition && stale.length >= staleDeleteCountMax;
-      gte = skipStale ? MetaKeys.messageKey(topic, key, fromPosition) : `${last[0]}\0`;
     }
-    // Stale key entries are never rewritten (see the file comment), so this delete is safe
-    // even while the broker applies new entries. No sync: a lost delete is redone later.
-    if (stale.length > 0) await this.store.batch(stale, { sync: false });
-    return found;
   }
 
-  /**
-   * The message with this id, or undefined. With several (producer retries), the one applied
-   * last. A stale entry (position < `minPosition`) reads as undefined but is not deleted here:
-   * the id key may be rewritten by a concurrent apply, so only {@link sweepBefore}, which runs
-   * in the apply sequence, deletes id entries.
-   */
-  async queryById(messageId: string, minPosition = 0): Promise<MessageLocation | undefined> {
-    assertPart(messageId, 'messageId', true);
-    assertPosition(minPosition, 'minPosition');
-    const idKey = MetaKeys.messageId(messageId);
-    const bytes = await this.store.get(idKey);
-    if (bytes === undefined) return undefined;
-    const location = decodeMeta(messageLocationCodec, idKey, bytes);
-    return location.position < minPosition ? undefined : location;
+  /** Writes what is pending and stores the checkpoint; waits for a write in flight first. */
+  close(): Promise<void> {
+    return this.mutex.run(async () => {
+      if (this.fatal === undefined) await this.write();
+      for (const img of [...this.sealing, this.active]) {
+        const f = img.file;
+        img.file = undefined;
+        await f?.close();
+      }
+    });
   }
 
-  /**
-   * One bounded step of the retention sweep: deletes up to `batchLimit` entries (keys and ids)
-   * pointing before `minPosition`, examining at most `scanLimit` entries, and remembers where to
-   * go on. `done` is true when a whole pass over the index finished and every call of that pass
-   * used a `minPosition` at least this one; the next call starts a new pass. `removed` counts
-   * deletions issued.
-   *
-   * Must run in the broker's apply sequence, never concurrently with a batch holding
-   * {@link addOps} ops: deleting a stale id entry is a blind delete, and a concurrent apply may
-   * have just rewritten that id (a producer retry). Not reentrant.
-   */
-  async sweepBefore(minPosition: number, options: KeySweepOptions): Promise<KeySweepResult> {
-    assertPosition(minPosition, 'minPosition');
-    const { batchLimit } = options;
-    const scanLimit = options.scanLimit ?? this.options.sweepScanCountMax;
-    assert(Number.isSafeInteger(batchLimit) && batchLimit >= 1, `bad batchLimit ${batchLimit}`);
-    assert(Number.isSafeInteger(scanLimit) && scanLimit >= 1, `bad scanLimit ${scanLimit}`);
-    assert(!this.sweeping, 'sweepBefore is not reentrant');
-    this.sweeping = true;
+  private pathOf(img: Image): string {
+    return path.join(this.dir, fileName(img.firstSeq));
+  }
+
+  private async write(): Promise<void> {
+    this.throwIfFailed();
+    const index = this.queued;
+    const count = this.seq;
+    if (count === this.writtenSeq && index === this.written) return;
     try {
-      return await this.sweepStep(minPosition, batchLimit, scanLimit);
+      while (this.sealing.length > 0) {
+        const img = this.sealing[0] as Image;
+        await this.append(img);
+        const f = img.file as DiskFile;
+        await f.writev([img.slotBytes()], KEY_INDEX_HEADER_BYTES
+          + img.entriesPerFile * KEY_INDEX_ENTRY_BYTES);
+        const header = img.header(true);
+        await f.writev([encodeHeader(header)], 0);
+        await f.sync();
+        img.file = undefined;
+        await f.close();
+        this.sealing.shift();
+        this.sealed.push({ path: this.pathOf(img), header });
+      }
+      const img = this.active;
+      if (img.count > img.written || img.file === undefined) {
+        await this.append(img);
+        await img.file?.sync();
+      }
+      if (this.dirDirty) {
+        this.dirDirty = false;
+        await this.disk.syncDir(this.dir);
+      }
+      this.writtenSeq = Math.max(this.writtenSeq, count);
+      // Everything up to `count` is durable now, so the checkpoint may say so.
+      await this.storeCheckpoint({ index, count }, false);
+    } catch (err) {
+      this.failed(err);
+    }
+    this.written = Math.max(this.written, index);
+  }
+
+  /** Creates the image's file if need be and appends its unwritten entries. */
+  private async append(img: Image): Promise<void> {
+    if (img.file === undefined) {
+      const f = await this.disk.open(this.pathOf(img), true);
+      img.file = f;
+      if (img.written === 0) {
+        await f.writev([encodeHeader(img.header(false))], 0);
+        this.dirDirty = true;
+      }
+    }
+    const upTo = img.count;
+    if (upTo > img.written) {
+      const bytes = img.entries.subarray(img.written * KEY_INDEX_ENTRY_BYTES,
+        upTo * KEY_INDEX_ENTRY_BYTES);
+      await img.file.writev([bytes], KEY_INDEX_HEADER_BYTES + img.written * KEY_INDEX_ENTRY_BYTES);
+      img.written = upTo;
+    }
+  }
+
+  private async storeCheckpoint(cp: KeyIndexCheckpoint, sync: boolean): Promise<void> {
+    await this.meta.batch([{ type: 'put', key: MetaKeys.keyIndexFiles,
+      value: keyIndexCheckpointCodec.encode(cp) }], { sync });
+  }
+
+  private failed(err: unknown): never {
+    this.fatal ??= err instanceof Error ? err : new Error(String(err));
+    throw this.fatal;
+  }
+
+  private throwIfFailed(): void {
+    if (this.fatal !== undefined) throw this.fatal;
+  }
+}
+
+/**
+ * Reads the files as the checkpoint says they must be: returns the sealed files and the image
+ * of the file being filled, or why they do not agree with the checkpoint. Deletes files wholly
+ * past the checkpoint's count and cuts the newest file to it.
+ */
+async function loadFiles(
+  disk: Disk,
+  dir: string,
+  names: readonly string[],
+  cp: KeyIndexCheckpoint,
+  options: Readonly<KeyIndexOptions>,
+): Promise<{ active: Image; sealed: Sealed[] } | string> {
+  const sealed: Sealed[] = [];
+  let removed = false;
+  let active: Image | undefined;
+  let expectSeq: number | undefined;
+  for (const name of names) {
+    const p = path.join(dir, name);
+    const firstSeq = Number(name);
+    if (firstSeq >= cp.count) {
+      // Written after the checkpoint (or before a crash cut it): indexed again from the log.
+      await disk.remove(p);
+      removed = true;
+      continue;
+    }
+    if (active !== undefined) return `${name} follows a file that is not full`;
+    if (expectSeq !== undefined && firstSeq !== expectSeq) return `${name} is not contiguous`;
+    const f = await disk.open(p, false);
+    try {
+      const head = Buffer.alloc(KEY_INDEX_HEADER_BYTES);
+      const got = await f.read(head, 0, head.length, 0);
+      const h = decodeHeader(head.subarray(0, got));
+      if (typeof h === 'string') return `${name}: ${h}`;
+      if (h.firstSeq !== firstSeq) return `${name}: header names entry ${h.firstSeq}`;
+      const size = await f.size();
+      const needed = cp.count - firstSeq;
+      if (h.sealedCount > 0 && needed >= h.entriesPerFile) {
+        if (size !== sealedSize(h)) return `${name}: sealed file of ${size} bytes`;
+        sealed.push({ path: p, header: h });
+        expectSeq = firstSeq + h.entriesPerFile;
+        continue;
+      }
+      // The newest file the checkpoint reaches: load its first `needed` entries.
+      if (needed > h.entriesPerFile) return `${name}: checkpoint needs ${needed} entries`;
+      const bytes = needed * KEY_INDEX_ENTRY_BYTES;
+      if (size < KEY_INDEX_HEADER_BYTES + bytes) return `${name}: holds fewer entries than ${needed}`;
+      const img = new Image(firstSeq, h.slotCount, h.entriesPerFile, Math.max(needed, 1));
+      if (bytes > 0) {
+        const got2 = await f.read(img.entries, 0, bytes, KEY_INDEX_HEADER_BYTES);
+        if (got2 !== bytes) return `${name}: short read`;
+      }
+      for (let n = 1; n <= needed; n++) {
+        const o = (n - 1) * KEY_INDEX_ENTRY_BYTES;
+        const hash = readU32BE(img.entries, o);
+        const slot = hash & (h.slotCount - 1);
+        if (readU32BE(img.entries, o + 4) !== img.slots[slot]) return `${name}: entry ${n} chain`;
+        img.slots[slot] = n;
+        img.note(readU64BE(img.entries, o + 8), readU64BE(img.entries, o + 16));
+      }
+      img.count = needed;
+      img.written = needed;
+      // Cut what the checkpoint does not cover (unsynced or torn), and unseal if need be.
+      if (size !== KEY_INDEX_HEADER_BYTES + bytes || h.sealedCount > 0) {
+        await f.truncate(KEY_INDEX_HEADER_BYTES + bytes);
+        if (h.sealedCount > 0) await f.writev([encodeHeader(img.header(false))], 0);
+        await f.sync();
+      }
+      active = img;
     } finally {
-      this.sweeping = false;
+      await f.close();
     }
   }
-
-  private async sweepStep(
-    minPosition: number,
-    batchLimit: number,
-    scanLimit: number,
-  ): Promise<KeySweepResult> {
-    const start: SweepCursor = this.cursor
-      ?? { space: 'key', gte: spacePrefix('key'), coveredMinPosition: minPosition };
-    const cursor: SweepCursor = {
-      ...start,
-      coveredMinPosition: Math.min(start.coveredMinPosition, minPosition),
-    };
-    const dels: MetaBatchOp[] = [];
-    let scanned = 0;
-    let passDone = false;
-    // Each round scans at least one entry or changes space or ends the pass.
-    for (let round = 0; round < scanLimit + 2; round++) {
-      const want = Math.min(this.options.scanPageCountMax, scanLimit - scanned);
-      if (want <= 0 || dels.length >= batchLimit) break;
-      const prefix = spacePrefix(cursor.space);
-      const page = await this.store.scan(prefix, { gte: cursor.gte, limit: want });
-      let taken = 0;
-      for (const [key, value] of page) {
-        if (dels.length >= batchLimit) break;
-        taken++;
-        cursor.gte = this.sweepEntry(cursor.space, key, value, minPosition, dels);
-      }
-      scanned += taken;
-      if (taken < page.length || page.length === want) continue;
-      if (cursor.space === 'key') {
-        cursor.space = 'id';
-        cursor.gte = spacePrefix('id');
-      } else {
-        passDone = true;
-        break;
-      }
-    }
-    if (dels.length > 0) await this.store.batch(dels, { sync: false });
-    // Advance only once the deletions are written, so a failure repeats this step.
-    this.cursor = passDone ? undefined : cursor;
-    return { removed: dels.length, done: passDone && cursor.coveredMinPosition >= minPosition };
+  if (removed) await disk.syncDir(dir);
+  if (active === undefined) {
+    const next = expectSeq ?? cp.count;
+    if (next !== cp.count) return `files end at entry ${next}, the checkpoint at ${cp.count}`;
+    active = new Image(cp.count, options.slotCount, options.entriesPerFile);
   }
-
-  /** Checks one entry, queues its deletion when stale, and returns the key to go on from. */
-  private sweepEntry(
-    space: 'key' | 'id',
-    key: string,
-    value: Uint8Array,
-    minPosition: number,
-    dels: MetaBatchOp[],
-  ): string {
-    if (space === 'id') {
-      const location = decodeMeta(messageLocationCodec, key, value);
-      if (location.position < minPosition) dels.push({ type: 'del', key });
-      return `${key}\0`;
-    }
-    if (keyPosition(key) < minPosition) {
-      dels.push({ type: 'del', key });
-      return `${key}\0`;
-    }
-    // Entries of one (topic, key) ascend by position: the rest of this group is live. Its keys
-    // all start with the group prefix, which ends in NUL; prefix-with-\x01 is just past them.
-    const group = key.slice(0, key.length - POSITION_KEY_CHARS - 1);
-    return `${group}\x01`;
-  }
+  return { active, sealed };
 }

@@ -10,30 +10,31 @@
  * so replaying is harmless. If the queue files are missing altogether, they are rebuilt from
  * the CommitLog.
  *
- * The key index is written behind the apply path by a {@link KeyIndexWriter}, in large batches
- * with its own checkpoint (the last entry whose puts all landed). On open, entries after that
- * checkpoint are indexed again from the CommitLog before anything else is dispatched, so the key
- * index never falls behind the queues for long and is complete again after a crash at any point.
- * Queries write what is queued before they read, so a query sees every message dispatched
- * before it began.
+ * The key index (key-index.ts, files under `keyindex/`) takes each dispatched message at once
+ * in memory and is written behind the apply path, in large batches, with its own checkpoint
+ * (the last entry whose messages are all durably indexed). On open, entries after that
+ * checkpoint are indexed again from the CommitLog before anything else is dispatched, so the
+ * key index never falls behind the queues for long and is complete again after a crash at any
+ * point. A query sees every message dispatched before it began. The index hashes keys and ids,
+ * so each candidate it returns is read and checked against the message before it is answered.
  */
 import * as path from 'node:path';
 import type { Disk } from './disk';
 import { type MetaStore, MetaKeys, getMeta, jsonCodec } from './meta';
 import type { Clock, Scheduler } from '../common/clock';
 import { assert } from '../common/assert';
-import { RaftmqError } from '../common/errors';
+import { RaftmqError, isRaftmqError } from '../common/errors';
 import { type Logger, silentLogger } from '../common/logger';
 import { CommitLog } from './commit-log';
 import type { CommitLogOptions } from './commit-log-options';
 import { ConsumeQueueSet, DISPATCH_LATER, DISPATCH_SKIPPED } from './consume-queue-set';
 import type { ConsumeQueueOptions } from './consume-queue-options';
-import { KeyIndex, type KeyIndexOptions } from './key-index';
 import {
-  KeyIndexWriter,
-  type KeyIndexWriterOptions,
-  loadKeyIndexCheckpoint,
-} from './key-index-writer';
+  KeyIndex,
+  type KeyIndexOptions,
+  type KeyIndexRecovery,
+  type MessageLocation,
+} from './key-index';
 import { EntryType, RECORD_HEADER_BYTES, type LogEntry } from './log-record';
 import {
   MESSAGE_BATCH_HEADER_BYTES,
@@ -60,7 +61,6 @@ export interface MessageStoreOptions {
   commitLog?: Partial<CommitLogOptions>;
   consumeQueue?: Partial<ConsumeQueueOptions>;
   keyIndex?: Partial<KeyIndexOptions>;
-  keyIndexWriter?: Partial<KeyIndexWriterOptions>;
 }
 
 /** Where one dispatched message went. */
@@ -196,8 +196,8 @@ export class MessageStore {
   private constructor(
     readonly commitLog: CommitLog,
     readonly consumeQueues: ConsumeQueueSet,
-    readonly keyIndex: KeyIndex,
-    private readonly keyWriter: KeyIndexWriter,
+    private readonly keyIndex: KeyIndex,
+    private readonly keyRecovery: KeyIndexRecovery,
     private readonly meta: MetaStore,
     private readonly log: Logger,
     dispatchedIndex: number,
@@ -222,7 +222,6 @@ export class MessageStore {
       path.join(dir, 'consumequeue'),
       options.consumeQueue,
     );
-    const keyIndex = new KeyIndex(deps.meta, options.keyIndex);
     // The CommitLog's recovery may have cut its tail; no queue may point past it.
     await queues.truncateAfterPosition(commitLog.endPosition());
     // Queue records below the log's start point at removed segments; this also sets each
@@ -239,19 +238,27 @@ export class MessageStore {
       dispatched = 0;
     }
     dispatched = Math.max(dispatched, commitLog.firstIndex() - 1);
-    // Key-index puts of entries after the log's end (lost unsynced writes) or before its start
-    // (removed by retention) need no indexing: the former are indexed again when they return.
-    const keyCheckpoint = await loadKeyIndexCheckpoint(deps.meta);
+    await dropLegacyKeyIndex(deps.meta, log);
+    const { index: keyIndex, recovery: keyRecovery } = await KeyIndex.open(
+      deps.disk,
+      path.join(dir, 'keyindex'),
+      deps.meta,
+      log,
+      options.keyIndex,
+    );
+    // Entries after the log's end (lost unsynced writes) or before its start (removed by
+    // retention) need no indexing: the former are indexed again when they return.
     const keyIndexed = Math.max(
-      Math.min(keyCheckpoint, commitLog.lastIndex()),
+      Math.min(keyIndex.indexedIndex, commitLog.lastIndex()),
       commitLog.firstIndex() - 1,
     );
-    const keyWriter = new KeyIndexWriter(deps.meta, keyIndex, keyIndexed, options.keyIndexWriter);
+    if (keyIndexed < keyIndex.indexedIndex) keyIndex.rewindTo(keyIndexed);
+    else keyIndex.covered(keyIndexed);
     const store = new MessageStore(
       commitLog,
       queues,
       keyIndex,
-      keyWriter,
+      keyRecovery,
       deps.meta,
       log,
       dispatched,
@@ -282,15 +289,28 @@ export class MessageStore {
     this.dispatched = index;
   }
 
-  /** Key-index puts queued, and how far the index is queued and written (for tests, metrics). */
-  keyIndexProgress(): { pendingOps: number; indexedIndex: number; writtenIndex: number } {
-    const w = this.keyWriter;
-    return { pendingOps: w.pendingOps, indexedIndex: w.indexedIndex, writtenIndex: w.writtenIndex };
+  /** Key-index entries not yet written, and how far the index is added and checkpointed. */
+  keyIndexProgress(): {
+    pendingEntries: number;
+    indexedIndex: number;
+    writtenIndex: number;
+    files: number;
+    /** The files did not agree with their checkpoint at open and were rebuilt. */
+    rebuilt: boolean;
+  } {
+    const k = this.keyIndex;
+    return {
+      pendingEntries: k.pendingEntries,
+      indexedIndex: k.indexedIndex,
+      writtenIndex: k.writtenIndex,
+      files: k.fileCount(),
+      rebuilt: this.keyRecovery.rebuilt,
+    };
   }
 
-  /** Writes the queued key-index puts and its checkpoint; resolves once they landed. */
+  /** Writes the key index's pending entries and its checkpoint; resolves once they landed. */
   writeKeyIndex(): Promise<void> {
-    return this.keyWriter.flush();
+    return this.keyIndex.flush();
   }
 
   /**
@@ -312,7 +332,7 @@ export class MessageStore {
       );
     }
     // open() and catchUp() index the entries before the queues' cursor first.
-    assert(this.keyWriter.indexedIndex >= this.dispatched, 'key index behind the queues');
+    assert(this.keyIndex.indexedIndex >= this.dispatched, 'key index behind the queues');
     const needPositions = entries.some((e) => e.position === undefined);
     const loc = needPositions ? await this.commitLog.positionsOf(first, entries.length) : undefined;
     for (let i = 0; i < entries.length; i++) {
@@ -320,22 +340,22 @@ export class MessageStore {
       if (e.index !== first + i)
         throw new RaftmqError('INVALID_ARGUMENT', 'entries not contiguous');
       const position = e.position ?? loc?.positions[i] ?? 0;
-      const indexKeys = e.index > this.keyWriter.indexedIndex;
+      const indexKeys = e.index > this.keyIndex.indexedIndex;
       if (e.type === EntryType.NORMAL && isMessageBatch(e.payload)) {
         result.batches[i] = await this.dispatchBatch(e, position, indexKeys);
       }
       this.dispatched = e.index;
       if (indexKeys) await this.keyIndexed(e.index);
     }
-    this.keyWriter.kick();
+    this.keyIndex.kick();
     return result;
   }
 
-  /** The entry's key-index puts are all queued; waits while too many are. */
+  /** The entry's messages are all in the key index; waits while too many entries wait. */
   private async keyIndexed(index: number): Promise<void> {
-    this.keyWriter.covered(index);
-    if (this.keyWriter.pendingOps >= this.keyWriter.options.pendingOpsMax) {
-      await this.keyWriter.room();
+    this.keyIndex.covered(index);
+    if (this.keyIndex.pendingEntries >= this.keyIndex.options.pendingEntriesMax) {
+      await this.keyIndex.room();
     }
   }
 
@@ -376,7 +396,7 @@ export class MessageStore {
       out.positions[i] = position;
       out.sizes[i] = m.sizeBytes;
       if (indexKeys) {
-        this.keyWriter.add(m.topic, m.keys, m.messageId, position, m.sizeBytes, m.storeTimestampMs);
+        this.keyIndex.add(m.topic, m.keys, m.messageId, position, m.sizeBytes, m.storeTimestampMs);
       }
       position += m.sizeBytes;
     }
@@ -394,17 +414,17 @@ export class MessageStore {
     );
     let position = payloadPosition + MESSAGE_BATCH_HEADER_BYTES;
     for (const m of fields) {
-      this.keyWriter.add(m.topic, m.keys, m.messageId, position, m.sizeBytes, m.storeTimestampMs);
+      this.keyIndex.add(m.topic, m.keys, m.messageId, position, m.sizeBytes, m.storeTimestampMs);
       position += m.sizeBytes;
     }
   }
 
   /** Indexes keys again from the CommitLog, from the key index's checkpoint to `upToIndex`. */
   private async catchUpKeyIndex(upToIndex: number): Promise<void> {
-    const from = this.keyWriter.indexedIndex;
+    const from = this.keyIndex.indexedIndex;
     const target = Math.min(upToIndex, this.commitLog.lastIndex());
-    while (this.keyWriter.indexedIndex < target) {
-      const next = this.keyWriter.indexedIndex + 1;
+    while (this.keyIndex.indexedIndex < target) {
+      const next = this.keyIndex.indexedIndex + 1;
       const entries = await this.commitLog.readRange(
         next,
         Math.min(CATCH_UP_BATCH_ENTRIES, target - next + 1),
@@ -416,7 +436,7 @@ export class MessageStore {
         await this.keyIndexed(e.index);
       }
     }
-    await this.keyWriter.flush();
+    await this.keyIndex.flush();
     if (target > from) {
       this.log.info({ fromIndex: from + 1, toIndex: target }, 'key index caught up');
     }
@@ -438,7 +458,7 @@ export class MessageStore {
       const r = await this.dispatch(entries);
       for (const b of r.batches) count += b?.count ?? 0;
     }
-    await this.keyWriter.flush();
+    await this.keyIndex.flush();
     if (count > 0) this.log.info({ dispatchedIndex: this.dispatched, count }, 'dispatch caught up');
     return count;
   }
@@ -449,7 +469,7 @@ export class MessageStore {
    */
   async checkpointDispatch(): Promise<void> {
     const index = this.dispatched;
-    this.keyWriter.kick(true);
+    this.keyIndex.kick(true);
     await this.consumeQueues.flushAll(true);
     const queueCount = this.consumeQueues.listQueues().length;
     await this.meta.batch(
@@ -572,28 +592,83 @@ export class MessageStore {
   }
 
   /**
-   * Messages with `key` on `topic` (oldest first), at most `limit`. Writes the queued key-index
-   * puts first, so every message dispatched before the call is found.
+   * Messages with `key` on `topic` (oldest first), at most `limit`; every message dispatched
+   * before the call is found (within the index's scan bound, `keyIndex.queryScanCountMax`).
    */
   async queryByKey(topic: string, key: string, limit: number): Promise<LocatedMessage[]> {
-    await this.keyWriter.flush();
-    const locations = await this.keyIndex.queryByKey(topic, key, {
-      limit,
-      minPosition: this.commitLog.firstPosition(),
+    if (!Number.isSafeInteger(limit) || limit < 1) {
+      throw new RaftmqError('INVALID_ARGUMENT', `limit: must be an integer >= 1, got ${limit}`, {
+        details: { field: 'limit' },
+      });
+    }
+    const candidates = await this.keyIndex.keyCandidates(topic, key, {
+      fromPosition: this.commitLog.firstPosition(),
     });
-    return this.readLocated(locations);
+    const out: LocatedMessage[] = [];
+    // Read in pages of `limit`: most candidates match, and a page is one read of the log.
+    for (let i = 0; i < candidates.length && out.length < limit; i += limit) {
+      for (const m of await this.readCandidates(candidates.slice(i, i + limit))) {
+        if (m.message.topic === topic && m.message.keys.includes(key)) out.push(m);
+        if (out.length >= limit) break;
+      }
+    }
+    return out;
   }
 
   /**
-   * The message with producer id `messageId`, if the log still holds it. Writes the queued
-   * key-index puts first, as {@link queryByKey} does.
+   * The message with producer id `messageId`, if the log still holds it; of several with one
+   * id (a producer's retry), the one applied last.
    */
   async queryById(messageId: string): Promise<LocatedMessage | undefined> {
-    await this.keyWriter.flush();
-    const l = await this.keyIndex.queryById(messageId, this.commitLog.firstPosition());
-    if (l === undefined) return undefined;
-    const [located] = await this.readLocated([l]);
-    return located;
+    const candidates = await this.keyIndex.idCandidates(
+      messageId,
+      this.commitLog.firstPosition(),
+    );
+    for (const m of await this.readCandidates(candidates)) {
+      if (m.message.messageId === messageId) return m;
+    }
+    return undefined;
+  }
+
+  /**
+   * The messages at key-index candidates still in the log. A candidate past the log's end (an
+   * entry the log lost in a crash, indexed before it) is dropped; one whose bytes are not the
+   * message it names (its position was written again since) fails to decode and is dropped too.
+   */
+  private async readCandidates(candidates: readonly MessageLocation[]): Promise<LocatedMessage[]> {
+    const end = this.commitLog.endPosition();
+    const inLog = candidates.filter((c) => c.sizeBytes > 0 && c.position + c.sizeBytes <= end);
+    if (inLog.length === 0) return [];
+    let bytes: (Buffer | undefined)[];
+    try {
+      bytes = await this.commitLog.readSpans(inLog);
+    } catch (err) {
+      if (!isRaftmqError(err, 'OUT_OF_RANGE')) throw err;
+      // A stale candidate may straddle a segment's end: read each alone, dropping such ones.
+      bytes = await Promise.all(
+        inLog.map((l) =>
+          this.commitLog.readSpans([l]).then(
+            ([b]) => b,
+            (e: unknown) => {
+              if (isRaftmqError(e, 'OUT_OF_RANGE')) return undefined;
+              throw e;
+            },
+          ),
+        ),
+      );
+    }
+    const out: LocatedMessage[] = [];
+    for (let i = 0; i < inLog.length; i++) {
+      const l = inLog[i] as MessageLocation;
+      const b = bytes[i];
+      if (b === undefined) continue;
+      try {
+        out.push({ ...l, message: decodeMessage(b, this.contextAt(l.position)) });
+      } catch (err) {
+        if (!isRaftmqError(err, 'CORRUPT_RECORD')) throw err;
+      }
+    }
+    return out;
   }
 
   /**
@@ -610,18 +685,8 @@ export class MessageStore {
     }
     const target = this.dispatched;
     await this.consumeQueues.deleteAll();
-    // The key checkpoint goes to 0 before any entry is deleted: a crash half-way re-indexes all.
-    await this.keyWriter.resetTo(0);
-    for (const prefix of [MetaKeys.messageKeySpacePrefix, MetaKeys.messageIdPrefix]) {
-      for (;;) {
-        const rows = await this.meta.scan(prefix, { limit: 1024 });
-        if (rows.length === 0) break;
-        await this.meta.batch(
-          rows.map(([key]) => ({ type: 'del' as const, key })),
-          { sync: false },
-        );
-      }
-    }
+    // The key checkpoint goes to 0 before any file is deleted: a crash half-way re-indexes all.
+    await this.keyIndex.resetTo0();
     this.dispatched = 0;
     const count = await this.catchUp(target);
     await this.checkpointDispatch();
@@ -638,21 +703,36 @@ export class MessageStore {
     );
     const minPosition = this.commitLog.firstPosition();
     await this.consumeQueues.removeBefore(minPosition);
-    // The sweep's blind deletes of id entries must not race a queued put of the same id.
-    await this.keyWriter.exclusive(async () => {
-      for (let round = 0; round < 1_000_000; round++) {
-        const r = await this.keyIndex.sweepBefore(minPosition, { batchLimit: 1024 });
-        if (r.done) break;
-      }
-    });
+    await this.keyIndex.removeBefore(minPosition);
     return first;
   }
 
   /** Writes the key index and the queues, checkpoints, and closes the CommitLog. */
   async close(): Promise<void> {
-    await this.keyWriter.flush();
+    await this.keyIndex.flush();
     await this.checkpointDispatch();
+    await this.keyIndex.close();
     await this.consumeQueues.close();
     await this.commitLog.close();
   }
+}
+
+/**
+ * Deletes the key index a store kept in LevelDB until 2026-12-03 (see `MetaKeys`), if any: its
+ * entries first, then its checkpoint, so a crash half-way leaves the checkpoint to say there is
+ * more to delete. The files of the new index are built from the CommitLog.
+ */
+async function dropLegacyKeyIndex(meta: MetaStore, log: Logger): Promise<void> {
+  if ((await meta.get(MetaKeys.legacyKeyIndexCheckpoint)) === undefined) return;
+  let deleted = 0;
+  for (const prefix of [MetaKeys.legacyMessageKeyPrefix, MetaKeys.legacyMessageIdPrefix]) {
+    for (let round = 0; round < 100_000_000; round++) {
+      const rows = await meta.scan(prefix, { limit: 4096 });
+      if (rows.length === 0) break;
+      await meta.batch(rows.map(([key]) => ({ type: 'del' as const, key })), { sync: false });
+      deleted += rows.length;
+    }
+  }
+  await meta.batch([{ type: 'del', key: MetaKeys.legacyKeyIndexCheckpoint }], { sync: true });
+  log.info({ deleted }, 'deleted the key index kept in the metadata store; indexing into files');
 }

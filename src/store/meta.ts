@@ -132,8 +132,14 @@ export const MetaKeys = Object.freeze({
   applyIndex: 's\0apply',
   /** ConsumeQueue durable dispatch checkpoint. */
   dispatchCheckpoint: 's\0dispatch',
-  /** The last entry whose messages are all in the key index (written with their entries). */
-  keyIndexCheckpoint: 's\0keyIndex',
+  /** The key index files' checkpoint: Raft index and entry count (key-index.ts). */
+  keyIndexFiles: 's\0keyFiles',
+  /**
+   * The key index kept in LevelDB until 2026-12-03: its checkpoint, and the message-key and
+   * message-id entries under the two prefixes below. A store that finds them deletes them on
+   * open and indexes its CommitLog into the key index files.
+   */
+  legacyKeyIndexCheckpoint: 's\0keyIndex',
   topic: (name: string) => `t\0${name}`,
   topicPrefix: 't\0',
   group: (name: string) => `g\0${name}`,
@@ -141,11 +147,7 @@ export const MetaKeys = Object.freeze({
   consumerOffset: (group: string, topic: string, queueId: number) =>
     `o\0${group}\0${topic}\0${keyNumber(queueId)}`,
   consumerOffsetPrefix: (group: string) => `o\0${group}\0`,
-  messageKey: (topic: string, key: string, position: number) =>
-    `k\0${topic}\0${key}\0${keyNumber(position)}`,
-  messageKeyPrefix: (topic: string, key: string) => `k\0${topic}\0${key}\0`,
-  /** Every message-key entry, of every topic. */
-  messageKeySpacePrefix: 'k\0',
+  legacyMessageKeyPrefix: 'k\0',
   /** Pop consumption: one queue's frontier and cursor for one consumer group. */
   popQueue: (group: string, topic: string, queueId: number) =>
     `p\0${group}\0${topic}\0${keyNumber(queueId)}`,
@@ -156,6 +158,5 @@ export const MetaKeys = Object.freeze({
   popRecordPrefix: 'q\0',
   /** Pop consumption: the next receipt handle id. */
   popHandleNext: 's\0popHandle',
-  messageId: (messageId: string) => `i\0${messageId}`,
-  messageIdPrefix: 'i\0',
+  legacyMessageIdPrefix: 'i\0',
 });

@@ -184,24 +184,47 @@ describe('MessageStore', () => {
     await node.store.close();
   });
 
-  it('rebuilds the key index after its entries were removed', async () => {
+  it('rebuilds the key index from the log on request', async () => {
     const node = new Node(4);
     await node.open();
     await node.produce(0, 30, 5);
     await node.store.writeKeyIndex();
-    const rows = await node.meta.scan(MetaKeys.messageKeySpacePrefix);
-    assert.ok(rows.length > 0);
-    await node.meta.batch(
-      rows.map(([key]) => ({ type: 'del' as const, key })),
-      { sync: true },
-    );
-    assert.equal((await node.store.queryByKey('payments', 'k7', 10)).length, 0);
     await node.store.rebuildIndexes();
     assert.deepEqual(
       (await node.store.queryByKey('payments', 'k7', 10)).map((m) => m.message.messageId),
       ['id-7'],
     );
+    assert.equal((await node.store.queryById('id-12'))?.message.messageId, 'id-12');
     assert.deepEqual(await queues(node.store), expectedQueues(30));
+    await node.store.close();
+    // What the rebuild wrote is what a reopen finds.
+    node.crash('keep');
+    await node.open();
+    assert.equal(node.store.keyIndexProgress().rebuilt, false);
+    assert.equal((await node.store.queryById('id-29'))?.message.messageId, 'id-29');
+    await node.store.close();
+  });
+
+  it('deletes a key index kept in the metadata store and indexes into files', async () => {
+    const node = new Node(6);
+    await node.open();
+    await node.produce(0, 20, 4);
+    await node.store.close();
+    // What a store of before 2026-12-03 kept: entries under two prefixes and a checkpoint.
+    await node.meta.batch([
+      { type: 'put', key: `${MetaKeys.legacyMessageIdPrefix}id-3`, value: Buffer.alloc(21) },
+      { type: 'put', key: `${MetaKeys.legacyMessageKeyPrefix}orders\0k1\0x`, value: Buffer.alloc(21) },
+      { type: 'put', key: MetaKeys.legacyKeyIndexCheckpoint, value: Buffer.alloc(8) },
+      { type: 'del', key: MetaKeys.keyIndexFiles },
+    ], { sync: true });
+    for (const name of await node.disk.list('/node/keyindex')) {
+      await node.disk.remove(`/node/keyindex/${name}`);
+    }
+    await node.open();
+    assert.deepEqual(await node.meta.scan(MetaKeys.legacyMessageIdPrefix), []);
+    assert.deepEqual(await node.meta.scan(MetaKeys.legacyMessageKeyPrefix), []);
+    assert.equal(await node.meta.get(MetaKeys.legacyKeyIndexCheckpoint), undefined);
+    assert.equal((await node.store.queryById('id-3'))?.message.messageId, 'id-3');
     await node.store.close();
   });
 

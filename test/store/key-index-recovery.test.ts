@@ -1,25 +1,25 @@
 /*
- * The key index is written behind the apply path (KeyIndexWriter, through MessageStore) with its
- * own checkpoint. These tests produce messages (with shared keys and reused message ids) on a
- * simulated machine, with small write thresholds so background writes happen all the time, and
- * crash it at random points in every mode. They check, straight from the metadata store, that
- * the stored key-index checkpoint never claims an entry whose puts did not land; then, after
+ * The key index files are written behind the apply path (through MessageStore) with their own
+ * checkpoint. These tests produce messages (with shared keys and reused message ids) on a
+ * simulated machine, with small write thresholds, small files and few hash slots (so background
+ * writes, sealed files and hash collisions happen all the time), and crash it at random points
+ * in every mode. They check that after every crash the files agree with the stored checkpoint
+ * (the checkpoint never claims an entry the files lost: the index is not rebuilt), then, after
  * reopening, that every message is found by each of its keys and by its id (the last message
- * applied wins an id), exactly as a model says. Also: the queue of puts stays bounded, queries
- * see what was dispatched before them, a failed write stops dispatching for good, retention
- * keeps the newest holder of an id, and the writer's options are checked.
+ * applied wins an id), exactly as a model says. Also: the entries waiting to be written stay
+ * bounded, queries see what was dispatched before them, a failed write stops dispatching for
+ * good, retention removes old files and keeps the newest holder of an id, and the options are
+ * checked.
  */
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
 import { isRaftmqError } from '../../src/common/errors';
-import { resolveKeyIndexWriterOptions } from '../../src/store/key-index-writer';
-import { messageLocationCodec } from '../../src/store/key-index';
+import { type KeyIndexOptions, resolveKeyIndexOptions } from '../../src/store/key-index';
 import { EntryType, type LogEntry } from '../../src/store/log-record';
 import { encodeMessageBatch } from '../../src/store/message-batch';
 import type { StoredMessage } from '../../src/store/message-codec';
 import { MessageStore } from '../../src/store/message-store';
-import type { KeyIndexWriterOptions } from '../../src/store/key-index-writer';
-import { MetaKeys, u64Codec } from '../../src/store/meta';
+import { MetaKeys } from '../../src/store/meta';
 import type { CrashMode } from '../../src/sim/sim-disk';
 import { fcParams } from '../fc-params';
 import { SimMachine } from './sim-machine';
@@ -57,7 +57,7 @@ class Node extends SimMachine {
   store!: MessageStore;
   readonly placed: Placed[] = [];
 
-  constructor(seed: number, private readonly writer: Partial<KeyIndexWriterOptions>,
+  constructor(seed: number, private readonly writer: Partial<KeyIndexOptions>,
     readonly idSpace = 1_000_000, private readonly withBatchWith = true) {
     super(seed);
   }
@@ -74,7 +74,7 @@ class Node extends SimMachine {
         fileReservedTimeMs: 1000,
       },
       consumeQueue: { entriesPerFile: 8 },
-      keyIndexWriter: this.writer,
+      keyIndex: this.writer,
     });
   }
 
@@ -107,27 +107,10 @@ class Node extends SimMachine {
   }
 }
 
-/** Checks from the raw metadata that the key checkpoint covers only puts that landed. */
-async function checkpointIsHonest(node: Node): Promise<number> {
-  const bytes = await node.meta.get(MetaKeys.keyIndexCheckpoint);
-  const cp = bytes === undefined ? 0 : u64Codec.decode(bytes);
-  const lastById = new Map<string, Placed>();
-  for (const p of node.placed) {
-    if (p.index > cp) continue;
-    const m = message(p.n, node.idSpace);
-    lastById.set(m.messageId, p);
-    for (const key of m.keys) {
-      const at = await node.meta.get(MetaKeys.messageKey(m.topic, key, p.position));
-      assert.ok(at !== undefined, `checkpoint ${cp}: key ${key} of message ${p.n} missing`);
-    }
-  }
-  for (const [id, p] of lastById) {
-    const v = await node.meta.get(MetaKeys.messageId(id));
-    assert.ok(v !== undefined, `checkpoint ${cp}: id ${id} missing`);
-    // Entries after the checkpoint may have landed too (a later write), never older ones only.
-    assert.ok(messageLocationCodec.decode(v).position >= p.position, `id ${id} went back`);
-  }
-  return cp;
+/** Reopens after a crash; the files must agree with the stored checkpoint (no rebuild). */
+async function reopenHonest(node: Node): Promise<void> {
+  await node.open();
+  assert.equal(node.store.keyIndexProgress().rebuilt, false, 'key index rebuilt after a crash');
 }
 
 /** Every produced message is found by each key and by its id, as the model says. */
@@ -157,8 +140,10 @@ async function indexMatchesModel(node: Node): Promise<void> {
 describe('key index writer (through MessageStore)', () => {
   it('after a crash at any point the key index is caught up on open', async () => {
     const writer = fc.record({
-      flushOpsMin: fc.integer({ min: 1, max: 40 }),
+      flushEntriesMin: fc.integer({ min: 1, max: 40 }),
       extra: fc.integer({ min: 0, max: 60 }),
+      entriesPerFile: fc.integer({ min: 1, max: 50 }),
+      slotCount: fc.constantFrom(1, 2, 8, 64),
     });
     const step = fc.record({
       count: fc.integer({ min: 1, max: 25 }),
@@ -175,8 +160,10 @@ describe('key index writer (through MessageStore)', () => {
         fc.boolean(),
         async (seed, w, steps, mode, idSpace, withBatchWith) => {
           const node = new Node(seed, {
-            flushOpsMin: w.flushOpsMin,
-            pendingOpsMax: w.flushOpsMin + w.extra,
+            flushEntriesMin: w.flushEntriesMin,
+            pendingEntriesMax: w.flushEntriesMin + w.extra,
+            entriesPerFile: w.entriesPerFile,
+            slotCount: w.slotCount,
           }, idSpace, withBatchWith);
           await node.open();
           let n = 0;
@@ -187,15 +174,12 @@ describe('key index writer (through MessageStore)', () => {
             if (s.then === 'query') await node.store.queryById('id-0');
             if (s.then === 'crash') {
               node.crash(mode);
-              await checkpointIsHonest(node);
-              await node.open();
+              await reopenHonest(node);
               await node.store.catchUp(node.store.commitLog.lastIndex());
             }
           }
           node.crash(mode);
-          const cp = await checkpointIsHonest(node);
-          assert.ok(cp <= node.store.commitLog.lastIndex());
-          await node.open();
+          await reopenHonest(node);
           // open() re-indexed up to the queues' checkpoint; catchUp() does the rest.
           await node.store.catchUp(node.store.commitLog.lastIndex());
           const progress = node.store.keyIndexProgress();
@@ -210,55 +194,80 @@ describe('key index writer (through MessageStore)', () => {
   });
 
   it('indexes again on open what the key index had not written when the queues had', async () => {
-    const node = new Node(7, { flushOpsMin: 100_000, pendingOpsMax: 100_000 });
+    const node = new Node(7, { flushEntriesMin: 100_000, pendingEntriesMax: 100_000 });
     await node.open();
     await node.produce(0, 60, 4);
     await node.store.checkpointDispatch();
     const dispatched = node.store.dispatchedIndex();
     // As if the key index's background write had not landed while the queue checkpoint had.
-    await node.store.writeKeyIndex();
-    const rows = [
-      ...(await node.meta.scan(MetaKeys.messageKeySpacePrefix)),
-      ...(await node.meta.scan(MetaKeys.messageIdPrefix)),
-    ];
-    await node.meta.batch(
-      [...rows.map(([key]) => ({ type: 'del' as const, key })),
-        { type: 'del', key: MetaKeys.keyIndexCheckpoint }],
-      { sync: true },
-    );
+    await node.meta.batch([{ type: 'del', key: MetaKeys.keyIndexFiles }], { sync: true });
+    for (const name of await node.disk.list('/node/keyindex')) {
+      await node.disk.remove(`/node/keyindex/${name}`);
+    }
     node.crash('keep');
     await node.open();
     assert.equal(node.store.dispatchedIndex(), dispatched);
     assert.equal(node.store.keyIndexProgress().writtenIndex, dispatched);
-    assert.ok((await node.meta.scan(MetaKeys.messageIdPrefix)).length > 0, 'indexed on open');
+    assert.ok((await node.disk.list('/node/keyindex')).length > 0, 'indexed on open');
     await indexMatchesModel(node);
     await node.store.close();
   });
 
-  it('keeps the queued puts under pendingOpsMax after every dispatch', async () => {
-    const node = new Node(8, { flushOpsMin: 4, pendingOpsMax: 10 });
+  it('rebuilds from the log when a file does not agree with the checkpoint', async () => {
+    const node = new Node(12, { flushEntriesMin: 5, entriesPerFile: 16, slotCount: 4 });
+    await node.open();
+    await node.produce(0, 80, 3);
+    await node.store.close();
+    const names = (await node.disk.list('/node/keyindex')).sort();
+    assert.ok(names.length > 3, `several files: ${names.join()}`);
+    // Damage the header of a sealed file: its checksum no longer matches.
+    const f = await node.disk.open(`/node/keyindex/${names[1] as string}`, false);
+    await f.writev([Buffer.from([0xff])], 20);
+    await f.sync();
+    await f.close();
+    node.crash('keep');
+    await node.open();
+    assert.equal(node.store.keyIndexProgress().rebuilt, true);
+    await indexMatchesModel(node);
+    await node.store.close();
+  });
+
+  it('keeps the waiting entries under pendingEntriesMax after every dispatch', async () => {
+    const node = new Node(8, { flushEntriesMin: 4, pendingEntriesMax: 10 });
     await node.open();
     for (let i = 0; i < 30; i++) {
       await node.produce(i * 3, 3, 1);
-      assert.ok(node.store.keyIndexProgress().pendingOps < 10);
+      assert.ok(node.store.keyIndexProgress().pendingEntries < 10);
     }
     await indexMatchesModel(node);
     await node.store.close();
   });
 
   it('finds by key and id every message dispatched before the query', async () => {
-    const node = new Node(9, { flushOpsMin: 1_000_000, pendingOpsMax: 1_000_000 });
+    const node = new Node(9, { flushEntriesMin: 1_000_000, pendingEntriesMax: 1_000_000 });
     await node.open();
     await node.produce(0, 40, 5);
-    assert.ok(node.store.keyIndexProgress().pendingOps > 0, 'nothing written yet');
+    assert.ok(node.store.keyIndexProgress().pendingEntries > 0, 'nothing written yet');
     await indexMatchesModel(node);
     const byKey = await node.store.queryByKey('orders', 'k2', 10);
     assert.deepEqual(byKey.map((m) => m.message.body.toString()), ['body-2']);
     await node.store.close();
   });
 
+  it('answers from one hash slot: every candidate is checked against its message', async () => {
+    const node = new Node(13, { slotCount: 1, entriesPerFile: 7, flushEntriesMin: 3 }, 5);
+    await node.open();
+    await node.produce(0, 50, 4);
+    await indexMatchesModel(node);
+    assert.equal(await node.store.queryById('id-nope'), undefined);
+    assert.deepEqual(await node.store.queryByKey('orders', 'nope', 5), []);
+    // A key of one topic is not found under the other.
+    assert.deepEqual(await node.store.queryByKey('payments', 'k0', 5), []);
+    await node.store.close();
+  });
+
   it('stops dispatching for good when a key-index write fails', async () => {
-    const node = new Node(10, { flushOpsMin: 1, pendingOpsMax: 1 });
+    const node = new Node(10, { flushEntriesMin: 1, pendingEntriesMax: 1 });
     await node.open();
     await node.produce(0, 5, 1);
     node.meta.setHook((op) => {
@@ -269,14 +278,21 @@ describe('key index writer (through MessageStore)', () => {
     await assert.rejects(node.produce(10, 1, 1), (err: unknown) => isRaftmqError(err));
   });
 
-  it('keeps the newest holder of a reused id through retention', async () => {
-    const node = new Node(11, { flushOpsMin: 1_000_000, pendingOpsMax: 1_000_000 }, 7);
+  it('removes old files with retention and keeps the newest holder of a reused id', async () => {
+    const node = new Node(11, {
+      flushEntriesMin: 1_000_000,
+      pendingEntriesMax: 1_000_000,
+      entriesPerFile: 64,
+    }, 7);
     await node.open();
     await node.produce(0, 300, 3);
+    await node.store.writeKeyIndex();
+    const filesBefore = node.store.keyIndexProgress().files;
     node.clock.advance(1_000_000);
     await node.produce(300, 14, 2);
     const first = await node.store.applyRetention(node.store.commitLog.lastIndex());
     assert.ok(first > 1, 'segments were removed');
+    assert.ok(node.store.keyIndexProgress().files < filesBefore, 'old key index files removed');
     for (let id = 0; id < 7; id++) {
       const last = [...node.placed].reverse().find((p) => p.n % 7 === id);
       const found = await node.store.queryById(`id-${id}`);
@@ -286,13 +302,19 @@ describe('key index writer (through MessageStore)', () => {
   });
 
   it('checks its options, naming the field', () => {
-    assert.deepEqual(resolveKeyIndexWriterOptions({}),
-      { flushOpsMin: 4096, pendingOpsMax: 65_536 });
-    const bads = [{ flushOpsMin: 0 }, { pendingOpsMax: 1.5 },
-      { flushOpsMin: 10, pendingOpsMax: 5 }, { nope: 1 } as never];
+    assert.deepEqual(resolveKeyIndexOptions({}), {
+      slotCount: 262_144,
+      entriesPerFile: 1_048_576,
+      flushEntriesMin: 4096,
+      pendingEntriesMax: 65_536,
+      queryScanCountMax: 65_536,
+      idCandidatesMax: 32,
+    });
+    const bads = [{ flushEntriesMin: 0 }, { pendingEntriesMax: 1.5 }, { slotCount: 3 },
+      { flushEntriesMin: 10, pendingEntriesMax: 5 }, { nope: 1 } as never];
     for (const bad of bads) {
-      assert.throws(() => resolveKeyIndexWriterOptions(bad), (err: unknown) =>
-        isRaftmqError(err, 'INVALID_OPTION') && err.message.includes('keyIndexWriter.'));
+      assert.throws(() => resolveKeyIndexOptions(bad), (err: unknown) =>
+        isRaftmqError(err, 'INVALID_OPTION') && err.message.includes('keyIndex.'));
     }
   });
 });
