@@ -34,7 +34,7 @@
  * by queries (and their messages would not match anyway).
  */
 import * as path from 'node:path';
-import { assert } from '../common/assert';
+import { AssertionFailure, assert } from '../common/assert';
 import { readU32BE, readU64BE, writeU32BE, writeU64BE } from '../common/bytes';
 import { crc32c } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
@@ -484,16 +484,18 @@ export class KeyIndex {
     sizeBytes: number,
     storeTimestampMs: number,
   ): void {
-    this.throwIfFailed();
-    assert(topic.length > 0 && messageId.length > 0, 'key index: empty topic or message id');
-    assert(Number.isSafeInteger(position) && position >= 0, () => `bad position ${position}`);
-    assert(Number.isSafeInteger(sizeBytes) && sizeBytes >= 0 && sizeBytes <= 0xffffffff,
-      () => `bad size ${sizeBytes}`);
-    assert(Number.isSafeInteger(storeTimestampMs) && storeTimestampMs >= 0,
-      () => `bad store time ${storeTimestampMs}`);
+    if (this.fatal !== undefined) throw this.fatal;
+    // Plain checks, no message closures: this runs for every message on every node.
+    if (topic.length === 0 || messageId.length === 0 || !Number.isSafeInteger(position)
+      || position < 0 || !Number.isSafeInteger(sizeBytes) || sizeBytes < 0
+      || sizeBytes > 0xffffffff || !Number.isSafeInteger(storeTimestampMs)
+      || storeTimestampMs < 0) {
+      throw new AssertionFailure(`key index: bad message ${JSON.stringify(
+        { topic, messageId, position, sizeBytes, storeTimestampMs })}`);
+    }
     for (let k = 0; k < keys.length; k++) {
       const key = keys[k] as string;
-      if (keys.indexOf(key) !== k) continue; // a key repeated in one message is indexed once
+      if (k > 0 && keys.indexOf(key) !== k) continue; // a repeated key is indexed once
       this.put(keyHash(topic, key), KIND_KEY, position, sizeBytes, storeTimestampMs);
     }
     this.put(idHash(messageId), KIND_ID, position, sizeBytes, storeTimestampMs);
