@@ -61,6 +61,9 @@ const ALL_TYPES = ['NORMAL', 'FIFO', 'DELAY', 'TRANSACTION'] as const;
 /** Longest a single wait for leadership or a command is allowed to take. */
 const WAIT_MS_MAX = 60_000;
 
+/** How far back a send in doubt after a leader change may have been stored (findStoredSend). */
+const IN_DOUBT_LOOKBACK_MS = 15 * 60_000;
+
 export class Broker implements MessagingBackend, AdminBackend {
   readonly groupName: string;
   readonly nodeId: string;
@@ -217,9 +220,13 @@ export class Broker implements MessagingBackend, AdminBackend {
     const settled = (): boolean =>
       this.view.term > sinceTerm && this.appliedTerm === this.view.term;
     if (!(await this.waitForView(settled, deadlineMs))) return undefined;
+    // A send in doubt was stored, if at all, during its request: no longer ago than the
+    // longest request (requestTimeoutMsMax is at most 10 minutes) plus the clock skew between
+    // leaders. Older key-index files need not be read for an id that is not there.
+    const sinceMs = Math.max(0, this.clock.nowMs() - IN_DOUBT_LOOKBACK_MS);
     const found = await Promise.all(
       messages.map(async ({ messageId, topic }) => {
-        const m = await this.state.store.queryById(messageId);
+        const m = await this.state.store.queryById(messageId, sinceMs);
         return m !== undefined && m.message.topic === topic ? m : undefined;
       }),
     );

@@ -117,33 +117,41 @@ export function resolveKeyIndexOptions(
   return o;
 }
 
-/** The stored checkpoint: Raft entries up to `index` are indexed by the first `count` entries. */
+/**
+ * The stored checkpoint: Raft entries up to `index` are indexed by the entries numbered below
+ * `count`, which the files hold from entry `first` on (retention removed the older ones).
+ */
 export interface KeyIndexCheckpoint {
   index: number;
   count: number;
+  first: number;
 }
 
 export const keyIndexCheckpointCodec: MetaCodec<KeyIndexCheckpoint> = Object.freeze({
   encode(cp: KeyIndexCheckpoint): Uint8Array {
-    const b = Buffer.alloc(16);
+    const b = Buffer.alloc(24);
     writeU64BE(b, 0, cp.index);
     writeU64BE(b, 8, cp.count);
+    writeU64BE(b, 16, cp.first);
     return b;
   },
   decode(bytes: Uint8Array): KeyIndexCheckpoint {
-    if (bytes.byteLength !== 16) throw new RangeError(`needs 16 bytes, got ${bytes.byteLength}`);
+    if (bytes.byteLength !== 24) throw new RangeError(`needs 24 bytes, got ${bytes.byteLength}`);
     const index = readU64BE(bytes, 0);
     const count = readU64BE(bytes, 8);
-    if (!Number.isSafeInteger(index) || !Number.isSafeInteger(count)) {
-      throw new RangeError('beyond safe integers');
+    const first = readU64BE(bytes, 16);
+    if (![index, count, first].every(Number.isSafeInteger) || first > count) {
+      throw new RangeError('not a key index checkpoint');
     }
-    return { index, count };
+    return { index, count, first };
   },
 });
 
 const MAGIC = 0x524d4b49; // "RMKI"
 const VERSION = 1;
 export const KEY_INDEX_HEADER_BYTES = 64;
+export const KEY_INDEX_TRAILER_BYTES = 32;
+const TRAILER_MAGIC = 0x524d4b53; // "RMKS"
 export const KEY_INDEX_ENTRY_BYTES = 32;
 const KIND_KEY = 1;
 const KIND_ID = 2;
@@ -179,12 +187,15 @@ export function idHash(messageId: string): number {
   return mix(fnv(0x811c9dc5 ^ KIND_ID, messageId));
 }
 
+/** What a file's header says; written once, when the file is created. */
 interface Header {
   slotCount: number;
   entriesPerFile: number;
   firstSeq: number;
-  /** Entries when sealed (= entriesPerFile); 0 while the file is being filled. */
-  sealedCount: number;
+}
+
+/** What a full file's trailer says; written after its slot table, when it is sealed. */
+interface Trailer {
   minPosition: number;
   maxPosition: number;
   maxTimestampMs: number;
@@ -197,10 +208,6 @@ function encodeHeader(h: Header): Buffer {
   writeU32BE(b, 8, h.slotCount);
   writeU32BE(b, 12, h.entriesPerFile);
   writeU64BE(b, 16, h.firstSeq);
-  writeU32BE(b, 24, h.sealedCount);
-  writeU64BE(b, 32, h.minPosition);
-  writeU64BE(b, 40, h.maxPosition);
-  writeU64BE(b, 48, h.maxTimestampMs);
   writeU32BE(b, 60, crc32c(b.subarray(0, 60)));
   return b;
 }
@@ -215,20 +222,38 @@ function decodeHeader(b: Buffer): Header | string {
     slotCount: readU32BE(b, 8),
     entriesPerFile: readU32BE(b, 12),
     firstSeq: readU64BE(b, 16),
-    sealedCount: readU32BE(b, 24),
-    minPosition: readU64BE(b, 32),
-    maxPosition: readU64BE(b, 40),
-    maxTimestampMs: readU64BE(b, 48),
   };
   if (h.slotCount < 1 || (h.slotCount & (h.slotCount - 1)) !== 0) return 'bad slot count';
   if (h.entriesPerFile < 1) return 'bad entry count';
-  if (h.sealedCount !== 0 && h.sealedCount !== h.entriesPerFile) return 'bad sealed count';
   return h;
+}
+
+function encodeTrailer(t: Trailer): Buffer {
+  const b = Buffer.alloc(KEY_INDEX_TRAILER_BYTES);
+  writeU32BE(b, 0, TRAILER_MAGIC);
+  writeU64BE(b, 4, t.minPosition);
+  writeU64BE(b, 12, t.maxPosition);
+  writeU64BE(b, 20, t.maxTimestampMs);
+  writeU32BE(b, 28, crc32c(b.subarray(0, 28)));
+  return b;
+}
+
+/** The trailer, or undefined when these bytes are not a whole one (a seal that did not land). */
+function decodeTrailer(b: Buffer): Trailer | undefined {
+  if (b.length !== KEY_INDEX_TRAILER_BYTES || readU32BE(b, 0) !== TRAILER_MAGIC) return undefined;
+  if (readU32BE(b, 28) !== crc32c(b.subarray(0, 28))) return undefined;
+  return { minPosition: readU64BE(b, 4), maxPosition: readU64BE(b, 12),
+    maxTimestampMs: readU64BE(b, 20) };
+}
+
+/** Where a file's slot table starts. */
+function slotsOffset(h: Header): number {
+  return KEY_INDEX_HEADER_BYTES + h.entriesPerFile * KEY_INDEX_ENTRY_BYTES;
 }
 
 /** A file's bytes when sealed. */
 function sealedSize(h: Header): number {
-  return KEY_INDEX_HEADER_BYTES + h.entriesPerFile * KEY_INDEX_ENTRY_BYTES + 4 * h.slotCount;
+  return slotsOffset(h) + 4 * h.slotCount + KEY_INDEX_TRAILER_BYTES;
 }
 
 /** The file being filled (or full and not yet written), in memory. */
@@ -286,12 +311,13 @@ class Image {
     if (storeMs > this.maxTimestampMs) this.maxTimestampMs = storeMs;
   }
 
-  header(sealed: boolean): Header {
+  header(): Header {
+    return { slotCount: this.slotCount, entriesPerFile: this.entriesPerFile,
+      firstSeq: this.firstSeq };
+  }
+
+  trailer(): Trailer {
     return {
-      slotCount: this.slotCount,
-      entriesPerFile: this.entriesPerFile,
-      firstSeq: this.firstSeq,
-      sealedCount: sealed ? this.entriesPerFile : 0,
       minPosition: this.count === 0 ? 0 : this.minPosition,
       maxPosition: Math.max(0, this.maxPosition),
       maxTimestampMs: this.maxTimestampMs,
@@ -310,12 +336,11 @@ class Image {
 interface Sealed {
   readonly path: string;
   readonly header: Header;
+  readonly trailer: Trailer;
 }
 
-/** Reads entries and slots of an in-memory image or a sealed file, for a query. */
+/** Reads the slots and entries of an in-memory image or a sealed file, for a query. */
 interface EntrySource {
-  readonly maxPosition: number;
-  readonly maxTimestampMs: number;
   slot(hash: number): Promise<number> | number;
   /** Entry `n` (1-based) into `out` (32 bytes). */
   entry(n: number, out: Buffer): Promise<void> | void;
@@ -324,8 +349,6 @@ interface EntrySource {
 
 function imageSource(img: Image): EntrySource {
   return {
-    maxPosition: img.maxPosition,
-    maxTimestampMs: img.maxTimestampMs,
     slot: (hash) => img.slots[hash & (img.slotCount - 1)] as number,
     entry: (n, out) => {
       img.entries.copy(out, 0, (n - 1) * KEY_INDEX_ENTRY_BYTES, n * KEY_INDEX_ENTRY_BYTES);
@@ -342,13 +365,17 @@ async function readFully(f: DiskFile, out: Buffer, position: number): Promise<vo
 }
 
 async function sealedSource(disk: Disk, s: Sealed): Promise<EntrySource> {
-  const f = await disk.open(s.path, false);
+  let f: DiskFile;
+  try {
+    f = await disk.open(s.path, false);
+  } catch (err) {
+    throw new RaftmqError('META_CORRUPT', `key index file ${s.path} cannot be opened`,
+      { cause: err });
+  }
   const h = s.header;
-  const slotsAt = KEY_INDEX_HEADER_BYTES + h.entriesPerFile * KEY_INDEX_ENTRY_BYTES;
+  const slotsAt = slotsOffset(h);
   const word = Buffer.alloc(4);
   return {
-    maxPosition: h.maxPosition,
-    maxTimestampMs: h.maxTimestampMs,
     slot: async (hash) => {
       await readFully(f, word, slotsAt + 4 * (hash & (h.slotCount - 1)));
       return readU32BE(word, 0);
@@ -380,12 +407,15 @@ export class KeyIndex {
   private writtenSeq: number;
   /** The last Raft entry whose messages are all added. */
   private queued: number;
-  /** The last Raft entry the stored checkpoint covers. */
-  private written: number;
+  /** The checkpoint last stored (its index is `writtenIndex`). */
+  private stored: KeyIndexCheckpoint;
   private dirDirty = false;
+  /** Writes, retention and resets run one at a time; queries do not take it. */
   private readonly mutex = new Mutex();
+  /** Queries reading files, and a promise for when none is (retention waits for it). */
+  private readers = 0;
+  private readersDone: { promise: Promise<void>; resolve: () => void } | undefined;
   private fatal: Error | undefined;
-  private readonly scratch = Buffer.alloc(KEY_INDEX_ENTRY_BYTES);
 
   private constructor(
     private readonly disk: Disk,
@@ -402,12 +432,13 @@ export class KeyIndex {
     this.seq = checkpoint.count;
     this.writtenSeq = checkpoint.count;
     this.queued = checkpoint.index;
-    this.written = checkpoint.index;
+    this.stored = checkpoint;
   }
 
   /**
    * Opens the index in `dir` (see the file comment on recovery). `indexedIndex` of the result
-   * is the stored checkpoint's index: entries after it must be indexed again.
+   * is the stored checkpoint's index: entries after it must be indexed again. Files that do not
+   * agree with the checkpoint are replaced by a rebuild; an I/O error rejects.
    */
   static async open(
     disk: Disk,
@@ -417,32 +448,32 @@ export class KeyIndex {
     input?: Partial<KeyIndexOptions>,
   ): Promise<{ index: KeyIndex; recovery: KeyIndexRecovery }> {
     const options = resolveKeyIndexOptions(input);
+    const existed = (await disk.stat(dir)) !== undefined;
     await disk.mkdirp(dir);
+    // A new directory's own entry is durable only once its parent is synced.
+    if (!existed) await disk.syncDir(path.dirname(dir));
     const stored = await getMeta(meta, MetaKeys.keyIndexFiles, keyIndexCheckpointCodec);
     const names = (await disk.list(dir)).filter((n) => FILE_NAME.test(n)).sort();
     let why: string | undefined;
     if (stored !== undefined) {
-      try {
-        const loaded = await loadFiles(disk, dir, names, stored, options);
-        if (typeof loaded !== 'string') {
-          const index = new KeyIndex(disk, dir, meta, options, loaded.active, loaded.sealed,
-            stored);
-          return { index, recovery: { rebuilt: false } };
-        }
-        why = loaded;
-      } catch (err) {
-        why = `unreadable: ${err instanceof Error ? err.message : String(err)}`;
+      const loaded = await loadFiles(disk, dir, names, stored, options);
+      if (typeof loaded !== 'string') {
+        const index = new KeyIndex(disk, dir, meta, options, loaded.active, loaded.sealed,
+          stored);
+        return { index, recovery: { rebuilt: false } };
       }
+      why = loaded;
     } else if (names.length > 0) {
       why = 'no checkpoint';
     }
     // Start over: the zero checkpoint is durable before any file is written again, so a crash
     // after this never pairs the old checkpoint with new files.
-    const zero: KeyIndexCheckpoint = { index: 0, count: 0 };
+    const zero: KeyIndexCheckpoint = { index: 0, count: 0, first: 0 };
     await meta.batch([{ type: 'put', key: MetaKeys.keyIndexFiles,
       value: keyIndexCheckpointCodec.encode(zero) }], { sync: true });
-    for (const n of names) await disk.remove(path.join(dir, n));
-    if (names.length > 0) await disk.syncDir(dir);
+    const left = (await disk.list(dir)).filter((n) => FILE_NAME.test(n));
+    for (const n of left) await disk.remove(path.join(dir, n));
+    if (left.length > 0) await disk.syncDir(dir);
     if (why !== undefined) {
       log.warn({ dir, reason: why }, 'key index files do not match their checkpoint; rebuilding');
     }
@@ -459,7 +490,7 @@ export class KeyIndex {
 
   /** The last Raft entry the stored checkpoint covers. */
   get writtenIndex(): number {
-    return this.written;
+    return this.stored.index;
   }
 
   /** Entries added and not yet written. */
@@ -511,14 +542,20 @@ export class KeyIndex {
   }
 
   /**
-   * Moves the indexed cursor back to `index` (at open, when the CommitLog lost entries the
-   * checkpoint covered: they are indexed again when they return; queries check every candidate
-   * against its message, so a stale entry matches nothing).
+   * Moves the indexed cursor back to `index`, durably (at open, when the CommitLog lost entries
+   * the checkpoint covered: they are indexed again when they return, and the stored checkpoint
+   * must not claim them if they return different; queries check every candidate against its
+   * message, so a stale entry matches nothing).
    */
-  rewindTo(index: number): void {
+  rewindTo(index: number): Promise<void> {
     assert(Number.isSafeInteger(index) && index >= 0 && index <= this.queued,
       () => `key index: rewind to ${index} from ${this.queued}`);
-    this.queued = index;
+    return this.mutex.run(async () => {
+      this.throwIfFailed();
+      this.queued = index;
+      await this.storeCheckpoint({ ...this.stored, index: Math.min(this.stored.index, index) },
+        true);
+    });
   }
 
   /** Every message of entries up to `index` is added: the next checkpoint covers them. */
@@ -535,7 +572,9 @@ export class KeyIndex {
     this.throwIfFailed();
     if (this.mutex.isBusy()) return;
     const due = this.pendingEntries >= this.options.flushEntriesMin;
-    if (!due && !(force && (this.pendingEntries > 0 || this.queued !== this.written))) return;
+    if (!due && !(force && (this.pendingEntries > 0 || this.queued !== this.stored.index))) {
+      return;
+    }
     // `write` records a failure in `fatal` before rejecting; every later call rethrows it.
     this.flush().catch(() => undefined);
   }
@@ -556,18 +595,19 @@ export class KeyIndex {
 
   /**
    * Forgets every entry and stores a zero checkpoint (durably, before removing the files), for
-   * a rebuild from the CommitLog. Waits for a write in flight.
+   * a rebuild from the CommitLog. Waits for a write in flight and for queries reading files.
    */
   resetTo0(): Promise<void> {
     return this.mutex.run(async () => {
       this.throwIfFailed();
       try {
-        await this.storeCheckpoint({ index: 0, count: 0 }, true);
+        await this.storeCheckpoint({ index: 0, count: 0, first: 0 }, true);
         for (const img of [...this.sealing, this.active]) {
           const f = img.file;
           img.file = undefined;
           await f?.close();
         }
+        await this.noReaders();
         const names = (await this.disk.list(this.dir)).filter((n) => FILE_NAME.test(n));
         for (const n of names) await this.disk.remove(path.join(this.dir, n));
         await this.disk.syncDir(this.dir);
@@ -580,31 +620,38 @@ export class KeyIndex {
       this.seq = 0;
       this.writtenSeq = 0;
       this.queued = 0;
-      this.written = 0;
     });
   }
 
   /**
    * Deletes the oldest sealed files whose entries all point before `minPosition` (retention);
-   * returns how many. Newer files keep their stale entries, which queries skip.
+   * returns how many. The checkpoint names the new first entry (durably) before any file goes,
+   * so open can tell files retention removed from files that were lost. Newer files keep their
+   * stale entries, which queries skip.
    */
   removeBefore(minPosition: number): Promise<number> {
     return this.mutex.run(async () => {
       this.throwIfFailed();
-      let removed = 0;
+      let n = 0;
+      const sealed = this.sealed;
+      while (n < sealed.length && (sealed[n] as Sealed).trailer.maxPosition < minPosition) n++;
+      if (n === 0) return 0;
+      const gone = this.sealed.slice(0, n);
+      const next = this.sealed[n]?.header.firstSeq
+        ?? this.sealing[0]?.firstSeq ?? this.active.firstSeq;
+      // No write is in flight (the mutex), and each stored the count of what it left durable,
+      // sealed files included.
+      assert(next <= this.stored.count, () => `key index: first ${next} past ${this.stored.count}`);
       try {
-        while (this.sealed.length > 0) {
-          const s = this.sealed[0] as Sealed;
-          if (s.header.maxPosition >= minPosition) break;
-          await this.disk.remove(s.path);
-          this.sealed.shift();
-          removed++;
-        }
-        if (removed > 0) await this.disk.syncDir(this.dir);
+        await this.storeCheckpoint({ ...this.stored, first: next }, true);
+        this.sealed = this.sealed.slice(n);
+        await this.noReaders();
+        for (const s of gone) await this.disk.remove(s.path);
+        await this.disk.syncDir(this.dir);
       } catch (err) {
         this.failed(err);
       }
-      return removed;
+      return n;
     });
   }
 
@@ -613,95 +660,132 @@ export class KeyIndex {
    * still be checked against the message (hashes collide). Examines at most
    * `queryScanCountMax` entries, newest first, so on a very busy key the oldest may be missed.
    */
-  keyCandidates(
+  async keyCandidates(
     topic: string,
     key: string,
     options: KeyQueryOptions = {},
   ): Promise<MessageLocation[]> {
-    const from = options.fromPosition ?? 0;
-    const beginMs = options.beginTimestampMs ?? 0;
     const endMs = options.endTimestampMs ?? Number.MAX_SAFE_INTEGER;
     const found = new Map<number, MessageLocation>();
-    return this.mutex.run(async () => {
-      this.throwIfFailed();
-      await this.walk(keyHash(topic, key), KIND_KEY, from, beginMs, (l) => {
-        if (l.storeTimestampMs <= endMs && !found.has(l.position)) found.set(l.position, l);
-        return true;
-      });
-      return [...found.values()].sort((a, b) => a.position - b.position);
+    await this.walk(keyHash(topic, key), KIND_KEY, options, (l) => {
+      if (l.storeTimestampMs <= endMs && !found.has(l.position)) found.set(l.position, l);
+      return Promise.resolve(false);
     });
+    return [...found.values()].sort((a, b) => a.position - b.position);
   }
 
   /**
-   * Candidates for the message with id `messageId` at or after `minPosition`, newest first (the
-   * last applied holder of a reused id first), at most `idCandidatesMax`.
+   * The newest entry for id `messageId` (at or after `fromPosition`, stored at or after
+   * `beginTimestampMs`) that `matches` accepts: `matches` reads the message and checks its id
+   * (hashes collide). Walks newest first, so of several holders of a reused id the last
+   * applied comes first; stops at the first accepted, after `idCandidatesMax` candidates, or
+   * after `queryScanCountMax` entries.
    */
-  idCandidates(messageId: string, minPosition = 0): Promise<MessageLocation[]> {
-    const found: MessageLocation[] = [];
-    return this.mutex.run(async () => {
-      this.throwIfFailed();
-      await this.walk(idHash(messageId), KIND_ID, minPosition, 0, (l) => {
-        if (!found.some((f) => f.position === l.position)) found.push(l);
-        return found.length < this.options.idCandidatesMax;
-      });
-      return found;
+  async findId<T>(
+    messageId: string,
+    options: KeyQueryOptions,
+    matches: (l: MessageLocation) => Promise<T | undefined>,
+  ): Promise<T | undefined> {
+    let result: T | undefined;
+    let candidates = 0;
+    const seen = new Set<number>();
+    await this.walk(idHash(messageId), KIND_ID, options, async (l) => {
+      if (seen.has(l.position)) return false;
+      seen.add(l.position);
+      result = await matches(l);
+      candidates++;
+      return result !== undefined || candidates >= this.options.idCandidatesMax;
     });
+    return result;
   }
 
   /**
-   * Walks the chains of `hash`, newest file first, handing `take` each entry of `kind` at or
-   * after `fromPosition` and stored at or after `beginMs`, until `take` returns false or
-   * `queryScanCountMax` entries were examined.
+   * Walks the chains of `hash`, newest file first, handing `visit` each entry of `kind` at or
+   * after `fromPosition` and stored at or after `beginTimestampMs`, until `visit` resolves
+   * true or `queryScanCountMax` entries were examined. Files whose bounds exclude the query are
+   * not opened. Takes no lock: images are only appended to (chains only grow at their head), a
+   * sealed file never changes, and retention waits for walks before it deletes a file.
    */
   private async walk(
     hash: number,
     kind: number,
-    fromPosition: number,
-    beginMs: number,
-    take: (l: MessageLocation) => boolean,
+    options: KeyQueryOptions,
+    visit: (l: MessageLocation) => Promise<boolean>,
   ): Promise<void> {
-    let budget = this.options.queryScanCountMax;
+    this.throwIfFailed();
+    const fromPosition = options.fromPosition ?? 0;
+    const beginMs = options.beginTimestampMs ?? 0;
     // Newest first: the file being filled, then full ones not yet written, then sealed ones.
     const images = [this.active, ...[...this.sealing].reverse()];
-    const sources: (() => Promise<EntrySource> | EntrySource)[] = [
-      ...images.map((img) => () => imageSource(img)),
-      ...[...this.sealed].reverse().map((s) => () => sealedSource(this.disk, s)),
-    ];
-    const e = this.scratch;
-    for (const open of sources) {
-      const src = await open();
-      try {
+    const sealed = [...this.sealed].reverse();
+    const e = Buffer.alloc(KEY_INDEX_ENTRY_BYTES);
+    let budget = this.options.queryScanCountMax;
+    this.readers++;
+    try {
+      for (let i = 0; i < images.length + sealed.length; i++) {
+        const img = images[i];
+        const bounds = img !== undefined ? img.trailer()
+          : (sealed[i - images.length] as Sealed).trailer;
+        if (img !== undefined && img.count === 0) continue;
         // Files hold positions in apply order: an older file can only hold older ones.
-        if (src.maxPosition >= 0 && src.maxPosition < fromPosition) return;
-        if (src.maxPosition < 0 || src.maxTimestampMs < beginMs) continue;
-        let n = await src.slot(hash);
-        while (n !== 0) {
-          if (budget-- <= 0) return;
-          await src.entry(n, e);
-          const position = readU64BE(e, 8);
-          const storeTimestampMs = readU64BE(e, 16);
-          if (readU32BE(e, 0) === hash && readU32BE(e, 28) === kind && position >= fromPosition
-            && storeTimestampMs >= beginMs) {
-            if (!take({ position, sizeBytes: readU32BE(e, 24), storeTimestampMs })) return;
+        if (bounds.maxPosition < fromPosition) return;
+        if (bounds.maxTimestampMs < beginMs) continue;
+        const src = img !== undefined ? imageSource(img)
+          : await sealedSource(this.disk, sealed[i - images.length] as Sealed);
+        try {
+          let n = await src.slot(hash);
+          while (n !== 0) {
+            if (budget-- <= 0) return;
+            await src.entry(n, e);
+            const position = readU64BE(e, 8);
+            const storeTimestampMs = readU64BE(e, 16);
+            if (readU32BE(e, 0) === hash && readU32BE(e, 28) === kind
+              && position >= fromPosition && storeTimestampMs >= beginMs) {
+              const l = { position, sizeBytes: readU32BE(e, 24), storeTimestampMs };
+              if (await visit(l)) return;
+            }
+            const prev = readU32BE(e, 4);
+            if (prev >= n) throw new RaftmqError('META_CORRUPT', `key index chain loops at ${n}`);
+            n = prev;
           }
-          const prev = readU32BE(e, 4);
-          if (prev >= n) throw new RaftmqError('META_CORRUPT', `key index chain loops at ${n}`);
-          n = prev;
+        } finally {
+          await src.close();
         }
-      } finally {
-        await src.close();
+      }
+    } finally {
+      this.readers--;
+      if (this.readers === 0 && this.readersDone !== undefined) {
+        this.readersDone.resolve();
+        this.readersDone = undefined;
       }
     }
   }
 
-  /** Writes what is pending and stores the checkpoint; waits for a write in flight first. */
+  /** Resolves once no query reads files (a new one may start after). */
+  private async noReaders(): Promise<void> {
+    while (this.readers > 0) {
+      if (this.readersDone === undefined) {
+        let resolve!: () => void;
+        const promise = new Promise<void>((r) => {
+          resolve = r;
+        });
+        this.readersDone = { promise, resolve };
+      }
+      await this.readersDone.promise;
+    }
+  }
+
+  /** Writes what is pending and stores the checkpoint, if it can; closes the files. */
   close(): Promise<void> {
     return this.mutex.run(async () => {
-      if (this.fatal === undefined) await this.write();
-      for (const img of [...this.sealing, this.active]) {
-        const f = img.file;
-        img.file = undefined;
-        await f?.close();
+      try {
+        if (this.fatal === undefined) await this.write();
+      } finally {
+        for (const img of [...this.sealing, this.active]) {
+          const f = img.file;
+          img.file = undefined;
+          await f?.close();
+        }
       }
     });
   }
@@ -712,40 +796,43 @@ export class KeyIndex {
 
   private async write(): Promise<void> {
     this.throwIfFailed();
+    // Every entry of Raft entries up to `index` is added by now; the count stored with it is
+    // what is durable at the end, which may include entries added during the write.
     const index = this.queued;
-    const count = this.seq;
-    if (count === this.writtenSeq && index === this.written) return;
+    if (this.seq === this.writtenSeq && index === this.stored.index) return;
     try {
       while (this.sealing.length > 0) {
         const img = this.sealing[0] as Image;
         await this.append(img);
         const f = img.file as DiskFile;
-        await f.writev([img.slotBytes()], KEY_INDEX_HEADER_BYTES
-          + img.entriesPerFile * KEY_INDEX_ENTRY_BYTES);
-        const header = img.header(true);
-        await f.writev([encodeHeader(header)], 0);
+        // The slot table, then the trailer that says the file is whole; the header is never
+        // written again, so a torn seal leaves a file of entries that open still reads.
+        const at = slotsOffset(img.header());
+        await f.writev([img.slotBytes(), encodeTrailer(img.trailer())], at);
         await f.sync();
         img.file = undefined;
         await f.close();
         this.sealing.shift();
-        this.sealed.push({ path: this.pathOf(img), header });
+        this.sealed.push({ path: this.pathOf(img), header: img.header(), trailer: img.trailer() });
       }
+      // The file being filled; every file before it is sealed and synced. (If it fills up
+      // meanwhile it joins `sealing`, and the next write seals it.)
       const img = this.active;
       if (img.count > img.written || img.file === undefined) {
         await this.append(img);
         await img.file?.sync();
       }
+      const count = img.firstSeq + img.written;
       if (this.dirDirty) {
         this.dirDirty = false;
         await this.disk.syncDir(this.dir);
       }
       this.writtenSeq = Math.max(this.writtenSeq, count);
-      // Everything up to `count` is durable now, so the checkpoint may say so.
-      await this.storeCheckpoint({ index, count }, false);
+      // Every entry below `count` is durable now, so the checkpoint may say so.
+      await this.storeCheckpoint({ index, count, first: this.stored.first }, false);
     } catch (err) {
       this.failed(err);
     }
-    this.written = Math.max(this.written, index);
   }
 
   /** Creates the image's file if need be and appends its unwritten entries. */
@@ -754,7 +841,7 @@ export class KeyIndex {
       const f = await this.disk.open(this.pathOf(img), true);
       img.file = f;
       if (img.written === 0) {
-        await f.writev([encodeHeader(img.header(false))], 0);
+        await f.writev([encodeHeader(img.header())], 0);
         this.dirDirty = true;
       }
     }
@@ -770,6 +857,7 @@ export class KeyIndex {
   private async storeCheckpoint(cp: KeyIndexCheckpoint, sync: boolean): Promise<void> {
     await this.meta.batch([{ type: 'put', key: MetaKeys.keyIndexFiles,
       value: keyIndexCheckpointCodec.encode(cp) }], { sync });
+    this.stored = cp;
   }
 
   private failed(err: unknown): never {
@@ -785,7 +873,8 @@ export class KeyIndex {
 /**
  * Reads the files as the checkpoint says they must be: returns the sealed files and the image
  * of the file being filled, or why they do not agree with the checkpoint. Deletes files wholly
- * past the checkpoint's count and cuts the newest file to it.
+ * past the checkpoint's count or before its first entry (a removal retention had begun), and
+ * cuts the newest file to the count. I/O errors reject.
  */
 async function loadFiles(
   disk: Disk,
@@ -797,7 +886,7 @@ async function loadFiles(
   const sealed: Sealed[] = [];
   let removed = false;
   let active: Image | undefined;
-  let expectSeq: number | undefined;
+  let expectSeq = cp.first;
   for (const name of names) {
     const p = path.join(dir, name);
     const firstSeq = Number(name);
@@ -807,8 +896,14 @@ async function loadFiles(
       removed = true;
       continue;
     }
+    if (firstSeq < cp.first) {
+      // Retention stored the new first entry and then crashed before deleting this file.
+      await disk.remove(p);
+      removed = true;
+      continue;
+    }
     if (active !== undefined) return `${name} follows a file that is not full`;
-    if (expectSeq !== undefined && firstSeq !== expectSeq) return `${name} is not contiguous`;
+    if (firstSeq !== expectSeq) return `${name} is not where entry ${expectSeq} starts`;
     const f = await disk.open(p, false);
     try {
       const head = Buffer.alloc(KEY_INDEX_HEADER_BYTES);
@@ -818,13 +913,20 @@ async function loadFiles(
       if (h.firstSeq !== firstSeq) return `${name}: header names entry ${h.firstSeq}`;
       const size = await f.size();
       const needed = cp.count - firstSeq;
-      if (h.sealedCount > 0 && needed >= h.entriesPerFile) {
-        if (size !== sealedSize(h)) return `${name}: sealed file of ${size} bytes`;
-        sealed.push({ path: p, header: h });
-        expectSeq = firstSeq + h.entriesPerFile;
-        continue;
+      if (needed >= h.entriesPerFile && size === sealedSize(h)) {
+        const tail = Buffer.alloc(KEY_INDEX_TRAILER_BYTES);
+        await readFully(f, tail, size - KEY_INDEX_TRAILER_BYTES);
+        const trailer = decodeTrailer(tail);
+        if (trailer !== undefined) {
+          // A seal that a crash caught before its fdatasync may sit only in the page cache.
+          if (needed === h.entriesPerFile) await f.sync();
+          sealed.push({ path: p, header: h, trailer });
+          expectSeq = firstSeq + h.entriesPerFile;
+          continue;
+        }
       }
-      // The newest file the checkpoint reaches: load its first `needed` entries.
+      // The newest file the checkpoint reaches (a seal that did not land included): load its
+      // first `needed` entries.
       if (needed > h.entriesPerFile) return `${name}: checkpoint needs ${needed} entries`;
       const bytes = needed * KEY_INDEX_ENTRY_BYTES;
       if (size < KEY_INDEX_HEADER_BYTES + bytes) return `${name}: holds fewer entries than ${needed}`;
@@ -843,10 +945,10 @@ async function loadFiles(
       }
       img.count = needed;
       img.written = needed;
-      // Cut what the checkpoint does not cover (unsynced or torn), and unseal if need be.
-      if (size !== KEY_INDEX_HEADER_BYTES + bytes || h.sealedCount > 0) {
+      // Cut what the checkpoint does not cover (unsynced or torn entries, a slot table, a
+      // trailer), so the file is again one being filled.
+      if (size !== KEY_INDEX_HEADER_BYTES + bytes) {
         await f.truncate(KEY_INDEX_HEADER_BYTES + bytes);
-        if (h.sealedCount > 0) await f.writev([encodeHeader(img.header(false))], 0);
         await f.sync();
       }
       active = img;
@@ -856,8 +958,9 @@ async function loadFiles(
   }
   if (removed) await disk.syncDir(dir);
   if (active === undefined) {
-    const next = expectSeq ?? cp.count;
-    if (next !== cp.count) return `files end at entry ${next}, the checkpoint at ${cp.count}`;
+    if (expectSeq !== cp.count) {
+      return `files end at entry ${expectSeq}, the checkpoint at ${cp.count}`;
+    }
     active = new Image(cp.count, options.slotCount, options.entriesPerFile);
   }
   return { active, sealed };

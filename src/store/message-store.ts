@@ -252,7 +252,7 @@ export class MessageStore {
       Math.min(keyIndex.indexedIndex, commitLog.lastIndex()),
       commitLog.firstIndex() - 1,
     );
-    if (keyIndexed < keyIndex.indexedIndex) keyIndex.rewindTo(keyIndexed);
+    if (keyIndexed < keyIndex.indexedIndex) await keyIndex.rewindTo(keyIndexed);
     else keyIndex.covered(keyIndexed);
     const store = new MessageStore(
       commitLog,
@@ -617,17 +617,19 @@ export class MessageStore {
 
   /**
    * The message with producer id `messageId`, if the log still holds it; of several with one
-   * id (a producer's retry), the one applied last.
+   * id (a producer's retry), the one applied last. `sinceMs` skips messages stored before it
+   * (and the index files holding only such), for callers that know when the message was sent:
+   * without it, a query for an id the log does not hold reads every index file.
    */
-  async queryById(messageId: string): Promise<LocatedMessage | undefined> {
-    const candidates = await this.keyIndex.idCandidates(
+  async queryById(messageId: string, sinceMs = 0): Promise<LocatedMessage | undefined> {
+    return this.keyIndex.findId(
       messageId,
-      this.commitLog.firstPosition(),
+      { fromPosition: this.commitLog.firstPosition(), beginTimestampMs: sinceMs },
+      async (l) => {
+        const [m] = await this.readCandidates([l]);
+        return m !== undefined && m.message.messageId === messageId ? m : undefined;
+      },
     );
-    for (const m of await this.readCandidates(candidates)) {
-      if (m.message.messageId === messageId) return m;
-    }
-    return undefined;
   }
 
   /**
@@ -643,14 +645,15 @@ export class MessageStore {
     try {
       bytes = await this.commitLog.readSpans(inLog);
     } catch (err) {
-      if (!isRaftmqError(err, 'OUT_OF_RANGE')) throw err;
-      // A stale candidate may straddle a segment's end: read each alone, dropping such ones.
+      if (!isStaleRead(err)) throw err;
+      // A stale candidate may straddle a segment's end, or lie in a segment's unwritten tail
+      // (a short read): read each alone, dropping those.
       bytes = await Promise.all(
         inLog.map((l) =>
           this.commitLog.readSpans([l]).then(
             ([b]) => b,
             (e: unknown) => {
-              if (isRaftmqError(e, 'OUT_OF_RANGE')) return undefined;
+              if (isStaleRead(e)) return undefined;
               throw e;
             },
           ),
@@ -715,6 +718,11 @@ export class MessageStore {
     await this.consumeQueues.close();
     await this.commitLog.close();
   }
+}
+
+/** A read of a key-index candidate that points where no message of that size lies. */
+function isStaleRead(err: unknown): boolean {
+  return isRaftmqError(err, 'OUT_OF_RANGE') || isRaftmqError(err, 'CORRUPT_RECORD');
 }
 
 /**
