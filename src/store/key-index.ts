@@ -4,34 +4,36 @@
  * `<dataDir>/keyindex/`. Until 2026-12-03 it was kept in LevelDB, one put per key and id; under
  * a steady produce load LevelDB's puts and its compactions (every table of fresh ids overlapped
  * the one holding the checkpoints, so each compaction rewrote it) cost each node about a tenth
- * of its CPU, more the longer the broker ran (docs/storage.md, docs/performance.md).
+ * of its CPU (docs/storage.md, docs/performance.md).
  *
  * **Files.** Each holds `entriesPerFile` entries, numbered by a global sequence: its name is the
- * sequence number of its first entry (20 digits). Layout: a 64-byte header, the entries (32
- * bytes each, in the order messages were applied), and, once the file is full ("sealed"), its
- * hash-slot table (`slotCount` u32). An entry is: hash u32 | previous entry of its slot u32
- * (1-based within the file, 0 for none) | position u64 | store time u64 | size u32 | kind u32
- * (key or id). A key's entries are chained newest first through their slot; a query walks the
- * chain of each file, newest file first. Hashes collide, so a match is only a candidate: the
- * store reads the message and checks its topic and key, or its id (message-store.ts).
+ * sequence number of its first entry (20 digits). Layout: a 64-byte header written once at
+ * creation, the entries (32 bytes each, in the order messages were applied), and, once the file
+ * is full ("sealed"), its hash-slot table (`slotCount` u32) and a 32-byte trailer with its own
+ * checksum. An entry is: hash u32 | previous entry of its slot u32 (1-based within the file, 0
+ * for none) | position u64 | store time u64 | size u32 | kind u32 (key or id). A key's entries
+ * are chained newest first through their slot; a query walks the chain of each file, newest
+ * file first. Hashes collide, so a match is only a candidate: the store reads the message and
+ * checks its topic and key, or its id (message-store.ts).
  *
  * **Writing.** `add` puts an entry in the newest file's in-memory image (entries and slots),
  * where queries see it at once. A background write, once `flushEntriesMin` entries wait (or
- * when asked), appends them to the file, writes a full file's slot table and sealed header,
+ * when asked), appends them to the file, writes a full file's slot table and trailer,
  * fdatasyncs, and only then stores the checkpoint in the metadata store: the last Raft index
- * whose messages are all indexed, and the entry count. The checkpoint therefore never claims an
- * entry the files do not hold durably.
+ * whose messages are all indexed, the count of entries the write left durable, and the first
+ * entry the files hold. The checkpoint therefore never claims an entry the files do not hold
+ * durably.
  *
  * **Recovery.** `open` drops every entry past the checkpoint's count (the files may hold more,
- * or torn ones) and rebuilds the newest file's slots from its entries; the owner (MessageStore)
- * indexes again the Raft entries after the checkpoint's index, from the CommitLog. Files that
- * do not agree with the checkpoint (missing, short, a bad header) are deleted, the checkpoint is
- * reset to zero (durably, before any new file is written), and everything still in the
- * CommitLog is indexed again.
+ * or torn ones, or a seal that did not land) and rebuilds the newest file's slots from its
+ * entries; the owner (MessageStore) indexes again the Raft entries after the checkpoint's index,
+ * from the CommitLog. Files that do not agree with the checkpoint (missing, short, a bad
+ * header) are deleted, the checkpoint is reset to zero (durably, before any new file is
+ * written), and everything still in the CommitLog is indexed again.
  *
- * **Retention.** `removeBefore(position)` deletes the oldest sealed files whose entries all point
- * before the CommitLog's first position; entries of removed segments in newer files are skipped
- * by queries (and their messages would not match anyway).
+ * **Retention.** `removeBefore(position)` stores the new first entry, then deletes the oldest
+ * sealed files whose entries all point before the CommitLog's first position; entries of
+ * removed segments in newer files are skipped by queries (and their messages would not match).
  */
 import * as path from 'node:path';
 import { AssertionFailure, assert } from '../common/assert';
