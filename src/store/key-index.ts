@@ -203,6 +203,17 @@ interface Trailer {
   maxTimestampMs: number;
 }
 
+/** Writes the CRC32C of all but the last four bytes of `b` into them; returns `b`. */
+function stampCrc(b: Buffer): Buffer {
+  writeU32BE(b, b.length - 4, crc32c(b.subarray(0, b.length - 4)));
+  return b;
+}
+
+/** True when the last four bytes of `b` are the CRC32C of the rest. */
+function crcHolds(b: Buffer): boolean {
+  return readU32BE(b, b.length - 4) === crc32c(b.subarray(0, b.length - 4));
+}
+
 function encodeHeader(h: Header): Buffer {
   const b = Buffer.alloc(KEY_INDEX_HEADER_BYTES);
   writeU32BE(b, 0, MAGIC);
@@ -210,15 +221,14 @@ function encodeHeader(h: Header): Buffer {
   writeU32BE(b, 8, h.slotCount);
   writeU32BE(b, 12, h.entriesPerFile);
   writeU64BE(b, 16, h.firstSeq);
-  writeU32BE(b, 60, crc32c(b.subarray(0, 60)));
-  return b;
+  return stampCrc(b);
 }
 
 /** The header, or a reason it is not one. */
 function decodeHeader(b: Buffer): Header | string {
-  if (b.length < KEY_INDEX_HEADER_BYTES) return 'short header';
+  if (b.length !== KEY_INDEX_HEADER_BYTES) return 'short header';
   if (readU32BE(b, 0) !== MAGIC) return 'bad magic';
-  if (readU32BE(b, 60) !== crc32c(b.subarray(0, 60))) return 'bad header checksum';
+  if (!crcHolds(b)) return 'bad header checksum';
   if (readU32BE(b, 4) !== VERSION) return `unknown version ${readU32BE(b, 4)}`;
   const h: Header = {
     slotCount: readU32BE(b, 8),
@@ -236,14 +246,13 @@ function encodeTrailer(t: Trailer): Buffer {
   writeU64BE(b, 4, t.minPosition);
   writeU64BE(b, 12, t.maxPosition);
   writeU64BE(b, 20, t.maxTimestampMs);
-  writeU32BE(b, 28, crc32c(b.subarray(0, 28)));
-  return b;
+  return stampCrc(b);
 }
 
 /** The trailer, or undefined when these bytes are not a whole one (a seal that did not land). */
 function decodeTrailer(b: Buffer): Trailer | undefined {
   if (b.length !== KEY_INDEX_TRAILER_BYTES || readU32BE(b, 0) !== TRAILER_MAGIC) return undefined;
-  if (readU32BE(b, 28) !== crc32c(b.subarray(0, 28))) return undefined;
+  if (!crcHolds(b)) return undefined;
   return { minPosition: readU64BE(b, 4), maxPosition: readU64BE(b, 12),
     maxTimestampMs: readU64BE(b, 20) };
 }

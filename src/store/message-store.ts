@@ -712,9 +712,13 @@ export class MessageStore {
 
   /** Writes the key index and the queues, checkpoints, and closes the CommitLog. */
   async close(): Promise<void> {
-    await this.keyIndex.flush();
-    await this.checkpointDispatch();
-    await this.keyIndex.close();
+    try {
+      await this.keyIndex.flush();
+      await this.checkpointDispatch();
+    } finally {
+      // Its files are closed even after a failed write (the write is then not tried again).
+      await this.keyIndex.close();
+    }
     await this.consumeQueues.close();
     await this.commitLog.close();
   }
