@@ -135,6 +135,69 @@ describe('key index files', () => {
     );
   });
 
+  it('answers queries that race adds, background writes, seals and retention', async () => {
+    // Queries take no lock: each must see every message added before it began (and nothing a
+    // retention that started before it removed), at any interleaving of microtasks.
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer(),
+        fc.record({
+          entriesPerFile: fc.integer({ min: 1, max: 20 }),
+          slotCount: fc.constantFrom(1, 2, 16),
+          flushEntriesMin: fc.integer({ min: 1, max: 10 }),
+        }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 9 }), fc.integer({ min: 0, max: 5 })),
+          { minLength: 20, maxLength: 120 }),
+        fc.constantFrom<CrashMode>('lose', 'tear', 'keep'),
+        async (seed, opts, ops, mode) => {
+          const options = { ...opts, pendingEntriesMax: 40 };
+          const node = new Machine(seed);
+          await node.open(options);
+          const msgs: Msg[] = [];
+          const pending: Promise<unknown>[] = [];
+          let minPos = 0;
+          for (let i = 0; i < ops.length; i++) {
+            const [op, yields] = ops[i] as [number, number];
+            const m: Msg = { index: i + 1, topic: 't', keys: [`k${i % 5}`], id: `id-${i % 9}`,
+              position: 100 * (i + 1) };
+            msgs.push(m);
+            add(node.ki, m);
+            node.ki.kick(op === 9);
+            const seen = msgs.filter((x) => x.position >= minPos);
+            if (op === 0) {
+              const key = `k${i % 5}`;
+              const want = seen.filter((x) => x.keys.includes(key)).map((x) => x.position);
+              pending.push(node.ki.keyCandidates('t', key, { fromPosition: minPos }).then((got) => {
+                const ps = got.map((l) => l.position);
+                for (const p of want) assert.ok(ps.includes(p), `key ${key} at ${p}`);
+              }));
+            } else if (op === 1) {
+              const holders = new Set(seen.filter((x) => x.id === m.id).map((x) => x.position));
+              pending.push(findId(node.ki, m.id, holders).then((got) => {
+                assert.equal(got, m.position, `id ${m.id}`);
+              }));
+            } else if (op === 2) {
+              await node.ki.room();
+            } else if (op === 3) {
+              minPos = Math.max(minPos, 100 * (i + 1 - 15));
+              pending.push(node.ki.removeBefore(minPos));
+            }
+            for (let k = 0; k < yields; k++) await Promise.resolve();
+          }
+          await Promise.all(pending);
+          await node.ki.flush();
+          node.crash(mode);
+          await node.open(options);
+          assert.equal(node.rebuilt, false);
+          for (const m of msgs) if (m.index > node.ki.indexedIndex) add(node.ki, m);
+          await checkAgainstModel(node.ki, msgs.filter((x) => x.position >= minPos));
+          await node.ki.close();
+        },
+      ),
+      fcParams(60),
+    );
+  });
+
   it('bounds candidates by position and store time', async () => {
     const node = new Machine(1);
     await node.open({ entriesPerFile: 5, slotCount: 2, flushEntriesMin: 3 });
