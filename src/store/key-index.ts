@@ -423,9 +423,8 @@ export class KeyIndex {
   private dirDirty = false;
   /** Writes, retention and resets run one at a time; queries do not take it. */
   private readonly mutex = new Mutex();
-  /** Queries reading files, and a promise for when none is (retention waits for it). */
-  private readers = 0;
-  private readersDone: { promise: Promise<void>; resolve: () => void } | undefined;
+  /** Queries in progress: retention and resets wait for those that began before them. */
+  private readonly walks = new Set<Promise<void>>();
   private fatal: Error | undefined;
 
   private constructor(
@@ -606,31 +605,33 @@ export class KeyIndex {
 
   /**
    * Forgets every entry and stores a zero checkpoint (durably, before removing the files), for
-   * a rebuild from the CommitLog. Waits for a write in flight and for queries reading files.
+   * a rebuild from the CommitLog. Waits for a write in flight, and for queries that began before
+   * it (later ones find nothing) before it deletes the files.
    */
   resetTo0(): Promise<void> {
     return this.mutex.run(async () => {
       this.throwIfFailed();
       try {
         await this.storeCheckpoint({ index: 0, count: 0, first: 0 }, true);
-        for (const img of [...this.sealing, this.active]) {
+        const images = [...this.sealing, this.active];
+        this.sealed = [];
+        this.sealing = [];
+        this.active = new Image(0, this.options.slotCount, this.options.entriesPerFile);
+        this.seq = 0;
+        this.writtenSeq = 0;
+        this.queued = 0;
+        for (const img of images) {
           const f = img.file;
           img.file = undefined;
           await f?.close();
         }
-        await this.noReaders();
+        await this.earlierWalks();
         const names = (await this.disk.list(this.dir)).filter((n) => FILE_NAME.test(n));
         for (const n of names) await this.disk.remove(path.join(this.dir, n));
         await this.disk.syncDir(this.dir);
       } catch (err) {
         this.failed(err);
       }
-      this.sealed = [];
-      this.sealing = [];
-      this.active = new Image(0, this.options.slotCount, this.options.entriesPerFile);
-      this.seq = 0;
-      this.writtenSeq = 0;
-      this.queued = 0;
     });
   }
 
@@ -655,8 +656,9 @@ export class KeyIndex {
       assert(next <= this.stored.count, () => `key index: first ${next} past ${this.stored.count}`);
       try {
         await this.storeCheckpoint({ ...this.stored, first: next }, true);
+        // Queries that begin from here on do not see the files; those before may read them.
         this.sealed = this.sealed.slice(n);
-        await this.noReaders();
+        await this.earlierWalks();
         for (const s of gone) await this.disk.remove(s.path);
         await this.disk.syncDir(this.dir);
       } catch (err) {
@@ -715,9 +717,27 @@ export class KeyIndex {
    * after `fromPosition` and stored at or after `beginTimestampMs`, until `visit` resolves
    * true or `queryScanCountMax` entries were examined. Files whose bounds exclude the query are
    * not opened. Takes no lock: images are only appended to (chains only grow at their head), a
-   * sealed file never changes, and retention waits for walks before it deletes a file.
+   * sealed file never changes, and retention and resets drop files from the lists first and
+   * then wait for the walks that began before that, so no walk reads a deleted file.
    */
-  private async walk(
+  private walk(
+    hash: number,
+    kind: number,
+    options: KeyQueryOptions,
+    visit: (l: MessageLocation) => Promise<boolean>,
+  ): Promise<void> {
+    // walkFiles takes its view of the files before its first await, so a walk registered here
+    // sees exactly the files that were listed when it began.
+    const walk = this.walkFiles(hash, kind, options, visit);
+    this.walks.add(walk);
+    const done = (): void => {
+      this.walks.delete(walk);
+    };
+    walk.then(done, done);
+    return walk;
+  }
+
+  private async walkFiles(
     hash: number,
     kind: number,
     options: KeyQueryOptions,
@@ -731,59 +751,41 @@ export class KeyIndex {
     const sealed = [...this.sealed].reverse();
     const e = Buffer.alloc(KEY_INDEX_ENTRY_BYTES);
     let budget = this.options.queryScanCountMax;
-    this.readers++;
-    try {
-      for (let i = 0; i < images.length + sealed.length; i++) {
-        const img = images[i];
-        const bounds = img !== undefined ? img.trailer()
-          : (sealed[i - images.length] as Sealed).trailer;
-        if (img !== undefined && img.count === 0) continue;
-        // Files hold positions in apply order: an older file can only hold older ones.
-        if (bounds.maxPosition < fromPosition) return;
-        if (bounds.maxTimestampMs < beginMs) continue;
-        const src = img !== undefined ? imageSource(img)
-          : await sealedSource(this.disk, sealed[i - images.length] as Sealed);
-        try {
-          let n = await src.slot(hash);
-          while (n !== 0) {
-            if (budget-- <= 0) return;
-            await src.entry(n, e);
-            const position = readU64BE(e, 8);
-            const storeTimestampMs = readU64BE(e, 16);
-            if (readU32BE(e, 0) === hash && readU32BE(e, 28) === kind
-              && position >= fromPosition && storeTimestampMs >= beginMs) {
-              const l = { position, sizeBytes: readU32BE(e, 24), storeTimestampMs };
-              if (await visit(l)) return;
-            }
-            const prev = readU32BE(e, 4);
-            if (prev >= n) throw new RaftmqError('META_CORRUPT', `key index chain loops at ${n}`);
-            n = prev;
+    for (let i = 0; i < images.length + sealed.length; i++) {
+      const img = images[i];
+      const bounds = img !== undefined ? img.trailer()
+        : (sealed[i - images.length] as Sealed).trailer;
+      if (img !== undefined && img.count === 0) continue;
+      // Files hold positions in apply order: an older file can only hold older ones.
+      if (bounds.maxPosition < fromPosition) return;
+      if (bounds.maxTimestampMs < beginMs) continue;
+      const src = img !== undefined ? imageSource(img)
+        : await sealedSource(this.disk, sealed[i - images.length] as Sealed);
+      try {
+        let n = await src.slot(hash);
+        while (n !== 0) {
+          if (budget-- <= 0) return;
+          await src.entry(n, e);
+          const position = readU64BE(e, 8);
+          const storeTimestampMs = readU64BE(e, 16);
+          if (readU32BE(e, 0) === hash && readU32BE(e, 28) === kind
+            && position >= fromPosition && storeTimestampMs >= beginMs) {
+            const l = { position, sizeBytes: readU32BE(e, 24), storeTimestampMs };
+            if (await visit(l)) return;
           }
-        } finally {
-          await src.close();
+          const prev = readU32BE(e, 4);
+          if (prev >= n) throw new RaftmqError('META_CORRUPT', `key index chain loops at ${n}`);
+          n = prev;
         }
-      }
-    } finally {
-      this.readers--;
-      if (this.readers === 0 && this.readersDone !== undefined) {
-        this.readersDone.resolve();
-        this.readersDone = undefined;
+      } finally {
+        await src.close();
       }
     }
   }
 
-  /** Resolves once no query reads files (a new one may start after). */
-  private async noReaders(): Promise<void> {
-    while (this.readers > 0) {
-      if (this.readersDone === undefined) {
-        let resolve!: () => void;
-        const promise = new Promise<void>((r) => {
-          resolve = r;
-        });
-        this.readersDone = { promise, resolve };
-      }
-      await this.readersDone.promise;
-    }
+  /** Resolves once every query that began before this call has ended (however it ended). */
+  private async earlierWalks(): Promise<void> {
+    await Promise.allSettled([...this.walks]);
   }
 
   /** Writes what is pending and stores the checkpoint, if it can; closes the files. */
