@@ -222,7 +222,9 @@ export class Broker implements MessagingBackend, AdminBackend {
     if (!(await this.waitForView(settled, deadlineMs))) return undefined;
     // A send in doubt was stored, if at all, during its request: no longer ago than the
     // longest request (requestTimeoutMsMax is at most 10 minutes) plus the clock skew between
-    // leaders. Older key-index files need not be read for an id that is not there.
+    // leaders (its store time is the old leader's clock). Older key-index files need not be
+    // read for an id that is not there. With clocks more than 5 minutes apart the check can
+    // miss a stored copy and the send is stored again: at least once, as RocketMQ itself.
     const sinceMs = Math.max(0, this.clock.nowMs() - IN_DOUBT_LOOKBACK_MS);
     const found = await Promise.all(
       messages.map(async ({ messageId, topic }) => {

@@ -25,11 +25,11 @@
  * durably.
  *
  * **Recovery.** `open` drops every entry past the checkpoint's count (the files may hold more,
- * or torn ones, or a seal that did not land) and rebuilds the newest file's slots from its
- * entries; the owner (MessageStore) indexes again the Raft entries after the checkpoint's index,
- * from the CommitLog. Files that do not agree with the checkpoint (missing, short, a bad
- * header) are deleted, the checkpoint is reset to zero (durably, before any new file is
- * written), and everything still in the CommitLog is indexed again.
+ * or torn ones, or a seal that may not have landed whole) and rebuilds the newest file's slots
+ * from its entries; the owner (MessageStore) indexes again the Raft entries after the
+ * checkpoint's index, from the CommitLog. Files that do not agree with the checkpoint (missing,
+ * short, a bad header) are deleted, the checkpoint is reset to zero (durably, before any new
+ * file is written), and everything still in the CommitLog is indexed again.
  *
  * **Retention.** `removeBefore(position)` stores the new first entry, then deletes the oldest
  * sealed files whose entries all point before the CommitLog's first position; entries of
@@ -43,6 +43,7 @@ import { RaftmqError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import { Mutex } from '../common/mutex';
 import { intInRange, resolveOptions } from '../common/options';
+import { toStoreError } from './commit-log-state';
 import type { Disk, DiskFile } from './disk';
 import { getMeta, type MetaCodec, MetaKeys, type MetaStore } from './meta';
 
@@ -369,7 +370,12 @@ function imageSource(img: Image): EntrySource {
 }
 
 async function readFully(f: DiskFile, out: Buffer, position: number): Promise<void> {
-  const n = await f.read(out, 0, out.length, position);
+  let n: number;
+  try {
+    n = await f.read(out, 0, out.length, position);
+  } catch (err) {
+    throw toStoreError(err, `reading key index file ${f.path}`);
+  }
   if (n !== out.length) {
     throw new RaftmqError('META_CORRUPT', `key index file ${f.path} is short at ${position}`);
   }
@@ -873,8 +879,9 @@ export class KeyIndex {
     this.stored = cp;
   }
 
+  /** Records the first failure, typed (STORE_FATAL, or DISK_FULL), and throws it. */
   private failed(err: unknown): never {
-    this.fatal ??= err instanceof Error ? err : new Error(String(err));
+    this.fatal ??= toStoreError(err, 'key index write failed');
     throw this.fatal;
   }
 
@@ -926,21 +933,22 @@ async function loadFiles(
       if (h.firstSeq !== firstSeq) return `${name}: header names entry ${h.firstSeq}`;
       const size = await f.size();
       const needed = cp.count - firstSeq;
-      if (needed >= h.entriesPerFile && size === sealedSize(h)) {
+      if (needed > h.entriesPerFile) {
+        // The checkpoint reaches past this file: it was stored after the file's seal was
+        // synced, so the seal must be whole.
+        if (size !== sealedSize(h)) return `${name}: sealed file of ${size} bytes`;
         const tail = Buffer.alloc(KEY_INDEX_TRAILER_BYTES);
         await readFully(f, tail, size - KEY_INDEX_TRAILER_BYTES);
         const trailer = decodeTrailer(tail);
-        if (trailer !== undefined) {
-          // A seal that a crash caught before its fdatasync may sit only in the page cache.
-          if (needed === h.entriesPerFile) await f.sync();
-          sealed.push({ path: p, header: h, trailer });
-          expectSeq = firstSeq + h.entriesPerFile;
-          continue;
-        }
+        if (trailer === undefined) return `${name}: bad trailer`;
+        sealed.push({ path: p, header: h, trailer });
+        expectSeq = firstSeq + h.entriesPerFile;
+        continue;
       }
-      // The newest file the checkpoint reaches (a seal that did not land included): load its
-      // first `needed` entries.
-      if (needed > h.entriesPerFile) return `${name}: checkpoint needs ${needed} entries`;
+      // The file the checkpoint ends in: load its first `needed` entries and rebuild its slots.
+      // A seal found here is not trusted (the checkpoint may have been stored before it was
+      // synced, and a power loss can keep its trailer and lose pages of its slot table); the
+      // file is cut back to its entries, and sealed again once the index moves on.
       const bytes = needed * KEY_INDEX_ENTRY_BYTES;
       if (size < KEY_INDEX_HEADER_BYTES + bytes) return `${name}: holds fewer entries than ${needed}`;
       const img = new Image(firstSeq, h.slotCount, h.entriesPerFile, Math.max(needed, 1));
