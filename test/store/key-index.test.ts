@@ -49,6 +49,13 @@ function add(ki: KeyIndex, m: Msg): void {
   ki.covered(m.index);
 }
 
+/** Adds messages 0..count-1 of topic `t` with ids `i<n>`, no keys, at `step * n`. */
+function addIds(ki: KeyIndex, count: number, step: number): void {
+  for (let i = 0; i < count; i++) {
+    add(ki, { index: i + 1, topic: 't', keys: [], id: `i${i}`, position: step * i });
+  }
+}
+
 /** Positions the model says `topic`/`key` has at or after `from`, oldest first. */
 function modelKey(msgs: readonly Msg[], topic: string, key: string, from = 0): number[] {
   return msgs.filter((m) => m.topic === topic && m.keys.includes(key) && m.position >= from)
@@ -223,9 +230,7 @@ describe('key index files', () => {
   it('removes whole files before a position, oldest first, and resets to zero', async () => {
     const node = new Machine(2);
     await node.open({ entriesPerFile: 4, slotCount: 4, flushEntriesMin: 1 });
-    for (let i = 0; i < 20; i++) {
-      add(node.ki, { index: i + 1, topic: 't', keys: [], id: `i${i}`, position: 10 * i });
-    }
+    addIds(node.ki, 20, 10);
     await node.ki.flush();
     assert.equal(node.ki.fileCount(), 5);
     // Files hold positions 0-30, 40-70, 80-110, ...: two lie wholly before 85.
@@ -252,9 +257,7 @@ describe('key index files', () => {
     const node = new Machine(3);
     const options = { entriesPerFile: 4, slotCount: 4, flushEntriesMin: 1 };
     await node.open(options);
-    for (let i = 0; i < 10; i++) {
-      add(node.ki, { index: i + 1, topic: 't', keys: [], id: `i${i}`, position: 10 * i });
-    }
+    addIds(node.ki, 10, 10);
     await node.ki.close();
     // A middle file gone: the rest is not contiguous.
     const names = (await node.disk.list(DIR)).sort();
@@ -273,9 +276,7 @@ describe('key index files', () => {
     const node = new Machine(4);
     const options = { entriesPerFile: 8, slotCount: 1, flushEntriesMin: 1 };
     await node.open(options);
-    for (let i = 0; i < 8; i++) {
-      add(node.ki, { index: i + 1, topic: 't', keys: [], id: `i${i}`, position: 10 * i });
-    }
+    addIds(node.ki, 8, 10);
     add(node.ki, { index: 9, topic: 't', keys: [], id: 'i8', position: 80 });
     await node.ki.close();
     // Entry 5 of the sealed first file made to point at itself.
@@ -361,9 +362,7 @@ describe('key index files', () => {
     const options = { entriesPerFile: 2, slotCount: 2, flushEntriesMin: 1 };
     const node = new Machine(6);
     await node.open(options);
-    for (let i = 0; i < 8; i++) {
-      add(node.ki, { index: i + 1, topic: 't', keys: [], id: `i${i}`, position: 10 * i });
-    }
+    addIds(node.ki, 8, 10);
     await node.ki.flush();
     // Retention stores the new first entry, then a crash comes before the files are deleted.
     node.disk.setHook((op) => {
