@@ -189,7 +189,13 @@ describe('MessageStore', () => {
     await node.open();
     await node.produce(0, 30, 5);
     await node.store.writeKeyIndex();
+    let removed = 0;
+    node.disk.setHook((op, p) => {
+      if (op === 'remove' && p.includes('/keyindex/')) removed++;
+    });
     await node.store.rebuildIndexes();
+    node.disk.setHook(undefined);
+    assert.ok(removed > 0, 'the old key index files were deleted');
     assert.deepEqual(
       (await node.store.queryByKey('payments', 'k7', 10)).map((m) => m.message.messageId),
       ['id-7'],
