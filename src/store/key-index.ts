@@ -9,12 +9,13 @@
  * **Files.** Each holds `entriesPerFile` entries, numbered by a global sequence: its name is the
  * sequence number of its first entry (20 digits). Layout: a 64-byte header written once at
  * creation, the entries (32 bytes each, in the order messages were applied), and, once the file
- * is full ("sealed"), its hash-slot table (`slotCount` u32) and a 32-byte trailer with its own
- * checksum. An entry is: hash u32 | previous entry of its slot u32 (1-based within the file, 0
- * for none) | position u64 | store time u64 | size u32 | kind u32 (key or id). A key's entries
- * are chained newest first through their slot; a query walks the chain of each file, newest
- * file first. Hashes collide, so a match is only a candidate: the store reads the message and
- * checks its topic and key, or its id (message-store.ts).
+ * is full ("sealed"), its hash-slot table (`slotCount` u32) and a 32-byte trailer (largest
+ * position and store time, with its own checksum). An entry is: hash u32 | previous entry of its
+ * slot u32 (1-based within the file, 0 for none) | position u64 | store time u64 | size u32 |
+ * kind u32 (key or id). A key's entries are chained newest first through their slot; a query
+ * walks the chain of each file, newest file first. Hashes collide, so a match is only a
+ * candidate: the store reads the message and checks its topic and key, or its id
+ * (message-store.ts).
  *
  * **Writing.** `add` puts an entry in the newest file's in-memory image (entries and slots),
  * where queries see it at once. A background write, once `flushEntriesMin` entries wait (or
@@ -45,6 +46,7 @@ import { Mutex } from '../common/mutex';
 import { intInRange, resolveOptions } from '../common/options';
 import { toStoreError } from './commit-log-state';
 import type { Disk, DiskFile } from './disk';
+import { fileName20, parseFileName20 } from './entry-index';
 import { getMeta, type MetaCodec, MetaKeys, type MetaStore } from './meta';
 
 /** Where a message is in the CommitLog. */
@@ -78,7 +80,7 @@ export interface KeyIndexOptions {
   pendingEntriesMax: number;
   /** Entries one query examines at most, over all files (its chains, collisions included). */
   queryScanCountMax: number;
-  /** Candidates a query by id returns at most (newest first). */
+  /** Candidates (hash matches) a query by id checks against their messages, at most. */
   idCandidatesMax: number;
 }
 
@@ -158,13 +160,8 @@ const TRAILER_MAGIC = 0x524d4b53; // "RMKS"
 export const KEY_INDEX_ENTRY_BYTES = 32;
 const KIND_KEY = 1;
 const KIND_ID = 2;
-const FILE_NAME = /^\d{20}$/;
 /** The first in-memory entries buffer of a file; it doubles as it fills. */
 const IMAGE_INITIAL_ENTRIES = 1024;
-
-function fileName(firstSeq: number): string {
-  return String(firstSeq).padStart(20, '0');
-}
 
 /** FNV-1a over UTF-16 code units, continued from `h`. */
 function fnv(h: number, s: string): number {
@@ -199,7 +196,6 @@ interface Header {
 
 /** What a full file's trailer says; written after its slot table, when it is sealed. */
 interface Trailer {
-  minPosition: number;
   maxPosition: number;
   maxTimestampMs: number;
 }
@@ -244,9 +240,8 @@ function decodeHeader(b: Buffer): Header | string {
 function encodeTrailer(t: Trailer): Buffer {
   const b = Buffer.alloc(KEY_INDEX_TRAILER_BYTES);
   writeU32BE(b, 0, TRAILER_MAGIC);
-  writeU64BE(b, 4, t.minPosition);
-  writeU64BE(b, 12, t.maxPosition);
-  writeU64BE(b, 20, t.maxTimestampMs);
+  writeU64BE(b, 4, t.maxPosition);
+  writeU64BE(b, 12, t.maxTimestampMs);
   return stampCrc(b);
 }
 
@@ -254,8 +249,7 @@ function encodeTrailer(t: Trailer): Buffer {
 function decodeTrailer(b: Buffer): Trailer | undefined {
   if (b.length !== KEY_INDEX_TRAILER_BYTES || readU32BE(b, 0) !== TRAILER_MAGIC) return undefined;
   if (!crcHolds(b)) return undefined;
-  return { minPosition: readU64BE(b, 4), maxPosition: readU64BE(b, 12),
-    maxTimestampMs: readU64BE(b, 20) };
+  return { maxPosition: readU64BE(b, 4), maxTimestampMs: readU64BE(b, 12) };
 }
 
 /** Where a file's slot table starts. */
@@ -277,7 +271,7 @@ class Image {
   /** Entries written to the file (not necessarily synced). */
   written = 0;
   file: DiskFile | undefined;
-  minPosition = Number.MAX_SAFE_INTEGER;
+  /** The largest position and store time among the entries (-1 and 0 while it has none). */
   maxPosition = -1;
   maxTimestampMs = 0;
 
@@ -318,7 +312,6 @@ class Image {
   }
 
   note(position: number, storeMs: number): void {
-    if (position < this.minPosition) this.minPosition = position;
     if (position > this.maxPosition) this.maxPosition = position;
     if (storeMs > this.maxTimestampMs) this.maxTimestampMs = storeMs;
   }
@@ -329,11 +322,7 @@ class Image {
   }
 
   trailer(): Trailer {
-    return {
-      minPosition: this.count === 0 ? 0 : this.minPosition,
-      maxPosition: Math.max(0, this.maxPosition),
-      maxTimestampMs: this.maxTimestampMs,
-    };
+    return { maxPosition: Math.max(0, this.maxPosition), maxTimestampMs: this.maxTimestampMs };
   }
 
   /** The slot table as stored (u32 big-endian). */
@@ -469,7 +458,7 @@ export class KeyIndex {
     // A new directory's own entry is durable only once its parent is synced.
     if (!existed) await disk.syncDir(path.dirname(dir));
     const stored = await getMeta(meta, MetaKeys.keyIndexFiles, keyIndexCheckpointCodec);
-    const names = (await disk.list(dir)).filter((n) => FILE_NAME.test(n)).sort();
+    const names = (await disk.list(dir)).filter((n) => parseFileName20(n) !== undefined).sort();
     let why: string | undefined;
     if (stored !== undefined) {
       const loaded = await loadFiles(disk, dir, names, stored, options);
@@ -487,7 +476,7 @@ export class KeyIndex {
     const zero: KeyIndexCheckpoint = { index: 0, count: 0, first: 0 };
     await meta.batch([{ type: 'put', key: MetaKeys.keyIndexFiles,
       value: keyIndexCheckpointCodec.encode(zero) }], { sync: true });
-    const left = (await disk.list(dir)).filter((n) => FILE_NAME.test(n));
+    const left = (await disk.list(dir)).filter((n) => parseFileName20(n) !== undefined);
     for (const n of left) await disk.remove(path.join(dir, n));
     if (left.length > 0) await disk.syncDir(dir);
     if (why !== undefined) {
@@ -632,7 +621,8 @@ export class KeyIndex {
           await f?.close();
         }
         await this.earlierWalks();
-        const names = (await this.disk.list(this.dir)).filter((n) => FILE_NAME.test(n));
+        const names = (await this.disk.list(this.dir))
+          .filter((n) => parseFileName20(n) !== undefined);
         for (const n of names) await this.disk.remove(path.join(this.dir, n));
         await this.disk.syncDir(this.dir);
       } catch (err) {
@@ -759,9 +749,8 @@ export class KeyIndex {
     let budget = this.options.queryScanCountMax;
     for (let i = 0; i < images.length + sealed.length; i++) {
       const img = images[i];
-      const bounds = img !== undefined ? img.trailer()
-        : (sealed[i - images.length] as Sealed).trailer;
       if (img !== undefined && img.count === 0) continue;
+      const bounds: Trailer = img ?? (sealed[i - images.length] as Sealed).trailer;
       // Files hold positions in apply order: an older file can only hold older ones.
       if (bounds.maxPosition < fromPosition) return;
       if (bounds.maxTimestampMs < beginMs) continue;
@@ -810,7 +799,7 @@ export class KeyIndex {
   }
 
   private pathOf(img: Image): string {
-    return path.join(this.dir, fileName(img.firstSeq));
+    return path.join(this.dir, fileName20(img.firstSeq));
   }
 
   private async write(): Promise<void> {
@@ -909,7 +898,7 @@ async function loadFiles(
   let expectSeq = cp.first;
   for (const name of names) {
     const p = path.join(dir, name);
-    const firstSeq = Number(name);
+    const firstSeq = parseFileName20(name) as number; // `names` holds only such names
     if (firstSeq >= cp.count) {
       // Written after the checkpoint (or before a crash cut it): indexed again from the log.
       await disk.remove(p);

@@ -132,7 +132,7 @@ export const MetaKeys = Object.freeze({
   applyIndex: 's\0apply',
   /** ConsumeQueue durable dispatch checkpoint. */
   dispatchCheckpoint: 's\0dispatch',
-  /** The key index files' checkpoint: Raft index and entry count (key-index.ts). */
+  /** The key index files' checkpoint: Raft index, durable entry count, first entry held. */
   keyIndexFiles: 's\0keyFiles',
   /**
    * The key index kept in LevelDB until 2026-12-03: its checkpoint, and the message-key and
@@ -140,6 +140,8 @@ export const MetaKeys = Object.freeze({
    * open and indexes its CommitLog into the key index files.
    */
   legacyKeyIndexCheckpoint: 's\0keyIndex',
+  legacyMessageKeyPrefix: 'k\0',
+  legacyMessageIdPrefix: 'i\0',
   topic: (name: string) => `t\0${name}`,
   topicPrefix: 't\0',
   group: (name: string) => `g\0${name}`,
@@ -147,7 +149,6 @@ export const MetaKeys = Object.freeze({
   consumerOffset: (group: string, topic: string, queueId: number) =>
     `o\0${group}\0${topic}\0${keyNumber(queueId)}`,
   consumerOffsetPrefix: (group: string) => `o\0${group}\0`,
-  legacyMessageKeyPrefix: 'k\0',
   /** Pop consumption: one queue's frontier and cursor for one consumer group. */
   popQueue: (group: string, topic: string, queueId: number) =>
     `p\0${group}\0${topic}\0${keyNumber(queueId)}`,
@@ -158,5 +159,4 @@ export const MetaKeys = Object.freeze({
   popRecordPrefix: 'q\0',
   /** Pop consumption: the next receipt handle id. */
   popHandleNext: 's\0popHandle',
-  legacyMessageIdPrefix: 'i\0',
 });
