@@ -19,6 +19,7 @@ import { asNodeId } from '../common/types';
 import { LevelMetaStore } from '../store/level-meta-store';
 import { MessageStore } from '../store/message-store';
 import { NodeDisk } from '../store/node-disk';
+import { isPayloadVerified } from '../store/verified-payloads';
 import { BrokerRegistrar } from '../namesrv/namesrv-client';
 import { NameServerLookup } from '../namesrv/namesrv-lookup';
 import type { TopicRegistration } from '../namesrv/route-types';
@@ -117,6 +118,14 @@ export class BrokerNode {
               reconnectBackoffMaxMs: 250,
             },
             logger,
+            {
+              // Checksums go only with payloads known good here (verified-payloads.ts): the
+              // leader's own message batches and those it received checked.
+              recordCrc: (entry) =>
+                isPayloadVerified(entry.data)
+                  ? store.commitLog.recentRecordCrc(entry.index, entry.term, entry.data.length)
+                  : undefined,
+            },
           ),
         (t) => t.close(),
       );

@@ -26,7 +26,7 @@ import type { Prng } from '../common/prng';
 import { asNodeId, type NodeId } from '../common/types';
 import type { Message } from '../raft/types';
 import { PeerLink, type LinkContext } from './grpc-peer-link';
-import { encodeFramedAppend } from './raft-append-wire';
+import { encodeFramedAppend, type RecordCrcLookup } from './raft-append-wire';
 import { decodeAppendFrame } from './raft-append-decode';
 import {
   channelOptions,
@@ -63,6 +63,11 @@ export interface GrpcRaftTransportDeps {
   readonly prng?: Prng;
   /** Monotonic time for rate-limiting warnings (gRPC deadlines always use real time). */
   readonly clock?: Clock;
+  /**
+   * The record checksum an outgoing Append carries for an entry (raft.proto
+   * `Entry.record_crc`), or undefined for none; none at all when absent.
+   */
+  readonly recordCrc?: RecordCrcLookup;
 }
 
 /**
@@ -84,6 +89,8 @@ export interface GrpcRaftTransportStats extends TransportStats {
   streamsOpened: number;
   /** Times a stream write returned false and writing paused until 'drain' (backpressure). */
   drainWaits: number;
+  /** Entries received with the sender's record checksum, which matched their bytes. */
+  entriesChecked: number;
 }
 
 const zeroStats = (): GrpcRaftTransportStats => ({
@@ -99,6 +106,7 @@ const zeroStats = (): GrpcRaftTransportStats => ({
   unhandled: 0,
   streamsOpened: 0,
   drainWaits: 0,
+  entriesChecked: 0,
 });
 
 /** The number of messages a rejected frame held, for the `rejected` count (at least 1). */
@@ -119,6 +127,7 @@ export class GrpcRaftTransport implements RaftTransport {
   private readonly rejectedWarn: RateLimitedWarn;
   private boundPort = 0;
   private closing: Promise<void> | null = null;
+  private readonly recordCrc: RecordCrcLookup | undefined;
 
   private constructor(
     readonly options: Readonly<GrpcRaftTransportOptions>,
@@ -129,6 +138,7 @@ export class GrpcRaftTransport implements RaftTransport {
   ) {
     const clock = deps.clock ?? systemClock;
     const prng = deps.prng;
+    this.recordCrc = deps.recordCrc;
     this.rejectedWarn = new RateLimitedWarn(log, clock, options.rejectLogIntervalMs);
     const context: LinkContext = {
       options,
@@ -218,7 +228,7 @@ export class GrpcRaftTransport implements RaftTransport {
       // check below counts the framing for every route, so both paths refuse the same sizes.
       const encoded =
         message.type === 'Append'
-          ? encodeFramedAppend(options.group, message)
+          ? encodeFramedAppend(options.group, message, this.recordCrc)
           : this.codecs.peerMessage.encode(toWire(options.group, message));
       const framedBytes =
         message.type === 'Append'
@@ -289,10 +299,15 @@ export class GrpcRaftTransport implements RaftTransport {
     this.inbound.add(endOnClose);
     call.on('data', (frame: DecodedFrame) => {
       if (finished) return;
-      const { result, messageCount } =
+      const { result, messageCount, checkedEntries } =
         frame.ok && Buffer.isBuffer(frame.value)
           ? decodeAppendFrame(frame.value, this.codecs, this.expect.append)
-          : { result: this.undecodable(frame.ok ? 'not a frame' : frame.reason), messageCount: 1 };
+          : {
+              result: this.undecodable(frame.ok ? 'not a frame' : frame.reason),
+              messageCount: 1,
+              checkedEntries: 0,
+            };
+      this.counters.entriesChecked += checkedEntries;
       if (this.accept(result, 'Append', call.getPeer(), messageCount)) return;
       finish(statusError(grpc.status.INVALID_ARGUMENT, result.ok ? '' : result.error.message));
     });

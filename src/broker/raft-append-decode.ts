@@ -16,7 +16,10 @@ import { RaftmqError } from '../common/errors';
 import { asLogIndex, asNodeId, asTerm } from '../common/types';
 import { isWellFormed } from '../raft/message-check';
 import type { AppendMessage, Entry, EntryType, Message } from '../raft/types';
+import { recordChecksum } from '../store/log-record';
+import { notePayloadVerified } from '../store/verified-payloads';
 import type { MessageCodec } from './grpc-util';
+import { storeEntryType } from './raft-entry-codec';
 import {
   decodeInbound,
   decodeInboundBatch,
@@ -28,7 +31,12 @@ import {
 export interface AppendFrame {
   readonly result: InboundResult;
   readonly messageCount: number;
+  /** Entries whose record checksum came with them and matched (0 when rejected). */
+  readonly checkedEntries: number;
 }
+
+/** A frame before its checksums are checked. */
+type UncheckedFrame = Omit<AppendFrame, 'checkedEntries'>;
 
 /** The codecs of the general path. */
 export interface AppendFrameCodecs {
@@ -59,6 +67,7 @@ const ENTRY_INDEX = 1;
 const ENTRY_TERM = 2;
 const ENTRY_TYPE = 3;
 const ENTRY_DATA = 4;
+const ENTRY_RECORD_CRC = 5;
 
 /** `raftmq.raft.v1.EntryType` numbers; 0 (unspecified) and others are not accepted. */
 const ENTRY_TYPE_OF_NUMBER: readonly (EntryType | undefined)[] = [
@@ -148,12 +157,17 @@ function readEntry(c: Cursor): Entry | undefined {
   let term = 0;
   let type: EntryType | undefined;
   let data: Uint8Array = NO_DATA;
+  let recordCrc: number | undefined;
   while (c.pos < c.end) {
     const tag = readTag(c);
     if (tag === NOT_FAST) return undefined;
     const field = tag >>> 3;
     const wireType = tag & 7;
-    if (field === ENTRY_DATA && wireType === WIRE_DELIMITED) {
+    if (field === ENTRY_RECORD_CRC && wireType === WIRE_FIXED32) {
+      if (c.end - c.pos < 4) return undefined;
+      recordCrc = c.buf.readUInt32LE(c.pos);
+      c.pos += 4;
+    } else if (field === ENTRY_DATA && wireType === WIRE_DELIMITED) {
       const length = c.length();
       if (length === NOT_FAST) return undefined;
       data = new Uint8Array(c.arrayBuffer, c.byteOffset + c.pos, length);
@@ -164,12 +178,14 @@ function readEntry(c: Cursor): Entry | undefined {
       if (field === ENTRY_INDEX) index = value;
       else if (field === ENTRY_TERM) term = value;
       else type = ENTRY_TYPE_OF_NUMBER[value];
-    } else if (field <= ENTRY_DATA || !c.skip(wireType)) {
+    } else if (field <= ENTRY_RECORD_CRC || !c.skip(wireType)) {
       return undefined;
     }
   }
   if (type === undefined) return undefined;
-  return { index: asLogIndex(index), term: asTerm(term), type, data };
+  const entry = { index: asLogIndex(index), term: asTerm(term), type, data };
+  // Checked against the bytes in `decodeAppendFrame` before anything uses it.
+  return recordCrc === undefined ? entry : { ...entry, recordCrc };
 }
 
 /** The `Append` body at [c.pos, c.end) with its envelope, or undefined. */
@@ -278,7 +294,7 @@ function generalFrame(
   bytes: Buffer,
   codecs: AppendFrameCodecs,
   expect: InboundExpectation,
-): AppendFrame {
+): UncheckedFrame {
   let raw: unknown;
   try {
     raw = codecs.peerBatch.decode(bytes);
@@ -293,13 +309,58 @@ function generalFrame(
 
 /**
  * Decodes and checks one frame of the append stream (see the file comment): all its messages,
- * or the first reason it is malformed.
+ * or the first reason it is malformed. An entry that carries its record checksum is checked
+ * against its bytes here, once: a mismatch (bytes changed on the way) rejects the frame, and a
+ * match marks the payload verified (verified-payloads.ts), so that applying it skips the check
+ * of each message inside.
  */
 export function decodeAppendFrame(
   bytes: Buffer,
   codecs: AppendFrameCodecs,
   expect: InboundExpectation,
 ): AppendFrame {
+  const frame = decodeFrame(bytes, codecs, expect);
+  if (!frame.result.ok) return { ...frame, checkedEntries: 0 };
+  for (const message of frame.result.messages) {
+    if (message.type !== 'Append') continue;
+    for (const entry of message.entries) {
+      if (entry.recordCrc === undefined) continue;
+      const actual = recordChecksum(
+        entry.index,
+        entry.term,
+        storeEntryType(entry.type),
+        entry.data,
+      );
+      if (actual !== entry.recordCrc) {
+        const error = new RaftmqError(
+          'MESSAGE_MALFORMED',
+          `entry ${entry.index}: record checksum ${entry.recordCrc} sent, ${actual} received`,
+        );
+        return {
+          result: { ok: false, error },
+          messageCount: frame.messageCount,
+          checkedEntries: 0,
+        };
+      }
+    }
+  }
+  let checkedEntries = 0;
+  for (const message of frame.result.messages) {
+    if (message.type !== 'Append') continue;
+    for (const entry of message.entries) {
+      if (entry.recordCrc === undefined) continue;
+      notePayloadVerified(entry.data);
+      checkedEntries++;
+    }
+  }
+  return { ...frame, checkedEntries };
+}
+
+function decodeFrame(
+  bytes: Buffer,
+  codecs: AppendFrameCodecs,
+  expect: InboundExpectation,
+): UncheckedFrame {
   const c = new Cursor(bytes, 0, bytes.length);
   const spans: number[] = [];
   while (c.pos < c.end) {

@@ -14,7 +14,7 @@
 import { unreachable } from '../common/assert';
 import { copyBytes } from '../common/bytes';
 import { RaftmqError } from '../common/errors';
-import type { AppendMessage, EntryType } from '../raft/types';
+import type { AppendMessage, Entry, EntryType } from '../raft/types';
 
 /** Wire type 0 (varint) and 2 (length-delimited) tags: (field number << 3) | wire type. */
 const TAG = Object.freeze({
@@ -32,7 +32,20 @@ const TAG = Object.freeze({
   entryTerm: 2 << 3,
   entryType: 3 << 3,
   entryData: (4 << 3) | 2,
+  entryRecordCrc: (5 << 3) | 5,
 });
+
+/** Bytes of `Entry.record_crc` when present: its tag and a fixed32. */
+const RECORD_CRC_FIELD_BYTES = 5;
+
+/**
+ * The record checksum to send with an entry (raft.proto `Entry.record_crc`), or undefined to
+ * send none; see verified-payloads.ts for which entries have one.
+ */
+export type RecordCrcLookup = (entry: Entry) => number | undefined;
+
+/** The checksums of the Append being encoded, found while sizing it and used to write it. */
+const recordCrcs: (number | undefined)[] = [];
 
 /** `raft.v1.EntryType` numbers. */
 function wireEntryType(type: EntryType): number {
@@ -88,15 +101,28 @@ function scalarBytes(value: number): number {
 
 /**
  * The encoding of `message` (in `group`) as one framed element of `PeerBatch.messages`:
- * concatenating such elements gives a valid `PeerBatch`.
+ * concatenating such elements gives a valid `PeerBatch`. Each entry carries the checksum
+ * `recordCrcOf` gives it, if any.
  */
-export function encodeFramedAppend(group: string, message: AppendMessage): Buffer {
+export function encodeFramedAppend(
+  group: string,
+  message: AppendMessage,
+  recordCrcOf?: RecordCrcLookup,
+): Buffer {
   const groupBytes = Buffer.byteLength(group, 'utf8');
   const fromBytes = Buffer.byteLength(message.from, 'utf8');
   const toBytes = Buffer.byteLength(message.to, 'utf8');
   let appendBytes =
     scalarBytes(message.prevIndex) + scalarBytes(message.prevTerm) + scalarBytes(message.commit);
-  for (const entry of message.entries) appendBytes += delimitedBytes(entryBytes(entry));
+  const entries = message.entries;
+  const count = entries.length;
+  recordCrcs.length = count;
+  for (let i = 0; i < count; i++) {
+    const entry = entries[i] as Entry;
+    const crc = recordCrcOf === undefined ? undefined : recordCrcOf(entry);
+    recordCrcs[i] = crc;
+    appendBytes += delimitedBytes(entryBytes(entry, crc));
+  }
   const messageBytes =
     delimitedBytes(groupBytes) +
     delimitedBytes(fromBytes) +
@@ -119,9 +145,11 @@ export function encodeFramedAppend(group: string, message: AppendMessage): Buffe
   at = writeVarint(out, at, message.prevIndex);
   out[at++] = TAG.appendPrevTerm;
   at = writeVarint(out, at, message.prevTerm);
-  for (const entry of message.entries) {
+  for (let i = 0; i < count; i++) {
+    const entry = entries[i] as Entry;
+    const crc = recordCrcs[i];
     out[at++] = TAG.appendEntries;
-    at = writeVarint(out, at, entryBytes(entry));
+    at = writeVarint(out, at, entryBytes(entry, crc));
     out[at++] = TAG.entryIndex;
     at = writeVarint(out, at, entry.index);
     out[at++] = TAG.entryTerm;
@@ -133,6 +161,11 @@ export function encodeFramedAppend(group: string, message: AppendMessage): Buffe
     at = writeVarint(out, at, data.length);
     copyBytes(out, data, at);
     at += data.length;
+    if (crc !== undefined) {
+      out[at] = TAG.entryRecordCrc;
+      out.writeUInt32LE(crc, at + 1);
+      at += RECORD_CRC_FIELD_BYTES;
+    }
   }
   out[at++] = TAG.appendCommit;
   at = writeVarint(out, at, message.commit);
@@ -140,12 +173,13 @@ export function encodeFramedAppend(group: string, message: AppendMessage): Buffe
   return out;
 }
 
-function entryBytes(entry: AppendMessage['entries'][number]): number {
+function entryBytes(entry: Entry, recordCrc: number | undefined): number {
   return (
     scalarBytes(entry.index) +
     scalarBytes(entry.term) +
     scalarBytes(wireEntryType(entry.type)) +
-    delimitedBytes(entry.data.length)
+    delimitedBytes(entry.data.length) +
+    (recordCrc === undefined ? 0 : RECORD_CRC_FIELD_BYTES)
   );
 }
 

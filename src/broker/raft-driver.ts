@@ -4,7 +4,10 @@
  * time, in the order the `Ready` contract gives (src/raft/types.ts):
  *
  * 1. send `messages` at once (they promise nothing durable; thesis §10.2.1 lets a leader write
- *    its log in parallel with replicating it);
+ *    its log in parallel with replicating it). When the entries need no earlier write (no new
+ *    term or vote, no truncation), they are handed to the CommitLog just before: appending
+ *    computes each record's checksum, which the Appends among the messages carry to the
+ *    followers (raft-append-wire.ts);
  * 2. persist: a changed term/vote is written to the metadata store with sync first (so the
  *    log never holds a term the hard state does not), then the log suffix is truncated if asked,
  *    the entries are appended to the CommitLog and waited for until persisted; the commit index
@@ -334,8 +337,9 @@ export class RaftDriver {
 
   private async handleReady(ready: Ready): Promise<void> {
     if (ready.softState !== undefined) this.onSoftState(ready.softState);
+    const appended = this.appendAtOnce(ready);
     this.send(ready.messages);
-    await this.persist(ready);
+    await this.persist(ready, appended);
     if (!this.running) return;
     if (ready.messagesAfterPersist.length > 0) {
       // What they promise covers the whole log this node claims, also entries it handed out as
@@ -357,7 +361,28 @@ export class RaftDriver {
     for (const load of ready.loads) this.startLoad(load);
   }
 
-  private async persist(ready: Ready): Promise<void> {
+  /**
+   * Hands the Ready's entries to the CommitLog now, before its messages leave, when nothing must
+   * be written before them (a new term or vote, a truncation); true when it did. Appending only
+   * encodes and queues the records (their checksums among them); `persist` waits for them.
+   */
+  private appendAtOnce(ready: Ready): boolean {
+    const hardState = ready.hardState;
+    if (
+      ready.entries.length === 0 ||
+      ready.truncateFrom !== undefined ||
+      (hardState !== undefined &&
+        (hardState.term !== this.durableHardState.term ||
+          hardState.vote !== this.durableHardState.vote))
+    ) {
+      return false;
+    }
+    this.deps.commitLog.append(ready.entries.map(toLogEntry));
+    return true;
+  }
+
+  /** Step 2 of the file comment; `appended`: the entries are in the CommitLog already. */
+  private async persist(ready: Ready, appended: boolean): Promise<void> {
     const log = this.deps.commitLog;
     const hardState = ready.hardState;
     if (
@@ -379,7 +404,7 @@ export class RaftDriver {
     }
     const last = ready.entries[ready.entries.length - 1];
     if (last !== undefined) {
-      log.append(ready.entries.map(toLogEntry));
+      if (!appended) log.append(ready.entries.map(toLogEntry));
       if (ready.durableLater === true) await this.durableLater(ready.entries, last.index);
       else await log.waitPersisted(last.index);
     }

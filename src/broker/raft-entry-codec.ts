@@ -46,6 +46,7 @@ export function toLogEntry(entry: Entry): LogEntry {
     term: entry.term,
     type: storeEntryType(entry.type),
     payload: entry.data,
+    recordCrc: entry.recordCrc,
   };
 }
 

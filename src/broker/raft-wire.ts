@@ -21,6 +21,7 @@ import {
   type MessageCodec,
 } from './grpc-util';
 import { findProtoDir, loadProto } from '../common/proto-files';
+import type { RecordCrcLookup } from './raft-append-wire';
 
 /** Which RPC carries a message type: the append stream, the Vote call or the TimeoutNow call. */
 export type WireRoute = 'append' | 'vote' | 'timeoutNow';
@@ -112,8 +113,15 @@ export type PeerMessageWire = { group: string; from: string; to: string; term: n
   unknown
 >;
 
-/** The object form of `message` in `group`. */
-export function toWire(group: string, message: Message): PeerMessageWire {
+/**
+ * The object form of `message` in `group`; an Append's entries carry the checksums
+ * `recordCrcOf` gives them (raft-append-wire.ts).
+ */
+export function toWire(
+  group: string,
+  message: Message,
+  recordCrcOf?: RecordCrcLookup,
+): PeerMessageWire {
   const fields = message as unknown as Readonly<Record<string, unknown>>;
   const body: Record<string, unknown> = {};
   for (const [key] of BODY_SCALARS[message.type]) body[key] = fields[key];
@@ -123,6 +131,7 @@ export function toWire(group: string, message: Message): PeerMessageWire {
       term: entry.term,
       type: WIRE_ENTRY_TYPE[entry.type],
       data: entry.data,
+      recordCrc: recordCrcOf?.(entry),
     }));
   }
   const { from, to, term } = message;
@@ -165,6 +174,17 @@ function u64(obj: Record<string, unknown>, key: string, where: string): number {
   return value;
 }
 
+/** An optional fixed32: undefined when absent (protobufjs leaves it unset or null). */
+function optionalU32(obj: Record<string, unknown>, key: string, where: string): number | undefined {
+  const value = obj[key];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+    const shown = typeof value === 'number' ? String(value) : typeof value;
+    malformed(`${where}.${key}: not an unsigned 32-bit integer (${shown})`);
+  }
+  return value;
+}
+
 function bool(obj: Record<string, unknown>, key: string, where: string): boolean {
   const value = obj[key];
   if (typeof value !== 'boolean') malformed(`${where}.${key}: not a boolean`);
@@ -188,13 +208,16 @@ function decodeEntry(raw: unknown, where: string): Entry {
   if (type === undefined) malformed(`${where}.type: unknown entry type ${String(obj.type)}`);
   const data = obj.data;
   if (!(data instanceof Uint8Array)) malformed(`${where}.data: not bytes`);
-  return {
+  const entry = {
     index: asLogIndex(u64(obj, 'index', where)),
     term: asTerm(u64(obj, 'term', where)),
     type,
     // A plain view (no copy) of the frame's bytes, so entries compare equal to what was sent.
     data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
   };
+  const recordCrc = optionalU32(obj, 'recordCrc', where);
+  // Checked against the bytes by the append stream's decoder before anything uses it.
+  return recordCrc === undefined ? entry : { ...entry, recordCrc };
 }
 
 function decodeEntries(raw: unknown, where: string): Entry[] {

@@ -14,12 +14,9 @@
 import { RaftmqError } from '../common/errors';
 import type { StoredMessage } from '../store/message-format';
 import { encodeSizedMessageInto, encodedMessageSize } from '../store/message-codec';
-import {
-  MESSAGE_BATCH_HEADER_BYTES,
-  PAYLOAD_KIND_MESSAGES,
-  noteEncodedHere,
-} from '../store/message-batch';
+import { MESSAGE_BATCH_HEADER_BYTES, PAYLOAD_KIND_MESSAGES } from '../store/message-batch';
 import type { DispatchedBatch } from '../store/message-store';
+import { notePayloadVerified } from '../store/verified-payloads';
 import { GroupCommitQueue, proposeSafely, takeLive } from './group-commit';
 import type { ProposeAck } from './raft-waiters';
 
@@ -275,6 +272,6 @@ function encodeEntry(sends: readonly PendingSend[]): Buffer {
       );
     }
   }
-  noteEncodedHere(buf);
+  notePayloadVerified(buf);
   return buf;
 }

@@ -15,6 +15,12 @@ export interface Entry {
   readonly term: Term;
   readonly type: EntryType;
   readonly data: Uint8Array;
+  /**
+   * The checksum of this entry's CommitLog record, when an Append brought it and the receiver
+   * checked it against these bytes (raft-append-decode.ts): the CommitLog writes it instead of
+   * computing it again. The core carries it along and never reads it.
+   */
+  readonly recordCrc?: number;
 }
 
 /** Bytes an entry is counted as beyond its payload (index, term, type, framing). */

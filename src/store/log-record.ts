@@ -44,6 +44,11 @@ export interface LogEntry {
   payload: Uint8Array;
   /** CommitLog position of the record; set on entries read back from the log. */
   position?: number;
+  /**
+   * {@link recordChecksum} of this entry, when the caller already computed it over these very
+   * bytes (a follower checking the leader's checksum on receipt): written as it is.
+   */
+  recordCrc?: number;
 }
 
 /** Bytes a record of this payload size takes on disk. */
@@ -53,7 +58,8 @@ export function recordSizeBytes(payloadBytes: number): number {
 
 /**
  * Writes the record for `entry` at `buf[offset..]` (its size is `recordSizeBytes` of the
- * payload's); returns the CRC32C written, {@link recordChecksum} of the entry.
+ * payload's); returns the CRC32C written, {@link recordChecksum} of the entry (`recordCrc` when
+ * the entry carries it).
  */
 export function encodeRecordInto(entry: LogEntry, buf: Buffer, offset: number): number {
   const length = entry.payload.length;
@@ -66,7 +72,8 @@ export function encodeRecordInto(entry: LogEntry, buf: Buffer, offset: number): 
   writeU64(buf, offset + 16, entry.term);
   writeU64(buf, offset + 24, entry.index);
   copyBytes(buf, entry.payload, offset + RECORD_HEADER_BYTES);
-  const crc = recordChecksum(entry.index, entry.term, entry.type, entry.payload);
+  const crc =
+    entry.recordCrc ?? recordChecksum(entry.index, entry.term, entry.type, entry.payload);
   writeU32BE(buf, offset + 8, crc);
   return crc;
 }

@@ -22,6 +22,7 @@ import {
   decodeMessage,
   readMessageIndexFields,
 } from './message-codec';
+import { isPayloadVerified, notePayloadVerified } from './verified-payloads';
 
 export const PAYLOAD_KIND_MESSAGES = 1;
 export const MESSAGE_BATCH_HEADER_BYTES = 5;
@@ -43,21 +44,8 @@ export function encodeMessageBatch(messages: readonly StoredMessage[]): Buffer {
   writeU32BE(buf, 1, messages.length);
   let offset = MESSAGE_BATCH_HEADER_BYTES;
   for (const m of messages) offset += encodeMessageInto(m, buf, offset);
-  noteEncodedHere(buf);
+  notePayloadVerified(buf);
   return buf;
-}
-
-/**
- * Payloads this process encoded itself, while they are alive. Their bytes were written and
- * CRC-sealed here and never crossed a disk or a network, so applying them on this node (the
- * leader applies what it proposed) skips the per-message CRC32C; every other payload, a copy of
- * one of these included, is checked. Held weakly: nothing is kept alive by it.
- */
-const ENCODED_HERE = new WeakSet<Uint8Array>();
-
-/** Marks `payload` as a batch this process just encoded (see `ENCODED_HERE`). */
-export function noteEncodedHere(payload: Uint8Array): void {
-  ENCODED_HERE.add(payload);
 }
 
 /** True when an entry payload carries messages. */
@@ -111,8 +99,8 @@ export function decodeMessageBatch(
  * The index fields (message-decode.ts `readMessageIndexFields`) of every message of a batch
  * payload, in order; message *i* starts at `MESSAGE_BATCH_HEADER_BYTES` plus the sizes of those
  * before it. Framing and each message's CRC are checked as {@link decodeMessageBatch} checks
- * them (CORRUPT_RECORD naming `context`; the CRC not for a payload encoded by this process, see
- * `noteEncodedHere`), but no body is copied and no property decoded: this is what applying an
+ * them (CORRUPT_RECORD naming `context`; the CRC not for a verified payload, see
+ * verified-payloads.ts), but no body is copied and no property decoded: this is what applying an
  * entry reads.
  */
 export function readMessageBatchIndexFields(
@@ -130,7 +118,7 @@ export function readMessageBatchIndexFields(
   const payloadBytes = buf.length;
   if (count > payloadBytes / 5) throw bad(`claims ${count} messages in ${payloadBytes} bytes`);
   const out = new Array<MessageIndexFields>(count);
-  const verifyCrc = !ENCODED_HERE.has(payload);
+  const verifyCrc = !isPayloadVerified(payload);
   // One context for every message: it is read only when a record is found corrupt, at once.
   const at: { file?: string; position?: number } = { file: context.file };
   let offset = MESSAGE_BATCH_HEADER_BYTES;

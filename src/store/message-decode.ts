@@ -400,7 +400,7 @@ function checkFrameAt(
  * them, so a damaged record is CORRUPT_RECORD, never a wrong queue; the body is neither copied
  * nor decoded, nor are hosts, trace context or properties. This is the apply path's reader: it
  * runs on every node for every message. `verifyCrc` false skips only the CRC32C, for bytes this
- * process encoded itself (see message-batch.ts `noteEncodedHere`).
+ * process encoded itself or verified whole (see verified-payloads.ts).
  */
 export function readMessageIndexFields(
   buf: Buffer,

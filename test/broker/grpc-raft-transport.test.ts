@@ -28,6 +28,10 @@ import { silentLogger, type Logger } from '../../src/common/logger';
 import { createPrng } from '../../src/common/prng';
 import { asLogIndex, asNodeId, asTerm, type NodeId } from '../../src/common/types';
 import type { Entry, Message } from '../../src/raft/types';
+import type { RecordCrcLookup } from '../../src/broker/raft-append-wire';
+import { storeEntryType } from '../../src/broker/raft-entry-codec';
+import { recordChecksum } from '../../src/store/log-record';
+import { isPayloadVerified } from '../../src/store/verified-payloads';
 
 const GROUP = 'broker-a';
 const HOST = '127.0.0.1';
@@ -62,10 +66,15 @@ async function freePort(): Promise<number> {
 }
 
 /** Starts a transport that records what it receives. */
-async function startNode(options: Partial<GrpcRaftTransportOptions>, logger: Logger = log) {
+async function startNode(
+  options: Partial<GrpcRaftTransportOptions>,
+  logger: Logger = log,
+  recordCrc?: RecordCrcLookup,
+) {
   const inbox: Message[] = [];
   const transport = await GrpcRaftTransport.start({ group: GROUP, ...options }, logger, {
     prng: createPrng(7),
+    recordCrc,
   });
   transport.setHandler((message) => inbox.push(message));
   return { transport, inbox };
@@ -222,6 +231,45 @@ describe('grpc raft transport', () => {
       assert.equal(stats.rejected, 0);
       assert.equal(stats.dropped, 0);
     }
+  });
+
+  it('carries record checksums: checked and trusted on receipt; a wrong one is refused', async () => {
+    const receiver = track(
+      await startNode({ selfId: 'b', peers: { a: `${HOST}:1`, c: `${HOST}:1` } }),
+    );
+    const to = { b: `${HOST}:${receiver.transport.port}` };
+    const crcOf = (e: Entry): number =>
+      recordChecksum(e.index, e.term, storeEntryType(e.type), e.data);
+    // The sender attaches a checksum to the 1 MiB entry only, as to a verified payload.
+    const honest = track(
+      await startNode({ selfId: 'a', peers: to }, log, (e) =>
+        e.index === 12 ? crcOf(e) : undefined,
+      ),
+    );
+    const append = sample(n('a'), n('b'), 'Append');
+    assert.ok(append.type === 'Append');
+    honest.transport.send([append]);
+    await waitUntil(() => receiver.inbox.length === 1, 'the append');
+    const got = receiver.inbox[0];
+    assert.ok(got?.type === 'Append');
+    assert.deepEqual(
+      got.entries.map((e) => e.recordCrc),
+      [undefined, crcOf(append.entries[1] as Entry), undefined],
+    );
+    assert.deepEqual(
+      got.entries.map((e) => isPayloadVerified(e.data)),
+      [false, true, false],
+    );
+    assert.equal(receiver.transport.stats().entriesChecked, 1);
+
+    // A sender whose checksum does not match the bytes: the frame is refused whole.
+    const liar = track(
+      await startNode({ selfId: 'c', peers: to }, log, (e) => (crcOf(e) ^ 0x10) >>> 0),
+    );
+    liar.transport.send([{ ...append, from: n('c') }]);
+    await waitUntil(() => receiver.transport.stats().rejected === 1, 'the rejection');
+    assert.equal(receiver.inbox.length, 1);
+    assert.equal(receiver.transport.stats().entriesChecked, 1);
   });
 
   it('keeps per-peer order on the append stream over thousands of messages', async () => {

@@ -5,6 +5,8 @@
  * and heartbeats, some with a wrong group, an unknown sender or another addressee, encoded by
  * the hand encoder or by protobufjs, and compares the two decodings; then it corrupts frames
  * (bytes flipped, cut, inserted) and checks that the decoder never throws and still agrees.
+ * Entries come with their record checksum, a wrong one or none: a wrong one rejects the frame,
+ * and every entry of an accepted frame that had one is counted and its payload trusted.
  */
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
@@ -20,7 +22,10 @@ import {
 } from '../../src/broker/raft-wire';
 import { isRaftmqError } from '../../src/common/errors';
 import { asLogIndex, asNodeId, asTerm } from '../../src/common/types';
-import type { EntryType, Message } from '../../src/raft/types';
+import type { Entry, EntryType, Message } from '../../src/raft/types';
+import { storeEntryType } from '../../src/broker/raft-entry-codec';
+import { recordChecksum } from '../../src/store/log-record';
+import { isPayloadVerified } from '../../src/store/verified-payloads';
 import { fcParams } from '../fc-params';
 
 const GROUP = 'broker-a';
@@ -38,12 +43,41 @@ const safeNat = fc.oneof(
   fc.integer({ min: Number.MAX_SAFE_INTEGER - 4, max: Number.MAX_SAFE_INTEGER }),
 );
 
+/** The record checksum of an entry, as the CommitLog computes it. */
+function crcOf(e: Pick<Entry, 'index' | 'term' | 'type' | 'data'>): number {
+  return recordChecksum(e.index, e.term, storeEntryType(e.type), e.data);
+}
+
 const entryArb = fc.record({
   index: safeNat,
   term: safeNat,
   type: fc.constantFrom<EntryType>('normal', 'noop', 'config'),
   data: fc.uint8Array({ maxLength: 1500 }),
+  // Sent without a record checksum, with the right one, or with a wrong one.
+  crc: fc.constantFrom('none', 'none', 'right', 'right', 'wrong'),
 });
+
+/**
+ * The drawn entries as sent: renumbered to follow `prevIndex` in the message's term when
+ * `wellFormed` (else most Appends drawn break the protocol and never reach the checksums), each
+ * with its checksum (right or wrong) or none.
+ */
+function sentEntries(
+  drawn: readonly { index: number; term: number; type: EntryType; data: Uint8Array; crc: string }[],
+  wellFormed: boolean,
+  prevIndex: number,
+  term: number,
+): Entry[] {
+  return drawn.map(({ crc, ...e }, i) => {
+    const entry = {
+      ...e,
+      index: asLogIndex(wellFormed ? prevIndex + 1 + i : e.index),
+      term: asTerm(wellFormed ? term : e.term),
+    };
+    if (crc === 'none') return entry;
+    return { ...entry, recordCrc: crc === 'right' ? crcOf(entry) : (crcOf(entry) ^ 1) >>> 0 };
+  });
+}
 
 /** Mostly the expected envelope; sometimes one field is wrong. */
 const envelopeArb = fc.record({
@@ -81,6 +115,7 @@ const messageArb: fc.Arbitrary<Drawn> = fc
           prevTerm: safeNat,
           commit: safeNat,
           entries: fc.array(entryArb, { maxLength: 5 }),
+          wellFormed: fc.boolean(),
         }),
       },
       {
@@ -105,36 +140,47 @@ const messageArb: fc.Arbitrary<Drawn> = fc
     ),
     fc.boolean(),
   )
-  .map(([envelope, body, direct]) => {
+  .map(([envelope, drawnBody, direct]) => {
+    let body: Record<string, unknown> = drawnBody;
+    if ('entries' in drawnBody) {
+      const { wellFormed, entries, ...rest } = drawnBody;
+      const prevIndex = wellFormed
+        ? Math.min(drawnBody.prevIndex, Number.MAX_SAFE_INTEGER - 8)
+        : drawnBody.prevIndex;
+      const prevTerm = wellFormed ? Math.min(drawnBody.prevTerm, envelope.term) : rest.prevTerm;
+      body = {
+        ...rest,
+        prevIndex,
+        prevTerm,
+        entries: sentEntries(entries, wellFormed, prevIndex, envelope.term),
+      };
+    }
     const message = {
       ...body,
       from: asNodeId(envelope.from),
       to: asNodeId(envelope.to),
       term: asTerm(envelope.term),
-      ...('entries' in body
-        ? {
-            entries: body.entries.map((e) => ({
-              ...e,
-              index: asLogIndex(e.index),
-              term: asTerm(e.term),
-            })),
-          }
-        : {}),
     } as unknown as Message;
     return { group: envelope.group, message, direct };
   });
+
+/** The checksum the sender attaches: the one the drawn entry carries. */
+const sentCrc = (e: Entry): number | undefined => e.recordCrc;
 
 function encodeFrame(codecs: RaftCodecs, drawn: readonly Drawn[]): Buffer {
   return Buffer.concat(
     drawn.map(({ group, message, direct }) =>
       direct && message.type === 'Append'
-        ? encodeFramedAppend(group, message)
-        : frameBatch([codecs.peerMessage.encode(toWire(group, message))]),
+        ? encodeFramedAppend(group, message, sentCrc)
+        : frameBatch([codecs.peerMessage.encode(toWire(group, message, sentCrc))]),
     ),
   );
 }
 
-/** The general path: protobufjs, then raft-wire's checks. */
+/**
+ * The general path: protobufjs, then raft-wire's checks; then the rule for checksums (any
+ * entry whose record checksum does not match its bytes rejects the frame).
+ */
 function general(codecs: RaftCodecs, bytes: Buffer): AppendFrame['result'] {
   let raw: unknown;
   try {
@@ -142,7 +188,13 @@ function general(codecs: RaftCodecs, bytes: Buffer): AppendFrame['result'] {
   } catch {
     return { ok: false, error: new Error('undecodable') as never };
   }
-  return decodeInboundBatch(raw, EXPECT);
+  const result = decodeInboundBatch(raw, EXPECT);
+  if (!result.ok) return result;
+  const entries = result.messages.flatMap((m) => (m.type === 'Append' ? m.entries : []));
+  if (entries.some((e) => e.recordCrc !== undefined && e.recordCrc !== crcOf(e))) {
+    return { ok: false, error: new Error('checksum') as never };
+  }
+  return result;
 }
 
 function assertAgrees(codecs: RaftCodecs, bytes: Buffer): AppendFrame {
@@ -151,8 +203,14 @@ function assertAgrees(codecs: RaftCodecs, bytes: Buffer): AppendFrame {
   assert.equal(fast.result.ok, slow.ok, 'accepted by one path and not the other');
   if (fast.result.ok && slow.ok) {
     assert.deepEqual(fast.result.messages, slow.messages);
+    // Every entry that came with a checksum was checked, and its payload is trusted now.
+    const entries = fast.result.messages.flatMap((m) => (m.type === 'Append' ? m.entries : []));
+    const checked = entries.filter((e) => e.recordCrc !== undefined);
+    assert.equal(fast.checkedEntries, checked.length);
+    for (const e of checked) assert.ok(isPayloadVerified(e.data));
   } else if (!fast.result.ok) {
     assert.ok(isRaftmqError(fast.result.error, 'MESSAGE_MALFORMED'));
+    assert.equal(fast.checkedEntries, 0);
   }
   assert.ok(fast.messageCount >= 1);
   return fast;
@@ -189,6 +247,51 @@ describe('direct decoding of append-stream frames', () => {
     const decoded = result.messages[0];
     assert.ok(decoded?.type === 'Append');
     assert.equal(decoded.entries[0]?.data.buffer, frame.buffer, 'no copy of the payload');
+  });
+
+  it('checks a record checksum once: a match marks the payload verified, a mismatch rejects', () => {
+    const data = Buffer.from('a message batch, as the leader encoded it');
+    const entry = { index: asLogIndex(10), term: asTerm(3), type: 'normal' as const, data };
+    const append = (recordCrc?: number): Message => ({
+      type: 'Append',
+      from: asNodeId('n1'),
+      to: SELF,
+      term: asTerm(3),
+      prevIndex: asLogIndex(9),
+      prevTerm: asTerm(2),
+      commit: asLogIndex(8),
+      entries: [recordCrc === undefined ? entry : { ...entry, recordCrc }],
+    });
+    const decode = (m: Message, crc: (e: Entry) => number | undefined): AppendFrame => {
+      assert.ok(m.type === 'Append');
+      return decodeAppendFrame(encodeFramedAppend(GROUP, m, crc), codecs, EXPECT);
+    };
+    const payloadOf = (frame: AppendFrame): Uint8Array => {
+      assert.ok(frame.result.ok);
+      const m = frame.result.messages[0];
+      assert.ok(m?.type === 'Append' && m.entries[0] !== undefined);
+      return m.entries[0].data;
+    };
+
+    const good = decode(append(crcOf(entry)), sentCrc);
+    assert.equal(good.checkedEntries, 1);
+    assert.ok(isPayloadVerified(payloadOf(good)));
+    // The record that the follower writes uses the checked value.
+    assert.ok(good.result.ok && good.result.messages[0]?.type === 'Append');
+    assert.equal(good.result.messages[0].entries[0]?.recordCrc, crcOf(entry));
+
+    const none = decode(append(), () => undefined);
+    assert.equal(none.checkedEntries, 0);
+    assert.ok(!isPayloadVerified(payloadOf(none)), 'no checksum: each message is checked');
+
+    // The same checksum over bytes changed on the way: the frame is refused whole.
+    const bytes = encodeFramedAppend(GROUP, append(crcOf(entry)) as never, sentCrc);
+    const at = bytes.indexOf(data) + 3;
+    bytes[at] = (bytes[at] ?? 0) ^ 0x20;
+    const bad = decodeAppendFrame(bytes, codecs, EXPECT);
+    assert.ok(!bad.result.ok && isRaftmqError(bad.result.error, 'MESSAGE_MALFORMED'));
+    assert.match(bad.result.error.message, /record checksum/);
+    assert.equal(bad.checkedEntries, 0);
   });
 
   it('gives what the general path gives, for every mix of messages and envelopes', () => {

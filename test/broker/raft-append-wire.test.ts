@@ -2,8 +2,8 @@
  * The hand-written Append encoder (raft-append-wire.ts) must produce exactly the bytes the
  * protobuf library produces for the same message, framed as one element of a batch: fast-check
  * draws Appends with numbers up to 2^53 - 1, empty and large payloads, payloads that are views
- * into larger buffers, and non-ASCII names, and compares the two encodings byte for byte, then
- * decodes the result.
+ * into larger buffers, non-ASCII names, and entries with and without a record checksum, and
+ * compares the two encodings byte for byte, then decodes the result.
  */
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
@@ -35,6 +35,8 @@ const entry = fc.record({
   term: safeNat,
   type: fc.constantFrom<EntryType>('normal', 'noop', 'config'),
   data: payload,
+  // A record checksum to send, or none (0 and 2^32 - 1 included).
+  recordCrc: fc.option(fc.oneof(fc.constantFrom(0, 0xffffffff), fc.nat({ max: 0xffffffff }))),
 });
 
 const append = fc.record({
@@ -71,10 +73,20 @@ describe('direct Append encoding', () => {
             data: e.data,
           })),
         };
-        const direct = encodeFramedAppend(a.group, message);
-        const reference = frameBatch([codecs.peerMessage.encode(toWire(a.group, message))]);
+        // The checksum to send with each entry, as the transport's lookup gives it.
+        const crcs = new Map(message.entries.map((e, i) => [e, a.entries[i]?.recordCrc]));
+        const crcOf = (e: Entry): number | undefined => crcs.get(e) ?? undefined;
+        const direct = encodeFramedAppend(a.group, message, crcOf);
+        const reference = frameBatch([codecs.peerMessage.encode(toWire(a.group, message, crcOf))]);
         assert.ok(direct.equals(reference), 'bytes differ from protobufjs');
-        assert.ok(codecs.peerBatch.decode(direct) !== undefined);
+        const decoded = codecs.peerBatch.decode(direct) as {
+          messages: { append: { entries: { recordCrc?: number | null }[] } }[];
+        };
+        const sent = decoded.messages[0]?.append.entries.map((e) => e.recordCrc ?? null);
+        assert.deepEqual(
+          sent,
+          a.entries.map((e) => e.recordCrc),
+        );
       }),
       fcParams(300),
     );

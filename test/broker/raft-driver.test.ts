@@ -3,7 +3,9 @@
  * simulated disk, on simulated time and network. Checks that a group elects a leader and
  * replicates, that proposals resolve only once committed and applied, that a failing fsync or
  * metadata write stops a node before it acknowledges or votes, that a vote survives a power
- * loss right after it was sent, and that a restarted node catches up. Also the hard state codec.
+ * loss right after it was sent, and that a restarted node catches up; that a leader's new
+ * entries reach its CommitLog (and so have their checksums) before the Appends that carry them
+ * are sent. Also the hard state codec.
  */
 import { strict as assert } from 'node:assert';
 import { hardStateCodec } from '../../src/broker/raft-hard-state';
@@ -66,6 +68,36 @@ describe('RaftDriver', () => {
     );
     const payloads = [...cluster.history.acked.values()].map((a) => a.payloadHex);
     assert.deepEqual(payloads.sort(), ['61', '62', '63']);
+    noViolations(cluster);
+  });
+
+  it("hands a leader's new entries to its CommitLog before the Appends that carry them leave", async () => {
+    // So that an Append can carry each entry's record checksum (raft-append-wire.ts), which
+    // appending computes: at every send, the sender's CommitLog knows each entry's checksum.
+    const cluster = newCluster(5);
+    const leader = await electLeader(cluster);
+    let appendsWithEntries = 0;
+    const unknown: string[] = [];
+    cluster.network.onSend = (m: Message) => {
+      if (m.type !== 'Append' || m.entries.length === 0) return;
+      appendsWithEntries++;
+      const log = cluster.node(m.from).commitLog;
+      for (const e of m.entries) {
+        if (log?.recentRecordCrc(e.index, e.term, e.data.length) === undefined) {
+          unknown.push(`${m.from}->${m.to} ${e.index}`);
+        }
+      }
+    };
+    let acked = 0;
+    for (let i = 0; i < 20; i++) {
+      cluster.propose(leader, encoder.encode(`p${i}`), (ok) => {
+        if (ok) acked++;
+      });
+      await cluster.runFor(TICK_MS);
+    }
+    await runUntil(cluster, () => acked === 20, 2_000);
+    assert.ok(appendsWithEntries >= 20, `${appendsWithEntries} appends with entries`);
+    assert.deepEqual(unknown, []);
     noViolations(cluster);
   });
 

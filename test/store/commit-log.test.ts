@@ -25,6 +25,7 @@ import {
   type LogEntry,
   RECORD_HEADER_BYTES,
   encodeRecordInto,
+  recordChecksum,
 } from '../../src/store/log-record';
 import type { CommitLogOptions } from '../../src/store/commit-log-options';
 import { INDEX_RECORD_BYTES, fileName20 } from '../../src/store/entry-index';
@@ -832,6 +833,27 @@ describe('CommitLog fault handling', function () {
   });
 
   describe('refused appends', () => {
+    it('writes the record checksum an entry brings as it is, not computing it again', async () => {
+      // A follower checked the leader's checksum against these bytes on receipt
+      // (raft-append-decode.ts); the CommitLog takes it instead of a second pass.
+      const w = new World();
+      const log = await w.open();
+      const [a, b] = [entry(1, 1, 200), entry(2, 1, 300)];
+      assert.ok(a && b);
+      const crcA = recordChecksum(a.index, a.term, a.type, a.payload);
+      const crcB = recordChecksum(b.index, b.term, b.type, b.payload);
+      // A wrong value is written too: proof that it is not computed again (never done for real).
+      appendPlaced(log, [
+        { ...a, recordCrc: crcA },
+        { ...b, recordCrc: (crcB ^ 1) >>> 0 },
+      ]);
+      await log.flush();
+      assert.equal(log.recentRecordCrc(1, 1, 200), crcA);
+      sameEntry(await log.read(1), a);
+      expectCode(await errorOf(() => log.read(2)), 'CORRUPT_RECORD');
+      await log.close();
+    });
+
     it('refuses oversized, misnumbered and term-lowering appends, writing nothing', async () => {
       const w = new World();
       let log = await w.open();
