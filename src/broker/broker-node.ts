@@ -34,7 +34,7 @@ import {
   shutdownServer,
   widenFlowWindows,
 } from './grpc-util';
-import { GrpcRaftTransport } from './grpc-raft-transport';
+import { GrpcRaftTransport, type GrpcRaftTransportStats } from './grpc-raft-transport';
 import { MESSAGING_SERVER_OPTIONS } from './messaging-options';
 import { createMessagingService } from './messaging-service';
 import { RaftDriver } from './raft-driver';
@@ -60,6 +60,11 @@ export class BrokerNode {
   /** The broker as the admin service sees it. */
   get adminBackend(): Broker {
     return this.broker;
+  }
+
+  /** The Raft transport's counters (messages, drops, rejections, checked checksums). */
+  raftTransportStats(): GrpcRaftTransportStats {
+    return this.transport.stats();
   }
 
   /** Resolves when the node stops: with the driver's fatal error, or undefined after stop(). */

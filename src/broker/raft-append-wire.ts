@@ -116,11 +116,14 @@ export function encodeFramedAppend(
     scalarBytes(message.prevIndex) + scalarBytes(message.prevTerm) + scalarBytes(message.commit);
   const entries = message.entries;
   const count = entries.length;
-  recordCrcs.length = count;
+  if (recordCrcOf !== undefined) recordCrcs.length = count;
   for (let i = 0; i < count; i++) {
     const entry = entries[i] as Entry;
-    const crc = recordCrcOf === undefined ? undefined : recordCrcOf(entry);
-    recordCrcs[i] = crc;
+    let crc: number | undefined;
+    if (recordCrcOf !== undefined) {
+      crc = recordCrcOf(entry);
+      recordCrcs[i] = crc;
+    }
     appendBytes += delimitedBytes(entryBytes(entry, crc));
   }
   const messageBytes =
@@ -147,7 +150,7 @@ export function encodeFramedAppend(
   at = writeVarint(out, at, message.prevTerm);
   for (let i = 0; i < count; i++) {
     const entry = entries[i] as Entry;
-    const crc = recordCrcs[i];
+    const crc = recordCrcOf === undefined ? undefined : recordCrcs[i];
     out[at++] = TAG.appendEntries;
     at = writeVarint(out, at, entryBytes(entry, crc));
     out[at++] = TAG.entryIndex;

@@ -15,6 +15,7 @@ import type { Message } from '../../src/raft/types';
 import { getMeta, MetaKeys } from '../../src/store/meta';
 import { SimCluster } from '../../src/sim/sim-cluster';
 import { SimDiskError } from '../../src/sim/sim-disk';
+import type { SimTransport } from '../../src/sim/sim-network';
 
 const TICK_MS = 10;
 
@@ -99,6 +100,70 @@ describe('RaftDriver', () => {
     assert.ok(appendsWithEntries >= 20, `${appendsWithEntries} appends with entries`);
     assert.deepEqual(unknown, []);
     noViolations(cluster);
+  });
+
+  it("appends a new term's first entries only after that term is durable", async () => {
+    // The early append above is skipped when the Ready also changes the term or vote: those are
+    // written (synced) first, or a power loss could leave a log holding a term the hard state
+    // does not know, and the node would not start. The case: a leader elected without this
+    // follower sends it its first Append, whose term and entries come in one Ready.
+    const cluster = newCluster(11);
+    const leader = await electLeader(cluster);
+    let acked = false;
+    cluster.propose(leader, encoder.encode('x'), (ok) => {
+      acked = ok;
+    });
+    await runUntil(cluster, () => acked, 2_000);
+    const follower = cluster.ids.find((id) => id !== leader);
+    assert.ok(follower !== undefined);
+    const node = cluster.node(follower);
+    const log = node.commitLog;
+    assert.ok(log !== undefined);
+    await runUntil(
+      cluster,
+      () => log.lastIndex() === cluster.node(leader).commitLog?.lastIndex(),
+      1_000,
+    );
+    const stored = async (): Promise<number> =>
+      (await getMeta(node.meta, MetaKeys.raftHardState, hardStateCodec))?.term ?? 0;
+    const term = await stored();
+    const events: string[] = [];
+    const batch = node.meta.batch.bind(node.meta);
+    node.meta.batch = async (ops, options) => {
+      await batch(ops, options);
+      const put = ops.find((op) => op.key === MetaKeys.raftHardState);
+      if (options.sync && put?.value !== undefined) {
+        events.push(`hard state t${hardStateCodec.decode(put.value).term}`);
+      }
+    };
+    const append = log.append.bind(log);
+    log.append = (entries) => {
+      events.push(`append t${Math.max(...entries.map((e) => e.term))}`);
+      return append(entries);
+    };
+    const last = log.lastIndex();
+    const message: Message = {
+      type: 'Append',
+      from: leader,
+      to: follower,
+      term: asTerm(term + 1),
+      prevIndex: asLogIndex(last),
+      prevTerm: asTerm(log.termAt(last) ?? 0),
+      entries: [
+        {
+          index: asLogIndex(last + 1),
+          term: asTerm(term + 1),
+          type: 'noop',
+          data: new Uint8Array(0),
+        },
+      ],
+      commit: asLogIndex(0),
+    };
+    const transports = (cluster.network as unknown as { transports: Map<NodeId, SimTransport> })
+      .transports;
+    transports.get(follower)?.handler?.(message);
+    await runUntil(cluster, () => events.includes(`append t${term + 1}`), 1_000);
+    assert.deepEqual(events.slice(0, 2), [`hard state t${term + 1}`, `append t${term + 1}`]);
   });
 
   it('answers readIndex with a point that covers acknowledged writes', async () => {
