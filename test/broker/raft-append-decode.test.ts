@@ -22,7 +22,7 @@ import {
 } from '../../src/broker/raft-wire';
 import { isRaftmqError } from '../../src/common/errors';
 import { asLogIndex, asNodeId, asTerm } from '../../src/common/types';
-import type { Entry, EntryType, Message } from '../../src/raft/types';
+import type { AppendMessage, Entry, EntryType, Message } from '../../src/raft/types';
 import { storeEntryType } from '../../src/broker/raft-entry-codec';
 import { recordChecksum } from '../../src/store/log-record';
 import { isPayloadVerified } from '../../src/store/verified-payloads';
@@ -216,6 +216,20 @@ function assertAgrees(codecs: RaftCodecs, bytes: Buffer): AppendFrame {
   return fast;
 }
 
+/** An Append from n1 to this node in term 3, after index 9 of term 2, commit 8. */
+function leaderAppend(entries: Entry[]): AppendMessage {
+  return {
+    type: 'Append',
+    from: asNodeId('n1'),
+    to: SELF,
+    term: asTerm(3),
+    prevIndex: asLogIndex(9),
+    prevTerm: asTerm(2),
+    commit: asLogIndex(8),
+    entries,
+  };
+}
+
 describe('direct decoding of append-stream frames', () => {
   let codecs: RaftCodecs;
   before(async () => {
@@ -223,19 +237,10 @@ describe('direct decoding of append-stream frames', () => {
   });
 
   it('decodes a leader batch to the very messages sent, entries as views of the frame', () => {
-    const message: Message = {
-      type: 'Append',
-      from: asNodeId('n1'),
-      to: SELF,
-      term: asTerm(3),
-      prevIndex: asLogIndex(9),
-      prevTerm: asTerm(2),
-      commit: asLogIndex(8),
-      entries: [
-        { index: asLogIndex(10), term: asTerm(3), type: 'normal', data: new Uint8Array([1, 2]) },
-        { index: asLogIndex(11), term: asTerm(3), type: 'noop', data: new Uint8Array(0) },
-      ],
-    };
+    const message = leaderAppend([
+      { index: asLogIndex(10), term: asTerm(3), type: 'normal', data: new Uint8Array([1, 2]) },
+      { index: asLogIndex(11), term: asTerm(3), type: 'noop', data: new Uint8Array(0) },
+    ]);
     const frame = Buffer.concat([
       encodeFramedAppend(GROUP, message),
       encodeFramedAppend(GROUP, message),
@@ -252,20 +257,10 @@ describe('direct decoding of append-stream frames', () => {
   it('checks a record checksum once: a match marks the payload verified, a mismatch rejects', () => {
     const data = Buffer.from('a message batch, as the leader encoded it');
     const entry = { index: asLogIndex(10), term: asTerm(3), type: 'normal' as const, data };
-    const append = (recordCrc?: number): Message => ({
-      type: 'Append',
-      from: asNodeId('n1'),
-      to: SELF,
-      term: asTerm(3),
-      prevIndex: asLogIndex(9),
-      prevTerm: asTerm(2),
-      commit: asLogIndex(8),
-      entries: [recordCrc === undefined ? entry : { ...entry, recordCrc }],
-    });
-    const decode = (m: Message, crc: (e: Entry) => number | undefined): AppendFrame => {
-      assert.ok(m.type === 'Append');
-      return decodeAppendFrame(encodeFramedAppend(GROUP, m, crc), codecs, EXPECT);
-    };
+    const append = (recordCrc?: number): AppendMessage =>
+      leaderAppend([recordCrc === undefined ? entry : { ...entry, recordCrc }]);
+    const decode = (m: AppendMessage, crc: (e: Entry) => number | undefined): AppendFrame =>
+      decodeAppendFrame(encodeFramedAppend(GROUP, m, crc), codecs, EXPECT);
     const payloadOf = (frame: AppendFrame): Uint8Array => {
       assert.ok(frame.result.ok);
       const m = frame.result.messages[0];
@@ -285,7 +280,7 @@ describe('direct decoding of append-stream frames', () => {
     assert.ok(!isPayloadVerified(payloadOf(none)), 'no checksum: each message is checked');
 
     // The same checksum over bytes changed on the way: the frame is refused whole.
-    const bytes = encodeFramedAppend(GROUP, append(crcOf(entry)) as never, sentCrc);
+    const bytes = encodeFramedAppend(GROUP, append(crcOf(entry)), sentCrc);
     const at = bytes.indexOf(data) + 3;
     bytes[at] = (bytes[at] ?? 0) ^ 0x20;
     const bad = decodeAppendFrame(bytes, codecs, EXPECT);

@@ -48,6 +48,18 @@ function noViolations(cluster: SimCluster): void {
 
 const encoder = new TextEncoder();
 
+/** A new cluster with a leader and one acknowledged write. */
+async function clusterWithAWrite(seed: number): Promise<{ cluster: SimCluster; leader: NodeId }> {
+  const cluster = newCluster(seed);
+  const leader = await electLeader(cluster);
+  let acked = false;
+  cluster.propose(leader, encoder.encode('x'), (ok) => {
+    acked = ok;
+  });
+  await runUntil(cluster, () => acked, 2_000);
+  return { cluster, leader };
+}
+
 describe('RaftDriver', () => {
   it('elects a leader, replicates, and resolves proposals after commit and apply', async () => {
     const cluster = newCluster(1);
@@ -107,13 +119,7 @@ describe('RaftDriver', () => {
     // written (synced) first, or a power loss could leave a log holding a term the hard state
     // does not know, and the node would not start. The case: a leader elected without this
     // follower sends it its first Append, whose term and entries come in one Ready.
-    const cluster = newCluster(11);
-    const leader = await electLeader(cluster);
-    let acked = false;
-    cluster.propose(leader, encoder.encode('x'), (ok) => {
-      acked = ok;
-    });
-    await runUntil(cluster, () => acked, 2_000);
+    const { cluster, leader } = await clusterWithAWrite(11);
     const follower = cluster.ids.find((id) => id !== leader);
     assert.ok(follower !== undefined);
     const node = cluster.node(follower);
@@ -167,13 +173,7 @@ describe('RaftDriver', () => {
   });
 
   it('answers readIndex with a point that covers acknowledged writes', async () => {
-    const cluster = newCluster(2);
-    const leader = await electLeader(cluster);
-    let acked = false;
-    cluster.propose(leader, encoder.encode('x'), (ok) => {
-      acked = ok;
-    });
-    await runUntil(cluster, () => acked, 2_000);
+    const { cluster, leader } = await clusterWithAWrite(2);
     cluster.readIndex(leader);
     await runUntil(cluster, () => cluster.history.readsServed === 1, 2_000);
     noViolations(cluster);
