@@ -14,9 +14,14 @@
 import { RaftmqError } from '../common/errors';
 import type { StoredMessage } from '../store/message-format';
 import { encodeSizedMessageInto, encodedMessageSize } from '../store/message-codec';
-import { MESSAGE_BATCH_HEADER_BYTES, PAYLOAD_KIND_MESSAGES } from '../store/message-batch';
+import {
+  MESSAGE_BATCH_HEADER_BYTES,
+  PAYLOAD_KIND_MESSAGES,
+  indexFieldsOf,
+  noteEncodedBatch,
+} from '../store/message-batch';
+import type { MessageIndexFields } from '../store/message-codec';
 import type { DispatchedBatch } from '../store/message-store';
-import { notePayloadVerified } from '../store/verified-payloads';
 import { GroupCommitQueue, proposeSafely, takeLive } from './group-commit';
 import type { ProposeAck } from './raft-waiters';
 
@@ -261,17 +266,17 @@ function encodeEntry(sends: readonly PendingSend[]): Buffer {
   buf[0] = PAYLOAD_KIND_MESSAGES;
   buf.writeUInt32BE(count, 1);
   let offset = MESSAGE_BATCH_HEADER_BYTES;
+  const fields = new Array<MessageIndexFields>(count);
+  let n = 0;
   for (const s of sends) {
     for (let i = 0; i < s.messages.length; i++) {
       // Sized (and so checked) by submit; messages are not changed while they wait.
-      offset += encodeSizedMessageInto(
-        s.messages[i] as StoredMessage,
-        buf,
-        offset,
-        s.sizes[i] as number,
-      );
+      const message = s.messages[i] as StoredMessage;
+      const sizeBytes = encodeSizedMessageInto(message, buf, offset, s.sizes[i] as number);
+      fields[n++] = indexFieldsOf(message, sizeBytes);
+      offset += sizeBytes;
     }
   }
-  notePayloadVerified(buf);
+  noteEncodedBatch(buf, fields);
   return buf;
 }

@@ -43,9 +43,50 @@ export function encodeMessageBatch(messages: readonly StoredMessage[]): Buffer {
   buf[0] = PAYLOAD_KIND_MESSAGES;
   writeU32BE(buf, 1, messages.length);
   let offset = MESSAGE_BATCH_HEADER_BYTES;
-  for (const m of messages) offset += encodeMessageInto(m, buf, offset);
-  notePayloadVerified(buf);
+  const fields = new Array<MessageIndexFields>(messages.length);
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i] as StoredMessage;
+    const sizeBytes = encodeMessageInto(m, buf, offset);
+    fields[i] = indexFieldsOf(m, sizeBytes);
+    offset += sizeBytes;
+  }
+  noteEncodedBatch(buf, fields);
   return buf;
+}
+
+/**
+ * The index fields of the batches this process encoded, while they are alive: applying one on
+ * this node (the leader applies what it proposed) takes them as they are instead of reading
+ * every message back. They are what reading gives: the encoder writes each of these fields as
+ * it is and refuses the strings UTF-8 would change (unpaired surrogates), and a property test
+ * compares the two. Held weakly: nothing is kept alive by it.
+ */
+const ENCODED_INDEX_FIELDS = new WeakMap<Uint8Array, readonly MessageIndexFields[]>();
+
+/** The index fields of `message`, encoded in `sizeBytes` bytes, as reading it gives them. */
+export function indexFieldsOf(message: StoredMessage, sizeBytes: number): MessageIndexFields {
+  // The key order of `readMessageIndexFields`' result: one object shape for the apply loop.
+  return {
+    sizeBytes,
+    topic: message.topic,
+    queueId: message.queueId,
+    tag: message.tag,
+    messageId: message.messageId,
+    keys: message.keys,
+    storeTimestampMs: message.storeTimestampMs,
+  };
+}
+
+/**
+ * Records that this process encoded `payload`, a batch of messages with these index fields:
+ * it is verified (verified-payloads.ts) and applying it reads no message back.
+ */
+export function noteEncodedBatch(
+  payload: Uint8Array,
+  fields: readonly MessageIndexFields[],
+): void {
+  notePayloadVerified(payload);
+  ENCODED_INDEX_FIELDS.set(payload, fields);
 }
 
 /** True when an entry payload carries messages. */
@@ -101,12 +142,14 @@ export function decodeMessageBatch(
  * before it. Framing and each message's CRC are checked as {@link decodeMessageBatch} checks
  * them (CORRUPT_RECORD naming `context`; the CRC not for a verified payload, see
  * verified-payloads.ts), but no body is copied and no property decoded: this is what applying an
- * entry reads.
+ * entry reads. For a batch this process encoded, the fields noted then (`noteEncodedBatch`).
  */
 export function readMessageBatchIndexFields(
   payload: Uint8Array,
   context: { file?: string; position?: number } = {},
-): MessageIndexFields[] {
+): readonly MessageIndexFields[] {
+  const encodedHere = ENCODED_INDEX_FIELDS.get(payload);
+  if (encodedHere !== undefined) return encodedHere;
   const buf = Buffer.isBuffer(payload)
     ? payload
     : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);

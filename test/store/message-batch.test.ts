@@ -3,7 +3,8 @@
  * its offset and size; a payload cut short, with trailing bytes, with a lying count or a flipped
  * byte gives CORRUPT_RECORD naming the position, never data. The apply path's reader
  * (readMessageBatchIndexFields) gives the same fields and sizes and refuses the same payloads;
- * it skips only the CRC of a payload this very process encoded, never of a copy.
+ * it reads back no payload this very process encoded (it takes the fields noted then), reads
+ * and checks every copy, and skips only the CRC of a copy verified whole.
  */
 import { strict as assert } from 'node:assert';
 import {
@@ -11,6 +12,7 @@ import {
   encodeMessageBatch,
   readMessageBatchIndexFields,
 } from '../../src/store/message-batch';
+import { notePayloadVerified } from '../../src/store/verified-payloads';
 import type { StoredMessage } from '../../src/store/message-codec';
 import { isRaftmqError } from '../../src/common/errors';
 import { PLAIN_MESSAGE_FIELDS } from './stored-message-fields';
@@ -104,21 +106,32 @@ describe('message batch payloads', () => {
     }
   });
 
-  it('skips the per-message CRC only for a payload this process encoded, never for a copy', () => {
+  it('reads back no payload this process encoded, and checks every copy', () => {
     const mine = encodeMessageBatch([0, 1, 2].map(message));
     const bodyAt = 5 + 53; // the first message's body
     mine[bodyAt] = (mine[bodyAt] ?? 0) ^ 0xff;
-    // Framing and fields still read (the body is not an index field) ...
+    // The fields noted at encoding come back (nothing changes a batch after encoding it; the
+    // flip only shows that the bytes are not read) ...
     const fields = readMessageBatchIndexFields(mine);
     assert.deepEqual(fields.map((f) => f.messageId), ['id-0', 'id-1', 'id-2']);
-    // ... but the same bytes from anywhere else (a disk, a network) are checked.
+    // ... but the same bytes from anywhere else (a disk, a network) are read and checked.
     assert.throws(() => readMessageBatchIndexFields(Buffer.from(mine)), corrupt);
     assert.throws(() => readMessageBatchIndexFields(new Uint8Array(mine)), corrupt);
     // The full decoder always checks.
     assert.throws(() => decodeMessageBatch(mine), corrupt);
-    // Structure is checked even for our own bytes.
-    const cut = encodeMessageBatch([0, 1].map(message));
-    cut.writeUInt32BE(3, 1);
+  });
+
+  it('skips the per-message CRC of a verified copy, never its structure', () => {
+    // A follower's payload verified by the leader's record checksum (verified-payloads.ts).
+    const copy = new Uint8Array(encodeMessageBatch([0, 1, 2].map(message)));
+    copy[5 + 53] = (copy[5 + 53] ?? 0) ^ 0xff;
+    assert.throws(() => readMessageBatchIndexFields(copy), corrupt);
+    notePayloadVerified(copy);
+    const fields = readMessageBatchIndexFields(copy);
+    assert.deepEqual(fields.map((f) => f.messageId), ['id-0', 'id-1', 'id-2']);
+    const cut = new Uint8Array(encodeMessageBatch([0, 1].map(message)));
+    Buffer.from(cut.buffer, cut.byteOffset, cut.byteLength).writeUInt32BE(3, 1);
+    notePayloadVerified(cut);
     assert.throws(() => readMessageBatchIndexFields(cut), corrupt);
   });
 });

@@ -10,7 +10,8 @@
  * values of Java's String.hashCode. The apply path's reader (readMessageIndexFields) must agree
  * with the full decoder on every valid record, wherever it lies in a buffer, and meet the same
  * attacks with CORRUPT_RECORD only; encoding with a precomputed size gives the same bytes, and a
- * wrong size is an assertion.
+ * wrong size is an assertion. The index fields an encoded batch notes for its own node's apply
+ * equal what reading a copy of it back gives.
  */
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
@@ -22,6 +23,7 @@ import {
   encodeMessageInto, encodeSizedMessageInto, MESSAGE_LIMITS, MESSAGE_MAGIC_V1,
   peekMessageHeader, readMessageIndexFields, StoredMessage, tagHashCode,
 } from '../../src/store/message-codec';
+import { encodeMessageBatch, readMessageBatchIndexFields } from '../../src/store/message-batch';
 import { PLAIN_MESSAGE_FIELDS } from './stored-message-fields';
 
 const TIMESTAMP_MS = 1_700_000_000_123;
@@ -191,6 +193,17 @@ describe('message-codec', () => {
         assert.ok(buffer.subarray(before + alone.length).every((b) => b === 0xa5));
         const view = buffer.subarray(before, before + alone.length);
         assert.deepStrictEqual(decodeMessage(view), expected(msg));
+      }), { numRuns: 200 });
+    });
+
+    it('notes, for a batch it encodes, the index fields that reading it back gives', () => {
+      // The leader applies its own batches with the noted fields; followers read theirs back.
+      fc.assert(fc.property(fc.array(messageArb, { minLength: 1, maxLength: 8 }), (msgs) => {
+        const payload = encodeMessageBatch(msgs);
+        const noted = readMessageBatchIndexFields(payload);
+        const read = readMessageBatchIndexFields(Buffer.from(payload));
+        assert.notEqual(noted, read, 'the copy is read back');
+        assert.deepStrictEqual(noted, read);
       }), { numRuns: 200 });
     });
 
