@@ -267,16 +267,17 @@ function encodeEntry(sends: readonly PendingSend[]): Buffer {
   buf.writeUInt32BE(count, 1);
   let offset = MESSAGE_BATCH_HEADER_BYTES;
   const fields = new Array<MessageIndexFields>(count);
-  let n = 0;
+  let noted = 0;
   for (const s of sends) {
     for (let i = 0; i < s.messages.length; i++) {
       // Sized (and so checked) by submit; messages are not changed while they wait.
       const message = s.messages[i] as StoredMessage;
       const sizeBytes = encodeSizedMessageInto(message, buf, offset, s.sizes[i] as number);
-      fields[n++] = indexFieldsOf(message, sizeBytes);
+      const f = indexFieldsOf(message, sizeBytes);
+      if (f !== undefined) fields[noted++] = f;
       offset += sizeBytes;
     }
   }
-  noteEncodedBatch(buf, fields);
+  noteEncodedBatch(buf, noted === count ? fields : undefined);
   return buf;
 }

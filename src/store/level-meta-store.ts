@@ -13,19 +13,15 @@
 import { Level } from 'level';
 import { assert } from '../common/assert';
 import { ErrorCode, RaftmqError } from '../common/errors';
+import { isWellFormed } from '../common/text';
 import type { MetaBatchBuilder, MetaBatchOp, MetaScanOptions, MetaStore } from './meta';
 
 /** How deep to follow `cause` chains when looking for LevelDB's error code. */
 const CAUSE_DEPTH_MAX = 8;
 
-/** `String.prototype.isWellFormed` (ES2024: in Node 20, not in our TypeScript lib). */
-function isWellFormed(value: string): boolean {
-  return (value as unknown as { isWellFormed(): boolean }).isWellFormed();
-}
-
 /**
  * Keys must be well-formed UTF-16: a lone surrogate would be stored as U+FFFD and two different
- * keys would collide. (A native check: a regular expression cost a tenth of a key-index put.)
+ * keys would collide.
  */
 function assertKey(key: string, what: string): void {
   assert(typeof key === 'string', `${what} must be a string`);

@@ -22,6 +22,7 @@ import {
   decodeMessage,
   readMessageIndexFields,
 } from './message-codec';
+import { isWellFormed } from '../common/text';
 import { isPayloadVerified, notePayloadVerified } from './verified-payloads';
 
 export const PAYLOAD_KIND_MESSAGES = 1;
@@ -44,49 +45,74 @@ export function encodeMessageBatch(messages: readonly StoredMessage[]): Buffer {
   writeU32BE(buf, 1, messages.length);
   let offset = MESSAGE_BATCH_HEADER_BYTES;
   const fields = new Array<MessageIndexFields>(messages.length);
-  for (let i = 0; i < messages.length; i++) {
-    const m = messages[i] as StoredMessage;
+  let noted = 0;
+  for (const m of messages) {
     const sizeBytes = encodeMessageInto(m, buf, offset);
-    fields[i] = indexFieldsOf(m, sizeBytes);
+    const f = indexFieldsOf(m, sizeBytes);
+    if (f !== undefined) fields[noted++] = f;
     offset += sizeBytes;
   }
-  noteEncodedBatch(buf, fields);
+  noteEncodedBatch(buf, noted === messages.length ? fields : undefined);
   return buf;
 }
 
 /**
- * The index fields of the batches this process encoded, while they are alive: applying one on
- * this node (the leader applies what it proposed) takes them as they are instead of reading
- * every message back. They are what reading gives: the encoder writes each of these fields as
- * it is and refuses the strings UTF-8 would change (unpaired surrogates), and a property test
- * compares the two. Held weakly: nothing is kept alive by it.
+ * The index fields of the batches this process encoded, until it applies them: applying one on
+ * this node (the leader applies what it proposed) takes them instead of reading every message
+ * back, once (the entry is forgotten then, so the Raft entry cache keeps no objects per message
+ * beside its bytes). They are what reading gives: the encoder writes each of these fields as it
+ * is and refuses strings UTF-8 would change, and `indexFieldsOf` checks the values again, since
+ * a batch encoded with a size computed earlier (the send batcher) skips the encoder's checks. A
+ * property test compares the two. Held weakly.
  */
 const ENCODED_INDEX_FIELDS = new WeakMap<Uint8Array, readonly MessageIndexFields[]>();
 
-/** The index fields of `message`, encoded in `sizeBytes` bytes, as reading it gives them. */
-export function indexFieldsOf(message: StoredMessage, sizeBytes: number): MessageIndexFields {
+/** Keys of a message without any: one shared, frozen list. */
+const NO_KEYS: readonly string[] = Object.freeze([]);
+
+/**
+ * The index fields of `message`, encoded in `sizeBytes` bytes, as reading it gives them; or
+ * undefined when a value would not read back as it is (then the batch is read back).
+ */
+export function indexFieldsOf(
+  message: StoredMessage,
+  sizeBytes: number,
+): MessageIndexFields | undefined {
+  const { topic, queueId, tag, messageId, keys, storeTimestampMs } = message;
+  if (
+    !(Number.isInteger(queueId) && queueId >= 0 && queueId <= 0x7fff_ffff) ||
+    !(Number.isSafeInteger(storeTimestampMs) && storeTimestampMs >= 0) ||
+    !isWellFormed(topic) ||
+    (tag !== undefined && !isWellFormed(tag)) ||
+    !isWellFormed(messageId)
+  ) {
+    return undefined;
+  }
+  for (const key of keys) if (!isWellFormed(key)) return undefined;
   // The key order of `readMessageIndexFields`' result: one object shape for the apply loop.
   return {
     sizeBytes,
-    topic: message.topic,
-    queueId: message.queueId,
-    tag: message.tag,
-    messageId: message.messageId,
-    keys: message.keys,
-    storeTimestampMs: message.storeTimestampMs,
+    topic,
+    // `+ 0` turns -0 into the 0 that reading gives.
+    queueId: queueId + 0,
+    tag,
+    messageId,
+    // A copy: the message's own list is the sender's, and nothing may change what was filed.
+    keys: keys.length === 0 ? NO_KEYS : keys.slice(),
+    storeTimestampMs: storeTimestampMs + 0,
   };
 }
 
 /**
- * Records that this process encoded `payload`, a batch of messages with these index fields:
- * it is verified (verified-payloads.ts) and applying it reads no message back.
+ * Records that this process encoded `payload`, a batch of messages with these index fields
+ * (undefined: read it back when applying): it is verified (verified-payloads.ts).
  */
 export function noteEncodedBatch(
   payload: Uint8Array,
-  fields: readonly MessageIndexFields[],
+  fields: readonly MessageIndexFields[] | undefined,
 ): void {
   notePayloadVerified(payload);
-  ENCODED_INDEX_FIELDS.set(payload, fields);
+  if (fields !== undefined) ENCODED_INDEX_FIELDS.set(payload, fields);
 }
 
 /** True when an entry payload carries messages. */
@@ -142,14 +168,18 @@ export function decodeMessageBatch(
  * before it. Framing and each message's CRC are checked as {@link decodeMessageBatch} checks
  * them (CORRUPT_RECORD naming `context`; the CRC not for a verified payload, see
  * verified-payloads.ts), but no body is copied and no property decoded: this is what applying an
- * entry reads. For a batch this process encoded, the fields noted then (`noteEncodedBatch`).
+ * entry reads. For a batch this process encoded, the fields noted then, the first time
+ * (`noteEncodedBatch`).
  */
 export function readMessageBatchIndexFields(
   payload: Uint8Array,
   context: { file?: string; position?: number } = {},
 ): readonly MessageIndexFields[] {
   const encodedHere = ENCODED_INDEX_FIELDS.get(payload);
-  if (encodedHere !== undefined) return encodedHere;
+  if (encodedHere !== undefined) {
+    ENCODED_INDEX_FIELDS.delete(payload);
+    return encodedHere;
+  }
   const buf = Buffer.isBuffer(payload)
     ? payload
     : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);

@@ -8,6 +8,7 @@ import { assert } from '../common/assert';
 import { bufferView, copyBytes } from '../common/bytes';
 import { crc32c } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
+import { isWellFormed } from '../common/text';
 import * as format from './message-format';
 import type { StoredMessage } from './message-format';
 import { MESSAGE_LIMITS } from './message-limits';
@@ -61,11 +62,6 @@ function shortAsciiSizeBytes(value: string): number {
     if (unit === 0 || unit >= 0x80) return -1;
   }
   return value.length;
-}
-
-/** `String.prototype.isWellFormed`: ES2024, in Node 20 but not in our TypeScript lib. */
-function isWellFormed(value: string): boolean {
-  return (value as unknown as { isWellFormed(): boolean }).isWellFormed();
 }
 
 /** Checks a string field and returns its UTF-8 size. */

@@ -10,6 +10,7 @@ import { strict as assert } from 'node:assert';
 import {
   decodeMessageBatch,
   encodeMessageBatch,
+  indexFieldsOf,
   readMessageBatchIndexFields,
 } from '../../src/store/message-batch';
 import { notePayloadVerified } from '../../src/store/verified-payloads';
@@ -119,6 +120,36 @@ describe('message batch payloads', () => {
     assert.throws(() => readMessageBatchIndexFields(new Uint8Array(mine)), corrupt);
     // The full decoder always checks.
     assert.throws(() => decodeMessageBatch(mine), corrupt);
+  });
+
+  it('takes the noted fields once, copies the keys, and notes none that would not read back', () => {
+    const keys = ['k0'];
+    const msgs = [{ ...message(0), keys }, message(1)];
+    const mine = encodeMessageBatch(msgs);
+    keys.push('added later'); // the sender's list, changed after encoding
+    const idAt = mine.indexOf('id-0');
+    mine[idAt] = 'X'.charCodeAt(0); // shows which read answers; nothing changes a real batch
+    const first = readMessageBatchIndexFields(mine);
+    assert.deepEqual(first.map((f) => [f.messageId, [...f.keys]]),
+      [['id-0', ['k0']], ['id-1', ['k1']]]);
+    // Taken: the Raft entry cache keeps no per-message objects; a second read reads the bytes
+    // (the CRC skipped: this process wrote them).
+    const second = readMessageBatchIndexFields(mine);
+    assert.deepEqual(second.map((f) => f.messageId), ['Xd-0', 'id-1']);
+    // Values that would not read back as they are: no fields noted, the batch is read back.
+    const base = message(3);
+    for (const bad of [
+      { ...base, keys: ['\uD800'] },
+      { ...base, topic: 'a\uDC00' },
+      { ...base, tag: '\uD800x' },
+      { ...base, messageId: '\uDFFF' },
+      { ...base, queueId: 2 ** 31 },
+      { ...base, queueId: 1.5 },
+      { ...base, storeTimestampMs: 2 ** 53 },
+    ]) {
+      assert.equal(indexFieldsOf(bad, 100), undefined, JSON.stringify(bad.keys));
+    }
+    assert.ok(Object.is(indexFieldsOf({ ...base, queueId: -0 }, 100)?.queueId, 0));
   });
 
   it('skips the per-message CRC of a verified copy, never its structure', () => {
