@@ -321,16 +321,14 @@ export function decodeAppendFrame(
 ): AppendFrame {
   const frame = decodeFrame(bytes, codecs, expect);
   if (!frame.result.ok) return { ...frame, checkedEntries: 0 };
+  // Marked only once the whole frame passed: a refused frame trusts nothing.
+  const checked: Uint8Array[] = [];
   for (const message of frame.result.messages) {
     if (message.type !== 'Append') continue;
     for (const entry of message.entries) {
       if (entry.recordCrc === undefined) continue;
-      const actual = recordChecksum(
-        entry.index,
-        entry.term,
-        storeEntryType(entry.type),
-        entry.data,
-      );
+      const type = storeEntryType(entry.type);
+      const actual = recordChecksum(entry.index, entry.term, type, entry.data);
       if (actual !== entry.recordCrc) {
         const error = new RaftmqError(
           'MESSAGE_MALFORMED',
@@ -342,18 +340,11 @@ export function decodeAppendFrame(
           checkedEntries: 0,
         };
       }
+      checked.push(entry.data);
     }
   }
-  let checkedEntries = 0;
-  for (const message of frame.result.messages) {
-    if (message.type !== 'Append') continue;
-    for (const entry of message.entries) {
-      if (entry.recordCrc === undefined) continue;
-      notePayloadVerified(entry.data);
-      checkedEntries++;
-    }
-  }
-  return { ...frame, checkedEntries };
+  for (const data of checked) notePayloadVerified(data);
+  return { ...frame, checkedEntries: checked.length };
 }
 
 function decodeFrame(

@@ -367,13 +367,10 @@ export class RaftDriver {
    * encodes and queues the records (their checksums among them); `persist` waits for them.
    */
   private appendAtOnce(ready: Ready): boolean {
-    const hardState = ready.hardState;
     if (
       ready.entries.length === 0 ||
       ready.truncateFrom !== undefined ||
-      (hardState !== undefined &&
-        (hardState.term !== this.durableHardState.term ||
-          hardState.vote !== this.durableHardState.vote))
+      this.changesTermOrVote(ready.hardState)
     ) {
       return false;
     }
@@ -381,15 +378,20 @@ export class RaftDriver {
     return true;
   }
 
+  /** True when `hardState` holds a term or vote not yet durable (to be written, synced, first). */
+  private changesTermOrVote(hardState: HardState | undefined): hardState is HardState {
+    return (
+      hardState !== undefined &&
+      (hardState.term !== this.durableHardState.term ||
+        hardState.vote !== this.durableHardState.vote)
+    );
+  }
+
   /** Step 2 of the file comment; `appended`: the entries are in the CommitLog already. */
   private async persist(ready: Ready, appended: boolean): Promise<void> {
     const log = this.deps.commitLog;
     const hardState = ready.hardState;
-    if (
-      hardState !== undefined &&
-      (hardState.term !== this.durableHardState.term ||
-        hardState.vote !== this.durableHardState.vote)
-    ) {
+    if (this.changesTermOrVote(hardState)) {
       // The new commit index may cover entries of this very Ready that are not durable yet, or
       // durable entries this Ready truncates away: it is written only after them, below. A
       // background commit write still in flight carries the old term and vote, so it must land

@@ -4,8 +4,9 @@
  * leader's record checksum, checked on receipt (`entriesChecked`) and handed to the CommitLog
  * (`LogEntry.recordCrc`); no frame is refused, every node's log reads back with valid checksums
  * and holds the same records, and every message is filed on every node. A follower that was
- * down catches up from entries the leader reads back from disk, which carry no checksum and are
- * checked message by message: its log reads back valid too.
+ * down catches up (from the leader's cache or its disk: entries read back from disk carry no
+ * checksum and are checked message by message); its log reads back valid and it files every
+ * message.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
@@ -123,9 +124,10 @@ describe('record checksums in a three-node group', () => {
       assert.equal(stats.rejected, 0);
       const counts = handed.get(f);
       assert.ok(counts !== undefined);
-      // One entry per send at least (a send is one entry; the batcher may join none here).
-      assert.ok(stats.entriesChecked >= sends, `${stats.entriesChecked} entries checked`);
-      assert.equal(counts.withCrc, stats.entriesChecked, 'every checked checksum reaches the log');
+      // Each send is an entry of its own (sent one after the other). A retransmitted Append is
+      // checked again but not appended again, so the log may see fewer than were checked.
+      assert.ok(counts.withCrc >= sends, `${counts.withCrc} entries reached the log with one`);
+      assert.ok(stats.entriesChecked >= counts.withCrc, `${stats.entriesChecked} checked`);
     }
     const reference = await readAll(commitLogOf(leader));
     for (const f of followers) {
@@ -143,7 +145,7 @@ describe('record checksums in a three-node group', () => {
     }
   });
 
-  it('a follower that was down catches up from disk, checked message by message', async () => {
+  it('a follower that was down catches up, with valid records and every message filed', async () => {
     const leader = [...running.values()].find((n) => n.broker.roleView().leaderReady);
     assert.ok(leader !== undefined);
     const down = [...running.entries()].find(([, n]) => n !== leader);
