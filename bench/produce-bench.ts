@@ -20,7 +20,8 @@
  * Options: `--quick` (a smoke run), `--rounds N` (failover rounds), `--only
  * official,batched,failover`, `--dir PATH` (where to write; `.bench-tmp/` by default),
  * `--cpu-prof DIR` (every child writes a V8 CPU profile to DIR when it stops cleanly; nodes
- * killed in the failover phase write none).
+ * killed in the failover phase write none), `--page-cache-keep-bytes N` (the brokers'
+ * CommitLog option; -1 releases nothing, to compare).
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -41,11 +42,15 @@ import {
   type LoadResult,
 } from './produce-load';
 import { runWithClientFlags } from './client-flags';
-import { argAfter, benchRoot, hasFlag } from './bench-args';
+import { argAfter, benchRoot, hasFlag, intArg } from './bench-args';
 
 const quick = hasFlag('--quick');
 const root = benchRoot('produce');
 const cpuProfDir = argAfter('--cpu-prof');
+/** The brokers' `pageCacheKeepBytes` (-1 releases nothing, to compare); theirs when absent. */
+const pageCacheKeepBytes = hasFlag('--page-cache-keep-bytes')
+  ? intArg('--page-cache-keep-bytes', -1, -1, Number.MAX_SAFE_INTEGER)
+  : undefined;
 const PHASE_NAMES = ['official', 'batched', 'failover'];
 const PHASES = new Set((argAfter('--only') ?? PHASE_NAMES.join()).split(','));
 
@@ -332,6 +337,7 @@ async function main(): Promise<void> {
     flushMode: 'SYNC',
     logLevel: 'warn',
     env,
+    ...(pageCacheKeepBytes === undefined ? {} : { broker: { pageCacheKeepBytes } }),
     onUnexpectedExit: (name, exit) =>
       console.log(`${name} exited unexpectedly (${exit.signal ?? String(exit.code)})`),
   });

@@ -15,13 +15,15 @@
  * entries/s saturated, and the median and p99 commit latency at half that rate. Options:
  * `--quick` (shorter rounds, CI smoke), `--dir PATH` (where to write; `.bench-tmp/` by default),
  * `--rate N` (no saturated rounds: the paced rounds at N entries/s, to study latency at a given
- * rate; the last line's `commitEntriesPerSec` is then the paced rate reached).
+ * rate; the last line's `commitEntriesPerSec` is then the paced rate reached),
+ * `--page-cache-keep-bytes N` (the nodes' CommitLog option; -1 releases nothing, to compare).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { LocalRaftGroup } from '../src/cli/raft-node-client';
 import { wallMs, type LoadResult, type LoadSpec } from '../src/cli/raft-node-protocol';
+import { intArg } from './bench-args';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -30,6 +32,9 @@ const rateArg = args.includes('--rate') ? Number(args[args.indexOf('--rate') + 1
 if (rateArg !== undefined && !(Number.isSafeInteger(rateArg) && rateArg >= 1)) {
   throw new Error('--rate takes a whole number of entries per second, at least 1');
 }
+const keepArg = args.includes('--page-cache-keep-bytes')
+  ? intArg('--page-cache-keep-bytes', -1, -1, Number.MAX_SAFE_INTEGER)
+  : undefined;
 const root = path.join(
   args.includes('--dir') && dirArg ? dirArg : path.join(process.cwd(), '.bench-tmp'),
   'raft',
@@ -120,7 +125,7 @@ async function main(): Promise<void> {
   console.log(`node ${process.version}, ${os.cpus().length} cpus, load avg ${loadText()}\n`);
   const group = await LocalRaftGroup.start({
     rootDir: root,
-    node: { logLevel: 'warn', flushMode: 'SYNC' },
+    node: { logLevel: 'warn', flushMode: 'SYNC', pageCacheKeepBytes: keepArg },
   });
   try {
     await group.waitForLeader(15_000);

@@ -13,7 +13,7 @@ import {
   resolveOptions,
   type OptionSpec,
 } from '../common/options';
-import type { FlushMode } from '../store/commit-log-options';
+import { COMMIT_LOG_DEFAULTS, type FlushMode } from '../store/commit-log-options';
 import type { PeerEndpoints } from './broker-types';
 
 export interface BrokerTimingConfig {
@@ -42,6 +42,11 @@ export interface BrokerNodeConfig {
   /** NameServer endpoints (`host:port`) to register with; may be empty. */
   readonly namesrvAddrs: readonly string[];
   readonly flushMode: FlushMode;
+  /**
+   * Newest synced CommitLog bytes left in the page cache; older ones are released (-1: none
+   * released). See `pageCacheKeepBytes` in commit-log-options.ts.
+   */
+  readonly pageCacheKeepBytes: number;
   /** Create unknown topics on first use (QueryRoute or SendMessage). */
   readonly autoCreateTopics: boolean;
   /** Queue count of auto-created topics. */
@@ -88,6 +93,7 @@ export const BROKER_NODE_DEFAULTS: Readonly<
   listenHost: '127.0.0.1',
   namesrvAddrs: Object.freeze([] as string[]),
   flushMode: 'SYNC',
+  pageCacheKeepBytes: COMMIT_LOG_DEFAULTS.pageCacheKeepBytes,
   autoCreateTopics: false,
   defaultQueueCount: 8,
   autoCreateGroups: true,
@@ -127,6 +133,7 @@ const FIELD_SPEC: OptionSpec<UncheckedFields> = {
   },
   namesrvAddrs: (v, p) => checkEndpointList(v, p),
   flushMode: oneOf<FlushMode>('SYNC', 'ASYNC'),
+  pageCacheKeepBytes: intInRange(-1, Number.MAX_SAFE_INTEGER),
   autoCreateTopics: isBoolean,
   defaultQueueCount: intInRange(1, DEFAULT_QUEUE_COUNT_MAX),
   autoCreateGroups: isBoolean,

@@ -101,7 +101,12 @@ export class BrokerNode {
       };
       const store = await run(
         () =>
-          MessageStore.open(config.dataDir, deps, { commitLog: { flushMode: config.flushMode } }),
+          MessageStore.open(config.dataDir, deps, {
+            commitLog: {
+              flushMode: config.flushMode,
+              pageCacheKeepBytes: config.pageCacheKeepBytes,
+            },
+          }),
         (s) => s.close(),
       );
       const state = await BrokerState.open(store, meta, systemClock, log);

@@ -127,6 +127,8 @@ export interface RaftMemberConfig {
   /** Holds `commitlog/`, `index/` and `meta/`. */
   readonly dataDir: string;
   readonly flushMode?: FlushMode;
+  /** The CommitLog's `pageCacheKeepBytes` (commit-log-options.ts); its default when absent. */
+  readonly pageCacheKeepBytes?: number;
   /** Seeds the election timer randomness; random when absent. */
   readonly seed?: number;
   readonly raft?: Partial<RaftTunables>;
@@ -205,7 +207,7 @@ export class RaftMember {
       const commitLog = await CommitLog.open(
         config.dataDir,
         { disk: new NodeDisk(), meta, clock: systemClock, scheduler: systemScheduler, logger: log },
-        { flushMode: config.flushMode ?? 'SYNC' },
+        { flushMode: config.flushMode ?? 'SYNC', pageCacheKeepBytes: config.pageCacheKeepBytes },
       );
       undo.unshift(() => commitLog.close());
       const transport = await GrpcRaftTransport.start(

@@ -46,7 +46,11 @@ export interface LocalClusterOptions {
   readonly broker?: Partial<
     Pick<
       BrokerNodeConfig,
-      'defaultQueueCount' | 'autoCreateGroups' | 'maxBodyBytes' | 'preferredLeader'
+      | 'defaultQueueCount'
+      | 'autoCreateGroups'
+      | 'maxBodyBytes'
+      | 'preferredLeader'
+      | 'pageCacheKeepBytes'
     >
   >;
   /** Environment of the children, over this process's. */

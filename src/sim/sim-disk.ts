@@ -15,7 +15,8 @@ import type { Clock } from '../common/clock';
 import type { Prng } from '../common/prng';
 
 export type CrashMode = 'lose' | 'tear' | 'keep';
-export type DiskOp = 'open' | 'write' | 'sync' | 'truncate' | 'remove' | 'syncDir' | 'read';
+export type DiskOp =
+  'open' | 'write' | 'sync' | 'truncate' | 'remove' | 'syncDir' | 'read' | 'releaseCache';
 
 /** Called before every operation; throw from it to inject a failure (EIO, ENOSPC...). */
 export type DiskHook = (op: DiskOp, filePath: string) => void;
@@ -130,6 +131,27 @@ class SimFile implements DiskFile {
     this.inode.pending = [];
   }
 
+  /** Counts the bytes released, and those of them not yet synced (a caller's bug). */
+  releaseCache(position: number, length: number): void {
+    this.check('releaseCache');
+    const end = position + length;
+    // Bytes beyond the file's end are not cached; bytes written since the last sync are dirty.
+    const current = this.inode.current.size;
+    const durable = this.inode.durable.size;
+    let unsynced = Math.max(0, Math.min(end, current) - Math.max(position, durable));
+    for (const op of this.inode.pending) {
+      if (op.kind === 'truncate') {
+        if (op.size < end) unsynced = length;
+        continue;
+      }
+      const from = Math.max(position, op.position);
+      const to = Math.min(end, op.position + op.bytes.byteLength);
+      if (to > from) unsynced += to - from;
+    }
+    this.disk.cacheReleases.releasedBytes += length;
+    this.disk.cacheReleases.unsyncedBytes += Math.min(length, unsynced);
+  }
+
   async truncate(sizeBytes: number): Promise<void> {
     await this.disk.yieldTurn();
     this.check('truncate');
@@ -158,6 +180,10 @@ export interface SimDiskOptions {
 
 /** An in-memory {@link Disk} with power-loss semantics. */
 export class SimDisk implements Disk {
+  /** Models a disk whose page cache the store releases, so the simulator covers that path. */
+  readonly releasesCache = true;
+  /** What `releaseCache` was asked for: bytes, and bytes of them not synced at the time. */
+  readonly cacheReleases = { releasedBytes: 0, unsyncedBytes: 0 };
   readonly clock: Clock;
   private readonly prng: Prng;
   private readonly capacityBytes: number;
@@ -350,8 +376,13 @@ export function fencedDisk(disk: Disk): { disk: Disk; fence: () => void } {
     truncate: guard(file.truncate.bind(file)),
     size: guard(file.size.bind(file)),
     close: file.close.bind(file),
+    releaseCache: (position: number, length: number) => {
+      if (fenced) throw new SimDiskError('EIO', 'disk fenced: process crashed');
+      file.releaseCache(position, length);
+    },
   });
   const view: Disk = {
+    releasesCache: disk.releasesCache,
     open: guard(async (p: string, create: boolean) => guardFile(await disk.open(p, create))),
     list: guard(disk.list.bind(disk)),
     mkdirp: guard(disk.mkdirp.bind(disk)),

@@ -72,8 +72,10 @@ export function slowDisk(disk: Disk, latency: SimLatency): Disk {
     truncate: file.truncate.bind(file),
     size: file.size.bind(file),
     close: file.close.bind(file),
+    releaseCache: file.releaseCache.bind(file),
   });
   return {
+    releasesCache: disk.releasesCache,
     open: async (p, create) => slowFile(await disk.open(p, create)),
     list: disk.list.bind(disk),
     mkdirp: disk.mkdirp.bind(disk),

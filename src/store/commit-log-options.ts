@@ -44,6 +44,13 @@ export interface CommitLogOptions {
    * and position); true cuts the log there. Cutting may drop entries this node acknowledged.
    */
   truncateCorruptTail: boolean;
+  /**
+   * How much of the newest synced data the log leaves in the page cache. Older data it wrote is
+   * released (posix_fadvise DONTNEED) once synced, in steps, so the kernel takes the freed pages
+   * for the next writes instead of fresh ones (docs/storage.md, "Page cache"). -1 releases
+   * nothing. Without the native addon (`native/`), nothing is released either way.
+   */
+  pageCacheKeepBytes: number;
 }
 
 export const COMMIT_LOG_DEFAULTS: Readonly<CommitLogOptions> = Object.freeze({
@@ -59,6 +66,7 @@ export const COMMIT_LOG_DEFAULTS: Readonly<CommitLogOptions> = Object.freeze({
   fileReservedTimeMs: 72 * 3600 * 1000,
   retainedBytesMax: 0,
   truncateCorruptTail: false,
+  pageCacheKeepBytes: 256 * 1024 * 1024,
 });
 
 const MAX_SEGMENT_BYTES = 2 ** 40;
@@ -76,6 +84,7 @@ const SPEC: OptionSpec<CommitLogOptions> = {
   fileReservedTimeMs: intInRange(0, Number.MAX_SAFE_INTEGER),
   retainedBytesMax: intInRange(0, Number.MAX_SAFE_INTEGER),
   truncateCorruptTail: isBoolean,
+  pageCacheKeepBytes: intInRange(-1, Number.MAX_SAFE_INTEGER),
 };
 
 /** Checks and freezes CommitLog options; throws INVALID_OPTION naming the field. */

@@ -17,6 +17,12 @@ export interface DiskFile {
   truncate(sizeBytes: number): Promise<void>;
   /** The current length. */
   size(): Promise<number>;
+  /**
+   * Advises that the cached pages of `length` bytes from `position` will not be read soon
+   * (posix_fadvise DONTNEED): clean ones are freed, contents never change. Callers release only
+   * ranges they have synced. Synchronous; a no-op unless the disk's `releasesCache` is true.
+   */
+  releaseCache(position: number, length: number): void;
   close(): Promise<void>;
 }
 
@@ -27,6 +33,8 @@ export interface FileStat {
 }
 
 export interface Disk {
+  /** Whether `DiskFile.releaseCache` does anything here (see page-cache.ts). */
+  readonly releasesCache: boolean;
   /** Opens a file for reading and writing, creating it when `create` is set. */
   open(path: string, create: boolean): Promise<DiskFile>;
   /** Names (not paths) of the entries of a directory; [] when it does not exist. */

@@ -33,6 +33,23 @@ export class FileCache {
     }
   }
 
+  /**
+   * Runs `fn` with the handle of `filePath` only if it is open now (without opening it or
+   * counting as a use for recency); returns whether it ran.
+   */
+  async useIfOpen(filePath: string, fn: (file: DiskFile) => void): Promise<boolean> {
+    const entry = this.entries.get(filePath);
+    if (!entry || entry.closing) return false;
+    entry.users++;
+    try {
+      fn(await entry.handle);
+      return true;
+    } finally {
+      entry.users--;
+      if (entry.closing && entry.users === 0) await closeQuietly(entry.handle);
+    }
+  }
+
   private acquire(filePath: string, create: boolean): Entry {
     let entry = this.entries.get(filePath);
     if (entry) {

@@ -18,6 +18,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Disk, DiskFile, FileStat } from './disk';
 import { errnoCode } from '../common/errors';
+import { canReleasePageCache, releasePageCache } from './page-cache';
 
 /** Writes up to this many bytes are made on the calling thread (see the file comment). */
 const SYNC_WRITE_BYTES_MAX = 1024 * 1024;
@@ -69,6 +70,10 @@ class NodeFile implements DiskFile {
     return callVoid((cb) => fs.fdatasync(this.fd, cb));
   }
 
+  releaseCache(position: number, length: number): void {
+    releasePageCache(this.fd, position, length);
+  }
+
   truncate(sizeBytes: number): Promise<void> {
     return callVoid((cb) => fs.ftruncate(this.fd, sizeBytes, cb));
   }
@@ -100,6 +105,8 @@ function dropBytes(buffers: readonly Uint8Array[], count: number): Uint8Array[] 
 
 /** The real file system. */
 export class NodeDisk implements Disk {
+  readonly releasesCache = canReleasePageCache;
+
   async open(filePath: string, create: boolean): Promise<DiskFile> {
     const flags = create ? fs.constants.O_RDWR | fs.constants.O_CREAT : fs.constants.O_RDWR;
     const fd = await call<number>((cb) => fs.open(filePath, flags, 0o644, cb));

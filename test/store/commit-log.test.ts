@@ -37,6 +37,8 @@ import { MemMetaStore } from '../../src/store/mem-meta-store';
 import { NodeDisk } from '../../src/store/node-disk';
 import { LevelMetaStore } from '../../src/store/level-meta-store';
 import { fencedMeta } from './fenced-meta';
+import type { Logger } from '../../src/common/logger';
+import pino from 'pino';
 
 const DIR = '/node';
 const SEGMENT_BYTES = 4096;
@@ -66,14 +68,14 @@ class World {
     this.disk = new SimDisk({ clock: this.clock, prng: createPrng(1), capacityBytes });
   }
 
-  async open(extra: Partial<CommitLogOptions> = {}): Promise<CommitLog> {
+  async open(extra: Partial<CommitLogOptions> = {}, logger?: Logger): Promise<CommitLog> {
     const d = fencedDisk(this.disk);
     const m = fencedMeta(this.meta);
     this.fences = [d.fence, m.fence];
     this.scheduler = new ManualScheduler(this.clock);
     return CommitLog.open(
       DIR,
-      { disk: d.disk, meta: m.meta, clock: this.clock, scheduler: this.scheduler },
+      { disk: d.disk, meta: m.meta, clock: this.clock, scheduler: this.scheduler, logger },
       { ...this.options, ...extra },
     );
   }
@@ -1065,6 +1067,72 @@ describe('CommitLog fault handling', function () {
       log = await w.open();
       await expectEntries(log, uniform(25, 40));
       assert.equal(log.termAt(24), uniform(24, 24)[0]?.term);
+      await log.close();
+    });
+  });
+
+  describe('page cache', () => {
+    // Every segment's handle stays open, so every due range can be released.
+    const CACHED: Partial<CommitLogOptions> = { ...OPTS, openFilesMax: 64 };
+
+    it('releases synced data older than the newest pageCacheKeepBytes, across segments', async () => {
+      const w = new World({ ...CACHED, pageCacheKeepBytes: SEGMENT_BYTES });
+      const log = await w.open();
+      await appendDurable(log, uniform(1, 40));
+      const released = w.disk.cacheReleases;
+      const due = log.endPosition() - SEGMENT_BYTES - log.firstPosition();
+      // Releases go in steps of a segment (the step is the smaller of 8 MiB and a segment).
+      assert.ok(released.releasedBytes <= due, `released ${released.releasedBytes} of ${due}`);
+      assert.ok(released.releasedBytes > due - SEGMENT_BYTES, `released ${released.releasedBytes}`);
+      assert.equal(released.unsyncedBytes, 0);
+      await expectEntries(log, uniform(1, 40));
+      await log.close();
+    });
+
+    it('releases only what is synced in ASYNC mode', async () => {
+      const w = new World({ ...CACHED, pageCacheKeepBytes: 0, flushMode: 'ASYNC' });
+      const log = await w.open();
+      const released = w.disk.cacheReleases;
+      appendPlaced(log, uniform(1, 24));
+      await waitFor(() => log.writtenIndex() === 24, 'written');
+      assert.equal(released.releasedBytes, 0, 'written, not synced');
+      await log.flush();
+      const syncedEnd = log.endPosition();
+      assert.equal(released.releasedBytes, syncedEnd, 'all synced, none kept');
+      appendPlaced(log, uniform(25, 40));
+      await waitFor(() => log.writtenIndex() === 40, 'written');
+      assert.equal(released.releasedBytes, syncedEnd, 'the new writes are not synced');
+      await log.flush();
+      assert.equal(released.releasedBytes, log.endPosition());
+      assert.equal(released.unsyncedBytes, 0);
+      await log.close();
+    });
+
+    it('releases nothing when pageCacheKeepBytes is -1', async () => {
+      const w = new World({ ...CACHED, pageCacheKeepBytes: -1 });
+      const log = await w.open();
+      await appendDurable(log, uniform(1, 40));
+      assert.equal(w.disk.cacheReleases.releasedBytes, 0);
+      await log.close();
+    });
+
+    it('stops releasing after a failed release, and the log goes on', async () => {
+      const w = new World({ ...CACHED, pageCacheKeepBytes: 0 });
+      const lines: string[] = [];
+      const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
+      const log = await w.open({}, logger);
+      let failures = 0;
+      w.disk.setHook((op) => {
+        if (op !== 'releaseCache') return;
+        failures += 1;
+        throw injected('releaseCache');
+      });
+      await appendDurable(log, uniform(1, 40));
+      assert.equal(failures, 1, 'one attempt, then no more');
+      assert.equal(w.disk.cacheReleases.releasedBytes, 0);
+      assert.equal(lines.length, 1);
+      assert.match(lines[0] ?? '', /releasing page-cache pages failed/);
+      await expectEntries(log, uniform(1, 40));
       await log.close();
     });
   });

@@ -105,10 +105,12 @@ function gatedReads(disk: Disk) {
     await new Promise<void>((resolve) => waiters.push(resolve));
   };
   const view: Disk = {
+    releasesCache: disk.releasesCache,
     open: async (p, create) => {
       const f = await disk.open(p, create);
       return { path: f.path, writev: (b, pos) => f.writev(b, pos), sync: () => f.sync(),
         truncate: (n) => f.truncate(n), size: () => f.size(), close: () => f.close(),
+        releaseCache: (pos, len) => f.releaseCache(pos, len),
         read: async (buf, off, len, pos) => {
           await wait();
           return f.read(buf, off, len, pos);

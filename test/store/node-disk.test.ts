@@ -3,13 +3,26 @@
  * ones go to the thread pool (see the file comment of node-disk.ts), and both must behave as
  * the asynchronous `DiskFile` contract says: every buffer lands back to back at the position,
  * and a failure comes back as a rejected promise rather than an exception thrown at the
- * caller.
+ * caller. On Linux the page-cache addon (native/) must have been built, and releasing a synced
+ * range must free its cached pages (seen with util-linux's `fincore` where it is installed)
+ * and change nothing in the file.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { NodeDisk } from '../../src/store/node-disk';
+import { releasePageCache } from '../../src/store/page-cache';
+
+/** Bytes of `file` in the page cache by util-linux's fincore, or undefined without it. */
+function residentBytes(file: string): number | undefined {
+  const run = spawnSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file], {
+    encoding: 'utf8',
+  });
+  if (run.error !== undefined || run.status !== 0) return undefined;
+  return Number(run.stdout.trim());
+}
 
 describe('NodeDisk', () => {
   let dir: string;
@@ -71,5 +84,52 @@ describe('NodeDisk', () => {
     } finally {
       await file.close();
     }
+  });
+
+  describe('page cache', () => {
+    before(function () {
+      if (process.platform !== 'linux' || process.env.RAFTMQ_NATIVE === 'off') this.skip();
+    });
+
+    it('has the native addon: npm run build compiles native/page-cache.c', () => {
+      assert.ok(
+        disk.releasesCache,
+        'dist/native/page-cache.node is missing: the build needs a C compiler (cc) and the ' +
+          "headers of this Node.js; see native/build.js (RAFTMQ_NATIVE=off to run without it)",
+      );
+    });
+
+    it('frees the cached pages of a synced range and keeps its bytes', async () => {
+      const filePath = path.join(dir, 'segment');
+      const file = await disk.open(filePath, true);
+      const bytes = Buffer.alloc(4 * 1024 * 1024);
+      for (let i = 0; i < bytes.length; i += 4096) bytes.writeUInt32LE(i, i);
+      try {
+        await file.writev([bytes], 0);
+        await file.sync();
+        const before = residentBytes(filePath);
+        // Aligned to 2 MiB: the kernel frees only whole folios, and a folio may be 2 MiB.
+        file.releaseCache(0, 2 * 1024 * 1024);
+        const after = residentBytes(filePath);
+        if (before !== undefined && after !== undefined) {
+          assert.ok(before >= 4 * 1024 * 1024, `resident before: ${before}`);
+          assert.ok(after <= 2 * 1024 * 1024, `resident after: ${after}`);
+        }
+        const back = Buffer.alloc(bytes.length);
+        assert.equal(await file.read(back, 0, back.length, 0), back.length);
+        assert.ok(back.equals(bytes), 'the bytes read back are the bytes written');
+      } finally {
+        await file.close();
+      }
+    });
+
+    it('reports a refused release as an error with the errno', () => {
+      const fd = fs.openSync(path.join(dir, 'closed'), 'w');
+      fs.closeSync(fd);
+      assert.throws(
+        () => releasePageCache(fd, 0, 4096),
+        (err: NodeJS.ErrnoException) => err.errno === 9 && /posix_fadvise/.test(err.message),
+      );
+    });
   });
 });
