@@ -29,6 +29,15 @@ export function intArg(flag: string, fallback: number, min: number, max: number)
   return n;
 }
 
+/**
+ * `--page-cache-keep-bytes N`: the nodes' CommitLog `pageCacheKeepBytes` (-1 releases nothing,
+ * to compare with the default); undefined when absent (the nodes' default).
+ */
+export function pageCacheKeepArg(): number | undefined {
+  const flag = '--page-cache-keep-bytes';
+  return hasFlag(flag) ? intArg(flag, -1, -1, Number.MAX_SAFE_INTEGER) : undefined;
+}
+
 /** Where a benchmark keeps its data: `<--dir or ./.bench-tmp>/<name>`. */
 export function benchRoot(name: string): string {
   return path.join(argAfter('--dir') ?? path.join(process.cwd(), '.bench-tmp'), name);

@@ -30,7 +30,8 @@
  *
  * Options: `--quick` (a smoke run), `--only push,batched,batched-rmq,pull,pull-message`,
  * `--dir PATH` (where to write; `.bench-tmp/` by default), `--cpu-prof DIR` (every child writes
- * a V8 CPU profile to DIR when it stops; see cpu-prof-preload.ts).
+ * a V8 CPU profile to DIR when it stops; see cpu-prof-preload.ts), `--page-cache-keep-bytes N`
+ * (the brokers' CommitLog option; -1 releases nothing, to compare).
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -54,11 +55,12 @@ import {
 } from './consume-round';
 import { percentile, tableRow } from './produce-load';
 import { runWithClientFlags } from './client-flags';
-import { argAfter, benchRoot, hasFlag } from './bench-args';
+import { argAfter, benchRoot, hasFlag, pageCacheKeepArg } from './bench-args';
 
 const quick = hasFlag('--quick');
 const root = benchRoot('consume');
 const cpuProfDir = argAfter('--cpu-prof');
+const pageCacheKeepBytes = pageCacheKeepArg();
 const PHASE_NAMES = ['push', 'batched', 'batched-rmq', 'pull', 'pull-message'] as const;
 type PhaseName = (typeof PHASE_NAMES)[number];
 const PHASES = new Set((argAfter('--only') ?? PHASE_NAMES.join()).split(','));
@@ -383,6 +385,7 @@ async function main(): Promise<void> {
     flushMode: 'SYNC',
     logLevel: 'warn',
     env,
+    ...(pageCacheKeepBytes === undefined ? {} : { broker: { pageCacheKeepBytes } }),
     onUnexpectedExit: (name, exit) =>
       console.log(`${name} exited unexpectedly (${exit.signal ?? String(exit.code)})`),
   });

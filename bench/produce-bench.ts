@@ -42,15 +42,12 @@ import {
   type LoadResult,
 } from './produce-load';
 import { runWithClientFlags } from './client-flags';
-import { argAfter, benchRoot, hasFlag, intArg } from './bench-args';
+import { argAfter, benchRoot, hasFlag, pageCacheKeepArg } from './bench-args';
 
 const quick = hasFlag('--quick');
 const root = benchRoot('produce');
 const cpuProfDir = argAfter('--cpu-prof');
-/** The brokers' `pageCacheKeepBytes` (-1 releases nothing, to compare); theirs when absent. */
-const pageCacheKeepBytes = hasFlag('--page-cache-keep-bytes')
-  ? intArg('--page-cache-keep-bytes', -1, -1, Number.MAX_SAFE_INTEGER)
-  : undefined;
+const pageCacheKeepBytes = pageCacheKeepArg();
 const PHASE_NAMES = ['official', 'batched', 'failover'];
 const PHASES = new Set((argAfter('--only') ?? PHASE_NAMES.join()).split(','));
 

@@ -23,7 +23,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LocalRaftGroup } from '../src/cli/raft-node-client';
 import { wallMs, type LoadResult, type LoadSpec } from '../src/cli/raft-node-protocol';
-import { intArg } from './bench-args';
+import { pageCacheKeepArg } from './bench-args';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -32,9 +32,7 @@ const rateArg = args.includes('--rate') ? Number(args[args.indexOf('--rate') + 1
 if (rateArg !== undefined && !(Number.isSafeInteger(rateArg) && rateArg >= 1)) {
   throw new Error('--rate takes a whole number of entries per second, at least 1');
 }
-const keepArg = args.includes('--page-cache-keep-bytes')
-  ? intArg('--page-cache-keep-bytes', -1, -1, Number.MAX_SAFE_INTEGER)
-  : undefined;
+const keepArg = pageCacheKeepArg();
 const root = path.join(
   args.includes('--dir') && dirArg ? dirArg : path.join(process.cwd(), '.bench-tmp'),
   'raft',
