@@ -21,7 +21,8 @@
  * official,batched,failover`, `--dir PATH` (where to write; `.bench-tmp/` by default),
  * `--cpu-prof DIR` (every child writes a V8 CPU profile to DIR when it stops cleanly; nodes
  * killed in the failover phase write none), `--page-cache-keep-bytes N` (the brokers'
- * CommitLog option; -1 releases nothing, to compare).
+ * CommitLog option; -1 releases nothing, to compare), `--batch-inflight N` (batched requests
+ * in flight, 8 by default).
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -42,7 +43,7 @@ import {
   type LoadResult,
 } from './produce-load';
 import { runWithClientFlags } from './client-flags';
-import { argAfter, benchRoot, hasFlag, pageCacheKeepArg } from './bench-args';
+import { argAfter, benchRoot, hasFlag, intArg, pageCacheKeepArg } from './bench-args';
 
 const quick = hasFlag('--quick');
 const root = benchRoot('produce');
@@ -60,7 +61,7 @@ const WARMUP_MS = quick ? 500 : 2_000;
 const SENDS_PER_ROUND_MAX = 2_000_000;
 const OFFICIAL_INFLIGHT = 128;
 const BATCH_MESSAGES = 128;
-const BATCH_INFLIGHT = 8;
+const BATCH_INFLIGHT = intArg('--batch-inflight', 8, 1, 256);
 const FAILOVER_ROUNDS = Number(argAfter('--rounds') ?? (quick ? 1 : 20));
 const LEADER_TIMEOUT_MS = 15_000;
 /** Rounds cut by a leader change are run again, this many times at most. */

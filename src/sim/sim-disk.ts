@@ -149,6 +149,7 @@ class SimFile implements DiskFile {
       if (to > from) unsynced += to - from;
     }
     this.disk.cacheReleases.releasedBytes += length;
+    this.disk.cacheReleases.ranges.push({ path: this.path, position, length });
     this.disk.cacheReleases.unsyncedBytes += Math.min(length, unsynced);
   }
 
@@ -182,8 +183,15 @@ export interface SimDiskOptions {
 export class SimDisk implements Disk {
   /** Models a disk whose page cache the store releases, so the simulator covers that path. */
   readonly releasesCache = true;
-  /** What `releaseCache` was asked for: bytes, and bytes of them not synced at the time. */
-  readonly cacheReleases = { releasedBytes: 0, unsyncedBytes: 0 };
+  /**
+   * What `releaseCache` was asked for: bytes, bytes of them not synced at the time, and the
+   * ranges (file, position, length) in order.
+   */
+  readonly cacheReleases = {
+    releasedBytes: 0,
+    unsyncedBytes: 0,
+    ranges: [] as Array<{ path: string; position: number; length: number }>,
+  };
   readonly clock: Clock;
   private readonly prng: Prng;
   private readonly capacityBytes: number;

@@ -23,9 +23,10 @@ const SPARE_CHUNKS_MAX = 4;
 export const CACHE_RELEASE_STEP_BYTES = 8 * 1024 * 1024;
 
 /**
- * Release ranges end on multiples of this (positions within a segment, as segments start on
- * multiples of their size): the kernel frees only folios wholly inside a range, and a page-cache
- * folio may be as large as 2 MiB. A folio across a range's end is then inside the next range.
+ * Release ranges end on multiples of this within a segment (or on segment boundaries, when
+ * segments are smaller): the kernel frees only folios wholly inside a range, a page-cache folio
+ * may be as large as 2 MiB, and the next range starts where this one ended, so a folio across
+ * that point would be in neither range. Ending ranges where no folio crosses avoids that.
  */
 const CACHE_RELEASE_ALIGN_BYTES = 2 * 1024 * 1024;
 
@@ -256,13 +257,15 @@ export class CommitLogWriter {
       s.written.resolveUpTo(s.writtenIdx);
       // In ASYNC mode only a pending sync target forces the fsync; the target stays set until
       // durableIdx reaches it, so entries written in a later round are synced too.
+      let syncedEnd: number | undefined;
       if (s.options.flushMode === 'SYNC' || this.syncNeeded()) {
-        const syncedEnd = s.writtenEndPos;
+        syncedEnd = s.writtenEndPos;
         await this.syncDirty();
         s.durableIdx = Math.max(s.durableIdx, Math.min(s.writtenIdx, s.last));
-        await this.releaseCache(syncedEnd);
       }
       s.persisted.resolveUpTo(s.persistedIndex());
+      // After the waiters: a release is a system call on this thread, and nobody waits for it.
+      if (syncedEnd !== undefined) await this.releaseCache(syncedEnd);
     }
   }
 
@@ -309,9 +312,7 @@ export class CommitLogWriter {
     if (keep < 0 || from === undefined || this.cacheReleaseFailed || !s.disk.releasesCache) return;
     const segmentBytes = s.options.segmentSizeBytes;
     let to = syncedEnd - keep;
-    if (segmentBytes > CACHE_RELEASE_ALIGN_BYTES) {
-      to -= (to % segmentBytes) % CACHE_RELEASE_ALIGN_BYTES;
-    }
+    if (to > 0) to -= (to % segmentBytes) % Math.min(CACHE_RELEASE_ALIGN_BYTES, segmentBytes);
     if (to - from < Math.min(CACHE_RELEASE_STEP_BYTES, segmentBytes)) return;
     try {
       for (const seg of s.segments) {

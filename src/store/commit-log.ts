@@ -79,6 +79,12 @@ export class CommitLog {
       await s.files.closeAll();
       throw toStoreError(err, 'commit log open failed');
     }
+    if (s.options.pageCacheKeepBytes >= 0 && !s.disk.releasesCache) {
+      s.log.info(
+        { reason: s.disk.cacheReleaseUnavailable },
+        'commit log: page-cache pages will not be released (no native addon; see native/build.js)',
+      );
+    }
     s.segments = r.segments;
     s.terms = r.terms;
     s.first = r.firstIndex;

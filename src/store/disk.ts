@@ -35,6 +35,8 @@ export interface FileStat {
 export interface Disk {
   /** Whether `DiskFile.releaseCache` does anything here (see page-cache.ts). */
   readonly releasesCache: boolean;
+  /** Why it does not, when known (logged once by each CommitLog that would release). */
+  readonly cacheReleaseUnavailable?: string;
   /** Opens a file for reading and writing, creating it when `create` is set. */
   open(path: string, create: boolean): Promise<DiskFile>;
   /** Names (not paths) of the entries of a directory; [] when it does not exist. */

@@ -35,14 +35,21 @@ export class FileCache {
 
   /**
    * Runs `fn` with the handle of `filePath` only if it is open now (without opening it or
-   * counting as a use for recency); returns whether it ran.
+   * counting as a use for recency); returns whether it ran. A handle whose open failed counts
+   * as not open (its user sees the failure).
    */
   async useIfOpen(filePath: string, fn: (file: DiskFile) => void): Promise<boolean> {
     const entry = this.entries.get(filePath);
     if (!entry || entry.closing) return false;
     entry.users++;
     try {
-      fn(await entry.handle);
+      let file: DiskFile;
+      try {
+        file = await entry.handle;
+      } catch {
+        return false;
+      }
+      fn(file);
       return true;
     } finally {
       entry.users--;

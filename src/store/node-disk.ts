@@ -18,7 +18,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Disk, DiskFile, FileStat } from './disk';
 import { errnoCode } from '../common/errors';
-import { canReleasePageCache, releasePageCache } from './page-cache';
+import {
+  canReleasePageCache,
+  pageCacheUnavailableReason,
+  releasePageCache,
+} from './page-cache';
 
 /** Writes up to this many bytes are made on the calling thread (see the file comment). */
 const SYNC_WRITE_BYTES_MAX = 1024 * 1024;
@@ -106,6 +110,7 @@ function dropBytes(buffers: readonly Uint8Array[], count: number): Uint8Array[] 
 /** The real file system. */
 export class NodeDisk implements Disk {
   readonly releasesCache = canReleasePageCache;
+  readonly cacheReleaseUnavailable = pageCacheUnavailableReason;
 
   async open(filePath: string, create: boolean): Promise<DiskFile> {
     const flags = create ? fs.constants.O_RDWR | fs.constants.O_CREAT : fs.constants.O_RDWR;

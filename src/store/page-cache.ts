@@ -1,9 +1,10 @@
 /**
  * The native helper that hands page-cache pages back to the kernel (`native/page-cache.c`,
  * posix_fadvise DONTNEED), loaded once if it was built. Node.js has no binding for it; without
- * the addon (no C compiler at build time, not Linux) the store simply keeps what it writes
- * cached, as it did before (docs/storage.md, "Page cache").
+ * the addon (no C compiler at build time, not Linux) the store keeps what it writes cached, as
+ * it did before (docs/storage.md, "Page cache").
  */
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 interface PageCacheAddon {
@@ -13,34 +14,54 @@ interface PageCacheAddon {
 /** Where native/build.js puts the addon, relative to this module in `dist/src/store/`. */
 const ADDON_PATH = path.join(__dirname, '..', '..', 'native', 'page-cache.node');
 
-function load(): PageCacheAddon | undefined {
+function load(): { addon?: PageCacheAddon; reason?: string } {
   try {
     // A native addon can only be loaded by require.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const addon = require(ADDON_PATH) as Partial<PageCacheAddon>;
-    return typeof addon.dropCache === 'function' ? (addon as PageCacheAddon) : undefined;
-  } catch {
-    return undefined;
+    if (typeof addon.dropCache === 'function') return { addon: addon as PageCacheAddon };
+    return { reason: `${ADDON_PATH} has no dropCache function` };
+  } catch (err) {
+    return { reason: err instanceof Error ? err.message : String(err) };
   }
 }
 
-const addon = load();
+const loaded = load();
+const addon = loaded.addon;
 
 /** True when page-cache pages can be released (the addon is built and loaded). */
 export const canReleasePageCache = addon !== undefined;
 
+/** Why the addon is not loaded (for one log line at start-up); undefined when it is. */
+export const pageCacheUnavailableReason = loaded.reason;
+
+/** The errno's name (`EBADF`), or its number as text when this platform has no name for it. */
+function errnoName(errno: number): string {
+  const names = os.constants.errno as Record<string, number>;
+  return Object.keys(names).find((name) => names[name] === errno) ?? String(errno);
+}
+
 /**
  * Advises the kernel that `length` bytes of `fd` from `offset` will not be needed soon: clean
  * cached pages of the range are freed (dirty ones are left to writeback). Contents never change.
- * Throws an Error with the errno's code when the kernel refuses; a no-op without the addon.
+ * All three must be non-negative safe integers, and a length of 0 does nothing (to the kernel
+ * it would mean "to the end of the file"). Throws an Error with the errno's `code` and `errno`
+ * when the kernel refuses; a no-op without the addon.
  */
 export function releasePageCache(fd: number, offset: number, length: number): void {
-  if (addon === undefined || length <= 0) return;
+  for (const [name, value] of [['fd', fd], ['offset', offset], ['length', length]] as const) {
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new TypeError(`releasePageCache: ${name} must be a non-negative integer, got ${value}`);
+    }
+  }
+  if (addon === undefined || length === 0) return;
   const errno = addon.dropCache(fd, offset, length);
   if (errno !== 0) {
+    const code = errnoName(errno);
     const err: NodeJS.ErrnoException = new Error(
-      `posix_fadvise(DONTNEED) of ${length} bytes at ${offset} failed: errno ${errno}`,
+      `posix_fadvise(DONTNEED) of ${length} bytes at ${offset} failed: ${code}`,
     );
+    err.code = code;
     err.errno = errno;
     throw err;
   }

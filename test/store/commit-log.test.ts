@@ -1096,15 +1096,75 @@ describe('CommitLog fault handling', function () {
       appendPlaced(log, uniform(1, 24));
       await waitFor(() => log.writtenIndex() === 24, 'written');
       assert.equal(released.releasedBytes, 0, 'written, not synced');
+      // Segments no larger than 2 MiB are released whole (see CACHE_RELEASE_ALIGN_BYTES).
+      const wholeSegments = (end: number): number => end - (end % SEGMENT_BYTES);
       await log.flush();
-      const syncedEnd = log.endPosition();
-      assert.equal(released.releasedBytes, syncedEnd, 'all synced, none kept');
+      const firstRelease = wholeSegments(log.endPosition());
+      assert.equal(released.releasedBytes, firstRelease, 'all synced, none kept');
       appendPlaced(log, uniform(25, 40));
       await waitFor(() => log.writtenIndex() === 40, 'written');
-      assert.equal(released.releasedBytes, syncedEnd, 'the new writes are not synced');
+      assert.equal(released.releasedBytes, firstRelease, 'the new writes are not synced');
       await log.flush();
-      assert.equal(released.releasedBytes, log.endPosition());
+      assert.equal(released.releasedBytes, wholeSegments(log.endPosition()));
       assert.equal(released.unsyncedBytes, 0);
+      await log.close();
+    });
+
+    it('ends ranges on 2 MiB boundaries within segments larger than that', async () => {
+      const MIB = 1024 * 1024;
+      // With nothing kept, a round's unsynced bytes often lie below the release point: a
+      // release made before the round's fsync would be seen (unsyncedBytes).
+      for (const keep of [MIB + 12345, 0]) {
+        const w = new World({
+          ...CACHED,
+          // Larger than a release step (8 MiB), so ranges also end inside segments.
+          segmentSizeBytes: 32 * MIB,
+          payloadMaxBytes: 128 * 1024,
+          pendingBytesMax: 4 * MIB,
+          writeChunkBytes: MIB,
+          indexEntriesPerFile: 4096,
+          pageCacheKeepBytes: keep,
+        });
+        const log = await w.open();
+        const big = (i: number): LogEntry => entry(i, 1, 100_000 + ((i * 7919) % 20_000));
+        for (let i = 1; i <= 400; i += 10) {
+          log.append(Array.from({ length: 10 }, (_, k) => big(i + k)));
+          await log.waitPersisted(log.lastIndex());
+        }
+        const ranges = w.disk.cacheReleases.ranges;
+        assert.ok(ranges.length >= 3, `${ranges.length} releases`);
+        let next = 0;
+        for (const r of ranges) {
+          const start = Number(path.basename(r.path)) + r.position;
+          assert.equal(start, next, 'each range starts where the one before ended');
+          const end = r.position + r.length;
+          assert.ok(end % (2 * MIB) === 0, `range ends at ${end} within ${r.path}`);
+          next = start + r.length;
+        }
+        assert.ok(next <= log.endPosition() - keep, 'the newest bytes are kept');
+        assert.ok(next > log.endPosition() - keep - 2 * MIB - 8 * MIB, 'the rest is released');
+        assert.ok(
+          ranges.some((r) => r.position + r.length < 32 * MIB),
+          'some range ends inside a segment',
+        );
+        assert.equal(w.disk.cacheReleases.unsyncedBytes, 0, `unsynced bytes released, keep ${keep}`);
+        await log.close();
+      }
+    });
+
+    it('never opens a segment again to release it', async () => {
+      // Two segments kept: the segment a release reaches has usually been evicted by then.
+      const w = new World({ ...OPTS, openFilesMax: 4, pageCacheKeepBytes: 2 * SEGMENT_BYTES });
+      const opens = new Map<string, number>();
+      w.disk.setHook((op, filePath) => {
+        if (op === 'open' && filePath.includes('commitlog')) {
+          opens.set(filePath, (opens.get(filePath) ?? 0) + 1);
+        }
+      });
+      const log = await w.open();
+      await appendDurable(log, uniform(1, 40));
+      assert.equal(opens.size, 5, 'five segments');
+      for (const [file, count] of opens) assert.equal(count, 1, `${file} opened ${count} times`);
       await log.close();
     });
 

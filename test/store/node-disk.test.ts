@@ -123,13 +123,22 @@ describe('NodeDisk', () => {
       }
     });
 
-    it('reports a refused release as an error with the errno', () => {
-      const fd = fs.openSync(path.join(dir, 'closed'), 'w');
-      fs.closeSync(fd);
+    it('reports a refused release as an error with the errno, and bad arguments as TypeErrors', () => {
+      // A descriptor far above any this process has open.
       assert.throws(
-        () => releasePageCache(fd, 0, 4096),
-        (err: NodeJS.ErrnoException) => err.errno === 9 && /posix_fadvise/.test(err.message),
+        () => releasePageCache(1 << 20, 0, 4096),
+        (err: NodeJS.ErrnoException) =>
+          err.code === 'EBADF' && err.errno === 9 && /posix_fadvise/.test(err.message),
       );
+      const bad: Array<[number, number, number]> = [
+        [1.5, 0, 1],
+        [3, Number.NaN, 1],
+        [3, 0, -1],
+        [-1, 0, 1],
+      ];
+      for (const [fd, offset, length] of bad) {
+        assert.throws(() => releasePageCache(fd, offset, length), TypeError, `${fd} ${offset}`);
+      }
     });
   });
 });
