@@ -20,7 +20,7 @@ const SPARE_CHUNKS_MAX = 4;
  * Page-cache releases are made once at least this much is due, or a segment's size if smaller
  * (one call per segment).
  */
-export const CACHE_RELEASE_STEP_BYTES = 8 * 1024 * 1024;
+const CACHE_RELEASE_STEP_BYTES = 8 * 1024 * 1024;
 
 /**
  * Release ranges end on multiples of this within a segment (or on segment boundaries, when
