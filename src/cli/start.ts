@@ -3,13 +3,17 @@
  * (`LocalCluster`), with their data, configuration and logs under `./data`. SYNC flush (every
  * acknowledged message is fsync'd on a majority) and topic auto-creation, so the official
  * RocketMQ 5 clients can send to any topic at once. Ctrl-C stops everything cleanly; running it
- * again restarts the same nodes on the same ports and data.
+ * again restarts the same nodes on the same ports and data. So does the end of the process that
+ * started this one: npm passes no SIGTERM on to its script (npm 11 exits and leaves the script
+ * running), so the launcher checks once a second that its parent is still the one it had.
  */
 import * as path from 'node:path';
 import { LocalCluster } from './local-cluster';
 
 const DATA_DIR = path.resolve('data');
 const LEADER_TIMEOUT_MS = 30_000;
+/** How often the launcher checks that its parent (npm, a shell) is still there. */
+const PARENT_CHECK_MS = 1_000;
 
 function banner(cluster: LocalCluster, leaderId: string, term: number): string {
   const brokers = cluster.brokers;
@@ -82,6 +86,11 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // An orphan is adopted by init or a subreaper: its parent id changes.
+  const parentPid = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parentPid) stop('parent gone');
+  }, PARENT_CHECK_MS).unref();
   const leader = await cluster.waitForLeader(LEADER_TIMEOUT_MS);
   process.stdout.write(banner(cluster, leader.nodeId, leader.term));
 }
