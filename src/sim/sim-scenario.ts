@@ -361,6 +361,12 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       pauses: h.pauses,
       partitions: h.partitions,
       healTicks: healTicks ?? 'never',
+      cacheReleasedKiB: Math.round(
+        cluster.ids.reduce(
+          (sum, id) => sum + cluster.node(id).disk.cacheReleases.releasedBytes,
+          0,
+        ) / 1024,
+      ),
       wallMs: Math.round(performance.now() - wallStartMs),
     },
   };
