@@ -135,22 +135,28 @@ class SimFile implements DiskFile {
   releaseCache(position: number, length: number): void {
     this.check('releaseCache');
     const end = position + length;
-    // Bytes beyond the file's end are not cached; bytes written since the last sync are dirty.
-    const current = this.inode.current.size;
-    const durable = this.inode.durable.size;
-    let unsynced = Math.max(0, Math.min(end, current) - Math.max(position, durable));
-    for (const op of this.inode.pending) {
-      if (op.kind === 'truncate') {
-        if (op.size < end) unsynced = length;
-        continue;
-      }
-      const from = Math.max(position, op.position);
-      const to = Math.min(end, op.position + op.bytes.byteLength);
-      if (to > from) unsynced += to - from;
+    // Unsynced: whatever a pending truncation may change, bytes past the synced size, and bytes
+    // of pending writes; counted once each (bytes past the file's end are not cached at all).
+    const { current, durable, pending } = this.inode;
+    let unsynced: Array<[number, number]> = pending.some((op) => op.kind === 'truncate')
+      ? [[position, end]]
+      : [[durable.size, current.size]];
+    for (const op of pending) {
+      if (op.kind === 'write') unsynced.push([op.position, op.position + op.bytes.byteLength]);
+    }
+    unsynced = unsynced
+      .map(([a, b]): [number, number] => [Math.max(a, position), Math.min(b, end)])
+      .filter(([a, b]) => b > a)
+      .sort((x, y) => x[0] - y[0]);
+    let unsyncedBytes = 0;
+    let covered = position;
+    for (const [a, b] of unsynced) {
+      unsyncedBytes += Math.max(0, b - Math.max(a, covered));
+      covered = Math.max(covered, b);
     }
     this.disk.cacheReleases.releasedBytes += length;
+    this.disk.cacheReleases.unsyncedBytes += unsyncedBytes;
     this.disk.cacheReleases.ranges.push({ path: this.path, position, length });
-    this.disk.cacheReleases.unsyncedBytes += Math.min(length, unsynced);
   }
 
   async truncate(sizeBytes: number): Promise<void> {

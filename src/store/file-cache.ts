@@ -28,8 +28,7 @@ export class FileCache {
     try {
       return await fn(await entry.handle);
     } finally {
-      entry.users--;
-      if (entry.closing && entry.users === 0) await closeQuietly(entry.handle);
+      await this.release(entry);
     }
   }
 
@@ -52,9 +51,14 @@ export class FileCache {
       fn(file);
       return true;
     } finally {
-      entry.users--;
-      if (entry.closing && entry.users === 0) await closeQuietly(entry.handle);
+      await this.release(entry);
     }
+  }
+
+  /** Ends one use of `entry`; the last user of an evicted or forgotten handle closes it. */
+  private async release(entry: Entry): Promise<void> {
+    entry.users--;
+    if (entry.closing && entry.users === 0) await closeQuietly(entry.handle);
   }
 
   private acquire(filePath: string, create: boolean): Entry {

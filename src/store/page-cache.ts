@@ -4,8 +4,8 @@
  * the addon (no C compiler at build time, not Linux) the store keeps what it writes cached, as
  * it did before (docs/storage.md, "Page cache").
  */
-import * as os from 'node:os';
 import * as path from 'node:path';
+import { getSystemErrorName } from 'node:util';
 
 interface PageCacheAddon {
   dropCache(fd: number, offset: number, length: number): number;
@@ -35,12 +35,6 @@ export const canReleasePageCache = addon !== undefined;
 /** Why the addon is not loaded (for one log line at start-up); undefined when it is. */
 export const pageCacheUnavailableReason = loaded.reason;
 
-/** The errno's name (`EBADF`), or its number as text when this platform has no name for it. */
-function errnoName(errno: number): string {
-  const names = os.constants.errno as Record<string, number>;
-  return Object.keys(names).find((name) => names[name] === errno) ?? String(errno);
-}
-
 /**
  * Advises the kernel that `length` bytes of `fd` from `offset` will not be needed soon: clean
  * cached pages of the range are freed (dirty ones are left to writeback). Contents never change.
@@ -57,7 +51,8 @@ export function releasePageCache(fd: number, offset: number, length: number): vo
   if (addon === undefined || length === 0) return;
   const errno = addon.dropCache(fd, offset, length);
   if (errno !== 0) {
-    const code = errnoName(errno);
+    // Node's names take libuv's negated errno numbers.
+    const code = getSystemErrorName(-errno);
     const err: NodeJS.ErrnoException = new Error(
       `posix_fadvise(DONTNEED) of ${length} bytes at ${offset} failed: ${code}`,
     );

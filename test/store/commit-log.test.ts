@@ -1168,6 +1168,28 @@ describe('CommitLog fault handling', function () {
       await log.close();
     });
 
+    it('the simulated disk counts each unsynced byte of a release once', async () => {
+      const disk = new World().disk;
+      await disk.mkdirp('/d');
+      const f = await disk.open('/d/f', true);
+      await f.writev([Buffer.alloc(100, 1)], 0);
+      await f.sync();
+      f.releaseCache(0, 100);
+      assert.equal(disk.cacheReleases.unsyncedBytes, 0, 'all synced');
+      // Pending: 20..30 overwritten, 100..150 appended, 120..130 written twice.
+      await f.writev([Buffer.alloc(10, 2)], 20);
+      await f.writev([Buffer.alloc(50, 3)], 100);
+      await f.writev([Buffer.alloc(10, 4)], 120);
+      f.releaseCache(0, 200);
+      assert.equal(disk.cacheReleases.unsyncedBytes, 60);
+      f.releaseCache(40, 60);
+      assert.equal(disk.cacheReleases.unsyncedBytes, 60, 'a synced range between pending ones');
+      await f.truncate(10);
+      f.releaseCache(0, 5);
+      assert.equal(disk.cacheReleases.unsyncedBytes, 65, 'a pending truncation touches it all');
+      assert.equal(disk.cacheReleases.releasedBytes, 365);
+    });
+
     it('releases nothing when pageCacheKeepBytes is -1', async () => {
       const w = new World({ ...CACHED, pageCacheKeepBytes: -1 });
       const log = await w.open();
