@@ -1,18 +1,27 @@
 /**
- * The outbound side of the gRPC Raft transport towards one peer ({@link PeerLink}): a lazily
- * created client, one long-lived Append stream that carries the replication traffic in batches,
- * and unary calls (with a deadline) for votes and TimeoutNow. The queue is bounded in count and
- * bytes (full means drop and count), as are the bytes written but not yet taken by HTTP/2 and the
- * unary calls in flight. A broken stream drops what was queued for it and reconnects with
- * jittered exponential backoff; nothing already written is sent again, since Raft retransmits by
- * its own timers. The transport (`grpc-raft-transport.ts`) owns the links and routes to them.
+ * The outbound side of the gRPC Raft transport towards one peer ({@link PeerLink}): one
+ * long-lived Append stream that carries the replication traffic in batches, written directly on
+ * an HTTP/2 session (`raw-grpc-stream.ts`: no copy of what is sent), and unary calls (with a
+ * deadline) for votes and TimeoutNow through a lazily created grpc-js client. The queue is
+ * bounded in count and bytes (full means drop and count), as are the bytes written but not yet
+ * taken by HTTP/2 and the unary calls in flight. A broken stream drops what was queued for it
+ * and reconnects with jittered exponential backoff; nothing already written is sent again, since
+ * Raft retransmits by its own timers. The transport (`grpc-raft-transport.ts`) owns the links
+ * and routes to them.
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../common/logger';
 import type { NodeId } from '../common/types';
-import { backoffDelayMs, passBuffer, type RateLimitedWarn } from './grpc-util';
+import { FLOW_WINDOW_BYTES, backoffDelayMs, passBuffer, type RateLimitedWarn } from './grpc-util';
 import { RAFT_METHOD_PATH, type RaftCodecs, type WireRoute } from './raft-wire';
 import { channelOptions, type GrpcRaftTransportOptions } from './grpc-raft-transport-options';
+import type { BufferPool } from './buffer-pool';
+import {
+  RawGrpcSession,
+  type RawCallEnd,
+  type RawClientStream,
+  type RawSessionOptions,
+} from './raw-grpc-stream';
 
 /**
  * The counters a link updates: a subset of the transport's `GrpcRaftTransportStats` (declared
@@ -38,14 +47,35 @@ export interface LinkContext {
   readonly random: () => number;
   /** Warns (rate-limited) when a peer rejects what this node sent. */
   readonly rejectedWarn: RateLimitedWarn;
+  /** Where queued elements' `pooled` buffers go back once written. */
+  readonly pool: BufferPool;
 }
 
-/** Queued elements are joined into one batch up to this many bytes; larger ones go alone. */
+/**
+ * Queued elements are joined into one batch up to this many bytes; larger ones go alone. Joining
+ * copies nothing (the parts are written one after the other), but the receiver decodes a batch
+ * only once all of it has arrived, so large elements are not held back for each other.
+ */
 export const COALESCE_BYTES_MAX = 64 * 1024;
+
+/**
+ * One queued append-class message: an element of `PeerBatch.messages`, in the parts it was
+ * encoded in (parts may be shared with the same message to another peer; none is changed after
+ * it is queued).
+ */
+export interface FramedParts {
+  readonly parts: readonly Buffer[];
+  readonly bytes: number;
+  /**
+   * A buffer of the link's pool that the parts view, given back once HTTP/2 has written them
+   * (not when dropped unwritten: the garbage collector takes those).
+   */
+  readonly pooled: Buffer | undefined;
+}
 
 /** One Append stream and what was written to it but not yet taken by HTTP/2. */
 interface StreamState {
-  readonly call: grpc.ClientWritableStream<Buffer>;
+  call: RawClientStream | null;
   waitingForDrain: boolean;
   inflightBytes: number;
   /** A write completed: the connection worked (the backoff starts over after a break). */
@@ -59,13 +89,16 @@ interface StreamState {
  */
 export class PeerLink {
   private client: grpc.Client | null = null;
+  private session: RawGrpcSession | null = null;
   private stream: StreamState | null = null;
+  /** Abandons the connection attempt under way, if any. */
+  private abandonConnect: (() => void) | null = null;
   private connecting = false;
   private backoffTimer: NodeJS.Timeout | null = null;
   private failedAttemptCount = 0;
   private up = false;
   private closed = false;
-  private readonly queue: Buffer[] = [];
+  private readonly queue: FramedParts[] = [];
   private queueHead = 0;
   private queuedBytes = 0;
   private readonly unaryCalls = new Set<grpc.ClientUnaryCall>();
@@ -80,19 +113,16 @@ export class PeerLink {
    * Queues one append-class message, encoded and framed as an element of `PeerBatch.messages`
    * (so a batch is the concatenation of its elements); call {@link pump} after a batch of these.
    */
-  enqueue(framed: Buffer): void {
+  enqueue(framed: FramedParts): void {
     const { options, counters } = this.ctx;
     const count = this.queue.length - this.queueHead;
-    if (
-      count >= options.queueCountMax ||
-      this.queuedBytes + framed.length > options.queueBytesMax
-    ) {
+    if (count >= options.queueCountMax || this.queuedBytes + framed.bytes > options.queueBytesMax) {
       counters.dropped += 1;
       counters.droppedQueueFull += 1;
       return;
     }
     this.queue.push(framed);
-    this.queuedBytes += framed.length;
+    this.queuedBytes += framed.bytes;
   }
 
   /** Writes queued messages in batches while the stream takes them; connects when needed. */
@@ -105,23 +135,25 @@ export class PeerLink {
     }
     const { options, counters } = this.ctx;
     while (
+      s.call !== null &&
       this.queuedCount() > 0 &&
       !s.waitingForDrain &&
       s.inflightBytes < options.queueBytesMax
     ) {
-      const parts = this.takeBatch();
-      // A single element is already a whole PeerBatch: written as it is, without a copy.
-      const frame = parts.length === 1 && parts[0] !== undefined ? parts[0] : Buffer.concat(parts);
-      s.inflightBytes += frame.length;
-      counters.sent += parts.length;
+      // The elements of a batch are written one after the other, without joining them.
+      const { parts, count, bytes, pooled } = this.takeBatch();
+      s.inflightBytes += bytes;
+      counters.sent += count;
       counters.batchesSent += 1;
-      const more = s.call.write(frame, (err: Error | null | undefined) => {
-        s.inflightBytes -= frame.length;
+      const more = s.call.write(parts, bytes, (err?: Error | null) => {
+        s.inflightBytes -= bytes;
+        // Written (or failed and dropped by HTTP/2): nothing reads these buffers any more.
+        for (const buf of pooled) this.ctx.pool.give(buf);
         if (err === null || err === undefined) this.onDelivered(s);
-        // A failed write also ends the call, whose callback handles it.
+        // A failed write also ends the call, whose end handler acts on it.
         if (this.stream === s) this.pump();
       });
-      // Backpressure: write() false means gRPC's buffer is full; wait for 'drain'.
+      // Backpressure: the stream's buffer is full; wait for its drain.
       if (!more) {
         s.waitingForDrain = true;
         counters.drainWaits += 1;
@@ -164,13 +196,17 @@ export class PeerLink {
     this.unaryCalls.add(call);
   }
 
-  /** Cancels every call, drops the queue and closes the client. */
+  /** Cancels every call, drops the queue and closes the connections. */
   close(): void {
     this.closed = true;
     if (this.backoffTimer !== null) clearTimeout(this.backoffTimer);
     this.backoffTimer = null;
-    this.stream?.call.cancel();
+    this.abandonConnect?.();
+    this.abandonConnect = null;
+    this.stream?.call?.cancel();
     this.stream = null;
+    this.session?.close();
+    this.session = null;
     for (const call of this.unaryCalls) call.cancel();
     this.unaryCalls.clear();
     this.dropQueue();
@@ -182,23 +218,26 @@ export class PeerLink {
   }
 
   /**
-   * The next batch: queued elements up to `messageSizeMaxBytes`, but small ones only
-   * ({@link COALESCE_BYTES_MAX} together). Joining elements copies them into a new buffer, and
-   * joining the Appends of a leader's proposals copied every entry once more per follower
-   * (`docs/performance.md`); an element that large goes out alone, as a batch of one.
+   * The next batch, as the list of its elements' parts: queued elements up to
+   * `messageSizeMaxBytes`, but small ones only ({@link COALESCE_BYTES_MAX} together); an element
+   * that large goes out alone, as a batch of one.
    */
-  private takeBatch(): Buffer[] {
+  private takeBatch(): { parts: Buffer[]; count: number; bytes: number; pooled: Buffer[] } {
     const maxBytes = Math.min(this.ctx.options.messageSizeMaxBytes, COALESCE_BYTES_MAX);
     const parts: Buffer[] = [];
+    const pooled: Buffer[] = [];
+    let count = 0;
     let bytes = 0;
     while (this.queueHead < this.queue.length) {
       const next = this.queue[this.queueHead];
       if (next === undefined) break;
-      if (parts.length > 0 && bytes + next.length > maxBytes) break;
-      parts.push(next);
-      bytes += next.length;
+      if (count > 0 && bytes + next.bytes > maxBytes) break;
+      for (const part of next.parts) parts.push(part);
+      if (next.pooled !== undefined) pooled.push(next.pooled);
+      count += 1;
+      bytes += next.bytes;
       this.queueHead += 1;
-      this.queuedBytes -= next.length;
+      this.queuedBytes -= next.bytes;
     }
     if (this.queueHead === this.queue.length) {
       this.queue.length = 0;
@@ -207,7 +246,7 @@ export class PeerLink {
       this.queue.splice(0, this.queueHead);
       this.queueHead = 0;
     }
-    return parts;
+    return { parts, count, bytes, pooled };
   }
 
   private dropQueue(): number {
@@ -227,14 +266,17 @@ export class PeerLink {
     return this.client;
   }
 
-  /** Waits for the channel to be READY (bounded), then opens the stream; else backs off. */
+  /**
+   * Waits for the unary calls' channel to be READY (bounded), so that votes find the peer's
+   * connection up whenever the Append stream is; then connects the stream's own session and
+   * opens the stream. Backs off when either fails.
+   */
   private connect(): void {
     if (this.closed) return;
     const channel = this.ensureClient().getChannel();
     const state = channel.getConnectivityState(true);
     if (state === grpc.connectivityState.READY) {
-      this.openStream();
-      this.pump();
+      this.connectSession();
       return;
     }
     if (
@@ -254,23 +296,64 @@ export class PeerLink {
     });
   }
 
-  private openStream(): void {
-    const { codecs, counters, log } = this.ctx;
-    const call = this.ensureClient().makeClientStreamRequest<Buffer, unknown>(
-      RAFT_METHOD_PATH.append,
-      passBuffer,
-      codecs.ack.decode,
-      new grpc.Metadata(),
-      {},
-      (err: grpc.ServiceError | null) => this.onStreamEnd(state, err),
+  /** Opens the stream on the session, connecting one first (bounded) if there is none. */
+  private connectSession(): void {
+    if (this.session?.alive === true) {
+      this.openStream(this.session);
+      this.pump();
+      return;
+    }
+    this.session = null;
+    const { options } = this.ctx;
+    const sessionOptions: RawSessionOptions = {
+      connectTimeoutMs: options.connectTimeoutMs,
+      keepaliveTimeMs: options.keepaliveTimeMs,
+      keepaliveTimeoutMs: options.keepaliveTimeoutMs,
+      windowBytes: FLOW_WINDOW_BYTES,
+    };
+    this.connecting = true;
+    this.abandonConnect = RawGrpcSession.connect(
+      this.address,
+      sessionOptions,
+      () => {
+        // The session ended; its stream ends with it and reports that.
+      },
+      (err, session) => {
+        this.connecting = false;
+        this.abandonConnect = null;
+        if (this.closed) {
+          session?.close();
+          return;
+        }
+        if (err !== null || session === null) {
+          this.fail('unreachable', {
+            code: grpc.status.UNAVAILABLE,
+            details: err?.message ?? 'no session',
+          });
+          return;
+        }
+        this.session = session;
+        this.openStream(session);
+        this.pump();
+      },
     );
-    const state: StreamState = { call, waitingForDrain: false, inflightBytes: 0, delivered: false };
-    call.on('drain', () => {
-      state.waitingForDrain = false;
-      if (this.stream === state) this.pump();
+  }
+
+  private openStream(session: RawGrpcSession): void {
+    const { counters } = this.ctx;
+    const state: StreamState = {
+      call: null,
+      waitingForDrain: false,
+      inflightBytes: 0,
+      delivered: false,
+    };
+    state.call = session.openStream(RAFT_METHOD_PATH.append, {
+      onDrain: () => {
+        state.waitingForDrain = false;
+        if (this.stream === state) this.pump();
+      },
+      onEnd: (end) => this.onStreamEnd(state, end),
     });
-    // Errors also reach the call's callback, which acts on them; this only keeps them handled.
-    call.on('error', (err: Error) => log.trace({ peer: this.id, err }, 'append stream error'));
     this.stream = state;
     counters.streamsOpened += 1;
   }
@@ -284,24 +367,24 @@ export class PeerLink {
     }
   }
 
-  private onStreamEnd(s: StreamState, err: grpc.ServiceError | null): void {
+  private onStreamEnd(s: StreamState, end: RawCallEnd): void {
     if (this.stream !== s) return;
     this.stream = null;
     if (this.closed) return;
-    const code = err?.code ?? grpc.status.OK;
-    if (code === grpc.status.INVALID_ARGUMENT) {
+    if (end.code === grpc.status.INVALID_ARGUMENT) {
       this.ctx.rejectedWarn.warn(
-        { peer: this.id, details: err?.details },
+        { peer: this.id, details: end.details },
         'peer rejected our messages',
       );
     } else if (s.delivered) {
       this.failedAttemptCount = 0;
     }
-    this.fail('stream ended', err);
+    // A stream that ended on a session that is still up is opened again on it after the backoff.
+    this.fail('stream ended', end);
   }
 
   /** Drops what was queued for the failed connection and retries after a backoff. */
-  private fail(reason: string, err: grpc.ServiceError | null): void {
+  private fail(reason: string, end: RawCallEnd | null): void {
     const { options, counters, log, random } = this.ctx;
     const droppedCount = this.dropQueue();
     counters.dropped += droppedCount;
@@ -313,7 +396,7 @@ export class PeerLink {
       random,
     );
     this.failedAttemptCount += 1;
-    const fields = { peer: this.id, reason, code: err?.code, details: err?.details, delayMs };
+    const fields = { peer: this.id, reason, code: end?.code, details: end?.details, delayMs };
     if (this.up) log.info(fields, 'peer stream down');
     else log.debug(fields, 'peer connection failed');
     this.up = false;

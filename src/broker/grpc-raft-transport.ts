@@ -25,8 +25,9 @@ import { componentLogger, type Logger } from '../common/logger';
 import type { Prng } from '../common/prng';
 import { asNodeId, type NodeId } from '../common/types';
 import type { Message } from '../raft/types';
-import { PeerLink, type LinkContext } from './grpc-peer-link';
-import { encodeFramedAppend, type RecordCrcLookup } from './raft-append-wire';
+import { PeerLink, type FramedParts, type LinkContext } from './grpc-peer-link';
+import { encodeAppendParts, type RecordCrcLookup } from './raft-append-wire';
+import { BufferPool } from './buffer-pool';
 import { decodeAppendFrame } from './raft-append-decode';
 import {
   channelOptions,
@@ -91,6 +92,8 @@ export interface GrpcRaftTransportStats extends TransportStats {
   drainWaits: number;
   /** Entries received with the sender's record checksum, which matched their bytes. */
   entriesChecked: number;
+  /** Appends encoded into a pooled buffer that an earlier, written one gave back. */
+  appendBuffersReused: number;
 }
 
 const zeroStats = (): GrpcRaftTransportStats => ({
@@ -107,6 +110,7 @@ const zeroStats = (): GrpcRaftTransportStats => ({
   streamsOpened: 0,
   drainWaits: 0,
   entriesChecked: 0,
+  appendBuffersReused: 0,
 });
 
 /** The number of messages a rejected frame held, for the `rejected` count (at least 1). */
@@ -121,6 +125,9 @@ export class GrpcRaftTransport implements RaftTransport {
   private handler: ((message: Message) => void) | null = null;
   private readonly counters = zeroStats();
   private readonly links = new Map<NodeId, PeerLink>();
+  /** The buffers Appends are encoded into, given back once written (buffer-pool.ts). */
+  private readonly pool = new BufferPool();
+  private readonly takeBuffer = (bytes: number): Buffer => this.pool.take(bytes);
   /** Ends each open inbound stream (for `close()`). */
   private readonly inbound = new Set<() => void>();
   private readonly expect: Readonly<Record<WireRoute, InboundExpectation>>;
@@ -147,6 +154,7 @@ export class GrpcRaftTransport implements RaftTransport {
       log,
       rejectedWarn: new RateLimitedWarn(log, clock, options.rejectLogIntervalMs),
       random: prng === undefined ? Math.random : () => prng.nextFloat(),
+      pool: this.pool,
     };
     for (const [id, address] of Object.entries(options.peers)) {
       this.links.set(asNodeId(id), new PeerLink(asNodeId(id), address, context));
@@ -226,14 +234,26 @@ export class GrpcRaftTransport implements RaftTransport {
       const route = routeOf(message.type);
       // Append-class messages are queued framed as `PeerBatch` elements (see `PeerLink`); the
       // check below counts the framing for every route, so both paths refuse the same sizes.
-      const encoded =
-        message.type === 'Append'
-          ? encodeFramedAppend(options.group, message, this.recordCrc)
-          : this.codecs.peerMessage.encode(toWire(options.group, message));
-      const framedBytes =
-        message.type === 'Append'
-          ? encoded.length
-          : encoded.length + batchFramingBytes(encoded.length);
+      let framed: FramedParts | undefined;
+      let encoded: Buffer | undefined;
+      let framedBytes: number;
+      if (message.type === 'Append') {
+        const encodedAppend = encodeAppendParts(
+          options.group,
+          message,
+          this.recordCrc,
+          this.takeBuffer,
+        );
+        framed = {
+          parts: encodedAppend.parts,
+          bytes: encodedAppend.bytes,
+          pooled: encodedAppend.tailBuffer,
+        };
+        framedBytes = framed.bytes;
+      } else {
+        encoded = this.codecs.peerMessage.encode(toWire(options.group, message));
+        framedBytes = encoded.length + batchFramingBytes(encoded.length);
+      }
       if (framedBytes > options.messageSizeMaxBytes) {
         counters.dropped += 1;
         counters.droppedOversized += 1;
@@ -243,12 +263,16 @@ export class GrpcRaftTransport implements RaftTransport {
         );
         continue;
       }
-      if (route === 'append') {
-        link.enqueue(message.type === 'Append' ? encoded : frameBatch([encoded]));
-        touched.add(link);
-      } else {
+      if (encoded !== undefined && route !== 'append') {
         link.call(route, encoded);
+        continue;
       }
+      if (framed === undefined) {
+        const batch = frameBatch([encoded as Buffer]);
+        framed = { parts: [batch], bytes: batch.length, pooled: undefined };
+      }
+      link.enqueue(framed);
+      touched.add(link);
     }
     // Pumping after the loop lets one send() of many messages go out as one batch per peer.
     for (const link of touched) link.pump();
@@ -267,7 +291,7 @@ export class GrpcRaftTransport implements RaftTransport {
   }
 
   stats(): GrpcRaftTransportStats {
-    return { ...this.counters };
+    return { ...this.counters, appendBuffersReused: this.pool.stats().reused };
   }
 
   /** Cancels outbound calls, ends inbound streams and shuts the server down (bounded wait). */

@@ -1,11 +1,11 @@
 /**
  * A direct protobuf encoder for the hot message of the append stream: an Append `PeerMessage`
  * (`proto/raft.proto`), written already framed as one element of `PeerBatch.messages`, in one
- * pass into one buffer. The general path (`toWire` and proto-loader) builds an object per entry,
+ * pass. The general path (`toWire` and proto-loader) builds an object per entry,
  * lets protobufjs copy each payload into its writer, and `frameBatch` copies the message once
- * more; at 1 KiB entries and two followers that was the leader's largest cost. Here the only
- * per-follower work per entry is its header and one copy of its payload, and a batch of one
- * framed message is written to the stream as it is.
+ * more; at 1 KiB entries and two followers that was the leader's largest cost. Here an entry's
+ * header and payload are written once, into the message's tail (a pooled buffer), and the parts
+ * are written to the stream as they are (`raw-grpc-stream.ts`).
  *
  * The output is what protobufjs writes for the same message (fields in number order, every
  * scalar present even when 0); the test suite decodes it with the proto-loader codec. Field
@@ -15,6 +15,9 @@ import { unreachable } from '../common/assert';
 import { copyBytes } from '../common/bytes';
 import { RaftmqError } from '../common/errors';
 import type { AppendMessage, Entry, EntryType } from '../raft/types';
+
+/** A fresh buffer, for encodings that have no pool to take one from. */
+const allocUnsafe = (bytes: number): Buffer => Buffer.allocUnsafe(bytes);
 
 /** Wire type 0 (varint) and 2 (length-delimited) tags: (field number << 3) | wire type. */
 const TAG = Object.freeze({
@@ -100,18 +103,35 @@ function scalarBytes(value: number): number {
 }
 
 /**
+ * An Append encoded as one framed element of `PeerBatch.messages`, in three parts: `head` (the
+ * element's tag and length, `group`, `from` and `to`), and `tail` (`term` and the `append` body
+ * with every entry), which is a view of `tailBuffer` (from the start). Written one after the
+ * other the parts are the element.
+ */
+export interface EncodedAppend {
+  readonly parts: readonly Buffer[];
+  /** Bytes of the parts together. */
+  readonly bytes: number;
+  /** The buffer `tail` was written into (what `takeBuffer` gave). */
+  readonly tailBuffer: Buffer;
+}
+
+/**
  * The encoding of `message` (in `group`) as one framed element of `PeerBatch.messages`:
  * concatenating such elements gives a valid `PeerBatch`. Each entry carries the checksum
- * `recordCrcOf` gives it, if any.
+ * `recordCrcOf` gives it, if any. The tail, with every entry's payload, is written into a
+ * buffer from `takeBuffer` (of at least the bytes asked for; a pool's, so that a leader does
+ * not make a new buffer per Append and follower: buffer-pool.ts).
  */
-export function encodeFramedAppend(
+export function encodeAppendParts(
   group: string,
   message: AppendMessage,
   recordCrcOf?: RecordCrcLookup,
-): Buffer {
+  takeBuffer: (bytes: number) => Buffer = allocUnsafe,
+): EncodedAppend {
+  const toBytes = Buffer.byteLength(message.to, 'utf8');
   const groupBytes = Buffer.byteLength(group, 'utf8');
   const fromBytes = Buffer.byteLength(message.from, 'utf8');
-  const toBytes = Buffer.byteLength(message.to, 'utf8');
   let appendBytes =
     scalarBytes(message.prevIndex) + scalarBytes(message.prevTerm) + scalarBytes(message.commit);
   const entries = message.entries;
@@ -126,20 +146,24 @@ export function encodeFramedAppend(
     }
     appendBytes += delimitedBytes(entryBytes(entry, crc));
   }
+  const tailBytes = scalarBytes(message.term) + delimitedBytes(appendBytes);
   const messageBytes =
-    delimitedBytes(groupBytes) +
-    delimitedBytes(fromBytes) +
-    delimitedBytes(toBytes) +
-    scalarBytes(message.term) +
-    delimitedBytes(appendBytes);
+    delimitedBytes(groupBytes) + delimitedBytes(fromBytes) + delimitedBytes(toBytes) + tailBytes;
   const totalBytes = delimitedBytes(messageBytes);
-  const out = Buffer.allocUnsafe(totalBytes);
+  const headBytes = totalBytes - tailBytes;
+
+  const head = Buffer.allocUnsafe(headBytes);
   let at = 0;
-  out[at++] = TAG.batchMessages;
-  at = writeVarint(out, at, messageBytes);
-  at = writeText(out, at, TAG.messageGroup, group, groupBytes);
-  at = writeText(out, at, TAG.messageFrom, message.from, fromBytes);
-  at = writeText(out, at, TAG.messageTo, message.to, toBytes);
+  head[at++] = TAG.batchMessages;
+  at = writeVarint(head, at, messageBytes);
+  at = writeText(head, at, TAG.messageGroup, group, groupBytes);
+  at = writeText(head, at, TAG.messageFrom, message.from, fromBytes);
+  at = writeText(head, at, TAG.messageTo, message.to, toBytes);
+  if (at !== headBytes) throw new RaftmqError('INTERNAL', 'encodeAppendParts: head size mismatch');
+
+  const tailBuffer = takeBuffer(tailBytes);
+  const out = tailBuffer.length === tailBytes ? tailBuffer : tailBuffer.subarray(0, tailBytes);
+  at = 0;
   out[at++] = TAG.messageTerm;
   at = writeVarint(out, at, message.term);
   out[at++] = TAG.messageAppend;
@@ -172,8 +196,18 @@ export function encodeFramedAppend(
   }
   out[at++] = TAG.appendCommit;
   at = writeVarint(out, at, message.commit);
-  if (at !== totalBytes) throw new RaftmqError('INTERNAL', 'encodeFramedAppend: size mismatch');
-  return out;
+  if (at !== tailBytes) throw new RaftmqError('INTERNAL', 'encodeAppendParts: size mismatch');
+  return { parts: [head, out], bytes: totalBytes, tailBuffer };
+}
+
+/** {@link encodeAppendParts} as one buffer (the three parts joined). */
+export function encodeFramedAppend(
+  group: string,
+  message: AppendMessage,
+  recordCrcOf?: RecordCrcLookup,
+): Buffer {
+  const encoded = encodeAppendParts(group, message, recordCrcOf);
+  return Buffer.concat(encoded.parts, encoded.bytes);
 }
 
 function entryBytes(entry: Entry, recordCrc: number | undefined): number {

@@ -316,7 +316,7 @@ describe('grpc raft transport', () => {
     );
   });
 
-  it('waits for drain when the stream pushes back, losing and reordering nothing', async () => {
+  it('waits for drain when the stream pushes back, losing, reordering and reusing nothing early', async () => {
     const receiver = track(await startNode({ selfId: 'b', peers: { a: `${HOST}:1` } }));
     const sender = track(
       await startNode({
@@ -326,30 +326,53 @@ describe('grpc raft transport', () => {
       }),
     );
     const total = 600;
-    const payload = bytes(64 * 1024, 5);
-    const batch: Message[] = [];
-    for (let i = 0; i < total; i++) {
-      batch.push({
-        type: 'Append',
-        from: n('a'),
-        to: n('b'),
-        term: asTerm(1),
-        prevIndex: asLogIndex(i),
-        prevTerm: asTerm(i === 0 ? 0 : 1),
-        commit: asLogIndex(0),
-        entries: [{ index: asLogIndex(i + 1), term: asTerm(1), type: 'normal', data: payload }],
-      });
+    // Each payload is its own: an Append buffer given back to the pool before HTTP/2 had sent
+    // it would be overwritten by a later Append, and the receiver would see the later bytes.
+    const payloadOf = (i: number): Uint8Array => bytes(64 * 1024 + (i % 7), i);
+    const sendRound = (from: number, count: number): void => {
+      const batch: Message[] = [];
+      for (let i = from; i < from + count; i++) {
+        batch.push({
+          type: 'Append',
+          from: n('a'),
+          to: n('b'),
+          term: asTerm(1),
+          prevIndex: asLogIndex(i),
+          prevTerm: asTerm(i === 0 ? 0 : 1),
+          commit: asLogIndex(0),
+          entries: [
+            { index: asLogIndex(i + 1), term: asTerm(1), type: 'normal', data: payloadOf(i) },
+          ],
+        });
+      }
+      sender.transport.send(batch);
+    };
+    // Rounds back to back (backpressure; each round is encoded while the last one's writes are
+    // still pending, so a buffer given back at write time would be overwritten), then rounds of
+    // a few, each sent once the last arrived, so that buffers given back are taken again.
+    // The first round connects the stream; the next ones are written as they are sent.
+    sendRound(0, 1);
+    await waitUntil(() => receiver.inbox.length >= 1, 'the stream to connect');
+    for (let i = 1; i < total / 2; i += 50) sendRound(i, Math.min(50, total / 2 - i));
+    await waitUntil(() => receiver.inbox.length >= total / 2, 'the first half');
+    for (let i = total / 2; i < total; i += 10) {
+      sendRound(i, 10);
+      await waitUntil(() => receiver.inbox.length >= i + 10, `appends up to ${i + 10}`);
     }
-    sender.transport.send(batch);
-    await waitUntil(() => receiver.inbox.length >= total, 'all large appends');
     receiver.inbox.forEach((message, i) => {
       assert.ok(message.type === 'Append' && message.prevIndex === i, `message ${i} in order`);
+      const data = message.type === 'Append' ? message.entries[0]?.data : undefined;
+      assert.ok(
+        data !== undefined && Buffer.from(data).equals(Buffer.from(payloadOf(i))),
+        `payload ${i} intact`,
+      );
     });
     const stats = sender.transport.stats();
     assert.equal(stats.dropped, 0);
     assert.equal(stats.sent, total);
-    assert.equal(stats.batchesSent, total, 'an element over 64 KiB goes out alone, uncopied');
+    assert.equal(stats.batchesSent, total, 'an element over 64 KiB goes out alone');
     assert.ok(stats.drainWaits > 0, 'write() returned false at least once');
+    assert.ok(stats.appendBuffersReused > 0, 'written Append buffers are used again');
   });
 
   it('bounds and counts sends to a peer that is down, then reconnects', async () => {

@@ -1,0 +1,275 @@
+/**
+ * A gRPC client-streaming call written directly on a Node.js HTTP/2 session: the outbound Append
+ * stream of the Raft transport (`grpc-peer-link.ts`). The peer's side is the ordinary grpc-js
+ * server, and the bytes on the wire are those of any gRPC client: a POST to the method's path
+ * with `content-type: application/grpc`, each message behind its 5-byte length prefix, and the
+ * status in the trailers.
+ *
+ * Why not grpc-js here: its client frames every message by copying it into a new buffer behind
+ * the prefix. On a leader that is one more copy, and one more fresh Buffer, of every replicated
+ * byte per follower, and fresh Buffers are what start V8's collections on a busy leader
+ * (docs/performance.md, "What V8 costs"). Here the prefix is a buffer of its own and the message
+ * follows it as the parts it was encoded in, in one `writev`; Node's HTTP/2 sends DATA frames
+ * from those buffers without copying them, and a part shared by two followers' messages is
+ * written to both streams as it is.
+ *
+ * What grpc-js did for this stream and is done here instead: the connection (with a connect
+ * timeout) and keepalive pings, so that a peer that vanished without closing its connection is
+ * noticed and the stream reconnected. Votes and TimeoutNow stay unary grpc-js calls.
+ */
+import * as http2 from 'node:http2';
+import { status as GrpcStatus } from '@grpc/grpc-js';
+
+const {
+  HTTP2_HEADER_METHOD,
+  HTTP2_HEADER_PATH,
+  HTTP2_HEADER_SCHEME,
+  HTTP2_HEADER_CONTENT_TYPE,
+  HTTP2_HEADER_TE,
+  NGHTTP2_CANCEL,
+} = http2.constants;
+
+/** Bytes of the gRPC message prefix: a compressed flag and a 32-bit big-endian length. */
+export const GRPC_PREFIX_BYTES = 5;
+
+/**
+ * `write` reports backpressure once this many bytes wait in the stream's own buffer (Node's
+ * default mark, 16 KiB, is below one Append; the caller bounds what is in flight by itself).
+ */
+export const RAW_STREAM_BUFFER_BYTES = 4 * 1024 * 1024;
+
+export interface RawSessionOptions {
+  readonly connectTimeoutMs: number;
+  /** A ping is sent after this long; 0 turns keepalive off. */
+  readonly keepaliveTimeMs: number;
+  /** A ping not answered within this long ends the session. */
+  readonly keepaliveTimeoutMs: number;
+  /** The receive window granted to the peer per stream, and twice this per session. */
+  readonly windowBytes: number;
+}
+
+/** How a call ended: the gRPC status, from the trailers or made up from how the stream closed. */
+export interface RawCallEnd {
+  readonly code: GrpcStatus;
+  readonly details: string;
+}
+
+/** What a {@link RawClientStream} tells its owner. */
+export interface RawStreamHandlers {
+  /** The stream's buffer went below {@link RAW_STREAM_BUFFER_BYTES} after a `write` said no. */
+  onDrain(): void;
+  /** The call ended, once, for whatever reason (status, reset, session gone, cancel). */
+  onEnd(end: RawCallEnd): void;
+}
+
+/** The gRPC message prefix of an uncompressed message of `bytes` bytes. */
+export function grpcPrefix(bytes: number): Buffer {
+  const prefix = Buffer.allocUnsafe(GRPC_PREFIX_BYTES);
+  prefix[0] = 0;
+  prefix.writeUInt32BE(bytes, 1);
+  return prefix;
+}
+
+/** The `grpc-status` and `grpc-message` of a header block, if it has a status. */
+function statusOf(headers: http2.IncomingHttpHeaders): RawCallEnd | undefined {
+  const raw = headers['grpc-status'];
+  if (typeof raw !== 'string') return undefined;
+  const code = Number(raw);
+  const message = headers['grpc-message'];
+  let details = '';
+  if (typeof message === 'string') {
+    try {
+      details = decodeURIComponent(message);
+    } catch {
+      details = message;
+    }
+  }
+  return {
+    code: Number.isInteger(code) && code >= 0 && code <= 16 ? code : GrpcStatus.UNKNOWN,
+    details,
+  };
+}
+
+/** One client-streaming call; its response message is read and ignored, its status reported. */
+export class RawClientStream {
+  private end: RawCallEnd | undefined;
+  private ended = false;
+
+  constructor(
+    private readonly stream: http2.ClientHttp2Stream,
+    private readonly handlers: RawStreamHandlers,
+  ) {
+    // A status (in the trailers, or in the headers of a trailers-only answer) ends the call:
+    // the server is done with it, and our side, never ended by us, is closed here.
+    stream.on('response', (headers) => this.noteStatus(headers));
+    stream.on('trailers', (trailers: http2.IncomingHttpHeaders) => this.noteStatus(trailers));
+    // The response message (an empty Ack) is not needed, but must be read for the call to end.
+    stream.on('data', () => undefined);
+    stream.on('drain', () => handlers.onDrain());
+    // An error is followed by 'close', which reports it.
+    stream.on('error', () => undefined);
+    stream.on('close', () => this.finish());
+  }
+
+  /**
+   * Writes one gRPC message made of `parts` (`bytes` in all) in one `writev`; `done` is called
+   * once they have been handed to the connection, or with the error that stopped them. Returns
+   * false when the stream's buffer is over {@link RAW_STREAM_BUFFER_BYTES}: wait for `onDrain`.
+   */
+  write(parts: readonly Buffer[], bytes: number, done: (err?: Error | null) => void): boolean {
+    const s = this.stream;
+    s.cork();
+    s.write(grpcPrefix(bytes));
+    const last = parts.length - 1;
+    for (let i = 0; i < last; i++) s.write(parts[i]);
+    s.write(parts[last], done);
+    s.uncork();
+    return s.writableLength < RAW_STREAM_BUFFER_BYTES;
+  }
+
+  /** Ends the call at once (RST_STREAM CANCEL); `onEnd` follows with CANCELLED. */
+  cancel(): void {
+    this.end ??= { code: GrpcStatus.CANCELLED, details: 'cancelled' };
+    if (!this.stream.destroyed) this.stream.close(NGHTTP2_CANCEL);
+  }
+
+  private noteStatus(headers: http2.IncomingHttpHeaders): void {
+    const end = statusOf(headers);
+    if (end === undefined) return;
+    this.end ??= end;
+    this.finish();
+    if (!this.stream.destroyed) this.stream.close(NGHTTP2_CANCEL);
+  }
+
+  private finish(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.handlers.onEnd(
+      this.end ?? {
+        code: GrpcStatus.UNAVAILABLE,
+        details: `stream closed without a status (HTTP/2 code ${this.stream.rstCode ?? 'none'})`,
+      },
+    );
+  }
+}
+
+/**
+ * One HTTP/2 connection to a peer, with keepalive pings. `onClose` is called once, when the
+ * session ends for any reason; its streams end with it.
+ */
+export class RawGrpcSession {
+  private pingTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  private constructor(
+    private readonly session: http2.ClientHttp2Session,
+    private readonly options: RawSessionOptions,
+  ) {}
+
+  /**
+   * Connects to `address` ("host:port", plain text) and calls `done` once: with the session
+   * when it is connected, or with the error (including a timeout). `onClose` is called when a
+   * connected session later ends. Returns a function that abandons the attempt.
+   */
+  static connect(
+    address: string,
+    options: RawSessionOptions,
+    onClose: (err: Error | undefined) => void,
+    done: (err: Error | null, session: RawGrpcSession | null) => void,
+  ): () => void {
+    let session: http2.ClientHttp2Session;
+    try {
+      session = http2.connect(`http://${address}`, {
+        settings: { initialWindowSize: options.windowBytes, enablePush: false },
+      });
+    } catch (err) {
+      const e = err instanceof Error ? err : new Error(String(err));
+      process.nextTick(() => done(e, null));
+      return () => undefined;
+    }
+    let settled = false;
+    let lastError: Error | undefined;
+    // An 'error' without a listener would end the process; 'close' follows and reports it.
+    session.on('error', (err: Error) => {
+      lastError = err;
+    });
+    const timer = setTimeout(() => settle(new Error('connect timeout')), options.connectTimeoutMs);
+    const raw = new RawGrpcSession(session, options);
+    const settle = (err: Error | null): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (err !== null) {
+        raw.close();
+        done(err, null);
+        return;
+      }
+      try {
+        session.setLocalWindowSize(2 * options.windowBytes);
+      } catch {
+        // Closed meanwhile: 'close' reports it.
+      }
+      raw.startKeepalive();
+      done(null, raw);
+    };
+    session.once('connect', () => settle(null));
+    session.once('close', () => {
+      raw.stopKeepalive();
+      raw.closed = true;
+      if (!settled) settle(lastError ?? new Error('connection closed'));
+      else onClose(lastError);
+    });
+    return () => settle(new Error('abandoned'));
+  }
+
+  /** True while the session can open streams. */
+  get alive(): boolean {
+    return !this.closed && !this.session.closed && !this.session.destroyed;
+  }
+
+  /** Opens a client-streaming call of the method at `path`. */
+  openStream(path: string, handlers: RawStreamHandlers): RawClientStream {
+    const stream = this.session.request(
+      {
+        [HTTP2_HEADER_METHOD]: 'POST',
+        [HTTP2_HEADER_PATH]: path,
+        [HTTP2_HEADER_SCHEME]: 'http',
+        [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
+        [HTTP2_HEADER_TE]: 'trailers',
+        'grpc-accept-encoding': 'identity',
+      },
+      { endStream: false },
+    );
+    return new RawClientStream(stream, handlers);
+  }
+
+  /** Ends the session and its streams. */
+  close(): void {
+    this.stopKeepalive();
+    this.closed = true;
+    if (!this.session.destroyed) this.session.destroy();
+  }
+
+  private startKeepalive(): void {
+    const { keepaliveTimeMs, keepaliveTimeoutMs } = this.options;
+    if (keepaliveTimeMs <= 0) return;
+    this.pingTimer = setTimeout(() => {
+      this.pingTimer = null;
+      if (!this.alive) return;
+      this.pingTimer = setTimeout(() => this.close(), keepaliveTimeoutMs);
+      this.pingTimer.unref();
+      const sent = this.session.ping((err) => {
+        this.stopKeepalive();
+        if (err !== null) this.close();
+        else if (this.alive) this.startKeepalive();
+      });
+      if (!sent) this.close();
+    }, keepaliveTimeMs);
+    this.pingTimer.unref();
+  }
+
+  private stopKeepalive(): void {
+    if (this.pingTimer !== null) clearTimeout(this.pingTimer);
+    this.pingTimer = null;
+  }
+}

@@ -1,0 +1,186 @@
+// The Append stream's client written on Node's HTTP/2 (raw-grpc-stream.ts) against a grpc-js
+// server: messages written in parts arrive whole and in order, the server's status and message
+// reach the caller, a cancel ends the call, a refused connection is reported, and a peer that
+// accepts the connection but never answers is dropped by the keepalive ping.
+import { strict as assert } from 'node:assert';
+import * as net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { passBuffer } from '../../src/broker/grpc-util';
+import {
+  RawGrpcSession,
+  type RawCallEnd,
+  type RawClientStream,
+  type RawSessionOptions,
+} from '../../src/broker/raw-grpc-stream';
+
+const PATH = '/test.v1.Sink/Collect';
+const OPTIONS: RawSessionOptions = {
+  connectTimeoutMs: 2000,
+  keepaliveTimeMs: 10_000,
+  keepaliveTimeoutMs: 5000,
+  windowBytes: 1024 * 1024,
+};
+
+interface Sink {
+  server: grpc.Server;
+  port: number;
+  received: Buffer[];
+  /** Ends the current call with this status once `count` messages arrived. */
+  endAfter: { count: number; code: grpc.status; details: string } | null;
+}
+
+async function startSink(): Promise<Sink> {
+  const server = new grpc.Server();
+  const sink: Sink = { server, port: 0, received: [], endAfter: null };
+  const definition: grpc.ServiceDefinition = {
+    Collect: {
+      path: PATH,
+      requestStream: true,
+      responseStream: false,
+      requestSerialize: passBuffer,
+      requestDeserialize: (b: Buffer) => b,
+      responseSerialize: passBuffer,
+      responseDeserialize: (b: Buffer) => b,
+    },
+  };
+  server.addService(definition, {
+    Collect: (
+      call: grpc.ServerReadableStream<Buffer, Buffer>,
+      done: grpc.sendUnaryData<Buffer>,
+    ) => {
+      call.on('data', (message: Buffer) => {
+        sink.received.push(message);
+        const end = sink.endAfter;
+        if (end !== null && sink.received.length >= end.count) {
+          done({ code: end.code, details: end.details });
+        }
+      });
+      call.on('error', () => undefined);
+    },
+  });
+  sink.port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) =>
+      err === null ? resolve(port) : reject(err),
+    ),
+  );
+  return sink;
+}
+
+function connect(
+  address: string,
+  options: RawSessionOptions,
+  onClose: (err: Error | undefined) => void = () => undefined,
+): Promise<RawGrpcSession> {
+  return new Promise((resolve, reject) => {
+    RawGrpcSession.connect(address, options, onClose, (err, session) => {
+      if (err !== null || session === null) reject(err ?? new Error('no session'));
+      else resolve(session);
+    });
+  });
+}
+
+function open(session: RawGrpcSession): { stream: RawClientStream; ended: Promise<RawCallEnd> } {
+  let stream: RawClientStream | undefined;
+  const ended = new Promise<RawCallEnd>((resolve) => {
+    stream = session.openStream(PATH, { onDrain: () => undefined, onEnd: resolve });
+  });
+  assert.ok(stream !== undefined);
+  return { stream, ended };
+}
+
+async function waitUntil(condition: () => boolean, what: string): Promise<void> {
+  const deadlineMs = Date.now() + 10_000;
+  while (!condition()) {
+    if (Date.now() > deadlineMs) assert.fail(`timed out waiting for ${what}`);
+    await new Promise<void>((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+describe('raw gRPC client stream', () => {
+  let sink: Sink;
+  beforeEach(async () => {
+    sink = await startSink();
+  });
+  afterEach(() => sink.server.forceShutdown());
+
+  it('sends messages written in parts whole and in order, and reports the status', async () => {
+    const session = await connect(`127.0.0.1:${sink.port}`, OPTIONS);
+    try {
+      sink.endAfter = { count: 50, code: grpc.status.INVALID_ARGUMENT, details: 'bad frame: 50%' };
+      const { stream, ended } = open(session);
+      const written: Buffer[] = [];
+      let callbacks = 0;
+      for (let i = 0; i < 50; i++) {
+        const parts = [Buffer.from([i]), Buffer.alloc(i * 997, i), Buffer.from(`#${i}`)];
+        const whole = Buffer.concat(parts);
+        written.push(whole);
+        stream.write(parts, whole.length, (err) => {
+          assert.ok(err === null || err === undefined);
+          callbacks += 1;
+        });
+      }
+      const end = await ended;
+      assert.deepEqual(end, { code: grpc.status.INVALID_ARGUMENT, details: 'bad frame: 50%' });
+      assert.equal(sink.received.length, 50);
+      sink.received.forEach((message, i) => assert.ok(message.equals(written[i] as Buffer)));
+      await waitUntil(() => callbacks === 50, 'every write callback');
+      assert.ok(session.alive, 'a call that ends leaves the session up');
+    } finally {
+      session.close();
+    }
+  });
+
+  it('ends a cancelled call with CANCELLED', async () => {
+    const session = await connect(`127.0.0.1:${sink.port}`, OPTIONS);
+    try {
+      const { stream, ended } = open(session);
+      stream.write([Buffer.from('x')], 1, () => undefined);
+      await waitUntil(() => sink.received.length === 1, 'the first message');
+      stream.cancel();
+      assert.equal((await ended).code, grpc.status.CANCELLED);
+    } finally {
+      session.close();
+    }
+  });
+
+  it('ends the call with UNAVAILABLE when the server goes away', async () => {
+    const session = await connect(`127.0.0.1:${sink.port}`, OPTIONS);
+    const { ended } = open(session);
+    sink.server.forceShutdown();
+    const end = await ended;
+    assert.ok(end.code === grpc.status.UNAVAILABLE || end.code === grpc.status.CANCELLED);
+    await waitUntil(() => !session.alive, 'the session to close');
+  });
+
+  it('reports a refused connection', async () => {
+    const port = sink.port;
+    sink.server.forceShutdown();
+    await assert.rejects(connect(`127.0.0.1:${port}`, OPTIONS), /ECONNREFUSED/);
+  });
+
+  it('drops a session whose peer stops answering pings', async () => {
+    // A TCP server that accepts and then never says a word: no SETTINGS, no PING ack.
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((socket) => {
+      sockets.push(socket);
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const address = silent.address();
+      assert.ok(address !== null && typeof address === 'object');
+      let closed = false;
+      const session = await connect(
+        `127.0.0.1:${address.port}`,
+        { ...OPTIONS, keepaliveTimeMs: 50, keepaliveTimeoutMs: 100 },
+        () => {
+          closed = true;
+        },
+      );
+      await waitUntil(() => closed && !session.alive, 'the keepalive to end the session');
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
+  });
+});
