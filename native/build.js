@@ -1,11 +1,15 @@
 #!/usr/bin/env node
 /*
- * Builds native/page-cache.c into dist/native/page-cache.node with the system C compiler and
- * the headers of the Node.js that runs this script (no node-gyp, no download: the build works
- * offline; it takes a fraction of a second, so it runs every time). The addon is optional at
- * run time: without a compiler, headers or Linux, this prints why and exits 0, and the store
- * runs without releasing page-cache pages (docs/storage.md, "Page cache").
- * `RAFTMQ_NATIVE=off` skips the build (and removes an addon built before);
+ * Builds raftmq's native addons with the system C compiler and the headers of the Node.js that
+ * runs this script (no node-gyp, no download: the build works offline; it takes a fraction of a
+ * second, so it runs every time):
+ * - native/page-cache.c -> dist/native/page-cache.node: posix_fadvise, so that the CommitLog can
+ *   release page-cache pages (docs/storage.md, "Page cache");
+ * - native/crc32c.c -> dist/native/crc32c.node: CRC32C with the CPU's instruction
+ *   (src/common/crc32c.ts).
+ * Both are optional at run time: without a compiler, headers or Linux, this prints why and exits
+ * 0; the store then keeps what it writes cached, and checksums come from the npm package.
+ * `RAFTMQ_NATIVE=off` skips the build (and removes addons built before);
  * `RAFTMQ_NATIVE=required` makes a failed build an error and compiles with -Werror.
  * `CC` names the compiler, with arguments if any (`CC="ccache gcc"`); `cc` by default.
  */
@@ -15,18 +19,20 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
-const source = path.join(__dirname, 'page-cache.c');
 const outDir = path.join(root, 'dist', 'native');
-const output = path.join(outDir, 'page-cache.node');
 const mode = process.env.RAFTMQ_NATIVE ?? 'optional';
+const ADDONS = [
+  { name: 'page-cache', without: 'the store runs without releasing page-cache pages' },
+  { name: 'crc32c', without: 'checksums are computed by @node-rs/crc32' },
+];
 
 function skip(reason) {
-  const message = `native/build.js: page-cache addon not built: ${reason}`;
+  const message = `native/build.js: addons not built: ${reason}`;
   if (mode === 'required') {
     console.error(message);
     process.exit(1);
   }
-  console.warn(`${message} (the store runs without releasing page-cache pages)`);
+  console.warn(`${message} (${ADDONS.map((a) => a.without).join('; ')})`);
   process.exit(0);
 }
 
@@ -43,27 +49,38 @@ if (!['optional', 'required', 'off'].includes(mode)) {
   process.exit(1);
 }
 // A build that fails or is skipped must not leave an older addon to be loaded.
-fs.rmSync(output, { force: true });
+for (const addon of ADDONS) fs.rmSync(path.join(outDir, `${addon.name}.node`), { force: true });
 if (mode === 'off') skip('RAFTMQ_NATIVE=off');
-if (process.platform !== 'linux') skip(`posix_fadvise is used on Linux only (${process.platform})`);
+if (process.platform !== 'linux') skip(`they are built on Linux only (${process.platform})`);
 const include = headerDir();
 if (include === undefined) skip('no Node.js headers (node_api.h) found');
 fs.mkdirSync(outDir, { recursive: true });
 const [compiler, ...compilerArgs] = (process.env.CC || 'cc').trim().split(/\s+/);
-const args = [
-  ...compilerArgs,
-  '-O2',
-  '-Wall',
-  ...(mode === 'required' ? ['-Werror'] : []),
-  '-D_FILE_OFFSET_BITS=64',
-  '-shared',
-  '-fPIC',
-  '-I',
-  include,
-  source,
-  '-o',
-  output,
-];
-const run = spawnSync(compiler, args, { stdio: 'inherit' });
-if (run.error) skip(`${compiler}: ${run.error.message}`);
-if (run.status !== 0) skip(`${compiler} exited with ${run.status ?? run.signal}`);
+let failed = 0;
+for (const addon of ADDONS) {
+  const args = [
+    ...compilerArgs,
+    '-O2',
+    '-Wall',
+    ...(mode === 'required' ? ['-Werror'] : []),
+    '-D_FILE_OFFSET_BITS=64',
+    '-shared',
+    '-fPIC',
+    '-I',
+    include,
+    path.join(__dirname, `${addon.name}.c`),
+    '-o',
+    path.join(outDir, `${addon.name}.node`),
+  ];
+  const run = spawnSync(compiler, args, { stdio: 'inherit' });
+  const why = run.error
+    ? `${compiler}: ${run.error.message}`
+    : run.status !== 0
+      ? `${compiler} exited with ${run.status ?? run.signal}`
+      : undefined;
+  if (why !== undefined) {
+    failed += 1;
+    console.warn(`native/build.js: ${addon.name} addon not built: ${why} (${addon.without})`);
+  }
+}
+if (failed > 0 && mode === 'required') process.exit(1);

@@ -22,7 +22,7 @@ import {
   writeU32BE,
   writeU64BE as writeU64,
 } from '../common/bytes';
-import { crc32c, crc32cSmall } from '../common/crc32c';
+import { crc32c, crc32cRange, crc32cSmall } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
 
 export const RECORD_MAGIC = 0x524d5131;
@@ -108,7 +108,7 @@ const checksumScratch = Buffer.alloc(CHECKSUM_SCRATCH_BYTES);
 
 function recordCrc(buf: Buffer, offset: number, payloadBytes: number): number {
   const head = crc32cSmall(buf, offset + 4, offset + 8);
-  return crc32c(bufferView(buf, offset + 12, offset + RECORD_HEADER_BYTES + payloadBytes), head);
+  return crc32cRange(buf, offset + 12, offset + RECORD_HEADER_BYTES + payloadBytes, head);
 }
 
 /** Where a record was read from, for error messages. */

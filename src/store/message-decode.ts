@@ -4,8 +4,7 @@
  * CORRUPT_RECORD naming where the bytes came from, never data. Short ASCII strings are cut out
  * of one latin1 string of the record's tail (see the measured choices in message-format.ts).
  */
-import { bufferView } from '../common/bytes';
-import { crc32c } from '../common/crc32c';
+import { crc32cRange } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
 import * as format from './message-format';
 import type { StoredMessage } from './message-format';
@@ -92,7 +91,7 @@ function checkFrame(
     corrupt(context, `length field says ${end} bytes, ${bytes.length} available`);
   }
   const stored = readU32(bytes, CRC_OFFSET);
-  const computed = verifyCrc ? crc32c(bytes.subarray(CRC_COVERS_FROM, end)) : stored;
+  const computed = verifyCrc ? crc32cRange(bytes, CRC_COVERS_FROM, end) : stored;
   if (stored !== computed) {
     corrupt(
       context,
@@ -384,7 +383,7 @@ function checkFrameAt(
   }
   if (!verifyCrc) return;
   const stored = readU32(buf, start + CRC_OFFSET);
-  const computed = crc32c(bufferView(buf, start + CRC_COVERS_FROM, end));
+  const computed = crc32cRange(buf, start + CRC_COVERS_FROM, end);
   if (stored !== computed) {
     corrupt(
       context,

@@ -5,8 +5,8 @@
  * Short ASCII strings are written in JavaScript (see the measured choices in message-format.ts).
  */
 import { assert } from '../common/assert';
-import { bufferView, copyBytes } from '../common/bytes';
-import { crc32c } from '../common/crc32c';
+import { copyBytes } from '../common/bytes';
+import { crc32cRange } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
 import { isWellFormed } from '../common/text';
 import * as format from './message-format';
@@ -332,6 +332,6 @@ function writeRecord(msg: StoredMessage, out: Buffer, start: number, sizeBytes: 
     at = writeString(out, writeString(out, at, key), value);
   }
   assert(at === start + sizeBytes, () => `message encoded to ${at - start}, not ${sizeBytes}`);
-  const crc = crc32c(bufferView(out, start + CRC_COVERS_FROM, start + sizeBytes));
+  const crc = crc32cRange(out, start + CRC_COVERS_FROM, start + sizeBytes);
   writeU32(out, crc, start + CRC_OFFSET);
 }
