@@ -38,6 +38,9 @@ export const GRPC_PREFIX_BYTES = 5;
  */
 export const RAW_STREAM_BUFFER_BYTES = 4 * 1024 * 1024;
 
+/** Node's `maxSessionMemory` for the session, in MB (see `connect`). */
+const SESSION_MEMORY_MAX_MB = 1024;
+
 export interface RawSessionOptions {
   readonly connectTimeoutMs: number;
   /** A ping is sent after this long; 0 turns keepalive off. */
@@ -181,6 +184,9 @@ export class RawGrpcSession {
     try {
       session = http2.connect(`http://${address}`, {
         settings: { initialWindowSize: options.windowBytes, enablePush: false },
+        // Node's default (10 MB) counts the DATA queued to send, which the link bounds by
+        // itself (queueBytesMax); past it Node refuses new streams. grpc-js lifts it too.
+        maxSessionMemory: SESSION_MEMORY_MAX_MB,
       });
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
