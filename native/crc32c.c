@@ -7,7 +7,9 @@
  *
  * crc32c(bytes, start, end, initial) -> the CRC32C of bytes[start..end), continuing from
  * `initial` (0 to start), as an unsigned 32-bit number. Throws a TypeError unless `bytes` is a
- * Uint8Array and the others are numbers, a RangeError unless start <= end <= bytes.length.
+ * Uint8Array and the others are numbers, a RangeError unless they are whole numbers with
+ * 0 <= start <= end <= bytes.length and 0 <= initial <= 0xffffffff (no wrapping, as Node-API's
+ * uint32 conversion would do to -1 or 2^32 + k: a wrong range must fail, not checksum other bytes).
  */
 #include <stdint.h>
 #include <string.h>
@@ -35,27 +37,37 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(const uint8_t *p, si
   return ~crc32;
 }
 
+/* True when `d` is a whole number in [0, max] (false for NaN, infinities, fractions). */
+static int whole(double d, double max) {
+  return d >= 0 && d <= max && d == (double)(uint64_t)d;
+}
+
 static napi_value crc32c(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   napi_typedarray_type type;
   size_t length;
   void *data;
-  uint32_t start, end, initial;
+  double start, end, initial;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4 ||
       napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok ||
-      type != napi_uint8_array || napi_get_value_uint32(env, argv[1], &start) != napi_ok ||
-      napi_get_value_uint32(env, argv[2], &end) != napi_ok ||
-      napi_get_value_uint32(env, argv[3], &initial) != napi_ok) {
-    napi_throw_type_error(env, NULL, "crc32c(bytes, start, end, initial) takes a Uint8Array and three numbers");
+      type != napi_uint8_array || napi_get_value_double(env, argv[1], &start) != napi_ok ||
+      napi_get_value_double(env, argv[2], &end) != napi_ok ||
+      napi_get_value_double(env, argv[3], &initial) != napi_ok) {
+    napi_throw_type_error(env, NULL,
+                          "crc32c(bytes, start, end, initial) takes a Uint8Array and three numbers");
     return NULL;
   }
-  if (start > end || end > length) {
-    napi_throw_range_error(env, NULL, "crc32c: start <= end <= bytes.length does not hold");
+  if (!whole(end, (double)length) || !whole(start, end) || !whole(initial, 4294967295.0)) {
+    napi_throw_range_error(env, NULL,
+                           "crc32c: needs whole numbers, 0 <= start <= end <= bytes.length and "
+                           "0 <= initial <= 0xffffffff");
     return NULL;
   }
   napi_value result;
-  if (napi_create_uint32(env, crc32c_hw((const uint8_t *)data + start, end - start, initial),
+  if (napi_create_uint32(env,
+                         crc32c_hw((const uint8_t *)data + (size_t)start,
+                                   (size_t)end - (size_t)start, (uint32_t)initial),
                          &result) != napi_ok) {
     return NULL;
   }

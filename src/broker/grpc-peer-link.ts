@@ -60,15 +60,15 @@ export const COALESCE_BYTES_MAX = 64 * 1024;
 
 /**
  * One queued append-class message: an element of `PeerBatch.messages`, in the parts it was
- * encoded in (parts may be shared with the same message to another peer; none is changed after
- * it is queued).
+ * encoded in (none is changed after it is queued).
  */
 export interface FramedParts {
   readonly parts: readonly Buffer[];
   readonly bytes: number;
   /**
-   * A buffer of the link's pool that the parts view, given back once HTTP/2 has written them
-   * (not when dropped unwritten: the garbage collector takes those).
+   * A buffer of the link's pool that the parts view, given back once the write that carried them
+   * succeeded (not when dropped unwritten or when the write failed: the garbage collector takes
+   * those).
    */
   readonly pooled: Buffer | undefined;
 }
@@ -136,6 +136,7 @@ export class PeerLink {
     const { options, counters } = this.ctx;
     while (
       s.call !== null &&
+      s.call.writable &&
       this.queuedCount() > 0 &&
       !s.waitingForDrain &&
       s.inflightBytes < options.queueBytesMax
@@ -147,9 +148,15 @@ export class PeerLink {
       counters.batchesSent += 1;
       const more = s.call.write(parts, bytes, (err?: Error | null) => {
         s.inflightBytes -= bytes;
-        // Written (or failed and dropped by HTTP/2): nothing reads these buffers any more.
-        for (const buf of pooled) this.ctx.pool.give(buf);
-        if (err === null || err === undefined) this.onDelivered(s);
+        if (err === null || err === undefined) {
+          // Written: the socket has taken these bytes, and nothing reads the buffers any more.
+          for (const buf of pooled) this.ctx.pool.give(buf);
+          this.onDelivered(s);
+        }
+        // A failed write keeps its buffers out of the pool: when a stream is destroyed, Node
+        // fails a write whose earlier bytes may still sit in an unfinished socket write (one
+        // write request can carry several batches), and a buffer reused now could be sent with
+        // another follower's bytes in it. The garbage collector takes them.
         // A failed write also ends the call, whose end handler acts on it.
         if (this.stream === s) this.pump();
       });

@@ -77,7 +77,7 @@ export function grpcPrefix(bytes: number): Buffer {
 function statusOf(headers: http2.IncomingHttpHeaders): RawCallEnd | undefined {
   const raw = headers['grpc-status'];
   if (typeof raw !== 'string') return undefined;
-  const code = Number(raw);
+  const code = /^\d{1,2}$/.test(raw) ? Number(raw) : -1;
   const message = headers['grpc-message'];
   let details = '';
   if (typeof message === 'string') {
@@ -104,10 +104,18 @@ export class RawClientStream {
   ) {
     // A status (in the trailers, or in the headers of a trailers-only answer) ends the call:
     // the server is done with it, and our side, never ended by us, is closed here.
-    stream.on('response', (headers) => this.noteStatus(headers));
+    stream.on('response', (headers) => this.onResponse(headers));
     stream.on('trailers', (trailers: http2.IncomingHttpHeaders) => this.noteStatus(trailers));
     // The response message (an empty Ack) is not needed, but must be read for the call to end.
     stream.on('data', () => undefined);
+    // The peer ended its side without a status (not a gRPC server, or a proxy in between): the
+    // call is over all the same, or the link would write into it for ever.
+    stream.on('end', () =>
+      this.endWith({
+        code: GrpcStatus.UNKNOWN,
+        details: 'the peer ended the call without a status',
+      }),
+    );
     stream.on('drain', () => handlers.onDrain());
     // An error is followed by 'close', which reports it.
     stream.on('error', () => undefined);
@@ -121,6 +129,10 @@ export class RawClientStream {
    */
   write(parts: readonly Buffer[], bytes: number, done: (err?: Error | null) => void): boolean {
     const s = this.stream;
+    if (!this.writable) {
+      process.nextTick(done, new Error('the call has ended'));
+      return false;
+    }
     s.cork();
     s.write(grpcPrefix(bytes));
     const last = parts.length - 1;
@@ -130,15 +142,37 @@ export class RawClientStream {
     return s.writableLength < RAW_STREAM_BUFFER_BYTES;
   }
 
+  /** False once the call has ended or is ending: nothing written now would be sent. */
+  get writable(): boolean {
+    return !this.ended && !this.stream.destroyed && !this.stream.writableEnded;
+  }
+
   /** Ends the call at once (RST_STREAM CANCEL); `onEnd` follows with CANCELLED. */
   cancel(): void {
     this.end ??= { code: GrpcStatus.CANCELLED, details: 'cancelled' };
     if (!this.stream.destroyed) this.stream.close(NGHTTP2_CANCEL);
   }
 
+  /** The response headers: a trailers-only answer carries the status; a non-200 is an end. */
+  private onResponse(headers: http2.IncomingHttpHeaders): void {
+    const status = headers[':status'];
+    if (status !== undefined && Number(status) !== 200 && statusOf(headers) === undefined) {
+      this.endWith({
+        code: GrpcStatus.UNKNOWN,
+        details: `the peer answered HTTP status ${String(status)}, not a gRPC call`,
+      });
+      return;
+    }
+    this.noteStatus(headers);
+  }
+
   private noteStatus(headers: http2.IncomingHttpHeaders): void {
     const end = statusOf(headers);
-    if (end === undefined) return;
+    if (end !== undefined) this.endWith(end);
+  }
+
+  /** Reports the call's end (the first reason given wins) and closes our side. */
+  private endWith(end: RawCallEnd): void {
     this.end ??= end;
     this.finish();
     if (!this.stream.destroyed) this.stream.close(NGHTTP2_CANCEL);
@@ -261,13 +295,15 @@ export class RawGrpcSession {
     if (keepaliveTimeMs <= 0) return;
     this.pingTimer = setTimeout(() => {
       this.pingTimer = null;
-      if (!this.alive) return;
+      // A session that got a GOAWAY opens no new streams but may still carry its open one:
+      // it is pinged until it is gone.
+      if (this.closed || this.session.destroyed) return;
       this.pingTimer = setTimeout(() => this.close(), keepaliveTimeoutMs);
       this.pingTimer.unref();
       const sent = this.session.ping((err) => {
         this.stopKeepalive();
         if (err !== null) this.close();
-        else if (this.alive) this.startKeepalive();
+        else if (!this.closed && !this.session.destroyed) this.startKeepalive();
       });
       if (!sent) this.close();
     }, keepaliveTimeMs);

@@ -47,8 +47,30 @@ export function crc32c(data: Uint8Array, initial = 0): number {
  */
 export function crc32cRange(data: Uint8Array, start: number, end: number, initial = 0): number {
   if (addonCrc32c !== undefined) return addonCrc32c(data, start, end, initial);
-  if (!(start >= 0 && start <= end && end <= data.length)) {
-    throw new RangeError(`crc32cRange: [${start}, ${end}) is not within ${data.length} bytes`);
+  return packageCrc32cRange(data, start, end, initial);
+}
+
+/**
+ * {@link crc32cRange} by the package, with the addon's checks: whole numbers, the range within
+ * `data` and `initial` a 32-bit unsigned value, or a RangeError. Exported for the tests, which
+ * hold both implementations to the same values and errors.
+ */
+export function packageCrc32cRange(
+  data: Uint8Array,
+  start: number,
+  end: number,
+  initial = 0,
+): number {
+  if (
+    !Number.isInteger(start) ||
+    !Number.isInteger(end) ||
+    !(start >= 0 && start <= end && end <= data.length) ||
+    !Number.isInteger(initial) ||
+    !(initial >= 0 && initial <= 0xffffffff)
+  ) {
+    throw new RangeError(
+      `crc32cRange: [${start}, ${end}) from ${initial} is not a range of ${data.length} bytes`,
+    );
   }
   return packageCrc32c(data.subarray(start, end), initial) >>> 0;
 }

@@ -1,8 +1,11 @@
 // The Append stream's client written on Node's HTTP/2 (raw-grpc-stream.ts) against a grpc-js
 // server: messages written in parts arrive whole and in order, the server's status and message
-// reach the caller, a cancel ends the call, a refused connection is reported, and a peer that
-// accepts the connection but never answers is dropped by the keepalive ping.
+// reach the caller (in trailers, or trailers-only), a cancel ends the call, a peer that ends the
+// call without a status or answers as no gRPC server does ends it too, nothing is written after
+// the end, a refused connection is reported, and a peer that accepts the connection but never
+// answers is dropped by the keepalive ping.
 import { strict as assert } from 'node:assert';
+import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { passBuffer } from '../../src/broker/grpc-util';
@@ -27,11 +30,13 @@ interface Sink {
   received: Buffer[];
   /** Ends the current call with this status once `count` messages arrived. */
   endAfter: { count: number; code: grpc.status; details: string } | null;
+  /** Send response headers first, so that the status comes in trailers. */
+  headersFirst: boolean;
 }
 
 async function startSink(): Promise<Sink> {
   const server = new grpc.Server();
-  const sink: Sink = { server, port: 0, received: [], endAfter: null };
+  const sink: Sink = { server, port: 0, received: [], endAfter: null, headersFirst: false };
   const definition: grpc.ServiceDefinition = {
     Collect: {
       path: PATH,
@@ -127,6 +132,57 @@ describe('raw gRPC client stream', () => {
       assert.ok(session.alive, 'a call that ends leaves the session up');
     } finally {
       session.close();
+    }
+  });
+
+  it('reads the status from trailers sent after the response headers', async () => {
+    sink.headersFirst = true;
+    const session = await connect(`127.0.0.1:${sink.port}`, OPTIONS);
+    try {
+      sink.endAfter = { count: 2, code: grpc.status.RESOURCE_EXHAUSTED, details: 'full' };
+      const { stream, ended } = open(session);
+      stream.write([Buffer.from('a')], 1, () => undefined);
+      stream.write([Buffer.from('b'), Buffer.from('c')], 2, () => undefined);
+      assert.deepEqual(await ended, { code: grpc.status.RESOURCE_EXHAUSTED, details: 'full' });
+      assert.deepEqual(sink.received.map(String), ['a', 'bc']);
+      // Nothing is written into an ended call: the write says so and fails.
+      assert.equal(stream.writable, false);
+      const failed = await new Promise<Error | null | undefined>((resolve) => {
+        assert.equal(stream.write([Buffer.from('d')], 1, resolve), false);
+      });
+      assert.ok(failed instanceof Error);
+    } finally {
+      session.close();
+    }
+  });
+
+  it('ends a call the peer ends without a status, or answers as no gRPC server does', async () => {
+    let mode: 'no-status' | 'not-found' = 'no-status';
+    const plain = http2.createServer();
+    plain.on('stream', (stream) => {
+      stream.on('error', () => undefined);
+      if (mode === 'not-found') {
+        stream.respond({ ':status': 404 }, { endStream: true });
+      } else {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+        stream.end();
+      }
+    });
+    await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+    const address = plain.address();
+    assert.ok(address !== null && typeof address === 'object');
+    const session = await connect(`127.0.0.1:${address.port}`, OPTIONS);
+    try {
+      const first = await open(session).ended;
+      assert.equal(first.code, grpc.status.UNKNOWN);
+      assert.match(first.details, /without a status/);
+      mode = 'not-found';
+      const second = await open(session).ended;
+      assert.equal(second.code, grpc.status.UNKNOWN);
+      assert.match(second.details, /HTTP status 404/);
+    } finally {
+      session.close();
+      await new Promise<void>((resolve) => plain.close(() => resolve()));
     }
   });
 

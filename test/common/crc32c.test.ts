@@ -1,14 +1,41 @@
 // CRC32C by raftmq's addon (native/crc32c.c), by the npm package and by the small JavaScript
 // loop: the same values for every buffer, range and starting value; the check value of the
-// standard; ranges refused when they do not fit; and the addon in use where it is built.
+// standard; ranges refused alike when they do not fit or are not whole numbers; and the addon in
+// use where it is built.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as fc from 'fast-check';
 import { crc32c as packageCrc32c } from '@node-rs/crc32';
-import { crc32c, crc32cImplementation, crc32cRange, crc32cSmall } from '../../src/common/crc32c';
+import {
+  crc32c,
+  crc32cImplementation,
+  crc32cRange,
+  crc32cSmall,
+  packageCrc32cRange,
+} from '../../src/common/crc32c';
 
 const ADDON_PATH = path.join(__dirname, '..', '..', 'native', 'crc32c.node');
+
+type RangeCrc = (bytes: Uint8Array, start: number, end: number, initial: number) => number;
+
+/** The addon's function when it is built here, else undefined. */
+function addonCrc(): RangeCrc | undefined {
+  if (!fs.existsSync(ADDON_PATH)) return undefined;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require(ADDON_PATH) as { crc32c?: RangeCrc }).crc32c;
+}
+
+/** Every implementation of a range CRC: the module's, the package's and the addon's if built. */
+function implementations(): [string, RangeCrc][] {
+  const all: [string, RangeCrc][] = [
+    ['crc32cRange', crc32cRange],
+    ['packageCrc32cRange', packageCrc32cRange],
+  ];
+  const addon = addonCrc();
+  if (addon !== undefined) all.push(['addon', addon]);
+  return all;
+}
 
 describe('crc32c', () => {
   it('gives the standard check value', () => {
@@ -28,7 +55,9 @@ describe('crc32c', () => {
           const start = bytes.length === 0 ? 0 : a % (bytes.length + 1);
           const end = start + (b % (bytes.length - start + 1));
           const expected = packageCrc32c(bytes.subarray(start, end), initial) >>> 0;
-          assert.equal(crc32cRange(bytes, start, end, initial), expected);
+          for (const [name, f] of implementations()) {
+            assert.equal(f(bytes, start, end, initial), expected, name);
+          }
           assert.equal(crc32cSmall(bytes, start, end, initial), expected);
           assert.equal(crc32c(bytes.subarray(start, end), initial), expected);
         },
@@ -43,11 +72,33 @@ describe('crc32c', () => {
     assert.equal(crc32cRange(view, 1000, view.length), packageCrc32c(view.subarray(1000)) >>> 0);
   });
 
-  it('refuses a range that does not fit', () => {
+  it('refuses a range that does not fit or is not whole numbers, in every implementation', () => {
     const bytes = Buffer.alloc(10);
-    assert.throws(() => crc32cRange(bytes, 4, 11), RangeError);
-    assert.throws(() => crc32cRange(bytes, 5, 4), RangeError);
-    assert.equal(crc32cRange(bytes, 10, 10, 77), 77, 'an empty range leaves the value as it was');
+    const bad: [number, number, number][] = [
+      [4, 11, 0],
+      [5, 4, 0],
+      [-1, 4, 0],
+      [0, Number.NaN, 0],
+      [1.5, 4, 0],
+      [0, 2 ** 32 + 3, 0],
+      [0, 4, -1],
+      [0, 4, 2 ** 32],
+      [0, 4, 0.5],
+    ];
+    for (const [name, f] of implementations()) {
+      for (const [start, end, initial] of bad) {
+        assert.throws(
+          () => f(bytes, start, end, initial),
+          RangeError,
+          `${name}(${start}, ${end}, ${initial})`,
+        );
+      }
+      assert.equal(f(bytes, 10, 10, 77), 77, `${name}: an empty range leaves the value as it was`);
+    }
+    const addon = addonCrc();
+    if (addon !== undefined) {
+      assert.throws(() => addon(new Uint16Array(4) as unknown as Uint8Array, 0, 1, 0), TypeError);
+    }
   });
 
   it('uses the addon where it is built (Linux on x86-64 with SSE4.2)', function () {
