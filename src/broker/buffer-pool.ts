@@ -3,8 +3,8 @@
  * every replicated byte once per follower into a new Buffer; at tens of MB a second those Buffers
  * are what make V8 collect (each fresh Buffer counts as external memory, and young external
  * memory past a fixed mark forces a scavenge; docs/performance.md, "What V8 costs"). A buffer
- * taken here goes back once HTTP/2 has written it (the stream's write callback), and the next
- * Append of about its size is encoded into it.
+ * taken here goes back once a write of it succeeded (the stream's write callback without an
+ * error), and the next Append of about its size is encoded into it.
  *
  * Buffers come in power-of-two classes from {@link BUFFER_POOL_MIN_BYTES} to
  * {@link BUFFER_POOL_MAX_BYTES}; a request outside that range gets a fresh buffer, and giving
@@ -42,8 +42,8 @@ export class BufferPool {
   }
 
   /**
-   * A buffer of at least `bytes` bytes, and whether it is pooled (and so to be given back with
-   * {@link give} once written). Its contents are whatever was there: write before reading.
+   * A buffer of at least `bytes` bytes ({@link pooled} says whether it is one to give back once
+   * written). Its contents are whatever was there: write before reading.
    */
   take(bytes: number): Buffer {
     if (bytes < BUFFER_POOL_MIN_BYTES / 2 || bytes > BUFFER_POOL_MAX_BYTES) {

@@ -10,8 +10,7 @@
  * byte per follower, and fresh Buffers are what start V8's collections on a busy leader
  * (docs/performance.md, "What V8 costs"). Here the prefix is a buffer of its own and the message
  * follows it as the parts it was encoded in, in one `writev`; Node's HTTP/2 sends DATA frames
- * from those buffers without copying them, and a part shared by two followers' messages is
- * written to both streams as it is.
+ * from those buffers without copying them.
  *
  * What grpc-js did for this stream and is done here instead: the connection (with a connect
  * timeout) and keepalive pings, so that a peer that vanished without closing its connection is
@@ -228,6 +227,7 @@ export class RawGrpcSession {
       return () => undefined;
     }
     let settled = false;
+    let connected = false;
     let lastError: Error | undefined;
     // An 'error' without a listener would end the process; 'close' follows and reports it.
     session.on('error', (err: Error) => {
@@ -249,6 +249,7 @@ export class RawGrpcSession {
       } catch {
         // Closed meanwhile: 'close' reports it.
       }
+      connected = true;
       raw.startKeepalive();
       done(null, raw);
     };
@@ -257,7 +258,7 @@ export class RawGrpcSession {
       raw.stopKeepalive();
       raw.closed = true;
       if (!settled) settle(lastError ?? new Error('connection closed'));
-      else onClose(lastError);
+      else if (connected) onClose(lastError);
     });
     return () => settle(new Error('abandoned'));
   }
@@ -300,11 +301,16 @@ export class RawGrpcSession {
       if (this.closed || this.session.destroyed) return;
       this.pingTimer = setTimeout(() => this.close(), keepaliveTimeoutMs);
       this.pingTimer.unref();
-      const sent = this.session.ping((err) => {
-        this.stopKeepalive();
-        if (err !== null) this.close();
-        else if (!this.closed && !this.session.destroyed) this.startKeepalive();
-      });
+      let sent = false;
+      try {
+        sent = this.session.ping((err) => {
+          this.stopKeepalive();
+          if (err !== null) this.close();
+          else if (!this.closed && !this.session.destroyed) this.startKeepalive();
+        });
+      } catch {
+        // A session Node no longer lets ping is one to end (never an exception in a timer).
+      }
       if (!sent) this.close();
     }, keepaliveTimeMs);
     this.pingTimer.unref();
