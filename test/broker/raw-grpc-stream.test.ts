@@ -208,6 +208,29 @@ describe('raw gRPC client stream', () => {
     await waitUntil(() => !session.alive, 'the session to close');
   });
 
+  it('reports an abandoned connection attempt once, and leaves no session behind', async () => {
+    const results: (Error | null)[] = [];
+    let closes = 0;
+    const abandon = RawGrpcSession.connect(
+      `127.0.0.1:${sink.port}`,
+      OPTIONS,
+      () => {
+        closes += 1;
+      },
+      (err, session) => {
+        results.push(err);
+        session?.close();
+      },
+    );
+    abandon();
+    abandon();
+    await waitUntil(() => results.length === 1, 'the attempt to be reported');
+    await new Promise<void>((resolve) => setTimeout(resolve, 50));
+    assert.equal(results.length, 1, 'reported once');
+    assert.match(String(results[0]?.message), /abandoned/);
+    assert.equal(closes, 0, 'onClose is for sessions that connected');
+  });
+
   it('reports a refused connection', async () => {
     const port = sink.port;
     sink.server.forceShutdown();
