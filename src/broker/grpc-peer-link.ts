@@ -75,7 +75,7 @@ export interface FramedParts {
 
 /** One Append stream and what was written to it but not yet taken by HTTP/2. */
 interface StreamState {
-  call: RawClientStream | null;
+  readonly call: RawClientStream;
   waitingForDrain: boolean;
   inflightBytes: number;
   /** A write completed: the connection worked (the backoff starts over after a break). */
@@ -135,7 +135,6 @@ export class PeerLink {
     }
     const { options, counters } = this.ctx;
     while (
-      s.call !== null &&
       s.call.writable &&
       this.queuedCount() > 0 &&
       !s.waitingForDrain &&
@@ -153,11 +152,11 @@ export class PeerLink {
           for (const buf of pooled) this.ctx.pool.give(buf);
           this.onDelivered(s);
         }
-        // A failed write keeps its buffers out of the pool: when a stream is destroyed, Node
-        // fails a write whose earlier bytes may still sit in an unfinished socket write (one
-        // write request can carry several batches), and a buffer reused now could be sent with
-        // another follower's bytes in it. The garbage collector takes them.
-        // A failed write also ends the call, whose end handler acts on it.
+        // A failed write (which also ends the call; its end handler acts on that) keeps its
+        // buffers out of the pool: when a stream is destroyed, Node fails a write whose earlier
+        // bytes may still sit in an unfinished socket write (one write request can carry
+        // several batches), and a buffer reused now could be sent with another follower's bytes
+        // in it. The garbage collector takes them.
         if (this.stream === s) this.pump();
       });
       // Backpressure: the stream's buffer is full; wait for its drain.
@@ -210,7 +209,7 @@ export class PeerLink {
     this.backoffTimer = null;
     this.abandonConnect?.();
     this.abandonConnect = null;
-    this.stream?.call?.cancel();
+    this.stream?.call.cancel();
     this.stream = null;
     this.session?.close();
     this.session = null;
@@ -319,50 +318,43 @@ export class PeerLink {
       windowBytes: FLOW_WINDOW_BYTES,
     };
     this.connecting = true;
-    this.abandonConnect = RawGrpcSession.connect(
-      this.address,
-      sessionOptions,
-      () => {
-        // The session ended; its stream ends with it and reports that.
-      },
-      (err, session) => {
-        this.connecting = false;
-        this.abandonConnect = null;
-        if (this.closed) {
-          session?.close();
-          return;
-        }
-        if (err !== null || session === null) {
-          this.fail('unreachable', {
-            code: grpc.status.UNAVAILABLE,
-            details: err?.message ?? 'no session',
-          });
-          return;
-        }
-        this.session = session;
-        this.openStream(session);
-        this.pump();
-      },
-    );
+    // A session that ends later ends its stream too, and the stream's end reports it.
+    this.abandonConnect = RawGrpcSession.connect(this.address, sessionOptions, (err, session) => {
+      this.connecting = false;
+      this.abandonConnect = null;
+      if (this.closed) {
+        session?.close();
+        return;
+      }
+      if (err !== null || session === null) {
+        this.fail('unreachable', {
+          code: grpc.status.UNAVAILABLE,
+          details: err?.message ?? 'no session',
+        });
+        return;
+      }
+      this.session = session;
+      this.openStream(session);
+      this.pump();
+    });
   }
 
   private openStream(session: RawGrpcSession): void {
-    const { counters } = this.ctx;
+    // The handlers run on later events only, once `state` is set.
     const state: StreamState = {
-      call: null,
+      call: session.openStream(RAFT_METHOD_PATH.append, {
+        onDrain: () => {
+          state.waitingForDrain = false;
+          if (this.stream === state) this.pump();
+        },
+        onEnd: (end) => this.onStreamEnd(state, end),
+      }),
       waitingForDrain: false,
       inflightBytes: 0,
       delivered: false,
     };
-    state.call = session.openStream(RAFT_METHOD_PATH.append, {
-      onDrain: () => {
-        state.waitingForDrain = false;
-        if (this.stream === state) this.pump();
-      },
-      onEnd: (end) => this.onStreamEnd(state, end),
-    });
     this.stream = state;
-    counters.streamsOpened += 1;
+    this.ctx.counters.streamsOpened += 1;
   }
 
   private onDelivered(s: StreamState): void {

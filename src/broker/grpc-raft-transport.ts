@@ -233,49 +233,39 @@ export class GrpcRaftTransport implements RaftTransport {
       }
       const route = routeOf(message.type);
       // Append-class messages are queued framed as `PeerBatch` elements (see `PeerLink`); the
-      // check below counts the framing for every route, so both paths refuse the same sizes.
-      let framed: FramedParts | undefined;
-      let encoded: Buffer | undefined;
-      let framedBytes: number;
+      // size check counts the framing for every route, so both paths refuse the same sizes.
+      let framed: FramedParts;
       if (message.type === 'Append') {
-        const encodedAppend = encodeAppendParts(
-          options.group,
-          message,
-          this.recordCrc,
-          this.takeBuffer,
-        );
-        framed = {
-          parts: encodedAppend.parts,
-          bytes: encodedAppend.bytes,
-          pooled: encodedAppend.tailBuffer,
-        };
-        framedBytes = framed.bytes;
+        framed = encodeAppendParts(options.group, message, this.recordCrc, this.takeBuffer);
       } else {
-        encoded = this.codecs.peerMessage.encode(toWire(options.group, message));
-        framedBytes = encoded.length + batchFramingBytes(encoded.length);
-      }
-      if (framedBytes > options.messageSizeMaxBytes) {
-        counters.dropped += 1;
-        counters.droppedOversized += 1;
-        this.log.debug(
-          { peer: message.to, type: message.type, sizeBytes: framedBytes },
-          'message over messageSizeMaxBytes dropped',
-        );
-        continue;
-      }
-      if (encoded !== undefined && route !== 'append') {
-        link.call(route, encoded);
-        continue;
-      }
-      if (framed === undefined) {
-        const batch = frameBatch([encoded as Buffer]);
+        const encoded = this.codecs.peerMessage.encode(toWire(options.group, message));
+        if (route !== 'append') {
+          if (this.fits(message, encoded.length + batchFramingBytes(encoded.length))) {
+            link.call(route, encoded);
+          }
+          continue;
+        }
+        const batch = frameBatch([encoded]);
         framed = { parts: [batch], bytes: batch.length, pooled: undefined };
       }
+      if (!this.fits(message, framed.bytes)) continue;
       link.enqueue(framed);
       touched.add(link);
     }
     // Pumping after the loop lets one send() of many messages go out as one batch per peer.
     for (const link of touched) link.pump();
+  }
+
+  /** True when `message`, framed in `framedBytes`, may be sent; else it is dropped and counted. */
+  private fits(message: Message, framedBytes: number): boolean {
+    if (framedBytes <= this.options.messageSizeMaxBytes) return true;
+    this.counters.dropped += 1;
+    this.counters.droppedOversized += 1;
+    this.log.debug(
+      { peer: message.to, type: message.type, sizeBytes: framedBytes },
+      'message over messageSizeMaxBytes dropped',
+    );
+    return false;
   }
 
   /**

@@ -103,17 +103,17 @@ function scalarBytes(value: number): number {
 }
 
 /**
- * An Append encoded as one framed element of `PeerBatch.messages`, in three parts: `head` (the
- * element's tag and length, `group`, `from` and `to`), and `tail` (`term` and the `append` body
- * with every entry), which is a view of `tailBuffer` (from the start). Written one after the
- * other the parts are the element.
+ * An Append encoded as one framed element of `PeerBatch.messages`, in two parts: the head (the
+ * element's tag and length, `group`, `from` and `to`) and the tail (`term` and the `append` body
+ * with every entry), a view of `pooled` from its start. Written one after the other the parts are
+ * the element. The shape is that of a queued element of the transport (`FramedParts`).
  */
 export interface EncodedAppend {
   readonly parts: readonly Buffer[];
   /** Bytes of the parts together. */
   readonly bytes: number;
-  /** The buffer `tail` was written into (what `takeBuffer` gave). */
-  readonly tailBuffer: Buffer;
+  /** The buffer `takeBuffer` gave and the tail was written into, for its pool once written. */
+  readonly pooled: Buffer;
 }
 
 /**
@@ -161,8 +161,8 @@ export function encodeAppendParts(
   at = writeText(head, at, TAG.messageTo, message.to, toBytes);
   if (at !== headBytes) throw new RaftmqError('INTERNAL', 'encodeAppendParts: head size mismatch');
 
-  const tailBuffer = takeBuffer(tailBytes);
-  const out = tailBuffer.length === tailBytes ? tailBuffer : tailBuffer.subarray(0, tailBytes);
+  const pooled = takeBuffer(tailBytes);
+  const out = pooled.length === tailBytes ? pooled : pooled.subarray(0, tailBytes);
   at = 0;
   out[at++] = TAG.messageTerm;
   at = writeVarint(out, at, message.term);
@@ -197,7 +197,7 @@ export function encodeAppendParts(
   out[at++] = TAG.appendCommit;
   at = writeVarint(out, at, message.commit);
   if (at !== tailBytes) throw new RaftmqError('INTERNAL', 'encodeAppendParts: size mismatch');
-  return { parts: [head, out], bytes: totalBytes, tailBuffer };
+  return { parts: [head, out], bytes: totalBytes, pooled };
 }
 
 /** {@link encodeAppendParts} as one buffer (the three parts joined). */

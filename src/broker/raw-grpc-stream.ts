@@ -109,12 +109,15 @@ export class RawClientStream {
     stream.on('data', () => undefined);
     // The peer ended its side without a status (not a gRPC server, or a proxy in between): the
     // call is over all the same, or the link would write into it for ever.
-    stream.on('end', () =>
+    stream.on('end', () => {
+      // A stream destroyed under us (session gone, reset) ends its readable side too: 'close'
+      // follows and reports that as UNAVAILABLE.
+      if (this.stream.destroyed) return;
       this.endWith({
         code: GrpcStatus.UNKNOWN,
         details: 'the peer ended the call without a status',
-      }),
-    );
+      });
+    });
     stream.on('drain', () => handlers.onDrain());
     // An error is followed by 'close', which reports it.
     stream.on('error', () => undefined);
@@ -190,8 +193,8 @@ export class RawClientStream {
 }
 
 /**
- * One HTTP/2 connection to a peer, with keepalive pings. `onClose` is called once, when the
- * session ends for any reason; its streams end with it.
+ * One HTTP/2 connection to a peer, with keepalive pings. When it ends, for any reason, its
+ * streams end with it (and report it); `alive` turns false.
  */
 export class RawGrpcSession {
   private pingTimer: NodeJS.Timeout | null = null;
@@ -204,13 +207,12 @@ export class RawGrpcSession {
 
   /**
    * Connects to `address` ("host:port", plain text) and calls `done` once: with the session
-   * when it is connected, or with the error (including a timeout). `onClose` is called when a
-   * connected session later ends. Returns a function that abandons the attempt.
+   * when it is connected, or with the error (including a timeout). Returns a function that
+   * abandons the attempt.
    */
   static connect(
     address: string,
     options: RawSessionOptions,
-    onClose: (err: Error | undefined) => void,
     done: (err: Error | null, session: RawGrpcSession | null) => void,
   ): () => void {
     let session: http2.ClientHttp2Session;
@@ -227,7 +229,6 @@ export class RawGrpcSession {
       return () => undefined;
     }
     let settled = false;
-    let connected = false;
     let lastError: Error | undefined;
     // An 'error' without a listener would end the process; 'close' follows and reports it.
     session.on('error', (err: Error) => {
@@ -249,7 +250,6 @@ export class RawGrpcSession {
       } catch {
         // Closed meanwhile: 'close' reports it.
       }
-      connected = true;
       raw.startKeepalive();
       done(null, raw);
     };
@@ -257,8 +257,7 @@ export class RawGrpcSession {
     session.once('close', () => {
       raw.stopKeepalive();
       raw.closed = true;
-      if (!settled) settle(lastError ?? new Error('connection closed'));
-      else if (connected) onClose(lastError);
+      settle(lastError ?? new Error('connection closed'));
     });
     return () => settle(new Error('abandoned'));
   }
