@@ -63,7 +63,7 @@ export const COALESCE_BYTES_MAX = 64 * 1024;
  * encoded in (none is changed after it is queued).
  */
 export interface FramedParts {
-  readonly parts: readonly Buffer[];
+  readonly parts: readonly Uint8Array[];
   readonly bytes: number;
   /**
    * A buffer of the link's pool that the parts view, given back once the write that carried them
@@ -228,9 +228,9 @@ export class PeerLink {
    * `messageSizeMaxBytes`, but small ones only ({@link COALESCE_BYTES_MAX} together); an element
    * that large goes out alone, as a batch of one.
    */
-  private takeBatch(): { parts: Buffer[]; count: number; bytes: number; pooled: Buffer[] } {
+  private takeBatch(): { parts: Uint8Array[]; count: number; bytes: number; pooled: Buffer[] } {
     const maxBytes = Math.min(this.ctx.options.messageSizeMaxBytes, COALESCE_BYTES_MAX);
-    const parts: Buffer[] = [];
+    const parts: Uint8Array[] = [];
     const pooled: Buffer[] = [];
     let count = 0;
     let bytes = 0;

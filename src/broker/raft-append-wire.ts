@@ -5,7 +5,9 @@
  * lets protobufjs copy each payload into its writer, and `frameBatch` copies the message once
  * more; at 1 KiB entries and two followers that was the leader's largest cost. Here an entry's
  * header and payload are written once, into the message's tail (a pooled buffer), and the parts
- * are written to the stream as they are (`raw-grpc-stream.ts`).
+ * are written to the stream as they are (`raw-grpc-stream.ts`). A large payload (a batch of
+ * produced messages is one entry of 100 KiB and more) is not copied at all: it goes to the
+ * stream as a part of its own, between the views of the tail around it.
  *
  * The output is what protobufjs writes for the same message (fields in number order, every
  * scalar present even when 0); the test suite decodes it with the proto-loader codec. Field
@@ -37,6 +39,13 @@ const TAG = Object.freeze({
   entryData: (4 << 3) | 2,
   entryRecordCrc: (5 << 3) | 5,
 });
+
+/**
+ * Payloads of at least this many bytes are sent as parts of their own instead of being copied
+ * into the tail. Below it the copy costs less than one more buffer in the stream's `writev`
+ * (and a run of small entries would make hundreds of parts).
+ */
+export const APPEND_SHARE_MIN_BYTES = 16 * 1024;
 
 /** Bytes of `Entry.record_crc` when present: its tag and a fixed32. */
 const RECORD_CRC_FIELD_BYTES = 5;
@@ -103,13 +112,15 @@ function scalarBytes(value: number): number {
 }
 
 /**
- * An Append encoded as one framed element of `PeerBatch.messages`, in two parts: the head (the
- * element's tag and length, `group`, `from` and `to`) and the tail (`term` and the `append` body
- * with every entry), a view of `pooled` from its start. Written one after the other the parts are
- * the element. The shape is that of a queued element of the transport (`FramedParts`).
+ * An Append encoded as one framed element of `PeerBatch.messages`: the head (the element's tag
+ * and length, `group`, `from` and `to`), then the tail (`term` and the `append` body with every
+ * entry). The tail is views of `pooled`, and between them the payloads of
+ * {@link APPEND_SHARE_MIN_BYTES} or more, shared with the entries (never written to: an entry's
+ * payload does not change once made). Written one after the other the parts are the element. The
+ * shape is that of a queued element of the transport (`FramedParts`).
  */
 export interface EncodedAppend {
-  readonly parts: readonly Buffer[];
+  readonly parts: readonly Uint8Array[];
   /** Bytes of the parts together. */
   readonly bytes: number;
   /** The buffer `takeBuffer` gave and the tail was written into, for its pool once written. */
@@ -119,15 +130,16 @@ export interface EncodedAppend {
 /**
  * The encoding of `message` (in `group`) as one framed element of `PeerBatch.messages`:
  * concatenating such elements gives a valid `PeerBatch`. Each entry carries the checksum
- * `recordCrcOf` gives it, if any. The tail, with every entry's payload, is written into a
- * buffer from `takeBuffer` (of at least the bytes asked for; a pool's, so that a leader does
- * not make a new buffer per Append and follower: buffer-pool.ts).
+ * `recordCrcOf` gives it, if any. The tail, but for payloads of `shareMinBytes` or more, is
+ * written into a buffer from `takeBuffer` (of at least the bytes asked for; a pool's, so that a
+ * leader does not make a new buffer per Append and follower: buffer-pool.ts).
  */
 export function encodeAppendParts(
   group: string,
   message: AppendMessage,
   recordCrcOf?: RecordCrcLookup,
   takeBuffer: (bytes: number) => Buffer = allocUnsafe,
+  shareMinBytes: number = APPEND_SHARE_MIN_BYTES,
 ): EncodedAppend {
   const toBytes = Buffer.byteLength(message.to, 'utf8');
   const groupBytes = Buffer.byteLength(group, 'utf8');
@@ -137,6 +149,7 @@ export function encodeAppendParts(
   const entries = message.entries;
   const count = entries.length;
   if (recordCrcOf !== undefined) recordCrcs.length = count;
+  let sharedBytes = 0;
   for (let i = 0; i < count; i++) {
     const entry = entries[i] as Entry;
     let crc: number | undefined;
@@ -145,6 +158,7 @@ export function encodeAppendParts(
       recordCrcs[i] = crc;
     }
     appendBytes += delimitedBytes(entryBytes(entry, crc));
+    if (entry.data.length >= shareMinBytes) sharedBytes += entry.data.length;
   }
   const tailBytes = scalarBytes(message.term) + delimitedBytes(appendBytes);
   const messageBytes =
@@ -161,8 +175,13 @@ export function encodeAppendParts(
   at = writeText(head, at, TAG.messageTo, message.to, toBytes);
   if (at !== headBytes) throw new RaftmqError('INTERNAL', 'encodeAppendParts: head size mismatch');
 
-  const pooled = takeBuffer(tailBytes);
-  const out = pooled.length === tailBytes ? pooled : pooled.subarray(0, tailBytes);
+  const parts: Uint8Array[] = [head];
+  // The tail's own bytes; `at` counts them, and `from` is where the view not yet in `parts`
+  // starts.
+  const ownBytes = tailBytes - sharedBytes;
+  const pooled = takeBuffer(ownBytes);
+  const out = pooled.length === ownBytes ? pooled : pooled.subarray(0, ownBytes);
+  let from = 0;
   at = 0;
   out[at++] = TAG.messageTerm;
   at = writeVarint(out, at, message.term);
@@ -186,8 +205,13 @@ export function encodeAppendParts(
     out[at++] = TAG.entryData;
     const data = entry.data;
     at = writeVarint(out, at, data.length);
-    copyBytes(out, data, at);
-    at += data.length;
+    if (data.length >= shareMinBytes) {
+      parts.push(out.subarray(from, at), data);
+      from = at;
+    } else {
+      copyBytes(out, data, at);
+      at += data.length;
+    }
     if (crc !== undefined) {
       out[at] = TAG.entryRecordCrc;
       out.writeUInt32LE(crc, at + 1);
@@ -196,17 +220,19 @@ export function encodeAppendParts(
   }
   out[at++] = TAG.appendCommit;
   at = writeVarint(out, at, message.commit);
-  if (at !== tailBytes) throw new RaftmqError('INTERNAL', 'encodeAppendParts: size mismatch');
-  return { parts: [head, out], bytes: totalBytes, pooled };
+  if (at !== ownBytes) throw new RaftmqError('INTERNAL', 'encodeAppendParts: size mismatch');
+  parts.push(from === 0 ? out : out.subarray(from, at));
+  return { parts, bytes: totalBytes, pooled };
 }
 
-/** {@link encodeAppendParts} as one buffer (the three parts joined). */
+/** {@link encodeAppendParts} as one buffer (its parts joined). */
 export function encodeFramedAppend(
   group: string,
   message: AppendMessage,
   recordCrcOf?: RecordCrcLookup,
+  shareMinBytes?: number,
 ): Buffer {
-  const encoded = encodeAppendParts(group, message, recordCrcOf);
+  const encoded = encodeAppendParts(group, message, recordCrcOf, allocUnsafe, shareMinBytes);
   return Buffer.concat(encoded.parts, encoded.bytes);
 }
 

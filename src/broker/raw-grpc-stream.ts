@@ -129,7 +129,7 @@ export class RawClientStream {
    * once they have been handed to the connection, or with the error that stopped them. Returns
    * false when the stream's buffer is over {@link RAW_STREAM_BUFFER_BYTES}: wait for `onDrain`.
    */
-  write(parts: readonly Buffer[], bytes: number, done: (err?: Error | null) => void): boolean {
+  write(parts: readonly Uint8Array[], bytes: number, done: (err?: Error | null) => void): boolean {
     const s = this.stream;
     if (!this.writable) {
       process.nextTick(done, new Error('the call has ended'));

@@ -28,7 +28,7 @@ import { silentLogger, type Logger } from '../../src/common/logger';
 import { createPrng } from '../../src/common/prng';
 import { asLogIndex, asNodeId, asTerm, type NodeId } from '../../src/common/types';
 import type { Entry, Message } from '../../src/raft/types';
-import type { RecordCrcLookup } from '../../src/broker/raft-append-wire';
+import { APPEND_SHARE_MIN_BYTES, type RecordCrcLookup } from '../../src/broker/raft-append-wire';
 import { storeEntryType } from '../../src/broker/raft-entry-codec';
 import { recordChecksum } from '../../src/store/log-record';
 import { isPayloadVerified } from '../../src/store/verified-payloads';
@@ -328,7 +328,17 @@ describe('grpc raft transport', () => {
     const total = 600;
     // Each payload is its own: an Append buffer given back to the pool before HTTP/2 had sent
     // it would be overwritten by a later Append, and the receiver would see the later bytes.
-    const payloadOf = (i: number): Uint8Array => bytes(64 * 1024 + (i % 7), i);
+    // Six payloads per Append are copied into its pooled tail; the seventh, over
+    // APPEND_SHARE_MIN_BYTES, goes out as a part of its own. Every Append is over 64 KiB.
+    const unique = (length: number, seed: number): Uint8Array => {
+      const out = bytes(length, seed);
+      Buffer.from(out.buffer, out.byteOffset, out.length).writeUInt32BE(seed, 0);
+      return out;
+    };
+    const payloadsOf = (i: number): Uint8Array[] => [
+      ...[0, 1, 2, 3, 4, 5].map((k) => unique(11 * 1024 + ((i + k) % 7), i * 8 + k)),
+      unique(APPEND_SHARE_MIN_BYTES + (i % 5), i * 8 + 7),
+    ];
     const sendRound = (from: number, count: number): void => {
       const batch: Message[] = [];
       for (let i = from; i < from + count; i++) {
@@ -337,12 +347,15 @@ describe('grpc raft transport', () => {
           from: n('a'),
           to: n('b'),
           term: asTerm(1),
-          prevIndex: asLogIndex(i),
+          prevIndex: asLogIndex(i * 7),
           prevTerm: asTerm(i === 0 ? 0 : 1),
           commit: asLogIndex(0),
-          entries: [
-            { index: asLogIndex(i + 1), term: asTerm(1), type: 'normal', data: payloadOf(i) },
-          ],
+          entries: payloadsOf(i).map((data, k) => ({
+            index: asLogIndex(i * 7 + k + 1),
+            term: asTerm(1),
+            type: 'normal',
+            data,
+          })),
         });
       }
       sender.transport.send(batch);
@@ -360,11 +373,12 @@ describe('grpc raft transport', () => {
       await waitUntil(() => receiver.inbox.length >= i + 10, `appends up to ${i + 10}`);
     }
     receiver.inbox.forEach((message, i) => {
-      assert.ok(message.type === 'Append' && message.prevIndex === i, `message ${i} in order`);
-      const data = message.type === 'Append' ? message.entries[0]?.data : undefined;
-      assert.ok(
-        data !== undefined && Buffer.from(data).equals(Buffer.from(payloadOf(i))),
-        `payload ${i} intact`,
+      assert.ok(message.type === 'Append' && message.prevIndex === i * 7, `message ${i} in order`);
+      const got = message.entries.map((e) => Buffer.from(e.data));
+      const sent = payloadsOf(i).map((p) => Buffer.from(p));
+      assert.equal(got.length, sent.length);
+      got.forEach((data, k) =>
+        assert.ok(data.equals(sent[k] as Buffer), `payload ${i}.${k} intact`),
       );
     });
     const stats = sender.transport.stats();

@@ -3,11 +3,16 @@
  * protobuf library produces for the same message, framed as one element of a batch: fast-check
  * draws Appends with numbers up to 2^53 - 1, empty and large payloads, payloads that are views
  * into larger buffers, non-ASCII names, and entries with and without a record checksum, and
- * compares the two encodings byte for byte, then decodes the result.
+ * compares the two encodings byte for byte, then decodes the result. It does so with payloads
+ * copied into the tail and with payloads shared as parts of their own, as large ones are.
  */
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
-import { encodeFramedAppend } from '../../src/broker/raft-append-wire';
+import {
+  APPEND_SHARE_MIN_BYTES,
+  encodeAppendParts,
+  encodeFramedAppend,
+} from '../../src/broker/raft-append-wire';
 import { frameBatch, loadRaftCodecs, toWire, type RaftCodecs } from '../../src/broker/raft-wire';
 import type { AppendMessage, Entry, EntryType } from '../../src/raft/types';
 import { asLogIndex, asNodeId, asTerm } from '../../src/common/types';
@@ -47,7 +52,22 @@ const append = fc.record({
   prevTerm: safeNat,
   commit: safeNat,
   entries: fc.array(entry, { maxLength: 6 }),
+  // From what size payloads are shared rather than copied (the default shares none of these).
+  shareMinBytes: fc.option(fc.integer({ min: 1, max: 2048 }), { nil: undefined }),
 });
+
+function appendOf(entries: Entry[]): AppendMessage {
+  return {
+    type: 'Append',
+    from: asNodeId('n1'),
+    to: asNodeId('n2'),
+    term: asTerm(3),
+    prevIndex: asLogIndex(10),
+    prevTerm: asTerm(2),
+    commit: asLogIndex(9),
+    entries,
+  };
+}
 
 describe('direct Append encoding', () => {
   let codecs: RaftCodecs;
@@ -76,7 +96,7 @@ describe('direct Append encoding', () => {
         // The checksum to send with each entry, as the transport's lookup gives it.
         const crcs = new Map(message.entries.map((e, i) => [e, a.entries[i]?.recordCrc]));
         const crcOf = (e: Entry): number | undefined => crcs.get(e) ?? undefined;
-        const direct = encodeFramedAppend(a.group, message, crcOf);
+        const direct = encodeFramedAppend(a.group, message, crcOf, a.shareMinBytes);
         const reference = frameBatch([codecs.peerMessage.encode(toWire(a.group, message, crcOf))]);
         assert.ok(direct.equals(reference), 'bytes differ from protobufjs');
         const decoded = codecs.peerBatch.decode(direct) as {
@@ -90,5 +110,36 @@ describe('direct Append encoding', () => {
       }),
       fcParams(300),
     );
+  });
+
+  it('sends a large payload as a part of its own, and copies small ones into the tail', () => {
+    const big = Buffer.alloc(APPEND_SHARE_MIN_BYTES, 7);
+    const small = Buffer.from('small');
+    const bigger = Buffer.alloc(APPEND_SHARE_MIN_BYTES * 3, 9);
+    const message = appendOf(
+      [small, big, bigger, small].map((data, i) => ({
+        index: asLogIndex(11 + i),
+        term: asTerm(3),
+        type: 'normal',
+        data,
+      })),
+    );
+    const asked: number[] = [];
+    const encoded = encodeAppendParts('g', message, undefined, (bytes) => {
+      asked.push(bytes);
+      return Buffer.allocUnsafe(bytes + 100);
+    });
+    // The large payloads are the entries' own buffers; the small one is nowhere as a part.
+    assert.ok(encoded.parts.includes(big));
+    assert.ok(encoded.parts.includes(bigger));
+    assert.ok(!encoded.parts.includes(small));
+    assert.ok(encoded.parts.every((p) => p.length > 0));
+    // Only the tail's own bytes came from the pool: the whole, less the shared payloads and the
+    // head (the first part).
+    const head = encoded.parts[0]?.length ?? 0;
+    assert.deepEqual(asked, [encoded.bytes - head - big.length - bigger.length]);
+    const joined = Buffer.concat(encoded.parts);
+    assert.equal(joined.length, encoded.bytes);
+    assert.ok(joined.equals(encodeFramedAppend('g', message, undefined, Number.MAX_SAFE_INTEGER)));
   });
 });
