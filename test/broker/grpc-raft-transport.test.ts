@@ -86,6 +86,58 @@ function bytes(length: number, seed: number): Uint8Array {
   return out;
 }
 
+/** {@link bytes} that begin with `seed`: no two seeds give the same payload. */
+function unique(length: number, seed: number): Uint8Array {
+  const out = bytes(length, seed);
+  Buffer.from(out.buffer, out.byteOffset, out.length).writeUInt32BE(seed, 0);
+  return out;
+}
+
+/**
+ * A TCP proxy to `target` on loopback. `stall()` stops reading from the connections it accepted
+ * (their senders' socket buffers fill up), `cut()` destroys every connection it holds, and new
+ * ones are carried normally after either.
+ */
+async function startProxy(target: number) {
+  const sockets = new Set<net.Socket>();
+  const accepted = new Set<net.Socket>();
+  let stalled = false;
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target, HOST);
+    for (const sock of [client, upstream]) {
+      sockets.add(sock);
+      sock.on('error', () => undefined);
+      sock.on('close', () => sockets.delete(sock));
+    }
+    accepted.add(client);
+    client.on('close', () => accepted.delete(client));
+    client.pipe(upstream);
+    upstream.pipe(client);
+    if (stalled) client.pause();
+  });
+  await new Promise<void>((resolve) => server.listen(0, HOST, resolve));
+  const address = server.address();
+  assert.ok(address !== null && typeof address === 'object');
+  return {
+    port: address.port,
+    stall(): void {
+      stalled = true;
+      for (const client of accepted) {
+        client.unpipe();
+        client.pause();
+      }
+    },
+    cut(): void {
+      stalled = false;
+      for (const sock of sockets) sock.destroy();
+    },
+    async close(): Promise<void> {
+      for (const sock of sockets) sock.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
 /** One message of every type from `from` to `to`, with fields away from their defaults. */
 function everyMessage(from: NodeId, to: NodeId): Message[] {
   const term = asTerm(7);
@@ -330,11 +382,6 @@ describe('grpc raft transport', () => {
     // it would be overwritten by a later Append, and the receiver would see the later bytes.
     // Six payloads per Append are copied into its pooled tail; the seventh, over
     // APPEND_SHARE_MIN_BYTES, goes out as a part of its own. Every Append is over 64 KiB.
-    const unique = (length: number, seed: number): Uint8Array => {
-      const out = bytes(length, seed);
-      Buffer.from(out.buffer, out.byteOffset, out.length).writeUInt32BE(seed, 0);
-      return out;
-    };
     const payloadsOf = (i: number): Uint8Array[] => [
       ...[0, 1, 2, 3, 4, 5].map((k) => unique(11 * 1024 + ((i + k) % 7), i * 8 + k)),
       unique(APPEND_SHARE_MIN_BYTES + (i % 5), i * 8 + 7),
@@ -387,6 +434,101 @@ describe('grpc raft transport', () => {
     assert.equal(stats.batchesSent, total, 'an element over 64 KiB goes out alone');
     assert.ok(stats.drainWaits > 0, 'write() returned false at least once');
     assert.ok(stats.appendBuffersReused > 0, 'written Append buffers are used again');
+  });
+
+  it('recovers from a connection cut while the peer read nothing: later appends arrive whole', async () => {
+    const receiver = track(await startNode({ selfId: 'b', peers: { a: `${HOST}:1` } }));
+    const proxy = await startProxy(receiver.transport.port);
+    try {
+      const sender = track(
+        await startNode({
+          selfId: 'a',
+          peers: { b: `${HOST}:${proxy.port}` },
+          messageSizeMaxBytes: 1024 * 1024,
+          reconnectBackoffMinMs: 10,
+          reconnectBackoffMaxMs: 50,
+        }),
+      );
+      // Each Append carries three copied payloads and one shared one, all distinct; its
+      // prevIndex says which it is.
+      const appendOf = (i: number): Message => ({
+        type: 'Append',
+        from: n('a'),
+        to: n('b'),
+        term: asTerm(1),
+        prevIndex: asLogIndex(i * 4),
+        prevTerm: asTerm(1),
+        commit: asLogIndex(0),
+        entries: [
+          unique(9 * 1024 + (i % 3), i * 4),
+          unique(3 * 1024, i * 4 + 1),
+          unique(APPEND_SHARE_MIN_BYTES + (i % 5), i * 4 + 2),
+          unique(100, i * 4 + 3),
+        ].map((data, k) => ({
+          index: asLogIndex(i * 4 + k + 1),
+          term: asTerm(1),
+          type: 'normal',
+          data,
+        })),
+      });
+      sender.transport.send([appendOf(0)]);
+      await waitUntil(() => receiver.inbox.length >= 1, 'the stream to connect');
+
+      // The proxy stops reading: the sender's writes pile up in its socket and in HTTP/2.
+      proxy.stall();
+      for (let i = 1; i <= 60; i += 10) {
+        sender.transport.send(Array.from({ length: 10 }, (_, k) => appendOf(i + k)));
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.ok(receiver.inbox.length < 61, 'the stall held some appends back');
+      // The connection goes with writes still pending in it; then appends flow again.
+      proxy.cut();
+      let next = 1000;
+      await waitUntil(
+        () => receiver.inbox.some((m) => m.type === 'Append' && m.prevIndex >= 1000 * 4),
+        'appends after the cut',
+        10_000,
+        () => sender.transport.send([appendOf(next++)]),
+      );
+      const last = next;
+      for (let i = last; i < last + 30; i++) sender.transport.send([appendOf(i)]);
+      await waitUntil(
+        () => receiver.inbox.some((m) => m.type === 'Append' && m.prevIndex === (last + 29) * 4),
+        'the last append',
+      );
+
+      // Whatever arrived arrived whole and in order; everything sent after the link came back
+      // (once an append got through) arrived.
+      const seen: number[] = [];
+      for (const message of receiver.inbox) {
+        assert.ok(message.type === 'Append');
+        const i = message.prevIndex / 4;
+        const sent = appendOf(i);
+        assert.ok(sent.type === 'Append');
+        assert.equal(message.entries.length, sent.entries.length);
+        message.entries.forEach((e, k) =>
+          assert.ok(
+            Buffer.from(e.data).equals(Buffer.from(sent.entries[k]?.data ?? [])),
+            `append ${i} entry ${k} intact`,
+          ),
+        );
+        seen.push(i);
+      }
+      assert.ok(
+        seen.every((i, k) => k === 0 || i > (seen[k - 1] ?? 0)),
+        'in order, none twice',
+      );
+      const first = seen.findIndex((i) => i >= 1000);
+      assert.deepEqual(
+        seen.slice(seen.indexOf(last)),
+        Array.from({ length: 30 }, (_, k) => last + k),
+      );
+      assert.ok(first >= 0);
+      assert.ok(sender.transport.stats().streamsOpened >= 2, 'the stream was opened again');
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('bounds and counts sends to a peer that is down, then reconnects', async () => {
