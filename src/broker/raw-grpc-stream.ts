@@ -14,7 +14,10 @@
  *
  * What grpc-js did for this stream and is done here instead: the connection (with a connect
  * timeout) and keepalive pings, so that a peer that vanished without closing its connection is
- * noticed and the stream reconnected. Votes and TimeoutNow stay unary grpc-js calls.
+ * noticed and the stream reconnected, and a GOAWAY: the session's calls finish sending (what was
+ * written still arrives), the server ends them, and the owner reconnects. Node sends no ping on a
+ * session that got a GOAWAY, so a drain is bounded by time instead (keepalive time plus timeout).
+ * Votes and TimeoutNow stay unary grpc-js calls.
  */
 import * as http2 from 'node:http2';
 import { status as GrpcStatus } from '@grpc/grpc-js';
@@ -149,6 +152,14 @@ export class RawClientStream {
     return !this.ended && !this.stream.destroyed && !this.stream.writableEnded;
   }
 
+  /**
+   * Ends our side of the call (END_STREAM after what was written): the server sees the end of
+   * the messages and ends the call with its status. Nothing can be written after it.
+   */
+  finishSending(): void {
+    if (!this.stream.destroyed && !this.stream.writableEnded) this.stream.end();
+  }
+
   /** Ends the call at once (RST_STREAM CANCEL); `onEnd` follows with CANCELLED. */
   cancel(): void {
     this.end ??= { code: GrpcStatus.CANCELLED, details: 'cancelled' };
@@ -197,8 +208,12 @@ export class RawClientStream {
  * streams end with it (and report it); `alive` turns false.
  */
 export class RawGrpcSession {
+  /** The keepalive's timer (the next ping, or the wait for its answer), or the drain's bound. */
   private pingTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** A GOAWAY came: no new streams, no pings; the open calls finish, within a bound. */
+  private draining = false;
+  private readonly streams = new Set<RawClientStream>();
 
   private constructor(
     private readonly session: http2.ClientHttp2Session,
@@ -254,6 +269,7 @@ export class RawGrpcSession {
       done(null, raw);
     };
     session.once('connect', () => settle(null));
+    session.on('goaway', () => raw.drain());
     session.once('close', () => {
       raw.stopKeepalive();
       raw.closed = true;
@@ -280,7 +296,16 @@ export class RawGrpcSession {
       },
       { endStream: false },
     );
-    return new RawClientStream(stream, handlers);
+    const call: RawClientStream = new RawClientStream(stream, {
+      onDrain: () => handlers.onDrain(),
+      onEnd: (end) => {
+        this.streams.delete(call);
+        handlers.onEnd(end);
+      },
+    });
+    this.streams.add(call);
+    if (this.draining) call.finishSending();
+    return call;
   }
 
   /** Ends the session and its streams. */
@@ -290,19 +315,35 @@ export class RawGrpcSession {
     if (!this.session.destroyed) this.session.destroy();
   }
 
-  private startKeepalive(): void {
+  /**
+   * The peer sent a GOAWAY (Node then opens no new streams on the session and sends no pings):
+   * the open calls stop sending, so that the server ends them once it has read what they
+   * carried, and the session is closed if that has not happened within the keepalive's bound.
+   */
+  private drain(): void {
+    if (this.draining || this.closed) return;
+    this.draining = true;
+    this.stopKeepalive();
+    for (const call of this.streams) call.finishSending();
     const { keepaliveTimeMs, keepaliveTimeoutMs } = this.options;
     if (keepaliveTimeMs <= 0) return;
+    this.pingTimer = setTimeout(() => this.close(), keepaliveTimeMs + keepaliveTimeoutMs);
+    this.pingTimer.unref();
+  }
+
+  private startKeepalive(): void {
+    const { keepaliveTimeMs, keepaliveTimeoutMs } = this.options;
+    if (keepaliveTimeMs <= 0 || this.draining) return;
     this.pingTimer = setTimeout(() => {
       this.pingTimer = null;
-      // A session that got a GOAWAY opens no new streams but may still carry its open one:
-      // it is pinged until it is gone.
-      if (this.closed || this.session.destroyed) return;
+      if (this.closed || this.draining || this.session.destroyed) return;
       this.pingTimer = setTimeout(() => this.close(), keepaliveTimeoutMs);
       this.pingTimer.unref();
       let sent = false;
       try {
         sent = this.session.ping((err) => {
+          // A drain that began meanwhile has its own bound (Node cancels pings on a GOAWAY).
+          if (this.draining) return;
           this.stopKeepalive();
           if (err !== null) this.close();
           else if (!this.closed && !this.session.destroyed) this.startKeepalive();

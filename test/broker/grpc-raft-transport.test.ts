@@ -32,6 +32,7 @@ import { APPEND_SHARE_MIN_BYTES, type RecordCrcLookup } from '../../src/broker/r
 import { storeEntryType } from '../../src/broker/raft-entry-codec';
 import { recordChecksum } from '../../src/store/log-record';
 import { isPayloadVerified } from '../../src/store/verified-payloads';
+import { startTcpProxy } from './tcp-proxy';
 
 const GROUP = 'broker-a';
 const HOST = '127.0.0.1';
@@ -91,51 +92,6 @@ function unique(length: number, seed: number): Uint8Array {
   const out = bytes(length, seed);
   Buffer.from(out.buffer, out.byteOffset, out.length).writeUInt32BE(seed, 0);
   return out;
-}
-
-/**
- * A TCP proxy to `target` on loopback. `stall()` stops reading from the connections it accepted
- * (their senders' socket buffers fill up), `cut()` destroys every connection it holds, and new
- * ones are carried normally after either.
- */
-async function startProxy(target: number) {
-  const sockets = new Set<net.Socket>();
-  const accepted = new Set<net.Socket>();
-  let stalled = false;
-  const server = net.createServer((client) => {
-    const upstream = net.connect(target, HOST);
-    for (const sock of [client, upstream]) {
-      sockets.add(sock);
-      sock.on('error', () => undefined);
-      sock.on('close', () => sockets.delete(sock));
-    }
-    accepted.add(client);
-    client.on('close', () => accepted.delete(client));
-    client.pipe(upstream);
-    upstream.pipe(client);
-    if (stalled) client.pause();
-  });
-  await new Promise<void>((resolve) => server.listen(0, HOST, resolve));
-  const address = server.address();
-  assert.ok(address !== null && typeof address === 'object');
-  return {
-    port: address.port,
-    stall(): void {
-      stalled = true;
-      for (const client of accepted) {
-        client.unpipe();
-        client.pause();
-      }
-    },
-    cut(): void {
-      stalled = false;
-      for (const sock of sockets) sock.destroy();
-    },
-    async close(): Promise<void> {
-      for (const sock of sockets) sock.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
 }
 
 /** One message of every type from `from` to `to`, with fields away from their defaults. */
@@ -438,7 +394,7 @@ describe('grpc raft transport', () => {
 
   it('recovers from a connection cut while the peer read nothing: later appends arrive whole', async () => {
     const receiver = track(await startNode({ selfId: 'b', peers: { a: `${HOST}:1` } }));
-    const proxy = await startProxy(receiver.transport.port);
+    const proxy = await startTcpProxy(receiver.transport.port);
     try {
       const sender = track(
         await startNode({

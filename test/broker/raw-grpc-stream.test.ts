@@ -2,8 +2,9 @@
 // server: messages written in parts arrive whole and in order, the server's status and message
 // reach the caller (in trailers, or trailers-only), a cancel ends the call, a peer that ends the
 // call without a status or answers as no gRPC server does ends it too, nothing is written after
-// the end, a refused connection is reported, and a peer that accepts the connection but never
-// answers is dropped by the keepalive ping.
+// the end, a refused connection is reported, a peer that accepts the connection but never
+// answers is dropped by the keepalive ping, a GOAWAY finishes the open call after what was
+// written, and a drain that never ends is bounded.
 import { strict as assert } from 'node:assert';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
@@ -32,11 +33,20 @@ interface Sink {
   endAfter: { count: number; code: grpc.status; details: string } | null;
   /** Send response headers first, so that the status comes in trailers. */
   headersFirst: boolean;
+  /** End a call with OK when the client ends its side (else such a call is left open). */
+  okOnEnd: boolean;
 }
 
 async function startSink(): Promise<Sink> {
   const server = new grpc.Server();
-  const sink: Sink = { server, port: 0, received: [], endAfter: null, headersFirst: false };
+  const sink: Sink = {
+    server,
+    port: 0,
+    received: [],
+    endAfter: null,
+    headersFirst: false,
+    okOnEnd: false,
+  };
   const definition: grpc.ServiceDefinition = {
     Collect: {
       path: PATH,
@@ -59,6 +69,9 @@ async function startSink(): Promise<Sink> {
         if (end !== null && sink.received.length >= end.count) {
           done({ code: end.code, details: end.details });
         }
+      });
+      call.on('end', () => {
+        if (sink.okOnEnd) done(null, Buffer.alloc(0));
       });
       call.on('error', () => undefined);
     },
@@ -251,5 +264,45 @@ describe('raw gRPC client stream', () => {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => silent.close(() => resolve()));
     }
+  });
+
+  it('finishes the open call on a GOAWAY: what was written arrives, the server ends it', async () => {
+    sink.okOnEnd = true;
+    const session = await connect(`127.0.0.1:${sink.port}`, OPTIONS);
+    const { stream, ended } = open(session);
+    const message = (n: number): Buffer => Buffer.alloc(1000 + n, n);
+    for (let i = 0; i < 20; i++) stream.write([message(i)], 1000 + i, () => undefined);
+    await waitUntil(() => sink.received.length >= 1, 'the first message');
+    // The server drains its connections (a GOAWAY) and waits for the open call.
+    const shutDown = new Promise<void>((resolve) => sink.server.tryShutdown(() => resolve()));
+    const end = await ended;
+    assert.equal(end.code, grpc.status.OK);
+    assert.equal(sink.received.length, 20);
+    sink.received.forEach((m, i) => assert.ok(m.equals(message(i)), `message ${i}`));
+    assert.equal(stream.writable, false);
+    assert.equal(session.alive, false);
+    await shutDown;
+    // A stream opened on the draining session would never be served: the owner connects anew.
+    session.close();
+  });
+
+  it('bounds a drain the server never finishes, though Node sends no pings in it', async () => {
+    // The server keeps the call open after our side ended (okOnEnd is off): only the bound on
+    // the drain (keepalive time plus timeout) ends it.
+    const session = await connect(`127.0.0.1:${sink.port}`, {
+      ...OPTIONS,
+      keepaliveTimeMs: 40,
+      keepaliveTimeoutMs: 100,
+    });
+    const { stream, ended } = open(session);
+    stream.write([Buffer.from('one')], 3, () => undefined);
+    await waitUntil(() => sink.received.length === 1, 'the first message');
+    const goawayAt = Date.now();
+    sink.server.tryShutdown(() => undefined);
+    const end = await ended;
+    const elapsedMs = Date.now() - goawayAt;
+    assert.equal(end.code, grpc.status.UNAVAILABLE);
+    assert.ok(elapsedMs >= 100 && elapsedMs < 5000, `ended ${elapsedMs} ms after the GOAWAY`);
+    assert.equal(session.alive, false);
   });
 });
