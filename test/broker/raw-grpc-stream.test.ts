@@ -4,8 +4,9 @@
 // call without a status or answers as no gRPC server does ends it too, nothing is written after
 // the end, a refused connection is reported, a peer that accepts the connection but never
 // answers is dropped by the keepalive ping, a GOAWAY finishes the open call after what was
-// written, and a drain that never ends is bounded.
+// written, a drain that never ends is bounded, and so is a connection attempt nobody answers.
 import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
@@ -304,5 +305,45 @@ describe('raw gRPC client stream', () => {
     assert.equal(end.code, grpc.status.UNAVAILABLE);
     assert.ok(elapsedMs >= 100 && elapsedMs < 5000, `ended ${elapsedMs} ms after the GOAWAY`);
     assert.equal(session.alive, false);
+  });
+
+  it('gives up a connection attempt nobody answers after connectTimeoutMs', async () => {
+    // A process that listens with a backlog of 1 and then blocks its thread: the kernel
+    // completes two connections into the backlog and leaves later SYNs unanswered.
+    const listener = spawn(
+      process.execPath,
+      [
+        '-e',
+        "const s = require('node:net').createServer();" +
+          "s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {" +
+          '  process.stdout.write(String(s.address().port) + "\\n");' +
+          '  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000);' +
+          '});',
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const fillers: net.Socket[] = [];
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        listener.stdout.once('data', (d: Buffer) => resolve(Number(String(d).trim())));
+        listener.once('error', reject);
+      });
+      for (let i = 0; i < 4; i++) {
+        const filler = net.connect(port, '127.0.0.1');
+        filler.on('error', () => undefined);
+        fillers.push(filler);
+      }
+      await new Promise<void>((resolve) => setTimeout(resolve, 100));
+      const startedAt = Date.now();
+      await assert.rejects(
+        connect(`127.0.0.1:${port}`, { ...OPTIONS, connectTimeoutMs: 300 }),
+        /connect timeout/,
+      );
+      const elapsedMs = Date.now() - startedAt;
+      assert.ok(elapsedMs >= 290 && elapsedMs < 3000, `gave up after ${elapsedMs} ms`);
+    } finally {
+      for (const filler of fillers) filler.destroy();
+      listener.kill('SIGKILL');
+    }
   });
 });
