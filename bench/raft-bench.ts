@@ -11,6 +11,10 @@
  *   concurrent sends); each entry's latency runs from the moment it was due to its commit and
  *   apply on the leader.
  *
+ * Each round also shows the CommitLog fdatasync rounds of 10 ms or longer on the three nodes
+ * (the disk's stalls; in a saturated round a sync carries megabytes and is slow by its size) and
+ * the time bucket of the longest, so that a round's p99 can be laid beside what the disk did.
+ *
  * Each figure is the median of several rounds. The last line of output is one JSON object:
  * entries/s saturated, and the median and p99 commit latency at half that rate. Options:
  * `--quick` (shorter rounds, CI smoke), `--dir PATH` (where to write; `.bench-tmp/` by default),
@@ -23,6 +27,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LocalRaftGroup } from '../src/cli/raft-node-client';
 import { wallMs, type LoadResult, type LoadSpec } from '../src/cli/raft-node-protocol';
+import {
+  SLOW_SYNC_MS,
+  SYNC_BUCKET_BOUNDS_MS,
+  type SyncStats,
+} from '../src/store/commit-log-writer';
 import { pageCacheKeepArg } from './bench-args';
 
 const args = process.argv.slice(2);
@@ -75,10 +84,37 @@ function loadText(): string {
     .join(' ');
 }
 
-/** A load round and the CPU time each node spent per committed entry during it. */
+/**
+ * A load round, the CPU time each node spent per committed entry during it, and the CommitLog
+ * fdatasync rounds of 10 ms or longer on all three nodes (the disk's stalls: a round's p99 is
+ * theirs when they happen) with the bucket of the longest.
+ */
 interface Round extends LoadResult {
   readonly leaderCpuUsPerEntry: number;
   readonly followersCpuUsPerEntry: number;
+  readonly slowSyncs: number;
+  readonly longestSync: string;
+}
+
+/** A node's CPU time and fdatasync rounds, at one moment. */
+interface NodeSample {
+  readonly cpuMs: number;
+  readonly sync: SyncStats;
+}
+
+/** The bucket of the longest sync in `after` and not in `before`, as text ("20-50"). */
+function longestSyncBucket(before: readonly number[], after: readonly number[]): number {
+  for (let b = after.length - 1; b >= 0; b--) {
+    if ((after[b] ?? 0) > (before[b] ?? 0)) return b;
+  }
+  return -1;
+}
+
+function bucketText(bucket: number): string {
+  if (bucket < 0) return '-';
+  const lo = bucket === 0 ? 0 : SYNC_BUCKET_BOUNDS_MS[bucket - 1];
+  const hi = SYNC_BUCKET_BOUNDS_MS[bucket];
+  return hi === undefined ? `>=${lo}` : `${lo}-${hi}`;
 }
 
 /** Runs `spec` on the current leader; a round cut short by a leader change is run again. */
@@ -87,28 +123,38 @@ async function runRound(group: LocalRaftGroup, spec: LoadSpec): Promise<Round> {
     const leader = await group.waitForLeader(15_000);
     const proc = group.node(leader.id);
     if (proc === undefined) continue;
-    const cpuMs = async (): Promise<Map<string, number>> =>
+    const sample = async (): Promise<Map<string, NodeSample>> =>
       new Map(
         await Promise.all(
-          group
-            .running()
-            .map(async (p): Promise<[string, number]> => [p.id, (await p.status()).cpuMs]),
+          group.running().map(async (p): Promise<[string, NodeSample]> => {
+            const status = await p.status();
+            return [p.id, { cpuMs: status.cpuMs, sync: status.sync }];
+          }),
         ),
       );
-    const before = await cpuMs();
+    const before = await sample();
     const result = await proc.request('load', spec, spec.durationMs + 60_000);
-    const after = await cpuMs();
+    const after = await sample();
     const failed = Object.keys(result.errors).filter((code) => code !== 'BUSY');
     if (failed.length === 0) {
       const usPerEntry = (id: string): number =>
-        (((after.get(id) ?? 0) - (before.get(id) ?? 0)) * 1000) /
+        (((after.get(id)?.cpuMs ?? 0) - (before.get(id)?.cpuMs ?? 0)) * 1000) /
         Math.max(1, result.committedEntries);
       const followers = [...after.keys()].filter((id) => id !== leader.id);
+      let slowSyncs = 0;
+      let longest = -1;
+      for (const [id, a] of after) {
+        const b = before.get(id);
+        slowSyncs += a.sync.slowSyncs - (b?.sync.slowSyncs ?? 0);
+        longest = Math.max(longest, longestSyncBucket(b?.sync.buckets ?? [], a.sync.buckets));
+      }
       return {
         ...result,
         leaderCpuUsPerEntry: usPerEntry(leader.id),
         followersCpuUsPerEntry:
           followers.reduce((sum, id) => sum + usPerEntry(id), 0) / Math.max(1, followers.length),
+        slowSyncs,
+        longestSync: bucketText(longest),
       };
     }
     console.log(`round lost (${failed.join(', ')}) on ${leader.id}; running it again`);
@@ -162,7 +208,22 @@ async function main(): Promise<void> {
     };
     console.log(`1 KiB entries, 3 processes, SYNC; ${ROUNDS} x ${ROUND_MS} ms rounds`);
     console.log('cpu us/e: CPU time per committed entry on the leader (L), per follower (F)');
-    row(['run', 'entries/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'cpu us/e L', 'cpu us/e F']);
+    console.log(
+      `slow syncs: CommitLog fdatasync rounds of ${SLOW_SYNC_MS} ms or longer, three nodes; ` +
+        'longest: the bucket (ms) of the longest',
+    );
+    row([
+      'run',
+      'entries/s',
+      'p50 ms',
+      'p90 ms',
+      'p99 ms',
+      'max ms',
+      'cpu us/e L',
+      'cpu us/e F',
+      'slow syncs',
+      'longest',
+    ]);
     const show = (name: string, r: Round): void =>
       row([
         name,
@@ -173,6 +234,8 @@ async function main(): Promise<void> {
         r.latencyMaxMs,
         r.leaderCpuUsPerEntry,
         r.followersCpuUsPerEntry,
+        r.slowSyncs,
+        r.longestSync,
       ]);
     saturated.forEach((r, i) => show(`saturated #${i + 1}`, r));
     paced.forEach((r, i) => show(`paced ${halfRate}/s #${i + 1}`, r));

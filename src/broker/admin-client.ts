@@ -209,6 +209,10 @@ export function nodeStatusFromWire(w: unknown): NodeStatus {
     appliedIndex: num(o.appliedIndex),
     topicCount: num(o.topicCount),
     fatal: str(o.fatal) === '' ? null : str(o.fatal),
+    syncCount: num(o.syncCount),
+    syncMsTotal: num(o.syncMsTotal),
+    syncMsMax: num(o.syncMsMax),
+    slowSyncs: num(o.slowSyncs),
   };
 }
 

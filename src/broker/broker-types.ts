@@ -187,6 +187,12 @@ export interface NodeStatus {
   readonly topicCount: number;
   /** Set when the node stopped on a fatal error. */
   readonly fatal: string | null;
+  /** The CommitLog's fdatasync rounds since the node started (SyncStats). */
+  readonly syncCount: number;
+  readonly syncMsTotal: number;
+  readonly syncMsMax: number;
+  /** Rounds of 10 ms or longer. */
+  readonly slowSyncs: number;
 }
 
 /**

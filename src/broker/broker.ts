@@ -696,6 +696,10 @@ export class Broker implements MessagingBackend, AdminBackend {
       appliedIndex: this.state.appliedIndex,
       topicCount: this.state.listTopics().length,
       fatal: s.fatal,
+      syncCount: s.sync.syncs,
+      syncMsTotal: s.sync.totalMs,
+      syncMsMax: s.sync.maxMs,
+      slowSyncs: s.sync.slowSyncs,
     };
   }
 

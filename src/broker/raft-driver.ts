@@ -43,6 +43,7 @@ import {
   type SoftState,
 } from '../raft/types';
 import type { CommitLog } from '../store/commit-log';
+import type { SyncStats } from '../store/commit-log-writer';
 import type { LogEntry } from '../store/log-record';
 import { MetaKeys, putOp, type MetaStore } from '../store/meta';
 import { type RaftDriverOptions, resolveRaftDriverOptions } from './raft-driver-options';
@@ -99,6 +100,8 @@ export interface RaftDriverDeps {
 /** The core's status plus the driver's own. */
 export interface RaftDriverStatus extends RaftStatus {
   readonly persistedIndex: number;
+  /** The CommitLog's fdatasync rounds so far. */
+  readonly sync: SyncStats;
   readonly stopped: boolean;
   readonly fatal: string | null;
   readonly proposalsPending: number;
@@ -251,6 +254,7 @@ export class RaftDriver {
     return {
       ...this.node.status(),
       persistedIndex: this.fatal === undefined ? this.deps.commitLog.persistedIndex() : -1,
+      sync: this.deps.commitLog.syncStats(),
       stopped: this.closed || this.fatal !== undefined,
       fatal: this.fatal === undefined ? null : this.fatal.message,
       proposalsPending: this.proposals.size,

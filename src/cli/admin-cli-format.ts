@@ -3,7 +3,7 @@
  * one-line confirmations. (`--json` prints the answers themselves; see raftmq.ts.)
  */
 import type { ClusterStatus } from '../broker/admin-client';
-import type { GroupConfig, TopicConfig } from '../broker/broker-types';
+import type { GroupConfig, NodeStatus, TopicConfig } from '../broker/broker-types';
 import type { ConsumerProgress } from '../broker/pop-service';
 
 /** Space between two columns. */
@@ -26,20 +26,39 @@ export function formatTable(
     .join('\n');
 }
 
+/** A node's fdatasync rounds as "mean/longest" in ms ("-" before the first). */
+function syncCell(s: NodeStatus): string {
+  if (s.syncCount === 0) return '-';
+  const mean = s.syncMsTotal / s.syncCount;
+  return `${mean.toFixed(mean < 10 ? 2 : 1)}/${s.syncMsMax.toFixed(1)}`;
+}
+
 /**
- * A group's status: a summary line, one row per configured node, then one line per node that
- * could not be reached or stopped on a fatal error.
+ * A group's status: a summary line, one row per configured node (FSYNC MS: the mean and longest
+ * CommitLog fdatasync round since the node started; SLOW: rounds of 10 ms or longer), then one
+ * line per node that could not be reached or stopped on a fatal error.
  */
 export function formatClusterStatus(status: ClusterStatus, endpoint: string): string {
   const leader =
     status.leaderId === null ? 'no leader' : `leader ${status.leaderId} in term ${status.term}`;
   const head = `group ${status.group}: ${leader} (answered by ${status.answeredBy} at ${endpoint})`;
-  const header = ['NODE', 'ROLE', 'TERM', 'LEADER', 'LAST', 'COMMIT', 'APPLIED', 'TOPICS'];
+  const header = [
+    'NODE',
+    'ROLE',
+    'TERM',
+    'LEADER',
+    'LAST',
+    'COMMIT',
+    'APPLIED',
+    'TOPICS',
+    'FSYNC MS',
+    'SLOW',
+  ];
   const rows = status.members.map((m) => {
     const s = m.status;
     const cells =
       s === null
-        ? ['unreachable', '-', '-', '-', '-', '-', '-']
+        ? ['unreachable', '-', '-', '-', '-', '-', '-', '-', '-']
         : [
             s.role,
             String(s.term),
@@ -48,6 +67,8 @@ export function formatClusterStatus(status: ClusterStatus, endpoint: string): st
             String(s.commitIndex),
             String(s.appliedIndex),
             String(s.topicCount),
+            syncCell(s),
+            String(s.slowSyncs),
           ];
     return [m.nodeId, ...cells, m.clientEndpoint, m.raftEndpoint];
   });

@@ -10,6 +10,7 @@
  */
 import { RaftmqError } from '../common/errors';
 import type { RaftMemberConfig } from '../broker/raft-member';
+import type { SyncStats } from '../store/commit-log-writer';
 
 /** What the process is started with. */
 export interface RaftNodeConfig extends RaftMemberConfig {
@@ -35,6 +36,8 @@ export interface RaftNodeStatus {
   readonly progress: Record<string, { match: number; next: number; state: string }>;
   /** CPU time this process used so far (user + system). */
   readonly cpuMs: number;
+  /** The CommitLog's fdatasync rounds so far. */
+  readonly sync: SyncStats;
 }
 
 /** One acknowledged entry: where it went and its checksum (the record CRC, `recordChecksum`). */

@@ -30,6 +30,30 @@ const CACHE_RELEASE_STEP_BYTES = 8 * 1024 * 1024;
  */
 const CACHE_RELEASE_ALIGN_BYTES = 2 * 1024 * 1024;
 
+/** An fdatasync round this long or longer counts as slow in {@link SyncStats}. */
+export const SLOW_SYNC_MS = 10;
+
+/**
+ * Upper bounds (ms, exclusive) of the buckets of {@link SyncStats.buckets}; the last bucket,
+ * one more, holds the rounds of the last bound or longer.
+ */
+export const SYNC_BUCKET_BOUNDS_MS: readonly number[] = [1, 2, 5, 10, 20, 50, 100, 200];
+
+/**
+ * What the writer's fdatasync rounds took since the log was opened. A round's time runs from
+ * handing its sync to the thread pool to seeing it done on the loop: what an entry waiting to
+ * be durable waits for. The disk's stalls show here (docs/performance.md, "Floors").
+ */
+export interface SyncStats {
+  readonly syncs: number;
+  readonly totalMs: number;
+  readonly maxMs: number;
+  /** Rounds of {@link SLOW_SYNC_MS} or longer. */
+  readonly slowSyncs: number;
+  /** Rounds per bucket of {@link SYNC_BUCKET_BOUNDS_MS} (one more than the bounds). */
+  readonly buckets: readonly number[];
+}
+
 /** Encoded records bound for one segment, back to back from `position`. */
 interface Chunk {
   segmentStart: number;
@@ -57,7 +81,20 @@ export class CommitLogWriter {
   /** Set by the first failed release: releases are advisory, so they stop, and the log goes on. */
   private cacheReleaseFailed = false;
 
+  private readonly sync = {
+    syncs: 0,
+    totalMs: 0,
+    maxMs: 0,
+    slowSyncs: 0,
+    buckets: new Array<number>(SYNC_BUCKET_BOUNDS_MS.length + 1).fill(0),
+  };
+
   constructor(private readonly s: CommitLogState) {}
+
+  /** The fdatasync rounds so far (a copy). */
+  syncStats(): SyncStats {
+    return { ...this.sync, buckets: [...this.sync.buckets] };
+  }
 
   /** Bytes appended but not yet written. */
   pendingWriteBytes(): number {
@@ -260,13 +297,28 @@ export class CommitLogWriter {
       let syncedEnd: number | undefined;
       if (s.options.flushMode === 'SYNC' || this.syncNeeded()) {
         syncedEnd = s.writtenEndPos;
+        const startedMs = s.clock.monotonicMs();
         await this.syncDirty();
+        this.noteSync(s.clock.monotonicMs() - startedMs);
         s.durableIdx = Math.max(s.durableIdx, Math.min(s.writtenIdx, s.last));
       }
       s.persisted.resolveUpTo(s.persistedIndex());
       // After the waiters: a release is a system call on this thread, and nobody waits for it.
       if (syncedEnd !== undefined) await this.releaseCache(syncedEnd);
     }
+  }
+
+  private noteSync(ms: number): void {
+    const sync = this.sync;
+    sync.syncs += 1;
+    sync.totalMs += ms;
+    if (ms > sync.maxMs) sync.maxMs = ms;
+    if (ms >= SLOW_SYNC_MS) sync.slowSyncs += 1;
+    let bucket = 0;
+    while (bucket < SYNC_BUCKET_BOUNDS_MS.length && ms >= (SYNC_BUCKET_BOUNDS_MS[bucket] ?? 0)) {
+      bucket++;
+    }
+    sync.buckets[bucket] = (sync.buckets[bucket] ?? 0) + 1;
   }
 
   /** Writes chunks in order; a segment is synced before the first write to the next one. */

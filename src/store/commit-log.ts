@@ -28,7 +28,7 @@ import { RECORD_HEADER_BYTES, type LogEntry } from './log-record';
 import type { LocatedRecords } from './entry-index';
 import { recoverLog } from './commit-log-recovery';
 import { type CommitLogDeps, CommitLogState, toStoreError } from './commit-log-state';
-import { CommitLogWriter } from './commit-log-writer';
+import { CommitLogWriter, type SyncStats } from './commit-log-writer';
 import {
   type ByteSpan,
   SPAN_READ_DEFAULTS,
@@ -160,6 +160,11 @@ export class CommitLog {
   termAt(index: number): number | undefined {
     return this.s.terms.termAt(index);
   }
+  /** The fdatasync rounds of the write path so far: count, time, longest, slow ones. */
+  syncStats(): SyncStats {
+    return this.writer.syncStats();
+  }
+
   /** Bytes appended but not yet written. */
   pendingWriteBytes(): number {
     return this.writer.pendingWriteBytes();

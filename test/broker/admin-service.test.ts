@@ -100,6 +100,10 @@ class FakeBackend implements AdminBackend {
       appliedIndex: 5,
       topicCount: this.topics.size,
       fatal: null,
+      syncCount: 40,
+      syncMsTotal: 30.5,
+      syncMsMax: 12.25,
+      slowSyncs: 1,
     };
   }
 
@@ -405,6 +409,11 @@ describe('admin service', function () {
     assert.equal(self.leaderId, 'n1');
     assert.equal(self.clientEndpoint, peers.n2?.client);
     assert.equal(self.fatal, null);
+    // The fdatasync figures cross the wire as they were (a double stays a double).
+    assert.deepEqual(
+      [self.syncCount, self.syncMsTotal, self.syncMsMax, self.slowSyncs],
+      [40, 30.5, 12.25, 1],
+    );
     const cluster = await node('n2').client.clusterStatus();
     assert.equal(cluster.answeredBy, 'n2');
     assert.equal(cluster.leaderId, 'n1');

@@ -152,12 +152,20 @@ describe('raftmq CLI against a 3-node LocalCluster', function () {
     assertOk(text, 'status');
     const lines = text.stdout.split('\n');
     assert.match(lines[0] ?? '', new RegExp(`^group broker-a: leader ${leader.nodeId} in term`));
-    assert.match(text.stdout, /NODE +ROLE +TERM +LEADER +LAST +COMMIT +APPLIED +TOPICS +CLIENT/);
+    assert.match(
+      text.stdout,
+      /NODE +ROLE +TERM +LEADER +LAST +COMMIT +APPLIED +TOPICS +FSYNC MS +SLOW +CLIENT/,
+    );
     for (const [i, id] of ['n1', 'n2', 'n3'].entries()) {
       const row = lines.find((l) => l.startsWith(`${id} `));
       assert.ok(row !== undefined, `a row for ${id}`);
       const role = id === leader.nodeId ? 'leader' : 'follower';
-      assert.match(row, new RegExp(`^${id} +${role} +\\d+ +${leader.nodeId} +\\d+ +\\d+ +\\d+`));
+      assert.match(
+        row,
+        new RegExp(
+          `^${id} +${role} +\\d+ +${leader.nodeId} +\\d+ +\\d+ +\\d+ +\\d+ +[\\d.]+/[\\d.]+ +\\d+ `,
+        ),
+      );
       assert.ok(row.includes(endpoints[i] as string), row);
     }
 
@@ -168,7 +176,12 @@ describe('raftmq CLI against a 3-node LocalCluster', function () {
       status.members.map((m) => [m.nodeId, m.reachable, m.clientEndpoint]),
       ['n1', 'n2', 'n3'].map((id, i) => [id, true, endpoints[i]]),
     );
-    for (const m of status.members) assert.ok((m.status?.commitIndex ?? 0) >= 1, m.nodeId);
+    for (const m of status.members) {
+      assert.ok((m.status?.commitIndex ?? 0) >= 1, m.nodeId);
+      // Every node made its log durable at least once, and says how long that took.
+      assert.ok((m.status?.syncCount ?? 0) >= 1, `${m.nodeId} syncs`);
+      assert.ok((m.status?.syncMsMax ?? 0) > 0, `${m.nodeId} longest sync`);
+    }
   });
 
   it('without --endpoint, talks to the first broker of ./data; elsewhere needs one', async () => {
