@@ -101,11 +101,31 @@ class QuietLogger implements ILogger {
   }
 }
 
-/** A throughput round, with each process's CPU time per acknowledged message. */
+/**
+ * A throughput round, with each process's CPU time per acknowledged message and the CommitLog
+ * fdatasync rounds of 10 ms or longer on the three nodes during it (the disk's stalls).
+ */
 interface Round extends LoadResult {
   readonly cpuUsPerMsgLeader: number | undefined;
   readonly cpuUsPerMsgFollower: number | undefined;
   readonly cpuUsPerMsgClient: number;
+  readonly slowSyncs: number | undefined;
+}
+
+/** The slow fdatasync rounds each running broker reported so far (undefined if one did not). */
+async function slowSyncsOf(cluster: LocalCluster): Promise<Map<string, number> | undefined> {
+  try {
+    return new Map(
+      await Promise.all(
+        cluster.brokers.map(async (b): Promise<[string, number]> => {
+          const status = await (await cluster.admin(b.id)).nodeStatus({ timeoutMs: 2_000 });
+          return [b.id, status.slowSyncs];
+        }),
+      ),
+    );
+  } catch {
+    return undefined;
+  }
 }
 
 /** Runs one closed-loop round on a stable leader; a round cut by a leader change runs again. */
@@ -117,10 +137,12 @@ async function measuredRound(
   for (let attempt = 0; ; attempt++) {
     const leader = await cluster.waitForLeader(LEADER_TIMEOUT_MS);
     const pids = new Map(cluster.brokers.map((b) => [b.id, b.pid]));
+    const slowBefore = await slowSyncsOf(cluster);
     const before = new Map([...pids].map(([id, pid]) => [id, processCpuMs(pid)]));
     const clientBefore = process.cpuUsage();
     const result = await closedLoop(spec, send);
     const client = process.cpuUsage(clientBefore);
+    const slowAfter = await slowSyncsOf(cluster);
     const after = await cluster.waitForLeader(LEADER_TIMEOUT_MS);
     const usPerMsg = (id: string): number | undefined => {
       const a = processCpuMs(pids.get(id));
@@ -137,6 +159,10 @@ async function measuredRound(
         ? undefined
         : followers.reduce((s: number, x) => s + (x ?? 0), 0) / followers.length,
       cpuUsPerMsgClient: (client.user + client.system) / Math.max(1, result.ackedMessages),
+      slowSyncs:
+        slowBefore === undefined || slowAfter === undefined
+          ? undefined
+          : [...slowAfter].reduce((sum, [id, n]) => sum + n - (slowBefore.get(id) ?? 0), 0),
     };
     if (after.term === leader.term || attempt >= RETRIES_MAX) return round;
     console.log(`leader changed during a round (term ${leader.term} -> ${after.term}); again`);
@@ -171,6 +197,7 @@ function showRounds(name: string, rounds: readonly Round[]): void {
       r.cpuUsPerMsgLeader,
       r.cpuUsPerMsgFollower,
       r.cpuUsPerMsgClient,
+      r.slowSyncs,
     ]),
   );
   const failed = rounds.find((r) => r.firstError !== undefined);
@@ -223,8 +250,9 @@ function printThroughput(officialRounds: readonly Round[], batchedRounds: readon
   console.log(`official: 1 message per send, ${OFFICIAL_INFLIGHT} sends in flight`);
   console.log(`batched: ${BATCH_MESSAGES} messages per send, ${BATCH_INFLIGHT} sends in flight`);
   console.log('latency per send; cpu: CPU us per message, leader (L), follower (F), client (C)');
+  console.log('slow syncs: CommitLog fdatasync rounds of 10 ms or longer, three nodes');
   const header = ['run', 'msgs/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'failed'];
-  tableRow([...header, 'cpu L', 'cpu F', 'cpu C']);
+  tableRow([...header, 'cpu L', 'cpu F', 'cpu C', 'slow syncs']);
   showRounds('official', officialRounds);
   showRounds('batched', batchedRounds);
   for (const [name, rounds] of [
