@@ -103,7 +103,8 @@ class QuietLogger implements ILogger {
 
 /**
  * A throughput round, with each process's CPU time per acknowledged message and the CommitLog
- * fdatasync rounds of 10 ms or longer on the three nodes during it (the disk's stalls).
+ * fdatasync rounds of 10 ms or longer on the three nodes during it (the disk stalling, or a loop
+ * too busy to see the sync done).
  */
 interface Round extends LoadResult {
   readonly cpuUsPerMsgLeader: number | undefined;

@@ -12,7 +12,8 @@
  *   apply on the leader.
  *
  * Each round also shows the CommitLog fdatasync rounds of 10 ms or longer on the three nodes
- * (the disk's stalls; in a saturated round a sync carries megabytes and is slow by its size) and
+ * (the disk stalling, or a loop too busy to see the sync done; in a saturated round a sync
+ * carries megabytes and is slow by its size) and
  * the time bucket of the longest, so that a round's p99 can be laid beside what the disk did.
  *
  * Each figure is the median of several rounds. The last line of output is one JSON object:
@@ -86,8 +87,8 @@ function loadText(): string {
 
 /**
  * A load round, the CPU time each node spent per committed entry during it, and the CommitLog
- * fdatasync rounds of 10 ms or longer on all three nodes (the disk's stalls: a round's p99 is
- * theirs when they happen) with the bucket of the longest.
+ * fdatasync rounds of 10 ms or longer on all three nodes (the disk stalling, mostly: a round's
+ * p99 is theirs when they happen) with the bucket of the longest.
  */
 interface Round extends LoadResult {
   readonly leaderCpuUsPerEntry: number;
@@ -102,7 +103,7 @@ interface NodeSample {
   readonly sync: SyncStats;
 }
 
-/** The bucket of the longest sync in `after` and not in `before`, as text ("20-50"). */
+/** The index of the bucket of the longest sync in `after` and not in `before` (-1: none). */
 function longestSyncBucket(before: readonly number[], after: readonly number[]): number {
   for (let b = after.length - 1; b >= 0; b--) {
     if ((after[b] ?? 0) > (before[b] ?? 0)) return b;
@@ -110,6 +111,7 @@ function longestSyncBucket(before: readonly number[], after: readonly number[]):
   return -1;
 }
 
+/** A bucket's range in ms, as text ("20-50", ">=200"; "-" for none). */
 function bucketText(bucket: number): string {
   if (bucket < 0) return '-';
   const lo = bucket === 0 ? 0 : SYNC_BUCKET_BOUNDS_MS[bucket - 1];

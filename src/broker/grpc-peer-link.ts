@@ -66,7 +66,8 @@ export interface FramedParts {
   readonly parts: readonly Uint8Array[];
   readonly bytes: number;
   /**
-   * A buffer of the link's pool that the parts view, given back once the write that carried them
+   * A buffer of the link's pool that some of the parts view (the others are an Append's large
+   * payloads, shared with its entries), given back once the write that carried them
    * succeeded (not when dropped unwritten or when the write failed: the garbage collector takes
    * those).
    */
@@ -326,10 +327,12 @@ export class PeerLink {
         session?.close();
         return;
       }
-      if (err !== null || session === null) {
+      // A session already told to go away (GOAWAY) opens no streams: a failed attempt.
+      if (err !== null || session === null || !session.alive) {
+        session?.close();
         this.fail('unreachable', {
           code: grpc.status.UNAVAILABLE,
-          details: err?.message ?? 'no session',
+          details: err?.message ?? 'no usable session',
         });
         return;
       }

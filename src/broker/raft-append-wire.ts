@@ -158,7 +158,7 @@ export function encodeAppendParts(
       recordCrcs[i] = crc;
     }
     appendBytes += delimitedBytes(entryBytes(entry, crc));
-    if (entry.data.length >= shareMinBytes) sharedBytes += entry.data.length;
+    if (shared(entry.data.length, shareMinBytes)) sharedBytes += entry.data.length;
   }
   const tailBytes = scalarBytes(message.term) + delimitedBytes(appendBytes);
   const messageBytes =
@@ -205,7 +205,7 @@ export function encodeAppendParts(
     out[at++] = TAG.entryData;
     const data = entry.data;
     at = writeVarint(out, at, data.length);
-    if (data.length >= shareMinBytes) {
+    if (shared(data.length, shareMinBytes)) {
       parts.push(out.subarray(from, at), data);
       from = at;
     } else {
@@ -223,6 +223,11 @@ export function encodeAppendParts(
   if (at !== ownBytes) throw new RaftmqError('INTERNAL', 'encodeAppendParts: size mismatch');
   parts.push(from === 0 ? out : out.subarray(from, at));
   return { parts, bytes: totalBytes, pooled };
+}
+
+/** Whether a payload of `bytes` goes out as a part of its own (never an empty one). */
+function shared(bytes: number, shareMinBytes: number): boolean {
+  return bytes > 0 && bytes >= shareMinBytes;
 }
 
 /** {@link encodeAppendParts} as one buffer (its parts joined). */

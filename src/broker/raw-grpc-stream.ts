@@ -15,8 +15,8 @@
  * What grpc-js did for this stream and is done here instead: the connection (with a connect
  * timeout) and keepalive pings, so that a peer that vanished without closing its connection is
  * noticed and the stream reconnected, and a GOAWAY: the session's calls finish sending (what was
- * written still arrives), the server ends them, and the owner reconnects. Node sends no ping on a
- * session that got a GOAWAY, so a drain is bounded by time instead (keepalive time plus timeout).
+ * written still arrives), the server ends them, and the owner reconnects. Node sends no new ping on
+ * a session that got a GOAWAY, so a drain is bounded by time instead (keepalive time plus timeout).
  * Votes and TimeoutNow stay unary grpc-js calls.
  */
 import * as http2 from 'node:http2';
@@ -304,7 +304,6 @@ export class RawGrpcSession {
       },
     });
     this.streams.add(call);
-    if (this.draining) call.finishSending();
     return call;
   }
 
@@ -316,9 +315,10 @@ export class RawGrpcSession {
   }
 
   /**
-   * The peer sent a GOAWAY (Node then opens no new streams on the session and sends no pings):
-   * the open calls stop sending, so that the server ends them once it has read what they
-   * carried, and the session is closed if that has not happened within the keepalive's bound.
+   * The peer sent a GOAWAY (Node then opens no new streams on the session and sends no new
+   * pings): the open calls stop sending, so that the server ends them once it has read what they
+   * carried, and the session is closed if that has not happened within the keepalive time plus
+   * its timeout (the timeout alone with keepalive off: a drain is bounded either way).
    */
   private drain(): void {
     if (this.draining || this.closed) return;
@@ -326,8 +326,10 @@ export class RawGrpcSession {
     this.stopKeepalive();
     for (const call of this.streams) call.finishSending();
     const { keepaliveTimeMs, keepaliveTimeoutMs } = this.options;
-    if (keepaliveTimeMs <= 0) return;
-    this.pingTimer = setTimeout(() => this.close(), keepaliveTimeMs + keepaliveTimeoutMs);
+    this.pingTimer = setTimeout(
+      () => this.close(),
+      Math.max(0, keepaliveTimeMs) + keepaliveTimeoutMs,
+    );
     this.pingTimer.unref();
   }
 
@@ -342,7 +344,7 @@ export class RawGrpcSession {
       let sent = false;
       try {
         sent = this.session.ping((err) => {
-          // A drain that began meanwhile has its own bound (Node cancels pings on a GOAWAY).
+          // A drain that began meanwhile has its own bound; this answer changes nothing.
           if (this.draining) return;
           this.stopKeepalive();
           if (err !== null) this.close();

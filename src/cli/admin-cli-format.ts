@@ -34,9 +34,9 @@ function syncCell(s: NodeStatus): string {
 }
 
 /**
- * A group's status: a summary line, one row per configured node (FSYNC MS: the mean and longest
- * CommitLog fdatasync round since the node started; SLOW: rounds of 10 ms or longer), then one
- * line per node that could not be reached or stopped on a fatal error.
+ * A group's status: a summary line, one row per configured node (FSYNC-MS: the mean and longest
+ * CommitLog sync round since the node started; SLOW: rounds of 10 ms or longer), then one line
+ * per node that could not be reached or stopped on a fatal error.
  */
 export function formatClusterStatus(status: ClusterStatus, endpoint: string): string {
   const leader =
@@ -51,7 +51,7 @@ export function formatClusterStatus(status: ClusterStatus, endpoint: string): st
     'COMMIT',
     'APPLIED',
     'TOPICS',
-    'FSYNC MS',
+    'FSYNC-MS',
     'SLOW',
   ];
   const rows = status.members.map((m) => {

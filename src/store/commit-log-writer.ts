@@ -40,9 +40,11 @@ export const SLOW_SYNC_MS = 10;
 export const SYNC_BUCKET_BOUNDS_MS: readonly number[] = [1, 2, 5, 10, 20, 50, 100, 200];
 
 /**
- * What the writer's fdatasync rounds took since the log was opened. A round's time runs from
- * handing its sync to the thread pool to seeing it done on the loop: what an entry waiting to
- * be durable waits for. The disk's stalls show here (docs/performance.md, "Floors").
+ * What the writer's sync rounds took since the log was opened (a round: the fdatasync of every
+ * segment written since the last one, and of the directory after a new segment). A round's time
+ * runs from handing its first sync to the thread pool to seeing its last one done on the loop:
+ * what an entry waiting to be durable waits for. So a slow round is the disk stalling, or the
+ * loop too busy to take the completion (docs/performance.md, "Floors").
  */
 export interface SyncStats {
   readonly syncs: number;
@@ -297,9 +299,7 @@ export class CommitLogWriter {
       let syncedEnd: number | undefined;
       if (s.options.flushMode === 'SYNC' || this.syncNeeded()) {
         syncedEnd = s.writtenEndPos;
-        const startedMs = s.clock.monotonicMs();
         await this.syncDirty();
-        this.noteSync(s.clock.monotonicMs() - startedMs);
         s.durableIdx = Math.max(s.durableIdx, Math.min(s.writtenIdx, s.last));
       }
       s.persisted.resolveUpTo(s.persistedIndex());
@@ -383,8 +383,11 @@ export class CommitLogWriter {
     }
   }
 
+  /** Syncs the segments written since the last sync (and the directory, after a new one). */
   private async syncDirty(): Promise<void> {
     const starts = [...this.dirtySegments];
+    if (starts.length === 0 && !this.dirDirty) return;
+    const startedMs = this.s.clock.monotonicMs();
     this.dirtySegments.clear();
     for (const start of starts) {
       await this.s.files.use(this.s.segmentPath(start), false, (f) => f.sync());
@@ -393,5 +396,6 @@ export class CommitLogWriter {
       this.dirDirty = false;
       await this.s.disk.syncDir(this.s.segmentDir);
     }
+    this.noteSync(this.s.clock.monotonicMs() - startedMs);
   }
 }

@@ -430,15 +430,18 @@ describe('grpc raft transport', () => {
       sender.transport.send([appendOf(0)]);
       await waitUntil(() => receiver.inbox.length >= 1, 'the stream to connect');
 
-      // The proxy stops reading: the sender's writes pile up in its socket and in HTTP/2.
+      // The proxy stops reading: the sender's writes pile up in the socket buffers, then in
+      // HTTP/2 (its 8 MiB window), then in the stream's own buffer (4 MiB), where they wait:
+      // 600 Appends of 28 KiB are more than all of that.
       proxy.stall();
-      for (let i = 1; i <= 60; i += 10) {
+      for (let i = 1; i <= 600; i += 10) {
         sender.transport.send(Array.from({ length: 10 }, (_, k) => appendOf(i + k)));
-        await new Promise((resolve) => setTimeout(resolve, 5));
+        await new Promise((resolve) => setTimeout(resolve, 2));
       }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      assert.ok(receiver.inbox.length < 61, 'the stall held some appends back');
-      // The connection goes with writes still pending in it; then appends flow again.
+      await waitUntil(() => sender.transport.stats().drainWaits > 0, 'the stream to push back');
+      assert.ok(receiver.inbox.length < 601, 'the stall held appends back');
+      // The connection goes with writes still pending in it (the stream waits for a drain);
+      // then appends flow again.
       proxy.cut();
       let next = 1000;
       await waitUntil(

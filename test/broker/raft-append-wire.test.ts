@@ -53,7 +53,7 @@ const append = fc.record({
   commit: safeNat,
   entries: fc.array(entry, { maxLength: 6 }),
   // From what size payloads are shared rather than copied (the default shares none of these).
-  shareMinBytes: fc.option(fc.integer({ min: 1, max: 2048 }), { nil: undefined }),
+  shareMinBytes: fc.option(fc.integer({ min: 0, max: 2048 }), { nil: undefined }),
 });
 
 function appendOf(entries: Entry[]): AppendMessage {
@@ -97,6 +97,17 @@ describe('direct Append encoding', () => {
         const crcs = new Map(message.entries.map((e, i) => [e, a.entries[i]?.recordCrc]));
         const crcOf = (e: Entry): number | undefined => crcs.get(e) ?? undefined;
         const direct = encodeFramedAppend(a.group, message, crcOf, a.shareMinBytes);
+        const parts = encodeAppendParts(
+          a.group,
+          message,
+          crcOf,
+          (n) => Buffer.allocUnsafe(n),
+          a.shareMinBytes,
+        ).parts;
+        assert.ok(
+          parts.every((part) => part.length > 0),
+          'no empty part',
+        );
         const reference = frameBatch([codecs.peerMessage.encode(toWire(a.group, message, crcOf))]);
         assert.ok(direct.equals(reference), 'bytes differ from protobufjs');
         const decoded = codecs.peerBatch.decode(direct) as {

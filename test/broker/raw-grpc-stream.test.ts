@@ -271,14 +271,19 @@ describe('raw gRPC client stream', () => {
     sink.okOnEnd = true;
     const session = await connect(`127.0.0.1:${sink.port}`, OPTIONS);
     const { stream, ended } = open(session);
-    const message = (n: number): Buffer => Buffer.alloc(1000 + n, n);
-    for (let i = 0; i < 20; i++) stream.write([message(i)], 1000 + i, () => undefined);
-    await waitUntil(() => sink.received.length >= 1, 'the first message');
-    // The server drains its connections (a GOAWAY) and waits for the open call.
+    const message = (n: number): Buffer => Buffer.alloc(100_000 + n, n);
+    stream.write([message(0)], 100_000, () => undefined);
+    await waitUntil(() => sink.received.length === 1, 'the first message');
+    // 4 MB more, far beyond the server's 64 KiB window: most of it is still on our side when
+    // the server drains its connections (a GOAWAY) and waits for the open call.
+    const total = 40;
+    for (let i = 1; i < total; i++) stream.write([message(i)], 100_000 + i, () => undefined);
+    const receivedAtGoaway = sink.received.length;
     const shutDown = new Promise<void>((resolve) => sink.server.tryShutdown(() => resolve()));
     const end = await ended;
     assert.equal(end.code, grpc.status.OK);
-    assert.equal(sink.received.length, 20);
+    assert.ok(receivedAtGoaway < total / 2, `${receivedAtGoaway} of ${total} in before the GOAWAY`);
+    assert.equal(sink.received.length, total);
     sink.received.forEach((m, i) => assert.ok(m.equals(message(i)), `message ${i}`));
     assert.equal(stream.writable, false);
     assert.equal(session.alive, false);
@@ -327,6 +332,7 @@ describe('raw gRPC client stream', () => {
       const port = await new Promise<number>((resolve, reject) => {
         listener.stdout.once('data', (d: Buffer) => resolve(Number(String(d).trim())));
         listener.once('error', reject);
+        listener.once('exit', (code) => reject(new Error(`the listener exited (${code})`)));
       });
       for (let i = 0; i < 4; i++) {
         const filler = net.connect(port, '127.0.0.1');

@@ -26,7 +26,12 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
     for (const sock of [client, upstream]) {
       sockets.add(sock);
       sock.on('error', () => undefined);
-      sock.on('close', () => sockets.delete(sock));
+      // One side gone (an error, a reset) takes the other with it, as a real cut would.
+      sock.on('close', () => {
+        sockets.delete(sock);
+        client.destroy();
+        upstream.destroy();
+      });
     }
     accepted.add(client);
     client.on('close', () => accepted.delete(client));

@@ -154,7 +154,7 @@ describe('raftmq CLI against a 3-node LocalCluster', function () {
     assert.match(lines[0] ?? '', new RegExp(`^group broker-a: leader ${leader.nodeId} in term`));
     assert.match(
       text.stdout,
-      /NODE +ROLE +TERM +LEADER +LAST +COMMIT +APPLIED +TOPICS +FSYNC MS +SLOW +CLIENT/,
+      /NODE +ROLE +TERM +LEADER +LAST +COMMIT +APPLIED +TOPICS +FSYNC-MS +SLOW +CLIENT/,
     );
     for (const [i, id] of ['n1', 'n2', 'n3'].entries()) {
       const row = lines.find((l) => l.startsWith(`${id} `));

@@ -835,42 +835,6 @@ describe('CommitLog fault handling', function () {
   });
 
   describe('refused appends', () => {
-    it('counts its fdatasync rounds: how long each took, the longest, the slow ones', async () => {
-      const w = new World();
-      const log = await w.open();
-      // The first sync of a round takes `stallMs` of the log's (manual) clock.
-      let stallMs = 0;
-      let stalled = true;
-      w.disk.setHook((op) => {
-        if (op !== 'sync' || stalled) return;
-        stalled = true;
-        w.clock.advance(stallMs);
-      });
-      const before = log.syncStats();
-      const beforeCopy = JSON.stringify(before);
-      const times = [0.5, 3, 15, 60, 250];
-      let index = 0;
-      for (const ms of times) {
-        stallMs = ms;
-        stalled = false;
-        index += 1;
-        appendPlaced(log, [entry(index, 1, 100)]);
-        await log.flush();
-      }
-      w.disk.setHook(undefined);
-      const after = log.syncStats();
-      assert.equal(after.syncs - before.syncs, times.length);
-      assert.equal(after.totalMs - before.totalMs, 0.5 + 3 + 15 + 60 + 250);
-      assert.equal(after.maxMs, 250);
-      assert.equal(after.slowSyncs - before.slowSyncs, 3, '15, 60 and 250 ms are slow');
-      // Buckets [0,1) [1,2) [2,5) [5,10) [10,20) [20,50) [50,100) [100,200) [200,...).
-      const added = after.buckets.map((n, b) => n - (before.buckets[b] ?? 0));
-      assert.deepEqual(added, [1, 0, 1, 0, 1, 0, 1, 0, 1]);
-      // A copy: the figures a caller holds do not move.
-      assert.equal(JSON.stringify(before), beforeCopy);
-      await log.close();
-    });
-
     it('writes the record checksum an entry brings as it is, not computing it again', async () => {
       // A follower checked the leader's checksum against these bytes on receipt
       // (raft-append-decode.ts); the CommitLog takes it instead of a second pass.
@@ -960,6 +924,60 @@ describe('CommitLog fault handling', function () {
       w.crash('lose');
       log = await w.open();
       await expectEntries(log, big(1, 7));
+      await log.close();
+    });
+  });
+
+  describe('sync rounds', () => {
+    it('counts its fdatasync rounds: how long each took, the longest, the slow ones', async () => {
+      const w = new World();
+      const log = await w.open();
+      // The first sync of a round takes `stallMs` of the log's (manual) clock.
+      let stallMs = 0;
+      let stalled = true;
+      w.disk.setHook((op) => {
+        if (op !== 'sync' || stalled) return;
+        stalled = true;
+        w.clock.advance(stallMs);
+      });
+      const before = log.syncStats();
+      const beforeCopy = JSON.stringify(before);
+      const times = [0.5, 3, 15, 60, 250];
+      let index = 0;
+      for (const ms of times) {
+        stallMs = ms;
+        stalled = false;
+        index += 1;
+        appendPlaced(log, [entry(index, 1, 100)]);
+        await log.flush();
+      }
+      w.disk.setHook(undefined);
+      const after = log.syncStats();
+      assert.equal(after.syncs - before.syncs, times.length);
+      assert.equal(after.totalMs - before.totalMs, 0.5 + 3 + 15 + 60 + 250);
+      assert.equal(after.maxMs, 250);
+      assert.equal(after.slowSyncs - before.slowSyncs, 3, '15, 60 and 250 ms are slow');
+      // Buckets [0,1) [1,2) [2,5) [5,10) [10,20) [20,50) [50,100) [100,200) [200,...).
+      const added = after.buckets.map((n, b) => n - (before.buckets[b] ?? 0));
+      assert.deepEqual(added, [1, 0, 1, 0, 1, 0, 1, 0, 1]);
+      // A copy: the figures a caller holds do not move.
+      assert.equal(JSON.stringify(before), beforeCopy);
+      await log.close();
+    });
+
+    it('counts the sync before a new segment too, and nothing for a flush with nothing to sync', async () => {
+      const w = new World();
+      const log = await w.open();
+      appendPlaced(log, [entry(1, 1, 100)]);
+      await log.flush();
+      const before = log.syncStats();
+      await log.flush();
+      assert.equal(log.syncStats().syncs, before.syncs, 'nothing written: no round');
+      // One batch across three segments: the first two are synced before the next is written.
+      appendPlaced(log, entries(2, 40));
+      assert.ok(log.endPosition() > 2 * SEGMENT_BYTES);
+      await log.flush();
+      assert.ok(log.syncStats().syncs - before.syncs >= 3, 'a round per segment left');
       await log.close();
     });
   });
