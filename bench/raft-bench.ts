@@ -13,8 +13,8 @@
  *
  * Each round also shows the CommitLog fdatasync rounds of 10 ms or longer on the three nodes
  * (the disk stalling, or a loop too busy to see the sync done; in a saturated round a sync
- * carries megabytes and is slow by its size) and
- * the time bucket of the longest, so that a round's p99 can be laid beside what the disk did.
+ * carries megabytes and is slow by its size) and the time bucket of the longest, so that a
+ * round's p99 can be laid beside what the disk did.
  *
  * Each figure is the median of several rounds. The last line of output is one JSON object:
  * entries/s saturated, and the median and p99 commit latency at half that rate. Options:

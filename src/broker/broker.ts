@@ -17,6 +17,7 @@ import { Mutex } from '../common/mutex';
 import type { Logger } from '../common/logger';
 import type { StoredMessage } from '../store/message-format';
 import type { LocatedMessage, QueueRecord } from '../store/message-store';
+import type { SyncStats } from '../store/commit-log-writer';
 import type { TopicRoute } from '../namesrv/route-types';
 import {
   type BrokerCommand,
@@ -52,6 +53,7 @@ export interface RaftHandle {
   propose(payloads: readonly Uint8Array[]): Promise<ProposeAck>;
   transferLeadership(to: string): void;
   status(): RaftDriverStatus;
+  syncStats(): SyncStats;
 }
 
 /** Looks routes up across all groups (the NameServers); undefined when none answers. */
@@ -682,6 +684,7 @@ export class Broker implements MessagingBackend, AdminBackend {
 
   nodeStatus(): NodeStatus {
     const s = this.raft.status();
+    const sync = this.raft.syncStats();
     return {
       cluster: this.config.cluster,
       group: this.groupName,
@@ -696,10 +699,10 @@ export class Broker implements MessagingBackend, AdminBackend {
       appliedIndex: this.state.appliedIndex,
       topicCount: this.state.listTopics().length,
       fatal: s.fatal,
-      syncCount: s.sync.syncs,
-      syncMsTotal: s.sync.totalMs,
-      syncMsMax: s.sync.maxMs,
-      slowSyncs: s.sync.slowSyncs,
+      syncCount: sync.syncs,
+      syncMsTotal: sync.totalMs,
+      syncMsMax: sync.maxMs,
+      slowSyncs: sync.slowSyncs,
     };
   }
 

@@ -14,7 +14,7 @@
  * numbers below must follow `raft.proto`.
  */
 import { unreachable } from '../common/assert';
-import { copyBytes } from '../common/bytes';
+import { bufferView, copyBytes } from '../common/bytes';
 import { RaftmqError } from '../common/errors';
 import type { AppendMessage, Entry, EntryType } from '../raft/types';
 
@@ -206,7 +206,7 @@ export function encodeAppendParts(
     const data = entry.data;
     at = writeVarint(out, at, data.length);
     if (shared(data.length, shareMinBytes)) {
-      parts.push(out.subarray(from, at), data);
+      parts.push(bufferView(out, from, at), data);
       from = at;
     } else {
       copyBytes(out, data, at);
@@ -221,7 +221,7 @@ export function encodeAppendParts(
   out[at++] = TAG.appendCommit;
   at = writeVarint(out, at, message.commit);
   if (at !== ownBytes) throw new RaftmqError('INTERNAL', 'encodeAppendParts: size mismatch');
-  parts.push(from === 0 ? out : out.subarray(from, at));
+  parts.push(from === 0 ? out : bufferView(out, from, at));
   return { parts, bytes: totalBytes, pooled };
 }
 

@@ -100,8 +100,6 @@ export interface RaftDriverDeps {
 /** The core's status plus the driver's own. */
 export interface RaftDriverStatus extends RaftStatus {
   readonly persistedIndex: number;
-  /** The CommitLog's fdatasync rounds so far. */
-  readonly sync: SyncStats;
   readonly stopped: boolean;
   readonly fatal: string | null;
   readonly proposalsPending: number;
@@ -250,11 +248,15 @@ export class RaftDriver {
     this.kick();
   }
 
+  /** The CommitLog's sync rounds so far (kept out of `status()`, which the simulator polls). */
+  syncStats(): SyncStats {
+    return this.deps.commitLog.syncStats();
+  }
+
   status(): RaftDriverStatus {
     return {
       ...this.node.status(),
       persistedIndex: this.fatal === undefined ? this.deps.commitLog.persistedIndex() : -1,
-      sync: this.deps.commitLog.syncStats(),
       stopped: this.closed || this.fatal !== undefined,
       fatal: this.fatal === undefined ? null : this.fatal.message,
       proposalsPending: this.proposals.size,

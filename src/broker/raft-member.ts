@@ -21,6 +21,7 @@ import type { RaftTunables } from '../raft/config';
 import type { SoftState } from '../raft/types';
 import type { FlushMode } from '../store/commit-log-options';
 import { CommitLog } from '../store/commit-log';
+import type { SyncStats } from '../store/commit-log-writer';
 import { LevelMetaStore } from '../store/level-meta-store';
 import { EntryType, recordChecksum, type LogEntry } from '../store/log-record';
 import { NodeDisk } from '../store/node-disk';
@@ -169,6 +170,8 @@ export interface RaftMemberStatus {
   readonly appliedCount: number;
   readonly digest: number;
   readonly port: number;
+  /** The CommitLog's sync rounds so far. */
+  readonly sync: SyncStats;
 }
 
 /** A running member; see the file comment. */
@@ -294,6 +297,7 @@ export class RaftMember {
       appliedCount: this.state.appliedCount,
       digest: this.state.digest,
       port: this.port,
+      sync: this.commitLog.syncStats(),
     };
   }
 

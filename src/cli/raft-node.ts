@@ -60,7 +60,7 @@ function statusOf(member: RaftMember): RaftNodeStatus {
     fatal: s.raft.fatal,
     progress: Object.fromEntries(s.raft.progress),
     cpuMs: (cpu.user + cpu.system) / 1000,
-    sync: s.raft.sync,
+    sync: s.sync,
   };
 }
 

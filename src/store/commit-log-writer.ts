@@ -30,14 +30,17 @@ const CACHE_RELEASE_STEP_BYTES = 8 * 1024 * 1024;
  */
 const CACHE_RELEASE_ALIGN_BYTES = 2 * 1024 * 1024;
 
-/** An fdatasync round this long or longer counts as slow in {@link SyncStats}. */
-export const SLOW_SYNC_MS = 10;
-
 /**
  * Upper bounds (ms, exclusive) of the buckets of {@link SyncStats.buckets}; the last bucket,
  * one more, holds the rounds of the last bound or longer.
  */
 export const SYNC_BUCKET_BOUNDS_MS: readonly number[] = [1, 2, 5, 10, 20, 50, 100, 200];
+
+/** A sync round this long or longer counts as slow in {@link SyncStats} (a bucket bound). */
+export const SLOW_SYNC_MS = 10;
+
+/** The first bucket whose rounds are all slow. */
+const FIRST_SLOW_BUCKET = SYNC_BUCKET_BOUNDS_MS.indexOf(SLOW_SYNC_MS) + 1;
 
 /**
  * What the writer's sync rounds took since the log was opened (a round: the fdatasync of every
@@ -87,7 +90,6 @@ export class CommitLogWriter {
     syncs: 0,
     totalMs: 0,
     maxMs: 0,
-    slowSyncs: 0,
     buckets: new Array<number>(SYNC_BUCKET_BOUNDS_MS.length + 1).fill(0),
   };
 
@@ -95,7 +97,10 @@ export class CommitLogWriter {
 
   /** The fdatasync rounds so far (a copy). */
   syncStats(): SyncStats {
-    return { ...this.sync, buckets: [...this.sync.buckets] };
+    const buckets = [...this.sync.buckets];
+    let slowSyncs = 0;
+    for (let b = FIRST_SLOW_BUCKET; b < buckets.length; b++) slowSyncs += buckets[b] ?? 0;
+    return { ...this.sync, slowSyncs, buckets };
   }
 
   /** Bytes appended but not yet written. */
@@ -313,7 +318,6 @@ export class CommitLogWriter {
     sync.syncs += 1;
     sync.totalMs += ms;
     if (ms > sync.maxMs) sync.maxMs = ms;
-    if (ms >= SLOW_SYNC_MS) sync.slowSyncs += 1;
     let bucket = 0;
     while (bucket < SYNC_BUCKET_BOUNDS_MS.length && ms >= (SYNC_BUCKET_BOUNDS_MS[bucket] ?? 0)) {
       bucket++;
