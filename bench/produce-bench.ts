@@ -103,30 +103,56 @@ class QuietLogger implements ILogger {
 
 /**
  * A throughput round, with each process's CPU time per acknowledged message and the CommitLog
- * fdatasync rounds of 10 ms or longer on the three nodes during it (the disk stalling, or a loop
- * too busy to see the sync done).
+ * fdatasync rounds of 10 ms or longer on the three nodes during it (the disk stalling, or a
+ * process waiting for a CPU); and, where the brokers time their fdatasync calls, how many of
+ * those rounds the calls alone took that long (the disk's share).
  */
 interface Round extends LoadResult {
   readonly cpuUsPerMsgLeader: number | undefined;
   readonly cpuUsPerMsgFollower: number | undefined;
   readonly cpuUsPerMsgClient: number;
   readonly slowSyncs: number | undefined;
+  readonly slowDiskSyncs: number | undefined;
+}
+
+/** A broker's slow fdatasync rounds so far, and of those its slow calls (undefined: untimed). */
+interface SlowCounts {
+  readonly rounds: number;
+  readonly calls: number | undefined;
 }
 
 /** The slow fdatasync rounds each running broker reported so far (undefined if one did not). */
-async function slowSyncsOf(cluster: LocalCluster): Promise<Map<string, number> | undefined> {
+async function slowSyncsOf(cluster: LocalCluster): Promise<Map<string, SlowCounts> | undefined> {
   try {
     return new Map(
       await Promise.all(
-        cluster.brokers.map(async (b): Promise<[string, number]> => {
+        cluster.brokers.map(async (b): Promise<[string, SlowCounts]> => {
           const status = await (await cluster.admin(b.id)).nodeStatus({ timeoutMs: 2_000 });
-          return [b.id, status.slowSyncs];
+          const calls = status.timedSyncs === 0 ? undefined : status.slowSyncCalls;
+          return [b.id, { rounds: status.slowSyncs, calls }];
         }),
       ),
     );
   } catch {
     return undefined;
   }
+}
+
+/** The slow rounds (or calls) of every broker between two readings; undefined if unknown. */
+function slowBetween(
+  before: Map<string, SlowCounts> | undefined,
+  after: Map<string, SlowCounts> | undefined,
+  pick: (c: SlowCounts) => number | undefined,
+): number | undefined {
+  if (before === undefined || after === undefined) return undefined;
+  let sum = 0;
+  for (const [id, a] of after) {
+    const now = pick(a);
+    if (now === undefined) return undefined;
+    const b = before.get(id);
+    sum += now - (b === undefined ? 0 : (pick(b) ?? 0));
+  }
+  return sum;
 }
 
 /** Runs one closed-loop round on a stable leader; a round cut by a leader change runs again. */
@@ -160,10 +186,8 @@ async function measuredRound(
         ? undefined
         : followers.reduce((s: number, x) => s + (x ?? 0), 0) / followers.length,
       cpuUsPerMsgClient: (client.user + client.system) / Math.max(1, result.ackedMessages),
-      slowSyncs:
-        slowBefore === undefined || slowAfter === undefined
-          ? undefined
-          : [...slowAfter].reduce((sum, [id, n]) => sum + n - (slowBefore.get(id) ?? 0), 0),
+      slowSyncs: slowBetween(slowBefore, slowAfter, (c) => c.rounds),
+      slowDiskSyncs: slowBetween(slowBefore, slowAfter, (c) => c.calls),
     };
     if (after.term === leader.term || attempt >= RETRIES_MAX) return round;
     console.log(`leader changed during a round (term ${leader.term} -> ${after.term}); again`);
@@ -199,6 +223,7 @@ function showRounds(name: string, rounds: readonly Round[]): void {
       r.cpuUsPerMsgFollower,
       r.cpuUsPerMsgClient,
       r.slowSyncs,
+      r.slowDiskSyncs ?? '-',
     ]),
   );
   const failed = rounds.find((r) => r.firstError !== undefined);
@@ -251,9 +276,12 @@ function printThroughput(officialRounds: readonly Round[], batchedRounds: readon
   console.log(`official: 1 message per send, ${OFFICIAL_INFLIGHT} sends in flight`);
   console.log(`batched: ${BATCH_MESSAGES} messages per send, ${BATCH_INFLIGHT} sends in flight`);
   console.log('latency per send; cpu: CPU us per message, leader (L), follower (F), client (C)');
-  console.log('slow syncs: CommitLog fdatasync rounds of 10 ms or longer, three nodes');
+  console.log(
+    'slow syncs: CommitLog fdatasync rounds of 10 ms or longer, three nodes; slow disk: those ' +
+      'whose fdatasync calls alone took that long (the rest waited for a CPU; "-": not timed)',
+  );
   const header = ['run', 'msgs/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'failed'];
-  tableRow([...header, 'cpu L', 'cpu F', 'cpu C', 'slow syncs']);
+  tableRow([...header, 'cpu L', 'cpu F', 'cpu C', 'slow syncs', 'slow disk']);
   showRounds('official', officialRounds);
   showRounds('batched', batchedRounds);
   for (const [name, rounds] of [

@@ -87,13 +87,16 @@ function loadText(): string {
 
 /**
  * A load round, the CPU time each node spent per committed entry during it, and the CommitLog
- * fdatasync rounds of 10 ms or longer on all three nodes (the disk stalling, mostly: a round's
- * p99 is theirs when they happen) with the bucket of the longest.
+ * fdatasync rounds of 10 ms or longer on all three nodes with the bucket of the longest; and,
+ * where the nodes time their fdatasync calls (the timed-sync addon), how many of those rounds
+ * the calls alone took that long (the disk stalling: the others waited for a CPU).
  */
 interface Round extends LoadResult {
   readonly leaderCpuUsPerEntry: number;
   readonly followersCpuUsPerEntry: number;
   readonly slowSyncs: number;
+  /** Undefined when a node does not time its calls. */
+  readonly slowDiskSyncs: number | undefined;
   readonly longestSync: string;
 }
 
@@ -144,10 +147,15 @@ async function runRound(group: LocalRaftGroup, spec: LoadSpec): Promise<Round> {
         Math.max(1, result.committedEntries);
       const followers = [...after.keys()].filter((id) => id !== leader.id);
       let slowSyncs = 0;
+      let slowDiskSyncs: number | undefined = 0;
       let longest = -1;
       for (const [id, a] of after) {
         const b = before.get(id);
         slowSyncs += a.sync.slowSyncs - (b?.sync.slowSyncs ?? 0);
+        slowDiskSyncs =
+          slowDiskSyncs === undefined || a.sync.timedSyncs === 0
+            ? undefined
+            : slowDiskSyncs + a.sync.slowCalls - (b?.sync.slowCalls ?? 0);
         longest = Math.max(longest, longestSyncBucket(b?.sync.buckets ?? [], a.sync.buckets));
       }
       return {
@@ -156,6 +164,7 @@ async function runRound(group: LocalRaftGroup, spec: LoadSpec): Promise<Round> {
         followersCpuUsPerEntry:
           followers.reduce((sum, id) => sum + usPerEntry(id), 0) / Math.max(1, followers.length),
         slowSyncs,
+        slowDiskSyncs,
         longestSync: bucketText(longest),
       };
     }
@@ -212,7 +221,8 @@ async function main(): Promise<void> {
     console.log('cpu us/e: CPU time per committed entry on the leader (L), per follower (F)');
     console.log(
       `slow syncs: CommitLog fdatasync rounds of ${SLOW_SYNC_MS} ms or longer, three nodes; ` +
-        'longest: the bucket (ms) of the longest',
+        'slow disk: those whose fdatasync calls alone took that long (the rest waited for a ' +
+        'CPU; "-": calls not timed); longest: the bucket (ms) of the longest round',
     );
     row([
       'run',
@@ -224,6 +234,7 @@ async function main(): Promise<void> {
       'cpu us/e L',
       'cpu us/e F',
       'slow syncs',
+      'slow disk',
       'longest',
     ]);
     const show = (name: string, r: Round): void =>
@@ -237,6 +248,7 @@ async function main(): Promise<void> {
         r.leaderCpuUsPerEntry,
         r.followersCpuUsPerEntry,
         r.slowSyncs,
+        r.slowDiskSyncs ?? '-',
         r.longestSync,
       ]);
     saturated.forEach((r, i) => show(`saturated #${i + 1}`, r));

@@ -6,9 +6,12 @@
  * - native/page-cache.c -> dist/native/page-cache.node: posix_fadvise, so that the CommitLog can
  *   release page-cache pages (docs/storage.md, "Page cache");
  * - native/crc32c.c -> dist/native/crc32c.node: CRC32C with the CPU's instruction
- *   (src/common/crc32c.ts).
- * Both are optional at run time: without a compiler, headers or Linux, this prints why and exits
- * 0; the store then keeps what it writes cached, and checksums come from the npm package.
+ *   (src/common/crc32c.ts);
+ * - native/timed-sync.c -> dist/native/timed-sync.node: fdatasync on the thread pool, timed on
+ *   the thread that makes the call (src/store/timed-sync.ts).
+ * All are optional at run time: without a compiler, headers or Linux, this prints why and exits
+ * 0; the store then keeps what it writes cached, checksums come from the npm package, and sync
+ * rounds are timed as a whole.
  * `RAFTMQ_NATIVE=off` skips the build (and removes addons built before);
  * `RAFTMQ_NATIVE=required` makes a failed build an error and compiles with -Werror.
  * `CC` names the compiler, with arguments if any (`CC="ccache gcc"`); `cc` by default.
@@ -24,6 +27,7 @@ const mode = process.env.RAFTMQ_NATIVE ?? 'optional';
 const ADDONS = [
   { name: 'page-cache', without: 'the store runs without releasing page-cache pages' },
   { name: 'crc32c', without: 'checksums are computed by @node-rs/crc32' },
+  { name: 'timed-sync', without: 'fdatasync calls are not timed apart from their rounds' },
 ];
 
 function skip(reason) {

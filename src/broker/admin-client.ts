@@ -213,6 +213,10 @@ export function nodeStatusFromWire(w: unknown): NodeStatus {
     syncMsTotal: num(o.syncMsTotal),
     syncMsMax: num(o.syncMsMax),
     slowSyncs: num(o.slowSyncs),
+    timedSyncs: num(o.timedSyncs),
+    syncCallMsTotal: num(o.syncCallMsTotal),
+    syncCallMsMax: num(o.syncCallMsMax),
+    slowSyncCalls: num(o.slowSyncCalls),
   };
 }
 

@@ -193,6 +193,15 @@ export interface NodeStatus {
   readonly syncMsMax: number;
   /** Rounds of 10 ms or longer. */
   readonly slowSyncs: number;
+  /**
+   * Rounds whose fdatasync calls were timed where they ran (the timed-sync addon), their calls'
+   * total and longest time (summed per round), and the timed rounds whose calls took 10 ms or
+   * longer: slow rounds beyond these waited for a CPU, not for the disk.
+   */
+  readonly timedSyncs: number;
+  readonly syncCallMsTotal: number;
+  readonly syncCallMsMax: number;
+  readonly slowSyncCalls: number;
 }
 
 /**

@@ -703,6 +703,10 @@ export class Broker implements MessagingBackend, AdminBackend {
       syncMsTotal: sync.totalMs,
       syncMsMax: sync.maxMs,
       slowSyncs: sync.slowSyncs,
+      timedSyncs: sync.timedSyncs,
+      syncCallMsTotal: sync.callTotalMs,
+      syncCallMsMax: sync.callMaxMs,
+      slowSyncCalls: sync.slowCalls,
     };
   }
 

@@ -26,17 +26,24 @@ export function formatTable(
     .join('\n');
 }
 
-/** A node's fdatasync rounds as "mean/longest" in ms ("-" before the first). */
-function syncCell(s: NodeStatus): string {
-  if (s.syncCount === 0) return '-';
-  const mean = s.syncMsTotal / s.syncCount;
-  return `${mean.toFixed(mean < 10 ? 2 : 1)}/${s.syncMsMax.toFixed(1)}`;
+/** "mean/longest" of `count` rounds in ms ("-" before the first). */
+function meanMaxCell(count: number, totalMs: number, maxMs: number): string {
+  if (count === 0) return '-';
+  const mean = totalMs / count;
+  return `${mean.toFixed(mean < 10 ? 2 : 1)}/${maxMs.toFixed(1)}`;
+}
+
+/** Slow rounds, and "/" the slow ones of those the disk's calls took when they were timed. */
+function slowCell(s: NodeStatus): string {
+  return s.timedSyncs === 0 ? String(s.slowSyncs) : `${s.slowSyncs}/${s.slowSyncCalls}`;
 }
 
 /**
  * A group's status: a summary line, one row per configured node (FSYNC-MS: the mean and longest
- * CommitLog sync round since the node started; SLOW: rounds of 10 ms or longer), then one line
- * per node that could not be reached or stopped on a fatal error.
+ * CommitLog sync round since the node started; DISK-MS: the same of the rounds' fdatasync calls
+ * alone, where the node times them; SLOW: rounds of 10 ms or longer, and "/" how many of them
+ * the calls alone took that long: the rest waited for a CPU), then one line per node that could
+ * not be reached or stopped on a fatal error.
  */
 export function formatClusterStatus(status: ClusterStatus, endpoint: string): string {
   const leader =
@@ -52,13 +59,14 @@ export function formatClusterStatus(status: ClusterStatus, endpoint: string): st
     'APPLIED',
     'TOPICS',
     'FSYNC-MS',
+    'DISK-MS',
     'SLOW',
   ];
   const rows = status.members.map((m) => {
     const s = m.status;
     const cells =
       s === null
-        ? ['unreachable', '-', '-', '-', '-', '-', '-', '-', '-']
+        ? ['unreachable', '-', '-', '-', '-', '-', '-', '-', '-', '-']
         : [
             s.role,
             String(s.term),
@@ -67,8 +75,9 @@ export function formatClusterStatus(status: ClusterStatus, endpoint: string): st
             String(s.commitIndex),
             String(s.appliedIndex),
             String(s.topicCount),
-            syncCell(s),
-            String(s.slowSyncs),
+            meanMaxCell(s.syncCount, s.syncMsTotal, s.syncMsMax),
+            meanMaxCell(s.timedSyncs, s.syncCallMsTotal, s.syncCallMsMax),
+            slowCell(s),
           ];
     return [m.nodeId, ...cells, m.clientEndpoint, m.raftEndpoint];
   });

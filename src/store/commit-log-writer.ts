@@ -47,7 +47,10 @@ const FIRST_SLOW_BUCKET = SYNC_BUCKET_BOUNDS_MS.indexOf(SLOW_SYNC_MS) + 1;
  * segment written since the last one, and of the directory after a new segment). A round's time
  * runs from handing its first sync to the thread pool to seeing its last one done on the loop:
  * what an entry waiting to be durable waits for. So a slow round is the disk stalling, or the
- * loop too busy to take the completion (docs/performance.md, "Floors").
+ * process waiting for a CPU: for a pool thread to take the call or for the loop to take its
+ * completion. Where the disk times its calls (the timed-sync addon, timed-sync.ts), the rounds'
+ * system calls are counted apart (`timedSyncs` and the `call` fields), which tells the two apart
+ * (docs/storage.md, "Sync rounds").
  */
 export interface SyncStats {
   readonly syncs: number;
@@ -57,6 +60,13 @@ export interface SyncStats {
   readonly slowSyncs: number;
   /** Rounds per bucket of {@link SYNC_BUCKET_BOUNDS_MS} (one more than the bounds). */
   readonly buckets: readonly number[];
+  /** Rounds whose every fdatasync was timed by the disk (0 without the addon). */
+  readonly timedSyncs: number;
+  /** The system calls of the timed rounds, summed per round: total and longest round. */
+  readonly callTotalMs: number;
+  readonly callMaxMs: number;
+  /** Timed rounds whose system calls took {@link SLOW_SYNC_MS} or longer: the disk's stalls. */
+  readonly slowCalls: number;
 }
 
 /** Encoded records bound for one segment, back to back from `position`. */
@@ -91,6 +101,10 @@ export class CommitLogWriter {
     totalMs: 0,
     maxMs: 0,
     buckets: new Array<number>(SYNC_BUCKET_BOUNDS_MS.length + 1).fill(0),
+    timedSyncs: 0,
+    callTotalMs: 0,
+    callMaxMs: 0,
+    slowCalls: 0,
   };
 
   constructor(private readonly s: CommitLogState) {}
@@ -313,8 +327,15 @@ export class CommitLogWriter {
     }
   }
 
-  private noteSync(ms: number): void {
+  /** Counts a round of `ms`, whose system calls took `callMs` when all were timed. */
+  private noteSync(ms: number, callMs: number | undefined): void {
     const sync = this.sync;
+    if (callMs !== undefined) {
+      sync.timedSyncs += 1;
+      sync.callTotalMs += callMs;
+      if (callMs > sync.callMaxMs) sync.callMaxMs = callMs;
+      if (callMs >= SLOW_SYNC_MS) sync.slowCalls += 1;
+    }
     sync.syncs += 1;
     sync.totalMs += ms;
     if (ms > sync.maxMs) sync.maxMs = ms;
@@ -393,13 +414,17 @@ export class CommitLogWriter {
     if (starts.length === 0 && !this.dirDirty) return;
     const startedMs = this.s.clock.monotonicMs();
     this.dirtySegments.clear();
+    // The round's system calls, while every one of them was timed (a directory's is not).
+    let callMs: number | undefined = 0;
     for (const start of starts) {
-      await this.s.files.use(this.s.segmentPath(start), false, (f) => f.sync());
+      const timing = await this.s.files.use(this.s.segmentPath(start), false, (f) => f.sync());
+      callMs = timing && callMs !== undefined ? callMs + timing.callMs : undefined;
     }
     if (this.dirDirty) {
       this.dirDirty = false;
+      callMs = undefined;
       await this.s.disk.syncDir(this.s.segmentDir);
     }
-    this.noteSync(this.s.clock.monotonicMs() - startedMs);
+    this.noteSync(this.s.clock.monotonicMs() - startedMs, callMs);
   }
 }

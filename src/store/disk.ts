@@ -4,6 +4,12 @@
  * component takes a `Disk`, never `node:fs`.
  */
 
+/** How long a file's fdatasync spent in the system call, when the disk can tell. */
+export interface SyncTiming {
+  /** The system call alone: the device, and the kernel's writeback of the file's pages. */
+  readonly callMs: number;
+}
+
 /** An open file. Positions and sizes are in bytes. */
 export interface DiskFile {
   readonly path: string;
@@ -11,8 +17,11 @@ export interface DiskFile {
   read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number>;
   /** Writes all of `buffers`, back to back, starting at `position`. */
   writev(buffers: readonly Uint8Array[], position: number): Promise<void>;
-  /** Makes every completed write durable (fdatasync). */
-  sync(): Promise<void>;
+  /**
+   * Makes every completed write durable (fdatasync). Resolves with the call's own time when the
+   * disk measures it (the real one with the timed-sync addon), else with nothing.
+   */
+  sync(): Promise<SyncTiming | void>;
   /** Sets the file's length; shortening drops the tail. Durable only after `sync()`. */
   truncate(sizeBytes: number): Promise<void>;
   /** The current length. */

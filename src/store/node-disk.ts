@@ -16,8 +16,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Disk, DiskFile, FileStat } from './disk';
+import type { Disk, DiskFile, FileStat, SyncTiming } from './disk';
 import { errnoCode } from '../common/errors';
+import { timedFdatasync } from './timed-sync';
 import {
   canReleasePageCache,
   pageCacheUnavailableReason,
@@ -70,8 +71,8 @@ class NodeFile implements DiskFile {
     }
   }
 
-  sync(): Promise<void> {
-    return callVoid((cb) => fs.fdatasync(this.fd, cb));
+  sync(): Promise<SyncTiming | undefined> {
+    return timedFdatasync(this.fd, this.path, () => callVoid((cb) => fs.fdatasync(this.fd, cb)));
   }
 
   releaseCache(position: number, length: number): void {

@@ -104,6 +104,10 @@ class FakeBackend implements AdminBackend {
       syncMsTotal: 30.5,
       syncMsMax: 12.25,
       slowSyncs: 1,
+      timedSyncs: 38,
+      syncCallMsTotal: 20.75,
+      syncCallMsMax: 3.5,
+      slowSyncCalls: 0,
     };
   }
 
@@ -413,6 +417,10 @@ describe('admin service', function () {
     assert.deepEqual(
       [self.syncCount, self.syncMsTotal, self.syncMsMax, self.slowSyncs],
       [40, 30.5, 12.25, 1],
+    );
+    assert.deepEqual(
+      [self.timedSyncs, self.syncCallMsTotal, self.syncCallMsMax, self.slowSyncCalls],
+      [38, 20.75, 3.5, 0],
     );
     const cluster = await node('n2').client.clusterStatus();
     assert.equal(cluster.answeredBy, 'n2');

@@ -21,6 +21,7 @@ import { parseAdminCommandLine } from '../../src/cli/admin-cli-parse';
 import { LocalCluster, type LocalLeader } from '../../src/cli/local-cluster';
 import { freePorts, waitUntil } from '../../src/cli/raft-node-client';
 import { runAdminCli } from '../../src/cli/raftmq';
+import { canTimeSyncs } from '../../src/store/timed-sync';
 
 const CLI = path.join(__dirname, '..', '..', 'src', 'cli', 'raftmq.js');
 const CLI_TIMEOUT_MS = 20_000;
@@ -154,16 +155,20 @@ describe('raftmq CLI against a 3-node LocalCluster', function () {
     assert.match(lines[0] ?? '', new RegExp(`^group broker-a: leader ${leader.nodeId} in term`));
     assert.match(
       text.stdout,
-      /NODE +ROLE +TERM +LEADER +LAST +COMMIT +APPLIED +TOPICS +FSYNC-MS +SLOW +CLIENT/,
+      /NODE +ROLE +TERM +LEADER +LAST +COMMIT +APPLIED +TOPICS +FSYNC-MS +DISK-MS +SLOW +CLIENT/,
     );
     for (const [i, id] of ['n1', 'n2', 'n3'].entries()) {
       const row = lines.find((l) => l.startsWith(`${id} `));
       assert.ok(row !== undefined, `a row for ${id}`);
       const role = id === leader.nodeId ? 'leader' : 'follower';
+      // With the timed-sync addon built, the calls' own times (none yet when every round so far
+      // also synced the directory of a new segment) and the slow ones among them.
+      const disk = canTimeSyncs ? '(?:-|[\\d.]+/[\\d.]+)' : '-';
+      const slow = canTimeSyncs ? '\\d+(?:/\\d+)?' : '\\d+';
       assert.match(
         row,
         new RegExp(
-          `^${id} +${role} +\\d+ +${leader.nodeId} +\\d+ +\\d+ +\\d+ +\\d+ +[\\d.]+/[\\d.]+ +\\d+ `,
+          `^${id} +${role} +\\d+ +${leader.nodeId} +\\d+ +\\d+ +\\d+ +\\d+ +[\\d.]+/[\\d.]+ +${disk} +${slow} `,
         ),
       );
       assert.ok(row.includes(endpoints[i] as string), row);
@@ -181,6 +186,13 @@ describe('raftmq CLI against a 3-node LocalCluster', function () {
       // Every node made its log durable at least once, and says how long that took.
       assert.ok((m.status?.syncCount ?? 0) >= 1, `${m.nodeId} syncs`);
       assert.ok((m.status?.syncMsMax ?? 0) > 0, `${m.nodeId} longest sync`);
+      // Timed only where the addon is built; a round's calls never take longer than the round.
+      const s = m.status;
+      assert.ok(s !== null && s !== undefined, m.nodeId);
+      if (!canTimeSyncs) assert.equal(s.timedSyncs, 0, `${m.nodeId} untimed`);
+      assert.ok(s.timedSyncs <= s.syncCount, `${m.nodeId} timed syncs`);
+      assert.ok(s.syncCallMsMax <= s.syncMsMax, `${m.nodeId} longest call`);
+      assert.ok(s.slowSyncCalls <= s.slowSyncs, `${m.nodeId} slow calls`);
     }
   });
 

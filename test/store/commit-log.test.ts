@@ -38,6 +38,7 @@ import { NodeDisk } from '../../src/store/node-disk';
 import { LevelMetaStore } from '../../src/store/level-meta-store';
 import { fencedMeta } from './fenced-meta';
 import type { Logger } from '../../src/common/logger';
+import type { Disk } from '../../src/store/disk';
 import pino from 'pino';
 
 const DIR = '/node';
@@ -962,6 +963,65 @@ describe('CommitLog fault handling', function () {
       assert.deepEqual(added, [1, 0, 1, 0, 1, 0, 1, 0, 1]);
       // A copy: the figures a caller holds do not move.
       assert.equal(JSON.stringify(before), beforeCopy);
+      await log.close();
+    });
+
+    it('counts the calls of rounds the disk timed apart: a slow round with a fast call waited', async () => {
+      const w = new World();
+      // The disk says how long each file sync's call took (as the timed-sync addon does); the
+      // hook makes the round itself take `roundMs` of the log's clock.
+      let callMs: number | undefined;
+      let roundMs = 0;
+      const base = fencedDisk(w.disk).disk;
+      const disk: Disk = {
+        ...base,
+        open: async (p: string, create: boolean) => {
+          const f = await base.open(p, create);
+          return {
+            ...f,
+            sync: async () => {
+              await f.sync();
+              return callMs === undefined ? undefined : { callMs };
+            },
+          };
+        },
+      };
+      const log = await CommitLog.open(
+        DIR,
+        { disk, meta: w.meta, clock: w.clock, scheduler: w.scheduler },
+        OPTS,
+      );
+      w.disk.setHook((op) => {
+        if (op === 'sync') w.clock.advance(roundMs);
+      });
+      // The first round also syncs the directory of the new segment: not timed as a whole.
+      callMs = 0.25;
+      appendPlaced(log, [entry(1, 1, 100)]);
+      await log.flush();
+      const start = log.syncStats();
+      assert.equal(start.timedSyncs, 0, 'a round with a directory sync is not timed');
+      // [round, call]: the disk stalled; the round was slow but its call was not; all fast; a
+      // slow round whose call the disk did not time.
+      const rounds: Array<[number, number | undefined]> = [
+        [15, 12],
+        [15, 1],
+        [3, 2],
+        [20, undefined],
+      ];
+      for (const [i, [round, call]] of rounds.entries()) {
+        roundMs = round;
+        callMs = call;
+        appendPlaced(log, [entry(i + 2, 1, 100)]);
+        await log.flush();
+      }
+      w.disk.setHook(undefined);
+      const after = log.syncStats();
+      assert.equal(after.syncs - start.syncs, 4);
+      assert.equal(after.slowSyncs - start.slowSyncs, 3, 'rounds of 15, 15 and 20 ms');
+      assert.equal(after.timedSyncs - start.timedSyncs, 3, 'the untimed call leaves its round out');
+      assert.equal(after.callTotalMs - start.callTotalMs, 12 + 1 + 2);
+      assert.equal(after.callMaxMs, 12);
+      assert.equal(after.slowCalls - start.slowCalls, 1, 'only the stall was the disk');
       await log.close();
     });
 

@@ -5,7 +5,8 @@
  * and a failure comes back as a rejected promise rather than an exception thrown at the
  * caller. On Linux the page-cache addon (native/) must have been built, and releasing a synced
  * range must free its cached pages (seen with util-linux's `fincore` where it is installed)
- * and change nothing in the file.
+ * and change nothing in the file. The timed-sync addon (also native/) must have been built too,
+ * and a file's sync must then say how long its system call took.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
@@ -14,6 +15,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { NodeDisk } from '../../src/store/node-disk';
 import { releasePageCache } from '../../src/store/page-cache';
+import { canTimeSyncs, timedFdatasync } from '../../src/store/timed-sync';
 
 /** Bytes of `file` in the page cache by util-linux's fincore, or undefined without it. */
 function residentBytes(file: string): number | undefined {
@@ -139,6 +141,57 @@ describe('NodeDisk', () => {
       for (const [fd, offset, length] of bad) {
         assert.throws(() => releasePageCache(fd, offset, length), TypeError, `${fd} ${offset}`);
       }
+    });
+  });
+  describe('timed fdatasync', () => {
+    before(function () {
+      if (process.platform !== 'linux' || process.env.RAFTMQ_NATIVE === 'off') this.skip();
+    });
+
+    it('has the native addon: npm run build compiles native/timed-sync.c', () => {
+      assert.ok(
+        canTimeSyncs,
+        'dist/native/timed-sync.node is missing: the build needs a C compiler (cc) and the ' +
+          "headers of this Node.js; see native/build.js (RAFTMQ_NATIVE=off to run without it)",
+      );
+    });
+
+    it("syncs a file's writes and says how long the call and the waits around it took", async () => {
+      const filePath = path.join(dir, 'segment');
+      const file = await disk.open(filePath, true);
+      try {
+        await file.writev([Buffer.alloc(64 * 1024, 7)], 0);
+        const startedMs = performance.now();
+        const timing = await file.sync();
+        const roundMs = performance.now() - startedMs;
+        assert.ok(timing !== undefined, 'timed');
+        assert.ok(timing.callMs >= 0 && timing.callMs <= roundMs, `call ${timing.callMs} ms`);
+        // A descriptor far above any this process has open: the call's error, with the fields
+        // fs.fdatasync gives it; one that cannot be a descriptor: a TypeError. Both reject.
+        const refused = await timedFdatasync(1 << 20, filePath, () => Promise.resolve()).catch(
+          (err: unknown) => err,
+        );
+        assert.ok(refused instanceof Error, 'rejected');
+        await assert.rejects(timedFdatasync(-1, filePath, () => Promise.resolve()), TypeError);
+        const err = refused as NodeJS.ErrnoException;
+        assert.deepEqual(
+          [err.code, err.errno, err.syscall, err.path],
+          ['EBADF', -9, 'fdatasync', filePath],
+        );
+      } finally {
+        await file.close();
+      }
+      assert.equal(fs.readFileSync(filePath).length, 64 * 1024);
+    });
+
+    it('rejects, never throws, on a descriptor that was closed', async () => {
+      const filePath = path.join(dir, 'closed');
+      const fd = fs.openSync(filePath, 'w');
+      fs.closeSync(fd);
+      await assert.rejects(
+        timedFdatasync(fd, filePath, () => Promise.resolve()),
+        (err: NodeJS.ErrnoException) => err.code === 'EBADF' && /fdatasync/.test(err.message),
+      );
     });
   });
 });
