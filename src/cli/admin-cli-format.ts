@@ -26,11 +26,12 @@ export function formatTable(
     .join('\n');
 }
 
-/** "mean/longest" of `count` rounds in ms ("-" before the first). */
+/** "mean/longest" of `count` rounds in ms, to the same digits ("-" before the first). */
 function meanMaxCell(count: number, totalMs: number, maxMs: number): string {
   if (count === 0) return '-';
   const mean = totalMs / count;
-  return `${mean.toFixed(mean < 10 ? 2 : 1)}/${maxMs.toFixed(1)}`;
+  const digits = mean < 10 ? 2 : 1;
+  return `${mean.toFixed(digits)}/${maxMs.toFixed(digits)}`;
 }
 
 /** Slow rounds, and "/" the slow ones of those the disk's calls took when they were timed. */
