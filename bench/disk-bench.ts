@@ -12,7 +12,10 @@
  * Two phases: `quiet` (only the writers run) and `loaded` (as many busy-looping processes as
  * the machine has cores run beside them: a harsher load than a paced `bench:raft`, which keeps
  * the machine 85 to 90% busy). The second shows what the disk and the scheduler of this
- * virtual machine do to fdatasync latency when the CPUs are taken.
+ * virtual machine do to fdatasync latency when the CPUs are taken. Each writer also times its
+ * fdatasync calls alone (`sync p99`, and `slow syncs`: calls of 10 ms or longer): a stall with
+ * a fast call waited for a CPU; a slow call is the disk, or the writer's wait to run again once
+ * the disk answered.
  *
  * Options: `--quick` (4 s phases), `--seconds N` (at most 120), `--rate N` (records/s per
  * writer), `--writers N`, `--dir PATH` (`.bench-tmp/` by default). The files take
@@ -63,6 +66,9 @@ interface WriterResult {
   /** Measured rounds (write + fdatasync) longer than STALL_MS, and their summed time. */
   readonly stalls: number;
   readonly stallMs: number;
+  /** The fdatasync calls of the measured rounds alone: p99, and how many took STALL_MS or more. */
+  readonly syncP99Ms: number;
+  readonly slowSyncs: number;
 }
 
 /**
@@ -76,6 +82,8 @@ function runWriter(spec: WriterSpec): WriterResult {
   const buf = Buffer.alloc(ROUND_BYTES_MAX, 0x5a);
   const sleeper = new Int32Array(new SharedArrayBuffer(4));
   const histogram = new LatencyHistogram();
+  const syncs = new LatencyHistogram();
+  let slowSyncs = 0;
   let done = 0;
   let position = 0;
   let rounds = 0;
@@ -95,10 +103,15 @@ function runWriter(spec: WriterSpec): WriterResult {
       const roundStartMs = performance.now();
       const written = fs.writeSync(fd, buf, 0, count * RECORD_BYTES, position);
       if (written !== count * RECORD_BYTES) throw new Error(`short write: ${written} bytes`);
+      const syncStartMs = performance.now();
       fs.fdatasyncSync(fd);
       const endMs = performance.now();
       const measured = roundStartMs - startMs >= WARMUP_MS;
-      if (measured) rounds += 1;
+      if (measured) {
+        rounds += 1;
+        syncs.record(endMs - syncStartMs);
+        if (endMs - syncStartMs >= STALL_MS) slowSyncs += 1;
+      }
       if (measured && endMs - roundStartMs > STALL_MS) {
         stalls += 1;
         stallMs += endMs - roundStartMs;
@@ -122,6 +135,8 @@ function runWriter(spec: WriterSpec): WriterResult {
     maxMs: histogram.quantileMs(1),
     stalls,
     stallMs,
+    syncP99Ms: syncs.quantileMs(0.99),
+    slowSyncs,
   };
 }
 
@@ -255,7 +270,18 @@ async function main(): Promise<void> {
   try {
     const quiet = await runPhase('quiet', root, writers, 0, ratePerSec, durationMs);
     const loaded = await runPhase('loaded', root, writers, spinners, ratePerSec, durationMs);
-    row(['phase', 'records/s', 'p50 ms', 'p99 ms', 'max ms', 'rounds', 'stalls', 'stall ms']);
+    row([
+      'phase',
+      'records/s',
+      'p50 ms',
+      'p99 ms',
+      'max ms',
+      'rounds',
+      'stalls',
+      'stall ms',
+      'sync p99',
+      'slow syncs',
+    ]);
     const measuredSec = (durationMs - WARMUP_MS) / 1000;
     // rounds and stalls: those that started after the first WARMUP_MS
     const show = (phase: string, rs: readonly WriterResult[]): void =>
@@ -269,11 +295,17 @@ async function main(): Promise<void> {
           r.rounds,
           r.stalls,
           Math.round(r.stallMs),
+          r.syncP99Ms,
+          r.slowSyncs,
         ]),
       );
     show('quiet', quiet);
     show('loaded', loaded);
-    console.log(`stalls: rounds (write + fdatasync) longer than ${STALL_MS} ms`);
+    console.log(
+      `stalls: rounds (write + fdatasync) longer than ${STALL_MS} ms; sync p99 and slow syncs: ` +
+        `the fdatasync calls alone (slow: ${STALL_MS} ms or longer); a stall without a slow ` +
+        'sync waited for a CPU',
+    );
     const med = (rs: readonly WriterResult[], f: (r: WriterResult) => number): number =>
       Number(median(rs.map(f)).toFixed(2));
     console.log(
@@ -287,6 +319,8 @@ async function main(): Promise<void> {
         loadedP50Ms: med(loaded, (r) => r.p50Ms),
         loadedP99Ms: med(loaded, (r) => r.p99Ms),
         loadedStallMs: med(loaded, (r) => r.stallMs),
+        quietSyncP99Ms: med(quiet, (r) => r.syncP99Ms),
+        loadedSyncP99Ms: med(loaded, (r) => r.syncP99Ms),
       }),
     );
   } finally {

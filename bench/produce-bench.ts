@@ -105,7 +105,8 @@ class QuietLogger implements ILogger {
  * A throughput round, with each process's CPU time per acknowledged message and the CommitLog
  * fdatasync rounds of 10 ms or longer on the three nodes during it (the disk stalling, or a
  * process waiting for a CPU); and, where the brokers time their fdatasync calls, how many of
- * those rounds the calls alone took that long (the disk's share).
+ * those rounds the calls alone took that long (the disk's share, with the pool thread's wait to
+ * run once it answered).
  */
 interface Round extends LoadResult {
   readonly cpuUsPerMsgLeader: number | undefined;

@@ -89,7 +89,8 @@ function loadText(): string {
  * A load round, the CPU time each node spent per committed entry during it, and the CommitLog
  * fdatasync rounds of 10 ms or longer on all three nodes with the bucket of the longest; and,
  * where the nodes time their fdatasync calls (the timed-sync addon), how many of those rounds
- * the calls alone took that long (the disk stalling: the others waited for a CPU).
+ * the calls alone took that long (the disk stalling, or the pool thread's wait to run again once
+ * it answered: the others waited for a CPU).
  */
 interface Round extends LoadResult {
   readonly leaderCpuUsPerEntry: number;

@@ -5,10 +5,11 @@
  * Only the thread that makes the call can tell the first from the other two, so the call is made
  * here. Built by native/build.js; optional at run time (src/store/timed-sync.ts).
  *
- * fdatasync(fd, callback): queues the call and returns undefined. callback(errno, callMs,
- * waitMs) runs on the loop: errno 0 or the call's errno; callMs the system call alone; waitMs the
- * rest, from queueing to the callback (a pool thread to take it, the loop to see it done).
- * Throws a TypeError unless given a file descriptor and a function.
+ * fdatasync(fd, callback): queues the call and returns undefined. callback(errno, callMs) runs on
+ * the loop: errno 0 or the call's errno, and the time of the system call alone in ms, from entry
+ * to return on the pool thread (the device, and on a busy machine that thread's wait to run again
+ * once the device answered; what is left of a round's time, from the hand-off to the callback,
+ * is the wait for a pool thread and for the loop). Throws a TypeError unless given a file descriptor and a function.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,7 +24,6 @@ typedef struct {
   napi_ref callback;
   int fd;
   int err;
-  int64_t queued_ns;
   int64_t call_start_ns;
   int64_t call_end_ns;
 } sync_job;
@@ -56,21 +56,15 @@ static void free_job(napi_env env, sync_job *job) {
 /* On the loop. A cancelled job (the environment is shutting down) calls nothing. */
 static void complete(napi_env env, napi_status status, void *data) {
   sync_job *job = data;
-  int64_t done_ns = now_ns();
-  napi_value callback, global, argv[3];
+  napi_value callback, global, argv[2];
+  double call_ms = (double)(job->call_end_ns - job->call_start_ns) / 1e6;
   if (status == napi_ok && napi_get_reference_value(env, job->callback, &callback) == napi_ok &&
       callback != NULL && napi_get_global(env, &global) == napi_ok &&
       napi_create_int32(env, job->err, &argv[0]) == napi_ok &&
-      napi_create_double(env, (double)(job->call_end_ns - job->call_start_ns) / 1e6, &argv[1]) ==
-          napi_ok &&
-      napi_create_double(env,
-                         (double)((job->call_start_ns - job->queued_ns) +
-                                  (done_ns - job->call_end_ns)) /
-                             1e6,
-                         &argv[2]) == napi_ok) {
+      napi_create_double(env, call_ms, &argv[1]) == napi_ok) {
     free_job(env, job);
     /* A throw from the callback becomes the process's uncaught exception, as for fs callbacks. */
-    napi_call_function(env, global, callback, 3, argv, NULL);
+    napi_call_function(env, global, callback, 2, argv, NULL);
     return;
   }
   free_job(env, job);
@@ -85,7 +79,8 @@ static napi_value timed_fdatasync(napi_env env, napi_callback_info info) {
       napi_get_value_double(env, argv[0], &fd) != napi_ok || !(fd >= 0 && fd <= 2147483647.0) ||
       fd != (double)(int32_t)fd || napi_typeof(env, argv[1], &type) != napi_ok ||
       type != napi_function) {
-    napi_throw_type_error(env, NULL, "fdatasync(fd, callback) takes a file descriptor and a function");
+    napi_throw_type_error(env, NULL,
+                          "fdatasync(fd, callback) takes a file descriptor and a function");
     return NULL;
   }
   sync_job *job = calloc(1, sizeof(sync_job));
@@ -102,7 +97,6 @@ static napi_value timed_fdatasync(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "fdatasync: could not queue the call");
     return NULL;
   }
-  job->queued_ns = now_ns();
   if (napi_queue_async_work(env, job->work) != napi_ok) {
     free_job(env, job);
     napi_throw_error(env, NULL, "fdatasync: could not queue the call");

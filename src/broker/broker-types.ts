@@ -196,7 +196,8 @@ export interface NodeStatus {
   /**
    * Rounds whose fdatasync calls were timed where they ran (the timed-sync addon), their calls'
    * total and longest time (summed per round), and the timed rounds whose calls took 10 ms or
-   * longer: slow rounds beyond these waited for a CPU, not for the disk.
+   * longer (the disk, or the pool thread's wait to run once it answered): slow rounds beyond
+   * these waited for a CPU, not for the disk.
    */
   readonly timedSyncs: number;
   readonly syncCallMsTotal: number;

@@ -65,7 +65,11 @@ export interface SyncStats {
   /** The system calls of the timed rounds, summed per round: total and longest round. */
   readonly callTotalMs: number;
   readonly callMaxMs: number;
-  /** Timed rounds whose system calls took {@link SLOW_SYNC_MS} or longer: the disk's stalls. */
+  /**
+   * Timed rounds whose system calls took {@link SLOW_SYNC_MS} or longer: the disk stalling (or,
+   * on a busy machine, the pool thread waiting to run again once the disk had answered). A slow
+   * round not among these waited for a CPU.
+   */
   readonly slowCalls: number;
 }
 

@@ -6,7 +6,10 @@
 
 /** How long a file's fdatasync spent in the system call, when the disk can tell. */
 export interface SyncTiming {
-  /** The system call alone: the device, and the kernel's writeback of the file's pages. */
+  /**
+   * The system call from entry to return on its thread: the kernel's writeback of the file's
+   * pages and the device, and on a busy machine the wait for a CPU once the device answered.
+   */
   readonly callMs: number;
 }
 

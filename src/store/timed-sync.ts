@@ -3,23 +3,17 @@
  * was built. A sync round of the CommitLog is timed from hand-off to completion on the event
  * loop; that holds the system call, the wait for a thread-pool thread and the wait for the loop
  * to take the completion. With this addon the call's own time is known too, so a slow round
- * tells whether the disk stalled or the process waited for a CPU (docs/storage.md, "Sync
- * rounds"). Without it (no C compiler at build time, not Linux, `RAFTMQ_NATIVE=off`) the store
- * syncs with `fs.fdatasync` and rounds are timed as a whole.
+ * with a fast call is known to have waited for a CPU, not for the disk (docs/storage.md, "Sync
+ * rounds"). A slow call is the disk, or on a busy machine also the thread's wait to run again
+ * once the disk answered. Without the addon (no C compiler at build time, not Linux,
+ * `RAFTMQ_NATIVE=off`) the store syncs with `fs.fdatasync` and rounds are timed as a whole.
  */
 import * as path from 'node:path';
 import { getSystemErrorName } from 'node:util';
+import type { SyncTiming } from './disk';
 
 interface TimedSyncAddon {
-  fdatasync(fd: number, callback: (errno: number, callMs: number, waitMs: number) => void): void;
-}
-
-/** How one fdatasync went, in milliseconds. */
-export interface SyncCallTiming {
-  /** The system call alone: the device, and the kernel's writeback of the file's pages. */
-  readonly callMs: number;
-  /** The rest, from queueing to completion: a pool thread to take it, the loop to see it done. */
-  readonly waitMs: number;
+  fdatasync(fd: number, callback: (errno: number, callMs: number) => void): void;
 }
 
 /** Where native/build.js puts the addon, relative to this module in `dist/src/store/`. */
@@ -42,20 +36,20 @@ const addon = load();
 export const canTimeSyncs = addon !== undefined;
 
 /**
- * fdatasync of `fd` on the thread pool; resolves with its timing, or undefined without the addon
- * (then it is `fs.fdatasync`, untimed, given as `fallback`). Rejects as `fs.fdatasync` does: an
- * Error with the errno's `code`, `errno` and `syscall`, its message naming `filePath`.
+ * fdatasync of `fd` on the thread pool; resolves with the system call's own time, or undefined
+ * without the addon (then it is `fallback`, `fs.fdatasync`, untimed). Rejects as `fs.fdatasync`
+ * does: an Error with the errno's `code`, `errno` and `syscall`, its message naming `filePath`.
  */
 export function timedFdatasync(
   fd: number,
   filePath: string,
   fallback: () => Promise<void>,
-): Promise<SyncCallTiming | undefined> {
+): Promise<SyncTiming | undefined> {
   if (addon === undefined) return fallback().then(() => undefined);
   return new Promise((resolve, reject) => {
-    addon.fdatasync(fd, (errno, callMs, waitMs) => {
+    addon.fdatasync(fd, (errno, callMs) => {
       if (errno === 0) {
-        resolve({ callMs, waitMs });
+        resolve({ callMs });
         return;
       }
       // Node's names take libuv's negated errno numbers.
