@@ -60,7 +60,7 @@ export interface SyncStats {
   readonly slowSyncs: number;
   /** Rounds per bucket of {@link SYNC_BUCKET_BOUNDS_MS} (one more than the bounds). */
   readonly buckets: readonly number[];
-  /** Rounds whose every fdatasync was timed by the disk (0 without the addon). */
+  /** Rounds whose every sync call was timed by the disk (all of them with the addon, else 0). */
   readonly timedSyncs: number;
   /** The system calls of the timed rounds, summed per round: total and longest round. */
   readonly callTotalMs: number;
@@ -418,7 +418,7 @@ export class CommitLogWriter {
     if (starts.length === 0 && !this.dirDirty) return;
     const startedMs = this.s.clock.monotonicMs();
     this.dirtySegments.clear();
-    // The round's system calls, while every one of them was timed (a directory's is not).
+    // The round's system calls, summed while every one of them was timed.
     let callMs: number | undefined = 0;
     for (const start of starts) {
       const timing = await this.s.files.use(this.s.segmentPath(start), false, (f) => f.sync());
@@ -426,8 +426,8 @@ export class CommitLogWriter {
     }
     if (this.dirDirty) {
       this.dirDirty = false;
-      callMs = undefined;
-      await this.s.disk.syncDir(this.s.segmentDir);
+      const timing = await this.s.disk.syncDir(this.s.segmentDir);
+      callMs = timing && callMs !== undefined ? callMs + timing.callMs : undefined;
     }
     this.noteSync(this.s.clock.monotonicMs() - startedMs, callMs);
   }

@@ -85,6 +85,12 @@ export class CommitLog {
         'commit log: page-cache pages will not be released (no native addon; see native/build.js)',
       );
     }
+    if (s.disk.timesSyncs === false) {
+      s.log.info(
+        { reason: s.disk.syncTimingUnavailable },
+        'commit log: sync calls will not be timed apart from their rounds (no native addon)',
+      );
+    }
     s.segments = r.segments;
     s.terms = r.terms;
     s.first = r.firstIndex;

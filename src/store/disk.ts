@@ -49,6 +49,12 @@ export interface Disk {
   readonly releasesCache: boolean;
   /** Why it does not, when known (logged once by each CommitLog that would release). */
   readonly cacheReleaseUnavailable?: string;
+  /**
+   * False when the disk could time its sync calls but cannot now (the real one without its
+   * timed-sync addon); `syncTimingUnavailable` says why (logged once by each CommitLog).
+   */
+  readonly timesSyncs?: boolean;
+  readonly syncTimingUnavailable?: string;
   /** Opens a file for reading and writing, creating it when `create` is set. */
   open(path: string, create: boolean): Promise<DiskFile>;
   /** Names (not paths) of the entries of a directory; [] when it does not exist. */
@@ -59,8 +65,11 @@ export interface Disk {
   remove(path: string): Promise<void>;
   /** Removes a directory tree; no error when it does not exist. */
   removeTree(path: string): Promise<void>;
-  /** Makes creations, removals and renames in `dir` durable (fsync of the directory). */
-  syncDir(dir: string): Promise<void>;
+  /**
+   * Makes creations, removals and renames in `dir` durable (fsync of the directory); resolves
+   * like `DiskFile.sync`.
+   */
+  syncDir(dir: string): Promise<SyncTiming | void>;
   stat(path: string): Promise<FileStat | undefined>;
   /** Free bytes on the file system holding `path` (for retention by disk usage). */
   freeBytes(path: string): Promise<number>;

@@ -18,7 +18,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Disk, DiskFile, FileStat, SyncTiming } from './disk';
 import { errnoCode } from '../common/errors';
-import { timedFdatasync } from './timed-sync';
+import {
+  canTimeSyncs,
+  syncTimingUnavailableReason,
+  timedFdatasync,
+  timedFsync,
+} from './timed-sync';
 import {
   canReleasePageCache,
   pageCacheUnavailableReason,
@@ -112,6 +117,8 @@ function dropBytes(buffers: readonly Uint8Array[], count: number): Uint8Array[] 
 export class NodeDisk implements Disk {
   readonly releasesCache = canReleasePageCache;
   readonly cacheReleaseUnavailable = pageCacheUnavailableReason;
+  readonly timesSyncs = canTimeSyncs;
+  readonly syncTimingUnavailable = syncTimingUnavailableReason;
 
   async open(filePath: string, create: boolean): Promise<DiskFile> {
     const flags = create ? fs.constants.O_RDWR | fs.constants.O_CREAT : fs.constants.O_RDWR;
@@ -140,10 +147,10 @@ export class NodeDisk implements Disk {
     await fs.promises.rm(dirPath, { force: true, recursive: true });
   }
 
-  async syncDir(dir: string): Promise<void> {
+  async syncDir(dir: string): Promise<SyncTiming | undefined> {
     const fd = await call<number>((cb) => fs.open(dir, fs.constants.O_RDONLY, cb));
     try {
-      await callVoid((cb) => fs.fsync(fd, cb));
+      return await timedFsync(fd, dir, () => callVoid((cb) => fs.fsync(fd, cb)));
     } finally {
       await callVoid((cb) => fs.close(fd, cb));
     }

@@ -103,11 +103,11 @@ class FakeBackend implements AdminBackend {
       syncCount: 40,
       syncMsTotal: 30.5,
       syncMsMax: 12.25,
-      slowSyncs: 1,
+      slowSyncs: 2,
       timedSyncs: 38,
       syncCallMsTotal: 20.75,
-      syncCallMsMax: 3.5,
-      slowSyncCalls: 0,
+      syncCallMsMax: 13.5,
+      slowSyncCalls: 1,
     };
   }
 
@@ -416,11 +416,11 @@ describe('admin service', function () {
     // The fdatasync figures cross the wire as they were (a double stays a double).
     assert.deepEqual(
       [self.syncCount, self.syncMsTotal, self.syncMsMax, self.slowSyncs],
-      [40, 30.5, 12.25, 1],
+      [40, 30.5, 12.25, 2],
     );
     assert.deepEqual(
       [self.timedSyncs, self.syncCallMsTotal, self.syncCallMsMax, self.slowSyncCalls],
-      [38, 20.75, 3.5, 0],
+      [38, 20.75, 13.5, 1],
     );
     const cluster = await node('n2').client.clusterStatus();
     assert.equal(cluster.answeredBy, 'n2');

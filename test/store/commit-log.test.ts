@@ -994,7 +994,8 @@ describe('CommitLog fault handling', function () {
       w.disk.setHook((op) => {
         if (op === 'sync') w.clock.advance(roundMs);
       });
-      // The first round also syncs the directory of the new segment: not timed as a whole.
+      // The first round also syncs the directory of the new segment, which this disk does not
+      // time: a round counts as timed only when every call in it was.
       callMs = 0.25;
       appendPlaced(log, [entry(1, 1, 100)]);
       await log.flush();

@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { NodeDisk } from '../../src/store/node-disk';
 import { releasePageCache } from '../../src/store/page-cache';
-import { canTimeSyncs, timedFdatasync } from '../../src/store/timed-sync';
+import { canTimeSyncs, timedFdatasync, timedFsync } from '../../src/store/timed-sync';
 
 /** Bytes of `file` in the page cache by util-linux's fincore, or undefined without it. */
 function residentBytes(file: string): number | undefined {
@@ -178,19 +178,23 @@ describe('NodeDisk', () => {
           [err.code, err.errno, err.syscall, err.path],
           ['EBADF', -9, 'fdatasync', filePath],
         );
+        assert.match(err.message, /^EBADF: bad file descriptor, fdatasync '/);
       } finally {
         await file.close();
       }
       assert.equal(fs.readFileSync(filePath).length, 64 * 1024);
     });
 
-    it('rejects, never throws, on a descriptor that was closed', async () => {
-      const filePath = path.join(dir, 'closed');
-      const fd = fs.openSync(filePath, 'w');
-      fs.closeSync(fd);
+    it("syncs a directory's entries and times that call too", async () => {
+      const timing = await disk.syncDir(dir);
+      assert.ok(timing !== undefined && timing.callMs >= 0, 'timed');
       await assert.rejects(
-        timedFdatasync(fd, filePath, () => Promise.resolve()),
-        (err: NodeJS.ErrnoException) => err.code === 'EBADF' && /fdatasync/.test(err.message),
+        disk.syncDir(path.join(dir, 'missing')),
+        (err: NodeJS.ErrnoException) => err.code === 'ENOENT',
+      );
+      await assert.rejects(
+        timedFsync(1 << 20, dir, () => Promise.resolve()),
+        (err: NodeJS.ErrnoException) => err.code === 'EBADF' && err.syscall === 'fsync',
       );
     });
   });
