@@ -6,29 +6,15 @@
  * The addon takes a range of a buffer (no view per call) and costs about half as much per call
  * of 1 KiB (docs/performance.md); both give the same values (test/common/crc32c.test.ts).
  */
-import * as path from 'node:path';
 import { crc32c as packageCrc32c } from '@node-rs/crc32';
+import { loadNativeAddon } from './native-addon';
 
 interface Crc32cAddon {
   crc32c: (bytes: Uint8Array, start: number, end: number, initial: number) => number;
 }
 
-/** Where native/build.js puts the addon, relative to this module in `dist/src/common/`. */
-const ADDON_PATH = path.join(__dirname, '..', '..', 'native', 'crc32c.node');
-
-function loadAddon(): Crc32cAddon | undefined {
-  try {
-    // A native addon can only be loaded by require.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const addon = require(ADDON_PATH) as Partial<Crc32cAddon>;
-    // Without SSE4.2 (or off x86-64) the addon exports no function.
-    return typeof addon.crc32c === 'function' ? (addon as Crc32cAddon) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-const addon = loadAddon();
+// Without SSE4.2 (or off x86-64) the addon exports no function.
+const addon = loadNativeAddon<Crc32cAddon>('crc32c', ['crc32c']).addon;
 const addonCrc32c = addon?.crc32c;
 
 /** Which implementation {@link crc32c} uses: 'addon' or 'package'. */

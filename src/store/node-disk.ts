@@ -18,12 +18,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Disk, DiskFile, FileStat, SyncTiming } from './disk';
 import { errnoCode } from '../common/errors';
-import {
-  canTimeSyncs,
-  syncTimingUnavailableReason,
-  timedFdatasync,
-  timedFsync,
-} from './timed-sync';
+import { canTimeSyncs, syncTimingUnavailableReason, timedSync } from './timed-sync';
 import {
   canReleasePageCache,
   pageCacheUnavailableReason,
@@ -77,7 +72,8 @@ class NodeFile implements DiskFile {
   }
 
   sync(): Promise<SyncTiming | undefined> {
-    return timedFdatasync(this.fd, this.path, () => callVoid((cb) => fs.fdatasync(this.fd, cb)));
+    const fallback = (): Promise<void> => callVoid((cb) => fs.fdatasync(this.fd, cb));
+    return timedSync('fdatasync', this.fd, this.path, fallback);
   }
 
   releaseCache(position: number, length: number): void {
@@ -150,7 +146,7 @@ export class NodeDisk implements Disk {
   async syncDir(dir: string): Promise<SyncTiming | undefined> {
     const fd = await call<number>((cb) => fs.open(dir, fs.constants.O_RDONLY, cb));
     try {
-      return await timedFsync(fd, dir, () => callVoid((cb) => fs.fsync(fd, cb)));
+      return await timedSync('fsync', fd, dir, () => callVoid((cb) => fs.fsync(fd, cb)));
     } finally {
       await callVoid((cb) => fs.close(fd, cb));
     }

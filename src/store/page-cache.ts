@@ -4,29 +4,14 @@
  * the addon (no C compiler at build time, not Linux) the store keeps what it writes cached, as
  * it did before (docs/storage.md, "Page cache").
  */
-import * as path from 'node:path';
 import { getSystemErrorName } from 'node:util';
+import { loadNativeAddon } from '../common/native-addon';
 
 interface PageCacheAddon {
   dropCache(fd: number, offset: number, length: number): number;
 }
 
-/** Where native/build.js puts the addon, relative to this module in `dist/src/store/`. */
-const ADDON_PATH = path.join(__dirname, '..', '..', 'native', 'page-cache.node');
-
-function load(): { addon?: PageCacheAddon; reason?: string } {
-  try {
-    // A native addon can only be loaded by require.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const addon = require(ADDON_PATH) as Partial<PageCacheAddon>;
-    if (typeof addon.dropCache === 'function') return { addon: addon as PageCacheAddon };
-    return { reason: `${ADDON_PATH} has no dropCache function` };
-  } catch (err) {
-    return { reason: err instanceof Error ? err.message : String(err) };
-  }
-}
-
-const loaded = load();
+const loaded = loadNativeAddon<PageCacheAddon>('page-cache', ['dropCache']);
 const addon = loaded.addon;
 
 /** True when page-cache pages can be released (the addon is built and loaded). */

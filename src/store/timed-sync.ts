@@ -8,8 +8,8 @@
  * once the disk answered. Without the addon (no C compiler at build time, not Linux,
  * `RAFTMQ_NATIVE=off`) the store syncs with `fs.fdatasync` and `fs.fsync`, untimed.
  */
-import * as path from 'node:path';
 import { getSystemErrorMap, getSystemErrorName } from 'node:util';
+import { loadNativeAddon } from '../common/native-addon';
 import type { SyncTiming } from './disk';
 
 type SyncCall = (fd: number, callback: (errno: number, callMs: number) => void) => void;
@@ -19,24 +19,7 @@ interface TimedSyncAddon {
   fsync: SyncCall;
 }
 
-/** Where native/build.js puts the addon, relative to this module in `dist/src/store/`. */
-const ADDON_PATH = path.join(__dirname, '..', '..', 'native', 'timed-sync.node');
-
-function load(): { addon?: TimedSyncAddon; reason?: string } {
-  try {
-    // A native addon can only be loaded by require.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const addon = require(ADDON_PATH) as Partial<TimedSyncAddon>;
-    if (typeof addon.fdatasync === 'function' && typeof addon.fsync === 'function') {
-      return { addon: addon as TimedSyncAddon };
-    }
-    return { reason: `${ADDON_PATH} has no fdatasync and fsync functions` };
-  } catch (err) {
-    return { reason: err instanceof Error ? err.message : String(err) };
-  }
-}
-
-const loaded = load();
+const loaded = loadNativeAddon<TimedSyncAddon>('timed-sync', ['fdatasync', 'fsync']);
 const addon = loaded.addon;
 
 /** True when sync calls are timed (the addon is built and loaded). */
@@ -46,10 +29,13 @@ export const canTimeSyncs = addon !== undefined;
 export const syncTimingUnavailableReason = loaded.reason;
 
 /**
- * Runs `call` of the addon on `fd`, or `fallback` (untimed) without the addon. Rejects as the
- * `fs` call does: an Error with the errno's `code`, negative `errno`, `syscall` and `path`.
+ * `syscall` (fdatasync of a file, or fsync of a directory for its entries) of `fd`, which
+ * belongs to `filePath`, on the thread pool; resolves with the call's own time, or undefined
+ * without the addon (then it is `fallback`, the `fs` call, untimed). Rejects as the `fs` call
+ * does: an Error with the errno's `code`, negative `errno`, `syscall` and `path`, its message
+ * in the form of Node's (`EIO: i/o error, fdatasync '<path>'`).
  */
-function timed(
+export function timedSync(
   syscall: 'fdatasync' | 'fsync',
   fd: number,
   filePath: string,
@@ -76,22 +62,4 @@ function timed(
       reject(err);
     });
   });
-}
-
-/** fdatasync of `fd` (a file at `filePath`) on the thread pool; see {@link timed}. */
-export function timedFdatasync(
-  fd: number,
-  filePath: string,
-  fallback: () => Promise<void>,
-): Promise<SyncTiming | undefined> {
-  return timed('fdatasync', fd, filePath, fallback);
-}
-
-/** fsync of `fd` (a directory's, for its entries) on the thread pool; see {@link timed}. */
-export function timedFsync(
-  fd: number,
-  filePath: string,
-  fallback: () => Promise<void>,
-): Promise<SyncTiming | undefined> {
-  return timed('fsync', fd, filePath, fallback);
 }

@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { NodeDisk } from '../../src/store/node-disk';
 import { releasePageCache } from '../../src/store/page-cache';
-import { canTimeSyncs, timedFdatasync, timedFsync } from '../../src/store/timed-sync';
+import { canTimeSyncs, timedSync } from '../../src/store/timed-sync';
 
 /** Bytes of `file` in the page cache by util-linux's fincore, or undefined without it. */
 function residentBytes(file: string): number | undefined {
@@ -168,11 +168,11 @@ describe('NodeDisk', () => {
         assert.ok(timing.callMs >= 0 && timing.callMs <= roundMs, `call ${timing.callMs} ms`);
         // A descriptor far above any this process has open: the call's error, with the fields
         // fs.fdatasync gives it; one that cannot be a descriptor: a TypeError. Both reject.
-        const refused = await timedFdatasync(1 << 20, filePath, () => Promise.resolve()).catch(
+        const refused = await timedSync('fdatasync', 1 << 20, filePath, () => Promise.resolve()).catch(
           (err: unknown) => err,
         );
         assert.ok(refused instanceof Error, 'rejected');
-        await assert.rejects(timedFdatasync(-1, filePath, () => Promise.resolve()), TypeError);
+        await assert.rejects(timedSync('fdatasync', -1, filePath, () => Promise.resolve()), TypeError);
         const err = refused as NodeJS.ErrnoException;
         assert.deepEqual(
           [err.code, err.errno, err.syscall, err.path],
@@ -193,7 +193,7 @@ describe('NodeDisk', () => {
         (err: NodeJS.ErrnoException) => err.code === 'ENOENT',
       );
       await assert.rejects(
-        timedFsync(1 << 20, dir, () => Promise.resolve()),
+        timedSync('fsync', 1 << 20, dir, () => Promise.resolve()),
         (err: NodeJS.ErrnoException) => err.code === 'EBADF' && err.syscall === 'fsync',
       );
     });
