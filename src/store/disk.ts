@@ -4,7 +4,7 @@
  * component takes a `Disk`, never `node:fs`.
  */
 
-/** How long a file's fdatasync spent in the system call, when the disk can tell. */
+/** How long a sync (a file's fdatasync, a directory's fsync) spent in its system call. */
 export interface SyncTiming {
   /**
    * The system call from entry to return on its thread: the kernel's writeback of the file's
