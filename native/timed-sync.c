@@ -98,7 +98,7 @@ static napi_value queue_sync(napi_env env, napi_callback_info info, int full) {
   job->fd = (int)fd;
   job->full = full;
   if (napi_create_reference(env, argv[1], 1, &job->callback) != napi_ok ||
-      napi_create_string_utf8(env, "raftmq.fdatasync", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_string_utf8(env, "raftmq.timed-sync", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_async_work(env, NULL, name, execute, complete, job, &job->work) != napi_ok) {
     free_job(env, job);
     napi_throw_error(env, NULL, "timed sync: could not queue the call");

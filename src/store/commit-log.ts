@@ -85,7 +85,7 @@ export class CommitLog {
         'commit log: page-cache pages will not be released (no native addon; see native/build.js)',
       );
     }
-    if (s.disk.timesSyncs === false) {
+    if (s.disk.syncTimingUnavailable !== undefined) {
       s.log.info(
         { reason: s.disk.syncTimingUnavailable },
         'commit log: sync calls will not be timed apart from their rounds (no native addon)',

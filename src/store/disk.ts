@@ -50,10 +50,9 @@ export interface Disk {
   /** Why it does not, when known (logged once by each CommitLog that would release). */
   readonly cacheReleaseUnavailable?: string;
   /**
-   * False when the disk could time its sync calls but cannot now (the real one without its
-   * timed-sync addon); `syncTimingUnavailable` says why (logged once by each CommitLog).
+   * Why this disk does not time its sync calls though it could (the real one without its
+   * timed-sync addon); undefined otherwise. Logged once by each CommitLog.
    */
-  readonly timesSyncs?: boolean;
   readonly syncTimingUnavailable?: string;
   /** Opens a file for reading and writing, creating it when `create` is set. */
   open(path: string, create: boolean): Promise<DiskFile>;

@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Disk, DiskFile, FileStat, SyncTiming } from './disk';
 import { errnoCode } from '../common/errors';
-import { canTimeSyncs, syncTimingUnavailableReason, timedSync } from './timed-sync';
+import { syncTimingUnavailableReason, timedSync } from './timed-sync';
 import {
   canReleasePageCache,
   pageCacheUnavailableReason,
@@ -72,8 +72,7 @@ class NodeFile implements DiskFile {
   }
 
   sync(): Promise<SyncTiming | undefined> {
-    const fallback = (): Promise<void> => callVoid((cb) => fs.fdatasync(this.fd, cb));
-    return timedSync('fdatasync', this.fd, this.path, fallback);
+    return timedSync('fdatasync', this.fd, this.path);
   }
 
   releaseCache(position: number, length: number): void {
@@ -113,7 +112,6 @@ function dropBytes(buffers: readonly Uint8Array[], count: number): Uint8Array[] 
 export class NodeDisk implements Disk {
   readonly releasesCache = canReleasePageCache;
   readonly cacheReleaseUnavailable = pageCacheUnavailableReason;
-  readonly timesSyncs = canTimeSyncs;
   readonly syncTimingUnavailable = syncTimingUnavailableReason;
 
   async open(filePath: string, create: boolean): Promise<DiskFile> {
@@ -146,7 +144,7 @@ export class NodeDisk implements Disk {
   async syncDir(dir: string): Promise<SyncTiming | undefined> {
     const fd = await call<number>((cb) => fs.open(dir, fs.constants.O_RDONLY, cb));
     try {
-      return await timedSync('fsync', fd, dir, () => callVoid((cb) => fs.fsync(fd, cb)));
+      return await timedSync('fsync', fd, dir);
     } finally {
       await callVoid((cb) => fs.close(fd, cb));
     }

@@ -8,6 +8,7 @@
  * once the disk answered. Without the addon (no C compiler at build time, not Linux,
  * `RAFTMQ_NATIVE=off`) the store syncs with `fs.fdatasync` and `fs.fsync`, untimed.
  */
+import * as fs from 'node:fs';
 import { getSystemErrorMap, getSystemErrorName } from 'node:util';
 import { loadNativeAddon } from '../common/native-addon';
 import type { SyncTiming } from './disk';
@@ -31,17 +32,20 @@ export const syncTimingUnavailableReason = loaded.reason;
 /**
  * `syscall` (fdatasync of a file, or fsync of a directory for its entries) of `fd`, which
  * belongs to `filePath`, on the thread pool; resolves with the call's own time, or undefined
- * without the addon (then it is `fallback`, the `fs` call, untimed). Rejects as the `fs` call
- * does: an Error with the errno's `code`, negative `errno`, `syscall` and `path`, its message
- * in the form of Node's (`EIO: i/o error, fdatasync '<path>'`).
+ * without the addon (then it is the `fs` call, untimed). Rejects as the `fs` call does: an Error
+ * with the errno's `code`, negative `errno`, `syscall` and `path`, its message in the form of
+ * Node's (`EIO: i/o error, fdatasync '<path>'`).
  */
 export function timedSync(
   syscall: 'fdatasync' | 'fsync',
   fd: number,
   filePath: string,
-  fallback: () => Promise<void>,
 ): Promise<SyncTiming | undefined> {
-  if (addon === undefined) return fallback().then(() => undefined);
+  if (addon === undefined) {
+    return new Promise((resolve, reject) => {
+      fs[syscall](fd, (err) => (err ? reject(err) : resolve(undefined)));
+    });
+  }
   const call = addon[syscall];
   return new Promise((resolve, reject) => {
     call(fd, (errno, callMs) => {

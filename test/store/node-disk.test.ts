@@ -168,11 +168,11 @@ describe('NodeDisk', () => {
         assert.ok(timing.callMs >= 0 && timing.callMs <= roundMs, `call ${timing.callMs} ms`);
         // A descriptor far above any this process has open: the call's error, with the fields
         // fs.fdatasync gives it; one that cannot be a descriptor: a TypeError. Both reject.
-        const refused = await timedSync('fdatasync', 1 << 20, filePath, () => Promise.resolve()).catch(
+        const refused = await timedSync('fdatasync', 1 << 20, filePath).catch(
           (err: unknown) => err,
         );
         assert.ok(refused instanceof Error, 'rejected');
-        await assert.rejects(timedSync('fdatasync', -1, filePath, () => Promise.resolve()), TypeError);
+        await assert.rejects(timedSync('fdatasync', -1, filePath), TypeError);
         const err = refused as NodeJS.ErrnoException;
         assert.deepEqual(
           [err.code, err.errno, err.syscall, err.path],
@@ -193,7 +193,7 @@ describe('NodeDisk', () => {
         (err: NodeJS.ErrnoException) => err.code === 'ENOENT',
       );
       await assert.rejects(
-        timedSync('fsync', 1 << 20, dir, () => Promise.resolve()),
+        timedSync('fsync', 1 << 20, dir),
         (err: NodeJS.ErrnoException) => err.code === 'EBADF' && err.syscall === 'fsync',
       );
     });
