@@ -1,6 +1,10 @@
 /**
  * Promises waiting for a log index to reach some state (written, persisted). Waiters are kept
  * in index order, so resolving everything up to an index touches only those resolved.
+ *
+ * A settled waiter's slot is emptied at once: a waiter holds its promise's resolving functions
+ * and so the promise, and a slot left filled until the next compaction (a thousand rounds
+ * later) kept every settled waiter alive for seconds, long enough for V8 to promote it.
  */
 interface Waiter {
   index: number;
@@ -9,7 +13,7 @@ interface Waiter {
 }
 
 export class WaiterQueue {
-  private waiters: Waiter[] = [];
+  private waiters: (Waiter | undefined)[] = [];
   private head = 0;
 
   /** A promise that resolves once `resolveUpTo(i)` is called with i >= index. */
@@ -31,6 +35,7 @@ export class WaiterQueue {
     while (this.head < this.waiters.length) {
       const w = this.waiters[this.head];
       if (!w || w.index > index) break;
+      this.waiters[this.head] = undefined;
       this.head++;
       w.resolve();
     }
@@ -39,14 +44,14 @@ export class WaiterQueue {
 
   /** Rejects waiters for `index` and above (their entries were truncated away). */
   rejectFrom(index: number, err: Error): void {
-    const live = this.waiters.slice(this.head);
+    const live = this.live();
     this.waiters = live.filter((w) => w.index < index);
     this.head = 0;
     for (const w of live) if (w.index >= index) w.reject(err);
   }
 
   rejectAll(err: Error): void {
-    const live = this.waiters.slice(this.head);
+    const live = this.live();
     this.waiters = [];
     this.head = 0;
     for (const w of live) w.reject(err);
@@ -56,8 +61,21 @@ export class WaiterQueue {
     return this.waiters.length - this.head;
   }
 
+  /** The waiters not yet settled, in order. */
+  private live(): Waiter[] {
+    const live: Waiter[] = [];
+    for (let i = this.head; i < this.waiters.length; i++) {
+      const w = this.waiters[i];
+      if (w !== undefined) live.push(w);
+    }
+    return live;
+  }
+
   private compact(): void {
-    if (this.head > 1024 && this.head * 2 > this.waiters.length) {
+    if (this.head === this.waiters.length) {
+      this.waiters = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.waiters.length) {
       this.waiters = this.waiters.slice(this.head);
       this.head = 0;
     }
