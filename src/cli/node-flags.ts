@@ -1,7 +1,8 @@
 /**
  * The Node.js (V8) flags raftmq's server processes run with. The launchers here (`npm start`,
  * LocalCluster, the benchmarks' raft nodes) pass them; a broker started by hand should be too
- * (`node --initial-old-space-size=256 dist/src/cli/broker.js ...`, docs/operations.md).
+ * (`node --initial-old-space-size=256 --no-allocation-site-pretenuring dist/src/cli/broker.js
+ * ...`, docs/operations.md).
  *
  * `--initial-old-space-size`: V8 counts the bytes of Buffers allocated since its last full
  * collection against the old generation's limit, and with the small heap of a broker (about
@@ -13,5 +14,18 @@
  * where collection starts, not how much the heap may hold, and the process's memory rises only
  * by garbage not yet collected. It must be given on the command line: V8 reads it when the heap
  * is created, so `v8.setFlagsFromString` at start-up is too late (measured: no effect).
+ *
+ * `--no-allocation-site-pretenuring`: V8 watches how many objects of each object literal survive
+ * young-generation collections, and once nearly all of a literal's objects have survived it
+ * allocates that literal's objects directly in the old generation from then on. A follower's
+ * Raft entries (one literal per entry decoded from an Append) survive while the follower
+ * catches up at start-up, so in 6 of 15 `bench:raft --rate 50000` runs one follower had every
+ * entry born old (V8's `%InYoungGeneration` at decoding) for the rest of its life: entries that
+ * live a few milliseconds then needed full collections, 16 or 17 per run on that follower (110
+ * to 150 ms of pauses in 18 s), against 0 to 2 on the others. With the flag: 0 of 5 runs
+ * (docs/performance.md, "What the leader promoted").
  */
-export const SERVER_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=256'];
+export const SERVER_NODE_FLAGS: readonly string[] = [
+  '--initial-old-space-size=256',
+  '--no-allocation-site-pretenuring',
+];
