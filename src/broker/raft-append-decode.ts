@@ -183,9 +183,11 @@ function readEntry(c: Cursor): Entry | undefined {
     }
   }
   if (type === undefined) return undefined;
-  const entry = { index: asLogIndex(index), term: asTerm(term), type, data };
-  // Checked against the bytes in `decodeAppendFrame` before anything uses it.
-  return recordCrc === undefined ? entry : { ...entry, recordCrc };
+  // One object per entry (a spread of a first one made two). The checksum is checked against
+  // the bytes in `decodeAppendFrame` before anything uses it.
+  return recordCrc === undefined
+    ? { index: asLogIndex(index), term: asTerm(term), type, data }
+    : { index: asLogIndex(index), term: asTerm(term), type, data, recordCrc };
 }
 
 /** The `Append` body at [c.pos, c.end) with its envelope, or undefined. */

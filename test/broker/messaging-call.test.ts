@@ -24,7 +24,7 @@ function answer(
       'Test',
       handle,
     )(call, (err, response) => {
-      if (err) reject(new Error(`the call ended with a gRPC error: ${err.message}`));
+      if (err) reject(new Error(`the call ended with a gRPC error: ${err.details ?? err.code}`));
       else resolve(response);
     });
   });
