@@ -101,10 +101,10 @@ export interface StatusOnly {
  * Why: once a call is answered nothing of ours holds its request, yet grpc-js's per-call
  * objects (its unary handler's closure keeps the request) stay reachable to the young
  * generation's collections for a while after the call has ended: on the leader in batched
- * produce, every request outlived two scavenges and was promoted, 1.8 MB per scavenge, and the
- * 128 KiB request buffers held by the body views were freed only by full collections, which
- * V8 started for that external memory about twice a second. With the messages dropped here,
- * 0.2 MB per scavenge was promoted (docs/performance.md, "What the leader promoted").
+ * produce, answered requests outlived two scavenges and were promoted, 1.8 MB per scavenge,
+ * and the 128 KiB request buffers held by the body views were freed only by full collections,
+ * which V8 started for that external memory about once a second. With the messages dropped
+ * here, 0.2 MB per scavenge was promoted (docs/performance.md, "What the leader promoted").
  */
 function releaseAnswered(request: unknown): void {
   if (typeof request !== 'object' || request === null) return;

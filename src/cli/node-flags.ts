@@ -19,7 +19,7 @@
  * young-generation collections, and once nearly all of a literal's objects have survived it
  * allocates that literal's objects directly in the old generation from then on. A follower's
  * Raft entries (one literal per entry decoded from an Append) survive while the follower
- * catches up at start-up, so in 6 of 15 `bench:raft --rate 50000` runs one follower had every
+ * catches up at start-up, so in 7 of 14 `bench:raft --rate 50000` runs one follower had every
  * entry born old (V8's `%InYoungGeneration` at decoding) for the rest of its life: entries that
  * live a few milliseconds then needed full collections, 16 or 17 per run on that follower (110
  * to 150 ms of pauses in 18 s), against 0 to 2 on the others. With the flag: 0 of 5 runs
