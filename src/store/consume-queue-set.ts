@@ -59,6 +59,8 @@ interface Entry {
 }
 
 const QUEUE_DIR = /^(0|[1-9][0-9]{0,15})$/;
+/** Queue ids below this are remembered by {@link ConsumeQueueSet} lookups (array slots). */
+const MEMO_QUEUE_IDS = 1024;
 
 function keyOf(topic: string, queueId: number): string {
   return `${topic}\0${queueId}`;
@@ -72,6 +74,10 @@ export class ConsumeQueueSet {
   private readonly known = new Map<string, QueueId>();
   /** Open or opening queues, with when each was last used. */
   private readonly entries = new Map<string, Entry>();
+  /** {@link lookup}'s memo: `entries` by topic, then by queue id; dropped when they change. */
+  private readonly memo = new Map<string, (Entry | undefined)[]>();
+  private memoTopic: string | undefined;
+  private memoQueues: (Entry | undefined)[] = [];
   private useCount = 0;
   private retainFromPosition = 0;
   private dispatchTail: Promise<unknown> = Promise.resolve();
@@ -161,7 +167,7 @@ export class ConsumeQueueSet {
     tagHash: number): number {
     this.usable();
     if (this.dispatchesWaiting !== 0) return DISPATCH_LATER;
-    const entry = this.entries.get(keyOf(topic, queueId));
+    const entry = this.lookup(topic, queueId);
     const q = entry?.queue;
     if (entry === undefined || q === undefined) return DISPATCH_LATER;
     entry.lastUse = ++this.useCount;
@@ -176,7 +182,7 @@ export class ConsumeQueueSet {
     tagHash: number): Promise<number | undefined> {
     this.usable();
     if (this.dispatchesWaiting === 0) {
-      const entry = this.entries.get(keyOf(topic, queueId));
+      const entry = this.lookup(topic, queueId);
       const q = entry?.queue;
       if (entry && q) {
         entry.lastUse = ++this.useCount;
@@ -264,6 +270,7 @@ export class ConsumeQueueSet {
   private async closeQueues(): Promise<void> {
     const all = [...this.entries.values()];
     this.entries.clear();
+    this.forgetLookups();
     const results: PromiseSettledResult<void>[] = [];
     for (const e of all) {
       // A queue that failed to open has nothing to close; that failure went to its opener.
@@ -271,6 +278,36 @@ export class ConsumeQueueSet {
       results.push(...await Promise.allSettled([closing]));
     }
     throwAll(results, 'close');
+  }
+
+  /**
+   * The entry of an open or opening queue, as `entries.get(keyOf(topic, queueId))`. The apply
+   * loop asks once per message; a key string built and hashed for each was 2 to 3% of a
+   * follower's CPU (docs/performance.md), so found entries are remembered by topic and queue id
+   * until `entries` changes ({@link forgetLookups}).
+   */
+  private lookup(topic: string, queueId: number): Entry | undefined {
+    let queues = this.memoQueues;
+    if (topic !== this.memoTopic) {
+      queues = this.memo.get(topic) ?? [];
+      if (queues.length === 0) this.memo.set(topic, queues);
+      this.memoTopic = topic;
+      this.memoQueues = queues;
+    }
+    const small = queueId < MEMO_QUEUE_IDS;
+    let entry = small ? queues[queueId] : undefined;
+    if (entry === undefined) {
+      entry = this.entries.get(keyOf(topic, queueId));
+      if (entry !== undefined && small) queues[queueId] = entry;
+    }
+    return entry;
+  }
+
+  /** Drops {@link lookup}'s memo; called on every change of `entries`. */
+  private forgetLookups(): void {
+    this.memo.clear();
+    this.memoTopic = undefined;
+    this.memoQueues = [];
   }
 
   /** Runs `fn` with the queue opened and pinned. */
@@ -283,6 +320,7 @@ export class ConsumeQueueSet {
     if (!entry) {
       entry = this.startOpen(key, topic, queueId);
       this.entries.set(key, entry);
+      this.forgetLookups();
     }
     entry.lastUse = ++this.useCount;
     entry.users++;
@@ -311,7 +349,10 @@ export class ConsumeQueueSet {
         entry.queue = q;
         return q;
       } catch (err) {
-        if (this.entries.get(key) === entry) this.entries.delete(key);
+        if (this.entries.get(key) === entry) {
+          this.entries.delete(key);
+          this.forgetLookups();
+        }
         throw err;
       }
     })();
@@ -343,6 +384,7 @@ export class ConsumeQueueSet {
       }
       if (victim) {
         this.entries.delete(victim[0]);
+        this.forgetLookups();
         await victim[1].close();
       } else if (dirty) {
         dirty.users++;

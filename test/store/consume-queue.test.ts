@@ -719,6 +719,23 @@ describe('ConsumeQueueSet', function () {
       await set.close();
     });
 
+  it('never dispatches through a queue closed since the fast path last found it', async () => {
+    const set = await ConsumeQueueSet.open({ disk: simDisk(16) }, '/cq',
+      { ...SMALL, queuesOpenMax: 1 });
+    await set.queue('a', 0);
+    assert.equal(set.tryDispatch('a', 0, 100, 10, 0), 0);
+    // Opening b closes a, once a's record is synced; meanwhile the fast path still finds a.
+    const openingB = set.queue('b', 0);
+    assert.equal(set.tryDispatch('a', 0, 200, 10, 0), 1, 'found while b opens');
+    await openingB;
+    assert.equal(set.openCount(), 1, 'a was closed to open b');
+    assert.equal(set.tryDispatch('a', 0, 300, 10, 0), DISPATCH_LATER);
+    assert.equal(await set.dispatch('a', 0, 300, 10, 0), 2, 'reopened where it was');
+    assert.equal(set.tryDispatch('a', 0, 400, 10, 0), 3);
+    assert.equal(set.tryDispatch('b', 0, 500, 10, 0), DISPATCH_LATER, 'b was closed for a');
+    await set.close();
+  });
+
   it('discovers queues, bounds open ones, truncates and retains over all', async () => {
     const disk = simDisk(14);
     let set = await ConsumeQueueSet.open({ disk }, '/cq', { ...SMALL, queuesOpenMax: 2 });
