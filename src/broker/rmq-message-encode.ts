@@ -11,13 +11,7 @@
  */
 import { RaftmqError, RmqCode } from '../common/errors';
 import type { BodyEncoding, MessageType } from '../store/message-format';
-import {
-  lenFieldSize,
-  utf8Length,
-  varintFieldSize,
-  varintSize,
-  Writer,
-} from '../common/proto-writer';
+import { lenFieldSize, varintFieldSize, varintSize, Writer } from '../common/proto-writer';
 import type { WireStatus } from './rmq-wire';
 
 /** A response frame already encoded: the serializer sends `bytes` as they are. */
@@ -65,24 +59,19 @@ export function encodeSendAccepted(
   code: number,
   message: string,
 ): EncodedFrame {
-  const messageLen = utf8Length(message);
+  const messageLen = Buffer.byteLength(message, 'utf8');
   const statusSize = varintFieldSize(code) + lenFieldSize(messageLen);
-  // Every entry repeats the response's status: its bytes are encoded once and copied.
-  const status = new Writer(Buffer.allocUnsafe(lenFieldSize(statusSize)));
-  writeStatus(status, statusSize, code, message, messageLen);
-  const statusBytes = status.buf;
-  const statusFieldSize = statusBytes.length;
   const idLens = new Array<number>(entries.length);
   const entrySizes = new Array<number>(entries.length);
-  let size = statusFieldSize;
+  let size = lenFieldSize(statusSize);
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i] as AcceptedSend;
     if (!Number.isSafeInteger(e.offset) || e.offset < 0) {
       throw new RaftmqError('INTERNAL', `send answer: queue offset ${e.offset} is not valid`);
     }
-    const idLen = utf8Length(e.messageId);
+    const idLen = Buffer.byteLength(e.messageId, 'utf8');
     const entrySize =
-      statusFieldSize +
+      lenFieldSize(statusSize) +
       (idLen > 0 ? lenFieldSize(idLen) : 0) +
       (e.offset > 0 ? varintFieldSize(e.offset) : 0);
     idLens[i] = idLen;
@@ -90,12 +79,11 @@ export function encodeSendAccepted(
     size += lenFieldSize(entrySize);
   }
   const w = new Writer(Buffer.allocUnsafe(size));
-  const buf = w.buf;
-  for (let j = 0; j < statusFieldSize; j++) buf[w.pos++] = statusBytes[j] as number;
+  writeStatus(w, statusSize, code, message, messageLen);
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i] as AcceptedSend;
     w.messageHeader(2, entrySizes[i] as number);
-    for (let j = 0; j < statusFieldSize; j++) buf[w.pos++] = statusBytes[j] as number;
+    writeStatus(w, statusSize, code, message, messageLen);
     if ((idLens[i] as number) > 0) w.stringField(2, e.messageId, idLens[i] as number);
     if (e.offset > 0) w.varintField(4, e.offset);
   }
