@@ -289,8 +289,10 @@ export class ConsumeQueueSet {
   private lookup(topic: string, queueId: number): Entry | undefined {
     let queues = this.memoQueues;
     if (topic !== this.memoTopic) {
+      // The last topic is checked first: a batch usually holds one, and a Map lookup would hash
+      // the topic string, decoded afresh for every message.
       queues = this.memo.get(topic) ?? [];
-      if (queues.length === 0) this.memo.set(topic, queues);
+      this.memo.set(topic, queues);
       this.memoTopic = topic;
       this.memoQueues = queues;
     }

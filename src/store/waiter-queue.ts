@@ -61,14 +61,9 @@ export class WaiterQueue {
     return this.waiters.length - this.head;
   }
 
-  /** The waiters not yet settled, in order. */
+  /** The waiters not yet settled, in order (only slots before `head` are emptied). */
   private live(): Waiter[] {
-    const live: Waiter[] = [];
-    for (let i = this.head; i < this.waiters.length; i++) {
-      const w = this.waiters[i];
-      if (w !== undefined) live.push(w);
-    }
-    return live;
+    return this.waiters.slice(this.head) as Waiter[];
   }
 
   private compact(): void {
