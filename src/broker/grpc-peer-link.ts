@@ -1,7 +1,7 @@
 /**
  * The outbound side of the gRPC Raft transport towards one peer ({@link PeerLink}): one
  * long-lived Append stream that carries the replication traffic in batches, written directly on
- * an HTTP/2 session (`raw-grpc-stream.ts`: no copy of what is sent), and unary calls (with a
+ * an HTTP/2 session (`common/raw-grpc.ts`: no copy of what is sent), and unary calls (with a
  * deadline) for votes and TimeoutNow through a lazily created grpc-js client. The queue is
  * bounded in count and bytes (full means drop and count), as are the bytes written but not yet
  * taken by HTTP/2 and the unary calls in flight. A broken stream drops what was queued for it
@@ -21,7 +21,7 @@ import {
   type RawCallEnd,
   type RawClientStream,
   type RawSessionOptions,
-} from './raw-grpc-stream';
+} from '../common/raw-grpc';
 
 /**
  * The counters a link updates: a subset of the transport's `GrpcRaftTransportStats` (declared

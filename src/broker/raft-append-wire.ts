@@ -5,7 +5,7 @@
  * lets protobufjs copy each payload into its writer, and `frameBatch` copies the message once
  * more; at 1 KiB entries and two followers that was the leader's largest cost. Here an entry's
  * header and payload are written once, into the message's tail (a pooled buffer), and the parts
- * are written to the stream as they are (`raw-grpc-stream.ts`). A large payload (a batch of
+ * are written to the stream as they are (`common/raw-grpc.ts`). A large payload (a batch of
  * produced messages is one entry of 100 KiB and more) is not copied at all: it goes to the
  * stream as a part of its own, between the views of the tail around it.
  *

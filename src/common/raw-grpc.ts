@@ -1,7 +1,9 @@
 /**
- * A gRPC client-streaming call written directly on a Node.js HTTP/2 session: the outbound Append
- * stream of the Raft transport (`grpc-peer-link.ts`). The peer's side is the ordinary grpc-js
- * server, and the bytes on the wire are those of any gRPC client: a POST to the method's path
+ * gRPC calls written directly on a Node.js HTTP/2 session, for the two hot paths whose bytes
+ * grpc-js would copy: the Raft transport's outbound Append stream (a client-streaming call,
+ * `broker/grpc-peer-link.ts`) and the SDK producer's SendMessage (a unary call,
+ * `client/raw-unary-channel.ts`). The peer's side is an ordinary gRPC server (grpc-js in
+ * raftmq), and the bytes on the wire are those of any gRPC client: a POST to the method's path
  * with `content-type: application/grpc`, each message behind its 5-byte length prefix, and the
  * status in the trailers.
  *
@@ -10,14 +12,17 @@
  * byte per follower, and fresh Buffers are what start V8's collections on a busy leader
  * (docs/performance.md, "What V8 costs"). Here the prefix is a buffer of its own and the message
  * follows it as the parts it was encoded in, in one `writev`; Node's HTTP/2 sends DATA frames
- * from those buffers without copying them.
+ * from those buffers without copying them. For a producer's unary call grpc-js's own work per
+ * call (its call stack, interceptors, metadata and status objects, and that copy) was about half
+ * of the client's CPU per 128 KiB send, measured against this code (docs/performance.md).
  *
- * What grpc-js did for this stream and is done here instead: the connection (with a connect
- * timeout) and keepalive pings, so that a peer that vanished without closing its connection is
- * noticed and the stream reconnected, and a GOAWAY: the session's calls finish sending (what was
- * written still arrives), the server ends them, and the owner reconnects. Node sends no new ping on
- * a session that got a GOAWAY, so a drain is bounded by time instead (keepalive time plus timeout).
- * Votes and TimeoutNow stay unary grpc-js calls.
+ * What grpc-js did and is done here instead: the connection (with a connect timeout) and
+ * keepalive pings, so that a peer that vanished without closing its connection is noticed, and a
+ * GOAWAY: the session's calls finish sending (what was written still arrives), the server ends
+ * them, and the owner connects again. Node sends no new ping on a session that got a GOAWAY, so
+ * a drain is bounded by time instead (keepalive time plus timeout). A unary call also carries
+ * its deadline (`grpc-timeout`) and is cancelled when it passes. Nothing here compresses or
+ * accepts compressed messages (`grpc-accept-encoding: identity`).
  */
 import * as http2 from 'node:http2';
 import { status as GrpcStatus } from '@grpc/grpc-js';
@@ -203,6 +208,154 @@ export class RawClientStream {
   }
 }
 
+/** A unary call: the request and its bounds. */
+export interface RawUnaryRequest {
+  /** The method's path, `/package.Service/Method`. */
+  readonly path: string;
+  /** Metadata sent as headers (lower-case names); it cannot replace the call's own headers. */
+  readonly metadata: Readonly<Record<string, string>>;
+  /** The serialized request message. */
+  readonly message: Uint8Array;
+  /**
+   * The call's deadline, from now: sent as `grpc-timeout`, and when it passes the call is
+   * cancelled and ends with DEADLINE_EXCEEDED.
+   */
+  readonly timeoutMs: number;
+  /** A response message over this many bytes cancels the call (RESOURCE_EXHAUSTED). */
+  readonly responseBytesMax: number;
+}
+
+/** How a unary call ended: its one response message under an OK status, or the status. */
+export type RawUnaryResult =
+  | { readonly ok: true; readonly message: Buffer }
+  | { readonly ok: false; readonly end: RawCallEnd };
+
+/** The largest value of a `grpc-timeout` header (at most eight digits). */
+const GRPC_TIMEOUT_VALUE_MAX = 99_999_999;
+
+/** `grpc-timeout` for `ms` milliseconds: in milliseconds, or whole seconds beyond 8 digits. */
+export function grpcTimeoutHeader(ms: number): string {
+  const millis = Math.max(1, Math.ceil(ms));
+  if (millis <= GRPC_TIMEOUT_VALUE_MAX) return `${millis}m`;
+  return `${Math.min(GRPC_TIMEOUT_VALUE_MAX, Math.ceil(millis / 1000))}S`;
+}
+
+/**
+ * One unary call on a session: the request is written at once, the response gathered, and
+ * `onDone` called exactly once, when the stream has closed or the call was given up (deadline,
+ * oversized or malformed response), whichever comes first.
+ */
+class RawUnaryCall {
+  private readonly chunks: Buffer[] = [];
+  private received = 0;
+  private status: RawCallEnd | undefined;
+  /** Why this side gave the call up, if it did (wins over anything the peer says after). */
+  private failure: RawCallEnd | undefined;
+  /** The peer ended its side (END_STREAM), as opposed to a reset or a lost session. */
+  private endedByPeer = false;
+  private done = false;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly stream: http2.ClientHttp2Stream,
+    private readonly request: RawUnaryRequest,
+    private readonly onDone: (result: RawUnaryResult) => void,
+  ) {
+    this.timer = setTimeout(
+      () =>
+        this.giveUp({
+          code: GrpcStatus.DEADLINE_EXCEEDED,
+          details: `no answer within ${request.timeoutMs} ms`,
+        }),
+      request.timeoutMs,
+    );
+    stream.on('response', (headers) => this.onResponse(headers));
+    stream.on('trailers', (trailers: http2.IncomingHttpHeaders) => {
+      this.status ??= statusOf(trailers);
+    });
+    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('end', () => {
+      // A stream destroyed under us (session gone, reset) ends its readable side too.
+      if (!this.stream.destroyed) this.endedByPeer = true;
+    });
+    // An error is followed by 'close', which reports it.
+    stream.on('error', () => undefined);
+    stream.on('close', () => this.finish());
+  }
+
+  private onResponse(headers: http2.IncomingHttpHeaders): void {
+    const status = headers[':status'];
+    const end = statusOf(headers);
+    if (status !== undefined && Number(status) !== 200 && end === undefined) {
+      this.giveUp({
+        code: GrpcStatus.UNKNOWN,
+        details: `the peer answered HTTP status ${String(status)}, not a gRPC call`,
+      });
+      return;
+    }
+    // A trailers-only answer: the status comes in the response headers.
+    this.status ??= end;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.done) return;
+    this.chunks.push(chunk);
+    this.received += chunk.length;
+    if (this.received > GRPC_PREFIX_BYTES + this.request.responseBytesMax) {
+      this.giveUp({
+        code: GrpcStatus.RESOURCE_EXHAUSTED,
+        details: `response larger than ${this.request.responseBytesMax} bytes`,
+      });
+    }
+  }
+
+  /** Ends the call from this side (RST_STREAM CANCEL) with `end`. */
+  private giveUp(end: RawCallEnd): void {
+    if (this.done) return;
+    this.failure = end;
+    if (!this.stream.destroyed) this.stream.close(NGHTTP2_CANCEL);
+    this.finish();
+  }
+
+  private finish(): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.timer);
+    const result = this.result();
+    this.chunks.length = 0;
+    this.onDone(result);
+  }
+
+  private result(): RawUnaryResult {
+    if (this.failure !== undefined) return { ok: false, end: this.failure };
+    const status = this.status;
+    if (status === undefined) {
+      return {
+        ok: false,
+        end: this.endedByPeer
+          ? { code: GrpcStatus.UNKNOWN, details: 'the peer ended the call without a status' }
+          : {
+              code: GrpcStatus.UNAVAILABLE,
+              details: `stream closed without a status (HTTP/2 code ${this.stream.rstCode ?? 'none'})`,
+            },
+      };
+    }
+    if (status.code !== GrpcStatus.OK) return { ok: false, end: status };
+    const body = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
+    const malformed = (details: string): RawUnaryResult => ({
+      ok: false,
+      end: { code: GrpcStatus.INTERNAL, details },
+    });
+    if (body.length < GRPC_PREFIX_BYTES) return malformed('an OK answer without a message');
+    if (body[0] !== 0) return malformed('a compressed answer, which was not asked for');
+    const bytes = body.readUInt32BE(1);
+    if (body.length !== GRPC_PREFIX_BYTES + bytes) {
+      return malformed(`an answer of ${body.length} bytes is not one message of ${bytes}`);
+    }
+    return { ok: true, message: body.subarray(GRPC_PREFIX_BYTES) };
+  }
+}
+
 /**
  * One HTTP/2 connection to a peer, with keepalive pings. When it ends, for any reason, its
  * streams end with it (and report it); `alive` turns false.
@@ -214,6 +367,8 @@ export class RawGrpcSession {
   /** A GOAWAY came: no new streams, no pings; the open calls finish, within a bound. */
   private draining = false;
   private readonly streams = new Set<RawClientStream>();
+  private unaryInFlight = 0;
+  private unrefWhenIdle = false;
 
   private constructor(
     private readonly session: http2.ClientHttp2Session,
@@ -281,6 +436,61 @@ export class RawGrpcSession {
   /** True while the session can open streams. */
   get alive(): boolean {
     return !this.closed && !this.session.closed && !this.session.destroyed;
+  }
+
+  /** True while new calls may start here: alive, and no GOAWAY received. */
+  get acceptsCalls(): boolean {
+    return this.alive && !this.draining;
+  }
+
+  /**
+   * Lets the process exit while no unary call is in flight (as grpc-js does with an idle
+   * channel); the session holds it only during calls. For a client's sessions, not for the
+   * Raft transport's long-lived stream.
+   */
+  holdOnlyDuringCalls(): void {
+    this.unrefWhenIdle = true;
+    if (this.unaryInFlight === 0) this.session.unref();
+  }
+
+  /**
+   * Starts a unary call of the method at `request.path`; `done` is called once with its
+   * answer or the status that ended it (UNAVAILABLE at once when no stream can be opened).
+   */
+  unary(request: RawUnaryRequest, done: (result: RawUnaryResult) => void): void {
+    let stream: http2.ClientHttp2Stream;
+    try {
+      stream = this.session.request(
+        {
+          ...request.metadata,
+          [HTTP2_HEADER_METHOD]: 'POST',
+          [HTTP2_HEADER_PATH]: request.path,
+          [HTTP2_HEADER_SCHEME]: 'http',
+          [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
+          [HTTP2_HEADER_TE]: 'trailers',
+          'grpc-accept-encoding': 'identity',
+          'grpc-timeout': grpcTimeoutHeader(request.timeoutMs),
+        },
+        { endStream: false },
+      );
+    } catch (err) {
+      const details = `cannot start a call: ${err instanceof Error ? err.message : String(err)}`;
+      process.nextTick(done, { ok: false, end: { code: GrpcStatus.UNAVAILABLE, details } });
+      return;
+    }
+    this.unaryInFlight += 1;
+    if (this.unaryInFlight === 1 && this.unrefWhenIdle) this.session.ref();
+    new RawUnaryCall(stream, request, (result) => {
+      this.unaryInFlight -= 1;
+      if (this.unaryInFlight === 0 && this.unrefWhenIdle && !this.session.destroyed) {
+        this.session.unref();
+      }
+      done(result);
+    });
+    stream.cork();
+    stream.write(grpcPrefix(request.message.length));
+    stream.end(request.message);
+    stream.uncork();
   }
 
   /** Opens a client-streaming call of the method at `path`. */

@@ -16,7 +16,7 @@ import {
   type RawCallEnd,
   type RawClientStream,
   type RawSessionOptions,
-} from '../../src/broker/raw-grpc-stream';
+} from '../../src/common/raw-grpc';
 
 const PATH = '/test.v1.Sink/Collect';
 const OPTIONS: RawSessionOptions = {
