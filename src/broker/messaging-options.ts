@@ -13,6 +13,7 @@ import {
   resolveOptions,
 } from '../common/options';
 import { MESSAGE_LIMITS } from '../store/message-limits';
+import { SEND_MESSAGES_MAX } from './send-request-decode';
 import type { PopService } from './pop-service';
 import type { GroupConfig, MessagingBackend } from './broker-types';
 import {
@@ -24,10 +25,13 @@ import {
 const MIB = 1024 * 1024;
 
 /**
- * The largest request the server accepts: the Apache proxy's 130 MiB. A SendMessage carrying a
- * 4 MiB body is 4 194 379 bytes, over grpc-js's default limit of 4 MiB (contract §2).
+ * The largest request the server accepts, after decompression. It must be over grpc-js's
+ * default of 4 MiB: a SendMessage carrying a 4 MiB body is 4 194 379 bytes (contract §2). The
+ * Apache proxy takes 130 MiB; raftmq refuses a send of over 16 MiB of stored messages anyway
+ * (`SEND_BATCHER_DEFAULTS.sendBytesMax`, with PAYLOAD_TOO_LARGE up to this bound), and a larger
+ * bound only lets a small compressed request grow into more memory before it is refused.
  */
-export const MESSAGING_RECEIVE_MESSAGE_BYTES_MAX = 130 * MIB;
+export const MESSAGING_RECEIVE_MESSAGE_BYTES_MAX = 32 * MIB;
 
 /** Server options a broker's client-protocol server must be created with. */
 export const MESSAGING_SERVER_OPTIONS: Readonly<grpc.ServerOptions> = Object.freeze({
@@ -115,7 +119,7 @@ export const MESSAGING_SERVICE_DEFAULTS: Readonly<MessagingServiceOptions> = Obj
 
 const OPTION_SPEC: OptionSpec<MessagingServiceOptions> = {
   maxBodyBytes: intInRange(1, MESSAGE_LIMITS.bodySizeBytesMax),
-  messagesPerSendMax: intInRange(1, 65_536),
+  messagesPerSendMax: intInRange(1, SEND_MESSAGES_MAX),
   maxDelayMs: intInRange(0, 365 * 24 * 3600 * 1000),
   requestTimeoutMsMax: intInRange(100, 600_000),
   forwardReserveMs: intInRange(0, 10_000),

@@ -32,6 +32,7 @@ import { okStatus, toStatus } from './rmq-convert';
 import { encodeAckAnswer } from './rmq-message-encode';
 import { encodeStoredFrame } from './rmq-stored-frame';
 import { checkGroup, checkTopic, effectiveNamespace } from './rmq-validate';
+import { ACK_ENTRIES_MAX } from './send-request-decode';
 import {
   durationToMs,
   msToTimestamp,
@@ -220,9 +221,6 @@ interface AckEntryRequest {
 interface AckRequest extends GroupTopicRequest {
   readonly entries: readonly AckEntryRequest[];
 }
-
-/** Entries in one AckMessage, at most. */
-export const ACK_ENTRIES_MAX = 1024;
 
 /** AckMessage: settles each entry; per-entry statuses, MULTIPLE_RESULTS when they differ. */
 export async function ackMessage(

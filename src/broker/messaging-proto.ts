@@ -15,6 +15,7 @@ import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { RaftmqError } from '../common/errors';
 import { findProtoDir, PROTO_LOADER_OPTIONS } from '../common/proto-files';
+import { MESSAGING_RECEIVE_MESSAGE_BYTES_MAX } from './messaging-options';
 import { EncodedFrame } from './rmq-message-encode';
 import { decodeAckRequest, decodeSendRequest } from './send-request-decode';
 
@@ -34,23 +35,50 @@ export class UndecodableRequest {
 export type RequestDecoders = Readonly<Record<string, (bytes: Buffer) => unknown>>;
 
 /**
+ * Requests of one RPC larger than this are not decoded (the handler answers BAD_REQUEST),
+ * unless the service names another bound for that RPC. The requests of every RPC but
+ * SendMessage, AckMessage and Telemetry are a few hundred bytes; protobuf.js turns a request
+ * into objects of up to some 30 times its size (a repeated field of empty messages costs about
+ * 65 bytes of heap per 2 bytes on the wire), and gRPC inflates a compressed request before it
+ * is decoded, so without a bound one small compressed request could exhaust the heap.
+ */
+export const RPC_REQUEST_BYTES_MAX = 1024 * 1024;
+
+/** Bounds of the RPCs whose requests may be larger, after decompression. */
+export const MESSAGING_REQUEST_BYTES_MAX: Readonly<Record<string, number>> = Object.freeze({
+  // The hand-written decoder bounds what it builds (send-request-decode.ts).
+  SendMessage: MESSAGING_RECEIVE_MESSAGE_BYTES_MAX,
+  AckMessage: 4 * 1024 * 1024,
+  // A client's thread dump.
+  Telemetry: 4 * 1024 * 1024,
+});
+
+/**
  * `service` with request decoders (the generic ones, or those of `decoders`) that return an
- * UndecodableRequest instead of throwing, and response encoders that send an
+ * UndecodableRequest instead of throwing, or for a request over its RPC's bound
+ * (`requestBytesMax`, else {@link RPC_REQUEST_BYTES_MAX}), and response encoders that send an
  * {@link EncodedFrame} as the bytes it already is.
  */
 export function tolerantDecoding(
   service: grpc.ServiceDefinition,
   decoders: RequestDecoders = {},
+  requestBytesMax: Readonly<Record<string, number>> = {},
 ): grpc.ServiceDefinition {
   const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const [rpc, method] of Object.entries(service)) {
     const decode = decoders[rpc] ?? method.requestDeserialize;
     const encode = method.responseSerialize;
+    const bytesMax = requestBytesMax[rpc] ?? RPC_REQUEST_BYTES_MAX;
     out[rpc] = {
       ...method,
       responseSerialize: (value: unknown): Buffer =>
         value instanceof EncodedFrame ? value.bytes : encode(value),
       requestDeserialize: (bytes: Buffer): unknown => {
+        if (bytes.length > bytesMax) {
+          return new UndecodableRequest(
+            `a request of ${bytes.length} bytes is over the ${bytesMax}-byte limit of ${rpc}`,
+          );
+        }
         try {
           return decode(bytes);
         } catch (err) {
@@ -72,10 +100,15 @@ export function loadTolerantService(
   serviceName: string,
   protoDir = '',
   decoders: RequestDecoders = {},
+  requestBytesMax: Readonly<Record<string, number>> = {},
 ): Promise<grpc.ServiceDefinition> {
   const root = findProtoDir(file, protoDir);
-  // The decoders are part of what is loaded: a load with other ones is another entry.
-  const key = `${root}\0${file}\0${Object.keys(decoders).sort().join()}`;
+  // The decoders and bounds are part of what is loaded: a load with other ones is another entry.
+  const bounds = Object.entries(requestBytesMax)
+    .map(([rpc, n]) => `${rpc}=${n}`)
+    .sort()
+    .join();
+  const key = `${root}\0${file}\0${Object.keys(decoders).sort().join()}\0${bounds}`;
   let definition = loaded.get(key);
   if (definition === undefined) {
     definition = protoLoader
@@ -85,7 +118,7 @@ export function loadTolerantService(
         if (service === undefined || 'format' in service) {
           throw new RaftmqError('INTERNAL', `${file} has no ${serviceName}`);
         }
-        return tolerantDecoding(service, decoders);
+        return tolerantDecoding(service, decoders, requestBytesMax);
       });
     loaded.set(key, definition);
     // A failed load is not cached, so a corrected file can be loaded later.
@@ -96,8 +129,11 @@ export function loadTolerantService(
 
 /** The MessagingService definition (request/response codecs of every RPC). */
 export function loadMessagingDefinition(protoDir = ''): Promise<grpc.ServiceDefinition> {
-  return loadTolerantService(RMQ_SERVICE_PROTO_FILE, MESSAGING_SERVICE_NAME, protoDir, {
-    SendMessage: decodeSendRequest,
-    AckMessage: decodeAckRequest,
-  });
+  return loadTolerantService(
+    RMQ_SERVICE_PROTO_FILE,
+    MESSAGING_SERVICE_NAME,
+    protoDir,
+    { SendMessage: decodeSendRequest, AckMessage: decodeAckRequest },
+    MESSAGING_REQUEST_BYTES_MAX,
+  );
 }

@@ -23,6 +23,7 @@
  * DeadLetterQueue {topic 1, message_id 2}; Timestamp and Duration {seconds 1, nanos 2}.
  */
 import { Reader, WIRE_LEN, WIRE_VARINT } from '../common/proto-reader';
+import { MESSAGE_LIMITS } from '../store/message-limits';
 
 const ENCODING_NAMES = ['ENCODING_UNSPECIFIED', 'IDENTITY', 'GZIP'];
 const MESSAGE_TYPE_NAMES = [
@@ -41,6 +42,31 @@ function enumName(names: readonly string[], n: number): string | number {
   return names[n] ?? n;
 }
 
+/**
+ * Most messages one SendMessage may carry (the largest `messagesPerSendMax` an operator may
+ * set). The decoder stops past it, and past {@link DECODE_REPEATS_MAX} keys or user properties
+ * in one message: a request is decoded before any handler sees it, and a compressed one is
+ * inflated first, so without these bounds a request of a few KiB (millions of empty messages)
+ * became gigabytes of objects. Counts between the checked limits and these bounds still reach
+ * the handler, which answers them with their own status codes.
+ */
+export const SEND_MESSAGES_MAX = 65_536;
+
+/** Keys, and user properties, of one message the decoder takes: four times the limits. */
+export const DECODE_REPEATS_MAX =
+  4 * Math.max(MESSAGE_LIMITS.keyCountMax, MESSAGE_LIMITS.propertyCountMax);
+
+/** Entries in one AckMessage, at most (the handler's check). */
+export const ACK_ENTRIES_MAX = 1024;
+
+/** Entries of one AckMessage the decoder takes; past it the request is undecodable. */
+export const ACK_DECODE_ENTRIES_MAX = 4 * ACK_ENTRIES_MAX;
+
+/** A decoding bound passed: the request is refused as undecodable. */
+function tooMany(what: string, max: number): Error {
+  return new Error(`more than ${max} ${what}`);
+}
+
 /** The decoded request: what the SendMessage handler reads (rmq-wire.ts WireMessage). */
 export interface DecodedSendRequest {
   messages: Record<string, unknown>[];
@@ -53,6 +79,7 @@ export function decodeSendRequest(bytes: Buffer): DecodedSendRequest {
   while (!r.done) {
     if (r.key() === 1) {
       r.expect(WIRE_LEN);
+      if (messages.length === SEND_MESSAGES_MAX) throw tooMany('messages', SEND_MESSAGES_MAX);
       messages.push(message(r.sub()));
     } else {
       r.skip(r.wireType);
@@ -66,6 +93,7 @@ function message(c: Reader): Record<string, unknown> {
   const userProperties: Record<string, string> = {};
   let systemProperties: Record<string, unknown> | null = null;
   let body = EMPTY;
+  let entries = 0;
   while (!c.done) {
     const field = c.key();
     switch (field) {
@@ -75,6 +103,9 @@ function message(c: Reader): Record<string, unknown> {
         break;
       case 2:
         c.expect(WIRE_LEN);
+        if (entries++ === DECODE_REPEATS_MAX) {
+          throw tooMany('user properties in a message', DECODE_REPEATS_MAX);
+        }
         mapEntry(c.sub(), userProperties);
         break;
       case 3:
@@ -220,6 +251,9 @@ function sysProps(c: Reader): Record<string, unknown> {
         break;
       case 2:
         c.expect(WIRE_LEN);
+        if (keys.length === DECODE_REPEATS_MAX) {
+          throw tooMany('keys in a message', DECODE_REPEATS_MAX);
+        }
         keys.push(c.string());
         break;
       case 3:
@@ -330,6 +364,9 @@ export function decodeAckRequest(bytes: Buffer): Record<string, unknown> {
       topic = resource(r.sub());
     } else if (field === 3) {
       r.expect(WIRE_LEN);
+      if (entries.length === ACK_DECODE_ENTRIES_MAX) {
+        throw tooMany('entries', ACK_DECODE_ENTRIES_MAX);
+      }
       entries.push(ackEntry(r.sub()));
     } else {
       r.skip(r.wireType);

@@ -13,12 +13,23 @@ import type { Clock } from '../common/clock';
 import { isRaftmqError, RaftmqError } from '../common/errors';
 import type { Logger } from '../common/logger';
 
-/** Largest message a NameServer accepts or a NameServer client reads (the proxy's 130 MiB). */
+/** Largest message a NameServer client reads (the proxy's 130 MiB: routes of many groups). */
 export const NAMESRV_MESSAGE_BYTES_MAX = 130 * 1024 * 1024;
+
+/**
+ * Largest request a NameServer's gRPC server takes in, after decompression; beyond it grpc-js
+ * refuses the call with RESOURCE_EXHAUSTED. What a NameServer is sent (registrations,
+ * heartbeats, route queries, Telemetry) is a few KiB. Requests under this bound but over their
+ * RPC's (`safeServiceDefinition`) are answered by the handler as undecodable, with a status.
+ */
+export const NAMESRV_REQUEST_BYTES_MAX = 8 * 1024 * 1024;
+
+/** The bound of a Telemetry message, which may carry a client's thread dump. */
+export const NAMESRV_TELEMETRY_BYTES_MAX = 4 * 1024 * 1024;
 
 /** Options of a NameServer's gRPC server. */
 export const NAMESRV_SERVER_OPTIONS: Readonly<grpc.ServerOptions> = Object.freeze({
-  'grpc.max_receive_message_length': NAMESRV_MESSAGE_BYTES_MAX,
+  'grpc.max_receive_message_length': NAMESRV_REQUEST_BYTES_MAX,
 });
 
 /**
@@ -52,15 +63,28 @@ export function toServiceError(err: unknown, log: Logger, rpc: string): grpc.Ser
 }
 
 /**
+ * Requests of one RPC larger than this are not decoded (the handler answers them as
+ * undecodable) unless `safeServiceDefinition` is given another bound for it. A NameServer RPC's
+ * request is a few hundred bytes. protobuf.js turns a request into objects of up to some 30
+ * times its size (a repeated field of empty messages costs about 65 bytes of heap per 2 bytes on
+ * the wire), and gRPC inflates a compressed request first: without a bound, one request of a few
+ * KiB on the wire could exhaust the heap.
+ */
+export const NAMESRV_RPC_REQUEST_BYTES_MAX = 256 * 1024;
+
+/**
  * `service` with every request deserializer wrapped so that it never throws: handlers get a
- * {@link Decoded} and answer undecodable bytes themselves.
+ * {@link Decoded} and answer undecodable bytes themselves. A request over its RPC's bound
+ * (`requestBytesMax`, else {@link NAMESRV_RPC_REQUEST_BYTES_MAX}) is not decoded at all.
  */
 export function safeServiceDefinition(
   service: protoLoader.ServiceDefinition,
+  requestBytesMax: Readonly<Record<string, number>> = {},
 ): grpc.ServiceDefinition {
   const out: Record<string, grpc.MethodDefinition<Decoded, object>> = {};
   for (const [name, method] of Object.entries(service)) {
     const decode = method.requestDeserialize;
+    const bytesMax = requestBytesMax[name] ?? NAMESRV_RPC_REQUEST_BYTES_MAX;
     out[name] = {
       path: method.path,
       requestStream: method.requestStream,
@@ -71,6 +95,12 @@ export function safeServiceDefinition(
       responseSerialize: method.responseSerialize,
       responseDeserialize: method.responseDeserialize,
       requestDeserialize: (bytes: Buffer): Decoded => {
+        if (bytes.length > bytesMax) {
+          return {
+            ok: false,
+            reason: `a request of ${bytes.length} bytes is over the ${bytesMax}-byte limit of ${name}`,
+          };
+        }
         try {
           return { ok: true, value: decode(bytes) };
         } catch (err) {

@@ -25,6 +25,7 @@ import type { Clock } from '../common/clock';
 import {
   type Decoded,
   RateLimitedWarn,
+  NAMESRV_TELEMETRY_BYTES_MAX,
   safeServiceDefinition,
   serviceOf,
   statusError,
@@ -266,7 +267,8 @@ export async function createNamesrvMessaging(
   handlers.Telemetry = telemetry;
 
   return {
-    definition: safeServiceDefinition(service),
+    // A Telemetry message may carry a client's thread dump.
+    definition: safeServiceDefinition(service, { Telemetry: NAMESRV_TELEMETRY_BYTES_MAX }),
     handlers,
     close: () => {
       for (const stream of [...streams]) {

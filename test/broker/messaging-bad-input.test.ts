@@ -19,7 +19,9 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as grpcJs from '@grpc/grpc-js';
 import type * as grpc from '@grpc/grpc-js';
+import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
 import { LocalCluster, type LocalLeader } from '../../src/cli/local-cluster';
 import { waitUntil } from '../../src/cli/raft-node-client';
 import {
@@ -221,6 +223,40 @@ describe('MessagingService bad input over raw gRPC against a live 3-node group',
       const status = leaderClient().status(res.status);
       assert.equal(status.code, CODE.BAD_REQUEST, `${rpc}: ${status.message}`);
       assert.match(status.message, /could not be decoded/);
+    }
+    await assertStillServes();
+  });
+
+  it('refuses a compressed request that inflates to millions of messages, and keeps serving', async () => {
+    // 2,000,000 empty messages: 4 MB inflated, a few KiB gzip-compressed on the wire. The
+    // decoder stops past its bound instead of building millions of objects.
+    const bomb = Buffer.alloc(4_000_000);
+    for (let i = 0; i < bomb.length; i += 2) bomb[i] = 0x0a;
+    const def = await loadMessagingDefinition();
+    const method = def.SendMessage;
+    assert.ok(method !== undefined);
+    const gzip = new grpcJs.Client(leader.clientEndpoint, grpcJs.credentials.createInsecure(), {
+      'grpc.default_compression_algorithm': grpcJs.compressionAlgorithms.gzip,
+    });
+    try {
+      const metadata = new grpcJs.Metadata();
+      for (const [k, v] of Object.entries(clientHeaders())) metadata.set(k, v);
+      const res = await new Promise<{ status?: unknown }>((resolve, reject) =>
+        gzip.makeUnaryRequest(
+          method.path,
+          (b: Buffer) => b,
+          method.responseDeserialize,
+          bomb,
+          metadata,
+          { deadline: Date.now() + 20_000 },
+          (err, value) => (err === null ? resolve(value as { status?: unknown }) : reject(err)),
+        ),
+      );
+      const status = leaderClient().status(res.status);
+      assert.equal(status.code, CODE.BAD_REQUEST, status.message);
+      assert.match(status.message, /more than 65536 messages/);
+    } finally {
+      gzip.close();
     }
     await assertStillServes();
   });

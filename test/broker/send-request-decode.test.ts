@@ -15,8 +15,21 @@
 import { strict as assert } from 'node:assert';
 import type * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
-import { loadMessagingDefinition, UndecodableRequest } from '../../src/broker/messaging-proto';
-import { decodeAckRequest, decodeSendRequest } from '../../src/broker/send-request-decode';
+import {
+  loadMessagingDefinition,
+  MESSAGING_REQUEST_BYTES_MAX,
+  RPC_REQUEST_BYTES_MAX,
+  UndecodableRequest,
+} from '../../src/broker/messaging-proto';
+import {
+  ACK_DECODE_ENTRIES_MAX,
+  ACK_ENTRIES_MAX,
+  decodeAckRequest,
+  decodeSendRequest,
+  DECODE_REPEATS_MAX,
+  SEND_MESSAGES_MAX,
+} from '../../src/broker/send-request-decode';
+import { MESSAGE_LIMITS } from '../../src/store/message-limits';
 import { fcParams } from '../fc-params';
 import { genericMessagingMethod } from '../generic-codec';
 
@@ -253,6 +266,84 @@ describe('decodeSendRequest (send-request-decode.ts)', () => {
     const got: unknown = def.SendMessage.requestDeserialize(Buffer.from([0x0a, 0x05, 0x0a]));
     assert.ok(got instanceof UndecodableRequest);
     assert.match(got.reason, /could not be decoded.*past its end/);
+  });
+
+  it('stops at its bounds on messages, keys and properties, and on ack entries', () => {
+    /** `count` copies of the length-delimited field `key` holding `inner`. */
+    const repeated = (key: number, inner: Buffer, count: number): Buffer => {
+      const one = Buffer.concat([Buffer.from([key, inner.length]), inner]);
+      return Buffer.concat(Array.from({ length: count }, () => one));
+    };
+    const within = decodeSendRequest(repeated(0x0a, Buffer.alloc(0), SEND_MESSAGES_MAX));
+    assert.equal(within.messages.length, SEND_MESSAGES_MAX);
+    assert.throws(
+      () => decodeSendRequest(repeated(0x0a, Buffer.alloc(0), SEND_MESSAGES_MAX + 1)),
+      new RegExp(`more than ${SEND_MESSAGES_MAX} messages`),
+    );
+    // One message whose system properties (field 3) hold `n` keys (field 2), or which holds `n`
+    // user property entries (field 2) of key "k".
+    const withKeys = (n: number): Buffer => {
+      const sys = repeated(0x12, Buffer.from('k'), n);
+      const msg = Buffer.concat([Buffer.from([0x1a]), Buffer.from(varint(sys.length)), sys]);
+      return Buffer.concat([Buffer.from([0x0a]), Buffer.from(varint(msg.length)), msg]);
+    };
+    const withProperties = (n: number): Buffer => {
+      const msg = repeated(0x12, Buffer.from([0x0a, 0x01, 0x6b]), n);
+      return Buffer.concat([Buffer.from([0x0a]), Buffer.from(varint(msg.length)), msg]);
+    };
+    const sysOf = (bytes: Buffer): { keys: string[] } =>
+      (decodeSendRequest(bytes).messages[0] as { systemProperties: { keys: string[] } })
+        .systemProperties;
+    assert.equal(sysOf(withKeys(DECODE_REPEATS_MAX)).keys.length, DECODE_REPEATS_MAX);
+    assert.throws(() => decodeSendRequest(withKeys(DECODE_REPEATS_MAX + 1)), /more than \d+ keys/);
+    assert.doesNotThrow(() => decodeSendRequest(withProperties(DECODE_REPEATS_MAX)));
+    assert.throws(
+      () => decodeSendRequest(withProperties(DECODE_REPEATS_MAX + 1)),
+      /more than \d+ user properties/,
+    );
+    // The bounds leave room for what the handler refuses with its own codes.
+    assert.ok(DECODE_REPEATS_MAX > MESSAGE_LIMITS.keyCountMax);
+    assert.ok(DECODE_REPEATS_MAX > MESSAGE_LIMITS.propertyCountMax);
+    assert.ok(ACK_DECODE_ENTRIES_MAX > ACK_ENTRIES_MAX);
+    const acks = (n: number): Buffer => repeated(0x1a, Buffer.alloc(0), n);
+    const ackEntries = (bytes: Buffer): unknown[] => decodeAckRequest(bytes).entries as unknown[];
+    assert.equal(ackEntries(acks(ACK_DECODE_ENTRIES_MAX)).length, ACK_DECODE_ENTRIES_MAX);
+    assert.throws(
+      () => decodeAckRequest(acks(ACK_DECODE_ENTRIES_MAX + 1)),
+      /more than \d+ entries/,
+    );
+  });
+
+  it("does not decode a request over its RPC's byte bound", async () => {
+    const def = await loadMessagingDefinition();
+    const route = def.QueryRoute;
+    assert.ok(route !== undefined);
+    // A QueryRoute whose topic name (field 1, Resource.name 2) is just over the bound.
+    const name = Buffer.alloc(RPC_REQUEST_BYTES_MAX, 0x61);
+    const resource = Buffer.concat([Buffer.from([0x12]), Buffer.from(varint(name.length)), name]);
+    const request = Buffer.concat([
+      Buffer.from([0x0a]),
+      Buffer.from(varint(resource.length)),
+      resource,
+    ]);
+    const got: unknown = route.requestDeserialize(request);
+    assert.ok(got instanceof UndecodableRequest);
+    assert.match(got.reason, /over the 1048576-byte limit of QueryRoute/);
+    const small: unknown = route.requestDeserialize(request.subarray(0, 0));
+    assert.ok(!(small instanceof UndecodableRequest));
+    // SendMessage and Telemetry have larger bounds.
+    assert.ok((MESSAGING_REQUEST_BYTES_MAX.SendMessage ?? 0) > 16 * 1024 * 1024);
+    const send = def.SendMessage;
+    assert.ok(send !== undefined);
+    // A body (Message field 4) just over the generic bound decodes as a SendMessage.
+    const body = Buffer.concat([Buffer.from([0x22]), Buffer.from(varint(name.length)), name]);
+    const bigSend: unknown = send.requestDeserialize(
+      Buffer.concat([Buffer.from([0x0a]), Buffer.from(varint(body.length)), body]),
+    );
+    assert.ok(
+      !(bigSend instanceof UndecodableRequest),
+      String((bigSend as { reason?: string }).reason),
+    );
   });
 
   it('decodes AckMessage requests to what the generic decoder makes of them', async () => {
