@@ -7,15 +7,20 @@
  * - A node's registrations carry its Raft term, which never decreases on a node. A registration
  *   with a term below the one recorded for that node is a replayed or reordered message and is
  *   ignored whole (outcome `stale-term`; not even its heartbeat counts).
- * - Each group keeps `leaderTermMax`, the highest term in which any node claimed leadership,
- *   for as long as the group has any node. The group's leader is the live node whose latest
- *   registration claims leadership in exactly that term; should two claim the same term (Raft's
- *   election safety says they cannot), the earlier claim wins.
+ * - A group's `leaderTermMax` is the highest term any of its live nodes reports, leader or
+ *   follower (a follower's term is at least that of any leader it has heard from). The group's
+ *   leader is the live node whose latest registration claims leadership in exactly that term;
+ *   should two claim the same term (Raft's election safety says they cannot), the earlier claim
+ *   wins.
  * - So a claim in an older term never displaces a newer leader, and an old leader that keeps
- *   heartbeating with its old term stays demoted even after the newer leader expires: the group
- *   is then leaderless (readable from followers, not writable) until a node claims a term at
- *   least `leaderTermMax`. A leader that re-registers as follower gives up leadership.
- * - A group with no nodes left is forgotten, `leaderTermMax` included.
+ *   heartbeating with its old term stays demoted while any node of the newer term is
+ *   registered: if the newer leader expires, the group is leaderless (readable from followers,
+ *   not writable) until a node claims that term or a later one. A leader that re-registers as
+ *   follower gives up leadership.
+ * - The bound comes from live nodes only, so a node that reported an absurd term (a bug, or a
+ *   forged registration: registrations are not authenticated) demotes the real leader only while
+ *   it stays registered, not for as long as the group lives. Until 2026-12-04 the highest claim
+ *   ever seen was kept, and one forged claim of term 2^53-1 left the group leaderless for good.
  *
  * Bounds: `groupsMax`, `nodesPerGroupMax` and `topicsMax` (distinct topics in the whole table).
  * A registration that would exceed one gets `BUSY` (retryable: expiry frees room); a single
@@ -63,7 +68,6 @@ interface NodeEntry extends NodeRef {
 interface GroupEntry {
   readonly cluster: string;
   readonly nodes: Map<string, NodeEntry>;
-  leaderTermMax: number;
 }
 
 function invalid(field: string, message: string): never {
@@ -186,13 +190,12 @@ export class RouteTable {
     }
     this.checkTopicRoom(reg.group, previous?.topics, reg.topics);
 
-    const group = existing ?? { cluster: reg.cluster, nodes: new Map(), leaderTermMax: -1 };
+    const group: GroupEntry = existing ?? { cluster: reg.cluster, nodes: new Map() };
     this.groups.set(reg.group, group);
     let claimSeq = 0;
     if (reg.role === 'leader') {
       const sameClaim = previous?.role === 'leader' && previous.term === reg.term;
       claimSeq = sameClaim ? previous.claimSeq : ++this.claimSeq;
-      group.leaderTermMax = Math.max(group.leaderTermMax, reg.term);
     }
     if (previous !== undefined) this.indexTopics(reg.group, previous.topics, -1);
     this.indexTopics(reg.group, reg.topics, +1);
@@ -276,7 +279,7 @@ export class RouteTable {
       return Object.freeze({
         cluster: group.cluster,
         group: name,
-        leaderTermMax: group.leaderTermMax,
+        leaderTermMax: termMax(group),
         leaderNodeId: leader?.nodeId,
         nodes: Object.freeze(nodes),
       });
@@ -285,9 +288,10 @@ export class RouteTable {
 
   /** The group's leader, by the rules in the file comment. */
   private leaderOf(group: GroupEntry): NodeEntry | undefined {
+    const term = termMax(group);
     let best: NodeEntry | undefined;
     for (const node of group.nodes.values()) {
-      if (node.role !== 'leader' || node.term !== group.leaderTermMax) continue;
+      if (node.role !== 'leader' || node.term !== term) continue;
       if (best === undefined || node.claimSeq < best.claimSeq) best = node;
     }
     return best;
@@ -370,4 +374,11 @@ export class RouteTable {
       wasLeader,
     });
   }
+}
+
+/** The highest term a live node of `group` reports; -1 for a group without nodes. */
+function termMax(group: GroupEntry): number {
+  let max = -1;
+  for (const node of group.nodes.values()) if (node.term > max) max = node.term;
+  return max;
 }

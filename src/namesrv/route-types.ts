@@ -136,7 +136,7 @@ export interface NodeView extends NodeRef {
 export interface GroupView {
   readonly cluster: string;
   readonly group: string;
-  /** Highest term any node claimed leadership in; -1 when none has. */
+  /** Highest term any live node reports, leader or follower; -1 for a group without nodes. */
   readonly leaderTermMax: number;
   readonly leaderNodeId: string | undefined;
   /** Sorted by node id. */

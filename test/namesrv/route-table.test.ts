@@ -87,9 +87,11 @@ describe('namesrv route table', () => {
     table.register(reg({ nodeId: 'n1', term: 4 }), T0);
     table.register(reg({ nodeId: 'n2', term: 5 }), T0);
     assert.equal(leaderOf(table, 'g1'), 'n2');
-    // n1 keeps heartbeating as leader of term 4; n2 goes silent and expires.
+    // n1 keeps heartbeating as leader of term 4, and n3 as a follower of term 5; n2 goes
+    // silent and expires.
     for (let t = T0; t <= T0 + 150_000; t += 30_000) {
       assert.equal(table.register(reg({ nodeId: 'n1', term: 4 }), t).outcome, 'stale-leader');
+      table.register(reg({ nodeId: 'n3', role: 'follower', term: 5 }), t);
     }
     const dropped = table.expire(T0 + 150_000);
     assert.deepEqual(
@@ -102,11 +104,30 @@ describe('namesrv route table', () => {
     assert.equal(group?.writable, false);
     assert.deepEqual(
       group?.followers.map((f) => f.nodeId),
-      ['n1'],
+      ['n1', 'n3'],
     );
     // A claim in term >= 5 restores a leader.
     table.register(reg({ nodeId: 'n3', term: 6 }), T0 + 150_000);
     assert.equal(leaderOf(table, 'g1'), 'n3');
+  });
+
+  it('lets a claim of an absurd term demote the leader only while its node is registered', () => {
+    const table = new RouteTable();
+    table.register(reg({ nodeId: 'n1', term: 5, endpoint: 'h1:8081' }), T0);
+    table.register(reg({ nodeId: 'n2', role: 'follower', term: 5 }), T0);
+    // Registrations are not authenticated: a forged one may claim any term.
+    const forged = table.register(
+      reg({ nodeId: 'n9', term: Number.MAX_SAFE_INTEGER, endpoint: 'h9:1' }),
+      T0,
+    );
+    assert.equal(forged.outcome, 'leader');
+    assert.equal(table.register(reg({ nodeId: 'n1', term: 5 }), T0 + 1).outcome, 'stale-leader');
+    // Gone (unregistered here; expiry does the same), it no longer holds the group's term up.
+    table.unregister('g1', 'n9');
+    const back = table.register(reg({ nodeId: 'n1', term: 5, endpoint: 'h1:8081' }), T0 + 2);
+    assert.equal(back.outcome, 'leader');
+    assert.equal(table.route('orders')?.groups[0]?.leader?.endpoint, 'h1:8081');
+    assert.equal(table.clusterView()[0]?.leaderTermMax, 5);
   });
 
   it('drops leadership when the leader re-registers as follower', () => {
@@ -291,7 +312,7 @@ describe('namesrv route table', () => {
     assert.equal(table.clusterView()[0]?.nodes.length, 2);
   });
 
-  it('reports the live highest-term claim as leader under any interleaving', () => {
+  it('reports the claim in the highest live term as leader under any interleaving', () => {
     type Op =
       | { kind: 'register'; group: number; node: number; leader: boolean; term: number }
       | { kind: 'unregister'; group: number; node: number }
@@ -333,7 +354,6 @@ describe('namesrv route table', () => {
       fc.property(fc.array(op, { maxLength: 80 }), (ops) => {
         const table = new RouteTable();
         const model = [new Map<number, ModelNode>(), new Map<number, ModelNode>()];
-        const termMax = [-1, -1];
         let nowMs = 0;
         ops.forEach((o, step) => {
           if (o.kind === 'advance') {
@@ -369,16 +389,12 @@ describe('namesrv route table', () => {
                 claimAt: same ? prev.claimAt : step,
               });
             }
-            if (o.leader && expected !== 'stale-term') {
-              termMax[o.group] = Math.max(termMax[o.group]!, o.term);
-            }
-            const want = modelLeader(nodes, termMax[o.group]!);
+            const want = modelLeader(nodes);
             if (o.leader && expected === 'leader' && want !== o.node) expected = 'stale-leader';
             assert.equal(r.outcome, expected);
           }
           for (const g of [0, 1]) {
-            if (model[g]!.size === 0) termMax[g] = -1;
-            const want = modelLeader(model[g]!, termMax[g]!);
+            const want = modelLeader(model[g]!);
             assert.equal(leaderOf(table, `g${g}`), want === undefined ? undefined : `n${want}`);
           }
         });
@@ -386,9 +402,11 @@ describe('namesrv route table', () => {
       fcParams(300),
     );
 
-    // Among live nodes claiming leadership, the one in the group's highest claimed term (earliest
-    // claim on a tie); nobody when that term's claimant is gone.
-    function modelLeader(nodes: Map<number, ModelNode>, termMax: number): number | undefined {
+    // Among live nodes claiming leadership, the one in the highest term any live node reports
+    // (earliest claim on a tie); nobody when no live node claims that term.
+    function modelLeader(nodes: Map<number, ModelNode>): number | undefined {
+      let termMax = -1;
+      for (const n of nodes.values()) termMax = Math.max(termMax, n.term);
       const claims = [...nodes].filter(([, n]) => n.leader && n.term === termMax);
       claims.sort((a, b) => a[1].claimAt - b[1].claimAt);
       return claims[0]?.[0];
