@@ -91,6 +91,14 @@ export interface MessagingServiceOptions {
   defaultMaxDeliveryAttempts: number;
   /** Telemetry commands waiting for a slow client's stream to drain, at most. */
   telemetryPendingMax: number;
+  /** Open Telemetry streams, at most; a stream beyond it is refused with RESOURCE_EXHAUSTED. */
+  telemetryStreamsMax: number;
+  /**
+   * A Telemetry stream on which no Settings were served within this long is ended with
+   * INVALID_ARGUMENT: the official clients send their Settings first thing, and a stream that
+   * never does would otherwise stay open, and hold its memory, for as long as its peer likes.
+   */
+  telemetrySettingsWaitMs: number;
   /** Directory of the `.proto` files; '' finds it (see findProtoDir). */
   protoDir: string;
   /** The client registry's bounds and timers. */
@@ -113,6 +121,8 @@ export const MESSAGING_SERVICE_DEFAULTS: Readonly<MessagingServiceOptions> = Obj
   pullScanCountMax: 1024,
   defaultMaxDeliveryAttempts: 17,
   telemetryPendingMax: 64,
+  telemetryStreamsMax: 20_000,
+  telemetrySettingsWaitMs: 30_000,
   protoDir: '',
   registry: CLIENT_REGISTRY_DEFAULTS,
 });
@@ -133,6 +143,8 @@ const OPTION_SPEC: OptionSpec<MessagingServiceOptions> = {
   pullScanCountMax: intInRange(1, 1_000_000),
   defaultMaxDeliveryAttempts: intInRange(1, 1000),
   telemetryPendingMax: intInRange(1, 65_536),
+  telemetryStreamsMax: intInRange(1, 10_000_000),
+  telemetrySettingsWaitMs: intInRange(100, 3_600_000),
   protoDir: isString(false),
   registry: anyValue,
 };

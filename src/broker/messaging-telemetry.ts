@@ -12,12 +12,19 @@
  * the client half-closes, the call is ended with OK at once: a client that removed its
  * listeners would otherwise crash on the CANCELLED a later disconnect brings (§3.6).
  *
+ * Bounded: at most `telemetryStreamsMax` streams are open (one more is refused with
+ * RESOURCE_EXHAUSTED), and a stream on which no Settings were served within
+ * `telemetrySettingsWaitMs` is ended with INVALID_ARGUMENT, so a peer that opens streams and
+ * sends nothing, or nothing valid, holds nothing for long.
+ *
  * Writes respect backpressure: when `write()` returns false, later commands wait for 'drain'
  * in a bounded queue (a pending Settings re-send is replaced, not queued twice); a command that
  * does not fit is dropped with a warning.
  */
+import { status as GrpcStatus } from '@grpc/grpc-js';
 import type * as grpc from '@grpc/grpc-js';
 import { RaftmqError, RmqCode } from '../common/errors';
+import { statusError } from './grpc-util';
 import {
   type ClosableSession,
   CLIENT_ID_HEADER,
@@ -108,6 +115,8 @@ class TelemetrySession implements TelemetryPeer, ClosableSession {
   private readonly writer: FrameWriter;
   private settings: WireSettings | undefined;
   private done = false;
+  /** Ends the stream unless Settings are served in time; cleared once they are. */
+  private settingsWait: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly ctx: ServiceContext,
@@ -118,7 +127,21 @@ class TelemetrySession implements TelemetryPeer, ClosableSession {
   }
 
   start(): void {
+    const { telemetryStreamsMax, telemetrySettingsWaitMs } = this.ctx.options;
+    if (this.ctx.sessions.size >= telemetryStreamsMax) {
+      const why = `too many Telemetry streams open (${telemetryStreamsMax}); retry later`;
+      this.call.emit('error', statusError(GrpcStatus.RESOURCE_EXHAUSTED, why));
+      return;
+    }
     this.ctx.sessions.add(this);
+    this.settingsWait = setTimeout(() => {
+      this.settingsWait = undefined;
+      if (this.done || this.settings !== undefined) return;
+      const why = `no Settings served on this Telemetry stream within ${telemetrySettingsWaitMs} ms`;
+      this.finish(false);
+      this.call.emit('error', statusError(GrpcStatus.INVALID_ARGUMENT, why));
+    }, telemetrySettingsWaitMs);
+    this.settingsWait.unref();
     this.call.on('data', (command: WireTelemetryCommand) => this.onCommand(command));
     // The client half-closed: end the call with OK at once (contract §3.6).
     this.call.on('end', () => this.finish(true));
@@ -184,6 +207,8 @@ class TelemetrySession implements TelemetryPeer, ClosableSession {
         this,
       );
       this.settings = settings;
+      clearTimeout(this.settingsWait);
+      this.settingsWait = undefined;
       this.send({ status: okStatus(), settings: reply }, SETTINGS_KEY);
     } catch (err) {
       this.send({ status: toStatus(err, this.ctx.log) });
@@ -214,6 +239,7 @@ class TelemetrySession implements TelemetryPeer, ClosableSession {
   private finish(endCall: boolean): void {
     if (this.done) return;
     this.done = true;
+    clearTimeout(this.settingsWait);
     this.writer.close();
     this.ctx.sessions.delete(this);
     if (this.clientId !== undefined) this.ctx.registry.detachStream(this.clientId, this);

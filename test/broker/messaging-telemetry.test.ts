@@ -1,0 +1,106 @@
+/*
+ * The broker's Telemetry streams are bounded: one over `telemetryStreamsMax` is refused with
+ * RESOURCE_EXHAUSTED, a stream on which no Settings were served within
+ * `telemetrySettingsWaitMs` (nothing sent, or nothing valid) is ended with INVALID_ARGUMENT and
+ * frees its place, and a stream whose Settings were served stays open until its client
+ * half-closes it.
+ */
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { BrokerNode } from '../../src/broker/broker-node';
+import { bindServer, shutdownServer } from '../../src/broker/grpc-util';
+import { MESSAGING_SERVER_OPTIONS } from '../../src/broker/messaging-options';
+import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
+import { createMessagingService, type MessagingService } from '../../src/broker/messaging-service';
+import { silentLogger } from '../../src/common/logger';
+import { startSingleNode } from './single-node';
+
+const WAIT_MS = 400;
+
+interface Stream {
+  call: grpc.ClientDuplexStream<object, Record<string, unknown>>;
+  replies: Record<string, unknown>[];
+  /** How the call ended: its status code. */
+  ended: Promise<number>;
+}
+
+describe('Telemetry stream bounds', function () {
+  this.timeout(30_000);
+  let dir = '';
+  let node: BrokerNode;
+  let service: MessagingService;
+  let server: grpc.Server;
+  let client: grpc.Client & Record<string, (md: grpc.Metadata) => unknown>;
+
+  before(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-telemetry-'));
+    node = await startSingleNode(dir);
+    service = await createMessagingService(
+      node.broker,
+      { telemetryStreamsMax: 2, telemetrySettingsWaitMs: WAIT_MS },
+      silentLogger(),
+    );
+    server = new grpc.Server(MESSAGING_SERVER_OPTIONS);
+    server.addService(service.definition, service.handlers);
+    const endpoint = `127.0.0.1:${await bindServer(server, '127.0.0.1:0')}`;
+    const Ctor = grpc.makeGenericClientConstructor(await loadMessagingDefinition(), 'Messaging');
+    client = new Ctor(endpoint, grpc.credentials.createInsecure()) as typeof client;
+  });
+
+  after(async () => {
+    client?.close();
+    await service?.close();
+    if (server !== undefined) await shutdownServer(server, 5_000, silentLogger());
+    await node?.stop();
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  function open(clientId: string): Stream {
+    const md = new grpc.Metadata();
+    md.set('x-mq-client-id', clientId);
+    const call = (client.Telemetry as (md: grpc.Metadata) => Stream['call'])(md);
+    const replies: Record<string, unknown>[] = [];
+    call.on('data', (reply: Record<string, unknown>) => replies.push(reply));
+    const ended = new Promise<number>((resolve) => {
+      call.on('error', (err: grpc.ServiceError) => resolve(err.code));
+      call.on('status', (status: grpc.StatusObject) => {
+        if (status.code === grpc.status.OK) resolve(status.code);
+      });
+    });
+    return { call, replies, ended };
+  }
+
+  const settings = {
+    settings: {
+      clientType: 'PRODUCER',
+      requestTimeout: { seconds: 3 },
+      publishing: { topics: [] },
+    },
+  };
+
+  it('refuses a stream over the bound, ends silent ones after the wait, keeps served ones', async () => {
+    const served = open('served@1');
+    served.call.write(settings);
+    const silent = open('silent@1');
+    // Over the bound: two are open.
+    await new Promise<void>((resolve) => setTimeout(resolve, 50));
+    const third = open('third@1');
+    assert.equal(await third.ended, grpc.status.RESOURCE_EXHAUSTED);
+    // The silent one is ended after the wait; the served one is not.
+    const started = Date.now();
+    assert.equal(await silent.ended, grpc.status.INVALID_ARGUMENT);
+    assert.ok(Date.now() - started < WAIT_MS + 2_000);
+    await new Promise<void>((resolve) => setTimeout(resolve, WAIT_MS));
+    assert.equal((served.replies[0]?.status as { code?: string } | undefined)?.code, 'OK');
+    // Its place is free again: a stream sending garbage (no Settings) is taken, then ended.
+    const garbage = open('garbage@1');
+    garbage.call.write({ status: { code: 'OK' } });
+    assert.equal(await garbage.ended, grpc.status.INVALID_ARGUMENT);
+    // The served stream was open all along, and ends with OK when its client half-closes.
+    served.call.end();
+    assert.equal(await served.ended, grpc.status.OK);
+  });
+});
