@@ -14,9 +14,10 @@
  *   group that has a leader, naming the leader (queue id -1, as RocketMQ's proxy does).
  */
 import type * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../common/logger';
 import { RaftmqError, RmqCode } from '../common/errors';
 import type { TopicRoute } from '../namesrv/route-types';
-import { parseHostPort } from '../namesrv/rmq-route';
+import { type HostPort, parseHostPort } from '../namesrv/rmq-route';
 import {
   callDeadlineMs,
   namespaceHeader,
@@ -332,14 +333,27 @@ export async function forwardToDeadLetterQueue(
 
 // ---- QueryAssignment ----
 
-/** The assignments of `route`: each group's leader, queue id -1 (the whole group). */
-function assignmentsOf(route: TopicRoute, topic: WireResource): object[] {
+/**
+ * The assignments of `route`: each group's leader, queue id -1 (the whole group). A leader
+ * whose registered endpoint a client could not use (QueryRoute skips those too) is left out
+ * and logged, so that one bad registration does not fail the topic's every consumer.
+ */
+function assignmentsOf(route: TopicRoute, topic: WireResource, log: Logger): object[] {
   const out: object[] = [];
   for (const group of route.groups) {
     if (group.leader === undefined) continue;
     const queue = group.queues[0];
     if (queue === undefined || queue.perm === 'WRITE') continue;
-    const at = parseHostPort(group.leader.endpoint);
+    let at: HostPort;
+    try {
+      at = parseHostPort(group.leader.endpoint);
+    } catch (err) {
+      log.warn(
+        { group: group.group, endpoint: group.leader.endpoint, reason: String(err) },
+        'leader endpoint unusable; group left out of the assignment',
+      );
+      continue;
+    }
     out.push({
       messageQueue: {
         topic,
@@ -376,9 +390,12 @@ export async function queryAssignment(
     });
   }
   const topic = { resourceNamespace: names.ns, name: request.topic?.name ?? '' };
-  const assignments = assignmentsOf(route, topic);
+  const assignments = assignmentsOf(route, topic, ctx.log);
   if (assignments.length === 0) {
-    throw new RaftmqError('NOT_LEADER', `no broker group hosting ${names.topic} has a leader now`);
+    throw new RaftmqError(
+      'NOT_LEADER',
+      `no broker group hosting ${names.topic} has a leader with a usable endpoint now`,
+    );
   }
   return { status: okStatus(), assignments };
 }
