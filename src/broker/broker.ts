@@ -489,25 +489,40 @@ export class Broker implements MessagingBackend, AdminBackend {
     if (messages.length === 0) return [];
     const nowMs = this.clock.nowMs();
     const storeHost = this.clientEndpoint;
-    // Each distinct topic is resolved (and checked for writes) once per request.
+    // Each distinct topic is resolved (and checked for writes) once per request, and every
+    // message against an existing topic is checked before a missing topic is created: a send
+    // refused for one message creates no topic for another.
     const topics = new Map<string, TopicConfig>();
-    const stored = new Array<StoredMessage>(messages.length);
+    let missing: Set<string> | undefined;
     for (let i = 0; i < messages.length; i++) {
       const m = messages[i] as ProduceMessage;
       let topic = topics.get(m.topic);
       if (topic === undefined) {
-        topic = this.state.getTopic(m.topic) ?? (await this.ensureTopic(m.topic, deadlineMs));
-        if (topic.perm === 'READ') {
-          throw new RaftmqError('PERMISSION_DENIED', `topic ${topic.name} is read-only`);
+        if (missing?.has(m.topic) === true) continue;
+        topic = this.state.getTopic(m.topic);
+        if (topic === undefined) {
+          checkTopicName(m.topic);
+          (missing ??= new Set()).add(m.topic);
+          continue;
         }
+        checkWritable(topic);
         topics.set(m.topic, topic);
       }
-      if (!topic.messageTypes.includes(m.messageType)) {
-        throw new RaftmqError(
-          'MESSAGE_TYPE_MISMATCH',
-          `topic ${topic.name} accepts ${topic.messageTypes.join(', ')}, not ${m.messageType}`,
-        );
+      checkMessageType(topic, m);
+    }
+    if (missing !== undefined) {
+      for (const name of missing) {
+        const topic = await this.ensureTopic(name, deadlineMs);
+        // Created here, or by another request meanwhile with its own configuration.
+        checkWritable(topic);
+        topics.set(name, topic);
       }
+    }
+    const stored = new Array<StoredMessage>(messages.length);
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i] as ProduceMessage;
+      const topic = topics.get(m.topic) as TopicConfig;
+      if (missing?.has(m.topic) === true) checkMessageType(topic, m);
       stored[i] = storedMessageOf(m, this.pickQueue(topic, m), nowMs, storeHost);
     }
     const placed = await this.withDeadline(this.batcher.submit(stored, deadlineMs), deadlineMs);
@@ -777,4 +792,21 @@ function storedMessageOf(
     transactionState: m.transactionState,
     traceContext: m.traceContext,
   };
+}
+
+/** Refuses a send to a read-only topic. */
+function checkWritable(topic: TopicConfig): void {
+  if (topic.perm === 'READ') {
+    throw new RaftmqError('PERMISSION_DENIED', `topic ${topic.name} is read-only`);
+  }
+}
+
+/** Refuses a message of a type the topic does not accept. */
+function checkMessageType(topic: TopicConfig, m: ProduceMessage): void {
+  if (!topic.messageTypes.includes(m.messageType)) {
+    throw new RaftmqError(
+      'MESSAGE_TYPE_MISMATCH',
+      `topic ${topic.name} accepts ${topic.messageTypes.join(', ')}, not ${m.messageType}`,
+    );
+  }
 }

@@ -157,5 +157,18 @@ describe('Broker.send', function () {
     );
     assert.deepEqual(b.queueRange('plain', 0), { min: 0, max: 0 }, 'nothing stored');
     assert.deepEqual(b.queueRange('ro', 0), { min: 0, max: 0 });
+    // A refused send creates no topic for its other messages, whichever comes first.
+    await assert.rejects(b.send([message(5, 'fresh1'), fifo], deadline()), (err: unknown) =>
+      isRaftmqError(err, 'MESSAGE_TYPE_MISMATCH'),
+    );
+    await assert.rejects(
+      b.send([message(6, 'fresh2'), message(7, 'ro')], deadline()),
+      (err: unknown) => isRaftmqError(err, 'PERMISSION_DENIED'),
+    );
+    assert.equal(b.getTopic('fresh1'), undefined);
+    assert.equal(b.getTopic('fresh2'), undefined);
+    // A good send still creates its topics.
+    await b.send([message(8, 'fresh1'), message(9, 'plain')], deadline());
+    assert.equal(b.getTopic('fresh1')?.perm, 'READ_WRITE');
   });
 });
