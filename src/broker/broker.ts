@@ -51,6 +51,8 @@ import { type ConsumerProgress, PopService } from './pop-service';
 /** What the broker needs of the Raft driver (an interface so tests can fake it). */
 export interface RaftHandle {
   propose(payloads: readonly Uint8Array[]): Promise<ProposeAck>;
+  /** A linearizable read point: resolves once this node has applied everything committed. */
+  readIndex(): Promise<number>;
   transferLeadership(to: string): void;
   status(): RaftDriverStatus;
   syncStats(): SyncStats;
@@ -687,6 +689,21 @@ export class Broker implements MessagingBackend, AdminBackend {
       queueId < 0
     ) {
       throw new RaftmqError('INVALID_ARGUMENT', 'offset and queue id must be integers >= 0');
+    }
+    // An offset past the queue's end would have a pop group that starts from it skip the queue
+    // until the queue reached it. It is checked again after a read point: a consumer may have
+    // read the newest messages from a node that applied them before this one.
+    if (offset > this.state.queueRange(topic, queueId).max) {
+      this.requireLeader();
+      await this.withDeadline(this.raft.readIndex(), deadlineMs);
+      const end = this.state.queueRange(topic, queueId).max;
+      if (offset > end) {
+        throw new RaftmqError(
+          'OUT_OF_RANGE',
+          `offset ${offset} is past the end (${end}) of ${topic} queue ${queueId}`,
+          { details: { field: 'offset' } },
+        );
+      }
     }
     await this.runCommand({ op: 'offset.commit', group, topic, queueId, offset }, deadlineMs);
   }

@@ -171,4 +171,20 @@ describe('Broker.send', function () {
     await b.send([message(8, 'fresh1'), message(9, 'plain')], deadline());
     assert.equal(b.getTopic('fresh1')?.perm, 'READ_WRITE');
   });
+
+  it("refuses a consumer offset past a queue's end, and takes one at it", async () => {
+    const b = broker();
+    await b.createTopic(
+      { name: 'offsets', queueCount: 1, perm: 'READ_WRITE', messageTypes: ['NORMAL'] },
+      deadline(),
+    );
+    await b.send([message(1, 'offsets'), message(2, 'offsets')], deadline());
+    await assert.rejects(b.updateOffset('G1', 'offsets', 0, 3, deadline()), (err: unknown) =>
+      isRaftmqError(err, 'OUT_OF_RANGE'),
+    );
+    await assert.rejects(b.updateOffset('G1', 'offsets', 0, 2 ** 50, deadline()), /past the end/);
+    assert.equal(b.getOffset('G1', 'offsets', 0), undefined);
+    await b.updateOffset('G1', 'offsets', 0, 2, deadline());
+    assert.equal(b.getOffset('G1', 'offsets', 0), 2);
+  });
 });
