@@ -45,7 +45,7 @@ async function truncateLocked(
   writer: CommitLogWriter,
   fromIndex: number,
 ): Promise<void> {
-  while (writer.inFlight()) await writer.inFlight();
+  await writer.drainForTruncation();
   s.usable();
   // Forgotten before anything is cut: a failure half way stops the log anyway.
   s.recent.truncateFrom(fromIndex);

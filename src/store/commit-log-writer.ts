@@ -288,6 +288,24 @@ export class CommitLogWriter {
   kick(): void {
     if (this.flushing || this.s.fatal || this.s.truncating) return;
     if (this.chunks.length === 0 && !this.syncNeeded()) return;
+    this.startFlush();
+  }
+
+  /**
+   * For a truncation about to cut: writes what was appended before it began, and waits until no
+   * round runs. Entries appended just as a round ended (after its loop's last look, before its
+   * end was seen) wait in the writer, and the round's end, seeing the truncation, starts none:
+   * they are written now, so that the cut removes them with the rest instead of a later round
+   * writing them past the new end.
+   */
+  async drainForTruncation(): Promise<void> {
+    while (!this.s.fatal && (this.flushing !== undefined || this.chunks.length > 0)) {
+      if (this.flushing === undefined) this.startFlush();
+      await this.flushing;
+    }
+  }
+
+  private startFlush(): void {
     this.flushing = this.flushLoop().then(
       () => {
         this.flushing = undefined;

@@ -491,6 +491,43 @@ describe('CommitLog fault handling', function () {
     });
   });
 
+  it('cuts entries appended as a write round ended, just before the truncation began', async () => {
+    // The append lands after the round's loop last looked for work and before its end was
+    // seen; the truncation starts at once. Each depth moves that moment by one microtask.
+    for (let depth = 0; depth < 4; depth++) {
+      const w = new World();
+      const log = await w.open();
+      log.append([entry(1, 1, 100), entry(2, 1, 100), entry(3, 1, 100)]);
+      await log.flush();
+      log.append([entry(4, 1, 100)]);
+      let truncated: Promise<void> | undefined;
+      let persisted: Promise<unknown> = log.waitPersisted(4);
+      for (let i = 0; i < depth; i++) persisted = persisted.then(() => undefined);
+      await persisted.then(() => {
+        log.append([entry(5, 1, 100), entry(6, 1, 100)]);
+        truncated = log.truncateSuffix(3);
+      });
+      await truncated;
+      assert.equal(log.lastIndex(), 2, `depth ${depth}`);
+      log.append([entry(3, 2, 40)]);
+      await log.flush();
+      await log.close();
+      w.crash('keep');
+      const reopened = await w.open();
+      const all = await reopened.readRange(1, 100, 1 << 20);
+      assert.deepEqual(
+        all.map((x) => [x.index, x.term]),
+        [
+          [1, 1],
+          [2, 1],
+          [3, 2],
+        ],
+        `depth ${depth}`,
+      );
+      await reopened.close();
+    }
+  });
+
   describe('interrupted truncation and prefix removal', () => {
     const N = 40;
 
