@@ -14,6 +14,11 @@ import type {
   AppendRespMessage, LoadRequest, Message, RaftRole, RaftStats, RaftStorageState, ReadState,
 } from './types';
 
+/** Election timeouts a leader waits after a failed hand-off before trying the preferred leader. */
+export const PREFERRED_RETRY_TIMEOUTS = 4;
+/** The hold doubles with each hand-off failed in a row, at most this many times (x32). */
+const PREFERRED_BACKOFF_DOUBLINGS_MAX = 5;
+
 /** The envelope fields of a message from this node. */
 export interface Envelope {
   readonly from: NodeId;
@@ -54,8 +59,21 @@ export class RaftCore {
   readonly progress = new Map<NodeId, Progress>();
   /** The follower leadership is being handed to, if any (thesis §3.10). */
   transferee: NodeId | null = null;
-  /** Ticks before the leader may try the preferred leader again after a failed transfer. */
+  /**
+   * Ticks before the leader may try the preferred leader again after a failed hand-off; counted
+   * down only while leader, and kept across role changes, so a hold from an earlier leadership
+   * goes on in the next one.
+   */
   preferredTransferHoldTicks = 0;
+  /**
+   * This node handed leadership to the preferred leader and has not seen it lead since; and how
+   * many hand-offs in a row failed (aborted, or this node leading again after one). Kept across
+   * role changes: a preferred leader that reaches the leader but not a majority of voters wins
+   * no election, and without a growing hold the leader handed off to it again each time it was
+   * re-elected, a few heartbeats later, leaving the group without a leader most of the time.
+   */
+  handedOffToPreferred = false;
+  preferredHandoffsFailed = 0;
   readonly reads = new ReadIndexQueue();
 
   /** (last index, bytes) of each proposal not yet committed, oldest first. */
@@ -127,7 +145,6 @@ export class RaftCore {
     this.votes.clear();
     this.progress.clear();
     this.transferee = null;
-    this.preferredTransferHoldTicks = 0;
     this.reads.reset();
     this.uncommitted = [];
     this.uncommittedBytesNow = 0;
@@ -136,7 +153,26 @@ export class RaftCore {
   becomeFollower(term: number, leaderId: NodeId | null): void {
     this.reset(term);
     this.role = 'follower';
+    if (leaderId !== null) this.followLeader(leaderId);
+  }
+
+  /** Records the leader this follower hears from; the preferred leader leading ends the hold. */
+  followLeader(leaderId: NodeId): void {
     this.leaderId = leaderId;
+    if (leaderId === this.cfg.preferredLeaderId) {
+      this.handedOffToPreferred = false;
+      this.preferredHandoffsFailed = 0;
+      this.preferredTransferHoldTicks = 0;
+    }
+  }
+
+  /** A hand-off to the preferred leader failed: hold the next one back, twice as long each time. */
+  notePreferredHandoffFailed(): void {
+    this.handedOffToPreferred = false;
+    this.preferredHandoffsFailed += 1;
+    const doublings = Math.min(this.preferredHandoffsFailed - 1, PREFERRED_BACKOFF_DOUBLINGS_MAX);
+    this.preferredTransferHoldTicks =
+      PREFERRED_RETRY_TIMEOUTS * this.cfg.electionTimeoutTicks * 2 ** doublings;
   }
 
   /** PreVote (thesis §9.6): campaign without touching term or vote. */
@@ -159,6 +195,8 @@ export class RaftCore {
     this.reset(this.term);
     this.role = 'leader';
     this.leaderId = this.id;
+    // Leading again after handing off to the preferred leader: that hand-off did not work.
+    if (this.handedOffToPreferred) this.notePreferredHandoffFailed();
     const next = this.log.lastIndex() + 1;
     for (const peer of this.others) {
       this.progress.set(peer, new Progress(next, this.cfg.inflightCountMax,

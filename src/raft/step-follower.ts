@@ -12,12 +12,12 @@ export function stepFollower(core: RaftCore, message: Message): void {
   switch (message.type) {
     case 'Append':
       core.electionElapsedTicks = 0;
-      core.leaderId = message.from;
+      core.followLeader(message.from);
       handleAppend(core, message);
       return;
     case 'Heartbeat':
       core.electionElapsedTicks = 0;
-      core.leaderId = message.from;
+      core.followLeader(message.from);
       handleHeartbeat(core, message);
       return;
     case 'TimeoutNow':

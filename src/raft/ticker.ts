@@ -11,8 +11,6 @@ import type { RaftCore } from './raft-core';
 import { broadcastHeartbeat, sendWithheld } from './replicator';
 import { startTransfer } from './step-leader';
 
-/** Election timeouts to wait after an aborted transfer before trying the preferred leader. */
-const PREFERRED_RETRY_TIMEOUTS = 4;
 
 /** Advances the node's logical clock by one tick. */
 export function tick(core: RaftCore): void {
@@ -45,7 +43,7 @@ function tickLeader(core: RaftCore): void {
       // The transfer did not finish within an election timeout: abort it (thesis §3.10), and
       // let a failed hand-off to the preferred leader rest before it is tried again.
       core.transferee = null;
-      core.preferredTransferHoldTicks = PREFERRED_RETRY_TIMEOUTS * core.cfg.electionTimeoutTicks;
+      core.notePreferredHandoffFailed();
     }
   }
   if (core.preferredTransferHoldTicks > 0) core.preferredTransferHoldTicks -= 1;
@@ -66,6 +64,7 @@ function maybeTransferToPreferred(core: RaftCore): void {
   }
   const progress = core.progressOf(preferred);
   if (progress.recentActive && progress.match >= core.log.committed) {
+    core.handedOffToPreferred = true;
     startTransfer(core, preferred);
   }
 }
