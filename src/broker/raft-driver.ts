@@ -342,6 +342,11 @@ export class RaftDriver {
   }
 
   private async handleReady(ready: Ready): Promise<void> {
+    // Reads this Ready confirms were confirmed while this node led: they are served once
+    // applied, even if the same Ready steps it down (which fails only unconfirmed reads).
+    for (const readState of ready.readStates) {
+      this.reads.confirmed(readState.requestId, readState.index);
+    }
     if (ready.softState !== undefined) this.onSoftState(ready.softState);
     const appended = this.appendAtOnce(ready);
     this.send(ready.messages);
@@ -358,9 +363,6 @@ export class RaftDriver {
       this.send(ready.messagesAfterPersist);
     }
     if (ready.committedEntries.length > 0) await this.applyEntries(ready.committedEntries);
-    for (const readState of ready.readStates) {
-      this.reads.confirmed(readState.requestId, readState.index);
-    }
     this.reads.applied(this.appliedIndex);
     for (const peer of ready.snapshotsNeeded) this.warnSnapshotNeeded(peer);
     this.node.advance(ready);
