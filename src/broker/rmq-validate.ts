@@ -103,9 +103,15 @@ export function effectiveNamespace(header: string | undefined, resourceNamespace
   return ns;
 }
 
-/** The broker's name of `name` in namespace `ns`: `ns%name`, or `name` when `ns` is empty. */
+/**
+ * The broker's name of `name` in namespace `ns`: `ns%name`, or `name` when `ns` is empty or
+ * `name` already starts with `ns%` (RocketMQ's `NamespaceUtil.wrapNamespace`, and what the
+ * NameServer does: both must name the same topic).
+ */
 export function wrapNamespace(ns: string, name: string): string {
-  return ns === '' ? name : `${ns}${NAMESPACE_SEPARATOR}${name}`;
+  if (ns === '') return name;
+  const prefix = `${ns}${NAMESPACE_SEPARATOR}`;
+  return name.startsWith(prefix) ? name : `${prefix}${name}`;
 }
 
 /** The client's name of broker resource `stored` in namespace `ns` (inverse of wrap). */
