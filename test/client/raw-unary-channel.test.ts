@@ -7,17 +7,12 @@ import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { passBuffer } from '../../src/broker/grpc-util';
 import { RawUnaryChannel } from '../../src/client/raw-unary-channel';
 import type { RawUnaryRequest, RawUnaryResult } from '../../src/common/raw-grpc';
+import { bytesMethod, TEST_SESSION_OPTIONS, waitUntil } from '../common/raw-grpc-harness';
 
 const PATH = '/test.v1.Echo/Call';
-const OPTIONS = {
-  connectTimeoutMs: 2000,
-  keepaliveTimeMs: 10_000,
-  keepaliveTimeoutMs: 5000,
-  windowBytes: 1024 * 1024,
-};
+const OPTIONS = TEST_SESSION_OPTIONS;
 
 interface Echo {
   server: grpc.Server;
@@ -31,17 +26,7 @@ async function startEcho(port = 0): Promise<Echo> {
   const server = new grpc.Server();
   const echo: Echo = { server, port: 0, hold: Promise.resolve(), calls: 0 };
   server.addService(
-    {
-      Call: {
-        path: PATH,
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: passBuffer,
-        requestDeserialize: (b: Buffer) => b,
-        responseSerialize: passBuffer,
-        responseDeserialize: (b: Buffer) => b,
-      },
-    },
+    { Call: bytesMethod(PATH, false) },
     {
       Call: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) => {
         echo.calls += 1;
@@ -70,14 +55,6 @@ function request(text: string): RawUnaryRequest {
 function text(result: RawUnaryResult): string {
   assert.ok(result.ok, result.ok ? '' : `${result.end.code} ${result.end.details}`);
   return result.message.toString();
-}
-
-async function waitUntil(condition: () => boolean, what: string): Promise<void> {
-  const deadlineMs = Date.now() + 10_000;
-  while (!condition()) {
-    if (Date.now() > deadlineMs) assert.fail(`timed out waiting for ${what}`);
-    await new Promise<void>((resolve) => setTimeout(resolve, 5));
-  }
 }
 
 describe('raw unary channel', () => {

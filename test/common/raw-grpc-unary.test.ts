@@ -7,24 +7,16 @@
 import { strict as assert } from 'node:assert';
 import * as http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
-import { passBuffer } from '../../src/broker/grpc-util';
 import {
   RawGrpcSession,
   grpcTimeoutHeader,
   type RawCallEnd,
-  type RawSessionOptions,
   type RawUnaryRequest,
   type RawUnaryResult,
 } from '../../src/common/raw-grpc';
+import { bytesMethod, connectSession } from './raw-grpc-harness';
 
 const PATH = '/test.v1.Echo/Call';
-const OPTIONS: RawSessionOptions = {
-  connectTimeoutMs: 2000,
-  keepaliveTimeMs: 10_000,
-  keepaliveTimeoutMs: 5000,
-  windowBytes: 1024 * 1024,
-};
-
 interface Seen {
   request: Buffer;
   clientId: string | undefined;
@@ -49,17 +41,7 @@ async function startEcho(): Promise<Echo> {
     cancelled: 0,
     answer: (request, callback) => callback(null, Buffer.concat([Buffer.from('re:'), request])),
   };
-  const definition: grpc.ServiceDefinition = {
-    Call: {
-      path: PATH,
-      requestStream: false,
-      responseStream: false,
-      requestSerialize: passBuffer,
-      requestDeserialize: (b: Buffer) => b,
-      responseSerialize: passBuffer,
-      responseDeserialize: (b: Buffer) => b,
-    },
-  };
+  const definition: grpc.ServiceDefinition = { Call: bytesMethod(PATH, false) };
   server.addService(definition, {
     Call: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
       const deadline = call.getDeadline();
@@ -82,14 +64,7 @@ async function startEcho(): Promise<Echo> {
   return echo;
 }
 
-function connect(address: string): Promise<RawGrpcSession> {
-  return new Promise((resolve, reject) => {
-    RawGrpcSession.connect(address, OPTIONS, (err, session) => {
-      if (err !== null || session === null) reject(err ?? new Error('no session'));
-      else resolve(session);
-    });
-  });
-}
+const connect = (address: string): Promise<RawGrpcSession> => connectSession(address);
 
 function request(message: Buffer, over: Partial<RawUnaryRequest> = {}): RawUnaryRequest {
   return {

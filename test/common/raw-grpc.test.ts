@@ -10,21 +10,11 @@ import { spawn } from 'node:child_process';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { passBuffer } from '../../src/broker/grpc-util';
-import {
-  RawGrpcSession,
-  type RawCallEnd,
-  type RawClientStream,
-  type RawSessionOptions,
-} from '../../src/common/raw-grpc';
+import { RawGrpcSession, type RawCallEnd, type RawClientStream } from '../../src/common/raw-grpc';
+import { bytesMethod, connectSession, TEST_SESSION_OPTIONS, waitUntil } from './raw-grpc-harness';
 
 const PATH = '/test.v1.Sink/Collect';
-const OPTIONS: RawSessionOptions = {
-  connectTimeoutMs: 2000,
-  keepaliveTimeMs: 10_000,
-  keepaliveTimeoutMs: 5000,
-  windowBytes: 1024 * 1024,
-};
+const OPTIONS = TEST_SESSION_OPTIONS;
 
 interface Sink {
   server: grpc.Server;
@@ -48,17 +38,7 @@ async function startSink(): Promise<Sink> {
     headersFirst: false,
     okOnEnd: false,
   };
-  const definition: grpc.ServiceDefinition = {
-    Collect: {
-      path: PATH,
-      requestStream: true,
-      responseStream: false,
-      requestSerialize: passBuffer,
-      requestDeserialize: (b: Buffer) => b,
-      responseSerialize: passBuffer,
-      responseDeserialize: (b: Buffer) => b,
-    },
-  };
+  const definition: grpc.ServiceDefinition = { Collect: bytesMethod(PATH, true) };
   server.addService(definition, {
     Collect: (
       call: grpc.ServerReadableStream<Buffer, Buffer>,
@@ -85,14 +65,7 @@ async function startSink(): Promise<Sink> {
   return sink;
 }
 
-function connect(address: string, options: RawSessionOptions): Promise<RawGrpcSession> {
-  return new Promise((resolve, reject) => {
-    RawGrpcSession.connect(address, options, (err, session) => {
-      if (err !== null || session === null) reject(err ?? new Error('no session'));
-      else resolve(session);
-    });
-  });
-}
+const connect = connectSession;
 
 function open(session: RawGrpcSession): { stream: RawClientStream; ended: Promise<RawCallEnd> } {
   let stream: RawClientStream | undefined;
@@ -101,14 +74,6 @@ function open(session: RawGrpcSession): { stream: RawClientStream; ended: Promis
   });
   assert.ok(stream !== undefined);
   return { stream, ended };
-}
-
-async function waitUntil(condition: () => boolean, what: string): Promise<void> {
-  const deadlineMs = Date.now() + 10_000;
-  while (!condition()) {
-    if (Date.now() > deadlineMs) assert.fail(`timed out waiting for ${what}`);
-    await new Promise<void>((resolve) => setTimeout(resolve, 2));
-  }
 }
 
 describe('raw gRPC client stream', () => {
