@@ -33,6 +33,18 @@ const DISPATCH_WAITING_MAX = 65_536;
 
 /** {@link ConsumeQueueSet.tryDispatch}: the queue already had the record (a replay). */
 export const DISPATCH_SKIPPED = -1;
+/**
+ * Dispatches into `q`, first writing out its buffered records when they fill its buffer (a
+ * burst to one queue between two checkpoints), instead of refusing the record: a refused
+ * dispatch fails the apply of a committed entry, which stops the node. A throw (a failed queue)
+ * becomes the rejection.
+ */
+async function dispatchInto(q: ConsumeQueue, position: number, sizeBytes: number,
+  tagHash: number): Promise<number | undefined> {
+  if (q.bufferFull) await q.flush(false);
+  return q.dispatch(position, sizeBytes, tagHash);
+}
+
 /** {@link ConsumeQueueSet.tryDispatch}: not done; the caller must use `dispatch`. */
 export const DISPATCH_LATER = -2;
 
@@ -169,7 +181,7 @@ export class ConsumeQueueSet {
     if (this.dispatchesWaiting !== 0) return DISPATCH_LATER;
     const entry = this.lookup(topic, queueId);
     const q = entry?.queue;
-    if (entry === undefined || q === undefined) return DISPATCH_LATER;
+    if (entry === undefined || q === undefined || q.bufferFull) return DISPATCH_LATER;
     entry.lastUse = ++this.useCount;
     return q.dispatch(position, sizeBytes, tagHash) ?? DISPATCH_SKIPPED;
   }
@@ -186,8 +198,7 @@ export class ConsumeQueueSet {
       const q = entry?.queue;
       if (entry && q) {
         entry.lastUse = ++this.useCount;
-        // A throw inside the executor (BUSY, a failed queue) becomes the rejection.
-        return new Promise((resolve) => resolve(q.dispatch(position, sizeBytes, tagHash)));
+        return dispatchInto(q, position, sizeBytes, tagHash);
       }
     }
     if (this.dispatchesWaiting >= DISPATCH_WAITING_MAX) {
@@ -196,7 +207,7 @@ export class ConsumeQueueSet {
     }
     this.dispatchesWaiting++;
     const run = this.dispatchTail.then(() => this.withQueue(topic, queueId,
-      (q) => Promise.resolve(q.dispatch(position, sizeBytes, tagHash))));
+      (q) => dispatchInto(q, position, sizeBytes, tagHash)));
     const settle = (): void => { this.dispatchesWaiting--; };
     // The caller gets `run` with its outcome; the chain only orders later dispatches after it.
     this.dispatchTail = run.then(settle, settle);

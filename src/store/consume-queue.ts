@@ -183,6 +183,15 @@ export class ConsumeQueue {
   }
 
   /** Appends unless `position` is already covered (replay from an old checkpoint). */
+  /**
+   * True when the next record would not fit the buffer of unwritten records: `flush` first (the
+   * dispatchers do, ConsumeQueueSet), or `append` throws BUSY. A burst to one queue fills it
+   * between two checkpoints (52,428 records of 20 bytes in the default 1 MiB).
+   */
+  get bufferFull(): boolean {
+    return this.pending.isFull();
+  }
+
   dispatch(position: number, sizeBytes: number, tagHash: number): number | undefined {
     this.usable();
     if (position <= this.lastPos) return undefined;

@@ -670,6 +670,31 @@ describe('ConsumeQueueSet', function () {
     }), fcParams(40));
   });
 
+  it('writes a full buffer out instead of refusing a dispatch (a burst to one queue)', async () => {
+    // Five records fit the buffer; forty arrive before any checkpoint flushes, through the apply
+    // loop's two paths. A refusal here failed the apply of a committed entry and stopped the node.
+    const set = await ConsumeQueueSet.open({ disk: simDisk(21) }, '/cq',
+      { ...SMALL, pendingBytesMax: 100 });
+    const offsets: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      const position = 100 + i * 10;
+      let r = set.tryDispatch('burst', 0, position, 10, i);
+      if (r === DISPATCH_LATER) r = (await set.dispatch('burst', 0, position, 10, i)) ?? -1;
+      offsets.push(r);
+    }
+    for (let i = 40; i < 45; i++) offsets.push((await set.dispatch('burst', 0, 100 + i * 10, 10, i)) ?? -1);
+    assert.deepEqual(offsets, Array.from({ length: 45 }, (_, i) => i));
+    await set.flushAll(true);
+    const positions: number[] = [];
+    while (positions.length < 45) {
+      const read = await set.readRange('burst', 0, positions.length, 45 - positions.length);
+      assert.ok(read.length > 0);
+      positions.push(...read.map((r) => r.position));
+    }
+    assert.deepEqual(positions, offsets.map((i) => 100 + i * 10));
+    await set.close();
+  });
+
   it('files the same records through tryDispatch as through dispatch, in call order', async () => {
     const arb = fc.tuple(fc.integer(), messagesArb, fc.integer({ min: 1, max: 3 }));
     await fc.assert(fc.asyncProperty(arb, async ([seed, msgs, queuesOpenMax]) => {
