@@ -314,7 +314,8 @@ function checkPopShape(o: Record<string, unknown>): void {
         o.again.every(isAgainShape)
       : isNat(o.offset) &&
         (op === 'pop.settle'
-          ? isNat(o.attempt) && (o.reason === 'dlq' || o.reason === 'gone')
+          ? isNat(o.attempt) &&
+            (o.reason === 'dlq' || o.reason === 'gone' || o.reason === 'filtered')
           : isNat(o.handle) && (op === 'pop.ack' || (isInt(o.nowMs) && isNat(o.invisibleMs)))));
   if (!ok) throw corrupt(`${op} is malformed`);
 }

@@ -419,13 +419,20 @@ export class PopService {
         await this.deps.submit({ op: 'pop.settle', ...ref, reason: 'gone' }, deadlineMs);
         continue;
       }
+      if (!req.filter(record.tag)) {
+        // The group's filter no longer takes it (its subscription changed while the message
+        // was in flight): passed over as a fresh message the filter rejects is, instead of
+        // staying in flight for good, holding the queue's frontier (and in a FIFO group the
+        // queue's later messages) back.
+        await this.deps.submit({ op: 'pop.settle', ...ref, reason: 'filtered' }, deadlineMs);
+        continue;
+      }
       if (attempt >= group.maxDeliveryAttempts) {
         if (deadLetters >= this.options.deadLettersPerReceiveMax) continue;
         deadLetters += 1;
         await this.deadLetter(ref, record, deadlineMs);
         continue;
       }
-      if (!req.filter(record.tag)) continue;
       if (!take(budget, record.sizeBytes)) break;
       again.push({ offset, attempt });
       messages.set(offset, record);

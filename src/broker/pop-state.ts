@@ -84,14 +84,16 @@ export interface PopChangeCommand extends QueueRef {
 }
 
 /**
- * Settles a message without an ack: moved to the dead-letter queue (`dlq`), or its message is
- * no longer stored (`gone`). Applies only if its attempt count is still `attempt`.
+ * Settles a message without an ack: moved to the dead-letter queue (`dlq`), its message is no
+ * longer stored (`gone`), or its invisibility ran out and the group's filter no longer takes it
+ * (`filtered`: its subscription changed while the message was in flight). Applies only if its
+ * attempt count is still `attempt`.
  */
 export interface PopSettleCommand extends QueueRef {
   readonly op: 'pop.settle';
   readonly offset: number;
   readonly attempt: number;
-  readonly reason: 'dlq' | 'gone';
+  readonly reason: 'dlq' | 'gone' | 'filtered';
 }
 
 export type PopCommand = PopReceiveCommand | PopAckCommand | PopChangeCommand | PopSettleCommand;

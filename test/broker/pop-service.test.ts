@@ -235,6 +235,33 @@ describe('pop service on a broker node', function () {
     assert.deepEqual(order, ['g1-0', 'g1-1', 'g1-2']);
   });
 
+  it("settles an expired message the group's changed filter no longer takes", async () => {
+    // A FIFO group changes its subscription (tag X -> Y) while an X message is in flight.
+    await broker().createGroup({ name: 'S', maxDeliveryAttempts: 3, fifo: true }, deadline());
+    await send(message('x1', { messageGroup: 'A', tag: 'X' }));
+    const first = await receive({ group: 'S', filter: (t) => t === 'X', invisibleMs: 50 });
+    assert.deepEqual(bodies(first), ['x1']);
+    await send(
+      message('y1', { messageGroup: 'A', tag: 'Y' }),
+      message('y2', { messageGroup: 'B', tag: 'Y' }),
+    );
+    await new Promise<void>((resolve) => setTimeout(resolve, 100));
+    const byY = { group: 'S', filter: (t: string | undefined) => t === 'Y' };
+    const got: string[] = [];
+    for (let i = 0; i < 5 && got.length < 2; i++) {
+      const popped = await receive({ ...byY, pollUntilMs: Date.now() + 500 });
+      got.push(...bodies(popped));
+      for (const p of popped) await broker().pop.ack('S', TOPIC, p.receiptHandle, deadline());
+    }
+    // Before, x1 stayed in flight for good: the queue (FIFO) handed out nothing more.
+    assert.deepEqual(got.sort(), ['y1', 'y2']);
+    const progress = broker().pop.progress('S');
+    assert.equal(
+      progress.reduce((n, p) => n + p.inflightCount, 0),
+      0,
+    );
+  });
+
   it('gives every group every message and settles what a tag filter skips', async () => {
     await send(
       message('t1', { tag: 'A' }),
