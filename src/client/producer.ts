@@ -95,6 +95,7 @@ export class Producer {
   /** SendMessage goes over raftmq's own HTTP/2 calls (raw-unary-channel.ts), per endpoint. */
   private readonly channels = new Map<string, RawUnaryChannel>();
   private readonly sendMetadata: Readonly<Record<string, string>>;
+  private closed = false;
   private readonly leaders = new Map<string, string[]>();
   private next = 0;
 
@@ -118,6 +119,7 @@ export class Producer {
 
   /** Sends `messages` to `topic` in one request; resolves once stored on a majority. */
   async send(topic: string, messages: readonly OutgoingMessage[]): Promise<SendResult[]> {
+    this.requireOpen();
     if (messages.length === 0) throw new RaftmqError('INVALID_ARGUMENT', 'nothing to send');
     if (typeof topic !== 'string') throw invalid('topic', 'must be a string');
     const nowMs = Date.now();
@@ -139,10 +141,11 @@ export class Producer {
     let lastError: Error | undefined;
     for (let attempt = 0; Date.now() < deadlineMs; attempt++) {
       try {
-        const endpoint = await this.pickLeader(topic, attempt > 0);
+        const endpoint = await this.pickLeader(topic, attempt > 0, deadlineMs);
         const res = await this.sendOnce(endpoint, request, deadlineMs);
+        if (res.status === undefined) throw malformedAnswer(endpoint, 'it has no status');
         const status = firstFailure(res) ?? res.status;
-        if (codeName(status) === 'OK') return results(res, ids);
+        if (codeName(status) === 'OK') return results(res, ids, endpoint);
         lastError = new RaftmqError(
           RETRYABLE_STATUS.has(codeName(status)) ? 'NOT_LEADER' : 'INVALID_ARGUMENT',
           `send failed: ${codeName(status)}: ${status?.message ?? ''}`,
@@ -154,20 +157,22 @@ export class Producer {
         lastError = err instanceof Error ? err : new Error(String(err));
       }
       this.leaders.delete(topic);
-      await new Promise((r) => setTimeout(r, Math.min(RETRY_DELAY_MS * (attempt + 1), 200)));
+      const pauseMs = Math.min(RETRY_DELAY_MS * (attempt + 1), 200, deadlineMs - Date.now());
+      if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
+      this.requireOpen();
     }
     throw lastError ?? new RaftmqError('TIMEOUT', 'send timed out');
   }
 
   /** The endpoint of a group leader for `topic` (round-robin over groups). */
-  private async pickLeader(topic: string, refresh: boolean): Promise<string> {
+  private async pickLeader(topic: string, refresh: boolean, deadlineMs: number): Promise<string> {
     let leaders = refresh ? undefined : this.leaders.get(topic);
     if (leaders === undefined || leaders.length === 0) {
       const res = await this.call(
         this.options.endpoint,
         'QueryRoute',
         { topic: { name: topic } },
-        Date.now() + this.options.attemptTimeoutMs,
+        deadlineMs,
       );
       const status = res.status as WireStatus | undefined;
       if (codeName(status) !== 'OK') {
@@ -197,6 +202,7 @@ export class Producer {
     request: Buffer,
     deadlineMs: number,
   ): Promise<SendReply> {
+    this.requireOpen();
     let channel = this.channels.get(endpoint);
     if (channel === undefined) {
       channel = new RawUnaryChannel(endpoint, {
@@ -207,14 +213,16 @@ export class Producer {
       });
       this.channels.set(endpoint, channel);
     }
-    const deadline = Math.min(deadlineMs, Date.now() + this.options.attemptTimeoutMs);
-    const result = await channel.call({
-      path: SEND_PATH,
-      metadata: this.sendMetadata,
-      message: request,
-      timeoutMs: Math.max(1, deadline - Date.now()),
-      responseBytesMax: SEND_REPLY_BYTES_MAX,
-    });
+    const result = await channel.call(
+      {
+        path: SEND_PATH,
+        metadata: this.sendMetadata,
+        message: request,
+        timeoutMs: this.options.attemptTimeoutMs,
+        responseBytesMax: SEND_REPLY_BYTES_MAX,
+      },
+      deadlineMs,
+    );
     if (!result.ok) {
       const { code, details } = result.end;
       throw new RaftmqError(
@@ -239,6 +247,7 @@ export class Producer {
     request: object,
     deadlineMs: number,
   ): Promise<T> {
+    this.requireOpen();
     let stub = this.stubs.get(endpoint);
     if (stub === undefined) {
       stub = new this.Ctor(endpoint, grpc.credentials.createInsecure());
@@ -257,12 +266,34 @@ export class Producer {
     });
   }
 
+  private requireOpen(): void {
+    if (this.closed) throw closedError();
+  }
+
+  /**
+   * Closes the producer: sends in flight fail (none is retried, nothing new connects), and
+   * later sends are refused with STORE_CLOSED.
+   */
   close(): void {
+    this.closed = true;
     for (const s of this.stubs.values()) s.close();
     this.stubs.clear();
     for (const c of this.channels.values()) c.close();
     this.channels.clear();
   }
+}
+
+/** The error of a send made on, or still in flight when, the producer was closed. */
+function closedError(): RaftmqError {
+  return new RaftmqError('STORE_CLOSED', 'the producer is closed');
+}
+
+/**
+ * An OK answer that does not account for the send (no status, entries that do not match the
+ * messages sent): not retried, since the broker may have stored the messages.
+ */
+function malformedAnswer(endpoint: string, why: string): RaftmqError {
+  return new RaftmqError('INTERNAL', `SendMessage to ${endpoint}: a malformed answer: ${why}`);
 }
 
 function invalid(field: string, what: string): RaftmqError {
@@ -309,10 +340,24 @@ function firstFailure(res: SendReply): WireStatus | undefined {
   return undefined;
 }
 
-function results(res: SendReply, ids: readonly string[]): SendResult[] {
-  const out = new Array<SendResult>(res.entries.length);
-  for (let i = 0; i < res.entries.length; i++) {
+/**
+ * The results of an accepted send: one entry per message sent, in order, each with its status,
+ * the message's id and a queue offset; anything else is a malformed answer.
+ */
+function results(res: SendReply, ids: readonly string[], endpoint: string): SendResult[] {
+  if (res.entries.length !== ids.length) {
+    throw malformedAnswer(endpoint, `${res.entries.length} entries for ${ids.length} messages`);
+  }
+  const out = new Array<SendResult>(ids.length);
+  for (let i = 0; i < ids.length; i++) {
     const entry = res.entries[i] as SendReply['entries'][number];
+    if (entry.status === undefined) throw malformedAnswer(endpoint, `entry ${i} has no status`);
+    if (entry.messageId !== ids[i]) {
+      throw malformedAnswer(endpoint, `entry ${i} names message ${entry.messageId}, not ${ids[i]}`);
+    }
+    if (!Number.isSafeInteger(entry.offset) || entry.offset < 0) {
+      throw malformedAnswer(endpoint, `entry ${i} has offset ${entry.offset}`);
+    }
     out[i] = { messageId: ids[i] as string, offset: entry.offset };
   }
   return out;

@@ -27,16 +27,27 @@ export class RawUnaryChannel {
     private readonly options: RawSessionOptions,
   ) {}
 
-  /** One call; never rejects: a failure is a result with the status that ended it. */
-  async call(request: RawUnaryRequest): Promise<RawUnaryResult> {
-    const session = await this.ready();
+  /**
+   * One call, ended within `request.timeoutMs` and by `deadlineMs` (epoch ms), whichever comes
+   * first, connecting included; never rejects: a failure is a result with the status that
+   * ended it.
+   */
+  async call(
+    request: RawUnaryRequest,
+    deadlineMs = Number.POSITIVE_INFINITY,
+  ): Promise<RawUnaryResult> {
+    const untilMs = Math.min(deadlineMs, Date.now() + request.timeoutMs);
+    const session = await this.readyBefore(untilMs);
+    if (session === undefined) return deadlineExceeded('no connection');
     if (session instanceof Error) {
       return {
         ok: false,
         end: { code: GrpcStatus.UNAVAILABLE, details: `${this.address}: ${session.message}` },
       };
     }
-    return new Promise((resolve) => session.unary(request, resolve));
+    const timeoutMs = untilMs - Date.now();
+    if (timeoutMs <= 0) return deadlineExceeded('connected too late');
+    return new Promise((resolve) => session.unary({ ...request, timeoutMs }, resolve));
   }
 
   /** Ends the session and any connection attempt; calls in flight end with UNAVAILABLE. */
@@ -45,6 +56,18 @@ export class RawUnaryChannel {
     this.abandonConnect?.();
     this.session?.close();
     this.session = null;
+  }
+
+  /** {@link ready}, or undefined once `untilMs` has passed first. */
+  private readyBefore(untilMs: number): Promise<RawGrpcSession | Error | undefined> {
+    const ready = this.ready();
+    const waitMs = untilMs - Date.now();
+    if (waitMs <= 0) return Promise.resolve(undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), waitMs);
+    });
+    return Promise.race([ready, late]).finally(() => clearTimeout(timer));
   }
 
   /** The session to start a call on: the current one, or one connected now. */
@@ -74,4 +97,11 @@ export class RawUnaryChannel {
     });
     return this.connecting;
   }
+}
+
+function deadlineExceeded(why: string): RawUnaryResult {
+  return {
+    ok: false,
+    end: { code: GrpcStatus.DEADLINE_EXCEEDED, details: `${why} within the call's deadline` },
+  };
 }

@@ -178,6 +178,7 @@ export function encodeSendRequest(
 /** A decoded SendMessageResponse: codes as on the wire; an absent status is undefined. */
 export type SendReply = StatusEntriesReply<{
   status: { code: number; message: string } | undefined;
+  messageId: string;
   offset: number;
 }>;
 
@@ -186,13 +187,14 @@ export function decodeSendReply(bytes: Buffer): SendReply {
   return decodeStatusEntries(bytes, readSendEntry);
 }
 
-/** A SendResultEntry: its status and offset (the message id is matched by position). */
+/** A SendResultEntry: its status, message id and offset. */
 function readSendEntry(e: Reader): SendReply['entries'][number] {
-  const entry: SendReply['entries'][number] = { status: undefined, offset: 0 };
+  const entry: SendReply['entries'][number] = { status: undefined, messageId: '', offset: 0 };
   while (!e.done) {
     const f = e.key();
     const t = e.wireType;
     if (f === 1 && t === WIRE_LEN) entry.status = readStatus(e.sub());
+    else if (f === 2 && t === WIRE_LEN) entry.messageId = e.string();
     else if (f === 4 && t === WIRE_VARINT) entry.offset = e.int64();
     else e.skip(t);
   }

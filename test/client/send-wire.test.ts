@@ -134,7 +134,7 @@ describe('encodeSendRequest and decodeSendReply (send-wire.ts)', () => {
     );
   });
 
-  it('reads codes and offsets of what the generic encoder writes', () => {
+  it('reads codes, message ids and offsets of what the generic encoder writes', () => {
     const status = fc.option(
       fc.record({
         code: fc.constantFrom('OK', 'BAD_REQUEST', 'TOPIC_NOT_FOUND'),
@@ -158,7 +158,11 @@ describe('encodeSendRequest and decodeSendReply (send-wire.ts)', () => {
           assert.deepEqual(got.status, want(top));
           assert.deepEqual(
             got.entries,
-            entries.map((e) => ({ status: want(e.status), offset: e.offset })),
+            entries.map((e) => ({
+              status: want(e.status),
+              messageId: e.messageId,
+              offset: e.offset,
+            })),
           );
         },
       ),
