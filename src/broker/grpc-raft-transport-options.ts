@@ -5,6 +5,7 @@
  * server (`grpc-raft-transport.ts`) and each outbound peer link (`grpc-peer-link.ts`) share.
  */
 import type { ChannelOptions } from '@grpc/grpc-js';
+import { PEER_BATCH_MESSAGES_MAX } from './raft-wire';
 import {
   checkOption,
   intInRange,
@@ -97,7 +98,7 @@ const SPEC: OptionSpec<GrpcRaftTransportOptions> = {
   listenHost: isString(true),
   listenPort: intInRange(0, 65535),
   peers: checkPeers,
-  queueCountMax: intInRange(1, 1_000_000),
+  queueCountMax: intInRange(1, PEER_BATCH_MESSAGES_MAX),
   queueBytesMax: intInRange(1024, 2 ** 40),
   messageSizeMaxBytes: intInRange(1024, 1 << 30),
   unaryInflightCountMax: intInRange(1, 10_000),

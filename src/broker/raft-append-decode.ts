@@ -25,6 +25,7 @@ import {
   decodeInboundBatch,
   type InboundExpectation,
   type InboundResult,
+  PEER_BATCH_MESSAGES_MAX,
 } from './raft-wire';
 
 /** A decoded frame and the number of messages it held (at least 1, for the rejected count). */
@@ -361,6 +362,10 @@ function decodeFrame(
     if (c.varint() !== ((1 << 3) | WIRE_DELIMITED)) return generalFrame(bytes, codecs, expect);
     const length = c.length();
     if (length === NOT_FAST) return generalFrame(bytes, codecs, expect);
+    if (spans.length === 2 * PEER_BATCH_MESSAGES_MAX) {
+      const error = new RaftmqError('MESSAGE_MALFORMED', 'batch.messages: too many');
+      return { result: { ok: false, error }, messageCount: PEER_BATCH_MESSAGES_MAX + 1 };
+    }
     spans.push(c.pos, c.pos + length);
     c.pos += length;
   }

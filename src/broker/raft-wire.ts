@@ -152,8 +152,13 @@ export type InboundResult =
   | { readonly ok: true; readonly messages: readonly Message[] }
   | { readonly ok: false; readonly error: RaftmqError };
 
-/** Batch size bound checked before decoding entries (the frame size bounds it anyway). */
-const BATCH_COUNT_MAX = 1_000_000;
+/**
+ * Messages one frame may carry, on both decoding paths (raft-append-decode.ts too): a sender
+ * frames at most its queue (`queueCountMax`, at most this). Handling each message of a frame
+ * costs the receiver microseconds on its loop; a frame of a million heartbeats from a lying peer
+ * held one node's loop for 10 s.
+ */
+export const PEER_BATCH_MESSAGES_MAX = 65_536;
 
 function malformed(reason: string): never {
   throw new RaftmqError('MESSAGE_MALFORMED', reason);
@@ -283,7 +288,7 @@ export function decodeInboundBatch(raw: unknown, expect: InboundExpectation): In
   return decoding(() => {
     const list = record(raw, 'batch').messages;
     if (!Array.isArray(list) || list.length === 0) malformed('batch.messages: empty');
-    if (list.length > BATCH_COUNT_MAX) malformed('batch.messages: too many');
+    if (list.length > PEER_BATCH_MESSAGES_MAX) malformed('batch.messages: too many');
     return list.map((message: unknown, i) => decodeMessage(message, expect, `messages[${i}]`));
   });
 }

@@ -16,6 +16,7 @@ import {
   decodeInboundBatch,
   frameBatch,
   loadRaftCodecs,
+  PEER_BATCH_MESSAGES_MAX,
   toWire,
   type InboundExpectation,
   type RaftCodecs,
@@ -252,6 +253,25 @@ describe('direct decoding of append-stream frames', () => {
     const decoded = result.messages[0];
     assert.ok(decoded?.type === 'Append');
     assert.equal(decoded.entries[0]?.data.buffer, frame.buffer, 'no copy of the payload');
+  });
+
+  it('refuses a frame of more messages than a sender may batch, on both paths', () => {
+    const message = leaderAppend([]);
+    const one = encodeFramedAppend(GROUP, message);
+    const frame = (n: number): Buffer => Buffer.concat(Array.from({ length: n }, () => one));
+    const within = decodeAppendFrame(frame(PEER_BATCH_MESSAGES_MAX), codecs, EXPECT);
+    assert.ok(within.result.ok);
+    assert.equal(within.messageCount, PEER_BATCH_MESSAGES_MAX);
+    const over = decodeAppendFrame(frame(PEER_BATCH_MESSAGES_MAX + 1), codecs, EXPECT);
+    assert.ok(!over.result.ok);
+    assert.match(over.result.error.message, /too many/);
+    // The general decoder gives the same answer.
+    const general = decodeInboundBatch(
+      codecs.peerBatch.decode(frame(PEER_BATCH_MESSAGES_MAX + 1)),
+      EXPECT,
+    );
+    assert.ok(!general.ok);
+    assert.match(general.error.message, /too many/);
   });
 
   it('checks a record checksum once: a match marks the payload verified, a mismatch rejects', () => {
