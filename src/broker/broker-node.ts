@@ -31,6 +31,7 @@ import { BrokerState } from './broker-state';
 import {
   CLIENT_FLOW_WINDOW_BYTES,
   bindServer,
+  hostPort,
   shutdownServer,
   widenFlowWindows,
 } from './grpc-util';
@@ -196,7 +197,7 @@ export class BrokerNode {
       const admin = await createAdminService(broker, logger);
       server.addService(admin.definition, admin.handlers);
       const [, clientPort] = splitHostPort(self.client);
-      await bindServer(server, `${config.listenHost}:${clientPort}`);
+      await bindServer(server, hostPort(config.listenHost, clientPort));
       widenFlowWindows(server, log, CLIENT_FLOW_WINDOW_BYTES);
       undo.unshift(() => shutdownServer(server, SERVER_SHUTDOWN_MS, log));
 
