@@ -131,10 +131,9 @@ export class CommandBatcher {
     if (all.length === 0) return Promise.resolve();
     const max = this.options.commandsPerEntryMax;
     const entries: Pending[][] = [];
-    for (let i = 0; i < all.length; i += max) entries.push(all.slice(i, i + max));
-    let payloads: Uint8Array[];
+    const payloads: Uint8Array[] = [];
     try {
-      payloads = entries.map((entry) => encodeCommands(entry.map((p) => p.command)));
+      for (let i = 0; i < all.length; i += max) packEntry(all.slice(i, i + max), entries, payloads);
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
       for (const p of all) p.reject(e);
@@ -161,4 +160,25 @@ export class CommandBatcher {
       },
     );
   }
+}
+
+/**
+ * Encoded bytes of one command entry, at most (a single command larger than this still gets an
+ * entry of its own). Counting commands alone did not bound an entry: pop receives of a thousand
+ * messages each, hundreds of them gathered while proposals were in flight, made an entry over
+ * the CommitLog's 16 MiB payload limit, whose refusal stopped the Raft driver.
+ */
+export const COMMAND_ENTRY_BYTES_MAX = 4 * 1024 * 1024;
+
+/** Encodes `group` as one entry, or as halves (recursively) while it is over the byte bound. */
+function packEntry(group: Pending[], entries: Pending[][], payloads: Uint8Array[]): void {
+  const payload = encodeCommands(group.map((p) => p.command));
+  if (payload.length > COMMAND_ENTRY_BYTES_MAX && group.length > 1) {
+    const half = Math.ceil(group.length / 2);
+    packEntry(group.slice(0, half), entries, payloads);
+    packEntry(group.slice(half), entries, payloads);
+    return;
+  }
+  entries.push(group);
+  payloads.push(payload);
 }

@@ -9,7 +9,7 @@
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
 import { isRaftmqError } from '../../src/common/errors';
-import { CommandBatcher } from '../../src/broker/command-batcher';
+import { COMMAND_ENTRY_BYTES_MAX, CommandBatcher } from '../../src/broker/command-batcher';
 import { GroupCommitQueue } from '../../src/broker/group-commit';
 import type { BrokerCommand, CommandResult } from '../../src/broker/broker-command';
 import { decodeCommands } from '../../src/broker/broker-command';
@@ -164,6 +164,53 @@ describe('group commit', () => {
     assert.equal(proposals[1]?.payloads.length, 1, 'b and c share one entry');
     proposals[1]?.resolve();
     assert.deepEqual((await Promise.all(later)).map(messageOf), ['b', 'c']);
+  });
+});
+
+describe('CommandBatcher: entry size', () => {
+  it('splits commands gathered together into entries under the byte bound, in order', async () => {
+    const payloadSizes: number[] = [];
+    const results = new Map<number, CommandResult[]>();
+    let nextIndex = 1;
+    const batcher = new CommandBatcher(
+      {
+        propose: (payloads) => {
+          const firstIndex = nextIndex;
+          nextIndex += payloads.length;
+          payloads.forEach((p, k) => {
+            payloadSizes.push(p.length);
+            const commands = decodeCommands(Buffer.from(p));
+            results.set(
+              firstIndex + k,
+              commands.map((c) => ({
+                ok: false,
+                code: 'INVALID_ARGUMENT' as const,
+                message: groupOf(c),
+              })),
+            );
+          });
+          return Promise.resolve({ firstIndex, lastIndex: nextIndex - 1, term: 1 } as ProposeAck);
+        },
+        takeResults: (index) => results.get(index),
+        nowMs: () => 0,
+      },
+      { commandsPerEntryMax: 1024, pendingMax: 10_000, proposalsInFlightMax: 1 },
+    );
+    // 600 commands of about 20 KB each, submitted in one turn: 12 MB, one entry by count.
+    const big = 'g'.repeat(20_000);
+    const all = Array.from({ length: 600 }, (_, i) =>
+      batcher.submit({ op: 'group.delete', name: `${i}-${big}` }),
+    );
+    const got = (await Promise.all(all)).map(messageOf);
+    assert.deepEqual(
+      got.map((name) => name.split('-')[0]),
+      Array.from({ length: 600 }, (_, i) => String(i)),
+    );
+    assert.ok(payloadSizes.length > 1, 'split into several entries');
+    assert.ok(
+      payloadSizes.every((n) => n <= COMMAND_ENTRY_BYTES_MAX),
+      `entries of ${payloadSizes.join(', ')} bytes`,
+    );
   });
 });
 
