@@ -24,6 +24,7 @@
  * the queue's first message.
  */
 import type { Clock } from '../common/clock';
+import { crc32c } from '../common/crc32c';
 import { RaftmqError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import { decodeMessage } from '../store/message-codec';
@@ -33,6 +34,7 @@ import type { BrokerState } from './broker-state';
 import type { GroupConfig, TopicConfig } from './broker-types';
 import type { PopQueue, PopReceiveCommand } from './pop-state';
 import { decodeReceiptHandle, encodeReceiptHandle, type HandleScope } from './receipt-handle';
+import { RESOURCE_NAME_LENGTH_MAX } from './rmq-validate';
 
 export interface PopServiceOptions {
   /** Messages one receive hands out, at most (larger requests are clamped). */
@@ -651,7 +653,20 @@ export class PopService {
   }
 }
 
-/** The dead-letter topic of a consumer group (RocketMQ's name). */
+/**
+ * The dead-letter topic of a consumer group: RocketMQ's `%DLQ%<group>`. A group name may be
+ * 127 characters and a topic name too, so for a group of over 122 the name is cut to fit, with
+ * the CRC32C of the whole group name in hex so that groups sharing a long prefix do not share a
+ * dead-letter topic: `%DLQ%<first 113 characters>_<8 hex digits>`. (Until 2026-12-04 such a
+ * group's dead-letter copy was refused as an illegal topic, and every receive that reached a
+ * message past its last attempt failed.)
+ */
 export function dlqTopicOf(group: string): string {
-  return `%DLQ%${group}`;
+  const topic = `${DLQ_PREFIX}${group}`;
+  if (topic.length <= RESOURCE_NAME_LENGTH_MAX) return topic;
+  const hash = (crc32c(Buffer.from(group, 'utf8')) >>> 0).toString(16).padStart(8, '0');
+  const keep = RESOURCE_NAME_LENGTH_MAX - DLQ_PREFIX.length - 1 - hash.length;
+  return `${DLQ_PREFIX}${group.slice(0, keep)}_${hash}`;
 }
+
+const DLQ_PREFIX = '%DLQ%';

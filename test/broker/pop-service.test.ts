@@ -19,10 +19,11 @@ import { decodeMessage } from '../../src/store/message-codec';
 import type { BrokerNode } from '../../src/broker/broker-node';
 import { produceMessage, startSingleNode } from './single-node';
 import type { ProduceMessage } from '../../src/broker/broker-types';
-import type {
-  PopReceiveRequest,
-  PoppedMessage,
-  PopServiceDeps,
+import {
+  dlqTopicOf,
+  type PopReceiveRequest,
+  type PoppedMessage,
+  type PopServiceDeps,
 } from '../../src/broker/pop-service';
 import { freePorts } from '../../src/cli/raft-node-client';
 
@@ -148,6 +149,23 @@ describe('pop service on a broker node', function () {
         .reduce((n, p) => n + p.lag, 0),
       0,
     );
+  });
+
+  it('dead-letters the messages of a group whose name is too long for %DLQ%<group>', async () => {
+    const long = 'L'.repeat(127);
+    const twin = `${'L'.repeat(126)}M`;
+    const topic = dlqTopicOf(long);
+    assert.ok(topic.length <= 127 && topic.startsWith('%DLQ%LLL'), topic);
+    assert.notEqual(dlqTopicOf(twin), topic, 'a shared prefix does not share the topic');
+    assert.equal(dlqTopicOf('D'), '%DLQ%D');
+    await broker().createGroup({ name: long, maxDeliveryAttempts: 1, fifo: false }, deadline());
+    await send(message('poison'));
+    const got = await receive({ group: long, invisibleMs: 50, pollUntilMs: Date.now() + 3_000 });
+    assert.equal(got.length, 1);
+    // Before, this receive failed with ILLEGAL_TOPIC, and so did every later one.
+    assert.deepEqual(await receive({ group: long, pollUntilMs: Date.now() + 500 }), []);
+    const dlq = await broker().readQueue(topic, 0, 0, 10);
+    assert.equal(Buffer.from(dlq[0]!.message.body).toString(), 'poison');
   });
 
   it('stores one dead-letter copy when the leader fails between the copy and the settle', async () => {
