@@ -315,7 +315,8 @@ function checkPopShape(o: Record<string, unknown>): void {
       : isNat(o.offset) &&
         (op === 'pop.settle'
           ? isNat(o.attempt) &&
-            (o.reason === 'dlq' || o.reason === 'gone' || o.reason === 'filtered')
+            (o.reason === 'dlq' || o.reason === 'gone' || o.reason === 'filtered') &&
+            (o.renewHandle === undefined || isNat(o.renewHandle))
           : isNat(o.handle) && (op === 'pop.ack' || (isInt(o.nowMs) && isNat(o.invisibleMs)))));
   if (!ok) throw corrupt(`${op} is malformed`);
 }

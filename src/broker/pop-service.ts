@@ -399,15 +399,15 @@ export class PopService {
     deadlineMs: number,
   ): Promise<{ offset: number; attempt: number }[]> {
     if (q === undefined) return [];
-    const due: [number, number][] = [];
+    const due: [number, number, number][] = [];
     for (const [offset, r] of q.inflight) {
-      if (r.visibleAtMs <= nowMs) due.push([offset, r.attempt]);
+      if (r.visibleAtMs <= nowMs) due.push([offset, r.attempt, r.renewHandle]);
       else wake.nextVisibleAtMs = Math.min(wake.nextVisibleAtMs, r.visibleAtMs);
     }
     due.sort((a, b) => a[0] - b[0]);
     const again: { offset: number; attempt: number }[] = [];
     let deadLetters = 0;
-    for (const [offset, attempt] of due) {
+    for (const [offset, attempt, renewHandle] of due) {
       if (budget.count <= 0) break;
       const [record] = await this.deps
         .readQueueRecords(topic.name, queueId, offset, 1)
@@ -416,7 +416,7 @@ export class PopService {
           if (err instanceof RaftmqError && err.code === 'OUT_OF_RANGE') return [];
           throw err;
         });
-      const ref = { group: req.group, topic: topic.name, queueId, offset, attempt };
+      const ref = { group: req.group, topic: topic.name, queueId, offset, attempt, renewHandle };
       if (record === undefined || record.queueOffset !== offset) {
         await this.deps.submit({ op: 'pop.settle', ...ref, reason: 'gone' }, deadlineMs);
         continue;
@@ -442,11 +442,23 @@ export class PopService {
     return again;
   }
 
+  /**
+   * Stores the dead-letter copy, then settles the original; false when the settle was refused
+   * (the message was acknowledged, delivered again or given a new lease meanwhile: the copy is a
+   * spare, and the message stays with whoever has it).
+   */
   private async deadLetter(
-    ref: { group: string; topic: string; queueId: number; offset: number; attempt: number },
+    ref: {
+      group: string;
+      topic: string;
+      queueId: number;
+      offset: number;
+      attempt: number;
+      renewHandle: number;
+    },
     record: QueueRecord,
     deadlineMs: number,
-  ): Promise<void> {
+  ): Promise<boolean> {
     const located: LocatedMessage = {
       queueOffset: record.queueOffset,
       position: record.position,
@@ -465,6 +477,7 @@ export class PopService {
       },
       'message moved to the dead-letter queue',
     );
+    return result.ok;
   }
 
   private async waitForWork(
@@ -607,13 +620,27 @@ export class PopService {
       throw new RaftmqError('INVALID_RECEIPT_HANDLE', 'the delivery is settled or not current');
     }
     const [record] = await this.deps.readQueueRecords(topic, h.queueId, h.offset, 1);
-    const ref = { group, topic, queueId: h.queueId, offset: h.offset, attempt: r.attempt };
+    const ref = {
+      group,
+      topic,
+      queueId: h.queueId,
+      offset: h.offset,
+      attempt: r.attempt,
+      renewHandle: r.renewHandle,
+    };
     if (record === undefined) {
       await this.deps.submit({ op: 'pop.settle', ...ref, reason: 'gone' }, deadlineMs);
       return;
     }
-    await this.deadLetter(ref, record, deadlineMs);
+    const settled = await this.deadLetter(ref, record, deadlineMs);
     this.notifyChange();
+    if (!settled) {
+      throw new RaftmqError(
+        'INVALID_RECEIPT_HANDLE',
+        'the delivery changed (acknowledged, delivered again or renewed) while it was being ' +
+          'dead-lettered; it was not taken out of circulation',
+      );
+    }
   }
 
   private scope(group: string, topic: string): HandleScope {

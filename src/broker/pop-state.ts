@@ -94,6 +94,14 @@ export interface PopSettleCommand extends QueueRef {
   readonly offset: number;
   readonly attempt: number;
   readonly reason: 'dlq' | 'gone' | 'filtered';
+  /**
+   * The delivery's invisibility-change handle when the leader decided (absent in commands
+   * written before 2026-12-04): the settle applies only if no change came since. A consumer
+   * that renewed its lease while the dead-letter copy was being stored keeps the message; the
+   * copy is then a spare, never a message taken from under a lease (in a FIFO group that let
+   * the next message of its message group go out).
+   */
+  readonly renewHandle?: number;
 }
 
 export type PopCommand = PopReceiveCommand | PopAckCommand | PopChangeCommand | PopSettleCommand;
@@ -304,10 +312,15 @@ export class PopState {
       case 'pop.settle': {
         const q = this.queues.get(queueKey(c.group, c.topic, c.queueId));
         const r = q?.inflight.get(c.offset);
-        if (q === undefined || r === undefined || r.attempt !== c.attempt) {
+        if (
+          q === undefined ||
+          r === undefined ||
+          r.attempt !== c.attempt ||
+          (c.renewHandle !== undefined && r.renewHandle !== c.renewHandle)
+        ) {
           return fail(
             'INVALID_RECEIPT_HANDLE',
-            `offset ${c.offset} was settled or delivered again`,
+            `offset ${c.offset} was settled, delivered again or given a new lease`,
           );
         }
         this.settle(c, q, c.offset, writes);

@@ -168,6 +168,49 @@ describe('pop service on a broker node', function () {
     assert.equal(Buffer.from(dlq[0]!.message.body).toString(), 'poison');
   });
 
+  it('leaves a message renewed while it is dead-lettered with its consumer', async () => {
+    await broker().createGroup({ name: 'R', maxDeliveryAttempts: 1, fifo: true }, deadline());
+    await send(message('r1', { messageGroup: 'k' }), message('r2', { messageGroup: 'k' }));
+    const [p] = await receive({ group: 'R', invisibleMs: 50, pollUntilMs: Date.now() + 3_000 });
+    assert.ok(p !== undefined);
+    await new Promise<void>((resolve) => setTimeout(resolve, 100));
+    // A receive finds r1 past its last attempt and stores its dead-letter copy; meanwhile its
+    // consumer renews its lease.
+    const moving = receive({ group: 'R', invisibleMs: 50 });
+    const renewed = await broker().pop.changeInvisible(
+      'R',
+      TOPIC,
+      p.receiptHandle,
+      30_000,
+      deadline(),
+    );
+    await moving;
+    // r1 is still the consumer's: not settled, so r2 of its message group is not handed out.
+    assert.deepEqual(await receive({ group: 'R', pollUntilMs: Date.now() + 300 }), []);
+    assert.equal(
+      broker()
+        .pop.progress('R')
+        .reduce((n, q) => n + q.inflightCount, 0),
+      1,
+    );
+    await broker().pop.ack('R', TOPIC, renewed, deadline());
+    const next = await receive({ group: 'R', pollUntilMs: Date.now() + 3_000 });
+    assert.deepEqual(bodies(next), ['r2']);
+  });
+
+  it('answers a dead-letter request that raced a redelivery with INVALID_RECEIPT_HANDLE', async () => {
+    await broker().createGroup({ name: 'W', maxDeliveryAttempts: 17, fifo: false }, deadline());
+    await send(message('w1'));
+    const [p] = await receive({ group: 'W', invisibleMs: 50, pollUntilMs: Date.now() + 3_000 });
+    assert.ok(p !== undefined);
+    await new Promise<void>((resolve) => setTimeout(resolve, 100));
+    const forward = broker().pop.forwardToDeadLetter('W', TOPIC, p.receiptHandle, deadline());
+    const other = await receive({ group: 'W', invisibleMs: 30_000 });
+    // Before, the forward answered OK while another consumer held the message.
+    await assert.rejects(forward, (err: unknown) => isRaftmqError(err, 'INVALID_RECEIPT_HANDLE'));
+    assert.deepEqual(bodies(other), ['w1']);
+  });
+
   it('stores one dead-letter copy when the leader fails between the copy and the settle', async () => {
     await broker().createGroup({ name: 'D', maxDeliveryAttempts: 1, fifo: false }, deadline());
     await send(message('once'), message('other'));
