@@ -325,7 +325,7 @@ export class PullConsumer extends RmqClient {
         longPollingTimeout: msToWire(awaitMs),
       };
       const frames = await this.stream(endpoint, request, countMax + 2, deadlineMs);
-      return this.pullResult(topic, frames, endpoint);
+      return this.pullResult(topic, frames, endpoint, { queueId, offset, countMax });
     });
   }
 
@@ -457,7 +457,18 @@ export class PullConsumer extends RmqClient {
     });
   }
 
-  private pullResult(topic: string, frames: readonly PullFrame[], endpoint: string): PullResult {
+  /**
+   * The result of a PullMessage stream, checked as a Fetch reply is (`fetchResult`): at most
+   * `countMax` messages, all of the queue asked, at increasing offsets from the one asked and
+   * below the next offset, which an OK answer without messages must move past the one asked
+   * (else the consumer would pull the same offset for ever).
+   */
+  private pullResult(
+    topic: string,
+    frames: readonly PullFrame[],
+    endpoint: string,
+    asked: { queueId: number; offset: number; countMax: number },
+  ): PullResult {
     const status = frames.find((f) => f.status !== undefined && f.status !== null)?.status;
     const last = frames.at(-1);
     const nextOffset = last?.nextOffset;
@@ -472,14 +483,30 @@ export class PullConsumer extends RmqClient {
     if (name !== 'OK' && name !== 'MESSAGE_NOT_FOUND' && name !== 'ILLEGAL_OFFSET') {
       throw statusError('PullMessage', status, endpoint);
     }
-    if (typeof nextOffset !== 'number') {
-      throw new RaftmqError(
-        'INTERNAL',
-        `malformed PullMessage response from ${endpoint}: no next offset`,
-      );
+    const malformed = (why: string): RaftmqError =>
+      new RaftmqError('INTERNAL', `malformed PullMessage response from ${endpoint}: ${why}`);
+    if (typeof nextOffset !== 'number') throw malformed('no next offset');
+    if (!Number.isSafeInteger(nextOffset) || nextOffset < 0) {
+      throw malformed(`next offset ${nextOffset}`);
     }
     if (name === 'ILLEGAL_OFFSET') return { status: 'OFFSET_ILLEGAL', messages: [], nextOffset };
     if (name === 'MESSAGE_NOT_FOUND') return { status: 'NO_NEW_MSG', messages: [], nextOffset };
+    if (messages.length > asked.countMax) {
+      throw malformed(`${messages.length} messages for at most ${asked.countMax}`);
+    }
+    if (messages.length === 0 && nextOffset <= asked.offset) {
+      throw malformed(`next offset ${nextOffset} does not move past ${asked.offset}`);
+    }
+    let previous = asked.offset - 1;
+    for (const m of messages) {
+      if (m.queueId !== asked.queueId) {
+        throw malformed(`a message of queue ${m.queueId}, not ${asked.queueId}`);
+      }
+      if (!(m.offset > previous && m.offset < nextOffset)) {
+        throw malformed(`offset ${m.offset} out of order (next offset ${nextOffset})`);
+      }
+      previous = m.offset;
+    }
     return { status: messages.length > 0 ? 'FOUND' : 'NO_MATCHED_MSG', messages, nextOffset };
   }
 
@@ -495,9 +522,24 @@ export class PullConsumer extends RmqClient {
     return new Promise((resolve, reject) => {
       const frames: PullFrame[] = [];
       let failed = false;
+      // Each frame is bounded by the channel's receive limit; the stream as a whole, here.
+      let bodyBytes = 0;
+      const bodyBytesMax = this.options.receiveMessageBytesMax;
       const call = fn(request, this.metadata(), { deadline: deadlineMs });
       call.on('data', (frame: PullFrame) => {
         frames.push(frame);
+        bodyBytes += frame.message?.body.length ?? 0;
+        if (bodyBytes > bodyBytesMax && !failed) {
+          failed = true;
+          call.cancel();
+          reject(
+            new RaftmqError(
+              'RECORD_TOO_LARGE',
+              `PullMessage from ${endpoint}: more than ${bodyBytesMax} bytes of messages`,
+            ),
+          );
+          return;
+        }
         if (frames.length > framesMax && !failed) {
           failed = true;
           call.cancel();

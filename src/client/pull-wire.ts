@@ -179,7 +179,7 @@ export function decodePullFrame(bytes: Buffer): PullFrame {
     } else if (field === 2 && type === LEN) {
       frame.message = message(r.sub());
     } else if (field === 3 && type === VARINT) {
-      frame.nextOffset = r.varint();
+      frame.nextOffset = r.int64();
     } else {
       r.skip(type);
     }
