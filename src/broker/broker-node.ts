@@ -252,13 +252,21 @@ export class BrokerNode {
     }
   }
 
-  /** Stops serving, then Raft, then the stores. Safe to call more than once. */
+  /**
+   * Stops serving, then Raft, then the stores. Safe to call more than once. A leader first hands
+   * leadership to its most caught-up follower (within an election timeout), so that the group
+   * does not wait out an election; and the services end their long-lived calls (Telemetry
+   * streams, long polls) before the server's graceful shutdown, which waits for calls in flight
+   * and would otherwise wait out its bound for every client's Telemetry stream while this node
+   * still led (2.6 s to a new leader with one client connected, against 0.7 s without).
+   */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      await this.handOffLeadership();
       this.broker.close();
       await this.registrar?.stop();
-      await shutdownServer(this.server, SERVER_SHUTDOWN_MS, this.log);
       await this.closeServices();
+      await shutdownServer(this.server, SERVER_SHUTDOWN_MS, this.log);
       await this.driver.close();
       await this.transport.close();
       await this.state.close();
@@ -267,6 +275,32 @@ export class BrokerNode {
       this.log.info({}, 'broker node stopped');
     })();
     return this.stopping;
+  }
+
+  /** On a leader, hands leadership to the follower with the most of the log; best effort. */
+  private async handOffLeadership(): Promise<void> {
+    const status = this.driver.status();
+    if (status.role !== 'leader' || status.stopped) return;
+    let target: string | undefined;
+    let best = -1;
+    for (const [id, p] of [...status.progress].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+      const preferred = id === this.config.preferredLeader;
+      if (p.match > best || (p.match === best && preferred)) {
+        target = id;
+        best = p.match;
+      }
+    }
+    if (target === undefined) return;
+    const { tickIntervalMs, electionTimeoutTicks } = this.config.timing;
+    try {
+      await this.broker.transferLeadership(
+        target,
+        Date.now() + tickIntervalMs * electionTimeoutTicks,
+      );
+      this.log.info({ to: target }, 'leadership handed off before stopping');
+    } catch (err) {
+      this.log.info({ err, to: target }, 'leadership not handed off before stopping');
+    }
   }
 }
 
