@@ -191,8 +191,25 @@ export function resolveBrokerNodeConfig(input: unknown): BrokerNodeConfig {
     `${CONFIG_PATH}.preferredLeader`,
     'must be null or one of the peers',
   );
+  // Both servers bind `listenHost`, on this node's two ports.
+  const own = peers[fields.nodeId as string] as PeerEndpoints;
+  const raftAt = parseEndpoint(own.raft, `${CONFIG_PATH}.peers.${fields.nodeId as string}.raft`);
+  const clientAt = parseEndpoint(
+    own.client,
+    `${CONFIG_PATH}.peers.${fields.nodeId as string}.client`,
+  );
+  checkOption(
+    raftAt.port !== clientAt.port,
+    `${CONFIG_PATH}.peers.${fields.nodeId as string}`,
+    `raft and client must be on different ports (both servers bind listenHost), got ${raftAt.port} twice`,
+  );
+  // Not given: the host this node's entry in peers announces, so that the node serves where the
+  // others and the NameServers are told to find it (it bound 127.0.0.1 whatever peers said).
+  const listenHost =
+    (rest as { listenHost?: unknown }).listenHost === undefined ? raftAt.host : fields.listenHost;
   const config: BrokerNodeConfig = {
     ...(fields as Omit<BrokerNodeConfig, 'timing'>),
+    listenHost: listenHost as string,
     namesrvAddrs: Object.freeze([...(fields.namesrvAddrs as string[])]),
     peers: Object.freeze(
       Object.fromEntries(

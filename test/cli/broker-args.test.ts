@@ -46,6 +46,29 @@ describe('broker configuration', () => {
       assert.equal('seed' in config, false);
     });
 
+    it("binds this node's host in peers unless told otherwise, and refuses one port for both", () => {
+      assert.equal(resolveBrokerNodeConfig(MINIMAL).listenHost, '127.0.0.1');
+      const elsewhere = {
+        ...PEERS,
+        n1: { raft: '127.0.0.2:7001', client: '127.0.0.2:8001' },
+      };
+      assert.equal(
+        resolveBrokerNodeConfig({ ...MINIMAL, peers: elsewhere }).listenHost,
+        '127.0.0.2',
+      );
+      const v6 = { ...PEERS, n1: { raft: '[::1]:7001', client: '[::1]:8001' } };
+      assert.equal(resolveBrokerNodeConfig({ ...MINIMAL, peers: v6 }).listenHost, '::1');
+      assert.equal(
+        resolveBrokerNodeConfig({ ...MINIMAL, peers: elsewhere, listenHost: '0.0.0.0' }).listenHost,
+        '0.0.0.0',
+      );
+      const samePort = { ...PEERS, n1: { raft: '127.0.0.1:7001', client: 'localhost:7001' } };
+      refused(
+        () => resolveBrokerNodeConfig({ ...MINIMAL, peers: samePort }),
+        /peers\.n1.*different ports/,
+      );
+    });
+
     it('takes every optional field given', () => {
       const config = resolveBrokerNodeConfig({
         ...MINIMAL,
