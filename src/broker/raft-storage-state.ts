@@ -25,9 +25,14 @@ export async function loadRaftStorageState(
   const key = MetaKeys.raftHardState;
   const stored = (await getMeta(meta, key, hardStateCodec)) ?? INITIAL_HARD_STATE;
   if (stored.vote !== null && !peers.includes(stored.vote)) {
-    throw new RaftmqError('META_CORRUPT', `stored vote for unknown node ${stored.vote}`, {
-      details: { key },
-    });
+    // The metadata is sound; the peer set changed under it (membership changes are not
+    // supported: every node's `peers` must list the same nodes as when the group was made).
+    throw new RaftmqError(
+      'INVALID_OPTION',
+      `this node's stored vote is for ${stored.vote}, which peers no longer lists: the group's ` +
+        'members cannot be changed by editing peers',
+      { details: { key, option: 'peers' } },
+    );
   }
   const firstIndex = log.firstIndex();
   const lastIndex = log.lastIndex();

@@ -238,8 +238,18 @@ export class LocalCluster {
     const namesrvFile = path.join(conf, `${NAMESRV}.json`);
     const firstFile = path.join(conf, 'n1.json');
     if (!fs.existsSync(namesrvFile) || !fs.existsSync(firstFile)) return undefined;
-    const namesrv = JSON.parse(fs.readFileSync(namesrvFile, 'utf8')) as { port?: unknown };
-    const first = JSON.parse(fs.readFileSync(firstFile, 'utf8')) as Partial<BrokerNodeConfig>;
+    const readJson = (file: string): unknown => {
+      try {
+        return JSON.parse(fs.readFileSync(file, 'utf8'));
+      } catch (err) {
+        throw new RaftmqError(
+          'INVALID_OPTION',
+          `localCluster.dir: ${file} is not readable JSON (${err instanceof Error ? err.message : String(err)}); fix or remove it`,
+        );
+      }
+    };
+    const namesrv = readJson(namesrvFile) as { port?: unknown };
+    const first = readJson(firstFile) as Partial<BrokerNodeConfig>;
     if (typeof namesrv.port !== 'number' || typeof first.group !== 'string' || !first.peers) {
       throw new RaftmqError('INVALID_OPTION', `localCluster.dir: ${conf} has malformed files`);
     }

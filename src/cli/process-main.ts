@@ -85,7 +85,22 @@ export function runProcess(name: string, usage: string, plan: () => ProcessPlan 
     process.stdout.write(usage);
     return;
   }
-  const logger = createLogger({ name, level: built.logLevel });
+  let logger: ReturnType<typeof createLogger>;
+  try {
+    logger = createLogger({ name, level: built.logLevel });
+  } catch (err) {
+    // A level pino does not know (RAFTMQ_LOG_LEVEL, --log-level): a usage error, not a crash.
+    const source =
+      built.logLevel !== undefined
+        ? `log level ${JSON.stringify(built.logLevel)}`
+        : `RAFTMQ_LOG_LEVEL ${JSON.stringify(process.env.RAFTMQ_LOG_LEVEL)}`;
+    const why = err instanceof Error ? err.message : String(err);
+    process.stderr.write(
+      `${name}: ${source}: ${why} (levels: trace, debug, info, warn, error, fatal)\n`,
+    );
+    process.exitCode = EXIT_USAGE;
+    return;
+  }
   const log = logger.child({ component: 'process' });
   let exiting = false;
   const exit = (code: number): void => {

@@ -5,6 +5,7 @@
  * nothing here starts a server.
  */
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -16,6 +17,7 @@ import {
 } from '../../src/broker/broker-node-config';
 import { COMMIT_LOG_DEFAULTS } from '../../src/store/commit-log-options';
 import { brokerArgs } from '../../src/cli/broker';
+import { LocalCluster } from '../../src/cli/local-cluster';
 
 const PEERS = {
   n1: { raft: '127.0.0.1:7001', client: '127.0.0.1:8001' },
@@ -186,5 +188,51 @@ describe('broker configuration', () => {
         logLevel: undefined,
       });
     });
+  });
+});
+
+describe('broker process start-up errors', () => {
+  it('answers a log level pino does not know as a usage error, not a crash', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'raftmq-loglevel-'));
+    try {
+      const script = path.join(__dirname, '..', '..', 'src', 'cli', 'broker.js');
+      const run = spawnSync(
+        process.execPath,
+        [
+          script,
+          '--group',
+          'g1',
+          '--node-id',
+          'n1',
+          '--peers',
+          'n1=127.0.0.1:1/127.0.0.1:2',
+          '--data-dir',
+          dir,
+        ],
+        { env: { ...process.env, RAFTMQ_LOG_LEVEL: 'verbose' }, encoding: 'utf8', timeout: 20_000 },
+      );
+      assert.equal(run.status, 2, run.stderr);
+      assert.match(run.stderr, /RAFTMQ_LOG_LEVEL "verbose"/);
+      assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('names the file of a cluster directory that holds broken JSON', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'raftmq-conf-'));
+    try {
+      fs.mkdirSync(path.join(dir, 'conf'));
+      fs.writeFileSync(path.join(dir, 'conf', 'namesrv.json'), '{"port": 9876}');
+      fs.writeFileSync(path.join(dir, 'conf', 'n1.json'), '{"group": "g1", "pe');
+      assert.throws(
+        () => LocalCluster.describe(dir),
+        (err: unknown) =>
+          isRaftmqError(err, 'INVALID_OPTION') &&
+          /conf\/n1\.json is not readable JSON/.test(err.message),
+      );
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
