@@ -41,6 +41,7 @@ import {
   type GroupConfig,
   type MessageType,
   type NodeStatus,
+  type RoleView,
   type TopicConfig,
   type TopicPerm,
 } from './broker-types';
@@ -301,24 +302,51 @@ class AdminServiceImpl {
   ): Promise<WireObject> {
     const deadlineMs = this.deadlineOf(call);
     if (call.metadata.get(FORWARDED_HEADER).length > 0) return local(deadlineMs);
-    let view = this.backend.roleView();
-    if (view.role === 'leader' && view.leaderReady) return local(deadlineMs);
-    // A leader not yet ready (no entry of its term committed) waits for readiness, as a
-    // follower waits for an election, instead of refusing the write at once.
-    if (view.role === 'leader' || view.leaderId === null || view.leaderEndpoint === undefined) {
-      const waited = await this.backend.waitForLeader(deadlineMs);
-      if (waited === undefined) {
-        throw new RaftmqError('NOT_LEADER', 'no leader was elected before the deadline');
+    for (;;) {
+      let view = this.backend.roleView();
+      if (view.role === 'leader' && view.leaderReady) return local(deadlineMs);
+      // A leader not yet ready (no entry of its term committed) waits for readiness, as a
+      // follower waits for an election, instead of refusing the write at once.
+      if (view.role === 'leader' || view.leaderId === null || view.leaderEndpoint === undefined) {
+        const waited = await this.backend.waitForLeader(deadlineMs);
+        if (waited === undefined) {
+          throw new RaftmqError('NOT_LEADER', 'no leader was elected before the deadline');
+        }
+        view = waited;
       }
-      view = waited;
+      if (view.leaderId === this.backend.nodeId) return local(deadlineMs);
+      const endpoint = view.leaderEndpoint;
+      if (endpoint === undefined) throw new RaftmqError('NOT_LEADER', 'the leader is not known');
+      const metadata = new grpc.Metadata();
+      metadata.set(FORWARDED_HEADER, '1');
+      this.log.debug(
+        { method, leader: view.leaderId, endpoint },
+        'forwarding a write to the leader',
+      );
+      try {
+        return await this.rpcFor(endpoint).call(method, request, { deadlineMs, metadata });
+      } catch (err) {
+        // The leader this node knows is gone and the write never left (no connection): wait
+        // for another leader and forward again, within the deadline. (Before, the write failed
+        // at once, though the group elected a new leader within an election timeout.)
+        if (!neverSent(err) || !(await this.newerLeader(view, deadlineMs))) throw err;
+      }
     }
-    if (view.leaderId === this.backend.nodeId) return local(deadlineMs);
-    const endpoint = view.leaderEndpoint;
-    if (endpoint === undefined) throw new RaftmqError('NOT_LEADER', 'the leader is not known');
-    const metadata = new grpc.Metadata();
-    metadata.set(FORWARDED_HEADER, '1');
-    this.log.debug({ method, leader: view.leaderId, endpoint }, 'forwarding a write to the leader');
-    return this.rpcFor(endpoint).call(method, request, { deadlineMs, metadata });
+  }
+
+  /**
+   * Waits until this node knows a leader other than `stale`'s, or a later term; false at the
+   * deadline.
+   */
+  private async newerLeader(stale: RoleView, deadlineMs: number): Promise<boolean> {
+    for (;;) {
+      const now = this.backend.roleView();
+      if (now.term > stale.term || (now.leaderId !== null && now.leaderId !== stale.leaderId)) {
+        return true;
+      }
+      if (Date.now() + LEADER_POLL_MS >= deadlineMs) return false;
+      await new Promise((resolve) => setTimeout(resolve, LEADER_POLL_MS));
+    }
   }
 
   private async clusterStatus(call: Call): Promise<WireObject> {
@@ -491,4 +519,18 @@ function parseNewGroup(value: unknown): GroupConfig {
 
 function parseGroupChange(value: unknown): Partial<GroupConfig> & { name: string } {
   return parseGroupFields(value);
+}
+
+/** How often a forward that found its leader gone looks for the next one. */
+const LEADER_POLL_MS = 50;
+
+/** True for a forward grpc-js never sent: no connection to the leader it was meant for. */
+function neverSent(err: unknown): boolean {
+  if (!isRaftmqError(err)) return false;
+  const cause = (err as { cause?: { code?: unknown; details?: unknown } }).cause;
+  return (
+    cause?.code === grpc.status.UNAVAILABLE &&
+    typeof cause.details === 'string' &&
+    cause.details.startsWith('No connection established')
+  );
 }

@@ -329,6 +329,18 @@ describe('admin service', function () {
     assert.deepEqual(node('n1').backend.calls.slice(-1), ['transferLeadership n3']);
   });
 
+  it('forwards again to the next leader when the one it knew is gone', async () => {
+    // n2 believes n4 leads, and n4 is down: the forward never leaves. Once n2 learns of n1,
+    // the write goes there, within the same call. (Before, it failed at once with TIMEOUT.)
+    const follower = node('n2');
+    follower.backend.setLeader('n4');
+    const pending = follower.client.createTopic({ name: 'after-loss', queueCount: 1 });
+    await new Promise<void>((resolve) => setTimeout(resolve, 300));
+    follower.backend.setLeader('n1');
+    await pending;
+    assert.ok(node('n1').backend.topics.has('after-loss'));
+  });
+
   it('waits for an election within the deadline, else answers NOT_LEADER', async () => {
     const follower = node('n2');
     follower.backend.setLeader(null);
