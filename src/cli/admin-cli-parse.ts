@@ -15,9 +15,6 @@ import {
   COMMANDS,
   COMMON_FLAGS,
   FAMILIES,
-  GROUP_CREATE_FLAGS,
-  TOPIC_CREATE_FLAGS,
-  TRANSFER_FLAGS,
   type AdminCommand,
   type CommandSpec,
   type CommonArgs,
@@ -84,11 +81,14 @@ function synopsisOf(c: CommandSpec, withCommon = true): string {
   return [c.name, ...c.args, c.synopsis, common].filter((s) => s !== '').join(' ');
 }
 
-/** Flags that take a value, over every command (to tell flag values from command words). */
+/**
+ * Flags that take a value, over every command (to tell flag values from command words). Taken
+ * from every command's flags, so none is missed: `--group` of `group progress` was, and
+ * `raftmq --group billing group progress` read `billing` as the command.
+ */
 const VALUE_FLAGS = new Set(
-  [COMMON_FLAGS, TOPIC_CREATE_FLAGS, GROUP_CREATE_FLAGS, TRANSFER_FLAGS].flatMap(
-    (specs: FlagSpecs) =>
-      Object.entries(specs).flatMap(([n, s]) => (s.type === 'boolean' ? [] : [n])),
+  [COMMON_FLAGS, ...COMMANDS.map((c) => c.flags)].flatMap((specs: FlagSpecs) =>
+    Object.entries(specs).flatMap(([n, s]) => (s.type === 'boolean' ? [] : [n])),
   ),
 );
 

@@ -401,5 +401,14 @@ describe('raftmq CLI grammar (in-process, no broker)', () => {
     });
     const transfer = parseAdminCommandLine(['leader', '--to', 'n2', 'transfer', '--endpoint=h:1']);
     assert.equal(transfer.kind === 'run' && transfer.command.name, 'leader transfer');
+    // Every command's value flags, group progress's --group among them, may come first.
+    const progress = parseAdminCommandLine(['--group', 'billing', 'group', 'progress']);
+    assert.equal(progress.kind === 'run' && progress.command.name, 'group progress');
+    assert.equal(
+      progress.kind === 'run' && progress.command.name === 'group progress'
+        ? progress.command.groupName
+        : undefined,
+      'billing',
+    );
   });
 });
