@@ -335,6 +335,10 @@ export class PopService {
     budget: Budget,
     messages: Map<number, QueueRecord>,
   ): Promise<{ fresh: { offset: number; messageGroup: string }[]; to: number }> {
+    // A message's group is recorded whether or not the consumer group is FIFO now, so that a
+    // group switched to FIFO holds back the message groups of what it already has in flight.
+    // (Recorded only for FIFO groups until 2026-12-04: after the switch, a second message of a
+    // message group could be handed out while the first was still in flight.)
     const blocked = new Set<string>();
     if (group.fifo && q !== undefined) {
       for (const r of q.inflight.values()) if (r.messageGroup !== '') blocked.add(r.messageGroup);
@@ -362,15 +366,13 @@ export class PopService {
           break;
         }
         if (req.filter(record.tag)) {
-          const messageGroup = group.fifo ? (record.messageGroup ?? '') : '';
-          if (
-            (messageGroup !== '' && blocked.has(messageGroup)) ||
-            !take(budget, record.sizeBytes)
-          ) {
+          const messageGroup = record.messageGroup ?? '';
+          const ordered = group.fifo && messageGroup !== '';
+          if ((ordered && blocked.has(messageGroup)) || !take(budget, record.sizeBytes)) {
             stopped = true;
             break;
           }
-          if (messageGroup !== '') blocked.add(messageGroup);
+          if (ordered) blocked.add(messageGroup);
           fresh.push({ offset, messageGroup });
           messages.set(offset, record);
         }

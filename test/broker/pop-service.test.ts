@@ -323,6 +323,20 @@ describe('pop service on a broker node', function () {
     );
   });
 
+  it('holds a message group back after its consumer group is switched to FIFO', async () => {
+    await broker().createGroup({ name: 'T', maxDeliveryAttempts: 5, fifo: false }, deadline());
+    await send(message('a1', { messageGroup: 'A' }));
+    const first = await receive({ group: 'T', pollUntilMs: Date.now() + 3_000 });
+    assert.deepEqual(bodies(first), ['a1']);
+    await broker().updateGroup({ name: 'T', maxDeliveryAttempts: 5, fifo: true }, deadline());
+    await send(message('a2', { messageGroup: 'A' }));
+    // a1 is still in flight: a2 of the same message group waits (before, it went out).
+    assert.deepEqual(await receive({ group: 'T', pollUntilMs: Date.now() + 300 }), []);
+    await broker().pop.ack('T', TOPIC, first[0]!.receiptHandle, deadline());
+    const second = await receive({ group: 'T', pollUntilMs: Date.now() + 3_000 });
+    assert.deepEqual(bodies(second), ['a2']);
+  });
+
   it('gives every group every message and settles what a tag filter skips', async () => {
     await send(
       message('t1', { tag: 'A' }),
