@@ -13,6 +13,7 @@ import {
   resolveOptions,
   type OptionSpec,
 } from '../common/options';
+import { isHost } from '../common/hosts';
 import { COMMIT_LOG_DEFAULTS, type FlushMode } from '../store/commit-log-options';
 import type { PeerEndpoints } from './broker-types';
 
@@ -231,15 +232,7 @@ export interface Endpoint {
   readonly port: number;
 }
 
-const HOST_LABEL = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 const PORT_DIGITS = /^[1-9][0-9]{0,4}$/;
-
-/** True for a DNS host name, an IPv4 address or a bare IPv6 address. */
-export function isHost(text: string): boolean {
-  if (net.isIP(text) !== 0) return true;
-  if (text.length === 0 || text.length > 253) return false;
-  return text.split('.').every((label) => HOST_LABEL.test(label)) && !/^[0-9.]+$/.test(text);
-}
 
 /**
  * Parses `host:port` strictly: a host name, IPv4 address or bracketed IPv6 address, and a port

@@ -16,7 +16,14 @@ import * as grpc from '@grpc/grpc-js';
 import { type Clock, systemClock } from '../common/clock';
 import { RaftmqError } from '../common/errors';
 import { componentLogger, type Logger } from '../common/logger';
-import { intInRange, isString, type OptionSpec, resolveOptions } from '../common/options';
+import { isHost } from '../common/hosts';
+import {
+  checkOption,
+  intInRange,
+  isString,
+  type OptionSpec,
+  resolveOptions,
+} from '../common/options';
 import {
   bindServer,
   type Decoded,
@@ -70,7 +77,14 @@ const NAMESRV_DEFAULTS = Object.freeze({
 });
 
 const NAMESRV_SPEC: OptionSpec<typeof NAMESRV_DEFAULTS> = {
-  listenHost: isString(true),
+  listenHost: (value, path) => {
+    isString(true)(value, path);
+    checkOption(
+      isHost(value),
+      path,
+      `must be a host name or IP address (IPv6 without brackets), got ${JSON.stringify(value)}`,
+    );
+  },
   port: intInRange(0, 65_535),
   routeTable: (value) => {
     resolveRouteTableOptions(value);

@@ -63,6 +63,7 @@ describe('namesrv server', () => {
   it('resolves its configuration and names a bad field', () => {
     const config = resolveNameServerConfig({ port: 0 });
     assert.equal(config.listenHost, '127.0.0.1');
+    assert.equal(resolveNameServerConfig({ listenHost: '::1' }).listenHost, '::1');
     assert.equal(config.port, 0);
     assert.equal(config.routeTable.brokerExpiryMs, 120_000);
     assert.equal(resolveNameServerConfig(undefined).port, 9876);
@@ -70,6 +71,8 @@ describe('namesrv server', () => {
       [{ port: -1 }, /namesrv\.port/],
       [{ port: 1.5 }, /namesrv\.port/],
       [{ listenHost: '' }, /namesrv\.listenHost/],
+      [{ listenHost: 'bogus host' }, /namesrv\.listenHost: must be a host name/],
+      [{ listenHost: '127.0.0.1:5555' }, /namesrv\.listenHost: must be a host name/],
       [{ colour: 'red' }, /namesrv\.colour: unknown option/],
       [{ routeTable: { brokerExpiryMs: 0 } }, /routeTable\.brokerExpiryMs/],
       [{ routeTable: { scanIntervalMs: 5_000, brokerExpiryMs: 1_000 } }, /scanIntervalMs/],
