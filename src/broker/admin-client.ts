@@ -151,17 +151,35 @@ export function messageTypeToWire(type: MessageType): string {
 export function topicToWire(topic: Partial<TopicConfig> & { readonly name: string }): WireObject {
   return {
     name: topic.name,
-    queueCount: topic.queueCount ?? 0,
+    queueCount: uint32(topic.queueCount ?? 0, 'topic.queueCount'),
     perm: topic.perm === undefined ? `${PERM_PREFIX}UNSPECIFIED` : permToWire(topic.perm),
     messageTypes: (topic.messageTypes ?? []).map(messageTypeToWire),
   };
+}
+
+/**
+ * `n` for a uint32 field of the admin protocol, refused with INVALID_ARGUMENT when it is not
+ * one: the encoder would wrap it (a queue count of 2^32 + 1 became 1), and the server then
+ * checks a number the caller never gave.
+ */
+function uint32(n: number, field: string): number {
+  if (!Number.isInteger(n) || n < 0 || n > 0xffff_ffff) {
+    throw new RaftmqError(
+      'INVALID_ARGUMENT',
+      `${field} must be an integer in [0, 2^32), got ${n}`,
+      {
+        details: { field },
+      },
+    );
+  }
+  return n;
 }
 
 /** A group (or the given fields of one, for updates) in its wire shape. */
 export function groupToWire(group: Partial<GroupConfig> & { readonly name: string }): WireObject {
   const wire: WireObject = {
     name: group.name,
-    maxDeliveryAttempts: group.maxDeliveryAttempts ?? 0,
+    maxDeliveryAttempts: uint32(group.maxDeliveryAttempts ?? 0, 'group.maxDeliveryAttempts'),
   };
   if (group.fifo !== undefined) wire.fifo = group.fifo;
   return wire;

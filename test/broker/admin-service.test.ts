@@ -329,6 +329,21 @@ describe('admin service', function () {
     assert.deepEqual(node('n1').backend.calls.slice(-1), ['transferLeadership n3']);
   });
 
+  it('refuses in the client a count the protocol cannot carry, instead of wrapping it', async () => {
+    const { client, backend } = node('n1');
+    await rejectsWith(
+      client.createTopic({ name: 'wrapped', queueCount: 2 ** 32 + 1 }),
+      'INVALID_ARGUMENT',
+    );
+    await rejectsWith(client.createTopic({ name: 'wrapped', queueCount: -1 }), 'INVALID_ARGUMENT');
+    await rejectsWith(
+      client.createGroup({ name: 'g', maxDeliveryAttempts: 1.5 }),
+      'INVALID_ARGUMENT',
+    );
+    assert.ok(!backend.topics.has('wrapped'), 'nothing reached the server');
+    assert.deepEqual(backend.calls, []);
+  });
+
   it('forwards again to the next leader when the one it knew is gone', async () => {
     // n2 believes n4 leads, and n4 is down: the forward never leaves. Once n2 learns of n1,
     // the write goes there, within the same call. (Before, it failed at once with TIMEOUT.)
