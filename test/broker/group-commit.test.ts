@@ -40,6 +40,24 @@ class FakeFlush<T> {
   }
 }
 
+/**
+ * Files, for each proposed entry from `firstIndex`, a result per command that names the
+ * command's group, so that a result handed to the wrong submitter shows.
+ */
+function namedResults(
+  results: Map<number, CommandResult[]>,
+  firstIndex: number,
+  payloads: readonly Uint8Array[],
+): void {
+  payloads.forEach((p, k) => {
+    const commands = decodeCommands(Buffer.from(p));
+    results.set(
+      firstIndex + k,
+      commands.map((c) => ({ ok: false, code: 'INVALID_ARGUMENT' as const, message: groupOf(c) })),
+    );
+  });
+}
+
 describe('group commit', () => {
   it('refuses a bound below one', () => {
     for (const bound of [0, -1, 1.5, Number.NaN]) {
@@ -123,18 +141,7 @@ describe('group commit', () => {
           new Promise((resolve) => {
             const firstIndex = nextIndex;
             nextIndex += payloads.length;
-            payloads.forEach((p, k) => {
-              // Each command's result names it, so a mix-up shows.
-              const commands = decodeCommands(Buffer.from(p));
-              results.set(
-                firstIndex + k,
-                commands.map((c) => ({
-                  ok: false,
-                  code: 'INVALID_ARGUMENT' as const,
-                  message: groupOf(c),
-                })),
-              );
-            });
+            namedResults(results, firstIndex, payloads);
             proposals.push({
               payloads,
               resolve: () =>
@@ -177,18 +184,8 @@ describe('CommandBatcher: entry size', () => {
         propose: (payloads) => {
           const firstIndex = nextIndex;
           nextIndex += payloads.length;
-          payloads.forEach((p, k) => {
-            payloadSizes.push(p.length);
-            const commands = decodeCommands(Buffer.from(p));
-            results.set(
-              firstIndex + k,
-              commands.map((c) => ({
-                ok: false,
-                code: 'INVALID_ARGUMENT' as const,
-                message: groupOf(c),
-              })),
-            );
-          });
+          for (const p of payloads) payloadSizes.push(p.length);
+          namedResults(results, firstIndex, payloads);
           return Promise.resolve({ firstIndex, lastIndex: nextIndex - 1, term: 1 } as ProposeAck);
         },
         takeResults: (index) => results.get(index),

@@ -10,6 +10,7 @@ import { strict as assert } from 'node:assert';
 import * as http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { bindServer } from '../../src/broker/grpc-util';
+import { oneQueueRoute } from './fake-route';
 import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
 import { Producer } from '../../src/client/producer';
 import { isRaftmqError } from '../../src/common/errors';
@@ -75,23 +76,7 @@ describe('SDK Producer against a misbehaving broker', function () {
       QueryRoute: (
         call: grpc.ServerUnaryCall<unknown, unknown>,
         done: grpc.sendUnaryData<object>,
-      ) =>
-        !routeAnswers ||
-        done(null, {
-          status: { code: 'OK', message: 'OK' },
-          messageQueues: [
-            {
-              topic: { name: 'T', resourceNamespace: '' },
-              id: 0,
-              permission: 'READ_WRITE',
-              broker: {
-                name: 'g1',
-                id: 0,
-                endpoints: { scheme: 'IPv4', addresses: [{ host: '127.0.0.1', port: sendPort }] },
-              },
-            },
-          ],
-        }),
+      ) => !routeAnswers || done(null, oneQueueRoute('T', sendPort)),
     });
     routePort = await bindServer(routeServer, '127.0.0.1:0');
   });

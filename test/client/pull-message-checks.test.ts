@@ -9,6 +9,7 @@
 import { strict as assert } from 'node:assert';
 import * as grpc from '@grpc/grpc-js';
 import { bindServer } from '../../src/broker/grpc-util';
+import { oneQueueRoute } from './fake-route';
 import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
 import { PullConsumer } from '../../src/client/pull-consumer';
 
@@ -43,22 +44,7 @@ describe('PullConsumer over PullMessage against a lying server', function () {
       QueryRoute: (
         call: grpc.ServerUnaryCall<unknown, unknown>,
         done: grpc.sendUnaryData<object>,
-      ) =>
-        done(null, {
-          status: { code: 'OK', message: 'OK' },
-          messageQueues: [
-            {
-              topic: { name: 'MyTopic', resourceNamespace: '' },
-              id: 0,
-              permission: 'READ_WRITE',
-              broker: {
-                name: 'g1',
-                id: 0,
-                endpoints: { scheme: 'IPv4', addresses: [{ host: '127.0.0.1', port }] },
-              },
-            },
-          ],
-        }),
+      ) => done(null, oneQueueRoute('MyTopic', port)),
       PullMessage: (call: grpc.ServerWritableStream<unknown, unknown>) => {
         call.write({ status: { code: 'OK', message: 'OK' } });
         for (const f of frames) call.write(f);
