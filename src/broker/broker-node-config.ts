@@ -206,8 +206,13 @@ export function resolveBrokerNodeConfig(input: unknown): BrokerNodeConfig {
   );
   // Not given: the host this node's entry in peers announces, so that the node serves where the
   // others and the NameServers are told to find it (it bound 127.0.0.1 whatever peers said).
-  const listenHost =
-    (rest as { listenHost?: unknown }).listenHost === undefined ? raftAt.host : fields.listenHost;
+  const listenGiven = (rest as { listenHost?: unknown }).listenHost !== undefined;
+  checkOption(
+    listenGiven || raftAt.host === clientAt.host,
+    `${CONFIG_PATH}.listenHost`,
+    `must be given when this node's raft and client hosts differ (${raftAt.host}, ${clientAt.host}): both servers bind it`,
+  );
+  const listenHost = listenGiven ? fields.listenHost : raftAt.host;
   const config: BrokerNodeConfig = {
     ...(fields as Omit<BrokerNodeConfig, 'timing'>),
     listenHost: listenHost as string,

@@ -277,13 +277,16 @@ export class BrokerNode {
     return this.stopping;
   }
 
-  /** On a leader, hands leadership to the follower with the most of the log; best effort. */
+  /** On a leader, hands leadership to the live follower with the most of the log; best effort. */
   private async handOffLeadership(): Promise<void> {
     const status = this.driver.status();
     if (status.role !== 'leader' || status.stopped) return;
     let target: string | undefined;
     let best = -1;
     for (const [id, p] of [...status.progress].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+      // Only a follower heard from lately: a transfer to one that is down refuses writes for an
+      // election timeout and then the group still needs an election.
+      if (!p.recentActive) continue;
       const preferred = id === this.config.preferredLeader;
       if (p.match > best || (p.match === best && preferred)) {
         target = id;

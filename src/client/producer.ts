@@ -312,6 +312,10 @@ function checkOutgoing(m: OutgoingMessage, i: number): void {
   if (!isOptionalString(m.tag)) throw invalid(`${at}.tag`, 'must be a string');
   if (!isOptionalString(m.messageGroup)) throw invalid(`${at}.messageGroup`, 'must be a string');
   if (!isOptionalString(m.messageId)) throw invalid(`${at}.messageId`, 'must be a string');
+  if (typeof m.messageId === 'string' && !isWellFormed(m.messageId)) {
+    // Sent as UTF-8, a lone surrogate becomes U+FFFD: the broker would echo another id.
+    throw invalid(`${at}.messageId`, 'must be well-formed text (no lone surrogates)');
+  }
   if (m.keys !== undefined) {
     if (!Array.isArray(m.keys)) throw invalid(`${at}.keys`, 'must be an array of strings');
     for (const key of m.keys) {
@@ -328,6 +332,11 @@ function checkOutgoing(m: OutgoingMessage, i: number): void {
       }
     }
   }
+}
+
+/** True when `s` survives UTF-8 unchanged (no lone surrogate). */
+function isWellFormed(s: string): boolean {
+  return Buffer.from(s, 'utf8').toString('utf8') === s;
 }
 
 function isOptionalString(v: unknown): boolean {

@@ -149,6 +149,13 @@ const FETCH_REPLY_OVERHEAD_BYTES = 32 * 1024;
 /** Endpoints remembered as not serving Fetch, at most (forgotten all at once past it). */
 const NO_FETCH_ENDPOINTS_MAX = 1_024;
 
+/**
+ * Message bytes one PullMessage answer may carry, at most: a raftmq broker's largest
+ * `pullBytesMax`. Beyond it the pull fails (RECORD_TOO_LARGE) instead of buffering what a
+ * lying server sends.
+ */
+const PULL_MESSAGE_BYTES_MAX = 256 * 1024 * 1024;
+
 function msToWire(ms: number): { seconds: number; nanos: number } {
   const seconds = Math.floor(ms / 1000);
   return { seconds, nanos: (ms - seconds * 1000) * 1e6 };
@@ -522,9 +529,10 @@ export class PullConsumer extends RmqClient {
     return new Promise((resolve, reject) => {
       const frames: PullFrame[] = [];
       let failed = false;
-      // Each frame is bounded by the channel's receive limit; the stream as a whole, here.
+      // Each frame is bounded by the channel's receive limit; the stream as a whole, here, by
+      // what a broker may answer (it cannot be told a byte limit, as FetchQueue can).
       let bodyBytes = 0;
-      const bodyBytesMax = this.options.receiveMessageBytesMax;
+      const bodyBytesMax = Math.max(this.options.receiveMessageBytesMax, PULL_MESSAGE_BYTES_MAX);
       const call = fn(request, this.metadata(), { deadline: deadlineMs });
       call.on('data', (frame: PullFrame) => {
         frames.push(frame);

@@ -18,11 +18,18 @@ export const NAMESRV_MESSAGE_BYTES_MAX = 130 * 1024 * 1024;
 
 /**
  * Largest request a NameServer's gRPC server takes in, after decompression; beyond it grpc-js
- * refuses the call with RESOURCE_EXHAUSTED. What a NameServer is sent (registrations,
- * heartbeats, route queries, Telemetry) is a few KiB. Requests under this bound but over their
- * RPC's (`safeServiceDefinition`) are answered by the handler as undecodable, with a status.
+ * refuses the call with RESOURCE_EXHAUSTED. What a NameServer is sent (heartbeats, route
+ * queries, Telemetry) is a few KiB, but for a broker's registration, which lists its topics.
+ * Requests under this bound but over their RPC's (`safeServiceDefinition`) are answered by the
+ * handler as undecodable, with a status.
  */
-export const NAMESRV_REQUEST_BYTES_MAX = 8 * 1024 * 1024;
+export const NAMESRV_REQUEST_BYTES_MAX = 16 * 1024 * 1024;
+
+/**
+ * The bound of a broker's registration, which lists every topic it hosts: the route table's
+ * 65,536 topics of up to 127 characters with their configuration are about 11 MB.
+ */
+export const NAMESRV_REGISTER_BYTES_MAX = 16 * 1024 * 1024;
 
 /** The bound of a Telemetry message, which may carry a client's thread dump. */
 export const NAMESRV_TELEMETRY_BYTES_MAX = 4 * 1024 * 1024;

@@ -28,6 +28,7 @@ import {
   bindServer,
   type Decoded,
   NAMESRV_SERVER_OPTIONS,
+  NAMESRV_REGISTER_BYTES_MAX,
   safeServiceDefinition,
   serviceOf,
   shutdownServer,
@@ -150,7 +151,10 @@ export class NameServer {
     const namesrv = serviceOf(await loadNamesrvProto(resolved.protoDir), NAMESRV_SERVICE);
     const messaging = await createNamesrvMessaging(registry, log, clock, resolved.protoDir);
     const server = new grpc.Server(NAMESRV_SERVER_OPTIONS);
-    server.addService(safeServiceDefinition(namesrv), namesrvHandlers(registry, clock, log));
+    server.addService(
+      safeServiceDefinition(namesrv, { Register: NAMESRV_REGISTER_BYTES_MAX }),
+      namesrvHandlers(registry, clock, log),
+    );
     server.addService(messaging.definition, messaging.handlers);
     let port: number;
     try {

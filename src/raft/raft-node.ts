@@ -44,8 +44,12 @@ export interface RaftStatus {
   readonly transferee: NodeId | null;
   /** The oldest durable entry still held in memory (the entry cache); null when none is. */
   readonly cachedFirstIndex: LogIndex | null;
-  /** Leader only: each follower's replication state. */
-  readonly progress: ReadonlyMap<NodeId, { match: number; next: number; state: ProgressState }>;
+  /**
+   * Leader only: each follower's replication state, and whether it was heard from since the
+   * last CheckQuorum round (`recentActive`).
+   */
+  readonly progress: ReadonlyMap<NodeId,
+    { match: number; next: number; state: ProgressState; recentActive: boolean }>;
 }
 
 /** One Raft group member; see the file comment for the contract. */
@@ -70,9 +74,11 @@ export class RaftNode {
 
   status(): RaftStatus {
     const core = this.core;
-    const progress = new Map<NodeId, { match: number; next: number; state: ProgressState }>();
+    const progress = new Map<NodeId,
+      { match: number; next: number; state: ProgressState; recentActive: boolean }>();
     for (const [peer, p] of core.progress) {
-      progress.set(peer, { match: p.match, next: p.next, state: p.state });
+      progress.set(peer, { match: p.match, next: p.next, state: p.state,
+        recentActive: p.recentActive });
     }
     return {
       id: core.id,

@@ -64,9 +64,19 @@ describe('broker configuration', () => {
         resolveBrokerNodeConfig({ ...MINIMAL, peers: elsewhere, listenHost: '0.0.0.0' }).listenHost,
         '0.0.0.0',
       );
-      const samePort = { ...PEERS, n1: { raft: '127.0.0.1:7001', client: 'localhost:7001' } };
+      const twoHosts = { ...PEERS, n1: { raft: '127.0.0.2:7001', client: '127.0.0.3:8001' } };
       refused(
-        () => resolveBrokerNodeConfig({ ...MINIMAL, peers: samePort }),
+        () => resolveBrokerNodeConfig({ ...MINIMAL, peers: twoHosts }),
+        /listenHost: must be given when this node's raft and client hosts differ/,
+      );
+      assert.equal(
+        resolveBrokerNodeConfig({ ...MINIMAL, peers: twoHosts, listenHost: '0.0.0.0' }).listenHost,
+        '0.0.0.0',
+      );
+      // Both servers bind listenHost: one port for both cannot work, whatever the hosts say.
+      const samePort = { ...PEERS, n1: { raft: '127.0.0.2:7001', client: '127.0.0.3:7001' } };
+      refused(
+        () => resolveBrokerNodeConfig({ ...MINIMAL, peers: samePort, listenHost: '0.0.0.0' }),
         /peers\.n1.*different ports/,
       );
     });

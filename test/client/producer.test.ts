@@ -164,6 +164,18 @@ describe('SDK Producer against a misbehaving broker', function () {
     }
   });
 
+  it('refuses a message id that UTF-8 would change before sending it', async () => {
+    const producer = await create();
+    try {
+      await assert.rejects(
+        producer.send('T', [{ body: Buffer.from('x'), messageId: 'id-\ud800' }]),
+        (err: unknown) => isRaftmqError(err, 'INVALID_ARGUMENT') && /well-formed/.test(String(err)),
+      );
+    } finally {
+      producer.close();
+    }
+  });
+
   it('ends a send in flight on close(), opening nothing after it', async () => {
     const producer = await create();
     let arrived = 0;

@@ -2,9 +2,9 @@
  * The PullConsumer's PullMessage path (used with `pullProtocol: 'pull-message'`, or against a
  * server without FetchQueue) against a server that answers what no broker should: messages of
  * another queue, offsets out of order, more messages than asked, an OK answer that does not
- * move past the offset asked, a negative next offset, and more message bytes than the
- * consumer's receive limit. Each fails the pull with a clear error, as the same answers do on
- * the Fetch path, instead of handing the caller wrong messages or an offset to loop on.
+ * move past the offset asked, and a negative next offset. Each fails the pull with a clear
+ * error, as the same answers do on the Fetch path, instead of handing the caller wrong
+ * messages or an offset to loop on.
  */
 import { strict as assert } from 'node:assert';
 import * as grpc from '@grpc/grpc-js';
@@ -74,13 +74,6 @@ describe('PullConsumer over PullMessage against a lying server', function () {
         ],
         ['no progress', [{ nextOffset: 10 }], /does not move past 10/],
         ['a negative next offset', [message(10, 0), { nextOffset: -5 }], /next offset -5/],
-        [
-          'too many bytes',
-          [message(10, 0, Buffer.alloc(700_000)), message(11, 0, Buffer.alloc(700_000))].concat([
-            { nextOffset: 12 },
-          ]),
-          /more than 1048576 bytes/,
-        ],
       ];
       for (const [what, reply, error] of cases) {
         frames = reply;

@@ -339,11 +339,18 @@ describe('namesrv server', () => {
       });
       assert.equal((huge.status as { code: string }).code, 'BAD_REQUEST');
       assert.match((huge.status as { message: string }).message, /over the 262144-byte limit/);
-      const bigRegister = clients.namesrvCall(
+      const bigGetRoute = clients.namesrvCall('GetRoute', { topic: 't'.repeat(300_000) });
+      await rejectsWith(bigGetRoute, invalid, /over the 262144-byte limit of GetRoute/);
+      // A registration lists every topic of its node: 7,000 topics (about 400 KB) are honest.
+      const topics: Record<string, object> = {};
+      for (let i = 0; i < 7_000; i++) {
+        topics[`topic-with-a-longish-name-${i}`] = { queueCount: 4, perm: 'PERM_READ_WRITE' };
+      }
+      const many = await clients.namesrvCall(
         'Register',
-        wireRegistration({ group: 'g'.repeat(300_000) }),
+        wireRegistration({ nodeId: 'n7', role: 'ROLE_FOLLOWER', topics }),
       );
-      await rejectsWith(bigRegister, invalid, /over the 262144-byte limit of Register/);
+      assert.equal(many.outcome, 'OUTCOME_FOLLOWER');
 
       const ok = await clients.namesrvCall('Register', wireRegistration());
       assert.equal(ok.outcome, 'OUTCOME_LEADER');
