@@ -279,22 +279,18 @@ export class BrokerNode {
 
   /** On a leader, hands leadership to the live follower with the most of the log; best effort. */
   private async handOffLeadership(): Promise<void> {
-    const status = this.driver.status();
-    if (status.role !== 'leader' || status.stopped) return;
-    let target: string | undefined;
-    let best = -1;
-    for (const [id, p] of [...status.progress].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
-      // Only a follower heard from lately: a transfer to one that is down refuses writes for an
-      // election timeout and then the group still needs an election.
-      if (!p.recentActive) continue;
-      const preferred = id === this.config.preferredLeader;
-      if (p.match > best || (p.match === best && preferred)) {
-        target = id;
-        best = p.match;
-      }
+    const { tickIntervalMs, electionTimeoutTicks, heartbeatIntervalTicks } = this.config.timing;
+    let target = this.handOffTarget();
+    if (target === null) return;
+    if (target === undefined) {
+      // No follower heard from since the last CheckQuorum round, which forgets them all: one
+      // heartbeat later the live ones have answered.
+      await new Promise((resolve) =>
+        setTimeout(resolve, tickIntervalMs * heartbeatIntervalTicks + 5),
+      );
+      target = this.handOffTarget();
+      if (target === null || target === undefined) return;
     }
-    if (target === undefined) return;
-    const { tickIntervalMs, electionTimeoutTicks } = this.config.timing;
     try {
       await this.broker.transferLeadership(
         target,
@@ -304,6 +300,28 @@ export class BrokerNode {
     } catch (err) {
       this.log.info({ err, to: target }, 'leadership not handed off before stopping');
     }
+  }
+
+  /**
+   * The follower to hand leadership to: of those heard from lately (a transfer to one that is
+   * down refuses writes for an election timeout, and then the group still needs an election),
+   * the one with the most of the log, the preferred leader on a tie. Undefined when none was
+   * heard from lately; null when this node does not lead or has no followers.
+   */
+  private handOffTarget(): string | undefined | null {
+    const status = this.driver.status();
+    if (status.role !== 'leader' || status.stopped || status.progress.size === 0) return null;
+    let target: string | undefined;
+    let best = -1;
+    for (const [id, p] of [...status.progress].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+      if (!p.recentActive) continue;
+      const preferred = id === this.config.preferredLeader;
+      if (p.match > best || (p.match === best && preferred)) {
+        target = id;
+        best = p.match;
+      }
+    }
+    return target;
   }
 }
 
