@@ -41,7 +41,7 @@ export interface PopServiceOptions {
   batchSizeMax: number;
   /** Records one fresh scan of a queue reads, at most (filtered-out ones count). */
   scanCountMax: number;
-  /** Expired messages dead-lettered by one receive, at most. */
+  /** Expired messages dead-lettered by one receive, at most; and as many settled as filtered. */
   deadLettersPerReceiveMax: number;
   /**
    * Bytes of stored messages one receive hands out, at most (always at least one message):
@@ -409,6 +409,7 @@ export class PopService {
     due.sort((a, b) => a[0] - b[0]);
     const again: { offset: number; attempt: number }[] = [];
     let deadLetters = 0;
+    let settledAside = 0;
     for (const [offset, attempt, renewHandle] of due) {
       if (budget.count <= 0) break;
       const [record] = await this.deps
@@ -427,7 +428,10 @@ export class PopService {
         // The group's filter no longer takes it (its subscription changed while the message
         // was in flight): passed over as a fresh message the filter rejects is, instead of
         // staying in flight for good, holding the queue's frontier (and in a FIFO group the
-        // queue's later messages) back.
+        // queue's later messages) back. A Raft round each, so as many per receive as
+        // dead-letter moves; later receives settle the rest.
+        if (settledAside >= this.options.deadLettersPerReceiveMax) continue;
+        settledAside += 1;
         await this.deps.submit({ op: 'pop.settle', ...ref, reason: 'filtered' }, deadlineMs);
         continue;
       }
