@@ -428,6 +428,8 @@ export class BrokerState {
         case 'group.delete':
           if (!this.groups.delete(c.name)) return fail('GROUP_NOT_FOUND', `no group ${c.name}`);
           ops.push({ type: 'del', key: MetaKeys.group(c.name) });
+          // Its pop state goes with it (consumer offsets stay, as in RocketMQ by default).
+          this.pop.dropGroup(c.name, this.popWrites);
           return { ok: true };
         case 'pop.receive':
         case 'pop.ack':

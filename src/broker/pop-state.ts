@@ -143,7 +143,8 @@ interface QueueWrites {
   readonly ref: QueueRef;
   readonly q: PopQueue;
   readonly records: Map<number, RecordWrite>;
-  row: boolean;
+  /** The queue's row is to be written, or deleted (the queue was dropped). */
+  row: boolean | 'delete';
 }
 
 /**
@@ -195,6 +196,15 @@ export class PopWrites {
     this.handleNext = next;
   }
 
+  /** `q` was dropped with its group: its records and its row are deleted. */
+  dropQueue(ref: QueueRef, q: PopQueue): void {
+    for (const offset of q.inflight.keys()) this.record(ref, q, offset, null);
+    for (const offset of q.settled) this.record(ref, q, offset, null);
+    const w = this.of(ref, q);
+    if (w.row === false) this.waiting += 1;
+    w.row = 'delete';
+  }
+
   /** Notes a record the metadata store holds (found at start-up). */
   markStored(group: string, topic: string, queueId: number, offset: number): void {
     const key = queueKey(group, topic, queueId);
@@ -225,7 +235,9 @@ export class PopWrites {
         ops.push({ type: 'put', key, value: value === 'settled' ? SETTLED_VALUE : json(value) });
       }
       if (stored !== undefined && stored.size === 0) this.stored.delete(qk);
-      if (row) {
+      if (row === 'delete') {
+        ops.push({ type: 'del', key: MetaKeys.popQueue(ref.group, ref.topic, ref.queueId) });
+      } else if (row) {
         ops.push({
           type: 'put',
           key: MetaKeys.popQueue(ref.group, ref.topic, ref.queueId),
@@ -293,6 +305,20 @@ export class PopState {
     for (const [key, q] of this.queues) {
       const [group, topic, queueId] = key.split('\0') as [string, string, string];
       yield [group, topic, Number(queueId), q];
+    }
+  }
+
+  /**
+   * Forgets every queue of `group` (the group was deleted): its in-flight and settled records
+   * and its rows go, in memory and in the metadata, and its handles no longer act. A group made
+   * again under the name starts afresh (from its committed offsets, as a new group does).
+   */
+  dropGroup(group: string, writes: PopWrites): void {
+    for (const [key, q] of [...this.queues]) {
+      const [g, topic, queueId] = key.split('\0') as [string, string, string];
+      if (g !== group) continue;
+      writes.dropQueue({ group, topic, queueId: Number(queueId) }, q);
+      this.queues.delete(key);
     }
   }
 

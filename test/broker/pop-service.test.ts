@@ -337,6 +337,27 @@ describe('pop service on a broker node', function () {
     assert.deepEqual(bodies(second), ['a2']);
   });
 
+  it("forgets a deleted group's pop state, also across a restart", async () => {
+    await broker().createGroup({ name: 'X', maxDeliveryAttempts: 5, fifo: false }, deadline());
+    await send(message('x1'), message('x2'));
+    const got = await receive({ group: 'X', pollUntilMs: Date.now() + 3_000 });
+    assert.ok(got.length >= 1);
+    assert.ok(broker().pop.progress('X').length > 0);
+    await broker().deleteGroup('X', deadline());
+    // Before, its in-flight records and queue rows stayed on every node for good.
+    assert.deepEqual(broker().pop.progress('X'), []);
+    await node?.stop();
+    node = await startNode(dir, ports);
+    assert.deepEqual(broker().pop.progress('X'), []);
+    // Made again, the group starts afresh: both messages are handed out.
+    await broker().createGroup({ name: 'X', maxDeliveryAttempts: 5, fifo: false }, deadline());
+    const again: PoppedMessage[] = [];
+    for (let i = 0; i < 5 && again.length < 2; i++) {
+      again.push(...(await receive({ group: 'X', pollUntilMs: Date.now() + 1_000 })));
+    }
+    assert.deepEqual(bodies(again), ['x1', 'x2']);
+  });
+
   it('gives every group every message and settles what a tag filter skips', async () => {
     await send(
       message('t1', { tag: 'A' }),
