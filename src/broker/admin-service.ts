@@ -41,11 +41,11 @@ import {
   type GroupConfig,
   type MessageType,
   type NodeStatus,
-  type RoleView,
   type TopicConfig,
   type TopicPerm,
 } from './broker-types';
 import { statusError, type DecodedFrame } from './grpc-util';
+import { leaderMovedFrom, NOT_SENT_RETRY_MS, notSentByGrpc } from './leader-move';
 
 /** Options of the admin service. */
 export interface AdminServiceOptions {
@@ -326,26 +326,16 @@ class AdminServiceImpl {
       try {
         return await this.rpcFor(endpoint).call(method, request, { deadlineMs, metadata });
       } catch (err) {
-        // The leader this node knows is gone and the write never left (no connection): wait
-        // for another leader and forward again, within the deadline. (Before, the write failed
+        // The write never left (no connection to the leader this node knows): nothing can have
+        // taken effect, so it is forwarded again, at once to a newer leader, else to the same
+        // one a little later (it may be back), within the deadline. (Before, such a write failed
         // at once, though the group elected a new leader within an election timeout.)
-        if (!neverSent(err) || !(await this.newerLeader(view, deadlineMs))) throw err;
+        const cause = isRaftmqError(err) ? err.cause : undefined;
+        if (!notSentByGrpc(cause)) throw err;
+        const waitMs = Math.min(deadlineMs - Date.now(), NOT_SENT_RETRY_MS);
+        await leaderMovedFrom(this.backend, endpoint, view.term, waitMs);
+        if (Date.now() >= deadlineMs) throw err;
       }
-    }
-  }
-
-  /**
-   * Waits until this node knows a leader other than `stale`'s, or a later term; false at the
-   * deadline.
-   */
-  private async newerLeader(stale: RoleView, deadlineMs: number): Promise<boolean> {
-    for (;;) {
-      const now = this.backend.roleView();
-      if (now.term > stale.term || (now.leaderId !== null && now.leaderId !== stale.leaderId)) {
-        return true;
-      }
-      if (Date.now() + LEADER_POLL_MS >= deadlineMs) return false;
-      await new Promise((resolve) => setTimeout(resolve, LEADER_POLL_MS));
     }
   }
 
@@ -519,18 +509,4 @@ function parseNewGroup(value: unknown): GroupConfig {
 
 function parseGroupChange(value: unknown): Partial<GroupConfig> & { name: string } {
   return parseGroupFields(value);
-}
-
-/** How often a forward that found its leader gone looks for the next one. */
-const LEADER_POLL_MS = 50;
-
-/** True for a forward grpc-js never sent: no connection to the leader it was meant for. */
-function neverSent(err: unknown): boolean {
-  if (!isRaftmqError(err)) return false;
-  const cause = (err as { cause?: { code?: unknown; details?: unknown } }).cause;
-  return (
-    cause?.code === grpc.status.UNAVAILABLE &&
-    typeof cause.details === 'string' &&
-    cause.details.startsWith('No connection established')
-  );
 }

@@ -213,6 +213,8 @@ export interface AdminBackend {
   readonly groupName: string;
   readonly nodeId: string;
   roleView(): RoleView;
+  /** Calls `listener` on every role or leader change; returns its remover. */
+  onRoleChange(listener: () => void): () => void;
   waitForLeader(deadlineMs: number): Promise<RoleView | undefined>;
   /** Every node of the group, this one included. */
   peers(): Readonly<Record<string, PeerEndpoints>>;

@@ -18,6 +18,7 @@ import * as grpc from '@grpc/grpc-js';
 import { isRaftmqError, RaftmqError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import { FORWARDED_HEADER, isForwarded, type ServiceContext } from './messaging-call';
+import { leaderMovedFrom, NOT_SENT_RETRY_MS, notSentByGrpc } from './leader-move';
 import { FORWARD_CHANNEL_OPTIONS } from './messaging-options';
 
 /** The RPCs a follower forwards (the writes it cannot do itself). */
@@ -37,12 +38,6 @@ const STREAM_FRAMES_MAX = 4096;
 const LOCAL_ATTEMPTS_MAX = 2;
 /** Forwards of one request: to the leader, and to the next ones if it was unreachable. */
 const FORWARD_ATTEMPTS_MAX = 3;
-/**
- * A forward that certainly was not sent (no connection) to the leader this node still names is
- * tried again after this long, or at once when another leader is named: the leader may well be
- * alive, with this node's channel to it waiting out a reconnect backoff (it was down before).
- */
-const NOT_SENT_RETRY_MS = 100;
 /** Such retries of one request, at most (the deadline bounds them too). */
 const NOT_SENT_RETRIES_MAX = 30;
 
@@ -172,9 +167,7 @@ function forwardFailure(
   endpoint: string,
   err: grpc.ServiceError | null,
 ): RaftmqError {
-  // grpc-js fails a call that never got a connection with this text: it was not sent.
-  const notSent =
-    err?.code === grpc.status.UNAVAILABLE && err.details.startsWith('No connection established');
+  const notSent = notSentByGrpc(err);
   const details = { leaderEndpoint: endpoint, grpcCode: err?.code, notSent };
   const cause = err ?? undefined;
   switch (err?.code) {
@@ -248,53 +241,6 @@ function notForwarded(ctx: ServiceContext, err: RaftmqError, why: string): Raftm
 }
 
 /**
- * Resolves true once this node's view has moved on from the leader at `endpoint` of term
- * `term`: it names another endpoint, or none (an election is on; what runs next waits for its
- * outcome), or a newer term (the old leader restarted and won again at the same address).
- * Resolves false if that did not happen by `deadlineMs`, when the service is closing, or when
- * the backend cannot report role changes.
- */
-function leaderMovedFrom(
-  ctx: ServiceContext,
-  endpoint: string,
-  term: number,
-  deadlineMs: number,
-): Promise<boolean> {
-  const { backend } = ctx;
-  const moved = (): boolean => {
-    const view = backend.roleView();
-    return view.leaderEndpoint !== endpoint || view.term > term;
-  };
-  if (moved()) return Promise.resolve(true);
-  const waitMs = deadlineMs - ctx.clock.nowMs();
-  if (backend.onRoleChange === undefined || waitMs <= 0 || ctx.closing.aborted) {
-    return Promise.resolve(false);
-  }
-  const onRoleChange = backend.onRoleChange.bind(backend);
-  return new Promise((resolve) => {
-    let settled = false;
-    const subscription: { remove?: () => void } = {};
-    const done = (result: boolean): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      subscription.remove?.();
-      ctx.closing.removeEventListener('abort', onClosing);
-      resolve(result);
-    };
-    const onClosing = (): void => done(false);
-    const timer = setTimeout(() => done(false), waitMs);
-    timer.unref();
-    ctx.closing.addEventListener('abort', onClosing);
-    subscription.remove = onRoleChange(() => {
-      if (moved()) done(true);
-    });
-    // A listener that fired while being registered settled before `remove` existed.
-    if (settled) subscription.remove();
-  });
-}
-
-/**
  * Settles a forwarded request whose leader died before answering, once a newer term has
  * applied here: the answer, `'resend'` when it certainly did not take effect, or undefined when
  * that cannot be told (see `MessagingBackend.findStoredSend`).
@@ -365,8 +311,8 @@ async function runOrForwardWith<T>(
       if (forwardErr.details.notSent === true && notSentRetries < NOT_SENT_RETRIES_MAX) {
         // Nothing reached it, so nothing is in doubt; it does not count toward the bound.
         notSentRetries++;
-        const retryAtMs = Math.min(forwardDeadlineMs, ctx.clock.nowMs() + NOT_SENT_RETRY_MS);
-        await leaderMovedFrom(ctx, target, forwardTerm, retryAtMs);
+        const waitMs = Math.min(forwardDeadlineMs - ctx.clock.nowMs(), NOT_SENT_RETRY_MS);
+        await leaderMovedFrom(ctx.backend, target, forwardTerm, waitMs, ctx.closing);
         if (ctx.clock.nowMs() >= forwardDeadlineMs || ctx.closing.aborted) throw forwardErr;
         ctx.log.debug({ rpc, leaderEndpoint: target }, 'leader not connected; trying again');
         continue;
@@ -374,7 +320,14 @@ async function runOrForwardWith<T>(
       if (forwards - notSentRetries >= FORWARD_ATTEMPTS_MAX) throw forwardErr;
       const mayHaveTakenEffect = rpc === 'SendMessage' && forwardErr.details.notSent !== true;
       if (mayHaveTakenEffect && inDoubt === undefined) throw forwardErr;
-      if (!(await leaderMovedFrom(ctx, target, forwardTerm, forwardDeadlineMs))) throw forwardErr;
+      const moved = await leaderMovedFrom(
+        ctx.backend,
+        target,
+        forwardTerm,
+        forwardDeadlineMs - ctx.clock.nowMs(),
+        ctx.closing,
+      );
+      if (!moved) throw forwardErr;
       if (mayHaveTakenEffect && inDoubt !== undefined) {
         const settled = await inDoubt(forwardTerm, forwardDeadlineMs).catch((err: unknown) => {
           ctx.log.warn({ err, rpc }, 'could not settle a request the old leader may have taken');

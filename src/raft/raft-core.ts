@@ -15,7 +15,7 @@ import type {
 } from './types';
 
 /** Election timeouts a leader waits after a failed hand-off before trying the preferred leader. */
-export const PREFERRED_RETRY_TIMEOUTS = 4;
+const PREFERRED_RETRY_TIMEOUTS = 4;
 /** The hold doubles with each hand-off failed in a row, at most this many times (x32). */
 const PREFERRED_BACKOFF_DOUBLINGS_MAX = 5;
 

@@ -31,6 +31,15 @@ import {
 } from './types';
 
 /** A snapshot of a node's state for status pages, logs and tests. */
+/** A follower's replication state as the leader sees it. */
+export interface FollowerProgress {
+  readonly match: number;
+  readonly next: number;
+  readonly state: ProgressState;
+  /** Heard from since the last CheckQuorum round. */
+  readonly recentActive: boolean;
+}
+
 export interface RaftStatus {
   readonly id: NodeId;
   readonly role: RaftRole;
@@ -44,12 +53,8 @@ export interface RaftStatus {
   readonly transferee: NodeId | null;
   /** The oldest durable entry still held in memory (the entry cache); null when none is. */
   readonly cachedFirstIndex: LogIndex | null;
-  /**
-   * Leader only: each follower's replication state, and whether it was heard from since the
-   * last CheckQuorum round (`recentActive`).
-   */
-  readonly progress: ReadonlyMap<NodeId,
-    { match: number; next: number; state: ProgressState; recentActive: boolean }>;
+  /** Leader only: each follower's replication state. */
+  readonly progress: ReadonlyMap<NodeId, FollowerProgress>;
 }
 
 /** One Raft group member; see the file comment for the contract. */
@@ -74,8 +79,7 @@ export class RaftNode {
 
   status(): RaftStatus {
     const core = this.core;
-    const progress = new Map<NodeId,
-      { match: number; next: number; state: ProgressState; recentActive: boolean }>();
+    const progress = new Map<NodeId, FollowerProgress>();
     for (const [peer, p] of core.progress) {
       progress.set(peer, { match: p.match, next: p.next, state: p.state,
         recentActive: p.recentActive });

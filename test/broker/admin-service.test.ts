@@ -43,6 +43,7 @@ class FakeBackend implements AdminBackend {
   leaderId: string | null = null;
   failUnexpectedly = false;
   readonly leaderWaiters = new Set<() => void>();
+  private readonly roleListeners = new Set<() => void>();
 
   constructor(
     readonly nodeId: string,
@@ -53,6 +54,12 @@ class FakeBackend implements AdminBackend {
     this.leaderId = leaderId;
     this.role = leaderId === this.nodeId ? 'leader' : 'follower';
     for (const wake of [...this.leaderWaiters]) wake();
+    for (const listener of [...this.roleListeners]) listener();
+  }
+
+  onRoleChange(listener: () => void): () => void {
+    this.roleListeners.add(listener);
+    return () => this.roleListeners.delete(listener);
   }
 
   roleView(): RoleView {
