@@ -100,6 +100,47 @@ function statusOf(headers: http2.IncomingHttpHeaders): RawCallEnd | undefined {
   };
 }
 
+/**
+ * The end of a call whose response headers say it is not a gRPC answer (an HTTP status other
+ * than 200 without a gRPC status), or undefined.
+ */
+function notGrpcAnswer(headers: http2.IncomingHttpHeaders): RawCallEnd | undefined {
+  const status = headers[':status'];
+  if (status === undefined || Number(status) === 200 || statusOf(headers) !== undefined) {
+    return undefined;
+  }
+  return {
+    code: GrpcStatus.UNKNOWN,
+    details: `the peer answered HTTP status ${String(status)}, not a gRPC call`,
+  };
+}
+
+/** The end of a call the peer ended (END_STREAM) without a status. */
+const ENDED_WITHOUT_STATUS: RawCallEnd = Object.freeze({
+  code: GrpcStatus.UNKNOWN,
+  details: 'the peer ended the call without a status',
+});
+
+/** The end of a call whose stream closed (reset, session gone) without a status. */
+function closedWithoutStatus(stream: http2.ClientHttp2Stream): RawCallEnd {
+  return {
+    code: GrpcStatus.UNAVAILABLE,
+    details: `stream closed without a status (HTTP/2 code ${stream.rstCode ?? 'none'})`,
+  };
+}
+
+/** The request headers of a call of the method at `path`. */
+function callHeaders(path: string): http2.OutgoingHttpHeaders {
+  return {
+    [HTTP2_HEADER_METHOD]: 'POST',
+    [HTTP2_HEADER_PATH]: path,
+    [HTTP2_HEADER_SCHEME]: 'http',
+    [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
+    [HTTP2_HEADER_TE]: 'trailers',
+    'grpc-accept-encoding': 'identity',
+  };
+}
+
 /** One client-streaming call; its response message is read and ignored, its status reported. */
 export class RawClientStream {
   private end: RawCallEnd | undefined;
@@ -121,10 +162,7 @@ export class RawClientStream {
       // A stream destroyed under us (session gone, reset) ends its readable side too: 'close'
       // follows and reports that as UNAVAILABLE.
       if (this.stream.destroyed) return;
-      this.endWith({
-        code: GrpcStatus.UNKNOWN,
-        details: 'the peer ended the call without a status',
-      });
+      this.endWith(ENDED_WITHOUT_STATUS);
     });
     stream.on('drain', () => handlers.onDrain());
     // An error is followed by 'close', which reports it.
@@ -173,15 +211,9 @@ export class RawClientStream {
 
   /** The response headers: a trailers-only answer carries the status; a non-200 is an end. */
   private onResponse(headers: http2.IncomingHttpHeaders): void {
-    const status = headers[':status'];
-    if (status !== undefined && Number(status) !== 200 && statusOf(headers) === undefined) {
-      this.endWith({
-        code: GrpcStatus.UNKNOWN,
-        details: `the peer answered HTTP status ${String(status)}, not a gRPC call`,
-      });
-      return;
-    }
-    this.noteStatus(headers);
+    const notGrpc = notGrpcAnswer(headers);
+    if (notGrpc !== undefined) this.endWith(notGrpc);
+    else this.noteStatus(headers);
   }
 
   private noteStatus(headers: http2.IncomingHttpHeaders): void {
@@ -199,12 +231,7 @@ export class RawClientStream {
   private finish(): void {
     if (this.ended) return;
     this.ended = true;
-    this.handlers.onEnd(
-      this.end ?? {
-        code: GrpcStatus.UNAVAILABLE,
-        details: `stream closed without a status (HTTP/2 code ${this.stream.rstCode ?? 'none'})`,
-      },
-    );
+    this.handlers.onEnd(this.end ?? closedWithoutStatus(this.stream));
   }
 }
 
@@ -284,17 +311,10 @@ class RawUnaryCall {
   }
 
   private onResponse(headers: http2.IncomingHttpHeaders): void {
-    const status = headers[':status'];
-    const end = statusOf(headers);
-    if (status !== undefined && Number(status) !== 200 && end === undefined) {
-      this.giveUp({
-        code: GrpcStatus.UNKNOWN,
-        details: `the peer answered HTTP status ${String(status)}, not a gRPC call`,
-      });
-      return;
-    }
+    const notGrpc = notGrpcAnswer(headers);
+    if (notGrpc !== undefined) this.giveUp(notGrpc);
     // A trailers-only answer: the status comes in the response headers.
-    this.status ??= end;
+    else this.status ??= statusOf(headers);
   }
 
   private onData(chunk: Buffer): void {
@@ -332,12 +352,7 @@ class RawUnaryCall {
     if (status === undefined) {
       return {
         ok: false,
-        end: this.endedByPeer
-          ? { code: GrpcStatus.UNKNOWN, details: 'the peer ended the call without a status' }
-          : {
-              code: GrpcStatus.UNAVAILABLE,
-              details: `stream closed without a status (HTTP/2 code ${this.stream.rstCode ?? 'none'})`,
-            },
+        end: this.endedByPeer ? ENDED_WITHOUT_STATUS : closedWithoutStatus(this.stream),
       };
     }
     if (status.code !== GrpcStatus.OK) return { ok: false, end: status };
@@ -463,12 +478,7 @@ export class RawGrpcSession {
       stream = this.session.request(
         {
           ...request.metadata,
-          [HTTP2_HEADER_METHOD]: 'POST',
-          [HTTP2_HEADER_PATH]: request.path,
-          [HTTP2_HEADER_SCHEME]: 'http',
-          [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
-          [HTTP2_HEADER_TE]: 'trailers',
-          'grpc-accept-encoding': 'identity',
+          ...callHeaders(request.path),
           'grpc-timeout': grpcTimeoutHeader(request.timeoutMs),
         },
         { endStream: false },
@@ -495,17 +505,7 @@ export class RawGrpcSession {
 
   /** Opens a client-streaming call of the method at `path`. */
   openStream(path: string, handlers: RawStreamHandlers): RawClientStream {
-    const stream = this.session.request(
-      {
-        [HTTP2_HEADER_METHOD]: 'POST',
-        [HTTP2_HEADER_PATH]: path,
-        [HTTP2_HEADER_SCHEME]: 'http',
-        [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
-        [HTTP2_HEADER_TE]: 'trailers',
-        'grpc-accept-encoding': 'identity',
-      },
-      { endStream: false },
-    );
+    const stream = this.session.request(callHeaders(path), { endStream: false });
     const call: RawClientStream = new RawClientStream(stream, {
       onDrain: () => handlers.onDrain(),
       onEnd: (end) => {
