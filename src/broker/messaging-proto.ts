@@ -15,6 +15,7 @@ import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { RaftmqError } from '../common/errors';
 import { findProtoDir, PROTO_LOADER_OPTIONS } from '../common/proto-files';
+import { overBound } from '../common/request-bounds';
 import { MESSAGING_RECEIVE_MESSAGE_BYTES_MAX } from './messaging-options';
 import { EncodedFrame } from './rmq-message-encode';
 import { decodeAckRequest, decodeSendRequest } from './send-request-decode';
@@ -36,11 +37,8 @@ export type RequestDecoders = Readonly<Record<string, (bytes: Buffer) => unknown
 
 /**
  * Requests of one RPC larger than this are not decoded (the handler answers BAD_REQUEST),
- * unless the service names another bound for that RPC. The requests of every RPC but
- * SendMessage, AckMessage and Telemetry are a few hundred bytes; protobuf.js turns a request
- * into objects of up to some 30 times its size (a repeated field of empty messages costs about
- * 65 bytes of heap per 2 bytes on the wire), and gRPC inflates a compressed request before it
- * is decoded, so without a bound one small compressed request could exhaust the heap.
+ * unless the service names another bound for that RPC (why: common/request-bounds.ts). The
+ * requests of every RPC but SendMessage, AckMessage and Telemetry are a few hundred bytes.
  */
 export const RPC_REQUEST_BYTES_MAX = 1024 * 1024;
 
@@ -74,11 +72,8 @@ export function tolerantDecoding(
       responseSerialize: (value: unknown): Buffer =>
         value instanceof EncodedFrame ? value.bytes : encode(value),
       requestDeserialize: (bytes: Buffer): unknown => {
-        if (bytes.length > bytesMax) {
-          return new UndecodableRequest(
-            `a request of ${bytes.length} bytes is over the ${bytesMax}-byte limit of ${rpc}`,
-          );
-        }
+        const over = overBound(rpc, bytes.length, bytesMax);
+        if (over !== undefined) return new UndecodableRequest(over);
         try {
           return decode(bytes);
         } catch (err) {

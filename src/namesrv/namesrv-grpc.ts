@@ -12,6 +12,7 @@ import type * as protoLoader from '@grpc/proto-loader';
 import type { Clock } from '../common/clock';
 import { isRaftmqError, RaftmqError } from '../common/errors';
 import type { Logger } from '../common/logger';
+import { overBound } from '../common/request-bounds';
 
 /** Largest message a NameServer client reads (the proxy's 130 MiB: routes of many groups). */
 export const NAMESRV_MESSAGE_BYTES_MAX = 130 * 1024 * 1024;
@@ -19,17 +20,13 @@ export const NAMESRV_MESSAGE_BYTES_MAX = 130 * 1024 * 1024;
 /**
  * Largest request a NameServer's gRPC server takes in, after decompression; beyond it grpc-js
  * refuses the call with RESOURCE_EXHAUSTED. What a NameServer is sent (heartbeats, route
- * queries, Telemetry) is a few KiB, but for a broker's registration, which lists its topics.
+ * queries, Telemetry) is a few KiB, but for a broker's registration, which lists every topic it
+ * hosts and has only this bound: the route table's 65,536 topics of up to 127 characters with
+ * their configuration are about 11 MB.
  * Requests under this bound but over their RPC's (`safeServiceDefinition`) are answered by the
  * handler as undecodable, with a status.
  */
 export const NAMESRV_REQUEST_BYTES_MAX = 16 * 1024 * 1024;
-
-/**
- * The bound of a broker's registration, which lists every topic it hosts: the route table's
- * 65,536 topics of up to 127 characters with their configuration are about 11 MB.
- */
-export const NAMESRV_REGISTER_BYTES_MAX = 16 * 1024 * 1024;
 
 /** The bound of a Telemetry message, which may carry a client's thread dump. */
 export const NAMESRV_TELEMETRY_BYTES_MAX = 4 * 1024 * 1024;
@@ -71,11 +68,8 @@ export function toServiceError(err: unknown, log: Logger, rpc: string): grpc.Ser
 
 /**
  * Requests of one RPC larger than this are not decoded (the handler answers them as
- * undecodable) unless `safeServiceDefinition` is given another bound for it. A NameServer RPC's
- * request is a few hundred bytes. protobuf.js turns a request into objects of up to some 30
- * times its size (a repeated field of empty messages costs about 65 bytes of heap per 2 bytes on
- * the wire), and gRPC inflates a compressed request first: without a bound, one request of a few
- * KiB on the wire could exhaust the heap.
+ * undecodable) unless `safeServiceDefinition` is given another bound for it (why:
+ * common/request-bounds.ts). A NameServer RPC's request is a few hundred bytes.
  */
 export const NAMESRV_RPC_REQUEST_BYTES_MAX = 256 * 1024;
 
@@ -102,12 +96,8 @@ export function safeServiceDefinition(
       responseSerialize: method.responseSerialize,
       responseDeserialize: method.responseDeserialize,
       requestDeserialize: (bytes: Buffer): Decoded => {
-        if (bytes.length > bytesMax) {
-          return {
-            ok: false,
-            reason: `a request of ${bytes.length} bytes is over the ${bytesMax}-byte limit of ${name}`,
-          };
-        }
+        const over = overBound(name, bytes.length, bytesMax);
+        if (over !== undefined) return { ok: false, reason: over };
         try {
           return { ok: true, value: decode(bytes) };
         } catch (err) {

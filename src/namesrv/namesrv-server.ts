@@ -27,8 +27,8 @@ import {
 import {
   bindServer,
   type Decoded,
+  NAMESRV_REQUEST_BYTES_MAX,
   NAMESRV_SERVER_OPTIONS,
-  NAMESRV_REGISTER_BYTES_MAX,
   safeServiceDefinition,
   serviceOf,
   shutdownServer,
@@ -152,7 +152,7 @@ export class NameServer {
     const messaging = await createNamesrvMessaging(registry, log, clock, resolved.protoDir);
     const server = new grpc.Server(NAMESRV_SERVER_OPTIONS);
     server.addService(
-      safeServiceDefinition(namesrv, { Register: NAMESRV_REGISTER_BYTES_MAX }),
+      safeServiceDefinition(namesrv, { Register: NAMESRV_REQUEST_BYTES_MAX }),
       namesrvHandlers(registry, clock, log),
     );
     server.addService(messaging.definition, messaging.handlers);
