@@ -223,9 +223,49 @@ interface FetchAsked {
  * decoded; a reply that breaks the protocol (a record of another queue, offsets out of order,
  * more records than asked) is refused with INTERNAL, and a corrupt record with CORRUPT_RECORD.
  */
+/** A pull answer's failure, naming what was wrong. */
+type Malformed = (why: string) => RaftmqError;
+
+/** The next offset of a pull answer: a safe integer, not negative. */
+function checkNextOffset(nextOffset: number, malformed: Malformed): void {
+  if (!Number.isSafeInteger(nextOffset) || nextOffset < 0) {
+    throw malformed(`next offset ${nextOffset}`);
+  }
+}
+
+/**
+ * What both pull paths check of an OK answer of `count` messages: at most the count asked, and
+ * one without messages moves past the offset asked (the broker answers MESSAGE_NOT_FOUND when it
+ * read nothing; an OK answer that did not move on would have its consumer pull the same offset
+ * forever).
+ */
+function checkPulledCount(
+  count: number,
+  asked: { readonly offset: number; readonly countMax: number },
+  nextOffset: number,
+  malformed: Malformed,
+): void {
+  if (count > asked.countMax) throw malformed(`${count} messages, ${asked.countMax} asked`);
+  if (count === 0 && nextOffset <= asked.offset) {
+    throw malformed(`next offset ${nextOffset} does not move past ${asked.offset}`);
+  }
+}
+
+/** A pulled message's offset: above the one before it (or below the one asked) and the next. */
+function checkPulledOffset(
+  offset: number,
+  previous: number,
+  nextOffset: number,
+  malformed: Malformed,
+): void {
+  if (!(offset > previous && offset < nextOffset)) {
+    throw malformed(`offset ${offset} out of order (next offset ${nextOffset})`);
+  }
+}
+
 function fetchResult(res: FetchReply, asked: FetchAsked): PullResult {
   const { endpoint } = asked;
-  const malformed = (why: string): RaftmqError =>
+  const malformed: Malformed = (why) =>
     new RaftmqError('INTERNAL', `malformed FetchQueue response from ${endpoint}: ${why}`, {
       details: { endpoint },
     });
@@ -236,29 +276,20 @@ function fetchResult(res: FetchReply, asked: FetchAsked): PullResult {
     throw statusError('FetchQueue', status, endpoint);
   }
   const nextOffset = res.nextOffset;
-  if (!Number.isSafeInteger(nextOffset)) throw malformed(`next offset ${nextOffset}`);
+  checkNextOffset(nextOffset, malformed);
   if (name === 'ILLEGAL_OFFSET') return { status: 'OFFSET_ILLEGAL', messages: [], nextOffset };
   if (name === 'MESSAGE_NOT_FOUND') return { status: 'NO_NEW_MSG', messages: [], nextOffset };
   const { records, offsets } = res;
   if (records.length !== offsets.length) {
     throw malformed(`${records.length} records with ${offsets.length} offsets`);
   }
-  if (records.length > asked.countMax) {
-    throw malformed(`${records.length} records, ${asked.countMax} asked`);
-  }
-  // The broker answers MESSAGE_NOT_FOUND when it read nothing: an OK reply always moves on
-  // (one that did not would have its consumer pull the same offset forever).
-  if (records.length === 0 && nextOffset <= asked.offset) {
-    throw malformed(`next offset ${nextOffset} does not move past ${asked.offset}`);
-  }
+  checkPulledCount(records.length, asked, nextOffset, malformed);
   const messages = new Array<PulledMessage>(records.length);
   const context = { file: `FetchQueue reply from ${endpoint}` };
   let previous = asked.offset - 1;
   for (let i = 0; i < records.length; i++) {
     const offset = offsets[i] as number;
-    if (!(offset > previous && offset < nextOffset)) {
-      throw malformed(`offset ${offset} out of order (next offset ${nextOffset})`);
-    }
+    checkPulledOffset(offset, previous, nextOffset, malformed);
     previous = offset;
     const m = decodeMessage(records[i] as Buffer, context, true);
     if (m.topic !== asked.storedTopic || m.queueId !== asked.queueId) {
@@ -490,28 +521,19 @@ export class PullConsumer extends RmqClient {
     if (name !== 'OK' && name !== 'MESSAGE_NOT_FOUND' && name !== 'ILLEGAL_OFFSET') {
       throw statusError('PullMessage', status, endpoint);
     }
-    const malformed = (why: string): RaftmqError =>
+    const malformed: Malformed = (why) =>
       new RaftmqError('INTERNAL', `malformed PullMessage response from ${endpoint}: ${why}`);
     if (typeof nextOffset !== 'number') throw malformed('no next offset');
-    if (!Number.isSafeInteger(nextOffset) || nextOffset < 0) {
-      throw malformed(`next offset ${nextOffset}`);
-    }
+    checkNextOffset(nextOffset, malformed);
     if (name === 'ILLEGAL_OFFSET') return { status: 'OFFSET_ILLEGAL', messages: [], nextOffset };
     if (name === 'MESSAGE_NOT_FOUND') return { status: 'NO_NEW_MSG', messages: [], nextOffset };
-    if (messages.length > asked.countMax) {
-      throw malformed(`${messages.length} messages for at most ${asked.countMax}`);
-    }
-    if (messages.length === 0 && nextOffset <= asked.offset) {
-      throw malformed(`next offset ${nextOffset} does not move past ${asked.offset}`);
-    }
+    checkPulledCount(messages.length, asked, nextOffset, malformed);
     let previous = asked.offset - 1;
     for (const m of messages) {
       if (m.queueId !== asked.queueId) {
         throw malformed(`a message of queue ${m.queueId}, not ${asked.queueId}`);
       }
-      if (!(m.offset > previous && m.offset < nextOffset)) {
-        throw malformed(`offset ${m.offset} out of order (next offset ${nextOffset})`);
-      }
+      checkPulledOffset(m.offset, previous, nextOffset, malformed);
       previous = m.offset;
     }
     return { status: messages.length > 0 ? 'FOUND' : 'NO_MATCHED_MSG', messages, nextOffset };

@@ -461,7 +461,7 @@ describe('PullConsumer reads FetchQueue replies', () => {
     await rejectsWith(
       pullAnswered(ok([r, r, r], [10, 11, 12], 13), 2),
       'INTERNAL',
-      malformed('3 records, 2 asked'),
+      malformed('3 messages, 2 asked'),
     );
     // Exactly as many as asked is fine.
     const two = await pullAnswered(ok([r, r], [10, 11], 12), 2);

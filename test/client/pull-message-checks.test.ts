@@ -70,7 +70,7 @@ describe('PullConsumer over PullMessage against a lying server', function () {
         [
           'more than asked',
           [10, 11, 12, 13, 14].map((o) => message(o, 0)).concat([{ nextOffset: 15 }]),
-          /5 messages for at most 4|more than 6 frames/,
+          /5 messages, 4 asked|more than 6 frames/,
         ],
         ['no progress', [{ nextOffset: 10 }], /does not move past 10/],
         ['a negative next offset', [message(10, 0), { nextOffset: -5 }], /next offset -5/],
