@@ -314,11 +314,10 @@ export class PopState {
    * again under the name starts afresh (from its committed offsets, as a new group does).
    */
   dropGroup(group: string, writes: PopWrites): void {
-    for (const [key, q] of [...this.queues]) {
-      const [g, topic, queueId] = key.split('\0') as [string, string, string];
+    for (const [g, topic, queueId, q] of [...this.entries()]) {
       if (g !== group) continue;
-      writes.dropQueue({ group, topic, queueId: Number(queueId) }, q);
-      this.queues.delete(key);
+      writes.dropQueue({ group, topic, queueId }, q);
+      this.queues.delete(queueKey(group, topic, queueId));
     }
   }
 
