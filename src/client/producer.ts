@@ -94,7 +94,8 @@ export class Producer {
   private readonly stubs = new Map<string, Stub>();
   /** SendMessage goes over raftmq's own HTTP/2 calls (raw-unary-channel.ts), per endpoint. */
   private readonly channels = new Map<string, RawUnaryChannel>();
-  private readonly sendMetadata: Readonly<Record<string, string>>;
+  /** The headers of every call: this client's id and the protocol. */
+  private readonly metadata: Readonly<Record<string, string>>;
   private closed = false;
   private readonly leaders = new Map<string, string[]>();
   private next = 0;
@@ -104,7 +105,7 @@ export class Producer {
     options: ProducerOptions,
   ) {
     this.options = options;
-    this.sendMetadata = { 'x-mq-client-id': options.clientId, 'x-mq-protocol': 'v2' };
+    this.metadata = { 'x-mq-client-id': options.clientId, 'x-mq-protocol': 'v2' };
   }
 
   static async create(options: Partial<ProducerOptions> & { endpoint: string }): Promise<Producer> {
@@ -216,7 +217,7 @@ export class Producer {
     const result = await channel.call(
       {
         path: SEND_PATH,
-        metadata: this.sendMetadata,
+        metadata: this.metadata,
         message: request,
         timeoutMs: this.options.attemptTimeoutMs,
         responseBytesMax: SEND_REPLY_BYTES_MAX,
@@ -254,8 +255,7 @@ export class Producer {
       this.stubs.set(endpoint, stub);
     }
     const md = new grpc.Metadata();
-    md.set('x-mq-client-id', this.options.clientId);
-    md.set('x-mq-protocol', 'v2');
+    for (const [key, value] of Object.entries(this.metadata)) md.set(key, value);
     const fn = (stub[method] as UnaryFn).bind(stub);
     const deadline = Math.min(deadlineMs, Date.now() + this.options.attemptTimeoutMs);
     return new Promise((resolve, reject) => {
