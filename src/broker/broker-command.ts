@@ -32,6 +32,17 @@ const PERMS: readonly TopicPerm[] = ['READ', 'WRITE', 'READ_WRITE'];
 
 /** Prefixes of topics the broker creates for itself; producers and admins may not use them. */
 export const RESERVED_TOPIC_PREFIXES: readonly string[] = ['%RETRY%', '%DLQ%', 'rmq_sys_'];
+/** RocketMQ's own system topics, refused as producer and admin topics for the same reason. */
+export const RESERVED_TOPIC_NAMES: ReadonlySet<string> = new Set([
+  'TBW102',
+  'SCHEDULE_TOPIC_XXXX',
+  'RMQ_SYS_TRANS_HALF_TOPIC',
+  'RMQ_SYS_TRANS_OP_HALF_TOPIC',
+  'RMQ_SYS_TRACE_TOPIC',
+  'TRANS_CHECK_MAX_TIME_TOPIC',
+  'SELF_TEST_TOPIC',
+  'OFFSET_MOVED_EVENT',
+]);
 
 export type BrokerCommand =
   | { readonly op: 'topic.put'; readonly topic: TopicConfig; readonly mode: PutMode }
@@ -78,6 +89,12 @@ export function checkTopicName(name: unknown, internal = false): asserts name is
   checkName(name, 'ILLEGAL_TOPIC', 'topic');
   if (!internal && RESERVED_TOPIC_PREFIXES.some((p) => name.startsWith(p))) {
     throw new RaftmqError('ILLEGAL_TOPIC', `topic ${JSON.stringify(name)} uses a reserved prefix`);
+  }
+  if (!internal && RESERVED_TOPIC_NAMES.has(name)) {
+    throw new RaftmqError(
+      'ILLEGAL_TOPIC',
+      `topic ${JSON.stringify(name)} is a RocketMQ system topic`,
+    );
   }
 }
 

@@ -322,7 +322,7 @@ export class GrpcRaftTransport implements RaftTransport {
               checkedEntries: 0,
             };
       this.counters.entriesChecked += checkedEntries;
-      if (this.accept(result, 'Append', call.getPeer(), messageCount)) return;
+      if (this.accept(result, 'Append', call, messageCount)) return;
       finish(statusError(grpc.status.INVALID_ARGUMENT, result.ok ? '' : result.error.message));
     });
     call.on('end', () => finish(null));
@@ -345,7 +345,7 @@ export class GrpcRaftTransport implements RaftTransport {
     const result = frame.ok
       ? decodeInbound(frame.value, this.expect[route])
       : this.undecodable(frame.reason);
-    if (this.accept(result, route, call.getPeer(), frameMessageCount(frame))) callback(null, {});
+    if (this.accept(result, route, call, frameMessageCount(frame))) callback(null, {});
     else callback(statusError(grpc.status.INVALID_ARGUMENT, result.ok ? '' : result.error.message));
   }
 
@@ -353,17 +353,21 @@ export class GrpcRaftTransport implements RaftTransport {
     return { ok: false, error: new RaftmqError('MESSAGE_MALFORMED', reason) };
   }
 
-  /** Delivers a valid frame's messages and returns true, or counts and logs a rejection. */
+  /**
+   * Delivers a valid frame's messages and returns true, or counts and logs a rejection. The
+   * call's peer address is read only for the log line: grpc-js builds it anew on every call of
+   * `getPeer`, and an Append stream delivers a frame per Raft round.
+   */
   private accept(
     result: InboundResult,
     rpc: string,
-    peerAddress: string,
+    call: { getPeer(): string },
     messageCount: number,
   ): boolean {
     if (!result.ok) {
       this.counters.rejected += messageCount;
       this.rejectedWarn.warn(
-        { rpc, peerAddress, reason: result.error.message },
+        { rpc, peerAddress: call.getPeer(), reason: result.error.message },
         'peer message rejected',
       );
       return false;

@@ -15,7 +15,7 @@
 import { RaftmqError } from '../common/errors';
 import { NO_PROPERTIES } from '../store/message-decode';
 import { MESSAGE_LIMITS } from '../store/message-limits';
-import { RESERVED_TOPIC_PREFIXES } from './broker-command';
+import { RESERVED_TOPIC_NAMES, RESERVED_TOPIC_PREFIXES } from './broker-command';
 
 /** RocketMQ's character rule for topic and group names. */
 export const RESOURCE_NAME_PATTERN = /^[%|a-zA-Z0-9_-]+$/;
@@ -25,17 +25,6 @@ export const RESOURCE_NAME_LENGTH_MAX = 127;
 export const NAMESPACE_PATTERN = /^[a-zA-Z0-9_-]+$/;
 /** Separates a namespace from the name it qualifies (`ns%topic`). */
 export const NAMESPACE_SEPARATOR = '%';
-/** RocketMQ's own system topics, refused as producer topics for the same reason. */
-export const RESERVED_TOPIC_NAMES: ReadonlySet<string> = new Set([
-  'TBW102',
-  'SCHEDULE_TOPIC_XXXX',
-  'RMQ_SYS_TRANS_HALF_TOPIC',
-  'RMQ_SYS_TRANS_OP_HALF_TOPIC',
-  'RMQ_SYS_TRACE_TOPIC',
-  'TRANS_CHECK_MAX_TIME_TOPIC',
-  'SELF_TEST_TOPIC',
-  'OFFSET_MOVED_EVENT',
-]);
 /**
  * User property keys RocketMQ uses for its own message properties (`MessageConst`); a producer
  * may not set them, so a message keeps one meaning if it ever travels to a RocketMQ broker.

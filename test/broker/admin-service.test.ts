@@ -399,6 +399,12 @@ describe('admin service', function () {
     await rejectsWith(client.createTopic({ name: 't', queueCount: 1025 }), 'INVALID_ARGUMENT');
     await rejectsWith(client.createTopic({ name: 'bad name', queueCount: 1 }), 'ILLEGAL_TOPIC');
     await rejectsWith(client.createTopic({ name: '%DLQ%x', queueCount: 1 }), 'ILLEGAL_TOPIC');
+    // RocketMQ's own system topics: an admin may not create them any more than a producer.
+    await rejectsWith(client.createTopic({ name: 'TBW102', queueCount: 1 }), 'ILLEGAL_TOPIC');
+    await rejectsWith(
+      client.createTopic({ name: 'RMQ_SYS_TRACE_TOPIC', queueCount: 1 }),
+      'ILLEGAL_TOPIC',
+    );
     await rejectsWith(client.createTopic({ name: '', queueCount: 1 }), 'ILLEGAL_TOPIC');
     await rejectsWith(
       client.createTopic({ name: 't', queueCount: 1, messageTypes: ['FIFO', 'FIFO'] }),
