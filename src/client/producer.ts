@@ -206,6 +206,7 @@ export class Producer {
     this.requireOpen();
     let channel = this.channels.get(endpoint);
     if (channel === undefined) {
+      this.dropUnusedChannels();
       channel = new RawUnaryChannel(endpoint, {
         connectTimeoutMs: this.options.attemptTimeoutMs,
         keepaliveTimeMs: SEND_KEEPALIVE_TIME_MS,
@@ -238,6 +239,22 @@ export class Producer {
         'NOT_LEADER',
         `SendMessage to ${endpoint}: an answer that does not decode: ${String(err)}`,
       );
+    }
+  }
+
+  /**
+   * Closes the channels to endpoints that no cached route names as a leader and that have no
+   * call in flight: run when a new leader endpoint is first used, so that a long-lived producer
+   * holds sessions to the current leaders, not to every node that was ever one (nodes replaced
+   * with new addresses would otherwise add a session each, for good).
+   */
+  private dropUnusedChannels(): void {
+    const current = new Set<string>();
+    for (const endpoints of this.leaders.values()) for (const e of endpoints) current.add(e);
+    for (const [endpoint, channel] of this.channels) {
+      if (current.has(endpoint) || !channel.idle) continue;
+      channel.close();
+      this.channels.delete(endpoint);
     }
   }
 

@@ -20,6 +20,7 @@ export class RawUnaryChannel {
   private connecting: Promise<RawGrpcSession | Error> | null = null;
   private abandonConnect: (() => void) | null = null;
   private closed = false;
+  private callsInFlight = 0;
 
   constructor(
     /** `host:port`. */
@@ -36,6 +37,20 @@ export class RawUnaryChannel {
     request: RawUnaryRequest,
     deadlineMs = Number.POSITIVE_INFINITY,
   ): Promise<RawUnaryResult> {
+    this.callsInFlight += 1;
+    try {
+      return await this.callOnce(request, deadlineMs);
+    } finally {
+      this.callsInFlight -= 1;
+    }
+  }
+
+  /** True when no call is in flight (closing the channel would end none). */
+  get idle(): boolean {
+    return this.callsInFlight === 0;
+  }
+
+  private async callOnce(request: RawUnaryRequest, deadlineMs: number): Promise<RawUnaryResult> {
     const untilMs = Math.min(deadlineMs, Date.now() + request.timeoutMs);
     const session = await this.readyBefore(untilMs);
     if (session === undefined) return deadlineExceeded('no connection');

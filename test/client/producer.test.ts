@@ -4,7 +4,8 @@
  * account for every message sent (no status, too few or too many entries, an entry without a
  * status or naming another message) fails the send with INTERNAL instead of reporting it
  * stored; close() ends a send in flight with STORE_CLOSED and opens nothing after; and a send
- * ends by its sendTimeoutMs even when one attempt could take longer.
+ * ends by its sendTimeoutMs even when one attempt could take longer; and the session to a former
+ * leader is closed once sends go to the new one.
  */
 import { strict as assert } from 'node:assert';
 import * as http2 from 'node:http2';
@@ -53,6 +54,8 @@ describe('SDK Producer against a misbehaving broker', function () {
   let sessionsOpened = 0;
   /** False: QueryRoute never answers. */
   let routeAnswers = true;
+  /** The leader QueryRoute names: the send server's port unless a test says otherwise. */
+  let leaderPort: (() => number) | undefined;
   /** How SendMessage is answered: the message ids sent, in order, and the stream. */
   let answer: (ids: string[], stream: http2.ServerHttp2Stream) => void;
 
@@ -76,7 +79,7 @@ describe('SDK Producer against a misbehaving broker', function () {
       QueryRoute: (
         call: grpc.ServerUnaryCall<unknown, unknown>,
         done: grpc.sendUnaryData<object>,
-      ) => !routeAnswers || done(null, oneQueueRoute('T', sendPort)),
+      ) => !routeAnswers || done(null, oneQueueRoute('T', leaderPort?.() ?? sendPort)),
     });
     routePort = await bindServer(routeServer, '127.0.0.1:0');
   });
@@ -195,6 +198,61 @@ describe('SDK Producer against a misbehaving broker', function () {
     );
     await new Promise<void>((resolve) => setTimeout(resolve, 200));
     assert.equal(sessionsOpened, opened, 'no session opened after close()');
+  });
+
+  it('closes its session to a former leader once it sends to the new one', async () => {
+    // A second broker, the new leader once the first refuses sends.
+    const next = http2.createServer();
+    let nextSessions = 0;
+    next.on('session', () => (nextSessions += 1));
+    next.on('stream', (stream) => {
+      stream.on('data', () => undefined);
+      stream.on('end', () =>
+        answered(
+          reply(
+            OK,
+            IDS.map((id) => ({ code: OK, id })),
+          ),
+        )(stream),
+      );
+    });
+    await new Promise<void>((resolve) => next.listen(0, '127.0.0.1', resolve));
+    const nextPort = (next.address() as { port: number }).port;
+    const formerClosed: Promise<void>[] = [];
+    const onSession = (s: http2.ServerHttp2Session): void => {
+      formerClosed.push(new Promise<void>((resolve) => s.once('close', resolve)));
+    };
+    sendServer.on('session', onSession);
+    const producer = await create();
+    try {
+      const ok = answered(
+        reply(
+          OK,
+          IDS.map((id) => ({ code: OK, id })),
+        ),
+      );
+      answer = (_ids, stream) => ok(stream);
+      await producer.send('T', three);
+      assert.equal(formerClosed.length, 1, 'one session to the first leader');
+      // The first broker stops being leader: its calls fail, and the route names the second.
+      answer = (_ids, stream) => {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14' });
+        stream.end();
+      };
+      leaderPort = () => nextPort;
+      await producer.send('T', three);
+      assert.equal(nextSessions, 1);
+      const closed = await Promise.race([
+        Promise.all(formerClosed).then(() => true),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5000)),
+      ]);
+      assert.ok(closed, 'the session to the former leader was closed');
+    } finally {
+      producer.close();
+      leaderPort = undefined;
+      sendServer.off('session', onSession);
+      next.close();
+    }
   });
 
   it('ends a send by sendTimeoutMs, though one attempt could take longer', async () => {
