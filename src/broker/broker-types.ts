@@ -158,6 +158,14 @@ export interface MessagingBackend {
   /** The first offset whose message was stored at or after `timestampMs` (max when none). */
   searchOffset(topic: string, queueId: number, timestampMs: number): Promise<number>;
 
+  /**
+   * A linearizable read point (Raft thesis §6.4), on the ready leader only: resolves once this
+   * node has applied everything committed before the call, so what it then reads is at least as
+   * new as anything a client saw from any node. Throws NOT_LEADER (naming the leader when
+   * known) on any other node, TIMEOUT past `deadlineMs`.
+   */
+  readPoint(deadlineMs: number): Promise<void>;
+
   /** A consumer group's committed offset on a queue, as applied on this node. */
   getOffset(group: string, topic: string, queueId: number): number | undefined;
   /** Commits a consumer offset through the log (leader only). */

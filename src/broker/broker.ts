@@ -671,6 +671,11 @@ export class Broker implements MessagingBackend, AdminBackend {
     return lo;
   }
 
+  async readPoint(deadlineMs: number): Promise<void> {
+    this.requireLeader();
+    await this.withDeadline(this.raft.readIndex(), deadlineMs);
+  }
+
   getOffset(group: string, topic: string, queueId: number): number | undefined {
     return this.state.getOffset(group, topic, queueId);
   }
@@ -694,8 +699,7 @@ export class Broker implements MessagingBackend, AdminBackend {
     // until the queue reached it. It is checked again after a read point: a consumer may have
     // read the newest messages from a node that applied them before this one.
     if (offset > this.state.queueRange(topic, queueId).max) {
-      this.requireLeader();
-      await this.withDeadline(this.raft.readIndex(), deadlineMs);
+      await this.readPoint(deadlineMs);
       const end = this.state.queueRange(topic, queueId).max;
       if (offset > end) {
         throw new RaftmqError(

@@ -25,6 +25,7 @@ import { FORWARD_CHANNEL_OPTIONS } from './messaging-options';
 export type ForwardedRpc =
   | 'SendMessage'
   | 'UpdateOffset'
+  | 'GetOffset'
   | 'QueryRoute'
   | 'ReceiveMessage'
   | 'AckMessage'

@@ -1,15 +1,20 @@
 /**
  * Pull by offset: PullMessage, GetOffset, UpdateOffset and QueryOffset (contract §5.14–5.17;
- * the official clients do not call them, raftmq's SDK does). Reads are served by any node from
- * what it has applied; UpdateOffset is a write, forwarded to the leader by a follower.
+ * the official clients do not call them, raftmq's SDK does). Pulls and QueryOffset are served by
+ * any node from what it has applied; UpdateOffset (a write) and GetOffset are forwarded to the
+ * leader by a follower.
  *
  * PullMessage answers with a stream of `{status}`, then `{message}` for each message, then
  * `{next_offset}`. When the queue holds nothing at the offset it long-polls (the request's
  * `long_polling_timeout`, else the service default, capped by the option and the call's
  * deadline) and answers MESSAGE_NOT_FOUND if nothing came. An offset below the queue's first
  * is moved up to it (messages carry their offsets, so the jump is visible); one beyond its end
- * gets ILLEGAL_OFFSET with `next_offset` = the end. A TAG filter (`*`, or tags joined by `||`)
- * skips other messages, reading at most `pullScanCountMax` records; SQL filters are UNSUPPORTED.
+ * gets ILLEGAL_OFFSET with `next_offset` = the end from the ready leader after a read point, and
+ * "nothing yet" at that offset from a node that has not applied so far (see `pullQueue`).
+ * GetOffset is answered by the leader after a read point (a follower forwards it), so a
+ * consumer resuming sees the offset it committed through any node. A TAG filter (`*`, or tags
+ * joined by `||`) skips other messages, reading at most `pullScanCountMax` records; SQL filters
+ * are UNSUPPORTED.
  */
 import type * as grpc from '@grpc/grpc-js';
 import { RaftmqError, RmqCode } from '../common/errors';
@@ -228,9 +233,16 @@ export interface PullPlan {
 }
 
 /**
- * The pull both protocols share: refuses an unreadable topic and an offset beyond the end,
- * moves an offset below the first up to it, long-polls at the end (within the option's cap
- * and the call's deadline), then reads matching stored records.
+ * The pull both protocols share: refuses an unreadable topic, moves an offset below the first
+ * up to it, long-polls at the end (within the option's cap and the call's deadline), then reads
+ * matching stored records.
+ *
+ * An offset beyond this node's end may be one it has not applied yet (a client that read from
+ * a node further ahead, or a follower behind): only the ready leader, after a read point, can
+ * tell it is beyond the queue (ILLEGAL_OFFSET, `next_offset` = the end). Any other node waits
+ * for its apply to reach the offset, as a long poll waits, and then answers as usual, or
+ * "nothing yet" with `next_offset` = the offset asked: never an earlier offset, which would send
+ * the client back over messages it has had.
  */
 export async function pullQueue(
   ctx: ServiceContext,
@@ -239,15 +251,18 @@ export async function pullQueue(
 ): Promise<PullOutcome> {
   const { q } = plan;
   checkReadable(q);
-  const range = ctx.backend.queueRange(q.topic, q.queueId);
+  const leftMs = plan.deadlineMs - ctx.clock.nowMs() - ctx.options.forwardReserveMs;
+  const pollUntilMs =
+    ctx.clock.nowMs() + Math.min(plan.waitMs, ctx.options.longPollingTimeoutMsMax, leftMs);
+  let range = ctx.backend.queueRange(q.topic, q.queueId);
   if (plan.offset > range.max) {
-    const message = `offset ${plan.offset} is beyond the end of the queue (${range.max})`;
-    return { kind: 'illegal', message, nextOffset: range.max };
+    const beyond = await beyondEnd(ctx, plan, pollUntilMs, signal);
+    if (beyond !== undefined) return beyond;
+    range = ctx.backend.queueRange(q.topic, q.queueId);
   }
   const offset = Math.max(plan.offset, range.min);
   if (offset >= range.max) {
-    const leftMs = plan.deadlineMs - ctx.clock.nowMs() - ctx.options.forwardReserveMs;
-    const waitMs = Math.min(plan.waitMs, ctx.options.longPollingTimeoutMsMax, leftMs);
+    const waitMs = pollUntilMs - ctx.clock.nowMs();
     if (waitMs > 0) await ctx.backend.waitForMessages(q.topic, q.queueId, offset, waitMs, signal);
   }
   const { items, nextOffset } = await readMatching(ctx, plan, offset);
@@ -256,6 +271,40 @@ export async function pullQueue(
     return { kind: 'none', message, nextOffset };
   }
   return { kind: 'found', items, nextOffset };
+}
+
+/**
+ * An offset beyond this node's applied end (see {@link pullQueue}): ILLEGAL_OFFSET when the
+ * ready leader, after a read point, still ends before it; "nothing yet" at the offset asked when
+ * this node cannot tell and its apply did not reach the offset by `pollUntilMs`; undefined once
+ * the queue reaches the offset here (the pull goes on as usual).
+ */
+async function beyondEnd(
+  ctx: ServiceContext,
+  plan: PullPlan,
+  pollUntilMs: number,
+  signal: AbortSignal,
+): Promise<PullOutcome | undefined> {
+  const { q, offset } = plan;
+  const leader = await ctx.backend.readPoint(plan.deadlineMs - ctx.options.forwardReserveMs).then(
+    () => true,
+    () => false, // not the ready leader, or no read point in time: this node cannot tell
+  );
+  let end = ctx.backend.queueRange(q.topic, q.queueId).max;
+  if (offset <= end) return undefined;
+  if (leader) {
+    const message = `offset ${offset} is beyond the end of the queue (${end})`;
+    return { kind: 'illegal', message, nextOffset: end };
+  }
+  const waitMs = pollUntilMs - ctx.clock.nowMs();
+  // A message at offset - 1 means the queue's end has reached the offset.
+  if (waitMs > 0) await ctx.backend.waitForMessages(q.topic, q.queueId, offset - 1, waitMs, signal);
+  end = ctx.backend.queueRange(q.topic, q.queueId).max;
+  if (offset <= end) return undefined;
+  const message =
+    `offset ${offset} is beyond what this node has applied of ${q.topic} queue ${q.queueId} ` +
+    `(${end}); the leader can tell whether it exists`;
+  return { kind: 'none', message, nextOffset: offset };
 }
 
 /** The frames answering one PullMessage request. */
@@ -359,8 +408,12 @@ export function pullMessageHandler(
   };
 }
 
-/** GetOffset: the group's committed offset on the queue, as applied on this node. */
-export function getOffset(
+/**
+ * GetOffset: the group's committed offset on the queue, read by the ready leader after a read
+ * point (a follower forwards it): a follower's own copy may miss a commit the client just made
+ * through it, and a consumer resuming from it would take messages again.
+ */
+export async function getOffset(
   ctx: ServiceContext,
   call: grpc.ServerUnaryCall<unknown, unknown>,
 ): Promise<object> {
@@ -368,12 +421,16 @@ export function getOffset(
   const request = call.request as QueueRequest;
   const group = groupOf(call, request);
   const q = queueOf(ctx, call, request);
-  const offset = ctx.backend.getOffset(group, q.topic, q.queueId);
-  if (offset === undefined) {
-    const message = `group ${group} has no offset on ${q.topic} queue ${q.queueId}`;
-    return Promise.resolve({ status: { code: OFFSET_NOT_FOUND_CODE, message }, offset: 0 });
-  }
-  return Promise.resolve({ status: okStatus(), offset });
+  const deadlineMs = callDeadlineMs(call, ctx);
+  return runOrForward(ctx, call, 'GetOffset', deadlineMs, async () => {
+    await ctx.backend.readPoint(deadlineMs);
+    const offset = ctx.backend.getOffset(group, q.topic, q.queueId);
+    if (offset === undefined) {
+      const message = `group ${group} has no offset on ${q.topic} queue ${q.queueId}`;
+      return { status: { code: OFFSET_NOT_FOUND_CODE, message }, offset: 0 };
+    }
+    return { status: okStatus(), offset };
+  });
 }
 
 /** UpdateOffset: commits the group's offset through the log (forwarded by a follower). */
