@@ -102,6 +102,13 @@ export interface MessagingBackend {
   ensureTopic(name: string, deadlineMs: number): Promise<TopicConfig>;
   /** True when unknown topics are created on first use. */
   readonly autoCreateTopics: boolean;
+  /** True when unknown consumer groups are created on first use. */
+  readonly autoCreateGroups: boolean;
+  /**
+   * The consumer group, created with RocketMQ's defaults when `autoCreateGroups` is on (leader
+   * only, through the log). Throws GROUP_NOT_FOUND, ILLEGAL_CONSUMER_GROUP or NOT_LEADER.
+   */
+  ensureGroup(name: string, deadlineMs: number): Promise<GroupConfig>;
 
   /**
    * Settles a send this node forwarded to a leader that died before answering (the send may or

@@ -73,6 +73,7 @@ export class Broker implements MessagingBackend, AdminBackend {
   readonly nodeId: string;
   readonly clientEndpoint: string;
   readonly autoCreateTopics: boolean;
+  readonly autoCreateGroups: boolean;
   private view: RoleView;
   private readonly roleListeners = new Set<() => void>();
   private readonly roundRobin = new Map<string, number>();
@@ -98,6 +99,7 @@ export class Broker implements MessagingBackend, AdminBackend {
     this.nodeId = config.nodeId;
     this.clientEndpoint = this.endpointsOf(config.nodeId).client;
     this.autoCreateTopics = config.autoCreateTopics;
+    this.autoCreateGroups = config.autoCreateGroups;
     this.view = {
       group: config.group,
       nodeId: config.nodeId,
@@ -342,7 +344,7 @@ export class Broker implements MessagingBackend, AdminBackend {
   async ensureGroup(name: string, deadlineMs: number): Promise<GroupConfig> {
     const existing = this.state.getGroup(name);
     if (existing) return existing;
-    if (!this.config.autoCreateGroups) {
+    if (!this.autoCreateGroups) {
       throw new RaftmqError('GROUP_NOT_FOUND', `consumer group ${name} does not exist`, {
         details: { group: name },
       });

@@ -33,6 +33,7 @@ import {
   checkReadable,
   type PullPlan,
   pullQueue,
+  requireKnownGroup,
   tagMatcher,
   tagsOf,
 } from './messaging-pull';
@@ -90,7 +91,7 @@ async function fetchQueue(
   requireClientId(call.metadata);
   const request = call.request as FetchRequest;
   const ns = effectiveNamespace(namespaceHeader(call.metadata), request.namespace);
-  checkGroup(request.group, ns, 'group');
+  requireKnownGroup(ctx, checkGroup(request.group, ns, 'group'));
   const q = checkQueue(ctx, ns, request.topic, request.queueId, {
     topic: 'topic',
     queueId: 'queue_id',

@@ -28,12 +28,12 @@ import {
   type ServiceContext,
 } from './messaging-call';
 import { runOrForward } from './messaging-forward';
-import { okStatus, toStatus } from './rmq-convert';
+import { instantMs, okStatus, toStatus } from './rmq-convert';
 import { encodeStoredFrame } from './rmq-stored-frame';
+import { groupLookupOf } from './messaging-options';
 import { checkGroup, checkTopic, effectiveNamespace } from './rmq-validate';
 import {
   durationToMs,
-  timestampToMs,
   type WireFilterExpression,
   type WireMessageQueue,
   type WireResource,
@@ -119,6 +119,19 @@ function groupOf(call: { metadata: grpc.Metadata }, request: QueueRequest): stri
   }
   const ns = effectiveNamespace(namespaceHeader(call.metadata), group.resourceNamespace);
   return checkGroup(group.name, ns, 'group.name');
+}
+
+/**
+ * Throws GROUP_NOT_FOUND for a consumer group this node does not know while groups are not
+ * created on first use (as RocketMQ refuses a pull for an unknown subscription group): reads
+ * under any name would otherwise go on, and UpdateOffset would keep offsets for groups nobody
+ * created. With auto-creation on, reads of an unknown group go on (UpdateOffset creates it).
+ */
+export function requireKnownGroup(ctx: ServiceContext, group: string): void {
+  if (ctx.backend.autoCreateGroups || groupLookupOf(ctx.backend)(group) !== undefined) return;
+  throw new RaftmqError('GROUP_NOT_FOUND', `consumer group ${group} does not exist`, {
+    details: { group },
+  });
 }
 
 /** Throws PERMISSION_DENIED for a topic that may only be written. */
@@ -261,16 +274,41 @@ export async function pullQueue(
     range = ctx.backend.queueRange(q.topic, q.queueId);
   }
   const offset = Math.max(plan.offset, range.min);
-  if (offset >= range.max) {
-    const waitMs = pollUntilMs - ctx.clock.nowMs();
-    if (waitMs > 0) await ctx.backend.waitForMessages(q.topic, q.queueId, offset, waitMs, signal);
+  let from = offset;
+  if (from >= range.max) await waitUntil(ctx, plan, from, pollUntilMs, signal);
+  for (;;) {
+    const { items, nextOffset } = await readMatching(ctx, plan, from);
+    if (items.length > 0) return { kind: 'found', items, nextOffset };
+    if (nextOffset === from) {
+      // Nothing at `from`: none came during the poll (or records were passed over before).
+      if (from > offset) return { kind: 'found', items, nextOffset };
+      const message = `no message at offset ${from} of ${q.topic} queue ${q.queueId}`;
+      return { kind: 'none', message, nextOffset };
+    }
+    // Records came but the filter took none. Caught up with the queue and with time left, the
+    // poll goes on for the next ones (else a filtered consumer of a busy queue would poll as
+    // fast as messages it does not want arrive); otherwise it answers where to go on from.
+    const caughtUp = nextOffset >= ctx.backend.queueRange(q.topic, q.queueId).max;
+    if (!caughtUp || ctx.clock.nowMs() >= pollUntilMs || signal.aborted) {
+      return { kind: 'found', items, nextOffset };
+    }
+    from = nextOffset;
+    await waitUntil(ctx, plan, from, pollUntilMs, signal);
   }
-  const { items, nextOffset } = await readMatching(ctx, plan, offset);
-  if (items.length === 0 && nextOffset === offset) {
-    const message = `no message at offset ${offset} of ${q.topic} queue ${q.queueId}`;
-    return { kind: 'none', message, nextOffset };
+}
+
+/** Waits, until `pollUntilMs` at most, for the queue to hold a message at `offset`. */
+async function waitUntil(
+  ctx: ServiceContext,
+  plan: PullPlan,
+  offset: number,
+  pollUntilMs: number,
+  signal: AbortSignal,
+): Promise<void> {
+  const waitMs = pollUntilMs - ctx.clock.nowMs();
+  if (waitMs > 0) {
+    await ctx.backend.waitForMessages(plan.q.topic, plan.q.queueId, offset, waitMs, signal);
   }
-  return { kind: 'found', items, nextOffset };
 }
 
 /**
@@ -296,9 +334,8 @@ async function beyondEnd(
     const message = `offset ${offset} is beyond the end of the queue (${end})`;
     return { kind: 'illegal', message, nextOffset: end };
   }
-  const waitMs = pollUntilMs - ctx.clock.nowMs();
   // A message at offset - 1 means the queue's end has reached the offset.
-  if (waitMs > 0) await ctx.backend.waitForMessages(q.topic, q.queueId, offset - 1, waitMs, signal);
+  await waitUntil(ctx, plan, offset - 1, pollUntilMs, signal);
   end = ctx.backend.queueRange(q.topic, q.queueId).max;
   if (offset <= end) return undefined;
   const message =
@@ -316,7 +353,7 @@ async function pullFrames(
   requireClientId(call.metadata);
   requireDecoded(call.request);
   const request = call.request as PullRequest;
-  groupOf(call, request);
+  requireKnownGroup(ctx, groupOf(call, request));
   const q = queueOf(ctx, call, request);
   checkReadable(q);
   checkOffset(request.offset, 'offset');
@@ -420,6 +457,7 @@ export async function getOffset(
   requireClientId(call.metadata);
   const request = call.request as QueueRequest;
   const group = groupOf(call, request);
+  requireKnownGroup(ctx, group);
   const q = queueOf(ctx, call, request);
   const deadlineMs = callDeadlineMs(call, ctx);
   return runOrForward(ctx, call, 'GetOffset', deadlineMs, async () => {
@@ -445,6 +483,7 @@ export async function updateOffset(
   checkOffset(request.offset, 'offset');
   const deadlineMs = callDeadlineMs(call, ctx);
   return runOrForward(ctx, call, 'UpdateOffset', deadlineMs, async () => {
+    await ctx.backend.ensureGroup(group, deadlineMs);
     await ctx.backend.updateOffset(group, q.topic, q.queueId, request.offset, deadlineMs);
     return { status: okStatus() };
   });
@@ -474,7 +513,7 @@ export async function queryOffset(
           details: { field: 'timestamp' },
         });
       }
-      const ms = timestampToMs(request.timestamp);
+      const ms = instantMs(request.timestamp, 'timestamp');
       return { status: okStatus(), offset: await ctx.backend.searchOffset(q.topic, q.queueId, ms) };
     }
     default:

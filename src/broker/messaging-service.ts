@@ -15,6 +15,7 @@
  * what they have), cancels the client registry's timers and closes forwarding channels; call it
  * before shutting the server down so a graceful shutdown has nothing left to wait for.
  */
+import { setMaxListeners } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import { type Clock, type Scheduler, systemClock, systemScheduler } from '../common/clock';
 import { RmqCode } from '../common/errors';
@@ -101,6 +102,9 @@ export async function createMessagingService(
   });
   const clock = deps.clock ?? systemClock;
   const closing = new AbortController();
+  // Every long poll (PullMessage, FetchQueue, ReceiveMessage) listens on it while it waits and
+  // removes its listener after; many at once are normal, not a leak.
+  setMaxListeners(0, closing.signal);
   const sessions = new Set<ClosableSession>();
   const registry = new ClientRegistry(
     resolved.registry,

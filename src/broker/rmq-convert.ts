@@ -59,7 +59,7 @@ function fieldError(
 }
 
 /** A Timestamp as ms; throws INVALID_ARGUMENT naming `field` when it is not a valid instant. */
-function instantMs(t: WireSecondsNanos, field: string): number {
+export function instantMs(t: WireSecondsNanos, field: string): number {
   if (t.nanos < 0 || t.nanos > 999_999_999)
     throw fieldError('INVALID_ARGUMENT', field, 'has nanos out of range');
   const ms = timestampToMs(t);

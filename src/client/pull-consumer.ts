@@ -263,6 +263,23 @@ function checkPulledOffset(
   }
 }
 
+/**
+ * The offset of an OK GetOffset or QueryOffset answer (absent: 0, protobuf's default), refused
+ * as malformed unless it can be a queue offset: a consumer would otherwise go on from a
+ * negative or unsafe position a faulty server gave.
+ */
+function answeredOffset(rpc: string, offset: unknown, endpoint: string): number {
+  const value = Number(offset ?? 0);
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new RaftmqError(
+      'INTERNAL',
+      `malformed ${rpc} response from ${endpoint}: offset ${String(offset)}`,
+      { details: { endpoint } },
+    );
+  }
+  return value;
+}
+
 function fetchResult(res: FetchReply, asked: FetchAsked): PullResult {
   const { endpoint } = asked;
   const malformed: Malformed = (why) =>
@@ -386,7 +403,7 @@ export class PullConsumer extends RmqClient {
       const status = res.status as WireStatus | undefined;
       if (codeName(status) === 'OFFSET_NOT_FOUND') return undefined;
       if (codeName(status) !== 'OK') throw statusError('GetOffset', status, endpoint);
-      return Number(res.offset ?? 0);
+      return answeredOffset('GetOffset', res.offset, endpoint);
     });
   }
 
@@ -446,7 +463,7 @@ export class PullConsumer extends RmqClient {
       const res = await this.unary(endpoint, 'QueryOffset', request, deadlineMs);
       const status = res.status as WireStatus | undefined;
       if (codeName(status) !== 'OK') throw statusError('QueryOffset', status, endpoint);
-      return Number(res.offset ?? 0);
+      return answeredOffset('QueryOffset', res.offset, endpoint);
     });
   }
 

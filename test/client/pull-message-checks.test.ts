@@ -4,7 +4,8 @@
  * another queue, offsets out of order, more messages than asked, an OK answer that does not
  * move past the offset asked, and a negative next offset. Each fails the pull with a clear
  * error, as the same answers do on the Fetch path, instead of handing the caller wrong
- * messages or an offset to loop on.
+ * messages or an offset to loop on. GetOffset and QueryOffset answers that cannot be a queue
+ * offset (negative, past 2^53) fail the call too.
  */
 import { strict as assert } from 'node:assert';
 import * as grpc from '@grpc/grpc-js';
@@ -37,6 +38,8 @@ describe('PullConsumer over PullMessage against a lying server', function () {
   let port = 0;
   /** The frames after the OK status for the next pull. */
   let frames: Frame[] = [];
+  /** The offset GetOffset and QueryOffset answer with OK. */
+  let offsetAnswer: unknown = 0;
 
   before(async () => {
     server = new grpc.Server({ 'grpc.max_send_message_length': -1 });
@@ -45,6 +48,12 @@ describe('PullConsumer over PullMessage against a lying server', function () {
         call: grpc.ServerUnaryCall<unknown, unknown>,
         done: grpc.sendUnaryData<object>,
       ) => done(null, oneQueueRoute('MyTopic', port)),
+      GetOffset: (call: grpc.ServerUnaryCall<unknown, unknown>, done: grpc.sendUnaryData<object>) =>
+        done(null, { status: { code: 'OK', message: 'OK' }, offset: offsetAnswer }),
+      QueryOffset: (
+        call: grpc.ServerUnaryCall<unknown, unknown>,
+        done: grpc.sendUnaryData<object>,
+      ) => done(null, { status: { code: 'OK', message: 'OK' }, offset: offsetAnswer }),
       PullMessage: (call: grpc.ServerWritableStream<unknown, unknown>) => {
         call.write({ status: { code: 'OK', message: 'OK' } });
         for (const f of frames) call.write(f);
@@ -86,6 +95,22 @@ describe('PullConsumer over PullMessage against a lying server', function () {
         [10, 12],
       );
       assert.equal(ok.nextOffset, 13);
+    } finally {
+      consumer.close();
+    }
+  });
+
+  it('refuses an offset answer that cannot be a queue offset', async () => {
+    const consumer = await PullConsumer.create({ endpoint: `127.0.0.1:${port}` });
+    try {
+      for (const bad of [-5, '9007199254740993']) {
+        offsetAnswer = bad;
+        await assert.rejects(consumer.getOffset('G', 'MyTopic', 0), /malformed GetOffset/);
+        await assert.rejects(consumer.queryOffset('MyTopic', 0, 'END'), /malformed QueryOffset/);
+      }
+      offsetAnswer = 42;
+      assert.equal(await consumer.getOffset('G', 'MyTopic', 0), 42);
+      assert.equal(await consumer.queryOffset('MyTopic', 0, 'BEGINNING'), 42);
     } finally {
       consumer.close();
     }
