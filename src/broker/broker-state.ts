@@ -254,6 +254,16 @@ export class BrokerState {
       const q = await this.store.consumeQueues.existing(topic, queueId);
       if (q) this.boundsOf(topic, queueId, q.minOffset).max = q.maxOffset;
     }
+    // Floors of queues whose topic was deleted (forgetTopicData): nothing below is served.
+    for (const [key, value] of await this.meta.scan(MetaKeys.queueFloorPrefix)) {
+      const [, topic, queueHex] = key.split('\0');
+      if (topic === undefined || !queueHex) {
+        throw new RaftmqError('META_CORRUPT', `bad queue floor key ${JSON.stringify(key)}`);
+      }
+      const floor = decodeMeta(offsetCodec, key, value);
+      const r = this.boundsOf(topic, parseInt(queueHex, 16), floor);
+      r.min = Math.max(r.min, Math.min(floor, r.max));
+    }
   }
 
   get appliedIndex(): number {
@@ -422,6 +432,7 @@ export class BrokerState {
         case 'topic.delete':
           if (!this.topics.delete(c.name)) return fail('TOPIC_NOT_FOUND', `no topic ${c.name}`);
           ops.push({ type: 'del', key: MetaKeys.topic(c.name) });
+          this.forgetTopicData(c.name, ops);
           return { ok: true };
         case 'group.put':
           return this.putGroup(c.group, c.mode, ops);
@@ -451,6 +462,32 @@ export class BrokerState {
       if (isRaftmqError(err)) return fail('INVALID_ARGUMENT', err.message);
       throw err;
     }
+  }
+
+  /**
+   * What a deleted topic leaves behind goes with it, as RocketMQ's deletion removes a topic's
+   * queues and consumer offsets: each queue's first offset moves to its end (kept as the queue's
+   * floor, so a topic made again under the name starts there, with none of the old messages),
+   * and every group's consumer offsets and pop state on it are dropped. The records stay in the
+   * files until retention removes them; nothing is served below a floor. Runs in log order
+   * (the queue ends are those of the messages applied before the deletion), alike on every node.
+   */
+  private forgetTopicData(topic: string, ops: MetaBatchOp[]): void {
+    for (const [queueId, r] of this.ranges.get(topic) ?? []) {
+      r.min = r.max;
+      ops.push({
+        type: 'put',
+        key: MetaKeys.queueFloor(topic, queueId),
+        value: offsetCodec.encode(r.max),
+      });
+    }
+    for (const key of [...this.offsets.keys()]) {
+      const [group, t, queueId] = key.split('\0') as [string, string, string];
+      if (t !== topic) continue;
+      this.offsets.delete(key);
+      ops.push({ type: 'del', key: MetaKeys.consumerOffset(group, topic, Number(queueId)) });
+    }
+    this.pop.dropTopic(topic, this.popWrites);
   }
 
   private putTopic(t: TopicConfig, mode: PutMode, ops: MetaBatchOp[]): CommandResult {

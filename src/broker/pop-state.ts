@@ -321,6 +321,18 @@ export class PopState {
     }
   }
 
+  /**
+   * Forgets every group's queues of `topic` (the topic was deleted), as {@link dropGroup} does
+   * for a group: a topic made again under the name is consumed afresh from its queues' floors.
+   */
+  dropTopic(topic: string, writes: PopWrites): void {
+    for (const [group, t, queueId, q] of [...this.entries()]) {
+      if (t !== topic) continue;
+      writes.dropQueue({ group, topic, queueId }, q);
+      this.queues.delete(queueKey(group, topic, queueId));
+    }
+  }
+
   /** Applies one command; records its metadata writes in `writes`. Never throws for input. */
   apply(c: PopCommand, writes: PopWrites): PopResult {
     switch (c.op) {

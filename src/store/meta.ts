@@ -149,6 +149,12 @@ export const MetaKeys = Object.freeze({
   consumerOffset: (group: string, topic: string, queueId: number) =>
     `o\0${group}\0${topic}\0${keyNumber(queueId)}`,
   consumerOffsetPrefix: (group: string) => `o\0${group}\0`,
+  /**
+   * A queue's floor: its end when its topic was deleted. A topic made again under the name
+   * starts each queue there (none of the old messages is served).
+   */
+  queueFloor: (topic: string, queueId: number) => `f\0${topic}\0${keyNumber(queueId)}`,
+  queueFloorPrefix: 'f\0',
   /** Pop consumption: one queue's frontier and cursor for one consumer group. */
   popQueue: (group: string, topic: string, queueId: number) =>
     `p\0${group}\0${topic}\0${keyNumber(queueId)}`,
