@@ -162,7 +162,8 @@ export const ERROR_CODES = Object.freeze({
     'The topic or group does not permit this operation (for example a write to a read-only '
     + 'topic).'),
   UNSUPPORTED: code(GrpcStatus.UNIMPLEMENTED, RmqCode.UNSUPPORTED, false,
-    'The request asks for a feature this broker does not provide.'),
+    'The request asks for a feature this broker does not provide (DELAY or TRANSACTION '
+    + 'messages, or a topic accepting them).'),
 } as const);
 
 export type ErrorCode = keyof typeof ERROR_CODES;
