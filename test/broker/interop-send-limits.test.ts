@@ -1,7 +1,7 @@
 /*
  * What the official RocketMQ 5 Node client (rocketmq-client-nodejs 1.0.8, unchanged) may send,
  * against a NameServer and a one-node group started by LocalCluster with topic auto-creation
- * on. A mismatch a review found, which cost the client far more than a refusal:
+ * on. Two mismatches a review found, each of which cost the client far more than a refusal:
  *
  * - Message types. Routes listed DELAY and TRANSACTION, which the broker refuses, so the
  *   client's own type check passed and a DELAY send made three failing round trips and
@@ -10,16 +10,29 @@
  *   and the Producer refuses a DELAY message itself: no SendMessage leaves it (counted on its
  *   RPC client) and no endpoint is isolated. A raw DELAY send is still refused (UNSUPPORTED),
  *   and so is an admin request for a topic of DELAY messages.
+ * - Delivery frames. A message within every limit of its own could need a ReceiveMessage frame
+ *   over the 4 MiB the client receives, and then never be consumed. Now a message whose frame
+ *   bound is exactly 4 MiB (the maximum body, keys filling the rest) is stored and the official
+ *   SimpleConsumer receives it intact; one byte more of keys is refused at send with
+ *   MESSAGE_PROPERTIES_TOO_LARGE (43101), by the Producer's call and a raw one alike, and
+ *   nothing of it is stored.
  *
  * Every client and the cluster are stopped by the tests; every wait has a deadline.
  */
 import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Producer } from 'rocketmq-client-nodejs';
+import { Producer, SimpleConsumer } from 'rocketmq-client-nodejs';
+import {
+  DELIVERY_FRAME_FIXED_BYTES_MAX,
+  DELIVERY_FRAME_SIZE_BYTES_MAX,
+} from '../../src/broker/delivery-frame-limit';
 import { LocalCluster } from '../../src/cli/local-cluster';
 import { isRaftmqError } from '../../src/common/errors';
+import { waitUntil } from '../../src/cli/raft-node-client';
+import { MESSAGE_LIMITS } from '../../src/store/message-limits';
 import {
   CODE,
   printLogTails,
@@ -36,6 +49,18 @@ const UNSUPPORTED = 50_500;
 
 interface Stoppable {
   shutdown(): Promise<void>;
+}
+
+/** Keys of exactly `framedBytes` bytes in a delivery frame (3 bytes of framing each). */
+function keysOfBytes(framedBytes: number): string[] {
+  const keys: string[] = [];
+  for (let left = framedBytes; left > 0;) {
+    const size = Math.min(MESSAGE_LIMITS.keySizeBytesMax, left - 3);
+    assert.ok(size >= 1, `no keys of exactly ${framedBytes} framed bytes`);
+    keys.push(`${keys.length}-${'k'.repeat(size - 1 - String(keys.length).length)}`);
+    left -= size + 3;
+  }
+  return keys;
 }
 
 /** The accepted types of every queue of a decoded QueryRoute or QueryAssignment answer. */
@@ -172,6 +197,55 @@ describe('official rocketmq-client-nodejs sends within what the broker serves', 
     await assert.rejects(
       admin.createTopic({ name: 'InteropDelayed', queueCount: 1, messageTypes: ['DELAY'] }),
       (err: unknown) => isRaftmqError(err, 'UNSUPPORTED') && /DELAY/.test(err.message),
+    );
+  });
+
+  it('delivers a message of a 4 MiB frame bound and refuses one byte more', async () => {
+    const topic = 'InteropFrame';
+    const { producer } = await countingProducer(running().namesrvEndpoint, topic);
+    const body = randomBytes(producer.publishingSettings.maxBodySizeBytes);
+    const room = DELIVERY_FRAME_SIZE_BYTES_MAX - DELIVERY_FRAME_FIXED_BYTES_MAX - body.length;
+    const keys = keysOfBytes(room);
+    const receipt = await producer.send({ topic, tag: 'big', keys, body });
+
+    const consumer = new SimpleConsumer({
+      endpoints: running().namesrvEndpoint,
+      namespace: '',
+      consumerGroup: 'GFrame',
+      subscriptions: new Map([[topic, '*']]),
+      awaitDuration: 2_000,
+      logger,
+    });
+    clients.push(consumer);
+    await consumer.startup();
+    const [got] = await waitUntil('the large message received', 30_000, async () => {
+      const views = await consumer.receive(1, 30_000);
+      return views.length > 0 ? views : undefined;
+    });
+    assert.ok(got !== undefined);
+    assert.equal(got.messageId, receipt.messageId);
+    assert.ok(got.body.equals(body), 'the body changed');
+    assert.deepEqual(got.keys, keys);
+    assert.notEqual(got.corrupted, true);
+    await consumer.ack(got);
+
+    const over = [...keys.slice(0, -1), `${keys.at(-1) ?? ''}x`];
+    // A fresh producer: a refused send isolates the endpoints the client tried.
+    const second = await countingProducer(running().namesrvEndpoint, topic);
+    await assert.rejects(second.producer.send({ topic, keys: over, body }), (err: unknown) => {
+      const e = err as { code?: number; message?: string };
+      assert.equal(e.code, CODE.MESSAGE_PROPERTIES_TOO_LARGE, String(err));
+      assert.match(e.message ?? '', /1 bytes more than a body of 4128768 bytes leaves room/);
+      return true;
+    });
+    const res = await raw(broker).send([wireMessage(topic, { keys: over, body })]);
+    assert.equal(res.status.code, CODE.MESSAGE_PROPERTIES_TOO_LARGE, res.status.message);
+    assert.equal(res.entries[0]?.status.code, CODE.MESSAGE_PROPERTIES_TOO_LARGE);
+    const stored = await raw(broker).readTopic(topic, 8);
+    assert.deepEqual(
+      stored.map((m) => m.messageId),
+      [receipt.messageId],
+      'only the message that fits is stored',
     );
   });
 });
