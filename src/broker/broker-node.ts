@@ -335,7 +335,9 @@ function registration(
   const v = broker.roleView();
   const topics: Record<string, TopicRegistration> = {};
   for (const t of broker.listTopics()) {
-    topics[t.name] = { queueCount: t.queueCount, perm: t.perm, messageTypes: [...t.messageTypes] };
+    // Only the types this broker serves: the NameServer's routes list what is registered.
+    const messageTypes = broker.advertisedMessageTypes(t);
+    topics[t.name] = { queueCount: t.queueCount, perm: t.perm, messageTypes };
   }
   const status = driver.status();
   return {

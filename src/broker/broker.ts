@@ -32,6 +32,7 @@ import {
   DEFAULT_MAX_DELIVERY_ATTEMPTS,
   type AdminBackend,
   type GroupConfig,
+  type MessageType,
   type MessagingBackend,
   type NodeRole,
   type NodeStatus,
@@ -43,6 +44,11 @@ import {
   type TopicConfig,
 } from './broker-types';
 import type { ProposeAck } from './raft-waiters';
+import {
+  advertisedMessageTypes,
+  checkServedTopicTypes,
+  servedMessageTypes,
+} from './served-message-types';
 import type { RaftDriverStatus } from './raft-driver';
 import { SendBatcher } from './send-batcher';
 import { CommandBatcher } from './command-batcher';
@@ -61,7 +67,6 @@ export interface RaftHandle {
 /** Looks routes up across all groups (the NameServers); undefined when none answers. */
 export type RouteLookup = (topic: string) => Promise<TopicRoute | undefined>;
 
-const ALL_TYPES = ['NORMAL', 'FIFO', 'DELAY', 'TRANSACTION'] as const;
 /** Longest a single wait for leadership or a command is allowed to take. */
 const WAIT_MS_MAX = 60_000;
 
@@ -74,6 +79,10 @@ export class Broker implements MessagingBackend, AdminBackend {
   readonly clientEndpoint: string;
   readonly autoCreateTopics: boolean;
   readonly autoCreateGroups: boolean;
+  /** DELAY messages are refused (messaging-send.ts), so routes never advertise them. */
+  readonly supportsDelayMessages: boolean = false;
+  /** TRANSACTION messages are refused, and EndTransaction too; never advertised. */
+  readonly supportsTransactionMessages: boolean = false;
   private view: RoleView;
   private readonly roleListeners = new Set<() => void>();
   private readonly roundRobin = new Map<string, number>();
@@ -281,6 +290,15 @@ export class Broker implements MessagingBackend, AdminBackend {
     return this.state.listTopics();
   }
 
+  /**
+   * The types of `topic` routes and registrations advertise: those it accepts that this broker
+   * serves (served-message-types.ts). A topic created before the broker refused the others may
+   * still list them in its configuration.
+   */
+  advertisedMessageTypes(topic: TopicConfig): MessageType[] {
+    return advertisedMessageTypes(topic.messageTypes, servedMessageTypes(this));
+  }
+
   listGroups(): GroupConfig[] {
     return this.state.listGroups();
   }
@@ -298,7 +316,7 @@ export class Broker implements MessagingBackend, AdminBackend {
       name,
       queueCount: this.config.defaultQueueCount,
       perm: 'READ_WRITE',
-      messageTypes: [...ALL_TYPES],
+      messageTypes: servedMessageTypes(this),
     };
     await this.runCommand({ op: 'topic.put', topic, mode: 'ensure' }, deadlineMs);
     const created = this.state.getTopic(name);
@@ -309,12 +327,14 @@ export class Broker implements MessagingBackend, AdminBackend {
 
   async createTopic(config: TopicConfig, deadlineMs: number): Promise<TopicConfig> {
     checkTopicConfig(config);
+    checkServedTopicTypes(config, undefined, servedMessageTypes(this));
     await this.runCommand({ op: 'topic.put', topic: config, mode: 'create' }, deadlineMs);
     return this.state.getTopic(config.name) ?? config;
   }
 
   async updateTopic(config: TopicConfig, deadlineMs: number): Promise<TopicConfig> {
     checkTopicConfig(config);
+    checkServedTopicTypes(config, this.state.getTopic(config.name), servedMessageTypes(this));
     await this.runCommand({ op: 'topic.put', topic: config, mode: 'update' }, deadlineMs);
     return this.state.getTopic(config.name) ?? config;
   }
@@ -388,7 +408,7 @@ export class Broker implements MessagingBackend, AdminBackend {
         name: dlqTopic,
         queueCount: 1,
         perm: 'READ_WRITE',
-        messageTypes: [...ALL_TYPES],
+        messageTypes: servedMessageTypes(this),
       };
       await this.runCommand({ op: 'topic.put', topic, mode: 'ensure' }, deadlineMs);
     }
@@ -585,7 +605,7 @@ export class Broker implements MessagingBackend, AdminBackend {
       .map((id) => ({ nodeId: id, endpoint: this.endpointsOf(id).client, term: this.view.term }));
     const queues = [];
     for (let q = 0; q < t.queueCount; q++) {
-      queues.push({ queueId: q, perm: t.perm, messageTypes: [...t.messageTypes] });
+      queues.push({ queueId: q, perm: t.perm, messageTypes: this.advertisedMessageTypes(t) });
     }
     return {
       topic,

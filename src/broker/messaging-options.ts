@@ -185,9 +185,12 @@ export interface MessagingBackendExtensions {
   getGroup?(name: string): GroupConfig | undefined;
   /** Used to find a group when `getGroup` is absent. */
   listGroups?(): GroupConfig[];
-  /** True once DELAY messages are stored and delivered at their time; else refused. */
+  /**
+   * True once DELAY messages are stored and delivered at their time; else refused, and left
+   * out of routes (served-message-types.ts).
+   */
   readonly supportsDelayMessages?: boolean;
-  /** True once TRANSACTION messages are stored prepared; else refused. */
+  /** True once TRANSACTION messages are stored prepared; else refused and left out of routes. */
   readonly supportsTransactionMessages?: boolean;
   /**
    * Calls `listener` on every change of `roleView()`; returns its remover. Without it a

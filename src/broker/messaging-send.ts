@@ -4,7 +4,8 @@
  * the first failure's code ("not stored: message i is invalid"), so the entry a client reads
  * first names the real problem. The top-level status is the shared code, or MULTIPLE_RESULTS
  * when entries differ (contract §5.4). DELAY and TRANSACTION messages are refused with
- * UNSUPPORTED until the backend says it supports them.
+ * UNSUPPORTED until the backend says it supports them; routes do not advertise them meanwhile
+ * (served-message-types.ts), so the official clients refuse them before sending.
  *
  * Valid requests go to `backend.send` with the call's deadline (capped); a follower forwards
  * them to the leader (messaging-forward.ts). Entries echo the client's message ids and carry

@@ -10,6 +10,7 @@ import type { Logger } from '../common/logger';
 import type { BodyEncoding, MessageType } from '../store/message-format';
 import { MESSAGE_LIMITS } from '../store/message-limits';
 import type { ProduceMessage } from './broker-types';
+import { checkDeliveryFrameSize } from './delivery-frame-limit';
 import {
   checkBody,
   checkDeliveryTime,
@@ -115,7 +116,9 @@ function bodyEncodingOf(wire: string): BodyEncoding {
 /**
  * Checks a producer's message and turns it into what the broker stores. The topic is the
  * broker's name (namespace applied); the queue id the client chose is ignored (the broker
- * picks). Throws the RaftmqError of the first rule broken, naming the field.
+ * picks). Besides each field's limit, the message as a whole must fit the frame it will be
+ * delivered in (delivery-frame-limit.ts). Throws the RaftmqError of the first rule broken,
+ * naming the field.
  */
 export function toProduceMessage(wire: WireMessage, ctx: ProduceContext): ProduceMessage {
   if (wire.topic === null) {
@@ -135,6 +138,7 @@ export function toProduceMessage(wire: WireMessage, ctx: ProduceContext): Produc
   checkKeys(sp.keys);
   if (sp.messageGroup !== undefined) checkMessageGroup(sp.messageGroup);
   const userProperties = checkUserProperties(wire.userProperties);
+  checkDeliveryFrameSize(wire.body, sp.keys, userProperties);
   const messageType = messageTypeOf(sp);
   let deliveryTimestampMs: number | undefined;
   if (sp.deliveryTimestamp !== undefined && sp.deliveryTimestamp !== null) {

@@ -146,12 +146,15 @@ export const ERROR_CODES = Object.freeze({
     RmqCode.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, false,
     "A message's type is not one its topic accepts, or its properties contradict its type."),
   MESSAGE_BODY_TOO_LARGE: code(GrpcStatus.RESOURCE_EXHAUSTED, RmqCode.MESSAGE_BODY_TOO_LARGE, false,
-    'A message body is larger than the broker accepts (4 MiB by default); nothing was written.'),
+    'A message body is larger than the broker accepts (4 MiB - 64 KiB by default), or leaves '
+    + 'too little of a 4 MiB delivery frame for the fields every message may carry; nothing was '
+    + 'written.'),
   MESSAGE_BODY_EMPTY: code(GrpcStatus.INVALID_ARGUMENT, RmqCode.MESSAGE_BODY_EMPTY, false,
     'A message body is empty.'),
   MESSAGE_PROPERTIES_TOO_LARGE: code(GrpcStatus.RESOURCE_EXHAUSTED,
     RmqCode.MESSAGE_PROPERTIES_TOO_LARGE, false,
-    "A message's user properties are too many or too large in total."),
+    "A message's user properties are too many or too large in total, or its keys and "
+    + 'properties do not fit the 4 MiB delivery frame beside its body; nothing was written.'),
   CLIENT_ID_REQUIRED: code(GrpcStatus.INVALID_ARGUMENT, RmqCode.CLIENT_ID_REQUIRED, false,
     'A client request has no x-mq-client-id header.'),
   UNRECOGNIZED_CLIENT_TYPE: code(GrpcStatus.INVALID_ARGUMENT, RmqCode.UNRECOGNIZED_CLIENT_TYPE,
@@ -162,7 +165,8 @@ export const ERROR_CODES = Object.freeze({
     'The topic or group does not permit this operation (for example a write to a read-only '
     + 'topic).'),
   UNSUPPORTED: code(GrpcStatus.UNIMPLEMENTED, RmqCode.UNSUPPORTED, false,
-    'The request asks for a feature this broker does not provide.'),
+    'The request asks for a feature this broker does not provide (DELAY or TRANSACTION '
+    + 'messages, or a topic accepting them).'),
 } as const);
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -7,7 +7,7 @@
  * Auto-creation: RocketMQ brokers with `autoCreateTopicEnable` create a topic on its first
  * send. A route for an unknown topic is therefore answered, when some group registered with
  * `autoCreateTopics`, over those groups, each with its `defaultQueueCount` queues accepting
- * every message type; the first send creates the topic on the group's leader, whose next
+ * the types brokers serve; the first send creates the topic on the group's leader, whose next
  * registration makes the route real.
  */
 import type { Clock } from '../common/clock';
@@ -23,13 +23,12 @@ import {
 } from './route-table';
 import type { NodeRegistration, RegistrationExtras } from './namesrv-wire';
 
-/** The message types an auto-created topic accepts (what a raftmq broker creates). */
-export const AUTO_CREATE_MESSAGE_TYPES: readonly string[] = Object.freeze([
-  'NORMAL',
-  'FIFO',
-  'DELAY',
-  'TRANSACTION',
-]);
+/**
+ * The message types an auto-created topic accepts: what a raftmq broker creates, the types it
+ * serves. Not DELAY or TRANSACTION, which brokers refuse at send for now: a route must not
+ * advertise a type whose sends fail (src/broker/served-message-types.ts).
+ */
+export const AUTO_CREATE_MESSAGE_TYPES: readonly string[] = Object.freeze(['NORMAL', 'FIFO']);
 
 /** A RouteTable with each node's extras; times come from the injected clock. */
 export class RouteRegistry {
