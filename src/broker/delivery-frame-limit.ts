@@ -18,10 +18,12 @@
  */
 import { RaftmqError } from '../common/errors';
 import { lenFieldSize, utf8Length, varintFieldSize, varintSize } from '../common/proto-writer';
-import { MESSAGE_LIMITS } from '../store/message-limits';
+import { MESSAGE_LIMITS, USER_PROPERTY_LIMITS } from '../store/message-limits';
 import { RECEIPT_HANDLE_LENGTH_MAX } from './receipt-handle';
 
 const L = MESSAGE_LIMITS;
+/** What a producer's properties may take (the store's limits leave room for the broker's). */
+const U = USER_PROPERTY_LIMITS;
 
 /** The largest delivery frame a client receives: grpc-js's default receive limit, 4 MiB. */
 export const DELIVERY_FRAME_SIZE_BYTES_MAX = 4 * 1024 * 1024;
@@ -103,7 +105,7 @@ export const DELIVERABLE_BODY_SIZE_BYTES_ANY =
   DELIVERY_FRAME_SIZE_BYTES_MAX -
   DELIVERY_FRAME_FIXED_BYTES_MAX -
   L.keyCountMax * (KEY_FRAMING_BYTES + L.keySizeBytesMax) -
-  (L.propertyCountMax * PROPERTY_FRAMING_BYTES_MAX + L.propertiesSizeBytesMax);
+  (U.countMax * PROPERTY_FRAMING_BYTES_MAX + U.sizeBytesMax);
 
 /**
  * The most bytes a message of `body`, `keys` and `properties` (already checked against their

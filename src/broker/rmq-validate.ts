@@ -14,7 +14,7 @@
  */
 import { RaftmqError } from '../common/errors';
 import { NO_PROPERTIES } from '../store/message-decode';
-import { MESSAGE_LIMITS } from '../store/message-limits';
+import { MESSAGE_LIMITS, USER_PROPERTY_LIMITS } from '../store/message-limits';
 import { RESERVED_TOPIC_NAMES, RESERVED_TOPIC_PREFIXES } from './broker-command';
 
 /** RocketMQ's character rule for topic and group names. */
@@ -285,7 +285,7 @@ export function checkUserProperties(
   for (const key of names) {
     const value = props[key] ?? '';
     const field = `user_properties[${quote(key)}]`;
-    checkToken(key, MESSAGE_LIMITS.propertiesSizeBytesMax, 'ILLEGAL_MESSAGE_PROPERTY_KEY', field);
+    checkToken(key, USER_PROPERTY_LIMITS.sizeBytesMax, 'ILLEGAL_MESSAGE_PROPERTY_KEY', field);
     if (RESERVED_PROPERTY_KEYS.has(key)) {
       throw new RaftmqError(
         'ILLEGAL_MESSAGE_PROPERTY_KEY',
@@ -301,14 +301,11 @@ export function checkUserProperties(
     sizeBytes += utf8Bytes(key) + utf8Bytes(value);
     out.set(key, value);
   }
-  if (
-    out.size > MESSAGE_LIMITS.propertyCountMax ||
-    sizeBytes > MESSAGE_LIMITS.propertiesSizeBytesMax
-  ) {
+  if (out.size > USER_PROPERTY_LIMITS.countMax || sizeBytes > USER_PROPERTY_LIMITS.sizeBytesMax) {
     throw new RaftmqError(
       'MESSAGE_PROPERTIES_TOO_LARGE',
       `user_properties has ${out.size} properties of ${sizeBytes} bytes; at most ` +
-        `${MESSAGE_LIMITS.propertyCountMax} properties and ${MESSAGE_LIMITS.propertiesSizeBytesMax} bytes`,
+        `${USER_PROPERTY_LIMITS.countMax} properties and ${USER_PROPERTY_LIMITS.sizeBytesMax} bytes`,
       { details: { field: 'user_properties' } },
     );
   }

@@ -29,10 +29,11 @@ import type { WireMessage } from '../../src/broker/rmq-wire';
 import { isRaftmqError } from '../../src/common/errors';
 import { encodeMessage } from '../../src/store/message-codec';
 import type { StoredMessage } from '../../src/store/message-format';
-import { MESSAGE_LIMITS } from '../../src/store/message-limits';
+import { MESSAGE_LIMITS, USER_PROPERTY_LIMITS } from '../../src/store/message-limits';
 import { fcParams } from '../fc-params';
 
 const L = MESSAGE_LIMITS;
+const U = USER_PROPERTY_LIMITS;
 /** Characters of 1, 2, 3 and 4 UTF-8 bytes. */
 const CHARS = [
   ['a', 1],
@@ -151,8 +152,8 @@ describe('delivery frame limit', () => {
   it('bounds every ReceiveMessage frame, and that of its dead-letter copy', () => {
     fc.assert(
       fc.property(
-        // Room for the three properties a dead-letter copy adds, within the store's limits.
-        storedArb(L.propertyCountMax - 3, L.propertiesSizeBytesMax - 600),
+        // Up to the producer's limits; the store's leave room for a dead-letter copy's three.
+        storedArb(U.countMax, U.sizeBytesMax),
         fc.constantFrom('', 'shop', 'n'.repeat(120)),
         (m, ns) => {
           const bound = deliveryFrameSizeBytesMax(m.body, m.keys, m.userProperties);
@@ -208,9 +209,9 @@ describe('delivery frame limit', () => {
     const body = new Uint8Array(DELIVERABLE_BODY_SIZE_BYTES_ANY);
     const keys = Array.from({ length: L.keyCountMax }, (_, i) => filled(L.keySizeBytesMax, i));
     const properties = new Map(
-      Array.from({ length: L.propertyCountMax }, (_, i) => [
+      Array.from({ length: U.countMax }, (_, i) => [
         `k${String(i).padStart(3, '0')}`,
-        'v'.repeat(L.propertiesSizeBytesMax / L.propertyCountMax - 4),
+        'v'.repeat(U.sizeBytesMax / U.countMax - 4),
       ]),
     );
     assert.ok(deliveryFrameSizeBytesMax(body, keys, properties) <= DELIVERY_FRAME_SIZE_BYTES_MAX);

@@ -16,6 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { RaftmqError, isRaftmqError } from '../../src/common/errors';
 import { decodeMessage } from '../../src/store/message-codec';
+import { USER_PROPERTY_LIMITS } from '../../src/store/message-limits';
 import type { BrokerNode } from '../../src/broker/broker-node';
 import { produceMessage, startSingleNode } from './single-node';
 import type { ProduceMessage } from '../../src/broker/broker-types';
@@ -149,6 +150,29 @@ describe('pop service on a broker node', function () {
         .reduce((n, p) => n + p.lag, 0),
       0,
     );
+  });
+
+  it('dead-letters a message with all the properties a producer may set', async () => {
+    // 128 properties of 16 KiB in all: the copy adds three more (its origin), which the store
+    // makes room for. Before, the copy broke the store's limits and every receive of the group
+    // failed with RECORD_TOO_LARGE.
+    const { countMax, sizeBytesMax } = USER_PROPERTY_LIMITS;
+    const userProperties = new Map(
+      Array.from({ length: countMax }, (_, i) => [
+        `p${String(i).padStart(3, '0')}`,
+        'v'.repeat(sizeBytesMax / countMax - 4),
+      ]),
+    );
+    await broker().createGroup({ name: 'D', maxDeliveryAttempts: 1, fifo: false }, deadline());
+    await send(message('full', { userProperties }));
+    assert.deepEqual(bodies(await receive({ group: 'D', invisibleMs: 50 })), ['full']);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await send(message('next'));
+    const after = await receive({ group: 'D', pollUntilMs: Date.now() + 3_000 });
+    assert.deepEqual(bodies(after), ['next'], 'the group goes on consuming');
+    const [copy] = await broker().readQueue('%DLQ%D', 0, 0, 10);
+    assert.equal(copy?.message.userProperties.size, countMax + 3);
+    assert.equal(copy?.message.userProperties.get('DLQ_ORIGIN_TOPIC'), TOPIC);
   });
 
   it('dead-letters the messages of a group whose name is too long for %DLQ%<group>', async () => {
