@@ -15,6 +15,10 @@
  * - PushConsumer, FIFO group (max 3 attempts): one message group m0..m3 whose m1 always fails
  *   is consumed in the order m0 m1 m1 m1 m2 m3, and m1 is forwarded to the dead-letter queue.
  *
+ * - SimpleConsumer and PushConsumer subscribing with a SQL92 filter: startup fails within
+ *   seconds with ILLEGAL_FILTER_EXPRESSION (40010) naming SQL92, instead of starting and then
+ *   having every receive refused.
+ *
  * Every client and the cluster are stopped by the tests; every wait has a deadline. The official
  * PushConsumer's consume services open their own file logger (egg-logger) whose flush timer is
  * never cleared, so a process that used one never exits by itself: `.mocharc.json` sets `exit`.
@@ -25,11 +29,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   ConsumeResult,
+  FilterExpression,
   Producer,
   PushConsumer,
   SimpleConsumer,
   type MessageView,
 } from 'rocketmq-client-nodejs';
+import { FilterType } from 'rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb';
 import { LocalCluster } from '../../src/cli/local-cluster';
 import { waitUntil } from '../../src/cli/raft-node-client';
 import { PullConsumer } from '../../src/client/pull-consumer';
@@ -285,5 +291,45 @@ describe('official rocketmq-client-nodejs consumers against a 3-node group', fun
     await eventually('m3 consumed', 60_000, () => Promise.resolve(consumed.includes('m3#1')));
     assert.deepEqual(consumed, ['m0#1', 'm1#1', 'm1#2', 'm1#3', 'm2#1', 'm3#1']);
     assert.deepEqual(await readDeadLetters('FifoG', 1), ['m1']);
+  });
+
+  it('SimpleConsumer and PushConsumer with a SQL92 filter fail at startup, saying why', async () => {
+    const subscriptions = new Map([['Simple', new FilterExpression('a = 1', FilterType.SQL)]]);
+    const consumers = [
+      new SimpleConsumer({
+        endpoints,
+        namespace: '',
+        consumerGroup: 'SqlS',
+        subscriptions,
+        logger,
+      }),
+      new PushConsumer({
+        endpoints,
+        namespace: '',
+        consumerGroup: 'SqlP',
+        subscriptions,
+        logger,
+        messageListener: { consume: () => ConsumeResult.SUCCESS },
+      }),
+    ];
+    clients.push(...consumers);
+    for (const consumer of consumers) {
+      const startedMs = Date.now();
+      // Bounded: before the fix, startup succeeded (and every receive was refused).
+      const outcome = await Promise.race([
+        consumer.startup().then(
+          () => new Error('startup succeeded'),
+          (err: unknown) => err,
+        ),
+        new Promise<Error>((resolve) => {
+          setTimeout(() => resolve(new Error('startup still pending after 20 s')), 20_000).unref();
+        }),
+      ]);
+      const text = `${String(outcome)} ${String((outcome as { cause?: unknown }).cause)}`;
+      assert.match(text, /response-code=40010/, text);
+      assert.match(text, /SQL92/, text);
+      const tookMs = Date.now() - startedMs;
+      assert.ok(tookMs < 10_000, `startup took ${tookMs} ms to fail`);
+    }
   });
 });
