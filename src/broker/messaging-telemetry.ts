@@ -315,7 +315,11 @@ export function heartbeat(
   return Promise.resolve({ status: okStatus() });
 }
 
-/** NotifyClientTermination: forgets the client; always OK (a gRPC error breaks its shutdown). */
+/**
+ * NotifyClientTermination: forgets the client, and the leader stops renewing its auto-renewed
+ * deliveries and makes them visible again soon (pop-renewer.ts `terminate`, in the background:
+ * the answer does not wait for it). Always OK (a gRPC error breaks the client's shutdown).
+ */
 export function notifyClientTermination(
   ctx: ServiceContext,
   call: grpc.ServerUnaryCall<unknown, unknown>,
@@ -323,6 +327,9 @@ export function notifyClientTermination(
   const clientId = headerValue(call.metadata, CLIENT_ID_HEADER);
   // Its Telemetry streams stay open until the client half-closes them: ending them here would
   // make the client reconnect a second later, after its own shutdown.
-  if (clientId !== undefined) ctx.registry.unregister(clientId);
+  if (clientId !== undefined) {
+    ctx.registry.unregister(clientId);
+    void ctx.renewer?.terminate(clientId);
+  }
   return Promise.resolve({ status: okStatus() });
 }
