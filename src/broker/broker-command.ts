@@ -334,7 +334,11 @@ function checkPopShape(o: Record<string, unknown>): void {
           ? isNat(o.attempt) &&
             (o.reason === 'dlq' || o.reason === 'gone' || o.reason === 'filtered') &&
             (o.renewHandle === undefined || isNat(o.renewHandle))
-          : isNat(o.handle) && (op === 'pop.ack' || (isInt(o.nowMs) && isNat(o.invisibleMs)))));
+          : isNat(o.handle) &&
+            (op === 'pop.ack' ||
+              (isInt(o.nowMs) &&
+                isNat(o.invisibleMs) &&
+                (o.renewHandle === undefined || isNat(o.renewHandle))))));
   if (!ok) throw corrupt(`${op} is malformed`);
 }
 

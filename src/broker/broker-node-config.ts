@@ -56,6 +56,11 @@ export interface BrokerNodeConfig {
   readonly autoCreateGroups: boolean;
   /** Largest message body accepted (default 4 MiB - 64 KiB, so Node consumers can read it). */
   readonly maxBodyBytes: number;
+  /**
+   * Invisibility of a push consumer's auto-renewing delivery, and of each renewal the leader
+   * gives it while the consumer lives (pop-renewer.ts; RocketMQ's proxy: 60 s).
+   */
+  readonly autoRenewInvisibleMs: number;
   /** A node that takes leadership whenever it is caught up (DLedger's preferredLeaderId). */
   readonly preferredLeader: string | null;
   readonly timing: BrokerTimingConfig;
@@ -99,6 +104,7 @@ export const BROKER_NODE_DEFAULTS: Readonly<
   defaultQueueCount: 8,
   autoCreateGroups: true,
   maxBodyBytes: MAX_BODY_BYTES_LIMIT,
+  autoRenewInvisibleMs: 60_000,
   preferredLeader: null,
   timing: BROKER_TIMING_DEFAULTS,
 });
@@ -139,6 +145,7 @@ const FIELD_SPEC: OptionSpec<UncheckedFields> = {
   defaultQueueCount: intInRange(1, DEFAULT_QUEUE_COUNT_MAX),
   autoCreateGroups: isBoolean,
   maxBodyBytes: intInRange(1, MAX_BODY_BYTES_LIMIT),
+  autoRenewInvisibleMs: intInRange(1_000, 12 * 3600 * 1000),
   preferredLeader: (v, p) => {
     if (v !== null) checkName(v, p);
   },

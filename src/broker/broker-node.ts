@@ -189,7 +189,10 @@ export class BrokerNode {
       const server = new grpc.Server(MESSAGING_SERVER_OPTIONS);
       const messaging = await createMessagingService(
         broker,
-        { maxBodyBytes: config.maxBodyBytes },
+        {
+          maxBodyBytes: config.maxBodyBytes,
+          autoRenew: { invisibleMs: config.autoRenewInvisibleMs },
+        },
         logger,
       );
       server.addService(messaging.definition, messaging.handlers);

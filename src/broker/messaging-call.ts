@@ -11,6 +11,7 @@ import type { ClientRegistry } from './client-registry';
 import type { Forwarder } from './messaging-forward';
 import { UndecodableRequest } from './messaging-proto';
 import type { ResolvedMessagingOptions, ServiceBackend } from './messaging-options';
+import type { PopRenewer } from './pop-renewer';
 import { toStatus } from './rmq-convert';
 import type { WireStatus } from './rmq-wire';
 
@@ -33,6 +34,8 @@ export interface ServiceContext {
   readonly log: Logger;
   readonly clock: Clock;
   readonly registry: ClientRegistry;
+  /** Renews auto-renewing deliveries while this node leads; undefined without pop. */
+  readonly renewer: PopRenewer | undefined;
   readonly forwarder: Forwarder;
   /** Open Telemetry sessions. */
   readonly sessions: Set<ClosableSession>;

@@ -21,6 +21,11 @@ import {
   type ClientRegistryOptions,
   resolveClientRegistryOptions,
 } from './client-registry';
+import {
+  POP_RENEWER_DEFAULTS,
+  type PopRenewerOptions,
+  resolvePopRenewerOptions,
+} from './pop-renewer-options';
 
 const MIB = 1024 * 1024;
 
@@ -103,6 +108,11 @@ export interface MessagingServiceOptions {
   protoDir: string;
   /** The client registry's bounds and timers. */
   registry: Partial<ClientRegistryOptions>;
+  /**
+   * Server-side renewal of push consumers' auto-renewing deliveries (pop-renewer.ts): their
+   * invisibility (`invisibleMs`, 60 s), how early and for how long they are renewed, bounds.
+   */
+  autoRenew: Partial<PopRenewerOptions>;
 }
 
 export const MESSAGING_SERVICE_DEFAULTS: Readonly<MessagingServiceOptions> = Object.freeze({
@@ -125,6 +135,7 @@ export const MESSAGING_SERVICE_DEFAULTS: Readonly<MessagingServiceOptions> = Obj
   telemetrySettingsWaitMs: 30_000,
   protoDir: '',
   registry: CLIENT_REGISTRY_DEFAULTS,
+  autoRenew: POP_RENEWER_DEFAULTS,
 });
 
 const OPTION_SPEC: OptionSpec<MessagingServiceOptions> = {
@@ -147,11 +158,15 @@ const OPTION_SPEC: OptionSpec<MessagingServiceOptions> = {
   telemetrySettingsWaitMs: intInRange(100, 3_600_000),
   protoDir: isString(false),
   registry: anyValue,
+  autoRenew: anyValue,
 };
 
-/** Options after resolution: every field set, the registry's too. */
+/** Options after resolution: every field set, the registry's and auto-renewal's too. */
 export type ResolvedMessagingOptions = Readonly<
-  Omit<MessagingServiceOptions, 'registry'> & { registry: Readonly<ClientRegistryOptions> }
+  Omit<MessagingServiceOptions, 'registry' | 'autoRenew'> & {
+    registry: Readonly<ClientRegistryOptions>;
+    autoRenew: Readonly<PopRenewerOptions>;
+  }
 >;
 
 /** Checks `input` over the defaults; throws INVALID_OPTION naming a bad or unknown field. */
@@ -172,6 +187,10 @@ export function resolveMessagingServiceOptions(
   return Object.freeze({
     ...options,
     registry: resolveClientRegistryOptions({ ...options.registry }),
+    // Only what was given: left out, the renewal timing scales with the invisibility.
+    autoRenew: resolvePopRenewerOptions(
+      options.autoRenew === POP_RENEWER_DEFAULTS ? undefined : { ...options.autoRenew },
+    ),
   });
 }
 

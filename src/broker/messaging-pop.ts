@@ -12,10 +12,15 @@
  *   Simple consumer receives from any queue of the route, followers' included).
  * - QueryAssignment answers for the whole topic across all broker groups: one assignment per
  *   group that has a leader, naming the leader (queue id -1, as RocketMQ's proxy does).
+ * - Auto-renewal (push consumers: `auto_renew=true`, contract §5.6): the leader renews what such
+ *   a receive hands out while its client is alive (pop-renewer.ts), from the moment the answer
+ *   is written (a receive whose caller went away renews nothing). The lease is the request's
+ *   invisible duration, else the renewer's `invisibleMs` (60 s). Ack, ChangeInvisibleDuration
+ *   and ForwardMessageToDeadLetterQueue end the renewal of the handle they name.
  */
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../common/logger';
-import { RaftmqError, RmqCode } from '../common/errors';
+import { isRaftmqError, RaftmqError, RmqCode } from '../common/errors';
 import type { TopicRoute } from '../namesrv/route-types';
 import { type HostPort, parseHostPort } from '../namesrv/rmq-route';
 import {
@@ -29,6 +34,8 @@ import { runOrForward, runOrForwardStream } from './messaging-forward';
 import { tagFilter } from './messaging-pull';
 import { MULTIPLE_RESULTS_CODE } from './messaging-send';
 import type { PopService } from './pop-service';
+import type { RenewableDelivery, RenewReservation } from './pop-renewer';
+import { POP_RENEWER_DEFAULTS } from './pop-renewer-options';
 import { okStatus, toStatus } from './rmq-convert';
 import { encodeAckAnswer } from './rmq-message-encode';
 import { encodeStoredFrame } from './rmq-stored-frame';
@@ -44,8 +51,6 @@ import {
   type WireStatus,
 } from './rmq-wire';
 
-/** Invisibility of a receive that names none and asks for auto-renewal (the proxy's 60 s). */
-export const AUTO_RENEW_INVISIBLE_MS = 60_000;
 /** Invisibility of a receive that names none (the Simple consumer's default, 15 s). */
 export const DEFAULT_INVISIBLE_MS = 15_000;
 /** The longest invisibility a client may ask for (the proxy's 12 h). */
@@ -145,19 +150,58 @@ interface ReceiveRequest {
   readonly longPollingTimeout?: WireSecondsNanos | null;
 }
 
+/**
+ * The auto-renewal of one receive's deliveries: the room it reserved, then what it handed out;
+ * started once the answer is written, cancelled when it is not.
+ */
+class PendingRenewal {
+  private reservation: RenewReservation | undefined;
+  private handedOut:
+    { group: string; topic: string; popped: readonly RenewableDelivery[] } | undefined;
+
+  /** Holds `reservation` (a previous attempt's is cancelled). */
+  hold(reservation: RenewReservation | undefined): void {
+    this.cancel();
+    this.reservation = reservation;
+  }
+
+  handOut(group: string, topic: string, popped: readonly RenewableDelivery[]): void {
+    this.handedOut = { group, topic, popped };
+  }
+
+  /** The answer was written: renews what it handed out. */
+  start(): void {
+    const out = this.handedOut;
+    if (this.reservation !== undefined && out !== undefined) {
+      this.reservation.track(out.group, out.topic, out.popped);
+    }
+    this.cancel();
+  }
+
+  cancel(): void {
+    this.reservation?.cancel();
+    this.reservation = undefined;
+    this.handedOut = undefined;
+  }
+}
+
 async function receiveFrames(
   ctx: ServiceContext,
   call: grpc.ServerWritableStream<unknown, unknown>,
   signal: AbortSignal,
+  renewal: PendingRenewal,
 ): Promise<object[]> {
-  requireClientId(call.metadata);
+  const clientId = requireClientId(call.metadata);
   requireDecoded(call.request);
   const request = call.request as ReceiveRequest;
   const names = namesOf(call, request.group, request.messageQueue?.topic ?? null);
   const filter = tagFilter(request.filterExpression);
+  const renewer = request.autoRenew ? ctx.renewer : undefined;
   const invisibleMs = invisibleMsOf(
     request.invisibleDuration,
-    request.autoRenew ? AUTO_RENEW_INVISIBLE_MS : DEFAULT_INVISIBLE_MS,
+    request.autoRenew
+      ? (ctx.renewer?.options.invisibleMs ?? POP_RENEWER_DEFAULTS.invisibleMs)
+      : DEFAULT_INVISIBLE_MS,
   );
   const batchSize = request.batchSize > 0 ? request.batchSize : RECEIVE_BATCH_DEFAULT;
   const deadlineMs = callDeadlineMs(call, ctx);
@@ -166,10 +210,22 @@ async function receiveFrames(
     asked === null || asked === undefined ? ctx.options.longPollingTimeoutMs : durationToMs(asked);
   const pollUntilMs = receivePollUntilMs(ctx, pollMs, deadlineMs);
   return runOrForwardStream(ctx, call, 'ReceiveMessage', deadlineMs, async () => {
-    const popped = await popOf(ctx).receive(
-      { ...names, filter, batchSize, invisibleMs, pollUntilMs, signal },
+    const pop = popOf(ctx);
+    // On the leader only: a follower forwards the receive, and the leader renews.
+    const reservation = renewer?.reserve(clientId, batchSize);
+    renewal.hold(reservation);
+    const popped = await pop.receive(
+      {
+        ...names,
+        filter,
+        batchSize: reservation?.count ?? batchSize,
+        invisibleMs,
+        pollUntilMs,
+        signal,
+      },
       deadlineMs - ctx.options.forwardReserveMs,
     );
+    renewal.handOut(names.group, names.topic, popped);
     if (popped.length === 0) return [{ status: nothingReady(names.topic, names.group) }];
     return [
       { status: okStatus() },
@@ -195,7 +251,8 @@ export function receiveMessageHandler(
     const onCancel = (): void => stop.abort();
     call.on('cancelled', onCancel);
     ctx.closing.addEventListener('abort', onCancel);
-    void receiveFrames(ctx, call, stop.signal)
+    const renewal = new PendingRenewal();
+    void receiveFrames(ctx, call, stop.signal, renewal)
       .catch((err: unknown) => [{ status: toStatus(err, ctx.log) }])
       .then((frames) => {
         if (call.cancelled) return;
@@ -203,9 +260,11 @@ export function receiveMessageHandler(
         // the handles are already issued, so holding some back would only delay them.
         for (const frame of frames) call.write(frame);
         call.end();
+        renewal.start();
       })
       .catch((err: unknown) => ctx.log.error({ err }, 'ReceiveMessage failed while writing'))
       .finally(() => {
+        renewal.cancel();
         call.off('cancelled', onCancel);
         ctx.closing.removeEventListener('abort', onCancel);
       });
@@ -245,6 +304,8 @@ export async function ackMessage(
     for (let i = 0; i < count; i++)
       handles[i] = (request.entries[i] as AckEntryRequest).receiptHandle;
     const outcomes = await popOf(ctx).ackAll(names.group, names.topic, handles, deadlineMs);
+    // Settled, or stale (the delivery it named is over): renewing it has ended either way.
+    for (const handle of handles) ctx.renewer?.release(names.group, names.topic, handle);
     if (outcomes.length !== count) {
       throw new RaftmqError('INTERNAL', `${outcomes.length} ack outcomes for ${count} entries`);
     }
@@ -293,14 +354,24 @@ export async function changeInvisibleDuration(
   const invisibleMs = invisibleMsOf(request.invisibleDuration, 0);
   const deadlineMs = callDeadlineMs(call, ctx);
   return runOrForward(ctx, call, 'ChangeInvisibleDuration', deadlineMs, async () => {
-    const handle = await popOf(ctx).changeInvisible(
-      names.group,
-      names.topic,
-      request.receiptHandle,
-      invisibleMs,
-      deadlineMs,
-    );
-    return { status: okStatus(), receiptHandle: handle };
+    // The client's change (a push consumer's nack) ends the server's renewal of the delivery.
+    // A renewal proposed before this change is refused when applied after it (its guard).
+    const release = (): void =>
+      ctx.renewer?.release(names.group, names.topic, request.receiptHandle);
+    try {
+      const handle = await popOf(ctx).changeInvisible(
+        names.group,
+        names.topic,
+        request.receiptHandle,
+        invisibleMs,
+        deadlineMs,
+      );
+      release();
+      return { status: okStatus(), receiptHandle: handle };
+    } catch (err) {
+      if (isRaftmqError(err, 'INVALID_RECEIPT_HANDLE')) release();
+      throw err;
+    }
   });
 }
 
@@ -321,6 +392,10 @@ export async function forwardToDeadLetterQueue(
   const names = namesOf(call, request.group, request.topic);
   const deadlineMs = callDeadlineMs(call, ctx);
   return runOrForward(ctx, call, 'ForwardMessageToDeadLetterQueue', deadlineMs, async () => {
+    // Renewal ends first, and a round in progress is let finish: the move settles the delivery
+    // only if its lease is still the one it saw, and a renewal in between would refuse it.
+    ctx.renewer?.release(names.group, names.topic, request.receiptHandle);
+    await ctx.renewer?.roundDone();
     await popOf(ctx).forwardToDeadLetter(
       names.group,
       names.topic,

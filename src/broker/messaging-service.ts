@@ -26,6 +26,7 @@ import { fetchQueueHandler, loadFetchDefinition, receiveStoredHandler } from './
 import { Forwarder } from './messaging-forward';
 import {
   type MessagingServiceOptions,
+  type ResolvedMessagingOptions,
   resolveMessagingServiceOptions,
   type ServiceBackend,
 } from './messaging-options';
@@ -39,6 +40,7 @@ import {
   receiveMessageHandler,
 } from './messaging-pop';
 import { queryRoute } from './messaging-route';
+import { PopRenewer } from './pop-renewer';
 import { sendMessage } from './messaging-send';
 import { heartbeat, notifyClientTermination, telemetryHandler } from './messaging-telemetry';
 
@@ -83,6 +85,42 @@ function unsupportedHandlers(): grpc.UntypedServiceImplementation {
 }
 
 /**
+ * The renewer of auto-renewing deliveries, over the backend's pop service (undefined without
+ * one): it renews while this node is the ready leader, for clients the registry (or its own
+ * traffic) shows alive.
+ */
+function createRenewer(
+  backend: ServiceBackend,
+  options: ResolvedMessagingOptions,
+  log: Logger,
+  clock: Clock,
+  registry: ClientRegistry,
+  deps: MessagingServiceDeps,
+): PopRenewer | undefined {
+  const pop = backend.pop;
+  if (pop === undefined) return undefined;
+  return new PopRenewer(
+    {
+      clock,
+      scheduler: deps.scheduler ?? systemScheduler,
+      log,
+      leaderTerm: () => {
+        const view = backend.roleView();
+        return view.role === 'leader' && view.leaderReady ? view.term : undefined;
+      },
+      changeAll: (commands, deadlineMs, wake) => pop.changeInvisibleAll(commands, deadlineMs, wake),
+      clientContact: (clientId) => {
+        const client = registry.get(clientId);
+        return client === undefined
+          ? undefined
+          : { streamOpen: client.streamCount > 0, lastSeenMs: client.lastSeenMs };
+      },
+    },
+    options.autoRenew,
+  );
+}
+
+/**
  * Builds the MessagingService over `backend`. Loads the protocol files (see findProtoDir);
  * throws INVALID_OPTION for a bad option.
  */
@@ -113,12 +151,14 @@ export async function createMessagingService(
     deps.scheduler ?? systemScheduler,
   );
   const forwarder = new Forwarder(definition, resolved.forwardChannelsMax, log);
+  const renewer = createRenewer(backend, resolved, log, clock, registry, deps);
   const ctx: ServiceContext = {
     backend,
     options: resolved,
     log,
     clock,
     registry,
+    renewer,
     forwarder,
     sessions,
     closing: closing.signal,
@@ -163,6 +203,7 @@ export async function createMessagingService(
       closed = true;
       closing.abort();
       for (const session of [...sessions]) session.close();
+      renewer?.close();
       registry.close();
       forwarder.close();
       log.info({}, 'messaging service closed');

@@ -6,8 +6,10 @@
  * `{status OK, settings: <reply>}` (rmq-settings.ts) and recorded in the client registry,
  * which has the stream send its reply again about 1 s and 5 s later and on each Heartbeat (the
  * Node client loses a reply that arrives during its startup route queries). A Settings that
- * cannot be served is answered with a status-only command, which makes the client's startup
- * fail with that code. `print_thread_stack_trace_command` gets a stack-less answer,
+ * cannot be served (an unknown client type, a malformed group, a SQL92 subscription filter) is
+ * answered with a status-only command, which makes the client's startup fail with that code;
+ * the refusal is sent again at the same delays as a Settings reply, for the same race, until a
+ * later Settings is served. `print_thread_stack_trace_command` gets a stack-less answer,
  * `verify_message_command` an UNSUPPORTED result; the client's own replies are ignored. When
  * the client half-closes, the call is ended with OK at once: a client that removed its
  * listeners would otherwise crash on the CANCELLED a later disconnect brings (§3.6).
@@ -117,6 +119,8 @@ class TelemetrySession implements TelemetryPeer, ClosableSession {
   private done = false;
   /** Ends the stream unless Settings are served in time; cleared once they are. */
   private settingsWait: NodeJS.Timeout | undefined;
+  /** Pending re-sends of the latest refusal of a Settings. */
+  private refusalResends: NodeJS.Timeout[] = [];
 
   constructor(
     private readonly ctx: ServiceContext,
@@ -209,10 +213,35 @@ class TelemetrySession implements TelemetryPeer, ClosableSession {
       this.settings = settings;
       clearTimeout(this.settingsWait);
       this.settingsWait = undefined;
+      this.cancelRefusalResends();
       this.send({ status: okStatus(), settings: reply }, SETTINGS_KEY);
     } catch (err) {
-      this.send({ status: toStatus(err, this.ctx.log) });
+      this.refuse({ status: toStatus(err, this.ctx.log) });
     }
+  }
+
+  /**
+   * Answers a Settings with a status-only `refusal`, now and again at the Settings re-send
+   * delays: the Node client arms its wait only after its startup route queries, so a refusal
+   * that arrives before would be lost as a reply would, and its startup would hang.
+   */
+  private refuse(refusal: object): void {
+    // The refused Settings replace any served before: their reply is not sent again.
+    this.settings = undefined;
+    this.cancelRefusalResends();
+    this.send(refusal, SETTINGS_KEY);
+    for (const delayMs of this.ctx.options.registry.settingsResendDelaysMs) {
+      const timer = setTimeout(() => {
+        if (!this.done) this.send(refusal, SETTINGS_KEY);
+      }, delayMs);
+      timer.unref();
+      this.refusalResends.push(timer);
+    }
+  }
+
+  private cancelRefusalResends(): void {
+    for (const timer of this.refusalResends) clearTimeout(timer);
+    this.refusalResends = [];
   }
 
   private reply(settings: WireSettings): WireSettings {
@@ -240,6 +269,7 @@ class TelemetrySession implements TelemetryPeer, ClosableSession {
     if (this.done) return;
     this.done = true;
     clearTimeout(this.settingsWait);
+    this.cancelRefusalResends();
     this.writer.close();
     this.ctx.sessions.delete(this);
     if (this.clientId !== undefined) this.ctx.registry.detachStream(this.clientId, this);
@@ -285,7 +315,11 @@ export function heartbeat(
   return Promise.resolve({ status: okStatus() });
 }
 
-/** NotifyClientTermination: forgets the client; always OK (a gRPC error breaks its shutdown). */
+/**
+ * NotifyClientTermination: forgets the client, and the leader stops renewing its auto-renewed
+ * deliveries and makes them visible again soon (pop-renewer.ts `terminate`, in the background:
+ * the answer does not wait for it). Always OK (a gRPC error breaks the client's shutdown).
+ */
 export function notifyClientTermination(
   ctx: ServiceContext,
   call: grpc.ServerUnaryCall<unknown, unknown>,
@@ -293,6 +327,9 @@ export function notifyClientTermination(
   const clientId = headerValue(call.metadata, CLIENT_ID_HEADER);
   // Its Telemetry streams stay open until the client half-closes them: ending them here would
   // make the client reconnect a second later, after its own shutdown.
-  if (clientId !== undefined) ctx.registry.unregister(clientId);
+  if (clientId !== undefined) {
+    ctx.registry.unregister(clientId);
+    void ctx.renewer?.terminate(clientId);
+  }
   return Promise.resolve({ status: okStatus() });
 }

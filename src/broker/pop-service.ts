@@ -32,7 +32,7 @@ import type { LocatedMessage, QueueRecord } from '../store/message-store';
 import type { BrokerCommand, CommandResult } from './broker-command';
 import type { BrokerState } from './broker-state';
 import type { GroupConfig, TopicConfig } from './broker-types';
-import type { PopQueue, PopReceiveCommand } from './pop-state';
+import type { PopChangeCommand, PopQueue, PopReceiveCommand } from './pop-state';
 import { decodeReceiptHandle, encodeReceiptHandle, type HandleScope } from './receipt-handle';
 import { RESOURCE_NAME_LENGTH_MAX } from './rmq-validate';
 
@@ -136,6 +136,13 @@ export interface PoppedMessage {
   readonly attempt: number;
   readonly receiptHandle: string;
   readonly invisibleMs: number;
+  readonly queueId: number;
+  /** Its queue offset (the record's). */
+  readonly offset: number;
+  /** The delivery's handle id in the pop state (what `receiptHandle` names). */
+  readonly handleId: number;
+  /** Wall-clock ms its invisibility ends. */
+  readonly visibleAtMs: number;
 }
 
 /** One group's consumption of one queue, for the admin protocol. */
@@ -251,6 +258,10 @@ export class PopService {
             attempt: g.attempt,
             receiptHandle: encodeReceiptHandle(scope, handle),
             invisibleMs: req.invisibleMs,
+            queueId: plan.command.queueId,
+            offset: g.offset,
+            handleId: g.handle,
+            visibleAtMs: g.visibleAtMs,
           });
         }
       });
@@ -610,6 +621,22 @@ export class PopService {
     if (!result.ok) throw new RaftmqError(result.code, result.message);
     if (result.handle === undefined) throw new RaftmqError('INTERNAL', 'no new receipt handle');
     return encodeReceiptHandle(scope, { ...h, handleId: result.handle });
+  }
+
+  /**
+   * Proposes invisibility changes together (the leader's renewals of auto-renewing deliveries,
+   * pop-renewer.ts) and resolves with their results in order; `wakeReceives` when they make
+   * messages visible sooner, so long polls look again.
+   */
+  async changeInvisibleAll(
+    commands: readonly PopChangeCommand[],
+    deadlineMs: number,
+    wakeReceives: boolean,
+  ): Promise<CommandResult[]> {
+    this.deps.requireLeader();
+    const results = await this.deps.submitAll(commands, deadlineMs);
+    if (wakeReceives) this.notifyChange();
+    return results;
   }
 
   /** Moves a delivered message to the group's dead-letter queue at once (FIFO consumers). */

@@ -74,13 +74,24 @@ export interface PopAckCommand extends QueueRef {
   readonly handle: number;
 }
 
-/** Changes when a message may be handed out again (ChangeInvisibleDuration). */
+/**
+ * Changes when a message may be handed out again (ChangeInvisibleDuration, and the leader's
+ * renewal of auto-renewed deliveries, pop-renewer.ts).
+ */
 export interface PopChangeCommand extends QueueRef {
   readonly op: 'pop.change';
   readonly offset: number;
   readonly handle: number;
   readonly nowMs: number;
   readonly invisibleMs: number;
+  /**
+   * When present, the change applies only if the delivery's latest invisibility change is
+   * still this one (0: none since the delivery). The leader's renewals carry the handle of
+   * their own last renewal: a consumer's nack or change that came in between wins over a
+   * renewal proposed before it was applied, instead of being overwritten by it. (Absent in
+   * every command written before 2026-12-04, and in those of ChangeInvisibleDuration.)
+   */
+  readonly renewHandle?: number;
 }
 
 /**
@@ -438,6 +449,9 @@ export class PopState {
     const r = found.record;
     if (r === undefined) {
       return fail('INVALID_RECEIPT_HANDLE', `offset ${c.offset} is already settled`);
+    }
+    if (c.renewHandle !== undefined && r.renewHandle !== c.renewHandle) {
+      return fail('INVALID_RECEIPT_HANDLE', `offset ${c.offset} was given another lease since`);
     }
     r.visibleAtMs = c.nowMs + c.invisibleMs;
     r.renewHandle = this.takeHandle();

@@ -9,6 +9,10 @@
  *   (a missing value makes push consumers ask for 0 messages), the long-polling timeout, and an
  *   exponential backoff whose `max_attempts` is the group's delivery limit (a customized policy
  *   makes Node FIFO consumers dead-letter on the first failure).
+ * - A consumer subscribing with a SQL92 filter is refused (ILLEGAL_FILTER_EXPRESSION): raftmq
+ *   filters by tag only, and accepting the handshake would leave the client's receives refused
+ *   one by one, forever (the push consumer retries each a second later), where a refused
+ *   handshake fails its startup at once with the reason.
  */
 import { RaftmqError } from '../common/errors';
 import type { GroupConfig } from './broker-types';
@@ -65,6 +69,28 @@ export function clientKind(clientType: string | undefined): 'producer' | 'consum
   );
 }
 
+/** `FilterType` of a SQL92 filter expression. */
+const SQL_FILTER_TYPE = 'SQL';
+
+/**
+ * Throws ILLEGAL_FILTER_EXPRESSION, naming the subscription, when `settings` subscribe with a
+ * filter type raftmq does not evaluate (SQL92; tag filters and unspecified types pass).
+ */
+export function checkSubscriptionFilters(settings: WireSettings): void {
+  const entries = settings.subscription?.subscriptions ?? [];
+  for (const [i, entry] of entries.entries()) {
+    if (entry.expression?.type !== SQL_FILTER_TYPE) continue;
+    const field = `settings.subscription.subscriptions[${i}].expression.type`;
+    throw new RaftmqError(
+      'ILLEGAL_FILTER_EXPRESSION',
+      `topic ${entry.topic?.name ?? '(none)'}: SQL92 filter expressions are not supported ` +
+        `(${JSON.stringify(entry.expression.expression)}); raftmq filters by tag only ` +
+        `("*" or "tagA||tagB")`,
+      { details: { field } },
+    );
+  }
+}
+
 /** The broker's name of the consumer group in `settings`, or undefined when it names none. */
 export function consumerGroupOf(
   settings: WireSettings,
@@ -78,7 +104,8 @@ export function consumerGroupOf(
 
 /**
  * The Settings to send back for the client `settings`. Throws UNRECOGNIZED_CLIENT_TYPE for a
- * client type the broker does not serve and ILLEGAL_CONSUMER_GROUP for a malformed group.
+ * client type the broker does not serve, ILLEGAL_CONSUMER_GROUP for a malformed group and
+ * ILLEGAL_FILTER_EXPRESSION for a subscription with a SQL92 filter.
  */
 export function buildSettingsReply(
   settings: WireSettings,
@@ -102,6 +129,7 @@ export function buildSettingsReply(
       },
     };
   }
+  checkSubscriptionFilters(settings);
   const groupName = consumerGroupOf(settings, ctx.namespaceHeader);
   const group = groupName === undefined ? undefined : ctx.groupLookup(groupName);
   const subscription = settings.subscription;

@@ -49,6 +49,7 @@ export interface LocalClusterOptions {
       | 'defaultQueueCount'
       | 'autoCreateGroups'
       | 'maxBodyBytes'
+      | 'autoRenewInvisibleMs'
       | 'preferredLeader'
       | 'pageCacheKeepBytes'
     >

@@ -3,7 +3,8 @@
  * commands in the same order, whatever mix of acknowledgements (packed into `pop.acks` runs of
  * one group and topic) and other commands an entry carries; a packed run is a fraction of the
  * JSON the commands would take one by one; and a malformed `pop.acks` is refused with
- * CORRUPT_RECORD, as every malformed command is.
+ * CORRUPT_RECORD, as every malformed command is (a `pop.change` with a guard `renewHandle` that
+ * is not a natural number too).
  */
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
@@ -39,16 +40,22 @@ const otherArb: fc.Arbitrary<BrokerCommand> = fc.oneof(
     queueId: fc.nat(1023),
     offset: nat,
   }),
-  fc.record({
-    op: fc.constant('pop.change' as const),
-    group: name,
-    topic,
-    queueId: fc.nat(1023),
-    offset: nat,
-    handle: nat,
-    nowMs: nat,
-    invisibleMs: fc.nat(100_000),
-  }),
+  fc.record(
+    {
+      op: fc.constant('pop.change' as const),
+      group: name,
+      topic,
+      queueId: fc.nat(1023),
+      offset: nat,
+      handle: nat,
+      nowMs: nat,
+      invisibleMs: fc.nat(100_000),
+      renewHandle: nat,
+    },
+    {
+      requiredKeys: ['op', 'group', 'topic', 'queueId', 'offset', 'handle', 'nowMs', 'invisibleMs'],
+    },
+  ),
   fc.record({ op: fc.constant('topic.delete' as const), name }),
 );
 
@@ -127,5 +134,29 @@ describe('broker command payloads', () => {
       (err: unknown) => isRaftmqError(err, 'CORRUPT_RECORD'),
       'more than COMMANDS_PER_ENTRY_MAX after unpacking',
     );
+  });
+
+  it('reads a pop.change with or without its renewHandle guard, and refuses a bad one', () => {
+    const change = {
+      op: 'pop.change',
+      group: 'G',
+      topic: 'T',
+      queueId: 1,
+      offset: 2,
+      handle: 3,
+      nowMs: 4,
+      invisibleMs: 5,
+    };
+    assert.deepEqual(decodeCommands(payload([change])), [change]);
+    assert.deepEqual(decodeCommands(payload([{ ...change, renewHandle: 0 }])), [
+      { ...change, renewHandle: 0 },
+    ]);
+    for (const renewHandle of [-1, 1.5, '7', null]) {
+      assert.throws(
+        () => decodeCommands(payload([{ ...change, renewHandle }])),
+        (err: unknown) => isRaftmqError(err, 'CORRUPT_RECORD'),
+        String(renewHandle),
+      );
+    }
   });
 });

@@ -15,6 +15,15 @@
  * - PushConsumer, FIFO group (max 3 attempts): one message group m0..m3 whose m1 always fails
  *   is consumed in the order m0 m1 m1 m1 m2 m3, and m1 is forwarded to the dead-letter queue.
  *
+ * - PushConsumer with listeners slower than the auto-renew invisibility (the cluster's is
+ *   3 s here, `autoRenewInvisibleMs`): a standard group whose listener takes 10 s, and a FIFO
+ *   group consuming a batch of three message groups one after another for 2.5 s each. The
+ *   leader renews the leases while the consumer lives, so each message is delivered once and
+ *   acknowledged with its original handle (nothing left in flight).
+ * - SimpleConsumer and PushConsumer subscribing with a SQL92 filter: startup fails within
+ *   seconds with ILLEGAL_FILTER_EXPRESSION (40010) naming SQL92, instead of starting and then
+ *   having every receive refused.
+ *
  * Every client and the cluster are stopped by the tests; every wait has a deadline. The official
  * PushConsumer's consume services open their own file logger (egg-logger) whose flush timer is
  * never cleared, so a process that used one never exits by itself: `.mocharc.json` sets `exit`.
@@ -25,17 +34,21 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   ConsumeResult,
+  FilterExpression,
   Producer,
   PushConsumer,
   SimpleConsumer,
   type MessageView,
 } from 'rocketmq-client-nodejs';
+import { FilterType } from 'rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb';
 import { LocalCluster } from '../../src/cli/local-cluster';
 import { waitUntil } from '../../src/cli/raft-node-client';
 import { PullConsumer } from '../../src/client/pull-consumer';
 import { createTopic, printLogTails, QuietLogger } from './rmq-raw-client';
 
 const LEADER_TIMEOUT_MS = 15_000;
+/** The cluster's auto-renew invisibility: short, so that listeners can outlast it quickly. */
+const AUTO_RENEW_INVISIBLE_MS = 3_000;
 
 /** Polls `check` until it is true, for at most `timeoutMs`. */
 async function eventually(
@@ -99,15 +112,19 @@ describe('official rocketmq-client-nodejs consumers against a 3-node group', fun
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'raftmq-consume-'));
-    cluster = await LocalCluster.start({ dir, autoCreateTopics: false });
+    cluster = await LocalCluster.start({
+      dir,
+      autoCreateTopics: false,
+      broker: { autoRenewInvisibleMs: AUTO_RENEW_INVISIBLE_MS },
+    });
     await cluster.waitForLeader(LEADER_TIMEOUT_MS);
     // One access point: the Node client joins several into one (invalid) gRPC target.
     endpoints = cluster.namesrvEndpoint;
-    for (const name of ['Simple', 'Shared', 'Push', 'Fifo']) {
+    for (const name of ['Simple', 'Shared', 'Push', 'Fifo', 'Slow', 'SlowFifo']) {
       await createTopic(cluster, {
         name,
         queueCount: 2,
-        messageTypes: name === 'Fifo' ? ['FIFO'] : ['NORMAL'],
+        messageTypes: name.endsWith('Fifo') ? ['FIFO'] : ['NORMAL'],
       });
     }
     producer = new Producer({ endpoints, namespace: '', logger });
@@ -285,5 +302,94 @@ describe('official rocketmq-client-nodejs consumers against a 3-node group', fun
     await eventually('m3 consumed', 60_000, () => Promise.resolve(consumed.includes('m3#1')));
     assert.deepEqual(consumed, ['m0#1', 'm1#1', 'm1#2', 'm1#3', 'm2#1', 'm3#1']);
     assert.deepEqual(await readDeadLetters('FifoG', 1), ['m1']);
+  });
+
+  it('PushConsumer: a listener slower than the invisibility gets its message once', async () => {
+    await createGroup('SlowG', 3, false);
+    await createGroup('SlowFifoG', 3, true);
+    const consumed: string[] = [];
+    const done: string[] = [];
+    const slowConsumer = (group: string, topic: string, workMs: number): PushConsumer =>
+      new PushConsumer({
+        endpoints,
+        namespace: '',
+        consumerGroup: group,
+        subscriptions: new Map([[topic, '*']]),
+        logger,
+        messageListener: {
+          async consume(m: MessageView) {
+            consumed.push(`${m.body.toString()}#${m.deliveryAttempt ?? 0}`);
+            // The work: longer than a lease, so only renewals keep the message invisible.
+            await new Promise((resolve) => setTimeout(resolve, workMs));
+            done.push(m.body.toString());
+            return ConsumeResult.SUCCESS;
+          },
+        },
+      });
+    const consumers = [
+      slowConsumer('SlowG', 'Slow', 10_000),
+      slowConsumer('SlowFifoG', 'SlowFifo', 2_500),
+    ];
+    clients.push(...consumers);
+    await Promise.all(consumers.map((c) => c.startup()));
+    await send('Slow', ['slow']);
+    // One batch of three message groups, consumed one after another by the FIFO consumer.
+    for (const [body, messageGroup] of [
+      ['f0', 'a'],
+      ['f1', 'b'],
+      ['f2', 'c'],
+    ]) {
+      await send('SlowFifo', [body as string], messageGroup);
+    }
+    await eventually('every listener done', 45_000, () => Promise.resolve(done.length >= 4));
+    const admin = await running().admin((await running().waitForLeader(LEADER_TIMEOUT_MS)).nodeId);
+    await eventually('the acks settled (nothing in flight)', 15_000, async () => {
+      const progress = [
+        ...(await admin.consumerProgress('SlowG')),
+        ...(await admin.consumerProgress('SlowFifoG')),
+      ];
+      return progress.every((p) => p.inflightCount === 0 && p.lag === 0);
+    });
+    assert.deepEqual([...consumed].sort(), ['f0#1', 'f1#1', 'f2#1', 'slow#1']);
+  });
+
+  it('SimpleConsumer and PushConsumer with a SQL92 filter fail at startup, saying why', async () => {
+    const subscriptions = new Map([['Simple', new FilterExpression('a = 1', FilterType.SQL)]]);
+    const consumers = [
+      new SimpleConsumer({
+        endpoints,
+        namespace: '',
+        consumerGroup: 'SqlS',
+        subscriptions,
+        logger,
+      }),
+      new PushConsumer({
+        endpoints,
+        namespace: '',
+        consumerGroup: 'SqlP',
+        subscriptions,
+        logger,
+        messageListener: { consume: () => ConsumeResult.SUCCESS },
+      }),
+    ];
+    clients.push(...consumers);
+    for (const consumer of consumers) {
+      const startedMs = Date.now();
+      // Bounded: before the fix, startup succeeded (and every receive was refused).
+      const outcome = await Promise.race([
+        consumer.startup().then(
+          () => new Error('startup succeeded'),
+          (err: unknown) => err,
+        ),
+        new Promise<Error>((resolve) => {
+          setTimeout(() => resolve(new Error('startup still pending after 20 s')), 20_000).unref();
+        }),
+      ]);
+      const text = `${String(outcome)} ${String((outcome as { cause?: unknown }).cause)}`;
+      assert.match(text, /response-code=40010/, text);
+      assert.match(text, /SQL92/, text);
+      const tookMs = Date.now() - startedMs;
+      assert.ok(tookMs < 10_000, `startup took ${tookMs} ms to fail`);
+    }
   });
 });

@@ -4,6 +4,10 @@
  * `telemetrySettingsWaitMs` (nothing sent, or nothing valid) is ended with INVALID_ARGUMENT and
  * frees its place, and a stream whose Settings were served stays open until its client
  * half-closes it.
+ *
+ * A consumer's Settings that subscribe with a SQL92 filter are refused with a status-only
+ * ILLEGAL_FILTER_EXPRESSION, sent again after the re-send delay (the Node client would lose a
+ * refusal that arrives during its startup route queries); tag filters are served.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs/promises';
@@ -27,13 +31,39 @@ interface Stream {
   ended: Promise<number>;
 }
 
+type MessagingClient = grpc.Client & Record<string, (md: grpc.Metadata) => unknown>;
+
+function openStream(client: MessagingClient, clientId: string): Stream {
+  const md = new grpc.Metadata();
+  md.set('x-mq-client-id', clientId);
+  const call = (client.Telemetry as (md: grpc.Metadata) => Stream['call'])(md);
+  const replies: Record<string, unknown>[] = [];
+  call.on('data', (reply: Record<string, unknown>) => replies.push(reply));
+  const ended = new Promise<number>((resolve) => {
+    call.on('error', (err: grpc.ServiceError) => resolve(err.code));
+    call.on('status', (status: grpc.StatusObject) => {
+      if (status.code === grpc.status.OK) resolve(status.code);
+    });
+  });
+  return { call, replies, ended };
+}
+
+/** Polls `check` every 10 ms until it holds; fails after `timeoutMs`. */
+async function until(what: string, timeoutMs: number, check: () => boolean): Promise<void> {
+  const deadlineMs = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadlineMs) assert.fail(`${what}: not within ${timeoutMs} ms`);
+    await new Promise<void>((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 describe('Telemetry stream bounds', function () {
   this.timeout(30_000);
   let dir = '';
   let node: BrokerNode;
   let service: MessagingService;
   let server: grpc.Server;
-  let client: grpc.Client & Record<string, (md: grpc.Metadata) => unknown>;
+  let client: MessagingClient;
 
   before(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-telemetry-'));
@@ -58,20 +88,7 @@ describe('Telemetry stream bounds', function () {
     await fs.rm(dir, { recursive: true, force: true });
   });
 
-  function open(clientId: string): Stream {
-    const md = new grpc.Metadata();
-    md.set('x-mq-client-id', clientId);
-    const call = (client.Telemetry as (md: grpc.Metadata) => Stream['call'])(md);
-    const replies: Record<string, unknown>[] = [];
-    call.on('data', (reply: Record<string, unknown>) => replies.push(reply));
-    const ended = new Promise<number>((resolve) => {
-      call.on('error', (err: grpc.ServiceError) => resolve(err.code));
-      call.on('status', (status: grpc.StatusObject) => {
-        if (status.code === grpc.status.OK) resolve(status.code);
-      });
-    });
-    return { call, replies, ended };
-  }
+  const open = (clientId: string): Stream => openStream(client, clientId);
 
   const settings = {
     settings: {
@@ -102,5 +119,75 @@ describe('Telemetry stream bounds', function () {
     // The served stream was open all along, and ends with OK when its client half-closes.
     served.call.end();
     assert.equal(await served.ended, grpc.status.OK);
+  });
+});
+
+describe('Telemetry: subscription filters', function () {
+  this.timeout(30_000);
+  const RESEND_MS = 200;
+  let dir = '';
+  let node: BrokerNode;
+  let service: MessagingService;
+  let server: grpc.Server;
+  let client: MessagingClient;
+
+  before(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-telemetry-filter-'));
+    node = await startSingleNode(dir);
+    service = await createMessagingService(
+      node.broker,
+      { registry: { settingsResendDelaysMs: [RESEND_MS] } },
+      silentLogger(),
+    );
+    server = new grpc.Server(MESSAGING_SERVER_OPTIONS);
+    server.addService(service.definition, service.handlers);
+    const endpoint = `127.0.0.1:${await bindServer(server, '127.0.0.1:0')}`;
+    const Ctor = grpc.makeGenericClientConstructor(await loadMessagingDefinition(), 'Messaging');
+    client = new Ctor(endpoint, grpc.credentials.createInsecure()) as MessagingClient;
+  });
+
+  after(async () => {
+    client?.close();
+    await service?.close();
+    if (server !== undefined) await shutdownServer(server, 5_000, silentLogger());
+    await node?.stop();
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  const consumerSettings = (type: string, expression: string) => ({
+    settings: {
+      clientType: 'SIMPLE_CONSUMER',
+      requestTimeout: { seconds: 3 },
+      subscription: {
+        group: { name: 'G' },
+        subscriptions: [{ topic: { name: 'T' }, expression: { type, expression } }],
+      },
+    },
+  });
+
+  it('refuses a SQL92 subscription with ILLEGAL_FILTER_EXPRESSION, and says so again', async () => {
+    const stream = openStream(client, 'sql@1');
+    stream.call.write(consumerSettings('SQL', 'a = 1'));
+    await until('the refusal and its re-send', 5_000, () => stream.replies.length >= 2);
+    for (const reply of stream.replies) {
+      const status = reply.status as { code?: string; message?: string } | undefined;
+      assert.equal(status?.code, 'ILLEGAL_FILTER_EXPRESSION');
+      assert.match(status?.message ?? '', /SQL92/);
+      assert.equal(reply.settings ?? undefined, undefined, 'status only');
+    }
+    assert.equal(service.registry.get('sql@1'), undefined, 'the client was not recorded');
+    stream.call.end();
+    assert.equal(await stream.ended, grpc.status.OK);
+  });
+
+  it('serves a tag-filtered subscription', async () => {
+    const stream = openStream(client, 'tag@1');
+    stream.call.write(consumerSettings('TAG', 'a||b'));
+    await until('the Settings reply', 5_000, () => stream.replies.length >= 1);
+    const first = stream.replies[0] as { status?: { code?: string }; settings?: unknown };
+    assert.equal(first.status?.code, 'OK');
+    assert.ok(first.settings !== undefined && first.settings !== null);
+    stream.call.end();
+    assert.equal(await stream.ended, grpc.status.OK);
   });
 });

@@ -3,7 +3,8 @@
  * offset -> {in flight | settled, attempt, visible-at, valid handles}. fast-check draws clock
  * advances, receives (fresh messages with a random filter, redeliveries of expired ones, some
  * with a stale cursor or attempt), acks and invisibility changes with current, renewed, stale
- * and forged handles, dead-letter settles, reloads from the metadata the state wrote, and
+ * and forged handles (changes also with a guard naming the latest change or another), dead-letter
+ * settles, reloads from the metadata the state wrote, and
  * leader changes (a second replica applies every command, must answer alike, and takes over).
  * After every step the state agrees with the model, so: an acknowledged message is never
  * handed out again, an unsettled one is handed out again once its time runs out, attempts
@@ -57,7 +58,13 @@ type Op =
       staleCursor: boolean;
       wrongAttempt: boolean;
     }
-  | { t: 'ack' | 'change'; pick: number; handle: 'delivery' | 'renew' | 'stale' | 'forged' }
+  | {
+      t: 'ack' | 'change';
+      pick: number;
+      handle: 'delivery' | 'renew' | 'stale' | 'forged';
+      /** A change's renewHandle guard: none, the record's latest change, or another. */
+      guard: 'none' | 'current' | 'other';
+    }
   | { t: 'settle'; pick: number; wrongAttempt: boolean }
   | { t: 'reload' }
   | { t: 'leaderChange' };
@@ -85,6 +92,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       'stale' as const,
       'forged' as const,
     ),
+    guard: fc.constantFrom('none' as const, 'current' as const, 'other' as const),
   }),
   fc.record({ t: fc.constant('settle' as const), pick: fc.nat(30), wrongAttempt: fc.boolean() }),
   fc.record({ t: fc.constant('reload' as const) }),
@@ -211,10 +219,20 @@ function step(op: Op, m: Model, state: PopState, store: Map<string, Uint8Array>)
         return state;
       }
       const invisibleMs = 500;
-      const c = { op: 'pop.change' as const, ...REF, offset, handle, nowMs: m.nowMs, invisibleMs };
+      const latest = r?.renew ?? 0;
+      const c = {
+        op: 'pop.change' as const,
+        ...REF,
+        offset,
+        handle,
+        nowMs: m.nowMs,
+        invisibleMs,
+        ...(op.guard === 'none' ? {} : { renewHandle: latest + (op.guard === 'other' ? 1 : 0) }),
+      };
       const res = applyTo(state, store, c);
-      assert.equal(res.ok, expected === 'live', `change ${offset} with ${handle}: ${expected}`);
-      if (expected === 'live' && r !== undefined && res.ok) {
+      const applies = expected === 'live' && op.guard !== 'other';
+      assert.equal(res.ok, applies, `change ${offset} with ${handle} (${op.guard}): ${expected}`);
+      if (applies && r !== undefined && res.ok) {
         r.visibleAtMs = m.nowMs + invisibleMs;
         r.renew = m.take();
         r.issued.push(r.renew);
@@ -382,6 +400,56 @@ describe('pop state', () => {
     assert.deepEqual(stale.ok, false);
     assert.ok(state.apply({ op: 'pop.ack', ...REF, offset: 0, handle: delivery }, w).ok);
     assert.equal(state.queue(REF.group, REF.topic, REF.queueId)?.frontier, 1);
+  });
+
+  it('applies a guarded change only while the latest change is the one it names', () => {
+    const state = new PopState();
+    const w = new PopWrites();
+    const got = state.apply(
+      {
+        op: 'pop.receive',
+        ...REF,
+        nowMs: 0,
+        invisibleMs: 100,
+        from: 0,
+        to: 1,
+        fresh: [{ offset: 0, messageGroup: '' }],
+        again: [],
+      },
+      w,
+    );
+    assert.ok(got.ok);
+    const delivery = got.grants?.[0]?.handle ?? 0;
+    const change = (nowMs: number, renewHandle?: number): PopResult =>
+      state.apply(
+        {
+          op: 'pop.change',
+          ...REF,
+          offset: 0,
+          handle: delivery,
+          nowMs,
+          invisibleMs: 100,
+          ...(renewHandle === undefined ? {} : { renewHandle }),
+        },
+        w,
+      );
+    const record = () => state.currentRecord(REF.group, REF.topic, REF.queueId, 0, delivery);
+    // A renewal guarded by "no change since the delivery", then one guarded by its own handle.
+    const first = change(10, 0);
+    assert.ok(first.ok && first.handle !== undefined);
+    const second = change(20, first.handle);
+    assert.ok(second.ok && second.handle !== undefined);
+    assert.equal(record()?.visibleAtMs, 120);
+    // The consumer's own change (unguarded) comes in; a renewal proposed before it is refused
+    // and leaves its deadline alone.
+    const nack = change(30);
+    assert.ok(nack.ok);
+    assert.equal(change(40, second.handle).ok, false);
+    assert.equal(change(40, 0).ok, false);
+    assert.equal(record()?.visibleAtMs, 130);
+    assert.equal(record()?.renewHandle, nack.handle);
+    // The delivery handle still acknowledges.
+    assert.ok(state.apply({ op: 'pop.ack', ...REF, offset: 0, handle: delivery }, w).ok);
   });
 
   it('refuses out-of-range invisibility and fresh offsets beyond the window', () => {
