@@ -33,7 +33,7 @@ import {
 import type { RouteRegistry } from './namesrv-registry';
 import { loadMessagingProto, MESSAGING_SERVICE } from './namesrv-wire';
 import { quoteClipped } from '../common/text';
-import { toMessageQueues } from './rmq-route';
+import { queryRouteAnswer } from './rmq-route';
 
 /** Open Telemetry streams a NameServer keeps at most; more are refused (RESOURCE_EXHAUSTED). */
 export const TELEMETRY_STREAMS_MAX = 4096;
@@ -185,19 +185,13 @@ export async function createNamesrvMessaging(
       const why = `topic ${key} not found: no broker group registered with this NameServer hosts it`;
       return status(RmqCode.TOPIC_NOT_FOUND, why);
     }
-    const { messageQueues, skipped } = toMessageQueues(route, {
-      name,
-      resourceNamespace: namespace,
-    });
+    const resource = { name, resourceNamespace: namespace };
+    const { response, skipped } = queryRouteAnswer(route, resource, key);
     for (const node of skipped) {
       skippedWarn.warn('skipped', { ...node, topic: key }, 'node left out of a route');
     }
-    if (messageQueues.length === 0) {
-      const why = `topic ${key} is registered, but no node hosting it has a usable endpoint`;
-      return status(RmqCode.NOT_FOUND, why);
-    }
-    log.debug({ topic: key, queueCount: messageQueues.length }, 'QueryRoute');
-    return { status: OK_STATUS, messageQueues };
+    log.debug({ topic: key, queueCount: response.messageQueues.length }, 'QueryRoute');
+    return response;
   };
 
   const telemetry = (call: grpc.ServerDuplexStream<Decoded, object>): void => {
