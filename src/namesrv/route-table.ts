@@ -21,6 +21,9 @@
  *   forged registration: registrations are not authenticated) demotes the real leader only while
  *   it stays registered, not for as long as the group lives. Until 2026-12-04 the highest claim
  *   ever seen was kept, and one forged claim of term 2^53-1 left the group leaderless for good.
+ * - A group with a live leader hosts the topics its leader lists (the leader holds every
+ *   committed topic change); a lagging follower's listing of a deleted topic does not keep it
+ *   routed. Only a leaderless group is routed by what its other nodes list.
  *
  * Bounds: `groupsMax`, `nodesPerGroupMax` and `topicsMax` (distinct topics in the whole table).
  * A registration that would exceed one gets `BUSY` (retryable: expiry frees room); a single
@@ -248,18 +251,24 @@ export class RouteTable {
     });
   }
 
-  /** The route of `topic`, or undefined when no group hosts it. */
+  /**
+   * The route of `topic`, or undefined when no group hosts it. A group with a live leader hosts
+   * the topics its leader lists; a leaderless group, those any of its nodes lists.
+   */
   route(topic: string): TopicRoute | undefined {
     if (typeof topic !== 'string' || !TOPIC_NAME.test(topic)) {
       invalid('topic', 'must match [%|a-zA-Z0-9_-]{1,127}');
     }
     const hosts = this.topicIndex.get(topic);
     if (hosts === undefined) return undefined;
-    const groups = [...hosts.keys()].sort().map((name) => {
+    const groups: GroupRoute[] = [];
+    for (const name of [...hosts.keys()].sort()) {
       const group = this.groups.get(name);
       assert(group !== undefined, () => `topic index names unknown group ${name}`);
-      return this.groupRoute(name, group, topic);
-    });
+      const entry = this.groupRoute(name, group, topic);
+      if (entry !== undefined) groups.push(entry);
+    }
+    if (groups.length === 0) return undefined;
     return Object.freeze({ topic, groups: Object.freeze(groups) });
   }
 
@@ -302,13 +311,18 @@ export class RouteTable {
     return leader && ref(leader);
   }
 
-  private groupRoute(name: string, group: GroupEntry, topic: string): GroupRoute {
+  /** The group's part of the route of `topic`; undefined when its leader does not list it. */
+  private groupRoute(name: string, group: GroupEntry, topic: string): GroupRoute | undefined {
     const leader = this.leaderOf(group);
-    // The leader holds every committed topic change, so its table wins; without one, the
-    // listing node with the highest term (then lowest id) is the best guess.
-    const listing = [...group.nodes.values()].filter((n) => n.topics.has(topic));
-    listing.sort((a, b) => b.term - a.term || (a.nodeId < b.nodeId ? -1 : 1));
-    const source = leader?.topics.has(topic) === true ? leader : listing[0];
+    // The leader holds every committed topic change, so its table decides: a topic it does not
+    // list was deleted (or never committed), whatever a lagging follower still lists. Without
+    // a leader, the listing node with the highest term (then lowest id) is the best guess.
+    if (leader !== undefined && !leader.topics.has(topic)) return undefined;
+    const source =
+      leader ??
+      [...group.nodes.values()]
+        .filter((n) => n.topics.has(topic))
+        .sort((a, b) => b.term - a.term || (a.nodeId < b.nodeId ? -1 : 1))[0];
     const config = source?.topics.get(topic);
     assert(config !== undefined, () => `group ${name} indexed for ${topic} but lists it nowhere`);
     const queues = Array.from({ length: config.queueCount }, (_, queueId) =>

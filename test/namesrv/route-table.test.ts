@@ -10,6 +10,7 @@ import fc from 'fast-check';
 import { isRaftmqError } from '../../src/common/errors';
 import {
   type BrokerRegistration,
+  type BrokerRole,
   type RegisterOutcome,
   RouteTable,
   ROUTE_TABLE_DEFAULTS,
@@ -234,6 +235,46 @@ describe('namesrv route table', () => {
         ['x', 'leader', true],
         ['y', 'follower', false],
       ],
+    );
+  });
+
+  it("routes a group's topics by its leader's listing; by the others' only while leaderless", () => {
+    const table = new RouteTable();
+    const orders = reg().topics.orders!;
+    const both = { orders, gone: orders };
+    const node = (nodeId: string, role: BrokerRole, topics: BrokerRegistration['topics']) =>
+      reg({ nodeId, role, endpoint: `127.0.0.1:808${nodeId.slice(1)}`, topics });
+    /** Every node registers; in g1 only n3 still lists `gone`. */
+    const heartbeat = (nowMs: number): void => {
+      table.register(node('n1', 'leader', { orders }), nowMs);
+      table.register(node('n2', 'follower', { orders }), nowMs);
+      table.register(node('n3', 'follower', both), nowMs);
+      table.register(reg({ group: 'g2', nodeId: 'm1', endpoint: 'h:9081', topics: both }), nowMs);
+    };
+    table.register(node('n1', 'leader', both), T0);
+    table.register(node('n2', 'follower', both), T0);
+    // `gone` is deleted in g1: the leader and n2 have applied it; n3, cut off from its group,
+    // has not, and keeps registering it for as long as it lives.
+    for (let nowMs = T0 + 1; nowMs <= T0 + 600_000; nowMs += 30_000) {
+      heartbeat(nowMs);
+      table.expire(nowMs);
+      assert.deepEqual(
+        table.route('gone')?.groups.map((g) => g.group),
+        ['g2'],
+      );
+    }
+    table.unregister('g2', 'm1');
+    assert.equal(table.route('gone'), undefined);
+    assert.equal(table.route('orders')?.groups[0]?.leader?.nodeId, 'n1');
+
+    // Without a leader, the newest listing is all there is: read from the followers.
+    table.unregister('g1', 'n1');
+    const leaderless = table.route('gone')?.groups[0];
+    assert.equal(leaderless?.leaderless, true);
+    assert.equal(leaderless?.writable, false);
+    assert.deepEqual(
+      leaderless?.followers.map((f) => f.nodeId),
+      ['n2', 'n3'],
     );
   });
 
