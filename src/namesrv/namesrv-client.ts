@@ -225,6 +225,13 @@ export class BrokerRegistrar {
       } else {
         this.log.debug(fields, 'registered with NameServer');
       }
+      if (reply.droppedTopicCount > 0) {
+        this.warn.warn(
+          `${address}/topicsMax`,
+          { address, droppedTopicCount: reply.droppedTopicCount },
+          'NameServer route table full: some of our topics are not routed by it',
+        );
+      }
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
       this.states.set(address, {

@@ -204,6 +204,7 @@ export function registerResultToWire(result: RegisterResult): object {
   return {
     outcome: OUTCOME_TO_WIRE[result.outcome],
     ...(result.leader === undefined ? {} : { leader: refToWire(result.leader) }),
+    droppedTopicCount: result.droppedTopics.length,
   };
 }
 
@@ -211,6 +212,8 @@ export function registerResultToWire(result: RegisterResult): object {
 export interface RegisterReply {
   readonly outcome: RegisterOutcome;
   readonly leader: NodeRef | undefined;
+  /** Topics the NameServer left out of its routes (its `topicsMax`); 0 almost always. */
+  readonly droppedTopicCount: number;
 }
 
 function malformedReply(what: string): never {
@@ -231,7 +234,10 @@ export function registerReplyFromWire(response: unknown): RegisterReply {
   const res = objectOr(response);
   const outcome = OUTCOME_FROM_WIRE.get(String(res.outcome));
   if (outcome === undefined) malformedReply(`outcome ${String(res.outcome)}`);
-  return { outcome, leader: refFromWire(res.leader) };
+  // Absent from an older NameServer's reply: nothing dropped.
+  const dropped = res.droppedTopicCount ?? 0;
+  if (!isIndex(dropped)) malformedReply('dropped topic count');
+  return { outcome, leader: refFromWire(res.leader), droppedTopicCount: dropped };
 }
 
 // ---- GetRoute ----

@@ -4,7 +4,8 @@
  * register and GetRoute/GetCluster show them; QueryRoute through apache.rocketmq.v2's
  * MessagingService has the shape the official clients need (queue-0 entries, one address,
  * broker ids, permission, message types, namespaces from the header); stale terms and stale
- * leadership claims are refused; unknown topics get TOPIC_NOT_FOUND unless a group
+ * leadership claims are refused; a registration over topicsMax is recorded with the excess
+ * left out and counted in the reply; unknown topics get TOPIC_NOT_FOUND unless a group
  * auto-creates topics; malformed requests (bad fields, undecodable bytes) get INVALID_ARGUMENT
  * or a RocketMQ error status and the server keeps serving; silent brokers expire; a restarted
  * NameServer is whole again once BrokerRegistrars re-register; the other MessagingService RPCs
@@ -286,6 +287,20 @@ describe('namesrv server', () => {
         ['g1', false],
         ['g2', true],
       ]);
+    });
+  });
+
+  it('records a registration over topicsMax and tells how many topics it left out', async () => {
+    await withServer({ routeTable: { topicsMax: 1 } }, async (_server, clients) => {
+      const topic = { queueCount: 1, perm: 'PERM_READ_WRITE', messageTypes: ['NORMAL'] };
+      const res = await clients.namesrvCall(
+        'Register',
+        wireRegistration({ topics: { payments: topic, orders: topic } }),
+      );
+      assert.equal(res.outcome, 'OUTCOME_LEADER');
+      assert.equal(res.droppedTopicCount, 1);
+      assert.equal((await clients.namesrvCall('GetRoute', { topic: 'orders' })).found, true);
+      assert.equal((await clients.namesrvCall('GetRoute', { topic: 'payments' })).found, false);
     });
   });
 
