@@ -8,7 +8,8 @@
  *   already starts with `<namespace>%` is not prefixed twice). Names and namespaces are checked
  *   by the brokers' rules (common/resource-names.ts), so both access points accept the same
  *   ones. Unknown topic: TOPIC_NOT_FOUND, unless some group auto-creates topics
- *   (namesrv-registry.ts).
+ *   (namesrv-registry.ts) and the name is not reserved (`%RETRY%`, `%DLQ%`, `rmq_sys_`,
+ *   `TBW102`...: brokers never create those on first use).
  * - `Heartbeat` and `NotifyClientTermination`: OK, always (a gRPC error would break the
  *   client's `shutdown()`), even when the request cannot be decoded.
  * - `Telemetry`: a client opens it only to route endpoints, which a NameServer never is; it is
@@ -34,7 +35,12 @@ import {
 } from './namesrv-grpc';
 import type { RouteRegistry } from './namesrv-registry';
 import { loadMessagingProto, MESSAGING_SERVICE } from './namesrv-wire';
-import { checkResourceName, effectiveNamespace, wrapNamespace } from '../common/resource-names';
+import {
+  checkResourceName,
+  effectiveNamespace,
+  isReservedTopic,
+  wrapNamespace,
+} from '../common/resource-names';
 import { queryRouteAnswer } from './rmq-route';
 
 /** Open Telemetry streams a NameServer keeps at most; more are refused (RESOURCE_EXHAUSTED). */
@@ -167,7 +173,9 @@ export async function createNamesrvMessaging(
       return status(err.rmqCode, err.message);
     }
     const key = wrapNamespace(namespace, name);
-    const route = registry.route(key) ?? registry.autoCreateRoute(key);
+    // Reading the route of a system topic (a DLQ, say) is allowed; creating one is not.
+    const creatable = !isReservedTopic(name) && !isReservedTopic(key);
+    const route = registry.route(key) ?? (creatable ? registry.autoCreateRoute(key) : undefined);
     if (route === undefined) {
       const why = `topic ${key} not found: no broker group registered with this NameServer hosts it`;
       return status(RmqCode.TOPIC_NOT_FOUND, why);

@@ -6,8 +6,9 @@
  * broker ids, permission, message types, namespaces from the header); stale terms and stale
  * leadership claims are refused; a registration over topicsMax is recorded with the excess
  * left out and counted in the reply; unknown topics get TOPIC_NOT_FOUND unless a group
- * auto-creates topics; malformed requests (bad fields, undecodable bytes) get INVALID_ARGUMENT
- * or a RocketMQ error status and the server keeps serving; silent brokers expire; a restarted
+ * auto-creates topics and the name is not reserved; malformed requests (bad fields,
+ * undecodable bytes) get INVALID_ARGUMENT or a RocketMQ error status and the server keeps
+ * serving; silent brokers expire; a restarted
  * NameServer is whole again once BrokerRegistrars re-register; the other MessagingService RPCs
  * answer OK, Settings or an UNSUPPORTED status. Every server and client is stopped by its
  * test; every wait polls a condition with a deadline.
@@ -286,6 +287,47 @@ describe('namesrv server', () => {
       assert.deepEqual(flags, [
         ['g1', false],
         ['g2', true],
+      ]);
+    });
+  });
+
+  it('never routes a reserved topic as one to create on first use', async () => {
+    await withServer({}, async (_server, clients) => {
+      const dlq = { queueCount: 1, perm: 'PERM_READ_WRITE', messageTypes: ['NORMAL'] };
+      await clients.namesrvCall(
+        'Register',
+        wireRegistration({
+          autoCreateTopics: true,
+          defaultQueueCount: 2,
+          topics: { '%DLQ%hosted': dlq },
+        }),
+      );
+      const codes: string[] = [];
+      for (const [name, namespace] of [
+        ['%DLQ%someGroup', ''],
+        ['%RETRY%someGroup', ''],
+        ['rmq_sys_x', ''],
+        ['TBW102', ''],
+        ['SCHEDULE_TOPIC_XXXX', ''],
+        ['%DLQ%someGroup', 'shop'],
+        ['%DLQ%hosted', ''],
+        ['payments', ''],
+      ]) {
+        const res = await clients.messagingCall('QueryRoute', {
+          topic: { name, resourceNamespace: namespace },
+        });
+        codes.push(`${namespace}/${name}: ${(res.status as { code: string }).code}`);
+      }
+      // Brokers never create a reserved topic; the route of one a group hosts is still served.
+      assert.deepEqual(codes, [
+        '/%DLQ%someGroup: TOPIC_NOT_FOUND',
+        '/%RETRY%someGroup: TOPIC_NOT_FOUND',
+        '/rmq_sys_x: TOPIC_NOT_FOUND',
+        '/TBW102: TOPIC_NOT_FOUND',
+        '/SCHEDULE_TOPIC_XXXX: TOPIC_NOT_FOUND',
+        'shop/%DLQ%someGroup: TOPIC_NOT_FOUND',
+        '/%DLQ%hosted: OK',
+        '/payments: OK',
       ]);
     });
   });
