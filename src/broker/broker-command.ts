@@ -16,6 +16,7 @@
  * creates them (retry and dead-letter topics).
  */
 import { RaftmqError } from '../common/errors';
+import { RESERVED_TOPIC_NAMES, RESERVED_TOPIC_PREFIXES } from '../common/resource-names';
 import { MESSAGE_TYPES, type MessageType } from '../store/message-format';
 import type { GroupConfig, TopicConfig, TopicPerm } from './broker-types';
 import type { PopAckCommand, PopCommand, PopGrant } from './pop-state';
@@ -29,20 +30,6 @@ export const MAX_DELIVERY_ATTEMPTS_MAX = 1000;
 export const COMMANDS_PER_ENTRY_MAX = 4096;
 const NAME_PATTERN = /^[%|a-zA-Z0-9_-]+$/;
 const PERMS: readonly TopicPerm[] = ['READ', 'WRITE', 'READ_WRITE'];
-
-/** Prefixes of topics the broker creates for itself; producers and admins may not use them. */
-export const RESERVED_TOPIC_PREFIXES: readonly string[] = ['%RETRY%', '%DLQ%', 'rmq_sys_'];
-/** RocketMQ's own system topics, refused as producer and admin topics for the same reason. */
-export const RESERVED_TOPIC_NAMES: ReadonlySet<string> = new Set([
-  'TBW102',
-  'SCHEDULE_TOPIC_XXXX',
-  'RMQ_SYS_TRANS_HALF_TOPIC',
-  'RMQ_SYS_TRANS_OP_HALF_TOPIC',
-  'RMQ_SYS_TRACE_TOPIC',
-  'TRANS_CHECK_MAX_TIME_TOPIC',
-  'SELF_TEST_TOPIC',
-  'OFFSET_MOVED_EVENT',
-]);
 
 export type BrokerCommand =
   | { readonly op: 'topic.put'; readonly topic: TopicConfig; readonly mode: PutMode }

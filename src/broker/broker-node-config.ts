@@ -14,6 +14,7 @@ import {
   type OptionSpec,
 } from '../common/options';
 import { isHost } from '../common/hosts';
+import { ROUTE_TABLE_DEFAULTS } from '../namesrv/route-types';
 import { COMMIT_LOG_DEFAULTS, type FlushMode } from '../store/commit-log-options';
 import type { PeerEndpoints } from './broker-types';
 
@@ -23,7 +24,10 @@ export interface BrokerTimingConfig {
   /** Election timeout in ticks (randomized in [t, 2t) by the core). */
   readonly electionTimeoutTicks: number;
   readonly heartbeatIntervalTicks: number;
-  /** How often the node re-registers with every NameServer (RocketMQ: 30 s). */
+  /**
+   * How often the node re-registers with every NameServer (RocketMQ: 30 s); at most
+   * {@link REGISTER_INTERVAL_MS_MAX}.
+   */
   readonly registerIntervalMs: number;
 }
 
@@ -109,11 +113,27 @@ export const BROKER_NODE_DEFAULTS: Readonly<
   timing: BROKER_TIMING_DEFAULTS,
 });
 
+/**
+ * Longest `registerIntervalMs`: half a NameServer's default `brokerExpiryMs`. A NameServer drops
+ * a node it has not heard from for `brokerExpiryMs`, so it must hear from each node several
+ * times per expiry, or one lost registration takes the node out of the routes.
+ */
+export const REGISTER_INTERVAL_MS_MAX = ROUTE_TABLE_DEFAULTS.brokerExpiryMs / 2;
+
 const TIMING_SPEC: OptionSpec<BrokerTimingConfig> = {
   tickIntervalMs: intInRange(1, 60_000),
   electionTimeoutTicks: intInRange(2, 1_000_000),
   heartbeatIntervalTicks: intInRange(1, 1_000_000),
-  registerIntervalMs: intInRange(100, 86_400_000),
+  registerIntervalMs: (value, path) => {
+    intInRange(100, Number.MAX_SAFE_INTEGER)(value, path);
+    checkOption(
+      value <= REGISTER_INTERVAL_MS_MAX,
+      path,
+      `must be at most ${REGISTER_INTERVAL_MS_MAX}, got ${String(value)}: NameServers drop a ` +
+        `broker not heard from for brokerExpiryMs (${ROUTE_TABLE_DEFAULTS.brokerExpiryMs} by ` +
+        'default), which must exceed the registration interval several times',
+    );
+  },
 };
 
 /** Every top-level field except `timing`, unchecked until the spec has run. */

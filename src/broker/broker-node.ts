@@ -23,7 +23,7 @@ import { isPayloadVerified } from '../store/verified-payloads';
 import { BrokerRegistrar } from '../namesrv/namesrv-client';
 import { NameServerLookup } from '../namesrv/namesrv-lookup';
 import type { TopicRegistration } from '../namesrv/route-types';
-import type { NodeRegistration } from '../namesrv/namesrv-wire';
+import { nameKeyedObject, type NodeRegistration } from '../namesrv/namesrv-wire';
 import { createAdminService } from './admin-service';
 import { Broker } from './broker';
 import type { BrokerNodeConfig } from './broker-node-config';
@@ -336,7 +336,7 @@ function registration(
   state: BrokerState,
 ): NodeRegistration {
   const v = broker.roleView();
-  const topics: Record<string, TopicRegistration> = {};
+  const topics = nameKeyedObject<TopicRegistration>();
   for (const t of broker.listTopics()) {
     // Only the types this broker serves: the NameServer's routes list what is registered.
     const messageTypes = broker.advertisedMessageTypes(t);

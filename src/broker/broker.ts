@@ -18,6 +18,7 @@ import type { Logger } from '../common/logger';
 import type { StoredMessage } from '../store/message-format';
 import type { LocatedMessage, QueueRecord } from '../store/message-store';
 import type { SyncStats } from '../store/commit-log-writer';
+import { mergeRoutes } from '../namesrv/route-merge';
 import type { TopicRoute } from '../namesrv/route-types';
 import {
   type BrokerCommand,
@@ -579,15 +580,18 @@ export class Broker implements MessagingBackend, AdminBackend {
 
   // ---- routes ----
 
+  /**
+   * The route of `topic` over every group: the other groups' from the NameServers, this
+   * group's from this node's own state unless a NameServer has heard of a newer term of it
+   * (route-merge.ts: each group's entry of the newest term wins; this node's is first in line).
+   */
   async route(topic: string): Promise<TopicRoute | undefined> {
-    if (this.lookup) {
-      const found = await this.lookup(topic).catch((err: unknown) => {
-        this.log.warn({ err, topic }, 'NameServer route lookup failed; answering locally');
-        return undefined;
-      });
-      if (found) return found;
-    }
-    return this.localRoute(topic);
+    if (!this.lookup) return this.localRoute(topic);
+    const found = await this.lookup(topic).catch((err: unknown) => {
+      this.log.warn({ err, topic }, 'NameServer route lookup failed; answering locally');
+      return undefined;
+    });
+    return mergeRoutes(topic, [this.localRoute(topic), found]);
   }
 
   /** The route of `topic` in this group alone, from this node's own knowledge. */
@@ -614,7 +618,7 @@ export class Broker implements MessagingBackend, AdminBackend {
           cluster: this.config.cluster,
           group: this.groupName,
           leader,
-          writable: leader !== undefined,
+          writable: leader !== undefined && t.perm !== 'READ',
           leaderless: leader === undefined,
           followers,
           queues,

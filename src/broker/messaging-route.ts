@@ -3,14 +3,16 @@
  * is decided in src/namesrv/rmq-route.ts: each group's leader as broker id 0 with every queue,
  * each follower as `group@node` with queue 0, one address each). An unknown topic is created
  * when the backend auto-creates topics and the name is not reserved; creation is a write, so a
- * follower forwards the query to its leader. Otherwise the answer is TOPIC_NOT_FOUND.
+ * follower forwards the query to its leader. Otherwise the answer is TOPIC_NOT_FOUND. A route
+ * none of whose nodes has an endpoint clients can dial gets NOT_FOUND, as from a NameServer:
+ * OK with no queues would break the clients.
  *
  * The queues' topic is the name the client asked for, in its namespace (the broker's name is
  * `ns%topic`).
  */
 import type * as grpc from '@grpc/grpc-js';
 import { RaftmqError } from '../common/errors';
-import { toMessageQueues } from '../namesrv/rmq-route';
+import { queryRouteAnswer } from '../namesrv/rmq-route';
 import type { TopicRoute } from './broker-types';
 import {
   callDeadlineMs,
@@ -19,7 +21,6 @@ import {
   type ServiceContext,
 } from './messaging-call';
 import { runOrForward } from './messaging-forward';
-import { okStatus } from './rmq-convert';
 import { checkTopic, effectiveNamespace, isReservedTopic } from './rmq-validate';
 import type { WireResource } from './rmq-wire';
 
@@ -27,11 +28,18 @@ interface QueryRouteRequest {
   readonly topic: WireResource | null;
 }
 
-function routeResponse(ctx: ServiceContext, route: TopicRoute, topic: WireResource): object {
-  const { messageQueues, skipped } = toMessageQueues(route, topic);
-  for (const node of skipped)
+/** The answer for a known route, as a NameServer gives it (rmq-route.ts queryRouteAnswer). */
+function routeResponse(
+  ctx: ServiceContext,
+  route: TopicRoute,
+  topic: WireResource,
+  stored: string,
+): object {
+  const { response, skipped } = queryRouteAnswer(route, topic, stored);
+  for (const node of skipped) {
     ctx.log.warn({ ...node, topic: topic.name }, 'node left out of a route');
-  return { status: okStatus(), messageQueues };
+  }
+  return response;
 }
 
 function notFound(stored: string): RaftmqError {
@@ -55,7 +63,7 @@ export async function queryRoute(
   const stored = checkTopic(request.topic.name, ns, 'topic.name', true);
   const topic: WireResource = { resourceNamespace: ns, name: request.topic.name };
   const route = await ctx.backend.route(stored);
-  if (route !== undefined) return routeResponse(ctx, route, topic);
+  if (route !== undefined) return routeResponse(ctx, route, topic, stored);
   if (!ctx.backend.autoCreateTopics || isReservedTopic(stored) || isReservedTopic(topic.name)) {
     throw notFound(stored);
   }
@@ -64,6 +72,6 @@ export async function queryRoute(
     await ctx.backend.ensureTopic(stored, deadlineMs);
     const created = await ctx.backend.route(stored);
     if (created === undefined) throw notFound(stored);
-    return routeResponse(ctx, created, topic);
+    return routeResponse(ctx, created, topic, stored);
   });
 }

@@ -5,26 +5,28 @@
  * a message naming the field. The limits are the store's (MESSAGE_LIMITS), so what passes here
  * can be stored.
  *
- * Namespaces: a client's effective namespace is the `x-mq-namespace` header when present, else
- * the request's `resource_namespace` (the Node client sets the header on every call but the
- * field only on a few). As in RocketMQ, a namespaced resource is stored under `ns%name`, so
- * topic `orders` of namespace `shop` is the broker topic `shop%orders`; a namespace may not
- * contain `%` or `|`, which makes the mapping reversible. The empty namespace maps a name to
- * itself.
+ * Names and namespaces follow common/resource-names.ts, which the NameServer applies too (see
+ * there for the namespace rules): a name one access point accepts, the other must accept.
  */
 import { RaftmqError } from '../common/errors';
+import * as names from '../common/resource-names';
 import { NO_PROPERTIES } from '../store/message-decode';
 import { MESSAGE_LIMITS, USER_PROPERTY_LIMITS } from '../store/message-limits';
-import { RESERVED_TOPIC_NAMES, RESERVED_TOPIC_PREFIXES } from './broker-command';
 
-/** RocketMQ's character rule for topic and group names. */
-export const RESOURCE_NAME_PATTERN = /^[%|a-zA-Z0-9_-]+$/;
-/** Longest topic or group name, namespace prefix included (RocketMQ's topic limit). */
-export const RESOURCE_NAME_LENGTH_MAX = 127;
-/** A namespace: like a name, without the separators `%` and `|`. */
-export const NAMESPACE_PATTERN = /^[a-zA-Z0-9_-]+$/;
-/** Separates a namespace from the name it qualifies (`ns%topic`). */
-export const NAMESPACE_SEPARATOR = '%';
+// The broker's services take the shared name rules from here with the other checks. Plain
+// constants, not `export { } from` re-exports, which would turn this module's exports object
+// into a slow dictionary (test/common/module-shape.test.ts).
+/** See common/resource-names.ts. */
+export const RESOURCE_NAME_LENGTH_MAX = names.RESOURCE_NAME_LENGTH_MAX;
+/** See common/resource-names.ts. */
+export const effectiveNamespace = names.effectiveNamespace;
+/** See common/resource-names.ts. */
+export const wrapNamespace = names.wrapNamespace;
+/** See common/resource-names.ts. */
+export const unwrapNamespace = names.unwrapNamespace;
+/** See common/resource-names.ts. */
+export const isReservedTopic = names.isReservedTopic;
+
 /**
  * User property keys RocketMQ uses for its own message properties (`MessageConst`); a producer
  * may not set them, so a message keeps one meaning if it ever travels to a RocketMQ broker.
@@ -76,47 +78,6 @@ function quote(s: string): string {
 }
 
 /**
- * The effective namespace: the `x-mq-namespace` header value when non-empty, else the
- * resource's `resource_namespace`. Throws INVALID_ARGUMENT for a malformed namespace.
- */
-export function effectiveNamespace(header: string | undefined, resourceNamespace = ''): string {
-  const ns = header !== undefined && header !== '' ? header : resourceNamespace;
-  if (ns !== '' && !NAMESPACE_PATTERN.test(ns)) {
-    throw new RaftmqError(
-      'INVALID_ARGUMENT',
-      `namespace ${quote(ns)} (x-mq-namespace or resource_namespace) has characters outside ` +
-        '[a-zA-Z0-9_-]',
-      { details: { field: 'x-mq-namespace' } },
-    );
-  }
-  return ns;
-}
-
-/**
- * The broker's name of `name` in namespace `ns`: `ns%name`, or `name` when `ns` is empty or
- * `name` already starts with `ns%` (RocketMQ's `NamespaceUtil.wrapNamespace`, and what the
- * NameServer does: both must name the same topic).
- */
-export function wrapNamespace(ns: string, name: string): string {
-  if (ns === '') return name;
-  const prefix = `${ns}${NAMESPACE_SEPARATOR}`;
-  return name.startsWith(prefix) ? name : `${prefix}${name}`;
-}
-
-/** The client's name of broker resource `stored` in namespace `ns` (inverse of wrap). */
-export function unwrapNamespace(ns: string, stored: string): string {
-  const prefix = `${ns}${NAMESPACE_SEPARATOR}`;
-  return ns !== '' && stored.startsWith(prefix) ? stored.slice(prefix.length) : stored;
-}
-
-/** True for names producers may not write to (system prefixes and RocketMQ system topics). */
-export function isReservedTopic(stored: string): boolean {
-  return (
-    RESERVED_TOPIC_PREFIXES.some((p) => stored.startsWith(p)) || RESERVED_TOPIC_NAMES.has(stored)
-  );
-}
-
-/**
  * Checks a topic name given by a client and returns the broker's name for it. `field` names
  * the request field in errors. Throws ILLEGAL_TOPIC for an empty, too long or malformed name,
  * and, unless `allowReserved`, for a reserved one.
@@ -131,7 +92,7 @@ export function checkTopic(name: string, ns: string, field: string, allowReserve
   ) {
     return last.stored;
   }
-  checkResourceName(name, ns, field, 'ILLEGAL_TOPIC', 'topic');
+  names.checkResourceName(name, ns, field, 'ILLEGAL_TOPIC', 'topic');
   const stored = wrapNamespace(ns, name);
   if (!allowReserved && (isReservedTopic(name) || isReservedTopic(stored))) {
     throw new RaftmqError('ILLEGAL_TOPIC', `${field}: topic ${quote(name)} is reserved`, {
@@ -151,28 +112,8 @@ let lastTopicChecked = { name: '', ns: '', field: '', allowReserved: false, stor
 
 /** Checks a consumer group name; returns the broker's name for it (ILLEGAL_CONSUMER_GROUP). */
 export function checkGroup(name: string, ns: string, field: string): string {
-  checkResourceName(name, ns, field, 'ILLEGAL_CONSUMER_GROUP', 'consumer group');
+  names.checkResourceName(name, ns, field, 'ILLEGAL_CONSUMER_GROUP', 'consumer group');
   return wrapNamespace(ns, name);
-}
-
-function checkResourceName(
-  name: string,
-  ns: string,
-  field: string,
-  code: 'ILLEGAL_TOPIC' | 'ILLEGAL_CONSUMER_GROUP',
-  what: string,
-): void {
-  const fail = (why: string): never => {
-    throw new RaftmqError(code, `${field}: ${what} ${why}`, { details: { field } });
-  };
-  if (name === '') fail('name is empty');
-  if (!RESOURCE_NAME_PATTERN.test(name)) {
-    fail(`name ${quote(name)} has characters outside [%|a-zA-Z0-9_-]`);
-  }
-  const length = wrapNamespace(ns, name).length;
-  if (length > RESOURCE_NAME_LENGTH_MAX) {
-    fail(`name is ${length} characters with its namespace; at most ${RESOURCE_NAME_LENGTH_MAX}`);
-  }
 }
 
 /**

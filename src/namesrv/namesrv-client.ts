@@ -1,19 +1,32 @@
 /**
  * The broker's side of the NameServer protocol. {@link BrokerRegistrar} keeps every NameServer
- * told of this node: it registers with all of them in parallel at start, every `intervalMs`
- * (RocketMQ: 30 s) and at once when asked (`registerNow()`: the node became leader, or its
- * topics changed), so a failover reaches the routes without waiting for the next interval.
- * {@link NameServerLookup} (namesrv-lookup.ts, re-exported here) reads routes back.
+ * told of this node: it registers with each at start, every `intervalMs` (RocketMQ: 30 s) and
+ * at once when asked (`registerNow()`: the node became leader, or its topics changed), so a
+ * failover reaches the routes without waiting for the next interval.
+ * {@link NameServerLookup} (namesrv-lookup.ts) reads routes back.
  *
- * Registration rounds never overlap: a `registerNow()` during a round schedules one more round
- * after it (the state may have changed after the running round took its snapshot), and any
- * number of such calls coalesce into that one. A NameServer that fails is logged (once per
- * `warnIntervalMs` while it keeps failing) and tried again at the next round; nothing is
- * thrown to the caller and no promise is left to reject unhandled.
+ * Each NameServer is served on its own: its own call in flight and its own "again" flag, so a
+ * slow or dead NameServer delays only its own registrations. (Rounds that waited for every
+ * NameServer delayed a new leader's registration at every healthy NameServer by up to
+ * `callTimeoutMs`, 3 s, while one of them was stalled.) Calls to one NameServer never overlap:
+ * a `registerNow()` during its call registers once more after it (the state may have changed
+ * after the call's snapshot), and any number of such calls coalesce into that one. A failed
+ * registration is tried again after a backoff (`retryInitialMs`, doubling up to `retryMaxMs`)
+ * instead of at the next interval, since a new leader's failed Register would otherwise leave
+ * that NameServer naming the old leader for 30 s; `registerNow()` skips the wait. Snapshots are
+ * taken once per `registerNow()` and shared by the calls it starts. A failure is logged (once
+ * per `warnIntervalMs` per NameServer while it keeps failing); nothing is thrown to the caller
+ * and no promise is left to reject unhandled.
  */
 import { type Clock, systemClock } from '../common/clock';
 import { componentLogger, type Logger } from '../common/logger';
-import { intInRange, isString, type OptionSpec, resolveOptions } from '../common/options';
+import {
+  checkOption,
+  intInRange,
+  isString,
+  type OptionSpec,
+  resolveOptions,
+} from '../common/options';
 import { checkNamesrvAddresses, NameServerChannels } from './namesrv-channels';
 import { RateLimitedWarn } from './namesrv-grpc';
 import {
@@ -27,10 +40,14 @@ export type { NodeRegistration, NodeStats, RegistrationExtras } from './namesrv-
 
 /** Tunables of a {@link BrokerRegistrar}. */
 export interface BrokerRegistrarTuning {
-  /** Time between registration rounds (RocketMQ: 30 s). */
+  /** Time between registrations (RocketMQ: 30 s). */
   intervalMs: number;
   /** Deadline of each Register and Unregister call. */
   callTimeoutMs: number;
+  /** Wait before registering again with a NameServer after a failure; doubles per failure. */
+  retryInitialMs: number;
+  /** The longest such wait. */
+  retryMaxMs: number;
   /** A NameServer that keeps failing is logged at most once per this interval. */
   warnIntervalMs: number;
   /** Directory of the `.proto` files; empty: `$RAFTMQ_PROTO_DIR`, else the package's. */
@@ -51,6 +68,8 @@ export interface BrokerRegistrarOptions extends Partial<BrokerRegistrarTuning> {
 export const BROKER_REGISTRAR_DEFAULTS: Readonly<BrokerRegistrarTuning> = Object.freeze({
   intervalMs: 30_000,
   callTimeoutMs: 3_000,
+  retryInitialMs: 500,
+  retryMaxMs: 8_000,
   warnIntervalMs: 60_000,
   protoDir: '',
 });
@@ -58,6 +77,8 @@ export const BROKER_REGISTRAR_DEFAULTS: Readonly<BrokerRegistrarTuning> = Object
 const TUNING_SPEC: OptionSpec<BrokerRegistrarTuning> = {
   intervalMs: intInRange(10, 3_600_000),
   callTimeoutMs: intInRange(10, 600_000),
+  retryInitialMs: intInRange(1, 3_600_000),
+  retryMaxMs: intInRange(1, 3_600_000),
   warnIntervalMs: intInRange(0, 86_400_000),
   protoDir: isString(false),
 };
@@ -66,19 +87,38 @@ const TUNING_SPEC: OptionSpec<BrokerRegistrarTuning> = {
 export function resolveBrokerRegistrarTuning(
   input?: Partial<BrokerRegistrarTuning>,
 ): Readonly<BrokerRegistrarTuning> {
-  return resolveOptions('brokerRegistrar', BROKER_REGISTRAR_DEFAULTS, TUNING_SPEC, input);
+  const tuning = resolveOptions('brokerRegistrar', BROKER_REGISTRAR_DEFAULTS, TUNING_SPEC, input);
+  checkOption(
+    tuning.retryInitialMs <= tuning.retryMaxMs,
+    'brokerRegistrar.retryInitialMs',
+    'must not exceed retryMaxMs',
+  );
+  return tuning;
 }
 
 /** What the registrar knows of one NameServer. */
 export interface NameServerState {
   readonly address: string;
-  /** Rounds in which Register succeeded / failed. */
+  /** Register calls that succeeded / failed. */
   readonly successCount: number;
   readonly failureCount: number;
+  /** Failures since the last success (the retry backoff's exponent). */
+  readonly failureStreakCount: number;
   /** The last successful reply. */
   readonly lastReply: RegisterReply | undefined;
-  /** The error of the last round, cleared by a success. */
+  /** The error of the last call, cleared by a success. */
   readonly lastError: Error | undefined;
+}
+
+/** The registrar's link to one NameServer: its call in flight and what comes after it. */
+interface Link {
+  readonly address: string;
+  /** The running calls (one at a time, then again while asked); undefined when idle. */
+  running: Promise<void> | undefined;
+  /** `registerNow()` was called during the running call: register once more after it. */
+  again: boolean;
+  /** The retry after a failure, when one is waiting. */
+  retryTimer: NodeJS.Timeout | undefined;
 }
 
 /** Keeps every NameServer told of this node; see the file comment. */
@@ -89,14 +129,15 @@ export class BrokerRegistrar {
   private readonly log: Logger;
   private readonly warn: RateLimitedWarn;
   private readonly states = new Map<string, NameServerState>();
+  private readonly links: readonly Link[];
   private timer: NodeJS.Timeout | undefined;
-  private inflight: Promise<void> | undefined;
-  private again = false;
   private started = false;
   private stopped = false;
   private stopping: Promise<void> | undefined;
   private identity: { group: string; nodeId: string } | undefined;
   private roundCount = 0;
+  /** The request of the current round, once a call has asked for it. */
+  private request: { readonly round: number; readonly wire: object } | undefined;
 
   constructor(private readonly options: BrokerRegistrarOptions) {
     const { addresses, snapshot: _s, logger: _l, clock: _c, ...tuning } = options;
@@ -114,10 +155,17 @@ export class BrokerRegistrar {
         address,
         successCount: 0,
         failureCount: 0,
+        failureStreakCount: 0,
         lastReply: undefined,
         lastError: undefined,
       });
     }
+    this.links = this.addresses.map((address) => ({
+      address,
+      running: undefined,
+      again: false,
+      retryTimer: undefined,
+    }));
   }
 
   /** Registers at once, then every `intervalMs` (on an unref'd timer). Idempotent. */
@@ -130,26 +178,26 @@ export class BrokerRegistrar {
   }
 
   /**
-   * Registers with every NameServer now, in parallel, without waiting for the interval.
-   * Returns at once; calls during a round coalesce into one more round. No-op after stop().
+   * Registers with every NameServer now, without waiting for the interval or a retry's
+   * backoff. Returns at once; with a NameServer whose call is in flight, registers once more
+   * after it (calls during it coalesce). No-op after stop().
    */
   registerNow(): void {
     if (this.stopped) return;
-    if (this.inflight !== undefined) {
-      this.again = true;
-      return;
-    }
-    this.inflight = this.runRounds().finally(() => {
-      this.inflight = undefined;
-    });
+    this.roundCount += 1;
+    for (const link of this.links) this.kick(link);
   }
 
-  /** Resolves once no round is running or scheduled (for tests and orderly shutdown). */
+  /** Resolves once no call is in flight (retries waiting their backoff are not waited for). */
   async whenIdle(): Promise<void> {
-    while (this.inflight !== undefined) await this.inflight;
+    for (;;) {
+      const running = this.links.map((l) => l.running).filter((r) => r !== undefined);
+      if (running.length === 0) return;
+      await Promise.all(running);
+    }
   }
 
-  /** Rounds started so far. */
+  /** Times a registration with every NameServer was asked for (start, interval, registerNow). */
   get rounds(): number {
     return this.roundCount;
   }
@@ -160,13 +208,15 @@ export class BrokerRegistrar {
   }
 
   /**
-   * Stops the rounds, waits for the running one, then unregisters from every NameServer (best
-   * effort, in parallel, each bounded by `callTimeoutMs`) and closes the channels. Idempotent.
+   * Stops registering, waits for the calls in flight, then unregisters from every NameServer
+   * (best effort, in parallel, each bounded by `callTimeoutMs`) and closes the channels.
+   * Idempotent.
    */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.stopped = true;
       clearInterval(this.timer);
+      for (const link of this.links) clearTimeout(link.retryTimer);
       await this.whenIdle();
       const identity = this.identity;
       if (identity !== undefined) {
@@ -177,33 +227,65 @@ export class BrokerRegistrar {
     return this.stopping;
   }
 
-  /** Runs rounds until no more were asked for; never rejects. */
-  private async runRounds(): Promise<void> {
-    do {
-      this.again = false;
-      await this.round();
-    } while (this.again && !this.stopped);
+  /** Registers with `link`'s NameServer now, or once more after its call in flight. */
+  private kick(link: Link): void {
+    clearTimeout(link.retryTimer);
+    link.retryTimer = undefined;
+    if (link.running !== undefined) {
+      link.again = true;
+      return;
+    }
+    link.running = this.serve(link).finally(() => {
+      link.running = undefined;
+    });
   }
 
-  private async round(): Promise<void> {
-    this.roundCount += 1;
-    let request: object;
+  /** Calls Register until no more was asked for; schedules a retry after a failure. */
+  private async serve(link: Link): Promise<void> {
+    let ok = true;
+    do {
+      link.again = false;
+      const request = this.currentRequest();
+      if (request === undefined) return;
+      ok = await this.registerWith(link.address, request);
+    } while (link.again && !this.stopped);
+    if (!ok && !this.stopped) this.scheduleRetry(link);
+  }
+
+  /** Arms `link`'s retry after its current run of failures (exponential backoff, capped). */
+  private scheduleRetry(link: Link): void {
+    const streak = this.states.get(link.address)?.failureStreakCount ?? 1;
+    const { retryInitialMs, retryMaxMs } = this.tuning;
+    const delayMs = Math.min(retryMaxMs, retryInitialMs * 2 ** Math.min(streak - 1, 30));
+    link.retryTimer = setTimeout(() => {
+      link.retryTimer = undefined;
+      if (!this.stopped) this.kick(link);
+    }, delayMs);
+    link.retryTimer.unref();
+  }
+
+  /**
+   * The Register request of the current round, from one snapshot shared by every NameServer's
+   * call of that round; undefined (logged) when the snapshot cannot be taken.
+   */
+  private currentRequest(): object | undefined {
+    if (this.request?.round === this.roundCount) return this.request.wire;
     try {
       const reg = this.options.snapshot();
       this.identity = { group: reg.group, nodeId: reg.nodeId };
-      request = registrationToWire(reg);
+      this.request = { round: this.roundCount, wire: registrationToWire(reg) };
+      return this.request.wire;
     } catch (err) {
-      // Not swallowed: logged; the next round takes a new snapshot.
-      this.warn.warn('snapshot', { err }, 'cannot take the registration snapshot; skipping round');
-      return;
+      // Not swallowed: logged; the next registerNow() or interval takes a new snapshot.
+      this.warn.warn('snapshot', { err }, 'cannot take the registration snapshot; skipping');
+      return undefined;
     }
-    await Promise.all(this.addresses.map((address) => this.registerWith(address, request)));
   }
 
-  /** One Register call; records and logs the outcome; never rejects. */
-  private async registerWith(address: string, request: object): Promise<void> {
+  /** One Register call; records and logs the outcome; never rejects. True on success. */
+  private async registerWith(address: string, request: object): Promise<boolean> {
     const state = this.states.get(address);
-    if (state === undefined) return;
+    if (state === undefined) return false;
     try {
       const response = await this.channels.call(
         address,
@@ -215,6 +297,7 @@ export class BrokerRegistrar {
       this.states.set(address, {
         ...state,
         successCount: state.successCount + 1,
+        failureStreakCount: 0,
         lastReply: reply,
         lastError: undefined,
       });
@@ -225,15 +308,25 @@ export class BrokerRegistrar {
       } else {
         this.log.debug(fields, 'registered with NameServer');
       }
+      if (reply.droppedTopicCount > 0) {
+        this.warn.warn(
+          `${address}/topicsMax`,
+          { address, droppedTopicCount: reply.droppedTopicCount },
+          'NameServer route table full: some of our topics are not routed by it',
+        );
+      }
+      return true;
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
       this.states.set(address, {
         ...state,
         failureCount: state.failureCount + 1,
+        failureStreakCount: state.failureStreakCount + 1,
         lastError: error,
       });
-      // Not swallowed: logged (rate-limited); the next round tries again.
+      // Not swallowed: logged (rate-limited); the caller schedules a retry.
       this.warn.warn(address, { address, err: error }, 'NameServer registration failed');
+      return false;
     }
   }
 

@@ -1,9 +1,14 @@
 /**
  * Route lookups against the NameServers, for a broker that answers QueryRoute for a topic
- * across every group. Each lookup asks every NameServer in parallel and takes the first that
- * knows the topic (NameServers never talk to each other, so one restarted a moment ago may
- * not know it yet); "not found" is the answer only once every NameServer has answered, and
- * the lookup fails (a RaftmqError) only when none answered at all.
+ * across every group. Each lookup asks every NameServer in parallel and merges what they know,
+ * group by group (route-merge.ts: per group the entry of the newest term; every group any of
+ * them lists). NameServers never talk to each other: one may have missed a failover, or,
+ * restarted a moment ago, have heard from only some groups, so the first answer alone could
+ * name a dead leader or leave groups out. The lookup answers once every NameServer has
+ * answered, or `answerGraceMs` after the first that knows the topic, whichever comes first, so
+ * a slow NameServer delays it by the grace at most (and a lookup ends by the calls' deadline
+ * in any case). "Not found" is the answer only once every NameServer has answered, and the
+ * lookup fails (a RaftmqError) only when none answered at all.
  *
  * Answers, "not found" included, are cached for `cacheTtlMs` (1 s) in a cache of at most
  * `cacheEntriesMax` topics (oldest evicted first); concurrent lookups of one topic share one
@@ -15,6 +20,7 @@ import { componentLogger, type Logger } from '../common/logger';
 import { intInRange, isString, type OptionSpec, resolveOptions } from '../common/options';
 import { checkNamesrvAddresses, NameServerChannels } from './namesrv-channels';
 import { routeFromWire } from './namesrv-wire';
+import { mergeRoutes } from './route-merge';
 import type { TopicRoute } from './route-types';
 
 /** Tunables of a {@link NameServerLookup}. */
@@ -23,6 +29,8 @@ export interface NameServerLookupOptions {
   cacheEntriesMax: number;
   /** Deadline of each GetRoute call. */
   callTimeoutMs: number;
+  /** How long after the first NameServer that knows a topic the others are waited for. */
+  answerGraceMs: number;
   /** Directory of the `.proto` files; empty: `$RAFTMQ_PROTO_DIR`, else the package's. */
   protoDir: string;
 }
@@ -31,6 +39,7 @@ export const NAMESERVER_LOOKUP_DEFAULTS: Readonly<NameServerLookupOptions> = Obj
   cacheTtlMs: 1_000,
   cacheEntriesMax: 4_096,
   callTimeoutMs: 2_000,
+  answerGraceMs: 100,
   protoDir: '',
 });
 
@@ -38,6 +47,7 @@ const OPTION_SPEC: OptionSpec<NameServerLookupOptions> = {
   cacheTtlMs: intInRange(0, 600_000),
   cacheEntriesMax: intInRange(1, 1_000_000),
   callTimeoutMs: intInRange(10, 600_000),
+  answerGraceMs: intInRange(0, 600_000),
   protoDir: isString(false),
 };
 
@@ -132,38 +142,48 @@ export class NameServerLookup {
     this.cache.set(topic, { route, expiresMs: this.clock.monotonicMs() + this.options.cacheTtlMs });
   }
 
-  /** Asks every NameServer; first route found wins (see the file comment). */
+  /** Asks every NameServer and merges their routes (see the file comment); never hangs. */
   private ask(topic: string): Promise<TopicRoute | undefined> {
     return new Promise((resolve, reject) => {
-      let answered = 0;
+      // In address order, so that the merge breaks ties the same way whoever answers first.
+      const routes: (TopicRoute | undefined)[] = this.addresses.map(() => undefined);
       const errors: unknown[] = [];
-      let settled = false;
-      const done = (): void => {
-        if (settled || answered + errors.length < this.addresses.length) return;
-        settled = true;
-        if (answered > 0) resolve(undefined);
+      let answeredCount = 0;
+      let settledCount = 0;
+      let grace: NodeJS.Timeout | undefined;
+      let done = false;
+      const finish = (): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(grace);
+        const route = mergeRoutes(topic, routes);
+        if (route !== undefined || answeredCount > 0) resolve(route);
         else reject(this.failure(topic, errors));
       };
-      for (const address of this.addresses) {
+      const settle = (): void => {
+        settledCount += 1;
+        if (settledCount === this.addresses.length) finish();
+      };
+      this.addresses.forEach((address, i) => {
         this.callCount += 1;
         this.channels
           .call(address, 'GetRoute', { topic }, this.options.callTimeoutMs)
           .then((response) => {
-            const route = routeFromWire(topic, response);
-            answered += 1;
-            if (route !== undefined && !settled) {
-              settled = true;
-              resolve(route);
+            routes[i] = routeFromWire(topic, response);
+            answeredCount += 1;
+            if (routes[i] !== undefined && grace === undefined && !done) {
+              grace = setTimeout(finish, this.options.answerGraceMs);
+              grace.unref();
             }
-            done();
+            settle();
           })
           .catch((err: unknown) => {
             // Not swallowed: counted; the lookup fails with it when no NameServer answers.
             this.log.debug({ address, topic, err }, 'GetRoute failed');
             errors.push(err);
-            done();
+            settle();
           });
-      }
+      });
     });
   }
 

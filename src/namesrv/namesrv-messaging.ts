@@ -5,8 +5,11 @@
  * - `QueryRoute`: answered from the route table (rmq-route.ts has the shape). The namespace is
  *   the `x-mq-namespace` header, else `topic.resource_namespace`; a non-empty namespace makes
  *   the table key `<namespace>%<topic>`, as RocketMQ's `NamespaceUtil` does (a name that
- *   already starts with `<namespace>%` is not prefixed twice). Unknown topic: TOPIC_NOT_FOUND,
- *   unless some group auto-creates topics (namesrv-registry.ts).
+ *   already starts with `<namespace>%` is not prefixed twice). Names and namespaces are checked
+ *   by the brokers' rules (common/resource-names.ts), so both access points accept the same
+ *   ones. Unknown topic: TOPIC_NOT_FOUND, unless some group auto-creates topics
+ *   (namesrv-registry.ts) and the name is not reserved (`%RETRY%`, `%DLQ%`, `rmq_sys_`,
+ *   `TBW102`...: brokers never create those on first use).
  * - `Heartbeat` and `NotifyClientTermination`: OK, always (a gRPC error would break the
  *   client's `shutdown()`), even when the request cannot be decoded.
  * - `Telemetry`: a client opens it only to route endpoints, which a NameServer never is; it is
@@ -19,7 +22,7 @@
  *   their access point.
  */
 import * as grpc from '@grpc/grpc-js';
-import { RmqCode } from '../common/errors';
+import { isRaftmqError, RmqCode } from '../common/errors';
 import type { Logger } from '../common/logger';
 import type { Clock } from '../common/clock';
 import {
@@ -32,8 +35,13 @@ import {
 } from './namesrv-grpc';
 import type { RouteRegistry } from './namesrv-registry';
 import { loadMessagingProto, MESSAGING_SERVICE } from './namesrv-wire';
-import { quoteClipped } from '../common/text';
-import { toMessageQueues } from './rmq-route';
+import {
+  checkResourceName,
+  effectiveNamespace,
+  isReservedTopic,
+  wrapNamespace,
+} from '../common/resource-names';
+import { queryRouteAnswer } from './rmq-route';
 
 /** Open Telemetry streams a NameServer keeps at most; more are refused (RESOURCE_EXHAUSTED). */
 export const TELEMETRY_STREAMS_MAX = 4096;
@@ -42,9 +50,6 @@ export const SETTINGS_RESEND_MS = 1_000;
 /** `max_body_size` told to producers: 4 MiB - 64 KiB, which Node consumers can still read. */
 export const MAX_BODY_BYTES = 4 * 1024 * 1024 - 64 * 1024;
 
-/** RocketMQ's topic name rule (`TopicValidator`), as in the route table. */
-const TOPIC_NAME = /^[%|a-zA-Z0-9_-]{1,127}$/;
-const NAMESPACE = /^[a-zA-Z0-9_-]{1,64}$/;
 const HANDLED = new Set(['QueryRoute', 'Heartbeat', 'NotifyClientTermination', 'Telemetry']);
 const CONSUMER_TYPES = new Set([
   'PUSH_CONSUMER',
@@ -124,11 +129,6 @@ export function notHereMessage(rpc: string): string {
   );
 }
 
-/** The name QueryRoute looks up: `<namespace>%<name>` for a non-empty namespace. */
-export function namespacedTopic(namespace: string, name: string): string {
-  return namespace === '' || name.startsWith(`${namespace}%`) ? name : `${namespace}%${name}`;
-}
-
 function headerValue(metadata: grpc.Metadata, key: string): string {
   const value = metadata.get(key)[0];
   return value === undefined ? '' : value.toString();
@@ -162,42 +162,31 @@ export async function createNamesrvMessaging(
     if (!request.ok) return status(RmqCode.BAD_REQUEST, `QueryRoute: ${request.reason}`);
     const topic = objectOr(objectOr(request.value).topic);
     const name = typeof topic.name === 'string' ? topic.name : '';
-    const header = headerValue(metadata, 'x-mq-namespace');
     const given = typeof topic.resourceNamespace === 'string' ? topic.resourceNamespace : '';
-    const namespace = header !== '' ? header : given;
-    if (!TOPIC_NAME.test(name)) {
-      const why = `topic ${quoteClipped(name)} must match [%|a-zA-Z0-9_-]{1,127}`;
-      return status(RmqCode.ILLEGAL_TOPIC, why);
+    let namespace: string;
+    try {
+      // In the broker's order (messaging-route.ts): the namespace, then the name with it.
+      namespace = effectiveNamespace(headerValue(metadata, 'x-mq-namespace'), given);
+      checkResourceName(name, namespace, 'topic.name', 'ILLEGAL_TOPIC', 'topic');
+    } catch (err) {
+      if (!isRaftmqError(err)) throw err;
+      return status(err.rmqCode, err.message);
     }
-    if (namespace !== '' && !NAMESPACE.test(namespace)) {
-      const why = `namespace ${quoteClipped(namespace)} must match [a-zA-Z0-9_-]{1,64}`;
-      return status(RmqCode.BAD_REQUEST, why);
-    }
-    const key = namespacedTopic(namespace, name);
-    if (!TOPIC_NAME.test(key)) {
-      return status(
-        RmqCode.ILLEGAL_TOPIC,
-        `topic ${quoteClipped(key)} (with namespace) exceeds 127 chars`,
-      );
-    }
-    const route = registry.route(key) ?? registry.autoCreateRoute(key);
+    const key = wrapNamespace(namespace, name);
+    // Reading the route of a system topic (a DLQ, say) is allowed; creating one is not.
+    const creatable = !isReservedTopic(name) && !isReservedTopic(key);
+    const route = registry.route(key) ?? (creatable ? registry.autoCreateRoute(key) : undefined);
     if (route === undefined) {
       const why = `topic ${key} not found: no broker group registered with this NameServer hosts it`;
       return status(RmqCode.TOPIC_NOT_FOUND, why);
     }
-    const { messageQueues, skipped } = toMessageQueues(route, {
-      name,
-      resourceNamespace: namespace,
-    });
+    const resource = { name, resourceNamespace: namespace };
+    const { response, skipped } = queryRouteAnswer(route, resource, key);
     for (const node of skipped) {
       skippedWarn.warn('skipped', { ...node, topic: key }, 'node left out of a route');
     }
-    if (messageQueues.length === 0) {
-      const why = `topic ${key} is registered, but no node hosting it has a usable endpoint`;
-      return status(RmqCode.NOT_FOUND, why);
-    }
-    log.debug({ topic: key, queueCount: messageQueues.length }, 'QueryRoute');
-    return { status: OK_STATUS, messageQueues };
+    log.debug({ topic: key, queueCount: response.messageQueues.length }, 'QueryRoute');
+    return response;
   };
 
   const telemetry = (call: grpc.ServerDuplexStream<Decoded, object>): void => {

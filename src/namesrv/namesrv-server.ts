@@ -9,8 +9,10 @@
  * default). Nodes silent for `brokerExpiryMs` are dropped by a scan every `scanIntervalMs`,
  * on an unref'd timer cleared by `stop()`.
  *
- * Errors: a malformed request ends with INVALID_ARGUMENT naming the field, a full table with
- * RESOURCE_EXHAUSTED (RaftmqError `BUSY`); nothing a client sends can crash the process.
+ * Errors: a malformed request ends with INVALID_ARGUMENT naming the field, a table without room
+ * for a new group or node with RESOURCE_EXHAUSTED (RaftmqError `BUSY`); nothing a client sends
+ * can crash the process. Topics beyond `topicsMax` are left out of a registration that is
+ * otherwise recorded; the reply counts them, and a warning (at most one a minute) names them.
  */
 import * as grpc from '@grpc/grpc-js';
 import { type Clock, systemClock } from '../common/clock';
@@ -29,6 +31,7 @@ import {
   type Decoded,
   NAMESRV_REQUEST_BYTES_MAX,
   NAMESRV_SERVER_OPTIONS,
+  RateLimitedWarn,
   safeServiceDefinition,
   serviceOf,
   shutdownServer,
@@ -49,6 +52,10 @@ import { resolveRouteTableOptions, type RouteTableOptions } from './route-types'
 
 /** How long `stop()` waits for open calls before cancelling them. */
 const SHUTDOWN_TIMEOUT_MS = 2_000;
+/** A full route table is logged at most this often (brokers re-register every 30 s). */
+const FULL_WARN_INTERVAL_MS = 60_000;
+/** Names of left-out topics a warning carries, at most. */
+const DROPPED_TOPICS_LOGGED_MAX = 10;
 
 /** A NameServer's configuration. */
 export interface NameServerConfig {
@@ -218,6 +225,8 @@ function namesrvHandlers(
   clock: Clock,
   log: Logger,
 ): grpc.UntypedServiceImplementation {
+  // One key for every node: the warning names the latest and counts the ones suppressed.
+  const fullWarn = new RateLimitedWarn(log, clock, FULL_WARN_INTERVAL_MS);
   return {
     Register: unary('Register', log, (request) => {
       const reg = registrationFromWire(request);
@@ -225,6 +234,16 @@ function namesrvHandlers(
       const fields = { group: reg.group, nodeId: reg.nodeId, term: reg.term, role: reg.role };
       if (result.stale) log.info({ ...fields, outcome: result.outcome }, 'stale registration');
       else log.debug({ ...fields, outcome: result.outcome }, 'registered');
+      const dropped = result.droppedTopics;
+      if (dropped.length > 0) {
+        const topicsMax = registry.table.options.topicsMax;
+        const sample = dropped.slice(0, DROPPED_TOPICS_LOGGED_MAX);
+        fullWarn.warn(
+          'topicsMax',
+          { ...fields, topicsMax, droppedTopicCount: dropped.length, droppedTopics: sample },
+          'route table full: topics of a registration left out of the routes',
+        );
+      }
       return registerResultToWire(result);
     }),
     Unregister: unary('Unregister', log, (request) => {

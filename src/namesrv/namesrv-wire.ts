@@ -83,6 +83,15 @@ function objectOr(value: unknown): Record<string, unknown> {
   return isObject(value) ? value : {};
 }
 
+/**
+ * An empty object without a prototype, for maps keyed by names a client chose: on a plain
+ * object, `topics['__proto__'] = x` sets the prototype instead of adding the topic, which is
+ * then lost (`__proto__` is a valid RocketMQ topic name).
+ */
+export function nameKeyedObject<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
+}
+
 function isIndex(value: unknown): value is number {
   return Number.isSafeInteger(value) && (value as number) >= 0;
 }
@@ -118,7 +127,7 @@ export function loadMessagingProto(protoDir = ''): Promise<protoLoader.PackageDe
 
 /** The RegisterRequest for `reg` (client side). */
 export function registrationToWire(reg: NodeRegistration): object {
-  const topics: Record<string, object> = {};
+  const topics = nameKeyedObject<object>();
   for (const [name, t] of Object.entries(reg.topics)) {
     topics[name] = {
       queueCount: t.queueCount,
@@ -149,7 +158,7 @@ export function registrationFromWire(request: unknown): NodeRegistration {
   const req = objectOr(request);
   const role = ROLE_FROM_WIRE.get(String(req.role));
   if (role === undefined) invalid('role', 'must be ROLE_LEADER or ROLE_FOLLOWER');
-  const topics: Record<string, unknown> = {};
+  const topics = nameKeyedObject<unknown>();
   for (const [name, value] of Object.entries(objectOr(req.topics))) {
     const t = objectOr(value);
     const perm = PERM_FROM_WIRE.get(String(t.perm));
@@ -195,6 +204,7 @@ export function registerResultToWire(result: RegisterResult): object {
   return {
     outcome: OUTCOME_TO_WIRE[result.outcome],
     ...(result.leader === undefined ? {} : { leader: refToWire(result.leader) }),
+    droppedTopicCount: result.droppedTopics.length,
   };
 }
 
@@ -202,6 +212,8 @@ export function registerResultToWire(result: RegisterResult): object {
 export interface RegisterReply {
   readonly outcome: RegisterOutcome;
   readonly leader: NodeRef | undefined;
+  /** Topics the NameServer left out of its routes (its `topicsMax`); 0 almost always. */
+  readonly droppedTopicCount: number;
 }
 
 function malformedReply(what: string): never {
@@ -222,7 +234,10 @@ export function registerReplyFromWire(response: unknown): RegisterReply {
   const res = objectOr(response);
   const outcome = OUTCOME_FROM_WIRE.get(String(res.outcome));
   if (outcome === undefined) malformedReply(`outcome ${String(res.outcome)}`);
-  return { outcome, leader: refFromWire(res.leader) };
+  // Absent from an older NameServer's reply: nothing dropped.
+  const dropped = res.droppedTopicCount ?? 0;
+  if (!isIndex(dropped)) malformedReply('dropped topic count');
+  return { outcome, leader: refFromWire(res.leader), droppedTopicCount: dropped };
 }
 
 // ---- GetRoute ----

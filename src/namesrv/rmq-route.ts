@@ -23,7 +23,7 @@
  *   are skipped, because the Node client does not bracket them.
  */
 import { isIPv4, isIPv6 } from 'node:net';
-import { RaftmqError } from '../common/errors';
+import { RaftmqError, RmqCode } from '../common/errors';
 import type { GroupRoute, NodeRef, QueueRoute, TopicPerm, TopicRoute } from './route-types';
 
 /** RocketMQ v2 `AddressScheme` names raftmq emits. */
@@ -199,4 +199,30 @@ export function toMessageQueues(route: TopicRoute, topic: RmqResource): RmqRoute
   const resource = { name: topic.name, resourceNamespace: topic.resourceNamespace };
   for (const group of route.groups) groupQueues(group, resource, messageQueues, skipped);
   return { messageQueues, skipped };
+}
+
+/** A QueryRouteResponse as {@link queryRouteAnswer} builds it. */
+export interface RmqQueryRouteResponse {
+  readonly status: { readonly code: number; readonly message: string };
+  readonly messageQueues: RmqMessageQueue[];
+}
+
+/**
+ * What a QueryRoute answers for `route`, on a NameServer and on a broker alike: the queues with
+ * status OK, or status NOT_FOUND when no node of the route has an endpoint clients can dial. An
+ * OK answer without queues breaks the clients (contract §6.2: the Node producer throws "max out
+ * of range", a SimpleConsumer's startup hangs). `key` is the table's name of the topic (with its
+ * namespace), for the message. `skipped` is for the caller to log.
+ */
+export function queryRouteAnswer(
+  route: TopicRoute,
+  topic: RmqResource,
+  key: string,
+): { readonly response: RmqQueryRouteResponse; readonly skipped: SkippedNode[] } {
+  const { messageQueues, skipped } = toMessageQueues(route, topic);
+  if (messageQueues.length === 0) {
+    const message = `topic ${key} is registered, but no node hosting it has a usable endpoint`;
+    return { response: { status: { code: RmqCode.NOT_FOUND, message }, messageQueues }, skipped };
+  }
+  return { response: { status: { code: RmqCode.OK, message: 'OK' }, messageQueues }, skipped };
 }

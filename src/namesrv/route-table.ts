@@ -21,10 +21,18 @@
  *   forged registration: registrations are not authenticated) demotes the real leader only while
  *   it stays registered, not for as long as the group lives. Until 2026-12-04 the highest claim
  *   ever seen was kept, and one forged claim of term 2^53-1 left the group leaderless for good.
+ * - A group with a live leader hosts the topics its leader lists (the leader holds every
+ *   committed topic change); a lagging follower's listing of a deleted topic does not keep it
+ *   routed. Only a leaderless group is routed by what its other nodes list.
  *
  * Bounds: `groupsMax`, `nodesPerGroupMax` and `topicsMax` (distinct topics in the whole table).
- * A registration that would exceed one gets `BUSY` (retryable: expiry frees room); a single
- * registration listing more than `topicsMax` topics can never fit and gets `INVALID_ARGUMENT`.
+ * A new group or node that would exceed one of the first two gets `BUSY` (retryable: expiry
+ * frees room). `topicsMax` never refuses a registration: one that brings more new topics than
+ * the table has room for is recorded (heartbeat, role, term and every topic that fits) with the
+ * excess left out and reported in `droppedTopics`. Refusing it whole let the node's accepted
+ * entry expire, and one topic over the bound took the group, with every topic that did fit, out
+ * of all routes for as long as it stayed over. Which topics are left out is deterministic: of
+ * those new to the table, the first by name get the room; a topic once admitted keeps its place.
  */
 import { assert } from '../common/assert';
 import { RaftmqError } from '../common/errors';
@@ -55,6 +63,7 @@ const TOPIC_NAME = /^[%|a-zA-Z0-9_-]{1,127}$/;
 const NAME_LENGTH_MAX = 255;
 /** RocketMQ's default upper bound for a topic's queue count. */
 const QUEUE_COUNT_MAX = 1024;
+const NO_TOPICS: readonly string[] = Object.freeze([]);
 
 /** One topic as a node registers it. */
 interface NodeEntry extends NodeRef {
@@ -120,7 +129,7 @@ function checkTopic(name: string, value: unknown): TopicRegistration {
 }
 
 /** Checks a registration from the wire; throws INVALID_ARGUMENT naming the first bad field. */
-function checkRegistration(reg: unknown, topicsMax: number): Checked {
+function checkRegistration(reg: unknown): Checked {
   if (!isObject(reg)) invalid('registration', 'must be an object');
   const cluster = checkName(reg.cluster, 'cluster');
   const group = checkName(reg.group, 'group');
@@ -133,7 +142,6 @@ function checkRegistration(reg: unknown, topicsMax: number): Checked {
   }
   if (!isObject(reg.topics)) invalid('topics', 'must be an object');
   const entries = Object.entries(reg.topics);
-  if (entries.length > topicsMax) invalid('topics', `more than topicsMax (${topicsMax}) topics`);
   const topics = new Map(entries.map(([name, t]) => [name, checkTopic(name, t)] as const));
   return { cluster, group, nodeId, endpoint, role, term, topics };
 }
@@ -163,19 +171,21 @@ export class RouteTable {
 
   /**
    * Records a registration or heartbeat at `nowMs`. Throws INVALID_ARGUMENT for a malformed
-   * registration (or a group already registered under another cluster) and BUSY when a bound
-   * would be exceeded; in both cases the table is unchanged.
+   * registration (or a group already registered under another cluster) and BUSY when a new
+   * group or node would exceed its bound; in both cases the table is unchanged. Topics beyond
+   * `topicsMax` are left out and named in the result's `droppedTopics` (see the file comment).
    */
   register(registration: BrokerRegistration, nowMs: number): RegisterResult {
     assert(Number.isFinite(nowMs), () => `nowMs must be finite, got ${nowMs}`);
-    const reg = checkRegistration(registration, this.options.topicsMax);
+    const reg = checkRegistration(registration);
     const existing = this.groups.get(reg.group);
     if (existing !== undefined && existing.cluster !== reg.cluster) {
       invalid('cluster', `group ${reg.group} is registered in cluster ${existing.cluster}`);
     }
     const previous = existing?.nodes.get(reg.nodeId);
     if (existing !== undefined && previous !== undefined && reg.term < previous.term) {
-      return { outcome: 'stale-term', stale: true, leader: this.leaderRef(existing) };
+      const leader = this.leaderRef(existing);
+      return { outcome: 'stale-term', stale: true, leader, droppedTopics: NO_TOPICS };
     }
     if (existing === undefined && this.groups.size >= this.options.groupsMax) {
       throw new RaftmqError('BUSY', `route table full: groupsMax (${this.options.groupsMax})`);
@@ -188,7 +198,7 @@ export class RouteTable {
       const max = this.options.nodesPerGroupMax;
       throw new RaftmqError('BUSY', `group ${reg.group} full: nodesPerGroupMax (${max})`);
     }
-    this.checkTopicRoom(reg.group, previous?.topics, reg.topics);
+    const { topics, dropped } = this.admitTopics(reg.group, previous?.topics, reg.topics);
 
     const group: GroupEntry = existing ?? { cluster: reg.cluster, nodes: new Map() };
     this.groups.set(reg.group, group);
@@ -198,7 +208,8 @@ export class RouteTable {
       claimSeq = sameClaim ? previous.claimSeq : ++this.claimSeq;
     }
     if (previous !== undefined) this.indexTopics(reg.group, previous.topics, -1);
-    this.indexTopics(reg.group, reg.topics, +1);
+    this.indexTopics(reg.group, topics, +1);
+    assert(this.topicIndex.size <= this.options.topicsMax, () => 'topic index over topicsMax');
     group.nodes.set(
       reg.nodeId,
       Object.freeze({
@@ -206,7 +217,7 @@ export class RouteTable {
         endpoint: reg.endpoint,
         role: reg.role,
         term: reg.term,
-        topics: reg.topics,
+        topics,
         lastHeartbeatMs: nowMs,
         claimSeq,
       }),
@@ -218,7 +229,12 @@ export class RouteTable {
         : leader?.nodeId === reg.nodeId
           ? 'leader'
           : 'stale-leader';
-    return { outcome, stale: outcome === 'stale-leader', leader: leader && ref(leader) };
+    return {
+      outcome,
+      stale: outcome === 'stale-leader',
+      leader: leader && ref(leader),
+      droppedTopics: dropped,
+    };
   }
 
   /** Removes one node (a broker shutting down cleanly); returns it, or undefined if unknown. */
@@ -248,18 +264,24 @@ export class RouteTable {
     });
   }
 
-  /** The route of `topic`, or undefined when no group hosts it. */
+  /**
+   * The route of `topic`, or undefined when no group hosts it. A group with a live leader hosts
+   * the topics its leader lists; a leaderless group, those any of its nodes lists.
+   */
   route(topic: string): TopicRoute | undefined {
     if (typeof topic !== 'string' || !TOPIC_NAME.test(topic)) {
       invalid('topic', 'must match [%|a-zA-Z0-9_-]{1,127}');
     }
     const hosts = this.topicIndex.get(topic);
     if (hosts === undefined) return undefined;
-    const groups = [...hosts.keys()].sort().map((name) => {
+    const groups: GroupRoute[] = [];
+    for (const name of [...hosts.keys()].sort()) {
       const group = this.groups.get(name);
       assert(group !== undefined, () => `topic index names unknown group ${name}`);
-      return this.groupRoute(name, group, topic);
-    });
+      const entry = this.groupRoute(name, group, topic);
+      if (entry !== undefined) groups.push(entry);
+    }
+    if (groups.length === 0) return undefined;
     return Object.freeze({ topic, groups: Object.freeze(groups) });
   }
 
@@ -302,13 +324,18 @@ export class RouteTable {
     return leader && ref(leader);
   }
 
-  private groupRoute(name: string, group: GroupEntry, topic: string): GroupRoute {
+  /** The group's part of the route of `topic`; undefined when its leader does not list it. */
+  private groupRoute(name: string, group: GroupEntry, topic: string): GroupRoute | undefined {
     const leader = this.leaderOf(group);
-    // The leader holds every committed topic change, so its table wins; without one, the
-    // listing node with the highest term (then lowest id) is the best guess.
-    const listing = [...group.nodes.values()].filter((n) => n.topics.has(topic));
-    listing.sort((a, b) => b.term - a.term || (a.nodeId < b.nodeId ? -1 : 1));
-    const source = leader?.topics.has(topic) === true ? leader : listing[0];
+    // The leader holds every committed topic change, so its table decides: a topic it does not
+    // list was deleted (or never committed), whatever a lagging follower still lists. Without
+    // a leader, the listing node with the highest term (then lowest id) is the best guess.
+    if (leader !== undefined && !leader.topics.has(topic)) return undefined;
+    const source =
+      leader ??
+      [...group.nodes.values()]
+        .filter((n) => n.topics.has(topic))
+        .sort((a, b) => b.term - a.term || (a.nodeId < b.nodeId ? -1 : 1))[0];
     const config = source?.topics.get(topic);
     assert(config !== undefined, () => `group ${name} indexed for ${topic} but lists it nowhere`);
     const queues = Array.from({ length: config.queueCount }, (_, queueId) =>
@@ -329,21 +356,30 @@ export class RouteTable {
     });
   }
 
-  /** Throws BUSY if swapping a node's topics `from` -> `to` would exceed `topicsMax`. */
-  private checkTopicRoom(
+  /**
+   * The topics of a node's new registration (`to`, replacing `from`) that fit in `topicsMax`,
+   * and the ones left out (sorted). Topics already in the table take no room, whoever lists
+   * them; the node's old topics that no one else lists free theirs. Of the topics new to the
+   * table, the first by name get the room left.
+   */
+  private admitTopics(
     group: string,
-    from: ReadonlyMap<string, unknown> | undefined,
-    to: ReadonlyMap<string, unknown>,
-  ): void {
-    let size = this.topicIndex.size;
-    for (const topic of to.keys()) if (!this.topicIndex.has(topic)) size += 1;
+    from: ReadonlyMap<string, TopicRegistration> | undefined,
+    to: ReadonlyMap<string, TopicRegistration>,
+  ): { topics: ReadonlyMap<string, TopicRegistration>; dropped: readonly string[] } {
+    let room = this.options.topicsMax - this.topicIndex.size;
     for (const topic of from?.keys() ?? []) {
       const hosts = this.topicIndex.get(topic);
-      if (!to.has(topic) && hosts?.size === 1 && hosts.get(group) === 1) size -= 1;
+      if (!to.has(topic) && hosts?.size === 1 && hosts.get(group) === 1) room += 1;
     }
-    if (size > this.options.topicsMax) {
-      throw new RaftmqError('BUSY', `route table full: topicsMax (${this.options.topicsMax})`);
-    }
+    const fresh: string[] = [];
+    for (const topic of to.keys()) if (!this.topicIndex.has(topic)) fresh.push(topic);
+    if (fresh.length <= room) return { topics: to, dropped: NO_TOPICS };
+    assert(room >= 0, () => `route table over topicsMax by ${-room}`);
+    const dropped = fresh.sort().slice(room);
+    const topics = new Map(to);
+    for (const topic of dropped) topics.delete(topic);
+    return { topics, dropped: Object.freeze(dropped) };
   }
 
   private indexTopics(group: string, topics: ReadonlyMap<string, unknown>, delta: 1 | -1): void {

@@ -84,6 +84,11 @@ export interface RegisterResult {
   readonly stale: boolean;
   /** The group's leader after the call, if it has one. */
   readonly leader: NodeRef | undefined;
+  /**
+   * Topics of the registration left out of the table because it holds `topicsMax` distinct
+   * topics (sorted by name; empty almost always). The rest of the registration was recorded.
+   */
+  readonly droppedTopics: readonly string[];
 }
 
 /** A node as routes name it. */

@@ -43,6 +43,12 @@ describe('broker configuration', () => {
       assert.equal(config.flushMode, 'SYNC');
       assert.equal(config.pageCacheKeepBytes, COMMIT_LOG_DEFAULTS.pageCacheKeepBytes);
       assert.equal(config.timing.electionTimeoutTicks, 50);
+      assert.equal(config.timing.registerIntervalMs, 30_000);
+      assert.equal(
+        resolveBrokerNodeConfig({ ...MINIMAL, timing: { registerIntervalMs: 60_000 } }).timing
+          .registerIntervalMs,
+        60_000,
+      );
       assert.deepEqual(config.namesrvAddrs, []);
       assert.ok(Object.isFrozen(config) && Object.isFrozen(config.peers));
       assert.equal('seed' in config, false);
@@ -115,6 +121,12 @@ describe('broker configuration', () => {
         [{ ...MINIMAL, preferredLeader: 'n9' }, /config\.preferredLeader/],
         [{ ...MINIMAL, timing: { heartbeatIntervalTicks: 50 } }, /heartbeatIntervalTicks/],
         [{ ...MINIMAL, timing: { tickMs: 5 } }, /config\.timing\.tickMs: unknown option/],
+        // NameServers drop a broker silent for 120 s: it must register several times per expiry.
+        [
+          { ...MINIMAL, timing: { registerIntervalMs: 60_001 } },
+          /config\.timing\.registerIntervalMs: must be at most 60000.*brokerExpiryMs/,
+        ],
+        [{ ...MINIMAL, timing: { registerIntervalMs: 99 } }, /registerIntervalMs/],
         [{ ...MINIMAL, namesrvAddrs: ['localhost:0'] }, /config\.namesrvAddrs/],
         [
           { ...MINIMAL, peers: { ...PEERS, n2: { raft: '127.0.0.1:7001', client: 'h:1' } } },

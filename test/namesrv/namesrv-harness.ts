@@ -32,6 +32,26 @@ export async function waitUntil(
   }
 }
 
+/**
+ * A stalled NameServer on 127.0.0.1: it accepts every call of the NameServer service and never
+ * answers, so callers wait out their deadlines. `stop()` ends it (and the calls).
+ */
+export async function startHangingNameServer(): Promise<{ port: number; stop: () => void }> {
+  const service = serviceOf(await loadNamesrvProto(), NAMESRV_SERVICE);
+  const server = new grpc.Server();
+  const never = (): void => {
+    // Accepted, never answered: the call ends at its deadline or when the server stops.
+  };
+  const handlers = { Register: never, Unregister: never, GetRoute: never, GetCluster: never };
+  server.addService(service, handlers);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${HOST}:0`, grpc.ServerCredentials.createInsecure(), (err, bound) =>
+      err === null ? resolve(bound) : reject(err),
+    ),
+  );
+  return { port, stop: () => server.forceShutdown() };
+}
+
 /** Starts a silent NameServer on 127.0.0.1, port 0 unless given. */
 export function startNameServer(config: Partial<NameServerConfig> = {}): Promise<NameServer> {
   return NameServer.start({ listenHost: HOST, port: 0, ...config }, silentLogger());

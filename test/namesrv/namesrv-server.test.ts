@@ -4,9 +4,11 @@
  * register and GetRoute/GetCluster show them; QueryRoute through apache.rocketmq.v2's
  * MessagingService has the shape the official clients need (queue-0 entries, one address,
  * broker ids, permission, message types, namespaces from the header); stale terms and stale
- * leadership claims are refused; unknown topics get TOPIC_NOT_FOUND unless a group
- * auto-creates topics; malformed requests (bad fields, undecodable bytes) get INVALID_ARGUMENT
- * or a RocketMQ error status and the server keeps serving; silent brokers expire; a restarted
+ * leadership claims are refused; a registration over topicsMax is recorded with the excess
+ * left out and counted in the reply; unknown topics get TOPIC_NOT_FOUND unless a group
+ * auto-creates topics and the name is not reserved; malformed requests (bad fields,
+ * undecodable bytes) get INVALID_ARGUMENT or a RocketMQ error status and the server keeps
+ * serving; silent brokers expire; a restarted
  * NameServer is whole again once BrokerRegistrars re-register; the other MessagingService RPCs
  * answer OK, Settings or an UNSUPPORTED status. Every server and client is stopped by its
  * test; every wait polls a condition with a deadline.
@@ -286,6 +288,61 @@ describe('namesrv server', () => {
         ['g1', false],
         ['g2', true],
       ]);
+    });
+  });
+
+  it('never routes a reserved topic as one to create on first use', async () => {
+    await withServer({}, async (_server, clients) => {
+      const dlq = { queueCount: 1, perm: 'PERM_READ_WRITE', messageTypes: ['NORMAL'] };
+      await clients.namesrvCall(
+        'Register',
+        wireRegistration({
+          autoCreateTopics: true,
+          defaultQueueCount: 2,
+          topics: { '%DLQ%hosted': dlq },
+        }),
+      );
+      const codes: string[] = [];
+      for (const [name, namespace] of [
+        ['%DLQ%someGroup', ''],
+        ['%RETRY%someGroup', ''],
+        ['rmq_sys_x', ''],
+        ['TBW102', ''],
+        ['SCHEDULE_TOPIC_XXXX', ''],
+        ['%DLQ%someGroup', 'shop'],
+        ['%DLQ%hosted', ''],
+        ['payments', ''],
+      ]) {
+        const res = await clients.messagingCall('QueryRoute', {
+          topic: { name, resourceNamespace: namespace },
+        });
+        codes.push(`${namespace}/${name}: ${(res.status as { code: string }).code}`);
+      }
+      // Brokers never create a reserved topic; the route of one a group hosts is still served.
+      assert.deepEqual(codes, [
+        '/%DLQ%someGroup: TOPIC_NOT_FOUND',
+        '/%RETRY%someGroup: TOPIC_NOT_FOUND',
+        '/rmq_sys_x: TOPIC_NOT_FOUND',
+        '/TBW102: TOPIC_NOT_FOUND',
+        '/SCHEDULE_TOPIC_XXXX: TOPIC_NOT_FOUND',
+        'shop/%DLQ%someGroup: TOPIC_NOT_FOUND',
+        '/%DLQ%hosted: OK',
+        '/payments: OK',
+      ]);
+    });
+  });
+
+  it('records a registration over topicsMax and tells how many topics it left out', async () => {
+    await withServer({ routeTable: { topicsMax: 1 } }, async (_server, clients) => {
+      const topic = { queueCount: 1, perm: 'PERM_READ_WRITE', messageTypes: ['NORMAL'] };
+      const res = await clients.namesrvCall(
+        'Register',
+        wireRegistration({ topics: { payments: topic, orders: topic } }),
+      );
+      assert.equal(res.outcome, 'OUTCOME_LEADER');
+      assert.equal(res.droppedTopicCount, 1);
+      assert.equal((await clients.namesrvCall('GetRoute', { topic: 'orders' })).found, true);
+      assert.equal((await clients.namesrvCall('GetRoute', { topic: 'payments' })).found, false);
     });
   });
 

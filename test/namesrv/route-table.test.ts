@@ -10,6 +10,7 @@ import fc from 'fast-check';
 import { isRaftmqError } from '../../src/common/errors';
 import {
   type BrokerRegistration,
+  type BrokerRole,
   type RegisterOutcome,
   RouteTable,
   ROUTE_TABLE_DEFAULTS,
@@ -237,6 +238,46 @@ describe('namesrv route table', () => {
     );
   });
 
+  it("routes a group's topics by its leader's listing; by the others' only while leaderless", () => {
+    const table = new RouteTable();
+    const orders = reg().topics.orders!;
+    const both = { orders, gone: orders };
+    const node = (nodeId: string, role: BrokerRole, topics: BrokerRegistration['topics']) =>
+      reg({ nodeId, role, endpoint: `127.0.0.1:808${nodeId.slice(1)}`, topics });
+    /** Every node registers; in g1 only n3 still lists `gone`. */
+    const heartbeat = (nowMs: number): void => {
+      table.register(node('n1', 'leader', { orders }), nowMs);
+      table.register(node('n2', 'follower', { orders }), nowMs);
+      table.register(node('n3', 'follower', both), nowMs);
+      table.register(reg({ group: 'g2', nodeId: 'm1', endpoint: 'h:9081', topics: both }), nowMs);
+    };
+    table.register(node('n1', 'leader', both), T0);
+    table.register(node('n2', 'follower', both), T0);
+    // `gone` is deleted in g1: the leader and n2 have applied it; n3, cut off from its group,
+    // has not, and keeps registering it for as long as it lives.
+    for (let nowMs = T0 + 1; nowMs <= T0 + 600_000; nowMs += 30_000) {
+      heartbeat(nowMs);
+      table.expire(nowMs);
+      assert.deepEqual(
+        table.route('gone')?.groups.map((g) => g.group),
+        ['g2'],
+      );
+    }
+    table.unregister('g2', 'm1');
+    assert.equal(table.route('gone'), undefined);
+    assert.equal(table.route('orders')?.groups[0]?.leader?.nodeId, 'n1');
+
+    // Without a leader, the newest listing is all there is: read from the followers.
+    table.unregister('g1', 'n1');
+    const leaderless = table.route('gone')?.groups[0];
+    assert.equal(leaderless?.leaderless, true);
+    assert.equal(leaderless?.writable, false);
+    assert.deepEqual(
+      leaderless?.followers.map((f) => f.nodeId),
+      ['n2', 'n3'],
+    );
+  });
+
   it('refuses bad input with INVALID_ARGUMENT naming the field, table unchanged', () => {
     const table = new RouteTable();
     const bad: [string, unknown][] = [
@@ -287,29 +328,62 @@ describe('namesrv route table', () => {
     assert.ok(table.register(reg({ endpoint: '[::1]:9876' }), T0));
   });
 
-  it('rejects registrations over the bounds with BUSY and keeps the table intact', () => {
-    const table = new RouteTable({ groupsMax: 1, nodesPerGroupMax: 2, topicsMax: 2 });
+  it('refuses a new group or node over its bound with BUSY and keeps the table intact', () => {
+    const table = new RouteTable({ groupsMax: 1, nodesPerGroupMax: 2 });
     const busy = (e: unknown): boolean => isRaftmqError(e, 'BUSY') && e.retryable;
     table.register(reg({ nodeId: 'n1' }), T0);
     table.register(reg({ nodeId: 'n2', role: 'follower' }), T0);
     assert.throws(() => table.register(reg({ nodeId: 'n3' }), T0), busy);
     assert.throws(() => table.register(reg({ group: 'g2' }), T0), busy);
-    const two = { ...reg().topics, b: reg().topics.orders! };
-    table.register(reg({ nodeId: 'n1', topics: two }), T0);
-    const other = { c: reg().topics.orders! };
-    assert.throws(
-      () => table.register(reg({ nodeId: 'n1', topics: { ...two, ...other } }), T0),
-      invalidField('topics'),
+    assert.deepEqual(
+      table.clusterView().map((g) => [g.group, g.nodes.length]),
+      [['g1', 2]],
     );
-    assert.throws(
-      () => table.register(reg({ nodeId: 'n1', topics: { ...other, b: two.b } }), T0),
-      busy,
+  });
+
+  it('records a registration over topicsMax with the excess left out, so no route is lost', () => {
+    // Refused whole (BUSY), a registration did not count as a heartbeat: g1 expired 120 s
+    // after creating one topic too many, and took every topic that did fit out of the routes.
+    const table = new RouteTable({ topicsMax: 3 });
+    const config = reg().topics.orders!;
+    const node = (group: string, names: string[]) =>
+      reg({
+        group,
+        endpoint: group === 'g1' ? '127.0.0.1:8081' : '127.0.0.1:9081',
+        topics: Object.fromEntries(names.map((name) => [name, config])),
+      });
+    table.register(node('g2', ['b']), T0);
+    table.register(node('g1', ['a', 'a2']), T0);
+    for (let nowMs = T0 + 30_000; nowMs <= T0 + 600_000; nowMs += 30_000) {
+      table.register(node('g2', ['b']), nowMs);
+      // g1 created `c` and `d`; the table has room for neither.
+      const result = table.register(node('g1', ['a', 'a2', 'c', 'd']), nowMs);
+      assert.equal(result.outcome, 'leader');
+      assert.deepEqual(result.droppedTopics, ['c', 'd']);
+      table.expire(nowMs);
+      assert.equal(table.route('a')?.groups[0]?.leader?.nodeId, 'n1');
+      assert.equal(table.route('c'), undefined);
+    }
+    const nowMs = T0 + 630_000;
+    // Room for one: the first new topic by name gets it, and keeps it.
+    table.register(node('g2', []), nowMs);
+    assert.deepEqual(table.register(node('g1', ['d', 'c', 'a', 'a2']), nowMs).droppedTopics, ['d']);
+    assert.deepEqual(table.register(node('g1', ['a', 'a2', 'c', 'd']), nowMs).droppedTopics, ['d']);
+    // Topics already in the table take no room, whoever lists them: a follower gets `a` and
+    // `c`, and `d` is left out of its registration too.
+    const follower = { ...node('g1', ['a', 'c', 'd']), nodeId: 'n2', role: 'follower' as const };
+    assert.deepEqual(table.register(follower, nowMs).droppedTopics, ['d']);
+    // Dropping `a2` frees its place for `d`.
+    assert.deepEqual(table.register(node('g1', ['a', 'c', 'd']), nowMs).droppedTopics, []);
+    assert.deepEqual(
+      ['a', 'a2', 'b', 'c', 'd'].map((t) => table.route(t) !== undefined),
+      [true, false, false, true, true],
     );
-    // Swapping the only listing of `b` for `c` fits: n2 still lists `orders`.
-    table.register(reg({ nodeId: 'n1', topics: other }), T0);
-    assert.equal(table.route('b'), undefined);
-    assert.equal(table.route('c')?.groups.length, 1);
-    assert.equal(table.clusterView()[0]?.nodes.length, 2);
+    // A registration listing more topics than the whole table holds is recorded all the same.
+    table.unregister('g1', 'n2');
+    const many = node('g1', ['e', 'f', 'g', 'h']);
+    assert.deepEqual(table.register(many, nowMs).droppedTopics, ['h']);
+    assert.equal(table.clusterView()[0]?.nodes[0]?.topicCount, 3);
   });
 
   it('reports the claim in the highest live term as leader under any interleaving', () => {
