@@ -21,6 +21,7 @@ import { MessageStore } from '../store/message-store';
 import { NodeDisk } from '../store/node-disk';
 import { isPayloadVerified } from '../store/verified-payloads';
 import { BrokerRegistrar } from '../namesrv/namesrv-client';
+import { FollowerLiveness } from './follower-liveness';
 import { NameServerLookup } from '../namesrv/namesrv-lookup';
 import type { TopicRegistration } from '../namesrv/route-types';
 import { nameKeyedObject, type NodeRegistration } from '../namesrv/namesrv-wire';
@@ -224,6 +225,28 @@ export class BrokerNode {
         registrar?.registerNow();
       });
       state.onTopicsChanged = () => registrar?.registerNow();
+      // Followers heard from lately, for routes (follower-liveness.ts): a change re-registers
+      // at once, so the NameServers stop routing to a dead follower within seconds.
+      const { tickIntervalMs, electionTimeoutTicks, heartbeatIntervalTicks } = config.timing;
+      const liveness = new FollowerLiveness(2 * electionTimeoutTicks * tickIntervalMs);
+      const sampleLiveness = (): void => {
+        const v = b.roleView();
+        const status = driver.status();
+        const term = v.role === 'leader' && v.leaderReady ? v.term : undefined;
+        if (liveness.sample(term, status.progress, Date.now())) {
+          b.setLiveFollowers(liveness.liveFollowers);
+          registrar?.registerNow();
+        }
+      };
+      const livenessTimer = setInterval(
+        sampleLiveness,
+        Math.max(10, heartbeatIntervalTicks * tickIntervalMs),
+      );
+      livenessTimer.unref();
+      undo.unshift(() => {
+        clearInterval(livenessTimer);
+        return Promise.resolve();
+      });
       const node = new BrokerNode(
         config,
         b,
@@ -233,6 +256,7 @@ export class BrokerNode {
         meta,
         server,
         async () => {
+          clearInterval(livenessTimer);
           await messaging.close();
           await admin.close();
           lookup?.close();
@@ -353,6 +377,9 @@ function registration(
     term: v.term,
     topics,
     stats: { commitIndex: status.commitIndex, appliedIndex: state.appliedIndex },
+    ...(v.role === 'leader' && v.leaderReady && broker.liveFollowers !== undefined
+      ? { liveFollowers: broker.liveFollowers }
+      : {}),
     // Lets the NameServer answer QueryRoute for a topic no group has yet, as RocketMQ's
     // NameServer does through TBW102; the first send then creates it on this group.
     ...(config.autoCreateTopics

@@ -85,6 +85,7 @@ export class Broker implements MessagingBackend, AdminBackend {
   /** TRANSACTION messages are refused, and EndTransaction too; never advertised. */
   readonly supportsTransactionMessages: boolean = false;
   private view: RoleView;
+  private live: readonly string[] | undefined;
   private readonly roleListeners = new Set<() => void>();
   private readonly roundRobin = new Map<string, number>();
   /** One at a time per moved message: by dead-letter topic, origin topic and queue:offset. */
@@ -603,8 +604,16 @@ export class Broker implements MessagingBackend, AdminBackend {
       leaderId === null
         ? undefined
         : { nodeId: leaderId, endpoint: this.endpointsOf(leaderId).client, term: this.view.term };
+    // The leader lists the followers it heard from lately (all of them until it knows); a
+    // follower lists itself beside the leader (it cannot tell whether the others are up); with
+    // no leader known every node is listed.
+    const live = this.liveFollowersSet();
+    const listed = (id: string): boolean =>
+      leaderId === this.nodeId
+        ? live === undefined || live.has(id)
+        : leaderId === null || id === this.nodeId;
     const followers = Object.keys(this.config.peers)
-      .filter((id) => id !== leaderId)
+      .filter((id) => id !== leaderId && listed(id))
       .sort()
       .map((id) => ({ nodeId: id, endpoint: this.endpointsOf(id).client, term: this.view.term }));
     const queues = [];
@@ -625,6 +634,24 @@ export class Broker implements MessagingBackend, AdminBackend {
         },
       ],
     };
+  }
+
+  /**
+   * The followers this node, as the ready leader, heard from lately (follower-liveness.ts);
+   * undefined when it is not such a leader or has not sampled yet.
+   */
+  get liveFollowers(): readonly string[] | undefined {
+    return this.view.role === 'leader' && this.view.leaderReady ? this.live : undefined;
+  }
+
+  /** Set by the node's liveness sampler. */
+  setLiveFollowers(ids: readonly string[] | undefined): void {
+    this.live = ids;
+  }
+
+  private liveFollowersSet(): ReadonlySet<string> | undefined {
+    const ids = this.liveFollowers;
+    return ids === undefined ? undefined : new Set(ids);
   }
 
   // ---- reads ----

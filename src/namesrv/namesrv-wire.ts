@@ -146,6 +146,8 @@ export function registrationToWire(reg: NodeRegistration): object {
     ...(reg.stats === undefined ? {} : { stats: { ...reg.stats } }),
     autoCreateTopics: reg.autoCreateTopics ?? false,
     defaultQueueCount: reg.defaultQueueCount ?? 0,
+    liveFollowers: [...(reg.liveFollowers ?? [])],
+    reportsLiveFollowers: reg.liveFollowers !== undefined,
   };
 }
 
@@ -192,6 +194,10 @@ export function registrationFromWire(request: unknown): NodeRegistration {
     topics: topics as unknown as BrokerRegistration['topics'],
     ...(stats === undefined ? {} : { stats }),
     ...(autoCreateTopics ? { autoCreateTopics, defaultQueueCount: queueCount as number } : {}),
+    // Checked with the rest of the registration by the route table.
+    ...(req.reportsLiveFollowers === true
+      ? { liveFollowers: Array.isArray(req.liveFollowers) ? (req.liveFollowers as string[]) : [] }
+      : {}),
   };
 }
 

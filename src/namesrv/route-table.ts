@@ -21,6 +21,8 @@
  *   forged registration: registrations are not authenticated) demotes the real leader only while
  *   it stays registered, not for as long as the group lives. Until 2026-12-04 the highest claim
  *   ever seen was kept, and one forged claim of term 2^53-1 left the group leaderless for good.
+ * - A leader may report which followers it has heard from lately (`liveFollowers`); routes then
+ *   list only those, and a dead follower leaves them within seconds instead of at its expiry.
  * - A group with a live leader hosts the topics its leader lists (the leader holds every
  *   committed topic change); a lagging follower's listing of a deleted topic does not keep it
  *   routed. Only a leaderless group is routed by what its other nodes list.
@@ -72,6 +74,8 @@ interface NodeEntry extends NodeRef {
   readonly lastHeartbeatMs: number;
   /** Sequence number of the first registration claiming leadership in `term`; 0 if none. */
   readonly claimSeq: number;
+  /** The followers a leader reported alive (BrokerRegistration.liveFollowers); undefined: all. */
+  readonly liveFollowers: ReadonlySet<string> | undefined;
 }
 
 interface GroupEntry {
@@ -143,10 +147,23 @@ function checkRegistration(reg: unknown): Checked {
   if (!isObject(reg.topics)) invalid('topics', 'must be an object');
   const entries = Object.entries(reg.topics);
   const topics = new Map(entries.map(([name, t]) => [name, checkTopic(name, t)] as const));
-  return { cluster, group, nodeId, endpoint, role, term, topics };
+  let liveFollowers: ReadonlySet<string> | undefined;
+  if (reg.liveFollowers !== undefined) {
+    if (!Array.isArray(reg.liveFollowers)) invalid('liveFollowers', 'must be a list of node ids');
+    const ids = reg.liveFollowers as unknown[];
+    if (ids.length > NAME_LIST_MAX) invalid('liveFollowers', `has more than ${NAME_LIST_MAX} ids`);
+    liveFollowers = new Set(ids.map((id, i) => checkName(id, `liveFollowers[${i}]`)));
+  }
+  return { cluster, group, nodeId, endpoint, role, term, topics, liveFollowers };
 }
 
-type Checked = Omit<BrokerRegistration, 'topics'> & { topics: Map<string, TopicRegistration> };
+/** Node ids a leader may report alive, at most (far above any group's size). */
+const NAME_LIST_MAX = 1024;
+
+type Checked = Omit<BrokerRegistration, 'topics' | 'liveFollowers'> & {
+  topics: Map<string, TopicRegistration>;
+  liveFollowers: ReadonlySet<string> | undefined;
+};
 
 function ref(node: NodeEntry): NodeRef {
   return Object.freeze({ nodeId: node.nodeId, endpoint: node.endpoint, term: node.term });
@@ -220,6 +237,7 @@ export class RouteTable {
         topics,
         lastHeartbeatMs: nowMs,
         claimSeq,
+        liveFollowers: reg.role === 'leader' ? reg.liveFollowers : undefined,
       }),
     );
     const leader = this.leaderOf(group);
@@ -341,9 +359,13 @@ export class RouteTable {
     const queues = Array.from({ length: config.queueCount }, (_, queueId) =>
       Object.freeze({ queueId, perm: config.perm, messageTypes: config.messageTypes }),
     );
+    // A leader that reports its live followers keeps the dead ones out of the routes: a client
+    // would send to them (a FIFO message group hashed onto one fails every attempt) and its
+    // shutdown would fail notifying them, until they expired after `brokerExpiryMs`.
+    const live = leader?.liveFollowers;
     const followers = [...group.nodes]
       .sort(byName)
-      .filter(([, n]) => n !== leader)
+      .filter(([id, n]) => n !== leader && (live === undefined || live.has(id)))
       .map(([, n]) => ref(n));
     return Object.freeze({
       cluster: group.cluster,

@@ -68,6 +68,13 @@ export interface BrokerRegistration {
   readonly role: BrokerRole;
   readonly term: number;
   readonly topics: Readonly<Record<string, TopicRegistration>>;
+  /**
+   * Leader only: the node ids of the followers it has heard from within its liveness window
+   * (follower-liveness.ts). When present, the group's routes list only these followers, so a
+   * follower that died leaves the routes within seconds, not after `brokerExpiryMs`; absent
+   * (an older broker, or a follower's registration), every registered follower is listed.
+   */
+  readonly liveFollowers?: readonly string[];
 }
 
 /**

@@ -5,6 +5,7 @@
  * case is set up exactly: a NameServer that missed a failover named the dead leader of the
  * broker's own group, because the broker used its own state only when no NameServer knew the
  * topic. The NameServers' entry is kept when it is newer (a higher term) than this node's view.
+ * The leader lists the followers it heard from lately; a follower lists itself beside the leader.
  */
 import { strict as assert } from 'node:assert';
 import { Broker, type RaftHandle } from '../../src/broker/broker';
@@ -87,6 +88,9 @@ describe('Broker.route', () => {
     broker.onSoftState('leader', 6, 'n2');
     broker.onApplied(6);
     assert.deepEqual(show(await broker.route('orders')), ['g1: n2@6 [n1 n3]', 'g2: n1@3 []']);
+    // Once it knows which followers answer, it lists only those (n1 is down).
+    broker.setLiveFollowers(['n3']);
+    assert.deepEqual(show(await broker.route('orders')), ['g1: n2@6 [n3]', 'g2: n1@3 []']);
   });
 
   it('adds its own group when the NameServers do not list it', async () => {
@@ -97,8 +101,9 @@ describe('Broker.route', () => {
     };
     const broker = brokerN2(partial);
     broker.onSoftState('follower', 4, 'n1');
+    // A follower lists itself beside the leader: it cannot tell whether n3 is up.
     assert.deepEqual(show(await broker.route('orders')), [
-      'g1: n1@4 [n2 n3]',
+      'g1: n1@4 [n2]',
       'g2: n1@3 []',
       'g3: n1@1 []',
     ]);
@@ -124,6 +129,6 @@ describe('Broker.route', () => {
   it('answers its own group alone when the NameServers fail', async () => {
     const broker = brokerN2(new Error('no NameServer answered'));
     broker.onSoftState('follower', 2, 'n3');
-    assert.deepEqual(show(await broker.route('orders')), ['g1: n3@2 [n1 n2]']);
+    assert.deepEqual(show(await broker.route('orders')), ['g1: n3@2 [n2]']);
   });
 });

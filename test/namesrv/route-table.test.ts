@@ -71,6 +71,29 @@ describe('namesrv route table', () => {
     assert.equal(leaderOf(table, 'g1'), 'n2');
   });
 
+  it('routes only the followers its leader reports alive, when it reports them', () => {
+    const table = new RouteTable();
+    const follower = (nodeId: string): BrokerRegistration =>
+      reg({ nodeId, role: 'follower', term: 2, endpoint: `h${nodeId}:8081` });
+    table.register(follower('n2'), T0);
+    table.register(follower('n3'), T0);
+    const followers = (): string[] =>
+      table.route('orders')?.groups[0]?.followers.map((f) => f.nodeId) ?? [];
+    table.register(reg({ term: 2 }), T0);
+    assert.deepEqual(followers(), ['n2', 'n3'], 'not reported: every registered follower');
+    table.register(reg({ term: 2, liveFollowers: ['n3'] }), T0);
+    assert.deepEqual(followers(), ['n3'], 'n2 is down: out of the route before it expires');
+    table.register(reg({ term: 2, liveFollowers: ['n2', 'n3'] }), T0);
+    assert.deepEqual(followers(), ['n2', 'n3']);
+    // A follower's report means nothing; a malformed one is refused.
+    table.register({ ...follower('n2'), liveFollowers: [] }, T0);
+    assert.deepEqual(followers(), ['n2', 'n3']);
+    assert.throws(
+      () => table.register(reg({ term: 2, liveFollowers: [''] }), T0),
+      invalidField('liveFollowers[0]'),
+    );
+  });
+
   it('never lets a claim in an older term displace a newer leader', () => {
     // Registered after the newer leader: a last-writer-wins table (no term check) fails here.
     const table = new RouteTable();
