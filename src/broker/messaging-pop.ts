@@ -466,6 +466,13 @@ export async function queryAssignment(
   }
   const topic = { resourceNamespace: names.ns, name: request.topic?.name ?? '' };
   const assignments = assignmentsOf(route, topic, ctx.log);
+  if (assignments.length === 0 && route.groups.every((g) => g.queues[0]?.perm === 'WRITE')) {
+    // As RocketMQ's proxy answers it: a write-only topic has nothing to consume, and no
+    // election will change that (NOT_LEADER would have the client retry it every few seconds).
+    throw new RaftmqError('PERMISSION_DENIED', `topic ${names.topic} is not readable`, {
+      details: { topic: names.topic },
+    });
+  }
   if (assignments.length === 0) {
     throw new RaftmqError(
       'NOT_LEADER',
