@@ -584,7 +584,10 @@ export class Broker implements MessagingBackend, AdminBackend {
   /**
    * The route of `topic` over every group: the other groups' from the NameServers, this
    * group's from this node's own state unless a NameServer has heard of a newer term of it
-   * (route-merge.ts: each group's entry of the newest term wins; this node's is first in line).
+   * (route-merge.ts: each group's entry of the newest term wins, the first in line on a tie).
+   * The leader's own entry is first in line; on a follower the NameServers' entry of the same
+   * term is, since it lists the followers the leader hears from (a follower's own lists itself
+   * alone, not knowing whether the others are up).
    */
   async route(topic: string): Promise<TopicRoute | undefined> {
     if (!this.lookup) return this.localRoute(topic);
@@ -592,7 +595,9 @@ export class Broker implements MessagingBackend, AdminBackend {
       this.log.warn({ err, topic }, 'NameServer route lookup failed; answering locally');
       return undefined;
     });
-    return mergeRoutes(topic, [this.localRoute(topic), found]);
+    const local = this.localRoute(topic);
+    const leads = this.view.role === 'leader' && this.view.leaderReady;
+    return mergeRoutes(topic, leads ? [local, found] : [found, local]);
   }
 
   /** The route of `topic` in this group alone, from this node's own knowledge. */

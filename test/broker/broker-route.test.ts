@@ -126,6 +126,21 @@ describe('Broker.route', () => {
     assert.deepEqual(show(await waiting.route('orders')), ['g1: n3@7 [n1 n2]']);
   });
 
+  it("takes, on a follower, the NameServers' followers of its own group's current term", async () => {
+    // They list the followers the leader hears from: n3 is down.
+    const current = { topic: 'orders', groups: [entry('g1', node('n1', 4), [node('n2', 4)])] };
+    const broker = brokerN2(current);
+    broker.onSoftState('follower', 4, 'n1');
+    assert.deepEqual(show(await broker.route('orders')), ['g1: n1@4 [n2]']);
+    const both = {
+      topic: 'orders',
+      groups: [entry('g1', node('n1', 4), [node('n2', 4), node('n3', 4)])],
+    };
+    const again = brokerN2(both);
+    again.onSoftState('follower', 4, 'n1');
+    assert.deepEqual(show(await again.route('orders')), ['g1: n1@4 [n2 n3]']);
+  });
+
   it('answers its own group alone when the NameServers fail', async () => {
     const broker = brokerN2(new Error('no NameServer answered'));
     broker.onSoftState('follower', 2, 'n3');
