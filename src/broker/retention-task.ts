@@ -7,7 +7,8 @@
  * 1. the bound: the first index that must stay is at most the applied index + 1 as last stored
  *    (BrokerState.retainFromIndexMax: a restart applies the tail after it again), and on a
  *    leader at most match + 1 of every follower heard from lately (follower-liveness.ts; all
- *    of them until the leader is ready);
+ *    of them until the leader is ready), except one in snapshot state (it needs entries that
+ *    are gone already);
  * 2. the decision: `MessageStore.retentionPoint(bound)`, the first index retention keeps;
  * 3. when that is past the core's first index: `RaftDriver.compact(point)` (between Readys;
  *    no load below the point is in flight afterwards), then `MessageStore.removeBefore(point)`
@@ -96,6 +97,9 @@ export class RetentionTask {
     if (status.role === 'leader') {
       const live = this.deps.liveFollowers();
       for (const [id, progress] of status.progress) {
+        // One in snapshot state needs entries gone already: waiting for it would stop
+        // retention for good while it answers heartbeats.
+        if (progress.state === 'snapshot') continue;
         if (live === undefined || live.includes(id)) bound = Math.min(bound, progress.match + 1);
       }
     }
