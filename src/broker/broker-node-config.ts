@@ -29,6 +29,12 @@ export interface BrokerTimingConfig {
    * {@link REGISTER_INTERVAL_MS_MAX}.
    */
   readonly registerIntervalMs: number;
+  /**
+   * How often the node runs retention (retention-task.ts): removes CommitLog segments older
+   * than `fileReservedTimeMs`, or while the log exceeds `retainedBytesMax`, up to what is
+   * applied here and, on the leader, matched by every live follower.
+   */
+  readonly retentionCheckIntervalMs: number;
 }
 
 export interface BrokerNodeConfig {
@@ -52,6 +58,15 @@ export interface BrokerNodeConfig {
    * released). See `pageCacheKeepBytes` in commit-log-options.ts.
    */
   readonly pageCacheKeepBytes: number;
+  /**
+   * Capacity of one CommitLog segment file, the unit retention removes (1 GiB). At least
+   * `maxBodyBytes` + {@link SEGMENT_HEADROOM_BYTES}: the largest entry must fit in one segment.
+   */
+  readonly segmentSizeBytes: number;
+  /** Segments older than this may be removed by retention (RocketMQ `fileReservedTime`: 72 h). */
+  readonly fileReservedTimeMs: number;
+  /** Retention removes the oldest segments while the log is larger than this; 0: no bound. */
+  readonly retainedBytesMax: number;
   /** Create unknown topics on first use (QueryRoute or SendMessage). */
   readonly autoCreateTopics: boolean;
   /** Queue count of auto-created topics. */
@@ -86,6 +101,11 @@ export const NAMESRV_ADDRS_MAX = 32;
 /** The largest body a Node gRPC consumer can receive in one 4 MiB frame, with headroom. */
 export const MAX_BODY_BYTES_LIMIT = 4 * 1024 * 1024 - 64 * 1024;
 export const DEFAULT_QUEUE_COUNT_MAX = 1024;
+/**
+ * Room in a segment beyond the largest body: a message's properties and batch header, or a
+ * batch of small messages (send-batcher.ts packs up to 512 KiB into one entry).
+ */
+export const SEGMENT_HEADROOM_BYTES = 1024 * 1024;
 
 /** Timing defaults; the Raft ones match `MEMBER_TIMING_DEFAULTS` of `raft-member.ts`. */
 export const BROKER_TIMING_DEFAULTS: Readonly<BrokerTimingConfig> = Object.freeze({
@@ -93,6 +113,7 @@ export const BROKER_TIMING_DEFAULTS: Readonly<BrokerTimingConfig> = Object.freez
   electionTimeoutTicks: 50,
   heartbeatIntervalTicks: 5,
   registerIntervalMs: 30_000,
+  retentionCheckIntervalMs: 10_000,
 });
 
 /** Defaults of every optional field (`seed` is random when absent). */
@@ -104,6 +125,9 @@ export const BROKER_NODE_DEFAULTS: Readonly<
   namesrvAddrs: Object.freeze([] as string[]),
   flushMode: 'SYNC',
   pageCacheKeepBytes: COMMIT_LOG_DEFAULTS.pageCacheKeepBytes,
+  segmentSizeBytes: COMMIT_LOG_DEFAULTS.segmentSizeBytes,
+  fileReservedTimeMs: COMMIT_LOG_DEFAULTS.fileReservedTimeMs,
+  retainedBytesMax: COMMIT_LOG_DEFAULTS.retainedBytesMax,
   autoCreateTopics: false,
   defaultQueueCount: 8,
   autoCreateGroups: true,
@@ -134,6 +158,7 @@ const TIMING_SPEC: OptionSpec<BrokerTimingConfig> = {
         'default), which must exceed the registration interval several times',
     );
   },
+  retentionCheckIntervalMs: intInRange(10, 24 * 3600 * 1000),
 };
 
 /** Every top-level field except `timing`, unchecked until the spec has run. */
@@ -161,6 +186,9 @@ const FIELD_SPEC: OptionSpec<UncheckedFields> = {
   namesrvAddrs: (v, p) => checkEndpointList(v, p),
   flushMode: oneOf<FlushMode>('SYNC', 'ASYNC'),
   pageCacheKeepBytes: intInRange(-1, Number.MAX_SAFE_INTEGER),
+  segmentSizeBytes: intInRange(SEGMENT_HEADROOM_BYTES, 2 ** 40),
+  fileReservedTimeMs: intInRange(0, Number.MAX_SAFE_INTEGER),
+  retainedBytesMax: intInRange(0, Number.MAX_SAFE_INTEGER),
   autoCreateTopics: isBoolean,
   defaultQueueCount: intInRange(1, DEFAULT_QUEUE_COUNT_MAX),
   autoCreateGroups: isBoolean,
@@ -218,6 +246,11 @@ export function resolveBrokerNodeConfig(input: unknown): BrokerNodeConfig {
       Object.prototype.hasOwnProperty.call(peers, fields.preferredLeader as string),
     `${CONFIG_PATH}.preferredLeader`,
     'must be null or one of the peers',
+  );
+  checkOption(
+    (fields.segmentSizeBytes as number) >= (fields.maxBodyBytes as number) + SEGMENT_HEADROOM_BYTES,
+    `${CONFIG_PATH}.segmentSizeBytes`,
+    `must be at least maxBodyBytes + ${SEGMENT_HEADROOM_BYTES}: the largest entry must fit`,
   );
   // Both servers bind `listenHost`, on this node's two ports.
   const own = peers[fields.nodeId as string] as PeerEndpoints;

@@ -39,7 +39,10 @@ import {
 import { GrpcRaftTransport, type GrpcRaftTransportStats } from './grpc-raft-transport';
 import { MESSAGING_SERVER_OPTIONS } from './messaging-options';
 import { createMessagingService } from './messaging-service';
-import { RaftDriver } from './raft-driver';
+import { RaftDriver, type RaftDriverStatus } from './raft-driver';
+import { RetentionTask } from './retention-task';
+import { COMMIT_LOG_DEFAULTS } from '../store/commit-log-options';
+import { RECORD_HEADER_BYTES } from '../store/log-record';
 
 const SERVER_SHUTDOWN_MS = 2_000;
 
@@ -54,6 +57,8 @@ export class BrokerNode {
     private readonly state: BrokerState,
     private readonly meta: LevelMetaStore,
     private readonly server: grpc.Server,
+    /** The periodic retention task (retention-task.ts); `runNow()` runs a round at once. */
+    readonly retention: RetentionTask,
     private readonly closeServices: () => Promise<void>,
     private readonly registrar: BrokerRegistrar | undefined,
     private readonly log: Logger,
@@ -67,6 +72,11 @@ export class BrokerNode {
   /** The Raft transport's counters (messages, drops, rejections, checked checksums). */
   raftTransportStats(): GrpcRaftTransportStats {
     return this.transport.stats();
+  }
+
+  /** The Raft driver's status (role, log bounds, followers' progress). */
+  raftStatus(): RaftDriverStatus {
+    return this.driver.status();
   }
 
   /** Resolves when the node stops: with the driver's fatal error, or undefined after stop(). */
@@ -107,6 +117,14 @@ export class BrokerNode {
             commitLog: {
               flushMode: config.flushMode,
               pageCacheKeepBytes: config.pageCacheKeepBytes,
+              segmentSizeBytes: config.segmentSizeBytes,
+              // The largest entry fits in a segment (the config checks segmentSizeBytes).
+              payloadMaxBytes: Math.min(
+                COMMIT_LOG_DEFAULTS.payloadMaxBytes,
+                config.segmentSizeBytes - RECORD_HEADER_BYTES,
+              ),
+              fileReservedTimeMs: config.fileReservedTimeMs,
+              retainedBytesMax: config.retainedBytesMax,
             },
           }),
         (s) => s.close(),
@@ -247,6 +265,15 @@ export class BrokerNode {
         clearInterval(livenessTimer);
         return Promise.resolve();
       });
+      const retention = new RetentionTask({
+        driver,
+        state,
+        store,
+        liveFollowers: () => liveness.liveFollowers,
+        log,
+      });
+      retention.start(config.timing.retentionCheckIntervalMs);
+      undo.unshift(() => retention.stop());
       const node = new BrokerNode(
         config,
         b,
@@ -255,8 +282,10 @@ export class BrokerNode {
         state,
         meta,
         server,
+        retention,
         async () => {
           clearInterval(livenessTimer);
+          await retention.stop();
           await messaging.close();
           await admin.close();
           lookup?.close();

@@ -290,6 +290,29 @@ export class BrokerState {
     return this.offsets.get(offsetKey(group, topic, queueId));
   }
 
+  /**
+   * The first index retention may keep at most: entries after the applied index as last
+   * written to the metadata store are applied again after a crash, so they must stay.
+   */
+  get retainFromIndexMax(): number {
+    return this.appliedStored + 1;
+  }
+
+  /**
+   * After retention removed a prefix (MessageStore.removeBefore): each queue's first offset
+   * moves up to its ConsumeQueue's new first offset, and never below the floor a deleted topic
+   * left (`forgetTopicData`), as `loadRanges` computes it at open. Reads below it are moved up
+   * or refused as for any offset below a queue's first.
+   */
+  async raiseQueueMins(): Promise<void> {
+    for (const { topic, queueId } of this.store.consumeQueues.listQueues()) {
+      const r = this.ranges.get(topic)?.get(queueId);
+      if (r === undefined) continue;
+      const q = await this.store.consumeQueues.existing(topic, queueId);
+      if (q !== undefined) r.min = Math.max(r.min, Math.min(q.minOffset, r.max));
+    }
+  }
+
   queueRange(topic: string, queueId: number): QueueRange {
     const r = this.ranges.get(topic)?.get(queueId);
     return r ? { min: r.min, max: r.max } : { min: 0, max: 0 };

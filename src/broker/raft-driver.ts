@@ -118,6 +118,10 @@ export class RaftDriver {
   /** Loads waiting to be served, at most one per peer (a newer one replaces it). */
   private readonly loadQueue = new Map<NodeId, LoadRequest>();
   private loadWorker: Promise<void> | undefined;
+  /** The load being read from the CommitLog now, if any. */
+  private loadServing: { readonly fromIndex: number; readonly done: Promise<void> } | undefined;
+  /** Work that must run between two Readys (compactions); see {@link compact}. */
+  private readonly betweenReadys: (() => void)[] = [];
   private readonly warnedSnapshotPeers = new Set<NodeId>();
   private resolveStopped: (err: Error | undefined) => void = () => undefined;
   private stopTick: () => void = () => undefined;
@@ -248,6 +252,62 @@ export class RaftDriver {
     this.kick();
   }
 
+  /**
+   * Compacts the core to `index` (`RaftNode.compact`) so that the caller may then remove the
+   * CommitLog's entries below it (`MessageStore.removeBefore`). Runs between two Readys, never
+   * while one is handled; queued loads of entries below `index` are answered empty (the core
+   * would discard them), and a load reading below it now is waited for. Once this resolves, no
+   * load below `index` is in flight or will start. Rejects with INVALID_ARGUMENT when `index`
+   * is beyond what is applied or durable here, or with the driver's fatal or closed error.
+   */
+  compact(index: number): Promise<void> {
+    const refused = this.refuseWhenDown();
+    if (refused !== undefined) return Promise.reject(refused);
+    const compacted = new Promise<void>((resolve, reject) => {
+      const run = (): void => {
+        const down = this.refuseWhenDown();
+        if (down !== undefined) {
+          reject(down);
+          return;
+        }
+        const result = this.node.compact(asLogIndex(index));
+        if (!result.ok) {
+          reject(refusalToError(result));
+          return;
+        }
+        this.dropLoadsBefore(index);
+        resolve();
+      };
+      if (this.loopRunning) this.betweenReadys.push(run);
+      else run();
+    });
+    return compacted.then(async () => {
+      const serving = this.loadServing;
+      if (serving !== undefined && serving.fromIndex < index) await serving.done;
+    });
+  }
+
+  /** Runs the work queued for the gap between two Readys (also to fail it when down). */
+  private runBetweenReadys(): void {
+    for (
+      let run = this.betweenReadys.shift();
+      run !== undefined;
+      run = this.betweenReadys.shift()
+    ) {
+      run();
+    }
+  }
+
+  /** Answers queued loads from below `index` with nothing: the core discards them anyway. */
+  private dropLoadsBefore(index: number): void {
+    for (const [peer, load] of [...this.loadQueue]) {
+      if (load.fromIndex >= index) continue;
+      this.loadQueue.delete(peer);
+      this.node.entriesLoaded(peer, []);
+    }
+    this.kick();
+  }
+
   /** The CommitLog's sync rounds so far (kept out of `status()`, which the simulator polls). */
   syncStats(): SyncStats {
     return this.deps.commitLog.syncStats();
@@ -276,6 +336,7 @@ export class RaftDriver {
       assert(rounds < 2, 'raft driver: loop kept running after close');
       await this.loopDone;
     }
+    this.runBetweenReadys();
     await this.loadsIdle();
     await this.commitWritesIdle();
     const err = new RaftmqError('STORE_CLOSED', 'raft driver closed');
@@ -325,17 +386,20 @@ export class RaftDriver {
     this.loopDone = this.runLoop().then(
       () => {
         this.loopRunning = false;
+        this.runBetweenReadys();
         this.kick();
       },
       (err: unknown) => {
         this.loopRunning = false;
         this.fail(err);
+        this.runBetweenReadys();
       },
     );
   }
 
   private async runLoop(): Promise<void> {
     for (let round = 0; round < READY_ROUNDS_PER_RUN_MAX; round++) {
+      this.runBetweenReadys();
       if (!this.running || !this.node.hasReady()) return;
       await this.handleReady(this.node.ready());
     }
@@ -627,6 +691,16 @@ export class RaftDriver {
   }
 
   private async serveLoad(load: LoadRequest): Promise<void> {
+    const done = this.readLoad(load);
+    this.loadServing = { fromIndex: load.fromIndex, done };
+    try {
+      await done;
+    } finally {
+      this.loadServing = undefined;
+    }
+  }
+
+  private async readLoad(load: LoadRequest): Promise<void> {
     let entries: LogEntry[];
     try {
       entries = await this.deps.commitLog.readRange(load.fromIndex, load.countMax, load.bytesMax);
@@ -645,7 +719,8 @@ export class RaftDriver {
     this.warnedSnapshotPeers.add(peer);
     this.log.warn(
       { peer },
-      'follower needs entries before the first index; snapshots are not ' + 'implemented',
+      'snapshot needed: follower needs entries retention removed; there are no snapshots, it ' +
+        "can rejoin only from a copy of a peer's data",
     );
   }
 

@@ -26,8 +26,11 @@ export interface UnstableHandOut {
 
 /** The log as the core sees it; see the file comment. */
 export class RaftLog {
-  /** The first index the store holds; the term of `firstIndex - 1` is known (snapshot term). */
-  readonly firstIndex: number;
+  /**
+   * The first index the store holds; the term of `firstIndex - 1` is known (the store keeps it
+   * when it removes a prefix). Raised only by {@link compact}.
+   */
+  private firstIndexNow: number;
   private readonly storageTermAt: (index: LogIndex) => Term | undefined;
   private durableIndexNow: number;
   private unstable: Entry[] = [];
@@ -59,7 +62,7 @@ export class RaftLog {
   applyLoadPending = false;
 
   constructor(storage: RaftStorageState, entryCacheBytesMax: number) {
-    this.firstIndex = storage.firstIndex;
+    this.firstIndexNow = storage.firstIndex;
     this.storageTermAt = (index) => storage.termAt(index);
     this.durableIndexNow = storage.lastIndex;
     this.storeLastIndex = storage.lastIndex;
@@ -75,6 +78,28 @@ export class RaftLog {
       `raft log: commit ${this.committed} beyond lastIndex ${storage.lastIndex}`);
     assert(this.applied >= this.firstIndex - 1 && this.applied <= this.committed,
       () => `raft log: applied ${this.applied} outside [firstIndex - 1, commit]`);
+  }
+
+  /** The first index the store holds (see `firstIndexNow`). */
+  get firstIndex(): number {
+    return this.firstIndexNow;
+  }
+
+  /**
+   * The driver is about to remove the store's entries below `index` (etcd's
+   * `MemoryStorage.Compact`): from now on the core asks for no term below `index - 1` and no
+   * entry below `index`; a follower that needs one gets `snapshotsNeeded`. Only applied, durable
+   * entries may go: the caller checks `index <= applied + 1` and `index <= durableIndex + 1`.
+   */
+  compact(index: number): void {
+    assert(index > this.firstIndexNow, 'raft log: compaction does not move the first index');
+    assert(index <= this.applied + 1 && index <= this.durableIndexNow + 1, () =>
+      `raft log: compaction to ${index} beyond applied ${this.applied} or durable `
+      + `${this.durableIndexNow}`);
+    this.firstIndexNow = index;
+    this.cache.releaseThrough(index - 1);
+    while ((this.loadedForApply[0]?.index ?? index) < index) this.loadedForApply.shift();
+    assert(this.termAt(index - 1) !== undefined, 'raft log: no term before the new first index');
   }
 
   /** End of the durable prefix that equals this log. */

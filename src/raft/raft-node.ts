@@ -50,6 +50,8 @@ export interface RaftStatus {
   readonly appliedIndex: LogIndex;
   readonly lastIndex: LogIndex;
   readonly durableIndex: LogIndex;
+  /** The first index of the log (raised by `compact()`). */
+  readonly firstIndex: LogIndex;
   readonly transferee: NodeId | null;
   /** The oldest durable entry still held in memory (the entry cache); null when none is. */
   readonly cachedFirstIndex: LogIndex | null;
@@ -94,6 +96,7 @@ export class RaftNode {
       appliedIndex: asLogIndex(core.log.applied),
       lastIndex: asLogIndex(core.log.lastIndex()),
       durableIndex: asLogIndex(core.log.durableIndex),
+      firstIndex: asLogIndex(core.log.firstIndex),
       transferee: core.transferee,
       cachedFirstIndex: core.log.cachedFirstIndex(),
       progress,
@@ -239,6 +242,25 @@ export class RaftNode {
     if (to === core.id) return { ok: true };
     if (!core.others.includes(to)) return this.refuse('INVALID_ARGUMENT', `unknown voter ${to}`);
     startTransfer(core, to);
+    return { ok: true };
+  }
+
+  /**
+   * The driver will remove the store's entries below `index` (etcd's storage `Compact`): the
+   * core stops asking for them, and a follower that still needs one is named in
+   * `snapshotsNeeded`. Allowed only for applied and durable entries (`index <= applied + 1`,
+   * `index <= durableIndex + 1`), else refused with INVALID_ARGUMENT; an index at or below
+   * the first index is a no-op. Call it between Readys; loads the driver answers later for
+   * entries below `index` are discarded (their terms no longer match).
+   */
+  compact(index: LogIndex): RaftRequestResult {
+    const log = this.core.log;
+    if (index <= log.firstIndex) return { ok: true };
+    if (index > log.applied + 1 || index > log.durableIndex + 1) {
+      return this.refuse('INVALID_ARGUMENT', `cannot compact to ${index}: applied `
+        + `${log.applied}, durable ${log.durableIndex}`);
+    }
+    log.compact(index);
     return { ok: true };
   }
 

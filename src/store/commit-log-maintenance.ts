@@ -157,11 +157,13 @@ export async function removePrefix(s: CommitLogState, keepFromIndex: number): Pr
 }
 
 /**
- * Retention: removes the oldest segments that are older than `fileReservedTimeMs`, or while
- * the log exceeds `retainedBytesMax`, never the active one and never one holding an entry at
- * or above `keepFromIndexMax` (the caller's bound: applied, and needed by followers).
+ * Retention's decision: the first index retention would keep. Segments go, oldest first, while
+ * they are older than `fileReservedTimeMs` or the log exceeds `retainedBytesMax`, never the
+ * active one and never one holding an entry at or above `keepFromIndexMax` (the caller's bound:
+ * applied, and needed by followers). Returns `first` when nothing would go. Removes nothing:
+ * the broker compacts its Raft core to the point before {@link removePrefix} removes it.
  */
-export async function applyRetention(s: CommitLogState, keepFromIndexMax: number): Promise<number> {
+export async function retentionPoint(s: CommitLogState, keepFromIndexMax: number): Promise<number> {
   s.usable();
   const now = s.clock.nowMs();
   let total = s.endPos - s.firstPos;
@@ -177,6 +179,12 @@ export async function applyRetention(s: CommitLogState, keepFromIndexMax: number
     keepFrom = next.firstIndex;
     total -= next.start - Math.max(seg.start, s.firstPos);
   }
+  return keepFrom;
+}
+
+/** Retention in one step: {@link retentionPoint}, then {@link removePrefix} to it. */
+export async function applyRetention(s: CommitLogState, keepFromIndexMax: number): Promise<number> {
+  const keepFrom = await retentionPoint(s, keepFromIndexMax);
   return keepFrom > s.first ? removePrefix(s, keepFrom) : s.first;
 }
 

@@ -38,7 +38,9 @@ import {
   readRange,
   readSpans,
 } from './commit-log-reader';
-import { applyRetention, checkpoint, removePrefix, truncateSuffix } from './commit-log-maintenance';
+import {
+  applyRetention, checkpoint, removePrefix, retentionPoint, truncateSuffix,
+} from './commit-log-maintenance';
 
 export type { CommitLogDeps };
 
@@ -269,6 +271,14 @@ export class CommitLog {
    */
   applyRetention(keepFromIndexMax: number): Promise<number> {
     return applyRetention(this.s, keepFromIndexMax);
+  }
+
+  /**
+   * Retention's decision alone: the first index {@link applyRetention} would keep (the current
+   * first index when nothing would go). Removes nothing; see {@link removePrefix}.
+   */
+  retentionPoint(keepFromIndexMax: number): Promise<number> {
+    return retentionPoint(this.s, keepFromIndexMax);
   }
 
   /** Moves the recovery checkpoint to the durable index (index files synced first). */

@@ -701,9 +701,27 @@ export class MessageStore {
    * files and key-index entries that pointed into them.
    */
   async applyRetention(keepFromIndexMax: number): Promise<number> {
-    const first = await this.commitLog.applyRetention(
-      Math.min(keepFromIndexMax, this.dispatched + 1),
-    );
+    const point = await this.retentionPoint(keepFromIndexMax);
+    return this.removeBefore(point);
+  }
+
+  /**
+   * Retention's decision: the first index {@link applyRetention} would keep, within
+   * `keepFromIndexMax` and what is dispatched. Removes nothing, so a Raft core can be compacted
+   * to it first (see {@link removeBefore}).
+   */
+  retentionPoint(keepFromIndexMax: number): Promise<number> {
+    return this.commitLog.retentionPoint(Math.min(keepFromIndexMax, this.dispatched + 1));
+  }
+
+  /**
+   * Retention's action: removes the CommitLog segments below `index` (`removePrefix`), then the
+   * queue files and key-index entries that pointed into them. Returns the new first index.
+   */
+  async removeBefore(index: number): Promise<number> {
+    assert(index <= this.dispatched + 1, () =>
+      `message store: removing ${index} beyond dispatched ${this.dispatched}`);
+    const first = await this.commitLog.removePrefix(index);
     const minPosition = this.commitLog.firstPosition();
     await this.consumeQueues.removeBefore(minPosition);
     await this.keyIndex.removeBefore(minPosition);

@@ -234,6 +234,25 @@ describe('MessageStore', () => {
     await node.store.close();
   });
 
+  it('retention split: retentionPoint removes nothing, removeBefore removes to the point', async () => {
+    const node = new Node(5);
+    await node.open();
+    await node.produce(0, 300, 2);
+    node.clock.advance(5000);
+    await node.produce(300, 40, 2);
+    const log = node.store.commitLog;
+    const point = await node.store.retentionPoint(log.lastIndex());
+    assert.ok(point > 1, 'retention would remove some segments');
+    assert.equal(log.firstIndex(), 1, 'the decision removes nothing');
+    assert.ok((await node.store.queryById('id-0')) !== undefined);
+    assert.equal(await node.store.retentionPoint(point - 1) < point, true);
+    assert.equal(await node.store.removeBefore(point), point);
+    assert.equal(log.firstIndex(), point);
+    assert.equal(log.termAt(point - 1) !== undefined, true, 'the term before the first is kept');
+    assert.equal(await node.store.queryById('id-0'), undefined);
+    await node.store.close();
+  });
+
   it('retention drops old segments, their queue records and their keys, and keeps the rest', async () => {
     const node = new Node(5);
     await node.open();
