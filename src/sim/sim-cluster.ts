@@ -8,10 +8,13 @@
  * what the mode says (see SimDisk and MemMetaStore); `start(node)` opens a new incarnation on
  * the same disk. `pause(node)` freezes a node's timers, IO and inbound messages for a while.
  *
- * After every event the cluster checks what needs the nodes' state: Election Safety (with the
- * history), Leader Completeness (Raft §5.4.1: once a leader of the latest term has its log
- * durable, it holds every entry applied anywhere, with the same term) and, every few ticks,
- * Log Matching (Raft §5.3) on the terms of every pair of logs.
+ * Each incarnation's log contents (term and record checksum per index, {@link SimLogContents})
+ * are read back at open and follow every append. After every event the cluster checks what
+ * needs the nodes' state: Election Safety (with the history); it records in the history every
+ * entry a leader's commit index covers (with its checksum); Leader Completeness (Raft §5.4:
+ * when a node is first seen leading a term, its log holds every entry known committed by that
+ * term, with the same term and checksum); and, every few ticks, Log Matching (Raft §5.3: two
+ * logs that hold an entry of the same term at an index hold identical entries up to it).
  */
 import { assert } from '../common/assert';
 import { ManualClock } from '../common/clock';
@@ -28,6 +31,7 @@ import { MemMetaStore } from '../store/mem-meta-store';
 import { SimDisk, fencedDisk, type CrashMode } from './sim-disk';
 import { SimHistory } from './sim-history';
 import { fencedMeta, slowDisk, slowMeta } from './sim-io';
+import { observeAppends, SimLogContents } from './sim-log-contents';
 import { SimLoop, SimTimers } from './sim-loop';
 import { SimNetwork } from './sim-network';
 import { SimTrace } from './sim-trace';
@@ -67,11 +71,13 @@ export class SimNode {
   state: 'down' | 'starting' | 'up' = 'down';
   driver: RaftDriver | undefined;
   commitLog: CommitLog | undefined;
+  /** What `commitLog` holds, entry by entry (set with it). */
+  contents: SimLogContents | undefined;
   timers: SimTimers | undefined;
   /** The failure that stopped the current incarnation, if any. */
   fatal: Error | undefined;
   fences: Array<() => void> = [];
-  /** The latest term whose leadership here passed the completeness check. */
+  /** The latest term whose leadership here had the completeness check. */
   completenessCheckedTerm = 0;
   readonly raftPrng: Prng;
   readonly ioPrng: Prng;
@@ -188,7 +194,12 @@ export class SimCluster {
       SIM_COMMIT_LOG_OPTIONS,
     );
     if (!isCurrent(node, incarnation)) return;
+    // Reads only (no simulated time passes): the contents as recovery left them.
+    const contents = await SimLogContents.read(commitLog);
+    if (!isCurrent(node, incarnation)) return;
+    observeAppends(commitLog, contents);
     node.commitLog = commitLog;
+    node.contents = contents;
     this.history.nodeStarted(node.id, 0);
     const transport = this.network.attach(node.id);
     const driver = await RaftDriver.open({
@@ -219,7 +230,9 @@ export class SimCluster {
     if (!isCurrent(node, incarnation)) {
       return Promise.reject(new Error('sim: apply by a crashed incarnation'));
     }
-    this.history.applied(node.id, entries);
+    // Until open returns the driver is not known here: the term is then left out (Infinity),
+    // which claims nothing about when the entries were committed.
+    this.history.applied(node.id, entries, node.driver?.status().term);
     return Promise.resolve();
   }
 
@@ -248,6 +261,7 @@ export class SimCluster {
     node.meta.crash(mode, node.crashPrng);
     node.driver = undefined;
     node.commitLog = undefined;
+    node.contents = undefined;
   }
 
   /** Freezes `id` for `durationMs`: no timers, no IO completions, inbound messages held. */
@@ -350,6 +364,7 @@ export class SimCluster {
       const status = node.driver.status();
       if (status.role !== 'leader') continue;
       this.history.leaderSeen(id, status.term);
+      this.recordCommitted(node, status);
       this.checkCompleteness(node, status);
     }
     for (const id of this.ids) {
@@ -371,49 +386,114 @@ export class SimCluster {
   }
 
   /**
-   * Leader Completeness: checked once per leadership, when the leader of the latest term has its
-   * no-op durable. Every entry applied anywhere by then was committed in an earlier term (this
-   * leader commits nothing before its own log is durable), so its log must hold them all.
+   * Records in the history the entries leader `node` holds up to its commit index, past those
+   * recorded already (committed entries are recorded as a prefix: by leaders from here, by nodes
+   * as they apply in order), and only as far as its CommitLog has them (a new leader's followers
+   * may commit its first entry before its own append). Every commit index starts at a leader, so
+   * this sees each committed entry, unless a leader commits and loses its role within one event;
+   * then a later leader or an applying node records it.
    */
-  private checkCompleteness(node: SimNode, status: RaftDriverStatus): void {
+  private recordCommitted(node: SimNode, status: RaftDriverStatus): void {
     const log = node.commitLog;
-    if (log === undefined || status.term <= node.completenessCheckedTerm) return;
-    if (status.term !== this.history.maxLeaderTerm()) return;
-    if (log.termAt(status.durableIndex) !== status.term) return;
-    node.completenessCheckedTerm = status.term;
-    for (const [index, record] of this.history.appliedAt) {
+    const contents = node.contents;
+    const h = this.history;
+    if (log === undefined || contents === undefined || status.commitIndex <= h.committedIndexMax) {
+      return;
+    }
+    const upTo = Math.min(status.commitIndex, log.lastIndex(), contents.lastIndex());
+    for (let index = Math.max(h.committedIndexMax + 1, log.firstIndex()); index <= upTo; index++) {
       const term = log.termAt(index);
-      if (term !== record.term) {
-        this.history.violation(
-          `leader ${node.id} of term ${status.term} has term ${String(term)}` +
-            ` at ${index}, where ${record.node} applied an entry of term ${record.term}`,
-        );
-      }
+      const crc = contents.crcAt(index);
+      if (term === undefined || crc === undefined) continue;
+      h.committed(node.id, index, term, crc, status.term);
     }
   }
 
-  /** Log Matching (Raft §5.3) on terms: logs that agree at an index agree on all before it. */
+  /**
+   * Leader Completeness (Raft §5.4): checked once per leadership, when the node is first seen
+   * leading. Its log as elected is all in its CommitLog by then (a candidate sends its vote
+   * requests only after its earlier writes), and it must hold every entry known committed by
+   * its term, with the same term and record checksum.
+   */
+  private checkCompleteness(node: SimNode, status: RaftDriverStatus): void {
+    const log = node.commitLog;
+    const contents = node.contents;
+    if (log === undefined || contents === undefined) return;
+    if (status.term <= node.completenessCheckedTerm) return;
+    node.completenessCheckedTerm = status.term;
+    const h = this.history;
+    for (let index = 1; index <= h.committedIndexMax; index++) {
+      const record = h.committedAt[index];
+      if (record === undefined || record.byTerm > status.term) continue;
+      const term = log.termAt(index);
+      const crc = contents.crcAt(index);
+      if (term === record.term && crc === record.crc) continue;
+      this.history.violation(
+        `leader ${node.id} of term ${status.term} holds term ${String(term)} checksum ` +
+          `${crcHex(crc)} at ${index}, where ${record.node} had term ${record.term} checksum ` +
+          `${crcHex(record.crc)} committed by term ${record.byTerm}`,
+      );
+      return;
+    }
+  }
+
+  /**
+   * Log Matching (Raft §5.3) on contents: two logs that hold an entry of the same term at an
+   * index hold identical entries (term and record checksum) at every index up to it. Also
+   * checks that each node's recorded contents agree with its CommitLog's terms.
+   */
   checkLogMatching(): void {
-    const logs: Array<{ id: NodeId; log: CommitLog }> = [];
+    const logs: Array<{ id: NodeId; log: CommitLog; contents: SimLogContents }> = [];
     for (const id of this.ids) {
-      const log = this.node(id).commitLog;
-      if (log !== undefined && this.node(id).state === 'up') logs.push({ id, log });
+      const node = this.node(id);
+      if (node.state !== 'up' || node.commitLog === undefined || node.contents === undefined) {
+        continue;
+      }
+      if (!this.contentsMatchLog(id, node.commitLog, node.contents)) return;
+      logs.push({ id, log: node.commitLog, contents: node.contents });
     }
     for (let a = 0; a < logs.length; a++) {
       for (let b = a + 1; b < logs.length; b++) {
         const x = logs[a];
         const y = logs[b];
         assert(x !== undefined && y !== undefined, 'sim: log pair');
+        const first = Math.max(x.log.firstIndex(), y.log.firstIndex());
         let i = Math.min(x.log.lastIndex(), y.log.lastIndex());
-        while (i > 0 && x.log.termAt(i) !== y.log.termAt(i)) i--;
-        for (; i > 0; i--) {
-          if (x.log.termAt(i) === y.log.termAt(i)) continue;
+        while (i >= first && x.log.termAt(i) !== y.log.termAt(i)) i--;
+        const agreedAt = i;
+        for (; i >= first; i--) {
+          if (x.log.termAt(i) === y.log.termAt(i) && x.contents.crcAt(i) === y.contents.crcAt(i)) {
+            continue;
+          }
           this.history.violation(
-            `log matching: ${x.id} and ${y.id} differ at ${i} below an ` + 'index where they agree',
+            `log matching: ${x.id} and ${y.id} both hold term ${String(x.log.termAt(agreedAt))} ` +
+              `at ${agreedAt} but differ at ${i}: term ${String(x.log.termAt(i))} checksum ` +
+              `${crcHex(x.contents.crcAt(i))} vs term ${String(y.log.termAt(i))} checksum ` +
+              `${crcHex(y.contents.crcAt(i))}`,
           );
-          break;
+          return;
         }
       }
     }
   }
+
+  /** The recorded contents of `id` cover its log with the same terms (a check of the sim). */
+  private contentsMatchLog(id: NodeId, log: CommitLog, contents: SimLogContents): boolean {
+    const last = log.lastIndex();
+    for (let index = Math.max(log.firstIndex(), 1); index <= last; index++) {
+      if (contents.termAt(index) === log.termAt(index) && contents.crcAt(index) !== undefined) {
+        continue;
+      }
+      this.history.violation(
+        `sim: ${id}'s recorded contents have term ${String(contents.termAt(index))} at ${index}, ` +
+          `its CommitLog ${String(log.termAt(index))}`,
+      );
+      return false;
+    }
+    return true;
+  }
+}
+
+function crcHex(crc: number | undefined): string {
+  return crc === undefined ? 'none' : crc.toString(16).padStart(8, '0');
 }

@@ -334,7 +334,8 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
         `applied ${applied})`,
     );
   }
-  cluster.checkLogMatching();
+  // Once more at the end (it runs every few ticks), unless the run already stopped on a violation.
+  if (h.violationCount === 0) cluster.checkLogMatching();
   for (const failure of cluster.unexpectedFailures) h.violation(`node failed: ${failure}`);
   const rejected = [...h.proposalsRejected].map(([code, n]) => `${code}:${n}`).join(' ');
   return {
@@ -360,6 +361,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       crashes: h.crashes,
       pauses: h.pauses,
       partitions: h.partitions,
+      committedMax: h.committedIndexMax,
       healTicks: healTicks ?? 'never',
       cacheReleasedKiB: Math.round(
         cluster.ids.reduce(
