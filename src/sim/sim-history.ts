@@ -74,6 +74,7 @@ export class SimHistory {
   crashes = 0;
   pauses = 0;
   partitions = 0;
+  networkChanges = 0;
 
   constructor(private readonly recentTrace: () => string[]) {}
 

@@ -238,6 +238,7 @@ class Scenario {
     for (let tick = 0; tick < this.options.faultTicks; tick++) {
       if (this.prng.chance(this.rates.networkChangePerTick)) {
         const conditions = networkProfile(this.prng);
+        c.history.networkChanges += 1;
         c.trace.line(
           `fault network loss ${conditions.lossProbability} dup ` +
             `${conditions.duplicateProbability} delay ${conditions.delayMsMin}-${conditions.delayMsMax}`,
@@ -361,6 +362,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       crashes: h.crashes,
       pauses: h.pauses,
       partitions: h.partitions,
+      networkChanges: h.networkChanges,
       committedMax: h.committedIndexMax,
       healTicks: healTicks ?? 'never',
       cacheReleasedKiB: Math.round(
