@@ -144,6 +144,15 @@ export class RaftNodeProcess {
     return this.request('status', {});
   }
 
+  /**
+   * Calls `listener` with every event received from now on (in order, none dropped, unlike the
+   * bounded `events`); returns the function that stops it.
+   */
+  onEvent(listener: (e: RaftNodeEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
   /** Resolves with the first event (already received or to come) that `match` accepts. */
   waitForEvent(match: (e: RaftNodeEvent) => boolean, timeoutMs: number): Promise<RaftNodeEvent> {
     const seen = this.events.find(match);
