@@ -10,11 +10,12 @@
  *
  * Each incarnation's log contents (term and record checksum per index, {@link SimLogContents})
  * are read back at open and follow every append. After every event the cluster checks what
- * needs the nodes' state: Election Safety (with the history); it records in the history every
- * entry a leader's commit index covers (with its checksum); Leader Completeness (Raft §5.4:
- * when a node is first seen leading a term, its log holds every entry known committed by that
- * term, with the same term and checksum); and, every few ticks, Log Matching (Raft §5.3: two
- * logs that hold an entry of the same term at an index hold identical entries up to it).
+ * needs the nodes' state (sim-log-checks.ts): Election Safety (with the history); it records in
+ * the history every entry a leader's commit index covers (with its checksum); Leader
+ * Completeness (Raft §5.4: when a node is first seen leading a term, its log holds every entry
+ * known committed by that term, with the same term and checksum); and, every few ticks, Log
+ * Matching (Raft §5.3: two logs that hold an entry of the same term at an index hold identical
+ * entries up to it).
  */
 import { assert } from '../common/assert';
 import { ManualClock } from '../common/clock';
@@ -31,6 +32,12 @@ import { MemMetaStore } from '../store/mem-meta-store';
 import { SimDisk, fencedDisk, type CrashMode } from './sim-disk';
 import { SimHistory } from './sim-history';
 import { fencedMeta, slowDisk, slowMeta } from './sim-io';
+import {
+  type CheckedLog,
+  checkLeaderCompleteness,
+  checkLogMatching,
+  recordCommitted,
+} from './sim-log-checks';
 import { observeAppends, SimLogContents } from './sim-log-contents';
 import { SimLoop, SimTimers } from './sim-loop';
 import { SimNetwork } from './sim-network';
@@ -364,8 +371,7 @@ export class SimCluster {
       const status = node.driver.status();
       if (status.role !== 'leader') continue;
       this.history.leaderSeen(id, status.term);
-      this.recordCommitted(node, status);
-      this.checkCompleteness(node, status);
+      this.checkLeader(node, status);
     }
     for (const id of this.ids) {
       // A violation ends the run, so this is reported once.
@@ -385,115 +391,30 @@ export class SimCluster {
     return this.history.violationCount === 0;
   }
 
-  /**
-   * Records in the history the entries leader `node` holds up to its commit index, past those
-   * recorded already (committed entries are recorded as a prefix: by leaders from here, by nodes
-   * as they apply in order), and only as far as its CommitLog has them (a new leader's followers
-   * may commit its first entry before its own append). Every commit index starts at a leader, so
-   * this sees each committed entry, unless a leader commits and loses its role within one event;
-   * then a later leader or an applying node records it.
-   */
-  private recordCommitted(node: SimNode, status: RaftDriverStatus): void {
-    const log = node.commitLog;
-    const contents = node.contents;
-    const h = this.history;
-    if (log === undefined || contents === undefined || status.commitIndex <= h.committedIndexMax) {
-      return;
-    }
-    const upTo = Math.min(status.commitIndex, log.lastIndex(), contents.lastIndex());
-    for (let index = Math.max(h.committedIndexMax + 1, log.firstIndex()); index <= upTo; index++) {
-      const term = log.termAt(index);
-      const crc = contents.crcAt(index);
-      if (term === undefined || crc === undefined) continue;
-      h.committed(node.id, index, term, crc, status.term);
-    }
+  /** The log of a running node, for the checks; undefined while it has none. */
+  private checkedLog(node: SimNode): CheckedLog | undefined {
+    const { commitLog, contents } = node;
+    if (node.state !== 'up' || commitLog === undefined || contents === undefined) return undefined;
+    return { id: node.id, log: commitLog, contents };
   }
 
-  /**
-   * Leader Completeness (Raft §5.4): checked once per leadership, when the node is first seen
-   * leading. Its log as elected is all in its CommitLog by then (a candidate sends its vote
-   * requests only after its earlier writes), and it must hold every entry known committed by
-   * its term, with the same term and record checksum.
-   */
-  private checkCompleteness(node: SimNode, status: RaftDriverStatus): void {
-    const log = node.commitLog;
-    const contents = node.contents;
-    if (log === undefined || contents === undefined) return;
+  /** Records leader `node`'s committed entries; checks its completeness once per leadership. */
+  private checkLeader(node: SimNode, status: RaftDriverStatus): void {
+    const checked = this.checkedLog(node);
+    if (checked === undefined) return;
+    recordCommitted(this.history, checked, status.term, status.commitIndex);
     if (status.term <= node.completenessCheckedTerm) return;
     node.completenessCheckedTerm = status.term;
-    const h = this.history;
-    for (let index = 1; index <= h.committedIndexMax; index++) {
-      const record = h.committedAt[index];
-      if (record === undefined || record.byTerm > status.term) continue;
-      const term = log.termAt(index);
-      const crc = contents.crcAt(index);
-      if (term === record.term && crc === record.crc) continue;
-      this.history.violation(
-        `leader ${node.id} of term ${status.term} holds term ${String(term)} checksum ` +
-          `${crcHex(crc)} at ${index}, where ${record.node} had term ${record.term} checksum ` +
-          `${crcHex(record.crc)} committed by term ${record.byTerm}`,
-      );
-      return;
-    }
+    checkLeaderCompleteness(this.history, checked, status.term);
   }
 
-  /**
-   * Log Matching (Raft §5.3) on contents: two logs that hold an entry of the same term at an
-   * index hold identical entries (term and record checksum) at every index up to it. Also
-   * checks that each node's recorded contents agree with its CommitLog's terms.
-   */
+  /** Log Matching over every running node's log (see sim-log-checks.ts). */
   checkLogMatching(): void {
-    const logs: Array<{ id: NodeId; log: CommitLog; contents: SimLogContents }> = [];
+    const logs: CheckedLog[] = [];
     for (const id of this.ids) {
-      const node = this.node(id);
-      if (node.state !== 'up' || node.commitLog === undefined || node.contents === undefined) {
-        continue;
-      }
-      if (!this.contentsMatchLog(id, node.commitLog, node.contents)) return;
-      logs.push({ id, log: node.commitLog, contents: node.contents });
+      const checked = this.checkedLog(this.node(id));
+      if (checked !== undefined) logs.push(checked);
     }
-    for (let a = 0; a < logs.length; a++) {
-      for (let b = a + 1; b < logs.length; b++) {
-        const x = logs[a];
-        const y = logs[b];
-        assert(x !== undefined && y !== undefined, 'sim: log pair');
-        const first = Math.max(x.log.firstIndex(), y.log.firstIndex());
-        let i = Math.min(x.log.lastIndex(), y.log.lastIndex());
-        while (i >= first && x.log.termAt(i) !== y.log.termAt(i)) i--;
-        const agreedAt = i;
-        for (; i >= first; i--) {
-          if (x.log.termAt(i) === y.log.termAt(i) && x.contents.crcAt(i) === y.contents.crcAt(i)) {
-            continue;
-          }
-          this.history.violation(
-            `log matching: ${x.id} and ${y.id} both hold term ${String(x.log.termAt(agreedAt))} ` +
-              `at ${agreedAt} but differ at ${i}: term ${String(x.log.termAt(i))} checksum ` +
-              `${crcHex(x.contents.crcAt(i))} vs term ${String(y.log.termAt(i))} checksum ` +
-              `${crcHex(y.contents.crcAt(i))}`,
-          );
-          return;
-        }
-      }
-    }
+    checkLogMatching(this.history, logs);
   }
-
-  /** The recorded contents of `id` cover its log with the same terms (a check of the sim). */
-  private contentsMatchLog(id: NodeId, log: CommitLog, contents: SimLogContents): boolean {
-    const last = log.lastIndex();
-    for (let index = Math.max(log.firstIndex(), 1); index <= last; index++) {
-      if (contents.termAt(index) === log.termAt(index) && contents.crcAt(index) !== undefined) {
-        continue;
-      }
-      this.history.violation(
-        `sim: ${id}'s recorded contents have term ${String(contents.termAt(index))} at ${index}, ` +
-          `its CommitLog ${String(log.termAt(index))}`,
-      );
-      return false;
-    }
-    return true;
-  }
-}
-
-function crcHex(crc: number | undefined): string {
-  return crc === undefined ? 'none' : crc.toString(16).padStart(8, '0');
 }
