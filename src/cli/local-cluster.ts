@@ -261,6 +261,11 @@ export class LocalCluster {
     return this.layout.namesrvEndpoint;
   }
 
+  /** The NameServer's pid; undefined while it is not running. */
+  get namesrvPid(): number | undefined {
+    return this.children.get(NAMESRV)?.pid;
+  }
+
   get nodeIds(): string[] {
     return Object.keys(this.layout.peers);
   }

@@ -3,6 +3,7 @@
  * benchmarks: {@link RaftNodeProcess} (one forked `raft-node` child) and {@link LocalRaftGroup}
  * (a group of them on loopback), with the helpers {@link freePorts} and {@link waitUntil}.
  */
+import { AssertionError } from 'node:assert';
 import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -143,6 +144,15 @@ export class RaftNodeProcess {
     return this.request('status', {});
   }
 
+  /**
+   * Calls `listener` with every event received from now on (in order, none dropped, unlike the
+   * bounded `events`); returns the function that stops it.
+   */
+  onEvent(listener: (e: RaftNodeEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
   /** Resolves with the first event (already received or to come) that `match` accepts. */
   waitForEvent(match: (e: RaftNodeEvent) => boolean, timeoutMs: number): Promise<RaftNodeEvent> {
     const seen = this.events.find(match);
@@ -236,7 +246,11 @@ export async function freePorts(count: number): Promise<number[]> {
 
 /**
  * Polls `check` until it returns a value other than undefined; throws naming `what` after
- * `timeoutMs`. Errors from `check` count as "not yet" (a node may be restarting).
+ * `timeoutMs`. An error from `check` counts as "not yet" (a node may be restarting, a call may
+ * fail while a leader is elected), and the last one is the timeout's `cause`; except a failed
+ * assertion (node:assert's AssertionError), which is rethrown at once: a check asserts what
+ * must hold whenever it is looked at, and its failure must not wait out the deadline and show
+ * up as a timeout.
  */
 export async function waitUntil<T>(
   what: string,
@@ -251,6 +265,7 @@ export async function waitUntil<T>(
       const value = await check();
       if (value !== undefined) return value;
     } catch (err) {
+      if (err instanceof AssertionError) throw err;
       lastError = err;
     }
     await delayMs(pollMs);

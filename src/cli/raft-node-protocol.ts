@@ -3,11 +3,13 @@
  * (`raft-node-client.ts`). JSON over the Node IPC channel: the parent sends `{ reqId, cmd, args }`
  * and gets one `{ reqId, ok: true, result }` or `{ reqId, ok: false, error: { code, message } }`;
  * the node also sends events `{ event, atMs, ... }` on its own: `started`, `softState` (role,
- * term, leader), `termCommitted` (this node, as leader, applied the first entry of its term) and
+ * term, leader), `termCommitted` (this node, as leader, applied the first entry of its term),
+ * `acked` (entries of a `propose` run with `ackEvents`, as each proposal is acknowledged) and
  * `fatal`. `atMs` is {@link wallMs}, comparable across processes on one machine. Commands are
  * listed in {@link RaftNodeCommands}; `load` runs a bounded propose loop inside the leader (see
  * `raft-load.ts`), since IPC would be the bottleneck.
  */
+import { createHash } from 'node:crypto';
 import { RaftmqError } from '../common/errors';
 import type { RaftMemberConfig } from '../broker/raft-member';
 import type { SyncStats } from '../store/commit-log-writer';
@@ -42,16 +44,36 @@ export interface RaftNodeStatus {
 
 /** One acknowledged entry: where it went and its checksum (the record CRC, `recordChecksum`). */
 export interface AckedEntry {
+  /** The entry's place among those of its `propose` run, in the order they were proposed. */
+  readonly seq: number;
   readonly index: number;
+  readonly term: number;
   readonly checksum: number;
+  /** {@link payloadHash} of its payload, which tells the entry apart wherever it lies. */
+  readonly payloadHash: string;
+}
+
+/** What `propose` does: `count` distinct entries of `sizeBytes` random bytes each. */
+export interface ProposeSpec {
+  readonly count: number;
+  readonly sizeBytes: number;
+  /** Proposals in flight at once (default 1: one after another). */
+  readonly inflightMax?: number;
+  /** Entries per proposal, at most (default 64). */
+  readonly batchEntries?: number;
+  /**
+   * Also send each acknowledged proposal's entries at once as an `acked` event, so that the
+   * parent knows what was acknowledged even if this process dies before `propose` answers.
+   */
+  readonly ackEvents?: boolean;
 }
 
 /** Every command: its arguments and its result. */
 export interface RaftNodeCommands {
   status: { args: Record<string, never>; result: RaftNodeStatus };
-  /** Proposes `count` distinct entries and answers with those acknowledged. */
+  /** Proposes `count` distinct entries and answers with those acknowledged, by `seq`. */
   propose: {
-    args: { count: number; sizeBytes: number };
+    args: ProposeSpec;
     result: { acked: AckedEntry[]; errors: Record<string, number> };
   };
   load: { args: LoadSpec; result: LoadResult };
@@ -105,6 +127,11 @@ export type RaftNodeEvent =
       readonly term: number;
       readonly index: number;
     }
+  | {
+      readonly event: 'acked';
+      readonly atMs: number;
+      readonly entries: readonly AckedEntry[];
+    }
   | { readonly event: 'fatal'; readonly atMs: number; readonly message: string };
 
 /** Largest entry size, in `propose` and `load`. */
@@ -149,6 +176,11 @@ export interface LoadResult {
 
 /** The longest `load` run. */
 export const LOAD_DURATION_MS_MAX = 120_000;
+
+/** A hash of an entry's payload (64 bits of its SHA-256, in hex): distinct payloads differ. */
+export function payloadHash(payload: Uint8Array): string {
+  return createHash('sha256').update(payload).digest('hex').slice(0, 16);
+}
 
 /** Wall-clock milliseconds with sub-millisecond resolution, comparable across processes. */
 export function wallMs(): number {

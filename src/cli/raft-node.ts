@@ -16,8 +16,10 @@ import { runLoad } from './raft-load';
 import {
   checkInt,
   ENTRY_SIZE_BYTES_MAX,
+  payloadHash,
   wallMs,
   type AckedEntry,
+  type ProposeSpec,
   type RaftNodeCommand,
   type RaftNodeCommands,
   type RaftNodeConfig,
@@ -28,9 +30,12 @@ import {
 } from './raft-node-protocol';
 
 /** Largest `propose` count. */
-const PROPOSE_COUNT_MAX = 10_000;
-/** Entries per proposal in `propose` (proposals go one after another). */
+const PROPOSE_COUNT_MAX = 100_000;
+/** Entries per proposal in `propose`, by default and at most. */
 const PROPOSE_BATCH_ENTRIES = 64;
+const PROPOSE_BATCH_ENTRIES_MAX = 4096;
+/** Proposals in flight at once in `propose`, at most. */
+const PROPOSE_INFLIGHT_MAX = 256;
 /** How long an exiting node waits for its log to drain. */
 const EXIT_FLUSH_MS_MAX = 500;
 /** Indexes per `appliedChecksums` request. */
@@ -64,42 +69,72 @@ function statusOf(member: RaftMember): RaftNodeStatus {
   };
 }
 
+/**
+ * The `propose` command: `count` distinct random entries, in proposals of `batchEntries`, with
+ * `inflightMax` of them in flight at once (their indexes follow the order they were proposed
+ * in). Each acknowledged proposal's entries go to `onAcked` at once.
+ */
 async function proposeDistinct(
   member: RaftMember,
-  count: number,
-  sizeBytes: number,
+  spec: ProposeSpec,
+  onAcked: (entries: AckedEntry[]) => void,
 ): Promise<RaftNodeCommands['propose']['result']> {
+  const count = checkInt(spec.count, 1, PROPOSE_COUNT_MAX, 'count');
+  const sizeBytes = checkInt(spec.sizeBytes, 0, ENTRY_SIZE_BYTES_MAX, 'sizeBytes');
+  const inflightMax = checkInt(spec.inflightMax ?? 1, 1, PROPOSE_INFLIGHT_MAX, 'inflightMax');
+  const batchEntries = checkInt(
+    spec.batchEntries ?? PROPOSE_BATCH_ENTRIES,
+    1,
+    PROPOSE_BATCH_ENTRIES_MAX,
+    'batchEntries',
+  );
   const acked: AckedEntry[] = [];
   const errors: Record<string, number> = {};
-  for (let done = 0; done < count; done += PROPOSE_BATCH_ENTRIES) {
-    const payloads: Buffer[] = [];
-    for (let i = done; i < Math.min(count, done + PROPOSE_BATCH_ENTRIES); i++) {
-      payloads.push(randomFillSync(Buffer.alloc(sizeBytes)));
+  let proposed = 0;
+  const worker = async (): Promise<void> => {
+    while (proposed < count) {
+      const firstSeq = proposed;
+      const payloads: Buffer[] = [];
+      for (; proposed < Math.min(count, firstSeq + batchEntries); proposed++) {
+        payloads.push(randomFillSync(Buffer.alloc(sizeBytes)));
+      }
+      try {
+        const ack = await member.propose(payloads);
+        const entries = payloads.map((payload, i): AckedEntry => {
+          const index = ack.firstIndex + i;
+          return {
+            seq: firstSeq + i,
+            index,
+            term: ack.term,
+            checksum: recordChecksum(index, ack.term, EntryType.NORMAL, payload),
+            payloadHash: payloadHash(payload),
+          };
+        });
+        acked.push(...entries);
+        onAcked(entries);
+      } catch (err) {
+        // Reported to the caller, which decides: a failed proposal may or may not be committed.
+        const code = isRaftmqError(err) ? err.code : 'UNEXPECTED';
+        errors[code] = (errors[code] ?? 0) + payloads.length;
+      }
     }
-    try {
-      const ack = await member.propose(payloads);
-      payloads.forEach((payload, i) => {
-        const index = ack.firstIndex + i;
-        acked.push({ index, checksum: recordChecksum(index, ack.term, EntryType.NORMAL, payload) });
-      });
-    } catch (err) {
-      // Reported to the caller, which decides: a failed proposal may or may not be committed.
-      const code = isRaftmqError(err) ? err.code : 'UNEXPECTED';
-      errors[code] = (errors[code] ?? 0) + payloads.length;
-    }
-  }
+  };
+  await Promise.all(Array.from({ length: inflightMax }, worker));
+  acked.sort((a, b) => a.seq - b.seq);
   return { acked, errors };
 }
 
-function handlersFor(member: RaftMember, shutdown: () => Promise<void>): Handlers {
+function handlersFor(
+  member: RaftMember,
+  shutdown: () => Promise<void>,
+  event: (e: RaftNodeEvent) => void,
+): Handlers {
   return {
     status: () => Promise.resolve(statusOf(member)),
-    propose: ({ count, sizeBytes }) =>
-      proposeDistinct(
-        member,
-        checkInt(count, 1, PROPOSE_COUNT_MAX, 'count'),
-        checkInt(sizeBytes, 0, ENTRY_SIZE_BYTES_MAX, 'sizeBytes'),
-      ),
+    propose: (spec) =>
+      proposeDistinct(member, spec, (entries) => {
+        if (spec.ackEvents === true) event({ event: 'acked', atMs: wallMs(), entries });
+      }),
     load: (spec) => runLoad(member, spec),
     appliedDigest: ({ upTo }) => {
       const digest = member.state.digestUpTo(checkInt(upTo, 0, Number.MAX_SAFE_INTEGER, 'upTo'));
@@ -190,7 +225,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stopAndExit('SIGTERM'));
   process.on('disconnect', () => stopAndExit('parent disconnected'));
-  const handlers = handlersFor(member, shutdown);
+  const handlers = handlersFor(member, shutdown, event);
   process.on('message', (raw: unknown) => {
     const request = raw as Partial<RaftNodeRequest> | null;
     if (typeof request !== 'object' || request === null || typeof request.reqId !== 'number') {

@@ -22,7 +22,7 @@ function banner(cluster: LocalCluster, leaderId: string, term: number): string {
     '',
     `raftmq is running (data, configuration and logs in ${DATA_DIR})`,
     '',
-    `  NameServer   ${cluster.namesrvEndpoint}`,
+    `  NameServer   ${cluster.namesrvEndpoint}  pid ${cluster.namesrvPid ?? '-'}`,
     ...brokers.map(
       (b) =>
         `  broker ${b.id}    client ${b.clientEndpoint}  raft ${b.raftEndpoint}  pid ${b.pid ?? '-'}` +

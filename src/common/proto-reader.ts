@@ -1,10 +1,17 @@
 /**
  * Protobuf decoding by hand, for what is read by the thousand (the SDK's pulled and received
  * messages, the broker's SendMessage requests): a reader over one buffer, and over ranges of it
- * for embedded messages. Errors throw plain Errors; each caller decides what they become (a
- * failed call in the SDK, a BAD_REQUEST answer in the broker).
+ * for embedded messages. Bytes that are not protobuf throw a RaftmqError MESSAGE_MALFORMED
+ * saying what is wrong and where; each caller decides what it becomes (a failed call in the
+ * SDK, a BAD_REQUEST answer in the broker).
  */
 import { bufferView } from './bytes';
+import { RaftmqError } from './errors';
+
+/** The error for bytes that are not protobuf (built only when thrown: not on the hot path). */
+function malformed(message: string): RaftmqError {
+  return new RaftmqError('MESSAGE_MALFORMED', message);
+}
 
 /** Wire types. */
 export const WIRE_VARINT = 0;
@@ -43,7 +50,7 @@ export class Reader {
   /** Throws unless the field whose key was read last has wire type `type`. */
   expect(type: number): void {
     if (this.wireType !== type) {
-      throw new Error(`field ${this.field} has wire type ${this.wireType}, expected ${type}`);
+      throw malformed(`field ${this.field} has wire type ${this.wireType}, expected ${type}`);
     }
   }
 
@@ -52,13 +59,13 @@ export class Reader {
     let result = 0;
     let scale = 1;
     for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.end) throw new Error('truncated varint');
+      if (this.pos >= this.end) throw malformed('truncated varint');
       const b = this.buf[this.pos++] as number;
       result += (b & 0x7f) * scale;
       if (b < 0x80) return result;
       scale *= 128;
     }
-    throw new Error('varint longer than 10 bytes');
+    throw malformed('varint longer than 10 bytes');
   }
 
   /**
@@ -90,7 +97,7 @@ export class Reader {
     let lo = 0;
     let hi = 0;
     for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.end) throw new Error('truncated varint');
+      if (this.pos >= this.end) throw malformed('truncated varint');
       const v = (this.buf[this.pos] as number) & 0x7f;
       if (i < 4) {
         lo |= v << (7 * i);
@@ -105,13 +112,13 @@ export class Reader {
         return lo >>> 0;
       }
     }
-    throw new Error('varint longer than 10 bytes');
+    throw malformed('varint longer than 10 bytes');
   }
 
   /** The bounds of a length-delimited field's contents; moves past them. */
   sub(): Reader {
     const len = this.varint();
-    if (len > this.end - this.pos) throw new Error('length-delimited field runs past its end');
+    if (len > this.end - this.pos) throw malformed('length-delimited field runs past its end');
     const r = new Reader(this.buf, this.pos, this.pos + len);
     this.pos += len;
     return r;
@@ -119,7 +126,7 @@ export class Reader {
 
   string(): string {
     const len = this.varint();
-    if (len > this.end - this.pos) throw new Error('length-delimited field runs past its end');
+    if (len > this.end - this.pos) throw malformed('length-delimited field runs past its end');
     const s = this.buf.toString('utf8', this.pos, this.pos + len);
     this.pos += len;
     return s;
@@ -128,7 +135,7 @@ export class Reader {
   /** A bytes field: a view of the buffer, not a copy. */
   bytes(): Buffer {
     const len = this.varint();
-    if (len > this.end - this.pos) throw new Error('length-delimited field runs past its end');
+    if (len > this.end - this.pos) throw malformed('length-delimited field runs past its end');
     const start = this.pos;
     this.pos += len;
     return bufferView(this.buf, start, this.pos);
@@ -156,16 +163,16 @@ export class Reader {
         this.skipGroup(this.field, depth);
         return;
       default:
-        throw new Error(`unexpected wire type ${wireType} of field ${this.field}`);
+        throw malformed(`unexpected wire type ${wireType} of field ${this.field}`);
     }
   }
 
   private skipGroup(group: number, depth: number): void {
-    if (depth >= GROUP_DEPTH_MAX) throw new Error(`groups nested deeper than ${GROUP_DEPTH_MAX}`);
+    if (depth >= GROUP_DEPTH_MAX) throw malformed(`groups nested deeper than ${GROUP_DEPTH_MAX}`);
     for (;;) {
       const f = this.key();
       if (this.wireType === END_GROUP) {
-        if (f !== group) throw new Error(`group ${group} ended by ${f}`);
+        if (f !== group) throw malformed(`group ${group} ended by ${f}`);
         return;
       }
       this.skip(this.wireType, depth + 1);
@@ -173,7 +180,7 @@ export class Reader {
   }
 
   private advance(n: number): void {
-    if (n > this.end - this.pos) throw new Error('field runs past its end');
+    if (n > this.end - this.pos) throw malformed('field runs past its end');
     this.pos += n;
   }
 }

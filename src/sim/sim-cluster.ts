@@ -8,10 +8,14 @@
  * what the mode says (see SimDisk and MemMetaStore); `start(node)` opens a new incarnation on
  * the same disk. `pause(node)` freezes a node's timers, IO and inbound messages for a while.
  *
- * After every event the cluster checks what needs the nodes' state: Election Safety (with the
- * history), Leader Completeness (Raft §5.4.1: once a leader of the latest term has its log
- * durable, it holds every entry applied anywhere, with the same term) and, every few ticks,
- * Log Matching (Raft §5.3) on the terms of every pair of logs.
+ * Each incarnation's log contents (term and record checksum per index, {@link SimLogContents})
+ * are read back at open and follow every append. After every event the cluster checks what
+ * needs the nodes' state (sim-log-checks.ts): Election Safety (with the history); it records in
+ * the history every entry a leader's commit index covers (with its checksum); Leader
+ * Completeness (Raft §5.4: when a node is first seen leading a term, its log holds every entry
+ * known committed by that term, with the same term and checksum); and, every few ticks, Log
+ * Matching (Raft §5.3: two logs that hold an entry of the same term at an index hold identical
+ * entries up to it).
  */
 import { assert } from '../common/assert';
 import { ManualClock } from '../common/clock';
@@ -28,6 +32,13 @@ import { MemMetaStore } from '../store/mem-meta-store';
 import { SimDisk, fencedDisk, type CrashMode } from './sim-disk';
 import { SimHistory } from './sim-history';
 import { fencedMeta, slowDisk, slowMeta } from './sim-io';
+import {
+  type CheckedLog,
+  checkLeaderCompleteness,
+  checkLogMatching,
+  recordCommitted,
+} from './sim-log-checks';
+import { observeAppends, SimLogContents } from './sim-log-contents';
 import { SimLoop, SimTimers } from './sim-loop';
 import { SimNetwork } from './sim-network';
 import { SimTrace } from './sim-trace';
@@ -67,11 +78,13 @@ export class SimNode {
   state: 'down' | 'starting' | 'up' = 'down';
   driver: RaftDriver | undefined;
   commitLog: CommitLog | undefined;
+  /** What `commitLog` holds, entry by entry (set with it). */
+  contents: SimLogContents | undefined;
   timers: SimTimers | undefined;
   /** The failure that stopped the current incarnation, if any. */
   fatal: Error | undefined;
   fences: Array<() => void> = [];
-  /** The latest term whose leadership here passed the completeness check. */
+  /** The latest term whose leadership here had the completeness check. */
   completenessCheckedTerm = 0;
   readonly raftPrng: Prng;
   readonly ioPrng: Prng;
@@ -188,7 +201,12 @@ export class SimCluster {
       SIM_COMMIT_LOG_OPTIONS,
     );
     if (!isCurrent(node, incarnation)) return;
+    // Reads only (no simulated time passes): the contents as recovery left them.
+    const contents = await SimLogContents.read(commitLog);
+    if (!isCurrent(node, incarnation)) return;
+    observeAppends(commitLog, contents);
     node.commitLog = commitLog;
+    node.contents = contents;
     this.history.nodeStarted(node.id, 0);
     const transport = this.network.attach(node.id);
     const driver = await RaftDriver.open({
@@ -219,7 +237,9 @@ export class SimCluster {
     if (!isCurrent(node, incarnation)) {
       return Promise.reject(new Error('sim: apply by a crashed incarnation'));
     }
-    this.history.applied(node.id, entries);
+    // Until open returns the driver is not known here: the term is then left out (Infinity),
+    // which claims nothing about when the entries were committed.
+    this.history.applied(node.id, entries, node.driver?.status().term);
     return Promise.resolve();
   }
 
@@ -248,6 +268,7 @@ export class SimCluster {
     node.meta.crash(mode, node.crashPrng);
     node.driver = undefined;
     node.commitLog = undefined;
+    node.contents = undefined;
   }
 
   /** Freezes `id` for `durationMs`: no timers, no IO completions, inbound messages held. */
@@ -350,7 +371,7 @@ export class SimCluster {
       const status = node.driver.status();
       if (status.role !== 'leader') continue;
       this.history.leaderSeen(id, status.term);
-      this.checkCompleteness(node, status);
+      this.checkLeader(node, status);
     }
     for (const id of this.ids) {
       // A violation ends the run, so this is reported once.
@@ -370,50 +391,30 @@ export class SimCluster {
     return this.history.violationCount === 0;
   }
 
-  /**
-   * Leader Completeness: checked once per leadership, when the leader of the latest term has its
-   * no-op durable. Every entry applied anywhere by then was committed in an earlier term (this
-   * leader commits nothing before its own log is durable), so its log must hold them all.
-   */
-  private checkCompleteness(node: SimNode, status: RaftDriverStatus): void {
-    const log = node.commitLog;
-    if (log === undefined || status.term <= node.completenessCheckedTerm) return;
-    if (status.term !== this.history.maxLeaderTerm()) return;
-    if (log.termAt(status.durableIndex) !== status.term) return;
-    node.completenessCheckedTerm = status.term;
-    for (const [index, record] of this.history.appliedAt) {
-      const term = log.termAt(index);
-      if (term !== record.term) {
-        this.history.violation(
-          `leader ${node.id} of term ${status.term} has term ${String(term)}` +
-            ` at ${index}, where ${record.node} applied an entry of term ${record.term}`,
-        );
-      }
-    }
+  /** The log of a running node, for the checks; undefined while it has none. */
+  private checkedLog(node: SimNode): CheckedLog | undefined {
+    const { commitLog, contents } = node;
+    if (node.state !== 'up' || commitLog === undefined || contents === undefined) return undefined;
+    return { id: node.id, log: commitLog, contents };
   }
 
-  /** Log Matching (Raft §5.3) on terms: logs that agree at an index agree on all before it. */
+  /** Records leader `node`'s committed entries; checks its completeness once per leadership. */
+  private checkLeader(node: SimNode, status: RaftDriverStatus): void {
+    const checked = this.checkedLog(node);
+    if (checked === undefined) return;
+    recordCommitted(this.history, checked, status.term, status.commitIndex);
+    if (status.term <= node.completenessCheckedTerm) return;
+    node.completenessCheckedTerm = status.term;
+    checkLeaderCompleteness(this.history, checked, status.term);
+  }
+
+  /** Log Matching over every running node's log (see sim-log-checks.ts). */
   checkLogMatching(): void {
-    const logs: Array<{ id: NodeId; log: CommitLog }> = [];
+    const logs: CheckedLog[] = [];
     for (const id of this.ids) {
-      const log = this.node(id).commitLog;
-      if (log !== undefined && this.node(id).state === 'up') logs.push({ id, log });
+      const checked = this.checkedLog(this.node(id));
+      if (checked !== undefined) logs.push(checked);
     }
-    for (let a = 0; a < logs.length; a++) {
-      for (let b = a + 1; b < logs.length; b++) {
-        const x = logs[a];
-        const y = logs[b];
-        assert(x !== undefined && y !== undefined, 'sim: log pair');
-        let i = Math.min(x.log.lastIndex(), y.log.lastIndex());
-        while (i > 0 && x.log.termAt(i) !== y.log.termAt(i)) i--;
-        for (; i > 0; i--) {
-          if (x.log.termAt(i) === y.log.termAt(i)) continue;
-          this.history.violation(
-            `log matching: ${x.id} and ${y.id} differ at ${i} below an ` + 'index where they agree',
-          );
-          break;
-        }
-      }
-    }
+    checkLogMatching(this.history, logs);
   }
 }

@@ -4,21 +4,39 @@
  * - Election Safety (Raft §5.2): at most one leader per term;
  * - State Machine Safety (Raft §5.4.3): no two nodes (or two incarnations of one node) apply
  *   different entries at one index, and each node applies indexes in order without gaps;
+ * - what is committed at an index never changes: every entry seen committed (in a leader's log
+ *   up to its commit index, or applied anywhere) is recorded with its term and record checksum,
+ *   and any later sighting must agree;
  * - an acknowledged proposal is the entry applied at its index, with its payload;
  * - a ReadIndex point (thesis §6.4) covers every proposal acknowledged before the read began.
  *
- * Checks that need the nodes' logs (Log Matching, Leader Completeness, liveness) live with the
- * cluster; they report here. Violations are collected, not thrown, so a run ends with all it
- * found and the trace around the first one.
+ * Checks that need the nodes' logs (Log Matching, Leader Completeness against the committed
+ * entries recorded here, liveness) live with the cluster; they report here. Violations are
+ * collected, not thrown, so a run ends with all it found and the trace around the first one.
  */
 import type { NodeId } from '../common/types';
 import type { LogEntry } from '../store/log-record';
+import { entryChecksum } from './sim-log-contents';
 
 /** What was applied at one index, as first seen anywhere. */
 export interface AppliedRecord {
   readonly term: number;
   readonly type: number;
   readonly payloadHex: string;
+  readonly node: NodeId;
+}
+
+/** An entry known to be committed, as first seen. */
+export interface CommittedRecord {
+  readonly term: number;
+  /** The entry's record checksum (`entryChecksum`). */
+  readonly crc: number;
+  /**
+   * A term by which it was committed: the term of the leader whose commit index covered it, or
+   * the term of a node that applied it (at least the committing leader's); Infinity when not
+   * known. Every leader of a later term must hold the entry (Raft §5.4, Leader Completeness).
+   */
+  readonly byTerm: number;
   readonly node: NodeId;
 }
 
@@ -40,6 +58,10 @@ export class SimHistory {
   /** The index each node's current incarnation applied up to. */
   readonly appliedIndexOf = new Map<NodeId, number>();
   readonly acked = new Map<number, AckedProposal>();
+  /** Committed entries by index (holes where none was seen yet). */
+  readonly committedAt: Array<CommittedRecord | undefined> = [];
+  /** The highest index in {@link committedAt}. */
+  committedIndexMax = 0;
   readonly violations: string[] = [];
   violationCount = 0;
   /** The first violation's trace context, if any. */
@@ -52,6 +74,7 @@ export class SimHistory {
   crashes = 0;
   pauses = 0;
   partitions = 0;
+  networkChanges = 0;
 
   constructor(private readonly recentTrace: () => string[]) {}
 
@@ -81,9 +104,29 @@ export class SimHistory {
     this.appliedIndexOf.set(node, appliedIndex);
   }
 
-  /** `node` applied `entries`. */
-  applied(node: NodeId, entries: readonly LogEntry[]): void {
+  /**
+   * `node` holds the entry (term, crc) at `index`, known committed by `byTerm`. The first sighting
+   * is recorded; a later one must agree (a committed entry never changes) and may lower `byTerm`.
+   */
+  committed(node: NodeId, index: number, term: number, crc: number, byTerm: number): void {
+    const earlier = this.committedAt[index];
+    if (earlier === undefined) {
+      this.committedAt[index] = { term, crc, byTerm, node };
+      this.committedIndexMax = Math.max(this.committedIndexMax, index);
+    } else if (earlier.term !== term || earlier.crc !== crc) {
+      this.violation(
+        `${node} holds term ${term} checksum ${hex(crc)} at committed index ${index}, ` +
+          `${earlier.node} had term ${earlier.term} checksum ${hex(earlier.crc)} committed there`,
+      );
+    } else if (byTerm < earlier.byTerm) {
+      this.committedAt[index] = { ...earlier, byTerm };
+    }
+  }
+
+  /** `node`, in term `nodeTerm` (Infinity if not known), applied `entries`. */
+  applied(node: NodeId, entries: readonly LogEntry[], nodeTerm = Number.POSITIVE_INFINITY): void {
     for (const entry of entries) {
+      this.committed(node, entry.index, entry.term, entryChecksum(entry), nodeTerm);
       const expected = (this.appliedIndexOf.get(node) ?? 0) + 1;
       if (entry.index !== expected) {
         this.violation(`${node} applied index ${entry.index}, expected ${expected}`);
@@ -137,6 +180,10 @@ export class SimHistory {
   proposalRejected(code: string): void {
     this.proposalsRejected.set(code, (this.proposalsRejected.get(code) ?? 0) + 1);
   }
+}
+
+function hex(crc: number): string {
+  return crc.toString(16).padStart(8, '0');
 }
 
 function describe(record: AppliedRecord): string {

@@ -238,6 +238,7 @@ class Scenario {
     for (let tick = 0; tick < this.options.faultTicks; tick++) {
       if (this.prng.chance(this.rates.networkChangePerTick)) {
         const conditions = networkProfile(this.prng);
+        c.history.networkChanges += 1;
         c.trace.line(
           `fault network loss ${conditions.lossProbability} dup ` +
             `${conditions.duplicateProbability} delay ${conditions.delayMsMin}-${conditions.delayMsMax}`,
@@ -334,7 +335,8 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
         `applied ${applied})`,
     );
   }
-  cluster.checkLogMatching();
+  // Once more at the end (it runs every few ticks), unless the run already stopped on a violation.
+  if (h.violationCount === 0) cluster.checkLogMatching();
   for (const failure of cluster.unexpectedFailures) h.violation(`node failed: ${failure}`);
   const rejected = [...h.proposalsRejected].map(([code, n]) => `${code}:${n}`).join(' ');
   return {
@@ -360,6 +362,8 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       crashes: h.crashes,
       pauses: h.pauses,
       partitions: h.partitions,
+      networkChanges: h.networkChanges,
+      committedMax: h.committedIndexMax,
       healTicks: healTicks ?? 'never',
       cacheReleasedKiB: Math.round(
         cluster.ids.reduce(

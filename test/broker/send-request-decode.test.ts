@@ -8,8 +8,10 @@
  * `_field` names the generic decoder adds for present optional fields; so do messages built
  * field by field, with what protobuf.js never writes (a singular field twice, map entries
  * without key or value, a map key twice, fields out of order). Unknown fields, groups
- * among them, are skipped; truncated or mistyped bytes throw an Error, and through the
- * service definition become an UndecodableRequest (answered BAD_REQUEST), never a crash.
+ * among them, are skipped. Truncated requests decode to what the generic decoder makes of
+ * them, or, where it refuses them too, throw a RaftmqError MESSAGE_MALFORMED; so do mistyped
+ * bytes; through the service definition such bytes become an UndecodableRequest (answered
+ * BAD_REQUEST), never a crash.
  * AckMessage: random groups, topics and entries (lite topics present or absent) decode alike.
  */
 import { strict as assert } from 'node:assert';
@@ -29,6 +31,7 @@ import {
   DECODE_REPEATS_MAX,
   SEND_MESSAGES_MAX,
 } from '../../src/broker/send-request-decode';
+import { isRaftmqError } from '../../src/common/errors';
 import { MESSAGE_LIMITS } from '../../src/store/message-limits';
 import { fcParams } from '../fc-params';
 import { genericMessagingMethod } from '../generic-codec';
@@ -112,6 +115,11 @@ function withoutOneofNames(value: unknown): unknown {
     });
   }
   return out;
+}
+
+/** An `assert.throws` validator: a RaftmqError MESSAGE_MALFORMED whose message matches. */
+function malformed(pattern: RegExp): (err: unknown) => boolean {
+  return (err) => isRaftmqError(err, 'MESSAGE_MALFORMED') && pattern.test(err.message);
 }
 
 /** A varint of a non-negative integer below 2^31. */
@@ -230,7 +238,8 @@ describe('decodeSendRequest (send-request-decode.ts)', () => {
     assert.deepEqual(decodeSendRequest(withInner), want);
   });
 
-  it('throws an Error on truncated or mistyped bytes, never anything else', () => {
+  it('decodes truncated bytes as the generic decoder does, or refuses them as malformed', () => {
+    let refused = 0;
     fc.assert(
       fc.property(
         fc.array(messageArb, { minLength: 1, maxLength: 3 }),
@@ -238,25 +247,46 @@ describe('decodeSendRequest (send-request-decode.ts)', () => {
         (messages, cut) => {
           const bytes = generic.requestSerialize({ messages });
           const truncated = bytes.subarray(0, cut % bytes.length);
+          let want: unknown;
           try {
-            decodeSendRequest(truncated);
-          } catch (err) {
-            assert.ok(err instanceof Error);
+            want = withoutOneofNames(generic.requestDeserialize(truncated));
+          } catch {
+            // The generic decoder refuses them: so must this one, with its own error.
+            refused += 1;
+            assert.throws(() => decodeSendRequest(truncated), malformed(/./));
+            return;
           }
+          // A cut between two messages (or before the first) leaves a shorter request.
+          assert.deepEqual(decodeSendRequest(truncated), want);
         },
       ),
       fcParams(300),
     );
+    // Almost every cut breaks a message; one that does not is checked here by construction.
+    assert.ok(refused > 0, 'no truncation was refused');
+    const one = { topic: { name: 'T' }, body: Buffer.from('b'), systemProperties: {} };
+    const firstOnly = generic.requestSerialize({ messages: [one] });
+    const both = generic.requestSerialize({ messages: [one, { ...one, body: Buffer.from('c') }] });
+    assert.deepEqual(
+      decodeSendRequest(both.subarray(0, firstOnly.length)),
+      withoutOneofNames(generic.requestDeserialize(firstOnly)),
+    );
     // Field 1 (messages) as a varint; a topic (Message field 1) as a varint.
-    assert.throws(() => decodeSendRequest(Buffer.from([0x08, 0x01])), /wire type 0, expected 2/);
+    assert.throws(
+      () => decodeSendRequest(Buffer.from([0x08, 0x01])),
+      malformed(/wire type 0, expected 2/),
+    );
     assert.throws(
       () => decodeSendRequest(Buffer.from([0x0a, 0x02, 0x08, 0x01])),
-      /field 1 has wire type 0/,
+      malformed(/field 1 has wire type 0/),
     );
-    assert.throws(() => decodeSendRequest(Buffer.from([0x0a, 0x05, 0x0a])), /past its end/);
+    assert.throws(
+      () => decodeSendRequest(Buffer.from([0x0a, 0x05, 0x0a])),
+      malformed(/past its end/),
+    );
     assert.throws(
       () => decodeSendRequest(Buffer.from([0x17])),
-      /unexpected wire type 7 of field 2/,
+      malformed(/unexpected wire type 7 of field 2/),
     );
   });
 

@@ -1,11 +1,17 @@
 /*
- * `npm start`'s launcher (dist/src/cli/start.js) when whatever started it goes away. npm 11
- * passes no SIGTERM on to its script: it exits, and the script, orphaned, kept the whole cluster
- * running. Here a shell stands in for npm (`sh -c 'node start.js; true'`, so that the shell
- * waits for the launcher instead of becoming it); the shell is killed with SIGKILL, and the
- * launcher, the NameServer and the three brokers must all be gone within a few seconds. The
- * launcher runs in a temporary directory (its ./data); every process it started is killed by
- * its pid in `after` if the test failed to see it stop.
+ * `npm start`'s launcher (dist/src/cli/start.js), stopped the two ways it must stop, each
+ * checked by the pids its banner prints: the launcher's children, the NameServer and the three
+ * brokers, and the launcher itself must all be gone within a few seconds.
+ *
+ * 1. Whatever started it goes away. npm 11 passes no SIGTERM on to its script: it exits, and
+ *    the script, orphaned, kept the whole cluster running. Here a shell stands in for npm
+ *    (`sh -c 'node start.js & ...; wait'`); the shell is killed with SIGKILL.
+ * 2. Ctrl-C. The launcher runs again on the same data (same endpoints) in a process group of
+ *    its own, and the group gets SIGINT, as a terminal sends it to every process in the
+ *    foreground: the launcher says `stopped` and exits 0.
+ *
+ * The launcher runs in a temporary directory (its ./data); every process it started is killed
+ * by its pid in `after` if the test failed to see it stop.
  */
 import { strict as assert } from 'node:assert';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -28,11 +34,51 @@ function alive(pid: number): boolean {
   }
 }
 
+/** What the banner says. */
+interface Banner {
+  readonly namesrv: { readonly endpoint: string; readonly pid: number };
+  readonly brokers: ReadonlyArray<{ readonly endpoint: string; readonly pid: number }>;
+}
+
+/** Reads the NameServer's and the brokers' endpoints and pids from the banner in `out`. */
+function parseBanner(out: string): Banner {
+  const ns = /^ {2}NameServer +(\S+) +pid (\d+)$/m.exec(out);
+  assert.ok(ns !== null, `the NameServer's endpoint and pid in: ${out}`);
+  const brokers = [...out.matchAll(/^ {2}broker \S+ +client (\S+) .*pid (\d+)/gm)].map((m) => ({
+    endpoint: m[1] ?? '',
+    pid: Number(m[2]),
+  }));
+  assert.equal(brokers.length, 3, `three brokers in: ${out}`);
+  const banner = { namesrv: { endpoint: ns[1] ?? '', pid: Number(ns[2]) }, brokers };
+  for (const { pid } of [banner.namesrv, ...brokers]) {
+    assert.ok(Number.isSafeInteger(pid) && pid > 0, `a pid in: ${out}`);
+  }
+  return banner;
+}
+
+/** Collects a child's stdout and stderr. */
+function collect(child: ChildProcess): { text: () => string } {
+  let out = '';
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (out += d));
+  return { text: () => out };
+}
+
+function waitForBanner(out: { text: () => string }): Promise<true> {
+  return waitUntil(
+    'the launcher to print its banner',
+    RUNNING_TIMEOUT_MS,
+    () => Promise.resolve(out.text().includes('raftmq is running') ? true : undefined),
+    100,
+  );
+}
+
 describe('npm start launcher', function () {
   this.timeout(RUNNING_TIMEOUT_MS + STOP_TIMEOUT_MS + 10_000);
   let dir: string | undefined;
-  let shell: ChildProcess | undefined;
+  const spawned: ChildProcess[] = [];
   let pids: number[] = [];
+  let firstBanner: Banner | undefined;
 
   before(function () {
     if (process.platform !== 'linux') this.skip();
@@ -40,7 +86,7 @@ describe('npm start launcher', function () {
   });
 
   after(() => {
-    for (const pid of [...pids, shell?.pid]) {
+    for (const pid of [...pids, ...spawned.map((c) => c.pid)]) {
       if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGKILL');
     }
     if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true });
@@ -48,25 +94,54 @@ describe('npm start launcher', function () {
 
   it('stops every node when its parent dies without passing a signal on', async () => {
     const script = `${JSON.stringify(process.execPath)} ${JSON.stringify(START)} & echo "launcher $!"; wait`;
-    shell = spawn('sh', ['-c', script], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    shell.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
-    shell.stderr?.setEncoding('utf8').on('data', (d: string) => (out += d));
-    await waitUntil(
-      'the launcher to print its banner',
-      RUNNING_TIMEOUT_MS,
-      () => Promise.resolve(out.includes('raftmq is running') ? true : undefined),
-      100,
-    );
-    const launcher = Number(/launcher (\d+)/.exec(out)?.[1]);
-    const brokers = [...out.matchAll(/pid (\d+)/g)].map((m) => Number(m[1]));
-    assert.ok(Number.isSafeInteger(launcher) && launcher > 0, `launcher pid in: ${out}`);
-    assert.equal(brokers.length, 3, `three broker pids in: ${out}`);
-    pids = [launcher, ...brokers];
+    const shell = spawn('sh', ['-c', script], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    spawned.push(shell);
+    const out = collect(shell);
+    await waitForBanner(out);
+    const launcher = Number(/launcher (\d+)/.exec(out.text())?.[1]);
+    assert.ok(Number.isSafeInteger(launcher) && launcher > 0, `launcher pid in: ${out.text()}`);
+    const banner = parseBanner(out.text());
+    firstBanner = banner;
+    pids = [launcher, banner.namesrv.pid, ...banner.brokers.map((b) => b.pid)];
     assert.ok(pids.every(alive), 'everything runs');
     process.kill(shell.pid ?? 0, 'SIGKILL');
     await waitUntil(
-      'the launcher and the brokers to stop',
+      'the launcher, the NameServer and the brokers to stop',
+      STOP_TIMEOUT_MS,
+      () => Promise.resolve(pids.every((pid) => !alive(pid)) ? true : undefined),
+      200,
+    );
+  });
+
+  it('stops every node on Ctrl-C, after restarting on the same data', async () => {
+    // A process group of its own, so that SIGINT reaches it and its children, as from a terminal.
+    const launcher = spawn(process.execPath, [START], {
+      cwd: dir,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    spawned.push(launcher);
+    const exited = new Promise<number | null>((resolve) => launcher.once('exit', resolve));
+    const out = collect(launcher);
+    await waitForBanner(out);
+    const banner = parseBanner(out.text());
+    if (firstBanner !== undefined) {
+      assert.equal(banner.namesrv.endpoint, firstBanner.namesrv.endpoint, 'same NameServer');
+      assert.deepEqual(
+        banner.brokers.map((b) => b.endpoint),
+        firstBanner.brokers.map((b) => b.endpoint),
+        'same brokers',
+      );
+    }
+    const launcherPid = launcher.pid ?? 0;
+    pids = [launcherPid, banner.namesrv.pid, ...banner.brokers.map((b) => b.pid)];
+    assert.ok(pids.every(alive), 'everything runs');
+    // Negative: the process group the launcher leads (its pid), which holds its children.
+    process.kill(-launcherPid, 'SIGINT');
+    assert.equal(await exited, 0, `the launcher's exit code; its output: ${out.text()}`);
+    assert.match(out.text(), /SIGINT: stopping every node\.\.\.\nstopped\n/);
+    await waitUntil(
+      'the NameServer and the brokers to stop',
       STOP_TIMEOUT_MS,
       () => Promise.resolve(pids.every((pid) => !alive(pid)) ? true : undefined),
       200,

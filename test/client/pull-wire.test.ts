@@ -1,9 +1,11 @@
 /*
  * The PullConsumer's hand-written frame decoder (src/client/pull-wire.ts) against the generic
  * protobuf encoder: random PullMessageResponse frames (status, message or next offset) written
- * by the encoder of the project's .proto files decode to the same fields; broken bytes throw
- * an Error and never hang or return garbage silently past the end. The same for FetchQueue
- * replies (`decodeFetchReply`), whose offsets protobuf may write packed or one per field.
+ * by the encoder of the project's .proto files decode to the same fields. A frame is one field,
+ * so a frame cut anywhere but at its start is broken and must throw a RaftmqError
+ * MESSAGE_MALFORMED. Random bytes either throw that, or decode to what an independent walk of
+ * their fields says they hold: never garbage read past the end. The same for FetchQueue replies
+ * (`decodeFetchReply`), whose offsets protobuf may write packed or one per field.
  */
 import { strict as assert } from 'node:assert';
 import { isDeepStrictEqual } from 'node:util';
@@ -11,6 +13,7 @@ import type * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { loadFetchDefinition } from '../../src/broker/fetch-service';
 import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
+import { isRaftmqError } from '../../src/common/errors';
 import { decodeFetchReply, decodePullFrame } from '../../src/client/pull-wire';
 import { fcParams } from '../fc-params';
 
@@ -54,6 +57,56 @@ const frameArb = fc.oneof(
   fc.record({ message: messageArb }),
   fc.record({ nextOffset: fc.maxSafeNat() }),
 );
+
+/** An `assert.throws` validator: a RaftmqError MESSAGE_MALFORMED whose message matches. */
+function malformed(pattern: RegExp): (err: unknown) => boolean {
+  return (err) => isRaftmqError(err, 'MESSAGE_MALFORMED') && pattern.test(err.message);
+}
+
+/**
+ * The top-level fields of `bytes` as a protobuf walk that checks nothing but framing sees them
+ * (field number and wire type each), or undefined when they are not well framed: a key or varint
+ * that runs past the end, a length past the end, wire types 6 and 7, unbalanced groups.
+ */
+function topLevelFields(bytes: Uint8Array): Array<[field: number, type: number]> | undefined {
+  let pos = 0;
+  const varint = (): number | undefined => {
+    let value = 0;
+    for (let i = 0, scale = 1; i < 10; i++, scale *= 128) {
+      const b = bytes[pos++];
+      if (b === undefined) return undefined;
+      value += (b & 0x7f) * scale;
+      if (b < 0x80) return value;
+    }
+    return undefined;
+  };
+  const fields: Array<[number, number]> = [];
+  const groups: number[] = [];
+  while (pos < bytes.length) {
+    const key = varint();
+    if (key === undefined) return undefined;
+    const field = Math.floor(key / 8);
+    const type = key % 8;
+    if (groups.length === 0 && type !== 4) fields.push([field, type]);
+    if (type === 0) {
+      if (varint() === undefined) return undefined;
+    } else if (type === 1 || type === 5) {
+      pos += type === 1 ? 8 : 4;
+    } else if (type === 2) {
+      const len = varint();
+      if (len === undefined) return undefined;
+      pos += len;
+    } else if (type === 3) {
+      groups.push(field);
+    } else if (type === 4) {
+      if (groups.pop() !== field) return undefined;
+    } else {
+      return undefined;
+    }
+    if (pos > bytes.length) return undefined;
+  }
+  return groups.length === 0 ? fields : undefined;
+}
 
 const ms = (t: { seconds: number; nanos: number } | undefined): number | undefined =>
   t === undefined ? undefined : t.seconds * 1000 + Math.floor(t.nanos / 1e6);
@@ -100,32 +153,54 @@ describe('PullMessage frame decoding (client)', () => {
     );
   });
 
-  it('throws on truncated or random bytes rather than reading past them', () => {
+  it('refuses a truncated frame as malformed', () => {
     fc.assert(
       fc.property(frameArb, fc.nat(), (frame, cut) => {
         const bytes = method.responseSerialize(frame);
-        if (bytes.length === 0) return;
+        assert.ok(bytes.length > 0, 'a frame holds one field');
         const short = bytes.subarray(0, cut % bytes.length);
-        try {
-          decodePullFrame(short);
-        } catch (err) {
-          assert.ok(err instanceof Error);
-        }
-      }),
-      fcParams(300),
-    );
-    fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 200 }), (b) => {
-        try {
-          decodePullFrame(Buffer.from(b));
-        } catch (err) {
-          assert.ok(err instanceof Error);
-        }
+        // Cut before its one field, a frame is empty; cut inside it, broken.
+        if (short.length === 0) assert.deepEqual(decodePullFrame(short), {});
+        else assert.throws(() => decodePullFrame(short), malformed(/./));
       }),
       fcParams(300),
     );
     // A length that runs past the end of the frame.
-    assert.throws(() => decodePullFrame(Buffer.from([0x12, 0x05, 0x01])), /runs past/);
+    assert.throws(() => decodePullFrame(Buffer.from([0x12, 0x05, 0x01])), malformed(/runs past/));
+  });
+
+  it('refuses random bytes as malformed, or reads only the fields they hold', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (b) => {
+        const bytes = Buffer.from(b);
+        const fields = topLevelFields(bytes);
+        let frame: ReturnType<typeof decodePullFrame>;
+        try {
+          frame = decodePullFrame(bytes);
+        } catch (err) {
+          assert.ok(
+            isRaftmqError(err, 'MESSAGE_MALFORMED'),
+            `not MESSAGE_MALFORMED: ${String(err)}`,
+          );
+          return;
+        }
+        assert.ok(fields !== undefined, 'decoded bytes that are not well framed');
+        const has = (field: number, type: number): boolean =>
+          fields.some(([f, t]) => f === field && t === type);
+        assert.equal(frame.status !== undefined, has(1, 2), 'status');
+        assert.equal(frame.message !== undefined, has(2, 2), 'message');
+        assert.equal(frame.nextOffset !== undefined, has(3, 0), 'next offset');
+      }),
+      fcParams(300),
+    );
+    // Random bytes rarely frame; these do: an unknown varint field, a next offset, a group.
+    const framed = Buffer.from([(9 << 3) | 0, 7, (3 << 3) | 0, 42, (5 << 3) | 3, (5 << 3) | 4]);
+    assert.deepEqual(topLevelFields(framed), [
+      [9, 0],
+      [3, 0],
+      [5, 3],
+    ]);
+    assert.deepEqual(decodePullFrame(framed), { nextOffset: 42 });
   });
 });
 
@@ -205,7 +280,7 @@ describe('FetchQueue reply decoding (client)', () => {
     );
   });
 
-  it('throws on truncated or random bytes rather than reading past them', () => {
+  it('refuses truncated or random bytes as malformed, or reads only whole fields', () => {
     fc.assert(
       fc.property(fetchReplyArb, fc.nat(), (reply, cut) => {
         const bytes = method.responseSerialize(reply);
@@ -216,7 +291,10 @@ describe('FetchQueue reply decoding (client)', () => {
         try {
           part = decodeFetchReply(bytes.subarray(0, at));
         } catch (err) {
-          assert.ok(err instanceof Error);
+          assert.ok(
+            isRaftmqError(err, 'MESSAGE_MALFORMED'),
+            `not MESSAGE_MALFORMED: ${String(err)}`,
+          );
           return;
         }
         // Cut between two fields: what it read is what the whole reply begins with.
@@ -232,15 +310,28 @@ describe('FetchQueue reply decoding (client)', () => {
     );
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 200 }), (b) => {
+        const bytes = Buffer.from(b);
+        const fields = topLevelFields(bytes);
+        let reply: ReturnType<typeof decodeFetchReply>;
         try {
-          decodeFetchReply(Buffer.from(b));
+          reply = decodeFetchReply(bytes);
         } catch (err) {
-          assert.ok(err instanceof Error);
+          assert.ok(
+            isRaftmqError(err, 'MESSAGE_MALFORMED'),
+            `not MESSAGE_MALFORMED: ${String(err)}`,
+          );
+          return;
         }
+        assert.ok(fields !== undefined, 'decoded bytes that are not well framed');
+        const count = (field: number, type: number): number =>
+          fields.filter(([f, t]) => f === field && t === type).length;
+        assert.equal(reply.records.length, count(3, 2), 'records');
+        assert.equal(reply.status !== undefined, count(1, 2) > 0, 'status');
+        if (count(4, 2) === 0) assert.equal(reply.offsets.length, count(4, 0), 'offsets');
       }),
       fcParams(300),
     );
     // A record whose length runs past the end of the reply.
-    assert.throws(() => decodeFetchReply(Buffer.from([0x1a, 0x05, 0x01])), /runs past/);
+    assert.throws(() => decodeFetchReply(Buffer.from([0x1a, 0x05, 0x01])), malformed(/runs past/));
   });
 });
