@@ -369,7 +369,8 @@ describe('pop state', () => {
     );
   });
 
-  it('keeps the delivery handle valid across renewals and refuses the superseded renewal', () => {
+  /** A pop state that has handed out the message at offset 0 of REF: its delivery handle. */
+  const oneDelivered = (): { state: PopState; w: PopWrites; delivery: number } => {
     const state = new PopState();
     const w = new PopWrites();
     const got = state.apply(
@@ -386,7 +387,11 @@ describe('pop state', () => {
       w,
     );
     assert.ok(got.ok);
-    const delivery = got.grants?.[0]?.handle ?? 0;
+    return { state, w, delivery: got.grants?.[0]?.handle ?? 0 };
+  };
+
+  it('keeps the delivery handle valid across renewals and refuses the superseded renewal', () => {
+    const { state, w, delivery } = oneDelivered();
     const first = state.apply(
       { op: 'pop.change', ...REF, offset: 0, handle: delivery, nowMs: 0, invisibleMs: 100 },
       w,
@@ -403,23 +408,7 @@ describe('pop state', () => {
   });
 
   it('applies a guarded change only while the latest change is the one it names', () => {
-    const state = new PopState();
-    const w = new PopWrites();
-    const got = state.apply(
-      {
-        op: 'pop.receive',
-        ...REF,
-        nowMs: 0,
-        invisibleMs: 100,
-        from: 0,
-        to: 1,
-        fresh: [{ offset: 0, messageGroup: '' }],
-        again: [],
-      },
-      w,
-    );
-    assert.ok(got.ok);
-    const delivery = got.grants?.[0]?.handle ?? 0;
+    const { state, w, delivery } = oneDelivered();
     const change = (nowMs: number, renewHandle?: number): PopResult =>
       state.apply(
         {

@@ -63,12 +63,14 @@ describe('retention on a broker group', function () {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('removes a prefix everywhere, serves from the new first offset, and restarts', async () => {
-    let leader = await group.leader();
+  /**
+   * Sends a bulk of large messages through `leader`, then small ones until every running node
+   * stored its applied index past the bulk (BrokerState stores it once a second), so that the
+   * bound lets retention remove what the bulk filled.
+   */
+  const sendBulkAndStore = async (leader: BrokerNode): Promise<void> => {
     await send(leader, 160, BODY_BYTES);
     const bulkLast = leader.broker.state.appliedIndex;
-    // The applied index is stored once a second (BrokerState): small sends until every node
-    // stored it past the bulk, so that the bound lets retention remove what the bulk filled.
     await waitFor(
       'every node stored its applied index',
       () => {
@@ -77,6 +79,11 @@ describe('retention on a broker group', function () {
       },
       20_000,
     );
+  };
+
+  it('removes a prefix everywhere, serves from the new first offset, and restarts', async () => {
+    let leader = await group.leader();
+    await sendBulkAndStore(leader);
     await waitFor('every node applied', () => nodes().every((n) => endOn(n) === sent));
     assert.ok(nodes().every((n) => firstIndexOf(n) === 1));
 
@@ -132,16 +139,7 @@ describe('retention on a broker group', function () {
       () =>
         leader.broker.liveFollowers !== undefined && !leader.broker.liveFollowers.includes(downId),
     );
-    await send(leader, 160, BODY_BYTES);
-    const bulkLast = leader.broker.state.appliedIndex;
-    await waitFor(
-      'every node stored its applied index',
-      () => {
-        send(leader, 1, 16).catch(() => undefined);
-        return nodes().every((n) => n.broker.state.retainFromIndexMax > bulkLast);
-      },
-      20_000,
-    );
+    await sendBulkAndStore(leader);
     for (const node of nodes()) await node.retention.runNow();
     const first = firstIndexOf(leader);
     assert.ok(first > down.broker.state.appliedIndex + 1, 'removed what the stopped one lacks');
