@@ -14,9 +14,11 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import type { BrokerNode } from '../../src/broker/broker-node';
 import { bindServer, shutdownServer } from '../../src/broker/grpc-util';
-import { MESSAGING_SERVER_OPTIONS } from '../../src/broker/messaging-options';
+import {
+  MESSAGING_SERVER_OPTIONS,
+  type MessagingServiceOptions,
+} from '../../src/broker/messaging-options';
 import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
 import { createMessagingService, type MessagingService } from '../../src/broker/messaging-service';
 import { silentLogger } from '../../src/common/logger';
@@ -57,36 +59,52 @@ async function until(what: string, timeoutMs: number, check: () => boolean): Pro
   }
 }
 
+/** A one-node group and a messaging service of `options` over it on its own server. */
+interface ServedNode {
+  readonly client: MessagingClient;
+  readonly service: MessagingService;
+  stop(): Promise<void>;
+}
+
+async function serveNode(
+  dirPrefix: string,
+  options: Partial<MessagingServiceOptions>,
+): Promise<ServedNode> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), dirPrefix));
+  const node = await startSingleNode(dir);
+  const service = await createMessagingService(node.broker, options, silentLogger());
+  const server = new grpc.Server(MESSAGING_SERVER_OPTIONS);
+  server.addService(service.definition, service.handlers);
+  const endpoint = `127.0.0.1:${await bindServer(server, '127.0.0.1:0')}`;
+  const Ctor = grpc.makeGenericClientConstructor(await loadMessagingDefinition(), 'Messaging');
+  const client = new Ctor(endpoint, grpc.credentials.createInsecure()) as MessagingClient;
+  return {
+    client,
+    service,
+    stop: async () => {
+      client.close();
+      await service.close();
+      await shutdownServer(server, 5_000, silentLogger());
+      await node.stop();
+      await fs.rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 describe('Telemetry stream bounds', function () {
   this.timeout(30_000);
-  let dir = '';
-  let node: BrokerNode;
-  let service: MessagingService;
-  let server: grpc.Server;
+  let served: ServedNode;
   let client: MessagingClient;
 
   before(async () => {
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-telemetry-'));
-    node = await startSingleNode(dir);
-    service = await createMessagingService(
-      node.broker,
-      { telemetryStreamsMax: 2, telemetrySettingsWaitMs: WAIT_MS },
-      silentLogger(),
-    );
-    server = new grpc.Server(MESSAGING_SERVER_OPTIONS);
-    server.addService(service.definition, service.handlers);
-    const endpoint = `127.0.0.1:${await bindServer(server, '127.0.0.1:0')}`;
-    const Ctor = grpc.makeGenericClientConstructor(await loadMessagingDefinition(), 'Messaging');
-    client = new Ctor(endpoint, grpc.credentials.createInsecure()) as typeof client;
+    served = await serveNode('raftmq-telemetry-', {
+      telemetryStreamsMax: 2,
+      telemetrySettingsWaitMs: WAIT_MS,
+    });
+    client = served.client;
   });
 
-  after(async () => {
-    client?.close();
-    await service?.close();
-    if (server !== undefined) await shutdownServer(server, 5_000, silentLogger());
-    await node?.stop();
-    await fs.rm(dir, { recursive: true, force: true });
-  });
+  after(() => served?.stop());
 
   const open = (clientId: string): Stream => openStream(client, clientId);
 
@@ -125,34 +143,17 @@ describe('Telemetry stream bounds', function () {
 describe('Telemetry: subscription filters', function () {
   this.timeout(30_000);
   const RESEND_MS = 200;
-  let dir = '';
-  let node: BrokerNode;
-  let service: MessagingService;
-  let server: grpc.Server;
+  let served: ServedNode;
   let client: MessagingClient;
 
   before(async () => {
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-telemetry-filter-'));
-    node = await startSingleNode(dir);
-    service = await createMessagingService(
-      node.broker,
-      { registry: { settingsResendDelaysMs: [RESEND_MS] } },
-      silentLogger(),
-    );
-    server = new grpc.Server(MESSAGING_SERVER_OPTIONS);
-    server.addService(service.definition, service.handlers);
-    const endpoint = `127.0.0.1:${await bindServer(server, '127.0.0.1:0')}`;
-    const Ctor = grpc.makeGenericClientConstructor(await loadMessagingDefinition(), 'Messaging');
-    client = new Ctor(endpoint, grpc.credentials.createInsecure()) as MessagingClient;
+    served = await serveNode('raftmq-telemetry-filter-', {
+      registry: { settingsResendDelaysMs: [RESEND_MS] },
+    });
+    client = served.client;
   });
 
-  after(async () => {
-    client?.close();
-    await service?.close();
-    if (server !== undefined) await shutdownServer(server, 5_000, silentLogger());
-    await node?.stop();
-    await fs.rm(dir, { recursive: true, force: true });
-  });
+  after(() => served?.stop());
 
   const consumerSettings = (type: string, expression: string) => ({
     settings: {
@@ -175,7 +176,7 @@ describe('Telemetry: subscription filters', function () {
       assert.match(status?.message ?? '', /SQL92/);
       assert.equal(reply.settings ?? undefined, undefined, 'status only');
     }
-    assert.equal(service.registry.get('sql@1'), undefined, 'the client was not recorded');
+    assert.equal(served.service.registry.get('sql@1'), undefined, 'the client was not recorded');
     stream.call.end();
     assert.equal(await stream.ended, grpc.status.OK);
   });
