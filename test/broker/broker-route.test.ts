@@ -14,7 +14,8 @@ import type { BrokerState } from '../../src/broker/broker-state';
 import type { TopicConfig } from '../../src/broker/broker-types';
 import { systemClock } from '../../src/common/clock';
 import { silentLogger } from '../../src/common/logger';
-import type { GroupRoute, NodeRef, TopicRoute } from '../../src/namesrv/route-types';
+import type { TopicRoute } from '../../src/namesrv/route-types';
+import { entry, node } from '../namesrv/route-entries';
 
 const ORDERS: TopicConfig = {
   name: 'orders',
@@ -22,23 +23,6 @@ const ORDERS: TopicConfig = {
   perm: 'READ_WRITE',
   messageTypes: ['NORMAL'],
 };
-
-function node(nodeId: string, term: number): NodeRef {
-  return { nodeId, endpoint: `127.0.0.1:910${nodeId.slice(1)}`, term };
-}
-
-/** An entry as a NameServer gives it: `leader` and the other nodes of g1, g2 or g3. */
-function entry(group: string, leader: NodeRef | undefined, followers: NodeRef[]): GroupRoute {
-  return {
-    cluster: 'c1',
-    group,
-    leader,
-    writable: leader !== undefined,
-    leaderless: leader === undefined,
-    followers,
-    queues: [{ queueId: 0, perm: 'READ_WRITE', messageTypes: ['NORMAL'] }],
-  };
-}
 
 /**
  * Node n2 of group g1 (n1, n2, n3), hosting `orders`, whose NameServers answer `fromNamesrv`

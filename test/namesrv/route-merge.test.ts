@@ -7,24 +7,9 @@
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
 import { groupTerm, mergeRoutes, newerGroupRoute } from '../../src/namesrv/route-merge';
-import type { GroupRoute, NodeRef, TopicRoute } from '../../src/namesrv/route-types';
+import type { TopicRoute } from '../../src/namesrv/route-types';
+import { entry, node } from './route-entries';
 import { fcParams } from '../fc-params';
-
-function node(nodeId: string, term: number): NodeRef {
-  return { nodeId, endpoint: '127.0.0.1:8081', term };
-}
-
-function entry(group: string, leader: NodeRef | undefined, followers: NodeRef[] = []): GroupRoute {
-  return {
-    cluster: 'c1',
-    group,
-    leader,
-    writable: leader !== undefined,
-    leaderless: leader === undefined,
-    followers,
-    queues: [{ queueId: 0, perm: 'READ_WRITE', messageTypes: ['NORMAL'] }],
-  };
-}
 
 describe('route merge', () => {
   it('takes the entry of the highest term, then one with a leader, then the first', () => {
