@@ -16,19 +16,23 @@
  * creates them (retry and dead-letter topics).
  */
 import { RaftmqError } from '../common/errors';
-import { RESERVED_TOPIC_NAMES, RESERVED_TOPIC_PREFIXES } from '../common/resource-names';
+import {
+  RESERVED_TOPIC_NAMES,
+  RESERVED_TOPIC_PREFIXES,
+  RESOURCE_NAME_LENGTH_MAX,
+  RESOURCE_NAME_PATTERN,
+} from '../common/resource-names';
 import { MESSAGE_TYPES, type MessageType } from '../store/message-format';
 import type { GroupConfig, TopicConfig, TopicPerm } from './broker-types';
 import type { PopAckCommand, PopCommand, PopGrant } from './pop-state';
 
 export const PAYLOAD_KIND_COMMANDS = 2;
 
-export const TOPIC_NAME_LENGTH_MAX = 127;
+export const TOPIC_NAME_LENGTH_MAX = RESOURCE_NAME_LENGTH_MAX;
 export const QUEUE_COUNT_MAX = 1024;
 export const MAX_DELIVERY_ATTEMPTS_MAX = 1000;
 /** Commands in one entry, at most. */
 export const COMMANDS_PER_ENTRY_MAX = 4096;
-const NAME_PATTERN = /^[%|a-zA-Z0-9_-]+$/;
 const PERMS: readonly TopicPerm[] = ['READ', 'WRITE', 'READ_WRITE'];
 
 export type BrokerCommand =
@@ -101,7 +105,7 @@ function checkName(
   if (name.length > TOPIC_NAME_LENGTH_MAX) {
     throw new RaftmqError(code, `${what} name is longer than ${TOPIC_NAME_LENGTH_MAX} characters`);
   }
-  if (!NAME_PATTERN.test(name)) {
+  if (!RESOURCE_NAME_PATTERN.test(name)) {
     throw new RaftmqError(
       code,
       `${what} name ${JSON.stringify(name)} has characters outside [%|a-zA-Z0-9_-]`,

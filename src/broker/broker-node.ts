@@ -243,18 +243,30 @@ export class BrokerNode {
         registrar?.registerNow();
       });
       state.onTopicsChanged = () => registrar?.registerNow();
-      // Followers heard from lately, for routes (follower-liveness.ts): a change re-registers
-      // at once, so the NameServers stop routing to a dead follower within seconds.
+      // Followers heard from lately, for routes (follower-liveness.ts): a change re-registers,
+      // so the NameServers stop routing to a dead follower within seconds; at most once per
+      // window, so that a follower hovering at the window's edge does not make every NameServer
+      // take a registration each time it crosses it. Monotonic time: a clock step must not
+      // make a live follower look dead (routes, and retention, which stops waiting for it).
       const { tickIntervalMs, electionTimeoutTicks, heartbeatIntervalTicks } = config.timing;
-      const liveness = new FollowerLiveness(2 * electionTimeoutTicks * tickIntervalMs);
+      const livenessWindowMs = 2 * electionTimeoutTicks * tickIntervalMs;
+      const liveness = new FollowerLiveness(livenessWindowMs);
+      let livenessRegisteredMs = Number.NEGATIVE_INFINITY;
+      let livenessRegisterTimer: NodeJS.Timeout | undefined;
+      const registerLiveness = (): void => {
+        livenessRegisterTimer = undefined;
+        livenessRegisteredMs = performance.now();
+        registrar?.registerNow();
+      };
       const sampleLiveness = (): void => {
         const v = b.roleView();
         const status = driver.status();
         const term = v.role === 'leader' && v.leaderReady ? v.term : undefined;
-        if (liveness.sample(term, status.progress, Date.now())) {
-          b.setLiveFollowers(liveness.liveFollowers);
-          registrar?.registerNow();
-        }
+        if (!liveness.sample(term, status.progress, performance.now())) return;
+        b.setLiveFollowers(liveness.liveFollowers);
+        const waitMs = livenessRegisteredMs + livenessWindowMs - performance.now();
+        if (waitMs <= 0) registerLiveness();
+        else livenessRegisterTimer ??= setTimeout(registerLiveness, waitMs).unref();
       };
       const livenessTimer = setInterval(
         sampleLiveness,
@@ -263,6 +275,7 @@ export class BrokerNode {
       livenessTimer.unref();
       undo.unshift(() => {
         clearInterval(livenessTimer);
+        clearTimeout(livenessRegisterTimer);
         return Promise.resolve();
       });
       const retention = new RetentionTask({
@@ -285,6 +298,7 @@ export class BrokerNode {
         retention,
         async () => {
           clearInterval(livenessTimer);
+          clearTimeout(livenessRegisterTimer);
           await retention.stop();
           await messaging.close();
           await admin.close();

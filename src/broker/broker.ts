@@ -51,6 +51,11 @@ import {
   servedMessageTypes,
 } from './served-message-types';
 import type { RaftDriverStatus } from './raft-driver';
+import {
+  DLQ_ORIGIN_MESSAGE_ID,
+  DLQ_ORIGIN_QUEUE,
+  DLQ_ORIGIN_TOPIC,
+} from './dead-letter-properties';
 import { SendBatcher } from './send-batcher';
 import { CommandBatcher } from './command-batcher';
 import { type ConsumerProgress, PopService } from './pop-service';
@@ -284,6 +289,10 @@ export class Broker implements MessagingBackend, AdminBackend {
 
   // ---- topics and groups ----
 
+  getGroup(name: string): GroupConfig | undefined {
+    return this.state.getGroup(name);
+  }
+
   getTopic(name: string): TopicConfig | undefined {
     return this.state.getTopic(name);
   }
@@ -441,8 +450,8 @@ export class Broker implements MessagingBackend, AdminBackend {
     if (
       latest !== undefined &&
       latest.message.topic === dlqTopic &&
-      p?.get('DLQ_ORIGIN_TOPIC') === m.topic &&
-      p.get('DLQ_ORIGIN_QUEUE') === origin
+      p?.get(DLQ_ORIGIN_TOPIC) === m.topic &&
+      p.get(DLQ_ORIGIN_QUEUE) === origin
     ) {
       this.log.info(
         { dlqTopic, topic: m.topic, origin, messageId: m.messageId },
@@ -451,9 +460,9 @@ export class Broker implements MessagingBackend, AdminBackend {
       return;
     }
     const userProperties = new Map(m.userProperties);
-    userProperties.set('DLQ_ORIGIN_TOPIC', m.topic);
-    userProperties.set('DLQ_ORIGIN_MESSAGE_ID', m.messageId);
-    userProperties.set('DLQ_ORIGIN_QUEUE', origin);
+    userProperties.set(DLQ_ORIGIN_TOPIC, m.topic);
+    userProperties.set(DLQ_ORIGIN_MESSAGE_ID, m.messageId);
+    userProperties.set(DLQ_ORIGIN_QUEUE, origin);
     const copy: StoredMessage = {
       ...m,
       topic: dlqTopic,

@@ -19,6 +19,11 @@
 import { RaftmqError } from '../common/errors';
 import { lenFieldSize, utf8Length, varintFieldSize, varintSize } from '../common/proto-writer';
 import { MESSAGE_LIMITS, USER_PROPERTY_LIMITS } from '../store/message-limits';
+import {
+  DLQ_ORIGIN_MESSAGE_ID,
+  DLQ_ORIGIN_QUEUE,
+  DLQ_ORIGIN_TOPIC,
+} from './dead-letter-properties';
 import { RECEIPT_HANDLE_LENGTH_MAX } from './receipt-handle';
 
 const L = MESSAGE_LIMITS;
@@ -56,11 +61,11 @@ const PROPERTY_FRAMING_BYTES_MAX =
  */
 const DEAD_LETTER_PROPERTIES_BYTES_MAX =
   3 * PROPERTY_FRAMING_BYTES_MAX +
-  'DLQ_ORIGIN_TOPIC'.length +
+  DLQ_ORIGIN_TOPIC.length +
   TOPIC_NAME_SIZE_BYTES_MAX +
-  'DLQ_ORIGIN_MESSAGE_ID'.length +
+  DLQ_ORIGIN_MESSAGE_ID.length +
   L.messageIdSizeBytesMax +
-  'DLQ_ORIGIN_QUEUE'.length +
+  DLQ_ORIGIN_QUEUE.length +
   `${L.queueIdMax}:${Number.MAX_SAFE_INTEGER}`.length;
 
 /** `system_properties` without keys, every field at its largest (rmq-stored-frame.ts). */

@@ -457,11 +457,12 @@ export async function getOffset(
   requireClientId(call.metadata);
   const request = call.request as QueueRequest;
   const group = groupOf(call, request);
-  requireKnownGroup(ctx, group);
   const q = queueOf(ctx, call, request);
   const deadlineMs = callDeadlineMs(call, ctx);
   return runOrForward(ctx, call, 'GetOffset', deadlineMs, async () => {
     await ctx.backend.readPoint(deadlineMs);
+    // On the leader, after the read point: a follower may not have applied a new group yet.
+    requireKnownGroup(ctx, group);
     const offset = ctx.backend.getOffset(group, q.topic, q.queueId);
     if (offset === undefined) {
       const message = `group ${group} has no offset on ${q.topic} queue ${q.queueId}`;

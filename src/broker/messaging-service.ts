@@ -109,6 +109,8 @@ function createRenewer(
         return view.role === 'leader' && view.leaderReady ? view.term : undefined;
       },
       changeAll: (commands, deadlineMs, wake) => pop.changeInvisibleAll(commands, deadlineMs, wake),
+      currentRecord: (group, topic, queueId, offset, handle) =>
+        pop.currentRecord(group, topic, queueId, offset, handle),
       clientContact: (clientId) => {
         const client = registry.get(clientId);
         return client === undefined
@@ -119,6 +121,9 @@ function createRenewer(
     options.autoRenew,
   );
 }
+
+/** Listeners on the service's closing signal past which Node warns of a leak. */
+const CLOSING_LISTENERS_WARN = 1_000_000;
 
 /**
  * Builds the MessagingService over `backend`. Loads the protocol files (see findProtoDir);
@@ -141,8 +146,9 @@ export async function createMessagingService(
   const clock = deps.clock ?? systemClock;
   const closing = new AbortController();
   // Every long poll (PullMessage, FetchQueue, ReceiveMessage) listens on it while it waits and
-  // removes its listener after; many at once are normal, not a leak.
-  setMaxListeners(0, closing.signal);
+  // removes its listener after; many at once are normal, not a leak. Node still warns past
+  // this many, which no honest load reaches.
+  setMaxListeners(CLOSING_LISTENERS_WARN, closing.signal);
   const sessions = new Set<ClosableSession>();
   const registry = new ClientRegistry(
     resolved.registry,

@@ -65,6 +65,18 @@ export interface PopRenewerDeps {
   ): Promise<CommandResult[]>;
   /** The registry's view of a client; undefined when it does not know it. */
   clientContact(clientId: string): ClientContact | undefined;
+  /**
+   * The applied pop state's record of the delivery `deliveryHandle` at `offset` (PopState
+   * `currentRecord`): its latest renewal's handle and when its lease ends; undefined once it
+   * is settled or handed out again.
+   */
+  currentRecord(
+    group: string,
+    topic: string,
+    queueId: number,
+    offset: number,
+    deliveryHandle: number,
+  ): { readonly renewHandle: number; readonly visibleAtMs: number } | undefined;
 }
 
 /** One auto-renewing delivery as a receive handed it out. */
@@ -93,6 +105,11 @@ interface Lease {
   endMs: number;
   /** Wall-clock ms no lease may go past. */
   readonly untilMs: number;
+  /**
+   * A round that renewed it failed without an answer (a timeout): its renewal may have been
+   * applied all the same, so its handle and end are read back from the pop state first.
+   */
+  unsure: boolean;
 }
 
 interface ClientLeases {
@@ -220,7 +237,8 @@ export class PopRenewer {
     if (leases.length === 0) return;
     await this.round;
     const nowMs = this.deps.clock.nowMs();
-    const commands = leases.map((l) => this.changeOf(l, nowMs, this.options.releaseInvisibleMs));
+    const current = leases.filter((l) => this.settleUnsure(l));
+    const commands = current.map((l) => this.changeOf(l, nowMs, this.options.releaseInvisibleMs));
     try {
       const results = await this.deps.changeAll(
         commands,
@@ -260,6 +278,9 @@ export class PopRenewer {
   private async renewDue(): Promise<void> {
     if (!this.syncTerm()) return;
     const nowMs = this.deps.clock.nowMs();
+    for (const lease of [...this.leases.values()]) {
+      if (lease.unsure && !this.settleUnsure(lease)) this.drop(lease);
+    }
     const due = this.dueLeases(nowMs);
     if (due.length === 0) return;
     due.sort((a, b) => a.endMs - b.endMs);
@@ -275,6 +296,10 @@ export class PopRenewer {
         this.reset(undefined);
         return;
       }
+      // A timed-out round may still commit: the next one reads each lease back first, or its
+      // renewal would name a superseded handle, be refused, and end renewal while the client
+      // still works on the message.
+      for (const lease of batch) lease.unsure = true;
       this.deps.log.warn({ err, count: batch.length }, 'lease renewal failed; retried next round');
       return;
     }
@@ -325,6 +350,26 @@ export class PopRenewer {
     );
   }
 
+  /**
+   * Brings an unsure lease (see {@link Lease.unsure}) up to the applied pop state; false when
+   * its delivery is no longer current there (settled, or handed out again).
+   */
+  private settleUnsure(lease: Lease): boolean {
+    if (!lease.unsure) return true;
+    const r = this.deps.currentRecord(
+      lease.group,
+      lease.topic,
+      lease.queueId,
+      lease.offset,
+      lease.deliveryHandle,
+    );
+    if (r === undefined) return false;
+    lease.renewHandle = r.renewHandle;
+    lease.endMs = r.visibleAtMs;
+    lease.unsure = false;
+    return true;
+  }
+
   private changeOf(lease: Lease, nowMs: number, invisibleMs: number): PopChangeCommand {
     return {
       op: 'pop.change',
@@ -368,6 +413,7 @@ export class PopRenewer {
         renewHandle: 0,
         endMs: d.visibleAtMs,
         untilMs: nowMs + this.options.renewTotalMsMax,
+        unsure: false,
       };
       this.leases.set(key, lease);
       client.leases.set(key, lease);

@@ -32,7 +32,7 @@ import type { LocatedMessage, QueueRecord } from '../store/message-store';
 import type { BrokerCommand, CommandResult } from './broker-command';
 import type { BrokerState } from './broker-state';
 import type { GroupConfig, TopicConfig } from './broker-types';
-import type { PopChangeCommand, PopQueue, PopReceiveCommand } from './pop-state';
+import type { PopChangeCommand, PopQueue, PopReceiveCommand, PopRecord } from './pop-state';
 import { decodeReceiptHandle, encodeReceiptHandle, type HandleScope } from './receipt-handle';
 import { RESOURCE_NAME_LENGTH_MAX } from './rmq-validate';
 
@@ -683,6 +683,17 @@ export class PopService {
   // ---- progress ----
 
   /** Consumption progress of every group (or one) on every queue it has received from. */
+  /** The applied in-flight record `handle` may act on (PopState `currentRecord`). */
+  currentRecord(
+    group: string,
+    topic: string,
+    queueId: number,
+    offset: number,
+    handle: number,
+  ): Readonly<PopRecord> | undefined {
+    return this.deps.state.pop.currentRecord(group, topic, queueId, offset, handle);
+  }
+
   progress(group?: string): ConsumerProgress[] {
     const out: ConsumerProgress[] = [];
     for (const [g, topic, queueId, q] of this.deps.state.pop.entries()) {

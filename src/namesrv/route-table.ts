@@ -37,6 +37,7 @@
  * those new to the table, the first by name get the room; a topic once admitted keeps its place.
  */
 import { assert } from '../common/assert';
+import { RESOURCE_NAME_LENGTH_MAX, RESOURCE_NAME_PATTERN } from '../common/resource-names';
 import { RaftmqError } from '../common/errors';
 import {
   type RouteTableOptions,
@@ -61,7 +62,6 @@ const PERMS: readonly string[] = ['READ', 'WRITE', 'READ_WRITE'];
 /** RocketMQ v2 `MessageType` names a topic may accept. */
 const MESSAGE_TYPES: readonly string[] = ['NORMAL', 'FIFO', 'DELAY', 'TRANSACTION'];
 /** RocketMQ's topic name rule (`TopicValidator`). */
-const TOPIC_NAME = /^[%|a-zA-Z0-9_-]{1,127}$/;
 const NAME_LENGTH_MAX = 255;
 /** RocketMQ's default upper bound for a topic's queue count. */
 const QUEUE_COUNT_MAX = 1024;
@@ -81,6 +81,11 @@ interface NodeEntry extends NodeRef {
 interface GroupEntry {
   readonly cluster: string;
   readonly nodes: Map<string, NodeEntry>;
+}
+
+/** RocketMQ's topic name rule (common/resource-names.ts), namespace prefix included. */
+function isTopicName(name: string): boolean {
+  return name.length <= RESOURCE_NAME_LENGTH_MAX && RESOURCE_NAME_PATTERN.test(name);
 }
 
 function invalid(field: string, message: string): never {
@@ -113,7 +118,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
 
 function checkTopic(name: string, value: unknown): TopicRegistration {
   const field = `topics.${name}`;
-  if (!TOPIC_NAME.test(name)) invalid(field, 'topic name must match [%|a-zA-Z0-9_-]{1,127}');
+  if (!isTopicName(name)) invalid(field, 'topic name must match [%|a-zA-Z0-9_-]{1,127}');
   if (!isObject(value)) invalid(field, 'must be an object');
   const { queueCount, perm, messageTypes } = value;
   if (!isIntIn(queueCount, 1, QUEUE_COUNT_MAX)) {
@@ -287,7 +292,7 @@ export class RouteTable {
    * the topics its leader lists; a leaderless group, those any of its nodes lists.
    */
   route(topic: string): TopicRoute | undefined {
-    if (typeof topic !== 'string' || !TOPIC_NAME.test(topic)) {
+    if (typeof topic !== 'string' || !isTopicName(topic)) {
       invalid('topic', 'must match [%|a-zA-Z0-9_-]{1,127}');
     }
     const hosts = this.topicIndex.get(topic);

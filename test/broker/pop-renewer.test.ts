@@ -22,10 +22,15 @@ import {
   type PopRenewerOptions,
   resolvePopRenewerOptions,
 } from '../../src/broker/pop-renewer-options';
-import { type PopCommand, PopState, PopWrites } from '../../src/broker/pop-state';
+import {
+  type PopChangeCommand,
+  type PopCommand,
+  PopState,
+  PopWrites,
+} from '../../src/broker/pop-state';
 import type { ProposeAck } from '../../src/broker/raft-waiters';
 import { ManualClock, ManualScheduler } from '../../src/common/clock';
-import { isRaftmqError } from '../../src/common/errors';
+import { isRaftmqError, RaftmqError } from '../../src/common/errors';
 import { silentLogger } from '../../src/common/logger';
 
 /** One turn of the event loop (the command batcher proposes on the next). */
@@ -67,8 +72,10 @@ class Harness {
         scheduler: this.scheduler,
         log: silentLogger(),
         leaderTerm: () => this.term,
-        changeAll: (commands, deadlineMs) => this.batcher.submitAll(commands, deadlineMs),
+        changeAll: (commands, deadlineMs) => this.changeAll(commands, deadlineMs),
         clientContact: (clientId) => this.contacts.get(clientId),
+        currentRecord: (group, topic, queueId, offset, handle) =>
+          this.state.currentRecord(group, topic, queueId, offset, handle),
       },
       resolvePopRenewerOptions(options),
     );
@@ -91,6 +98,22 @@ class Harness {
       };
       if (this.hold) this.held.push(commit);
       else commit();
+    });
+  }
+
+  /** While above 0, a round's renewals are applied but its call fails with TIMEOUT. */
+  timeouts = 0;
+
+  /** The renewer's changeAll: the batcher, or a timed-out answer to an applied round. */
+  private changeAll(
+    commands: readonly PopChangeCommand[],
+    deadlineMs: number,
+  ): Promise<CommandResult[]> {
+    const results = this.batcher.submitAll(commands, deadlineMs);
+    if (this.timeouts <= 0) return results;
+    this.timeouts -= 1;
+    return results.then(() => {
+      throw new RaftmqError('TIMEOUT', 'not committed in time');
     });
   }
 
@@ -240,6 +263,23 @@ describe('PopRenewer: renewal of auto-renewing deliveries', () => {
       }
     });
     assert.ok((h.record(e)?.visibleAtMs ?? 0) > h.clock.nowMs());
+  });
+
+  it('goes on renewing after a round that timed out yet was applied', async () => {
+    const h = new Harness();
+    h.connect('c1');
+    const [d] = h.receive('c1', 1) as [RenewableDelivery];
+    h.timeouts = 1;
+    await h.advance(50_000);
+    assert.equal(h.proposals.length, 1, 'renewed, though its caller heard TIMEOUT');
+    // Before, the next renewal named the superseded handle, was refused, and renewal ended:
+    // the message came back while the client still worked on it.
+    await h.advance(5 * 60_000, () => {
+      const r = h.record(d);
+      assert.ok(r !== undefined && r.visibleAtMs > h.clock.nowMs(), 'still invisible');
+    });
+    assert.equal(h.renewer.size, 1);
+    assert.ok(h.ack(d));
   });
 
   it('gives no lease past renewTotalMsMax after the delivery', async () => {
