@@ -392,8 +392,12 @@ describe('failover end to end (LocalCluster, official client)', function () {
     const leader = await c.waitForLeader(ELECTION_TIMEOUT_MS);
     const pc = await PullConsumer.create({ endpoint: c.namesrvEndpoint, routeTtlMs: 0 });
     try {
-      const before = await pc.route(TOPIC);
-      assert.equal(before.groups[0]?.followers.length, 2);
+      // A node restarted just now is routed once the leader hears from it (routes list only
+      // the followers the leader hears from).
+      const before = await waitUntil('both followers routed', CONVERGE_TIMEOUT_MS, async () => {
+        const route = await pc.route(TOPIC, true);
+        return route.groups[0]?.followers.length === 2 ? route : undefined;
+      });
       await c.restartNameServer();
       await waitForNameServerLeader(c, leader);
       const after = await waitUntil('the full route back', CONVERGE_TIMEOUT_MS, async () => {
