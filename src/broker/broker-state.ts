@@ -101,6 +101,12 @@ function offsetKey(group: string, topic: string, queueId: number): string {
   return `${group}\0${topic}\0${queueId}`;
 }
 
+/** The group, topic and queue id of an {@link offsetKey} (names never hold NUL). */
+function offsetKeyParts(key: string): [group: string, topic: string, queueId: number] {
+  const [group, topic, queueId] = key.split('\0') as [string, string, string];
+  return [group, topic, Number(queueId)];
+}
+
 export class BrokerState {
   private applied: number;
   /**
@@ -505,10 +511,10 @@ export class BrokerState {
       });
     }
     for (const key of [...this.offsets.keys()]) {
-      const [group, t, queueId] = key.split('\0') as [string, string, string];
+      const [group, t, queueId] = offsetKeyParts(key);
       if (t !== topic) continue;
       this.offsets.delete(key);
-      ops.push({ type: 'del', key: MetaKeys.consumerOffset(group, topic, Number(queueId)) });
+      ops.push({ type: 'del', key: MetaKeys.consumerOffset(group, topic, queueId) });
     }
     this.pop.dropTopic(topic, this.popWrites);
   }

@@ -212,6 +212,9 @@ export class PopRenewer {
    * dead-lettered). A round in progress may still renew it: see {@link roundDone}.
    */
   release(group: string, topic: string, receiptHandle: string): void {
+    // Called for every acknowledged message: with nothing tracked (Simple consumers renew
+    // nothing), no key is built.
+    if (this.leases.size === 0) return;
     const lease = this.leases.get(leaseKey(group, topic, receiptHandle));
     if (lease === undefined) return;
     lease.client.seenMs = this.deps.clock.monotonicMs();
