@@ -41,6 +41,13 @@ const LOCAL_ATTEMPTS_MAX = 2;
 const FORWARD_ATTEMPTS_MAX = 3;
 /** Such retries of one request, at most (the deadline bounds them too). */
 const NOT_SENT_RETRIES_MAX = 30;
+/**
+ * Waits of one request for a leadership hand-off from this node (a refusal while it runs), at
+ * most, each at most TRANSFER_WAIT_MS: a transfer ends within an election timeout, by a new
+ * leader or by giving up.
+ */
+const TRANSFER_WAITS_MAX = 3;
+const TRANSFER_WAIT_MS = 1_000;
 
 function forwardedMetadata(incoming: grpc.Metadata): grpc.Metadata {
   const out = new grpc.Metadata();
@@ -252,9 +259,57 @@ export type InDoubt<T> = (
 ) => Promise<T | 'resend' | undefined>;
 
 /**
+ * Settles a call proposed here whose leadership was lost before it committed (NOT_LEADER with
+ * `maybeCommitted` and the proposal's term): once a newer term has applied here, the answer
+ * from the store, or `'resend'` when it certainly was not stored. When that cannot be told in
+ * time, TIMEOUT: it may or may not have taken effect.
+ */
+async function settleLocal<T>(
+  ctx: ServiceContext,
+  err: RaftmqError,
+  deadlineMs: number,
+  inDoubt: InDoubt<T> | undefined,
+): Promise<T | 'resend'> {
+  const term = err.details.term;
+  const settled =
+    inDoubt === undefined || typeof term !== 'number'
+      ? undefined
+      : await inDoubt(term, deadlineMs - ctx.options.forwardReserveMs).catch((e: unknown) => {
+          ctx.log.warn({ err: e }, 'could not settle a send this node may have stored');
+          return undefined;
+        });
+  if (settled !== undefined) return settled;
+  throw new RaftmqError(
+    'TIMEOUT',
+    `node ${ctx.backend.nodeId} lost its leadership before the request committed, and whether ` +
+      'the next leader kept it was not known before the deadline; it may or may not have ' +
+      'taken effect',
+    { details: { ...err.details }, cause: err },
+  );
+}
+
+/**
+ * Resolves true once a leadership hand-off from this node is over: the group names another
+ * leader (or a newer term), or a transfer that did not happen has had its time. False when the
+ * call's deadline (less the forward reserve) comes first or the service closes.
+ */
+async function handOffOver(ctx: ServiceContext, deadlineMs: number): Promise<boolean> {
+  const view = ctx.backend.roleView();
+  const waitMs = Math.min(
+    deadlineMs - ctx.options.forwardReserveMs - ctx.clock.nowMs(),
+    TRANSFER_WAIT_MS,
+  );
+  if (waitMs <= 0) return false;
+  await leaderMovedFrom(ctx.backend, view.leaderEndpoint, view.term, waitMs, ctx.closing);
+  return !ctx.closing.aborted && ctx.clock.nowMs() < deadlineMs - ctx.options.forwardReserveMs;
+}
+
+/**
  * Runs `local`; when it throws NOT_LEADER, forwards the call's request to the leader (or runs
  * `local` once more if this node has become the leader) and resolves to the leader's response.
- * A forward to an unreachable leader is tried again once the group names another one.
+ * A forward to an unreachable leader is tried again once the group names another one. A local
+ * refusal during a leadership hand-off waits for it; a send this node proposed and then lost
+ * the leadership over is settled from the store before anything runs again (`inDoubt`).
  */
 async function runOrForwardWith<T>(
   ctx: ServiceContext,
@@ -268,14 +323,34 @@ async function runOrForwardWith<T>(
   let localAttempts = 0;
   let forwards = 0;
   let notSentRetries = 0;
+  let transferWaits = 0;
   for (;;) {
     let err: RaftmqError;
     try {
       localAttempts++;
       return await local();
     } catch (localErr) {
+      if (
+        isRaftmqError(localErr, 'BUSY') &&
+        localErr.details.transferring === true &&
+        transferWaits < TRANSFER_WAITS_MAX
+      ) {
+        // Refused, not proposed: this leader is handing over. Wait for the hand-off (or its end)
+        // and run it again, here or on the new leader, instead of failing the call.
+        transferWaits++;
+        localAttempts--;
+        if (!(await handOffOver(ctx, deadlineMs))) throw localErr;
+        continue;
+      }
       if (!isRaftmqError(localErr, 'NOT_LEADER')) throw localErr;
       err = localErr;
+    }
+    if (err.details.maybeCommitted === true && rpc === 'SendMessage') {
+      // Proposed here, then leadership was lost before it committed: the entry may still
+      // commit under the next leader. Running it again (here or there) blindly could store it
+      // twice behind one acknowledgement; as with a forward in doubt, the store tells.
+      const settled = await settleLocal(ctx, err, deadlineMs, inDoubt);
+      if (settled !== 'resend') return settled;
     }
     const target = await forwardTarget(ctx, err, deadlineMs);
     // This node is (now) the ready leader: run it here, also when it was forwarded here by a

@@ -67,7 +67,9 @@ export class ProposalWaiters {
   leadershipLost(leaderId: NodeId | null): void {
     const all = [...this.waiters.values()];
     this.waiters.clear();
-    for (const waiter of all) waiter.reject(notLeader(leaderId, 'leadership lost', true));
+    for (const waiter of all) {
+      waiter.reject(notLeader(leaderId, 'leadership lost', true, waiter.ack.term));
+    }
   }
 
   /** Fails waiters whose deadline passed with TIMEOUT. */
@@ -91,14 +93,18 @@ export class ProposalWaiters {
   }
 }
 
-/** NOT_LEADER naming the leader; `maybeCommitted` says whether the entry may still commit. */
+/**
+ * NOT_LEADER naming the leader; `maybeCommitted` says whether the entry may still commit, and
+ * `term` (with it) the term it was proposed in, which a caller settling it waits past.
+ */
 export function notLeader(
   leaderId: NodeId | null,
   reason: string,
   maybeCommitted: boolean,
+  term?: number,
 ): RaftmqError {
   return new RaftmqError('NOT_LEADER', `raft: ${reason}`, {
-    details: { leaderId, maybeCommitted },
+    details: term === undefined ? { leaderId, maybeCommitted } : { leaderId, maybeCommitted, term },
   });
 }
 

@@ -203,7 +203,9 @@ export class RaftNode {
         `a proposal must hold 1 to ${this.config.batchEntriesMax} entries`);
     }
     if (core.role !== 'leader') return this.refuse('NOT_LEADER', 'not the leader');
-    if (core.transferee !== null) return this.refuse('BUSY', 'leadership transfer in progress');
+    if (core.transferee !== null) {
+      return { ...this.refuse('BUSY', 'leadership transfer in progress'), transferring: true };
+    }
     let bytes = 0;
     for (const data of payloads) bytes += data.length + ENTRY_OVERHEAD_BYTES;
     const uncommittedBytes = core.uncommittedBytes;

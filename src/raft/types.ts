@@ -235,6 +235,11 @@ export interface RaftRefusal {
   /** The leader as this node knows it (a hint for NOT_LEADER), or null. */
   readonly leaderId: NodeId | null;
   readonly reason: string;
+  /**
+   * Set on BUSY while a leadership transfer runs: nothing was appended, and the leader is about
+   * to change (or the transfer to end, within an election timeout).
+   */
+  readonly transferring?: true;
 }
 
 /** The outcome of `propose()`: the indexes the entries got in the leader's term, or a refusal. */
@@ -249,7 +254,9 @@ export type RaftRequestResult = { readonly ok: true } | RaftRefusal;
 /** Turns a refusal into the typed error the broker returns to clients. */
 export function refusalToError(refusal: RaftRefusal): RaftmqError {
   return new RaftmqError(refusal.code, `raft: ${refusal.reason}`, {
-    details: { leaderId: refusal.leaderId },
+    details: refusal.transferring === true
+      ? { leaderId: refusal.leaderId, transferring: true }
+      : { leaderId: refusal.leaderId },
   });
 }
 
