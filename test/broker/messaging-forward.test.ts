@@ -28,6 +28,7 @@ import type { ResolvedMessagingOptions, ServiceBackend } from '../../src/broker/
 import { ManualClock } from '../../src/common/clock';
 import { isRaftmqError, RaftmqError } from '../../src/common/errors';
 import { silentLogger } from '../../src/common/logger';
+import { notLeader } from '../../src/broker/raft-waiters';
 
 const GROUP = 'group-a';
 const SELF = 'n2';
@@ -210,7 +211,7 @@ function scene(leaderId: string | null, term: number) {
     options: { inDoubt?: InDoubt<object>; deadlineMs?: number } = {},
   ): Promise<object> =>
     runOrForward(ctx, call, rpc, options.deadlineMs ?? DEADLINE_MS, local.run, options.inDoubt);
-  return { backend, forwarder, local, closing, call, run };
+  return { backend, forwarder, local, closing, call, run, ctx };
 }
 
 /** Waits (a bounded number of event-loop turns) until `check()` holds. */
@@ -439,5 +440,88 @@ describe('runOrForward', () => {
     assert.deepEqual(s.forwarder.targets, [endpoint('n1'), endpoint('n3'), endpoint('n1')]);
     assert.equal(s.backend.subscriptionCount, 2, 'no wait after the third forward');
     assert.equal(s.local.callCount, 3);
+  });
+
+  /** A local run that fails once as RaftWaiters fails a send whose leadership was lost. */
+  function lostOnce(s: ReturnType<typeof scene>, then: () => void): () => Promise<object> {
+    let first = true;
+    return () => {
+      if (!first) return s.local.run();
+      first = false;
+      then();
+      return Promise.reject(notLeader(null, 'leadership lost', true, 5));
+    };
+  }
+
+  it('answers from the store a send proposed here whose leadership was lost', async () => {
+    const s = scene(SELF, 5);
+    const inDoubt = new FakeInDoubt(() => Promise.resolve(STORED_ANSWER));
+    const local = lostOnce(s, () => s.backend.elect('n1', 6));
+    const call = runOrForward(s.ctx, s.call, 'SendMessage', DEADLINE_MS, local, inDoubt.fn);
+    assert.deepEqual(await call, STORED_ANSWER);
+    assert.deepEqual(inDoubt.calls, [{ sinceTerm: 5, deadlineMs: FORWARD_DEADLINE_MS }]);
+    assert.deepEqual(s.forwarder.targets, [], 'not sent again');
+    assert.equal(s.local.callCount, 0, 'not run here again');
+  });
+
+  it('runs again a send proposed here that the store shows was not kept', async () => {
+    const s = scene(SELF, 5);
+    const inDoubt = new FakeInDoubt(() => Promise.resolve('resend'));
+    s.forwarder.script(answerOf('n1'));
+    const local = lostOnce(s, () => s.backend.elect('n1', 6));
+    const call = runOrForward(s.ctx, s.call, 'SendMessage', DEADLINE_MS, local, inDoubt.fn);
+    assert.deepEqual(await call, answerOf('n1'));
+    assert.deepEqual(s.forwarder.targets, [endpoint('n1')]);
+  });
+
+  it('times out a send proposed here when the store cannot settle it', async () => {
+    const s = scene(SELF, 5);
+    const inDoubt = new FakeInDoubt(() => Promise.resolve(undefined));
+    const local = lostOnce(s, () => s.backend.elect('n1', 6));
+    const call = runOrForward(s.ctx, s.call, 'SendMessage', DEADLINE_MS, local, inDoubt.fn);
+    await assert.rejects(call, (err) => isRaftmqError(err, 'TIMEOUT'));
+    assert.deepEqual(s.forwarder.targets, [], 'never sent again blindly');
+  });
+
+  it('sends an idempotent RPC proposed here again without settling it', async () => {
+    const s = scene(SELF, 5);
+    s.forwarder.script(answerOf('n1'));
+    const local = lostOnce(s, () => s.backend.elect('n1', 6));
+    const call = runOrForward(s.ctx, s.call, 'AckMessage', DEADLINE_MS, local);
+    assert.deepEqual(await call, answerOf('n1'));
+  });
+
+  it('waits out a leadership hand-off from this node, then forwards to the new leader', async () => {
+    const s = scene(SELF, 5);
+    s.forwarder.script(answerOf('n1'));
+    let refusals = 0;
+    const local = (): Promise<object> => {
+      if (s.backend.roleView().leaderId === SELF) {
+        refusals++;
+        return Promise.reject(
+          new RaftmqError('BUSY', 'raft: leadership transfer in progress', {
+            details: { leaderId: SELF, transferring: true },
+          }),
+        );
+      }
+      return s.local.run();
+    };
+    const call = runOrForward(s.ctx, s.call, 'SendMessage', DEADLINE_MS, local);
+    await until(() => s.backend.listenerCount === 1, 'runOrForward to wait for the hand-off');
+    s.backend.elect('n1', 6);
+    assert.deepEqual(await call, answerOf('n1'));
+    assert.equal(refusals, 1);
+    assert.deepEqual(s.forwarder.targets, [endpoint('n1')]);
+  });
+
+  it('passes on a BUSY that is not a hand-off', async () => {
+    const s = scene(SELF, 5);
+    const busy = new RaftmqError('BUSY', 'raft: too many uncommitted bytes', {
+      details: { leaderId: SELF },
+    });
+    const call = runOrForward(s.ctx, s.call, 'SendMessage', DEADLINE_MS, () =>
+      Promise.reject(busy),
+    );
+    await assert.rejects(call, (err) => err === busy);
   });
 });
