@@ -20,6 +20,7 @@ import {
   requireClientId,
   type ServiceContext,
 } from './messaging-call';
+import { checkGzipBody } from './gzip-body-check';
 import { runOrForward } from './messaging-forward';
 import { okStatus, type ProduceContext, toProduceMessage, toStatus } from './rmq-convert';
 import { encodeSendAccepted } from './rmq-message-encode';
@@ -72,6 +73,29 @@ function checkSupported(ctx: ServiceContext, message: ProduceMessage): void {
       details: { field: 'system_properties.message_type' },
     });
   }
+}
+
+/**
+ * Checks each GZIP body (gzip-body-check.ts), all at once; marks those that fail in `checked`
+ * and resolves whether any did. A request without GZIP bodies costs one pass over its messages.
+ */
+async function gzipBodiesRefused(
+  produce: readonly ProduceMessage[],
+  checked: Checked[],
+): Promise<boolean> {
+  let checks: Promise<void>[] | undefined;
+  for (let i = 0; i < produce.length; i++) {
+    const m = produce[i] as ProduceMessage;
+    if (m.bodyEncoding !== 'GZIP') continue;
+    (checks ??= []).push(
+      checkGzipBody(m.body).catch((err: unknown) => {
+        checked[i] = { ok: false, err };
+      }),
+    );
+  }
+  if (checks === undefined) return false;
+  await Promise.all(checks);
+  return checked.some((c) => !c.ok);
 }
 
 /** The answer to a request with at least one invalid message: nothing was stored. */
@@ -165,6 +189,7 @@ export async function sendMessage(
     }
   }
   if (produce.length !== checked.length) return rejection(ctx, messages, checked);
+  if (await gzipBodiesRefused(produce, checked)) return rejection(ctx, messages, checked);
   const deadlineMs = callDeadlineMs(call, ctx);
   const { backend } = ctx;
   const findStored = backend.findStoredSend?.bind(backend);

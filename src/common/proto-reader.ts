@@ -5,6 +5,7 @@
  * saying what is wrong and where; each caller decides what it becomes (a failed call in the
  * SDK, a BAD_REQUEST answer in the broker).
  */
+import { isUtf8 } from 'node:buffer';
 import { bufferView } from './bytes';
 import { RaftmqError } from './errors';
 
@@ -127,8 +128,15 @@ export class Reader {
   string(): string {
     const len = this.varint();
     if (len > this.end - this.pos) throw malformed('length-delimited field runs past its end');
-    const s = this.buf.toString('utf8', this.pos, this.pos + len);
+    const start = this.pos;
+    const s = this.buf.toString('utf8', start, start + len);
     this.pos += len;
+    // Invalid bytes decode to U+FFFD: a string field must be UTF-8 (proto3), and a tag or id
+    // changed in decoding would be stored as another and echoed back unrecognizable. The scan
+    // for U+FFFD is cheap; the exact check runs only when one appears.
+    if (s.includes('\ufffd') && !isUtf8(bufferView(this.buf, start, start + len))) {
+      throw malformed('a string field is not valid UTF-8');
+    }
     return s;
   }
 

@@ -19,6 +19,7 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import * as grpcJs from '@grpc/grpc-js';
 import type * as grpc from '@grpc/grpc-js';
 import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
@@ -258,6 +259,64 @@ describe('MessagingService bad input over raw gRPC against a live 3-node group',
     } finally {
       gzip.close();
     }
+    await assertStillServes();
+  });
+
+  it('refuses a GZIP body that does not inflate or inflates past 64 MiB, and stores one that does', async () => {
+    const gzipMessage = (body: Buffer): object =>
+      wireMessage(TOPIC, {
+        systemProperties: {
+          messageId: newMessageId(),
+          bodyEncoding: 'GZIP',
+          messageType: 'NORMAL',
+        },
+        body,
+      });
+    const c = leaderClient();
+    // The official Node consumer inflates GZIP bodies with no bound while it builds a batch:
+    // such a message would fail every receive that included it.
+    const notGzip = await c.send([wireMessage(TOPIC), gzipMessage(Buffer.from('not gzip'))]);
+    assertRefused(notGzip, CODE.BAD_REQUEST, /GZIP but the body does not inflate/);
+    const bomb = zlib.gzipSync(Buffer.alloc(64 * 1024 * 1024 + 1), { level: 9 });
+    const bombed = await c.send([gzipMessage(bomb)]);
+    assertRefused(bombed, CODE.BAD_REQUEST, /inflates to more than 67108864 bytes/);
+    const truncated = zlib.gzipSync(Buffer.from('a body')).subarray(0, 12);
+    assertRefused(await c.send([gzipMessage(truncated)]), CODE.BAD_REQUEST, /does not inflate/);
+    await assertStillServes();
+    const good = await c.send([gzipMessage(zlib.gzipSync(Buffer.from('a compressed body')))]);
+    assert.equal(good.status.code, CODE.OK, good.status.message);
+    storedCount++;
+    await assertStillServes();
+  });
+
+  it('refuses string fields that are not UTF-8 instead of storing them changed', async () => {
+    const def = await loadMessagingDefinition();
+    const serialize = def.SendMessage?.requestSerialize as (v: object) => Buffer;
+    /** A request with `marker` in a string field, the marker's bytes then replaced by `bytes`. */
+    const patched = (message: object, marker: string, bytes: number[]): Buffer => {
+      const req = serialize({ messages: [message] });
+      const at = req.indexOf(Buffer.from(marker));
+      assert.ok(at >= 0 && bytes.length === marker.length);
+      Buffer.from(bytes).copy(req, at);
+      return req;
+    };
+    const c = leaderClient();
+    const badTag = patched(
+      wireMessage(TOPIC, { tag: 'TAGXX' }),
+      'TAGXX',
+      [0x54, 0x41, 0x47, 0xff, 0xfe],
+    );
+    const id = newMessageId();
+    const badId = patched(wireMessage(TOPIC, { messageId: id }), id.slice(-2), [0xc3, 0x28]);
+    for (const req of [badTag, badId]) {
+      const status = c.status((await c.rawBytes('SendMessage', req)).status);
+      assert.equal(status.code, CODE.BAD_REQUEST, status.message);
+      assert.match(status.message, /not valid UTF-8/);
+    }
+    // A real U+FFFD, sent as UTF-8, is a character like any other.
+    const replacement = await c.send([wireMessage(TOPIC, { tag: 'tag\ufffd' })]);
+    assert.equal(replacement.status.code, CODE.OK, replacement.status.message);
+    storedCount++;
     await assertStillServes();
   });
 
