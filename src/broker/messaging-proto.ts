@@ -78,7 +78,9 @@ export function tolerantDecoding(
           return decode(bytes);
         } catch (err) {
           // Not swallowed: the handler answers BAD_REQUEST with this reason.
-          return new UndecodableRequest(`the request could not be decoded: ${String(err)}`);
+          return new UndecodableRequest(
+            `the request could not be decoded: ${err instanceof Error ? err.message : String(err)}`,
+          );
         }
       },
     };
