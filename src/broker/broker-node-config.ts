@@ -82,6 +82,12 @@ export interface BrokerNodeConfig {
   readonly autoRenewInvisibleMs: number;
   /** A node that takes leadership whenever it is caught up (DLedger's preferredLeaderId). */
   readonly preferredLeader: string | null;
+  /**
+   * The peer whose data directory was copied into `dataDir` to rebuild this node (operations.md,
+   * "Data directory"): at its next start the node takes the copy over as its own. Otherwise a
+   * data directory that another member wrote is refused (node-identity.ts). Null by default.
+   */
+  readonly adoptDataFrom: string | null;
   readonly timing: BrokerTimingConfig;
   /** Seed of the Raft PRNG; random when absent. */
   readonly seed?: number;
@@ -134,6 +140,7 @@ export const BROKER_NODE_DEFAULTS: Readonly<
   maxBodyBytes: MAX_BODY_BYTES_LIMIT,
   autoRenewInvisibleMs: 60_000,
   preferredLeader: null,
+  adoptDataFrom: null,
   timing: BROKER_TIMING_DEFAULTS,
 });
 
@@ -197,6 +204,9 @@ const FIELD_SPEC: OptionSpec<UncheckedFields> = {
   preferredLeader: (v, p) => {
     if (v !== null) checkName(v, p);
   },
+  adoptDataFrom: (v, p) => {
+    if (v !== null) checkName(v, p);
+  },
   seed: (v, p) => {
     if (v !== undefined) intInRange(0, 0xffff_ffff)(v, p);
   },
@@ -246,6 +256,13 @@ export function resolveBrokerNodeConfig(input: unknown): BrokerNodeConfig {
       Object.prototype.hasOwnProperty.call(peers, fields.preferredLeader as string),
     `${CONFIG_PATH}.preferredLeader`,
     'must be null or one of the peers',
+  );
+  checkOption(
+    fields.adoptDataFrom === null ||
+      (fields.adoptDataFrom !== fields.nodeId &&
+        Object.prototype.hasOwnProperty.call(peers, fields.adoptDataFrom as string)),
+    `${CONFIG_PATH}.adoptDataFrom`,
+    'must be null or one of the other peers',
   );
   checkOption(
     (fields.segmentSizeBytes as number) >= (fields.maxBodyBytes as number) + SEGMENT_HEADROOM_BYTES,

@@ -39,6 +39,7 @@ import {
 import { GrpcRaftTransport, type GrpcRaftTransportStats } from './grpc-raft-transport';
 import { MESSAGING_SERVER_OPTIONS } from './messaging-options';
 import { createMessagingService } from './messaging-service';
+import { checkNodeIdentity } from './node-identity';
 import { RaftDriver, type RaftDriverStatus } from './raft-driver';
 import { RetentionTask } from './retention-task';
 import { COMMIT_LOG_DEFAULTS } from '../store/commit-log-options';
@@ -104,6 +105,7 @@ export class BrokerNode {
         () => LevelMetaStore.open(path.join(config.dataDir, 'meta')),
         (m) => m.close(),
       );
+      await checkNodeIdentity(meta, config, log);
       const deps = {
         disk: new NodeDisk(),
         meta,

@@ -122,6 +122,8 @@ export const MetaKeys = Object.freeze({
   raftCommitIndex: 'r\0commit',
   /** Cluster membership configuration. */
   clusterConfig: 'r\0conf',
+  /** Which member wrote this data: its group, node id and the group's voters. */
+  nodeIdentity: 'r\0identity',
   /** The CommitLog's first index, its position and the term before it. */
   logStart: 'l\0start',
   /** The CommitLog recovery checkpoint. */
