@@ -152,6 +152,12 @@ export class RaftNode {
   /** A message from a later term; returns false when it is to be ignored. */
   private onHigherTerm(message: Message): boolean {
     const core = this.core;
+    if (message.type === 'TimeoutNow') {
+      // A leader sends TimeoutNow only to a follower that acknowledged its Appends, so of that
+      // follower's term: one of a later term is not from an honest leader (thesis §3.10).
+      core.stats.messagesUnexpected += 1;
+      return false;
+    }
     if (message.type === 'PreVote' || message.type === 'Vote') {
       // Leader stickiness (thesis §4.2.3): while a live leader is known, disruptive (pre)votes
       // are ignored, except a campaign a leader asked for with TimeoutNow.
