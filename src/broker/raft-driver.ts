@@ -56,7 +56,7 @@ import type { RaftTransport } from './transport';
 
 export type { ProposeAck } from './raft-waiters';
 
-/** The core's count of peer messages it dropped (malformed, unknown sender, stale, unexpected). */
+/** The core's count of the peer messages it ignored, for whatever reason. */
 function ignoredMessages(stats: Readonly<RaftStats>): number {
   return (
     stats.messagesMalformed +
@@ -457,6 +457,7 @@ export class RaftDriver {
     this.reads.applied(this.appliedIndex);
     for (const peer of ready.snapshotsNeeded) this.warnSnapshotNeeded(peer);
     this.node.advance(ready);
+    if (this.warnedSnapshotPeers.size > 0) this.forgetRecoveredSnapshotPeers();
     for (const load of ready.loads) this.startLoad(load);
   }
 
@@ -749,6 +750,22 @@ export class RaftDriver {
       'snapshot needed: follower needs entries retention removed; there are no snapshots, it ' +
         "can rejoin only from a copy of a peer's data",
     );
+  }
+
+  /**
+   * Forgets the warning of each follower that replicates again (rebuilt from a peer's copy) or
+   * that this node no longer leads, so a relapse is logged again. A follower back in `probe`
+   * is not forgotten: the leader probes one in snapshot state once per election timeout.
+   */
+  private forgetRecoveredSnapshotPeers(): void {
+    for (const peer of this.warnedSnapshotPeers) {
+      const state = this.node.followerState(peer);
+      if (state === 'probe' || state === 'snapshot') continue;
+      if (state === 'replicate') {
+        this.log.info({ peer }, 'follower that needed a snapshot caught up');
+      }
+      this.warnedSnapshotPeers.delete(peer);
+    }
   }
 
   /** Stops the driver for good on a failure; see the file comment. */

@@ -103,6 +103,11 @@ export class RaftNode {
     };
   }
 
+  /** Leader only: the replication state of follower `peer`; undefined on any other node. */
+  followerState(peer: NodeId): ProgressState | undefined {
+    return this.core.progress.get(peer)?.state;
+  }
+
   /** Advances logical time by one tick. */
   tick(): void {
     tick(this.core);
