@@ -39,6 +39,7 @@ import {
   type HardState,
   type LoadRequest,
   type Message,
+  type RaftStats,
   type Ready,
   type SoftState,
 } from '../raft/types';
@@ -54,6 +55,17 @@ import { ProposalWaiters, ReadWaiters, type ProposeAck } from './raft-waiters';
 import type { RaftTransport } from './transport';
 
 export type { ProposeAck } from './raft-waiters';
+
+/** The core's count of the peer messages it ignored, for whatever reason. */
+function ignoredMessages(stats: Readonly<RaftStats>): number {
+  return (
+    stats.messagesMalformed +
+    stats.messagesFromUnknownPeer +
+    stats.messagesStaleTerm +
+    stats.messagesUnexpected +
+    stats.voteRequestsInLease
+  );
+}
 
 /** Readies handled per run of the loop before it yields to the event loop once. */
 const READY_ROUNDS_PER_RUN_MAX = 64;
@@ -122,7 +134,9 @@ export class RaftDriver {
   private loadServing: { readonly fromIndex: number; readonly done: Promise<void> } | undefined;
   /** Work that must run between two Readys (compactions); see {@link compact}. */
   private readonly betweenReadys: (() => void)[] = [];
+  /** Followers `snapshot needed` was logged for, until they replicate again. */
   private readonly warnedSnapshotPeers = new Set<NodeId>();
+  private warnedTermMax = false;
   private resolveStopped: (err: Error | undefined) => void = () => undefined;
   private stopTick: () => void = () => undefined;
   private durableHardState: HardState;
@@ -361,7 +375,15 @@ export class RaftDriver {
     if (this.log.isLevelEnabled('trace')) {
       this.log.trace({ type: message.type, from: message.from, term: message.term }, 'received');
     }
+    const ignoredBefore = ignoredMessages(this.node.stats);
     this.node.step(message);
+    if (ignoredMessages(this.node.stats) !== ignoredBefore) {
+      // Not info: a peer that keeps sending bad input must not flood the log.
+      this.log.debug(
+        { type: message.type, from: message.from, term: message.term },
+        'raft message ignored',
+      );
+    }
     this.kick();
   }
 
@@ -373,6 +395,11 @@ export class RaftDriver {
     // started now would carry the old term and vote (the loop starts its own; see `persist`).
     if (!this.loopRunning) this.startCommitWrite();
     this.node.tick();
+    if (!this.warnedTermMax && this.node.stats.campaignsRefusedTermMax > 0) {
+      this.warnedTermMax = true;
+      const { term } = this.node.status();
+      this.log.error({ term }, 'raft term at its maximum: this node can no longer campaign');
+    }
     const nowMs = this.deps.clock.monotonicMs();
     this.proposals.expire(nowMs);
     this.reads.expire(nowMs);
@@ -430,6 +457,7 @@ export class RaftDriver {
     this.reads.applied(this.appliedIndex);
     for (const peer of ready.snapshotsNeeded) this.warnSnapshotNeeded(peer);
     this.node.advance(ready);
+    if (this.warnedSnapshotPeers.size > 0) this.forgetRecoveredSnapshotPeers();
     for (const load of ready.loads) this.startLoad(load);
   }
 
@@ -722,6 +750,22 @@ export class RaftDriver {
       'snapshot needed: follower needs entries retention removed; there are no snapshots, it ' +
         "can rejoin only from a copy of a peer's data",
     );
+  }
+
+  /**
+   * Forgets the warning of each follower that replicates again (rebuilt from a peer's copy) or
+   * that this node no longer leads, so a relapse is logged again. A follower back in `probe`
+   * is not forgotten: the leader probes one in snapshot state once per election timeout.
+   */
+  private forgetRecoveredSnapshotPeers(): void {
+    for (const peer of this.warnedSnapshotPeers) {
+      const state = this.node.followerState(peer);
+      if (state === 'probe' || state === 'snapshot') continue;
+      if (state === 'replicate') {
+        this.log.info({ peer }, 'follower that needed a snapshot caught up');
+      }
+      this.warnedSnapshotPeers.delete(peer);
+    }
   }
 
   /** Stops the driver for good on a failure; see the file comment. */

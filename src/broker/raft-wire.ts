@@ -3,7 +3,8 @@
  * one place where the loosely typed objects it decodes are checked and turned back into
  * {@link Message}s. Every inbound message passes {@link decodeInbound}: envelope (group, sender,
  * addressee), the body matching the RPC it came on, every field present with the right type,
- * integers safe (below 2^53), entry types known, and the protocol shape the Raft core relies on
+ * integers safe (below 2^53), terms at most TERM_MAX (the core adds one to them, and the store
+ * must take the result), entry types known, and the protocol shape the Raft core relies on
  * ({@link isWellFormed}). Anything else is a MESSAGE_MALFORMED error value, never a throw.
  */
 import * as path from 'node:path';
@@ -11,7 +12,13 @@ import type * as grpc from '@grpc/grpc-js';
 import { isRaftmqError, RaftmqError } from '../common/errors';
 import { asLogIndex, asNodeId, asTerm, type NodeId } from '../common/types';
 import { isWellFormed } from '../raft/message-check';
-import type { Entry, EntryType, Message, MessageType } from '../raft/types';
+import {
+  TERM_MAX,
+  type Entry,
+  type EntryType,
+  type Message,
+  type MessageType,
+} from '../raft/types';
 import { unreachable } from '../common/assert';
 import {
   messageCodec,
@@ -73,30 +80,33 @@ const ENTRY_TYPE_OF_WIRE: ReadonlyMap<unknown, EntryType> = new Map(
   (Object.entries(WIRE_ENTRY_TYPE) as [EntryType, string][]).map(([type, wire]) => [wire, type]),
 );
 
-/** The scalar fields of each body, in proto order: `u64` (index, term, context) or `bool`. */
-const BODY_SCALARS: Readonly<Record<MessageType, readonly (readonly [string, 'u64' | 'bool'])[]>> =
+/** How a body scalar is checked: `term` is a `u64` at most TERM_MAX. */
+type ScalarKind = 'u64' | 'term' | 'bool';
+
+/** The scalar fields of each body, in proto order: `u64` (index, context), `term` or `bool`. */
+const BODY_SCALARS: Readonly<Record<MessageType, readonly (readonly [string, ScalarKind])[]>> =
   Object.freeze({
     PreVote: [
       ['lastIndex', 'u64'],
-      ['lastTerm', 'u64'],
+      ['lastTerm', 'term'],
     ],
     PreVoteResp: [['reject', 'bool']],
     Vote: [
       ['lastIndex', 'u64'],
-      ['lastTerm', 'u64'],
+      ['lastTerm', 'term'],
       ['transfer', 'bool'],
     ],
     VoteResp: [['reject', 'bool']],
     Append: [
       ['prevIndex', 'u64'],
-      ['prevTerm', 'u64'],
+      ['prevTerm', 'term'],
       ['commit', 'u64'],
     ],
     AppendResp: [
       ['reject', 'bool'],
       ['matchIndex', 'u64'],
       ['rejectedIndex', 'u64'],
-      ['hintTerm', 'u64'],
+      ['hintTerm', 'term'],
       ['hintIndex', 'u64'],
     ],
     Heartbeat: [
@@ -179,6 +189,16 @@ function u64(obj: Record<string, unknown>, key: string, where: string): number {
   return value;
 }
 
+/**
+ * A term: a u64 at most TERM_MAX. A peer's term of 2^53 - 1 once passed here, and the receiver
+ * adopted it durably and then could not store term + 1 for its own campaign.
+ */
+function termOf(obj: Record<string, unknown>, key: string, where: string): number {
+  const value = u64(obj, key, where);
+  if (value > TERM_MAX) malformed(`${where}.${key}: term above TERM_MAX (${value})`);
+  return value;
+}
+
 /** An optional fixed32: undefined when absent (protobufjs leaves it unset or null). */
 function optionalU32(obj: Record<string, unknown>, key: string, where: string): number | undefined {
   const value = obj[key];
@@ -215,7 +235,7 @@ function decodeEntry(raw: unknown, where: string): Entry {
   if (!(data instanceof Uint8Array)) malformed(`${where}.data: not bytes`);
   const entry = {
     index: asLogIndex(u64(obj, 'index', where)),
-    term: asTerm(u64(obj, 'term', where)),
+    term: asTerm(termOf(obj, 'term', where)),
     type,
     // A plain view (no copy) of the frame's bytes, so entries compare equal to what was sent.
     data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
@@ -243,7 +263,9 @@ function decodeBody(
   const where = BODY_FIELD[type];
   const out: Record<string, unknown> = { type, ...envelope };
   for (const [key, kind] of BODY_SCALARS[type]) {
-    out[key] = kind === 'u64' ? u64(body, key, where) : bool(body, key, where);
+    if (kind === 'u64') out[key] = u64(body, key, where);
+    else if (kind === 'term') out[key] = termOf(body, key, where);
+    else out[key] = bool(body, key, where);
   }
   if (type === 'Append') out.entries = decodeEntries(body.entries, `${where}.entries`);
   return out as unknown as Message;
@@ -257,7 +279,7 @@ function decodeMessage(raw: unknown, expect: InboundExpectation, where: string):
   if (!expect.peers.has(from)) malformed(`${where}.from: unknown node ${clip(from)}`);
   const to = text(obj, 'to');
   if (to !== expect.selfId) malformed(`${where}.to: ${clip(to)} is not this node`);
-  const term = asTerm(u64(obj, 'term', where));
+  const term = asTerm(termOf(obj, 'term', where));
   const bodyField = obj.body;
   const type = typeof bodyField === 'string' ? TYPE_OF_BODY_FIELD.get(bodyField) : undefined;
   if (type === undefined) malformed(`${where}.body: missing`);

@@ -98,7 +98,9 @@ export class RetentionTask {
       const live = this.deps.liveFollowers();
       for (const [id, progress] of status.progress) {
         // One in snapshot state needs entries gone already: waiting for it would stop
-        // retention for good while it answers heartbeats.
+        // retention for good while it answers heartbeats. The leader probes it once per
+        // election timeout (it may have been rebuilt); while a probe is out it shows in probe
+        // state with its old match, which holds a round back at most: keeping more is safe.
         if (progress.state === 'snapshot') continue;
         if (live === undefined || live.includes(id)) bound = Math.min(bound, progress.match + 1);
       }

@@ -6,7 +6,7 @@ import { asLogIndex, asTerm, type NodeId } from '../common/types';
 import { voteOutcome } from './quorum';
 import type { RaftCore } from './raft-core';
 import { broadcastAppend } from './replicator';
-import type { PreVoteMessage, VoteMessage } from './types';
+import { TERM_MAX, type PreVoteMessage, type VoteMessage } from './types';
 
 /** Why a node campaigns: its timer ran out (with or without PreVote), or TimeoutNow told it. */
 export type CampaignKind = 'preElection' | 'election' | 'transfer';
@@ -16,10 +16,18 @@ export type CampaignKind = 'preElection' | 'election' | 'transfer';
  * so a node that cannot win never disrupts the group. A candidate bumps its term and votes for
  * itself; its Vote requests wait until that is durable (thesis §3.8), so no grant can arrive
  * before its own vote is safe. A transfer campaign skips PreVote and carries the transfer flag,
- * which lets it through the other nodes' leader lease (thesis §3.10).
+ * which lets it through the other nodes' leader lease (thesis §3.10). A node whose term
+ * reached TERM_MAX refuses to campaign (peers would drop a request of a later term).
  */
 export function campaign(core: RaftCore, kind: CampaignKind): void {
   if (core.role === 'leader') return;
+  if (core.term >= TERM_MAX) {
+    // Every campaign asks for term + 1, which would pass the bound peers and the store accept.
+    // Counted for the driver to report; the timer restarts, so this is once per timeout.
+    core.stats.campaignsRefusedTermMax += 1;
+    core.resetElectionTimer();
+    return;
+  }
   if (kind === 'preElection') core.becomePreCandidate();
   else core.becomeCandidate();
   const voteTerm = kind === 'preElection' ? core.term + 1 : core.term;

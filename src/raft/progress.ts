@@ -6,7 +6,10 @@
  * - `replicate`: the follower matched; the leader streams Appends optimistically, bounded by the
  *   in-flight window in count and bytes.
  * - `snapshot`: the follower needs entries before the leader's first index. Signalled to the
- *   driver, not implemented; the follower stays paused.
+ *   driver, not implemented; the follower stays paused until its data is replaced by a copy of
+ *   a peer's (docs/operations.md). An answer from it at least an election timeout after it got
+ *   here sends it back to `probe` from the leader's last index (`probeAfterSnapshot`): the
+ *   conflict hint then shows whether it still needs removed entries.
  */
 import { assert } from '../common/assert';
 import { Inflights } from './inflights';
@@ -35,6 +38,8 @@ export class Progress {
   commitSent = 0;
   /** Bytes of proposed entries held back from this follower (see `sendProposed`). */
   heldBytes = 0;
+  /** In snapshot state: leader ticks since it entered it. */
+  snapshotElapsedTicks = 0;
   readonly inflights: Inflights;
 
   constructor(next: number, inflightCountMax: number, inflightBytesMax: number) {
@@ -64,9 +69,21 @@ export class Progress {
     this.inflights.reset();
   }
 
+  /**
+   * Out of snapshot state, probing from `next` (the leader's last index + 1): an empty Append
+   * there is acknowledged by a follower that holds everything, and otherwise rejected with the
+   * hint that sets `next` to what it really lacks.
+   */
+  probeAfterSnapshot(next: number): void {
+    assert(this.state === 'snapshot', 'progress: not in snapshot state');
+    this.becomeProbe();
+    this.next = Math.max(next, this.match + 1);
+  }
+
   /** Waiting for a snapshot that this core does not produce. */
   becomeSnapshot(): void {
     this.state = 'snapshot';
+    this.snapshotElapsedTicks = 0;
     this.heldBytes = 0;
     this.probeSent = false;
     this.loadPendingFrom = null;

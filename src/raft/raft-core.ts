@@ -10,8 +10,9 @@ import type { RaftConfig } from './config';
 import { Progress } from './progress';
 import { RaftLog } from './raft-log';
 import { ReadIndexQueue } from './read-index';
-import type {
-  AppendRespMessage, LoadRequest, Message, RaftRole, RaftStats, RaftStorageState, ReadState,
+import {
+  TERM_MAX, type AppendRespMessage, type LoadRequest, type Message, type RaftRole,
+  type RaftStats, type RaftStorageState, type ReadState,
 } from './types';
 
 /** Election timeouts a leader waits after a failed hand-off before trying the preferred leader. */
@@ -41,6 +42,7 @@ export class RaftCore {
     messagesUnexpected: 0,
     voteRequestsInLease: 0,
     loadsDiscarded: 0,
+    campaignsRefusedTermMax: 0,
   };
 
   term: number;
@@ -135,6 +137,7 @@ export class RaftCore {
   /** Common reset on every role change; a new term clears the vote. */
   private reset(term: number): void {
     assert(term >= this.term, 'raft: term must not fall');
+    assert(term === this.term || term <= TERM_MAX, 'raft: term beyond TERM_MAX');
     if (term !== this.term) {
       this.term = term;
       this.vote = null;

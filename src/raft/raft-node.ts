@@ -103,6 +103,11 @@ export class RaftNode {
     };
   }
 
+  /** Leader only: the replication state of follower `peer`; undefined on any other node. */
+  followerState(peer: NodeId): ProgressState | undefined {
+    return this.core.progress.get(peer)?.state;
+  }
+
   /** Advances logical time by one tick. */
   tick(): void {
     tick(this.core);
@@ -152,6 +157,12 @@ export class RaftNode {
   /** A message from a later term; returns false when it is to be ignored. */
   private onHigherTerm(message: Message): boolean {
     const core = this.core;
+    if (message.type === 'TimeoutNow') {
+      // A leader sends TimeoutNow only to a follower that acknowledged its Appends, so of that
+      // follower's term: one of a later term is not from an honest leader (thesis §3.10).
+      core.stats.messagesUnexpected += 1;
+      return false;
+    }
     if (message.type === 'PreVote' || message.type === 'Vote') {
       // Leader stickiness (thesis §4.2.3): while a live leader is known, disruptive (pre)votes
       // are ignored, except a campaign a leader asked for with TimeoutNow.

@@ -4,6 +4,7 @@
  * leadership transfer (thesis §3.10).
  */
 import type { NodeId } from '../common/types';
+import type { Progress } from './progress';
 import type { RaftCore } from './raft-core';
 import {
   afterLeaderCommit, maybeCommit, maybeSendTimeoutNow, sendAppend, sendAppendsWhileOpen,
@@ -38,6 +39,19 @@ export function nextIndexFromHint(core: RaftCore, message: AppendRespMessage): n
   return Math.min(index + 1, message.hintIndex);
 }
 
+/**
+ * A follower in snapshot state answered a heartbeat (it is up, and sends nothing else while
+ * the leader sends it no Appends): once an election timeout has passed since it got there,
+ * probe it again. Nothing else brings it out during this leader's term, and the documented
+ * recovery (its data replaced by a peer's copy) gives it the entries it lacked; if it still
+ * lacks removed ones, the probe's rejection puts it back in snapshot state.
+ */
+function maybeProbeAfterSnapshot(core: RaftCore, progress: Progress): void {
+  if (progress.state !== 'snapshot') return;
+  if (progress.snapshotElapsedTicks < core.cfg.electionTimeoutTicks) return;
+  progress.probeAfterSnapshot(core.log.lastIndex() + 1);
+}
+
 function onAppendResp(core: RaftCore, message: AppendRespMessage): void {
   const progress = core.progressOf(message.from);
   if (!message.reject && message.matchIndex > core.log.lastIndex()) {
@@ -65,6 +79,7 @@ function onAppendResp(core: RaftCore, message: AppendRespMessage): void {
 function onHeartbeatResp(core: RaftCore, message: HeartbeatRespMessage): void {
   const progress = core.progressOf(message.from);
   progress.recentActive = true;
+  maybeProbeAfterSnapshot(core, progress);
   progress.probeSent = false;
   // Appends may have been lost: free a slot of a full window so the next Append (which the
   // follower rejects if it has a gap) gets us back to probing.

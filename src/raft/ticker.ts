@@ -1,8 +1,8 @@
 /**
  * What one tick does: followers and candidates count toward a randomized election timeout;
  * leaders send heartbeats (and what they held back from a follower: `sendWithheld`), run the
- * CheckQuorum round (thesis §6.2), abort a stalled leadership transfer, and hand leadership to
- * the preferred leader once it has caught up.
+ * CheckQuorum round (thesis §6.2), abort a stalled leadership transfer, hand leadership to
+ * the preferred leader once it has caught up, and time how long followers wait for a snapshot.
  */
 import type { NodeId } from '../common/types';
 import { campaign } from './election';
@@ -28,6 +28,9 @@ function tickElection(core: RaftCore): void {
 function tickLeader(core: RaftCore): void {
   core.heartbeatElapsedTicks += 1;
   core.electionElapsedTicks += 1;
+  for (const progress of core.progress.values()) {
+    if (progress.state === 'snapshot') progress.snapshotElapsedTicks += 1;
+  }
   if (core.electionElapsedTicks >= core.cfg.electionTimeoutTicks) {
     core.electionElapsedTicks = 0;
     if (core.cfg.checkQuorum) {

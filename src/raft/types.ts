@@ -6,6 +6,18 @@
 import { RaftmqError } from '../common/errors';
 import type { LogIndex, NodeId, Term } from '../common/types';
 
+/**
+ * The highest term a node accepts from a peer or takes itself, and the highest log index a
+ * message may name. Well below 2^53, so `term + 1` and `index + 1` stay exact and the hard state
+ * codec always accepts what the core asks it to store: a term of 2^53 - 1 from a peer once made
+ * the receiver's next campaign compute 2^53, which the store refused, stopping the node after it
+ * had made the peer's term durable. At one election a millisecond a group takes over 100,000
+ * years to get here honestly; a message above it is malformed.
+ */
+export const TERM_MAX = 2 ** 52;
+/** See {@link TERM_MAX}; an index that high is never reached by an honest log. */
+export const LOG_INDEX_MAX = 2 ** 52;
+
 /** What an entry carries: client data, the no-op a new leader appends, or (later) membership. */
 export type EntryType = 'normal' | 'noop' | 'config';
 
@@ -274,4 +286,6 @@ export interface RaftStats {
   voteRequestsInLease: number;
   /** Loaded entries that no longer matched the log or were no longer wanted. */
   loadsDiscarded: number;
+  /** Campaigns not started because the term had reached {@link TERM_MAX}. */
+  campaignsRefusedTermMax: number;
 }

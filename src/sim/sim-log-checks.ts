@@ -58,10 +58,12 @@ export function recordCommitted(
  * Leader Completeness: leader `node` of `term` holds every entry committed by `term` (those
  * recorded with `byTerm` at most `term`), with the same term and record checksum. Meant for a
  * node first seen leading: its log as elected is all in its CommitLog by then (a candidate sends
- * its vote requests only after its earlier writes).
+ * its vote requests only after its earlier writes). Entries below its first index are not
+ * checked: only applied entries are removed, so it held them (a node that compacted and then
+ * led again was reported as missing them).
  */
 export function checkLeaderCompleteness(h: SimHistory, node: CheckedLog, term: number): void {
-  for (let index = 1; index <= h.committedIndexMax; index++) {
+  for (let index = Math.max(1, node.log.firstIndex()); index <= h.committedIndexMax; index++) {
     const record = h.committedAt[index];
     if (record === undefined || record.byTerm > term) continue;
     const entryTerm = node.log.termAt(index);

@@ -27,7 +27,7 @@ import { isRaftmqError } from '../../src/common/errors';
 import { silentLogger, type Logger } from '../../src/common/logger';
 import { createPrng } from '../../src/common/prng';
 import { asLogIndex, asNodeId, asTerm, type NodeId } from '../../src/common/types';
-import type { Entry, Message } from '../../src/raft/types';
+import { LOG_INDEX_MAX, type Entry, type Message } from '../../src/raft/types';
 import { APPEND_SHARE_MIN_BYTES, type RecordCrcLookup } from '../../src/broker/raft-append-wire';
 import { storeEntryType } from '../../src/broker/raft-entry-codec';
 import { recordChecksum } from '../../src/store/log-record';
@@ -102,7 +102,8 @@ function everyMessage(from: NodeId, to: NodeId): Message[] {
     { index: asLogIndex(12), term: asTerm(7), type: 'normal', data: bytes(1024 * 1024, 3) },
     { index: asLogIndex(13), term: asTerm(7), type: 'config', data: bytes(5, 9) },
   ];
-  const big = asLogIndex(Number.MAX_SAFE_INTEGER);
+  // The largest index a peer may send: past 32 bits, so the wire must carry it exactly.
+  const big = asLogIndex(LOG_INDEX_MAX);
   return [
     { type: 'PreVote', from, to, term, lastIndex: asLogIndex(10), lastTerm: asTerm(5) },
     { type: 'PreVoteResp', from, to, term, reject: true },

@@ -23,7 +23,13 @@ import {
 } from '../../src/broker/raft-wire';
 import { isRaftmqError } from '../../src/common/errors';
 import { asLogIndex, asNodeId, asTerm } from '../../src/common/types';
-import type { AppendMessage, Entry, EntryType, Message } from '../../src/raft/types';
+import {
+  LOG_INDEX_MAX,
+  type AppendMessage,
+  type Entry,
+  type EntryType,
+  type Message,
+} from '../../src/raft/types';
 import { storeEntryType } from '../../src/broker/raft-entry-codec';
 import { recordChecksum } from '../../src/store/log-record';
 import { isPayloadVerified } from '../../src/store/verified-payloads';
@@ -41,6 +47,8 @@ const EXPECT: InboundExpectation = {
 const safeNat = fc.oneof(
   fc.nat({ max: 300 }),
   fc.nat({ max: 2 ** 32 }),
+  // Either side of the bound on terms and indexes (TERM_MAX, LOG_INDEX_MAX), and the top.
+  fc.integer({ min: 2 ** 52 - 4, max: 2 ** 52 + 4 }),
   fc.integer({ min: Number.MAX_SAFE_INTEGER - 4, max: Number.MAX_SAFE_INTEGER }),
 );
 
@@ -146,7 +154,7 @@ const messageArb: fc.Arbitrary<Drawn> = fc
     if ('entries' in drawnBody) {
       const { wellFormed, entries, ...rest } = drawnBody;
       const prevIndex = wellFormed
-        ? Math.min(drawnBody.prevIndex, Number.MAX_SAFE_INTEGER - 8)
+        ? Math.min(drawnBody.prevIndex, LOG_INDEX_MAX - 8)
         : drawnBody.prevIndex;
       const prevTerm = wellFormed ? Math.min(drawnBody.prevTerm, envelope.term) : rest.prevTerm;
       body = {

@@ -88,11 +88,17 @@ describe('raft log under conflicts during a write', () => {
         const prevTerm = prevIndex === 0 ? 0 : model[prevIndex - 1] ?? 0;
         const terms = Array.from({ length: s.count }, () => term);
         node.step(append(term, prevIndex, prevTerm, terms));
-        // Raft §5.3: only a conflicting entry truncates; matching ones are kept as they are.
-        terms.forEach((t, i) => {
-          const at = prevIndex + i;
-          if (model[at] !== t) model = [...model.slice(0, at), t];
-        });
+        // Raft §5.3: only a conflicting entry truncates; matching ones are kept as they are. An
+        // Append that would drop an entry of its own term is not from that term's leader, and
+        // is dropped whole (step-follower.ts).
+        const conflicts = terms.some((t, i) => prevIndex + i < model.length
+          && model[prevIndex + i] !== t);
+        if (!conflicts || model[model.length - 1] !== term) {
+          terms.forEach((t, i) => {
+            const at = prevIndex + i;
+            if (model[at] !== t) model = [...model.slice(0, at), t];
+          });
+        }
         if (outstanding === null && node.hasReady()) outstanding = node.ready();
         if (s.flush && outstanding !== null) {
           store.persist(outstanding);
