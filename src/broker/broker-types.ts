@@ -115,10 +115,12 @@ export interface MessagingBackend {
    * may not be stored): waits, until `deadlineMs`, for this node to apply the first entry of a
    * term after `sinceTerm` (then every entry of the old leader that will ever commit is applied
    * here), and looks the messages up by id. Their receipts when every one is stored under its
-   * topic; 'none' when none is (sending again stores it once); undefined when it cannot tell.
+   * topic (the stored copy's born time and body must be the message's: an id is the client's
+   * own and may collide); 'none' when none is (sending again stores it once); undefined when it
+   * cannot tell (some stored and some not, or two messages of the send share an id).
    */
   findStoredSend?(
-    messages: readonly { readonly messageId: string; readonly topic: string }[],
+    messages: readonly Pick<ProduceMessage, 'messageId' | 'topic' | 'body' | 'bornTimestampMs'>[],
     sinceTerm: number,
     deadlineMs: number,
   ): Promise<readonly SendReceipt[] | 'none' | undefined>;

@@ -235,10 +235,12 @@ export class Broker implements MessagingBackend, AdminBackend {
   }
 
   async findStoredSend(
-    messages: readonly { readonly messageId: string; readonly topic: string }[],
+    messages: readonly Pick<ProduceMessage, 'messageId' | 'topic' | 'body' | 'bornTimestampMs'>[],
     sinceTerm: number,
     deadlineMs: number,
   ): Promise<readonly SendReceipt[] | 'none' | undefined> {
+    // One stored copy could not tell two messages of the send apart.
+    if (new Set(messages.map((m) => m.messageId)).size !== messages.length) return undefined;
     const settled = (): boolean =>
       this.view.term > sinceTerm && this.appliedTerm === this.view.term;
     if (!(await this.waitForView(settled, deadlineMs))) return undefined;
@@ -249,9 +251,15 @@ export class Broker implements MessagingBackend, AdminBackend {
     // miss a stored copy and the send is stored again: at least once, as RocketMQ itself.
     const sinceMs = Math.max(0, this.clock.nowMs() - IN_DOUBT_LOOKBACK_MS);
     const found = await Promise.all(
-      messages.map(async ({ messageId, topic }) => {
+      messages.map(async ({ messageId, topic, body, bornTimestampMs }) => {
         const m = await this.state.store.queryById(messageId, sinceMs);
-        return m !== undefined && m.message.topic === topic ? m : undefined;
+        // Another client's message under the same id is not this one.
+        const same =
+          m !== undefined &&
+          m.message.topic === topic &&
+          m.message.bornTimestampMs === bornTimestampMs &&
+          Buffer.compare(m.message.body, body) === 0;
+        return same ? m : undefined;
       }),
     );
     if (found.every((m) => m === undefined)) return 'none';

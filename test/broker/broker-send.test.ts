@@ -117,7 +117,7 @@ describe('Broker.send', function () {
     const messages = Array.from({ length: 40 }, (_, n) => message(n, 'doubt'));
     const receipts = await b.send(messages, deadline());
     const term = b.roleView().term;
-    const ref = (m: ProduceMessage) => ({ messageId: m.messageId, topic: m.topic });
+    const ref = (m: ProduceMessage): ProduceMessage => m;
     // A send of the previous term: this node has applied its own term since.
     const found = await b.findStoredSend(messages.slice(5, 9).map(ref), term - 1, deadline());
     assert.ok(found !== undefined && found !== 'none');
@@ -129,8 +129,16 @@ describe('Broker.send', function () {
     assert.equal(await b.findStoredSend(unknown, term - 1, deadline()), 'none');
     const mixed = [ref(messages[0] as ProduceMessage), ...unknown];
     assert.equal(await b.findStoredSend(mixed, term - 1, deadline()), undefined, 'cannot tell');
-    const otherTopic = [{ messageId: (messages[1] as ProduceMessage).messageId, topic: 'other' }];
+    const second = messages[1] as ProduceMessage;
+    const otherTopic = [{ ...second, topic: 'other' }];
     assert.equal(await b.findStoredSend(otherTopic, term - 1, deadline()), 'none');
+    // Another message under a stored message's id (ids are the clients' own) is not stored.
+    const otherBody = [{ ...second, body: Buffer.from('another body') }];
+    assert.equal(await b.findStoredSend(otherBody, term - 1, deadline()), 'none');
+    const otherBorn = [{ ...second, bornTimestampMs: second.bornTimestampMs + 1 }];
+    assert.equal(await b.findStoredSend(otherBorn, term - 1, deadline()), 'none');
+    // Two messages of one send under one id: one stored copy cannot answer for both.
+    assert.equal(await b.findStoredSend([second, second], term - 1, deadline()), undefined);
     // No newer term than the one the send went out in: it waits, then cannot tell.
     const startedMs = Date.now();
     assert.equal(await b.findStoredSend(messages.map(ref), term, Date.now() + 300), undefined);
