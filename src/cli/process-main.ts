@@ -13,6 +13,8 @@
  *   signal, so a start that hangs cannot keep the process from exiting.
  */
 import * as fs from 'node:fs';
+import { format } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
 import { RaftmqError } from '../common/errors';
 import { createLogger, type Logger } from '../common/logger';
 import { findDuplicateJsonKey } from './json-duplicate-keys';
@@ -55,6 +57,26 @@ export function readConfigFile(file: string): Record<string, unknown> {
   }
   if (duplicate !== undefined) fail(`has the key ${duplicate} twice`);
   return parsed as Record<string, unknown>;
+}
+
+/**
+ * Sends grpc-js's own log lines (it writes `E No address added ...` to stderr by default) into
+ * `logger`, as JSON lines like every other: `{"component":"grpc-js","text":...,"msg":"grpc-js
+ * log"}`. Its verbosity stays grpc-js's (errors only, unless `GRPC_VERBOSITY` says otherwise).
+ */
+export function routeGrpcLogs(logger: Logger): void {
+  const log = logger.child({ component: 'grpc-js' });
+  const line = (message: unknown, params: unknown[]): { text: string } => ({
+    text: format(message, ...params),
+  });
+  grpc.setLogger({
+    error: (message: unknown, ...params: unknown[]) =>
+      log.error(line(message, params), 'grpc-js log'),
+    info: (message: unknown, ...params: unknown[]) =>
+      log.info(line(message, params), 'grpc-js log'),
+    debug: (message: unknown, ...params: unknown[]) =>
+      log.debug(line(message, params), 'grpc-js log'),
+  });
 }
 
 /** The readiness announcement. */
@@ -131,6 +153,7 @@ export function runProcess(
     return;
   }
   const log = logger.child({ component: 'process' });
+  routeGrpcLogs(logger);
   let exiting = false;
   const exit = (code: number): void => {
     if (exiting) return;

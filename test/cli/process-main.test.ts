@@ -3,12 +3,14 @@
  * twice in a config file, a data directory that cannot be used, a stray word on the command line
  * and a NameServer protoDir without the files are refused as bad configuration (exit 2, one line
  * naming the cause); a SIGTERM during a start that never ends exits 1 within the stop bound.
+ * grpc-js's own log lines come out as JSON lines like every other (not on stderr).
  * The binaries run as child processes from `dist/`; the hanging start is a small script calling
  * `runProcess` with a start that never resolves.
  */
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { isRaftmqError } from '../../src/common/errors';
@@ -20,13 +22,16 @@ const CLI_DIR = path.join(__dirname, '..', '..', 'src', 'cli');
 const PEERS_FLAG = 'n1=127.0.0.1:1/127.0.0.1:2';
 
 /** Runs a binary of `dist/src/cli` to its end (bounded) and returns its status and stderr. */
-function runCli(script: string, args: string[]): { status: number | null; stderr: string } {
+function runCli(
+  script: string,
+  args: string[],
+): { status: number | null; stdout: string; stderr: string } {
   const run = spawnSync(process.execPath, [path.join(CLI_DIR, script), ...args], {
     encoding: 'utf8',
     timeout: 20_000,
     killSignal: 'SIGKILL', // a process hung in its start ignored SIGTERM
   });
-  return { status: run.status, stderr: run.stderr };
+  return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
 describe('server process configuration errors', () => {
@@ -93,6 +98,26 @@ describe('server process configuration errors', () => {
   it("documents --listen-host's default as this node's host in --peers", () => {
     assert.match(BROKER_USAGE, /--listen-host.*this node's host in --peers/);
     assert.doesNotMatch(BROKER_USAGE, /--listen-host.*127\.0\.0\.1/);
+  });
+});
+
+describe('server process logs', () => {
+  it("writes grpc-js's own log lines as JSON, not on stderr", async () => {
+    // A port taken: grpc-js logs `No address added ...` itself, and the start fails (exit 1).
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as net.AddressInfo).port;
+      const run = runCli('namesrv.js', ['--port', String(port)]);
+      assert.equal(run.status, 1, run.stderr);
+      assert.equal(run.stderr, '', 'nothing but JSON lines: stderr, appended to logs/, is empty');
+      const lines = run.stdout.trim().split('\n');
+      const events = lines.map((l) => JSON.parse(l) as { component?: string; text?: string });
+      const grpcLine = events.find((e) => e.component === 'grpc-js');
+      assert.match(grpcLine?.text ?? '', /No address added/, run.stdout);
+    } finally {
+      taken.close();
+    }
   });
 });
 
