@@ -830,18 +830,37 @@ export class Broker implements MessagingBackend, AdminBackend {
     this.raft.transferLeadership(nodeId);
     const done = (): boolean => this.view.leaderId === nodeId && this.view.role !== 'leader';
     if (done()) return;
+    // Raft abandons a transfer after one election timeout (thesis §3.10): the core clears its
+    // transferee and stays leader. Seen on a check every tenth of that, it fails the call at once
+    // instead of at the caller's deadline (a dead target held `leader transfer` for 10 s).
+    const { electionTimeoutTicks, tickIntervalMs } = this.config.timing;
+    const checkMs = Math.max(1, Math.floor((electionTimeoutTicks * tickIntervalMs) / 10));
+    const term = this.view.term;
+    const abandoned = (): boolean => {
+      const s = this.raft.status();
+      return s.role === 'leader' && s.term === term && s.transferee !== nodeId;
+    };
     await new Promise<void>((resolve, reject) => {
       const waitMs = Math.max(1, Math.min(WAIT_MS_MAX, deadlineMs - this.clock.nowMs()));
-      const timer = setTimeout(() => {
+      const finish = (err?: RaftmqError): void => {
+        clearTimeout(timer);
+        clearInterval(check);
         remove();
-        reject(new RaftmqError('TIMEOUT', `leadership did not move to ${nodeId} in time`));
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const timer = setTimeout(() => {
+        finish(new RaftmqError('TIMEOUT', `leadership did not move to ${nodeId} in time`));
       }, waitMs);
       timer.unref();
+      const check = setInterval(() => {
+        if (done() || !abandoned()) return;
+        const why = `transfer to ${nodeId} abandoned after an election timeout`;
+        finish(new RaftmqError('TIMEOUT', `${why}: ${nodeId} did not take over (is it up?)`));
+      }, checkMs);
+      check.unref();
       const remove = this.onRoleChange(() => {
-        if (!done()) return;
-        clearTimeout(timer);
-        remove();
-        resolve();
+        if (done()) finish();
       });
     });
   }

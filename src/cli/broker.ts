@@ -18,7 +18,15 @@ import { oneOf } from '../common/options';
 import { BrokerNode } from '../broker/broker-node';
 import { resolveBrokerNodeConfig, type BrokerNodeConfig } from '../broker/broker-node-config';
 import type { PeerEndpoints } from '../broker/broker-types';
-import { flagError, formatFlagHelp, parseFlags, splitList, type FlagSpecs } from './flags';
+import {
+  flagError,
+  formatFlagHelp,
+  parseFlags,
+  refusePositionals,
+  splitList,
+  type FlagSpecs,
+} from './flags';
+import { prepareDataDir } from './data-dir';
 import { LOG_LEVELS, readConfigFile, runProcess, type RunningServer } from './process-main';
 
 export const BROKER_FLAGS = {
@@ -31,7 +39,11 @@ export const BROKER_FLAGS = {
     valueName: 'id=raftHost:port/clientHost:port,...',
     description: 'every node of the group',
   },
-  'listen-host': { type: 'string', valueName: 'host', description: 'address to bind (127.0.0.1)' },
+  'listen-host': {
+    type: 'string',
+    valueName: 'host',
+    description: "address to bind (this node's host in --peers)",
+  },
   'data-dir': { type: 'string', valueName: 'dir', description: 'data directory' },
   namesrv: { type: 'string', valueName: 'host:port,...', description: 'NameServers' },
   'flush-mode': { type: 'string', valueName: 'SYNC|ASYNC', description: 'CommitLog flush (SYNC)' },
@@ -87,7 +99,7 @@ export function parsePeersFlag(value: string): Record<string, PeerEndpoints> {
 export function brokerArgs(argv: readonly string[]): BrokerArgs {
   const { flags, positionals } = parseFlags(argv, BROKER_FLAGS);
   if (flags.help === true) return { help: true, config: undefined, logLevel: undefined };
-  if (positionals.length > 0) flagError(String(positionals[0]), 'unexpected argument');
+  refusePositionals(positionals);
   if (flags['log-level'] !== undefined) oneOf(...LOG_LEVELS)(flags['log-level'], '--log-level');
   const input = flags.config === undefined ? {} : readConfigFile(flags.config);
   const overrides: Record<string, unknown> = {
@@ -158,6 +170,8 @@ if (require.main === module) {
     const args = brokerArgs(process.argv.slice(2));
     if (args.help || args.config === undefined) return undefined;
     const config = args.config;
+    // A data directory that cannot be used is bad configuration (exit 2), found before any start.
+    prepareDataDir(config.dataDir, '--data-dir');
     return { logLevel: args.logLevel, start: (logger) => startBroker(config, logger) };
   });
 }

@@ -45,6 +45,18 @@ export function flagError(flag: string, message: string): never {
   throw new RaftmqError('INVALID_OPTION', `${name}: ${message}`, { details: { option: name } });
 }
 
+/**
+ * Refuses the first of `positionals`, if any: a binary that takes none names the stray word as
+ * given (`--auto-create-topics yes` leaves `yes`, which is not a flag and is shown without dashes).
+ */
+export function refusePositionals(positionals: readonly string[]): void {
+  const extra = positionals[0];
+  if (extra === undefined) return;
+  throw new RaftmqError('INVALID_OPTION', `unexpected argument ${JSON.stringify(extra)}`, {
+    details: { option: extra },
+  });
+}
+
 /** Parses `argv` (without the node and script paths) against `specs`. */
 export function parseFlags<S extends FlagSpecs>(argv: readonly string[], specs: S): ParsedArgs<S> {
   const flags: Record<string, string | number | boolean> = {};

@@ -10,10 +10,12 @@
  * line on stdout once serving, SIGTERM/SIGINT stop it cleanly and exit 0.
  */
 import { NameServer, resolveNameServerConfig } from '../namesrv/namesrv-server';
+import { MESSAGING_PROTO_FILE, NAMESRV_PROTO_FILE } from '../namesrv/namesrv-wire';
+import { findProtoDir } from '../common/proto-files';
 import { formatEndpoint } from '../broker/broker-node-config';
 import { oneOf } from '../common/options';
 import type { Logger } from '../common/logger';
-import { flagError, formatFlagHelp, parseFlags, type FlagSpecs } from './flags';
+import { formatFlagHelp, parseFlags, refusePositionals, type FlagSpecs } from './flags';
 import { LOG_LEVELS, readConfigFile, runProcess, type RunningServer } from './process-main';
 
 export const NAMESRV_FLAGS = {
@@ -34,12 +36,14 @@ export function namesrvArgs(argv: readonly string[]): {
 } {
   const { flags, positionals } = parseFlags(argv, NAMESRV_FLAGS);
   if (flags.help === true) return { help: true, config: {}, logLevel: undefined };
-  if (positionals.length > 0) flagError(String(positionals[0]), 'unexpected argument');
+  refusePositionals(positionals);
   if (flags['log-level'] !== undefined) oneOf(...LOG_LEVELS)(flags['log-level'], '--log-level');
   const config = flags.config === undefined ? {} : readConfigFile(flags.config);
   if (flags.host !== undefined) config.listenHost = flags.host;
   if (flags.port !== undefined) config.port = flags.port;
-  resolveNameServerConfig(config); // refuses a bad configuration before anything starts
+  // Refuses a bad configuration before anything starts, a protoDir without the files included.
+  const { protoDir } = resolveNameServerConfig(config);
+  for (const file of [NAMESRV_PROTO_FILE, MESSAGING_PROTO_FILE]) findProtoDir(file, protoDir);
   return { help: false, config, logLevel: flags['log-level'] };
 }
 

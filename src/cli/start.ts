@@ -6,8 +6,11 @@
  * again restarts the same nodes on the same ports and data. So does the end of the process that
  * started this one: npm passes no SIGTERM on to its script (npm 11 exits and leaves the script
  * running), so the launcher checks once a second that its parent is still the one it had.
+ * A second launcher in the same directory stops at once (`data/.lock`, dir-lock.ts).
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { DirLock } from './dir-lock';
 import { LocalCluster } from './local-cluster';
 
 const DATA_DIR = path.resolve('data');
@@ -59,6 +62,11 @@ function banner(cluster: LocalCluster, leaderId: string, term: number): string {
 
 async function main(): Promise<void> {
   let stopping = false;
+  // One launcher per directory, taken before conf/ is read or written; released at exit (every
+  // way out of this process goes through process.exit or the end of the loop).
+  fs.mkdirSync(DATA_DIR, { recursive: true });
+  const lock = DirLock.acquire(DATA_DIR, 'npm start');
+  process.on('exit', () => lock.release());
   const cluster = await LocalCluster.start({
     dir: DATA_DIR,
     flushMode: 'SYNC',

@@ -51,12 +51,16 @@ export class NameServerChannels {
     private readonly protoDir = '',
   ) {}
 
-  /** Calls `rpc` on the NameServer at `address`; rejects with the gRPC (or load) error. */
+  /**
+   * Calls `rpc` on the NameServer at `address`; rejects with the gRPC (or load) error, or with
+   * CANCELLED once `signal` is aborted.
+   */
   async call(
     address: string,
     rpc: NameServerRpc,
     request: object,
     timeoutMs: number,
+    signal?: AbortSignal,
   ): Promise<unknown> {
     const service = await this.loadService();
     if (this.closed) throw new RaftmqError('INTERNAL', 'NameServer channels are closed');
@@ -70,7 +74,7 @@ export class NameServerChannels {
       });
       this.clients.set(address, client);
     }
-    return unaryCall(client, methodOf(service, rpc), request, timeoutMs);
+    return unaryCall(client, methodOf(service, rpc), request, timeoutMs, signal);
   }
 
   /** Closes every channel; later calls reject. Idempotent. */

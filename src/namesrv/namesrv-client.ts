@@ -65,6 +65,13 @@ export interface BrokerRegistrarOptions extends Partial<BrokerRegistrarTuning> {
   readonly clock?: Clock;
 }
 
+/**
+ * Deadline of the Unregister call at stop, at most: it is a courtesy (a NameServer expires a
+ * silent node anyway), and a NameServer that accepts calls but never answers must not hold a
+ * stopping broker for the whole `callTimeoutMs`.
+ */
+export const UNREGISTER_TIMEOUT_MS_MAX = 1_000;
+
 export const BROKER_REGISTRAR_DEFAULTS: Readonly<BrokerRegistrarTuning> = Object.freeze({
   intervalMs: 30_000,
   callTimeoutMs: 3_000,
@@ -136,6 +143,8 @@ export class BrokerRegistrar {
   private stopping: Promise<void> | undefined;
   private identity: { group: string; nodeId: string } | undefined;
   private roundCount = 0;
+  /** Aborted at stop: cancels the Register calls in flight. */
+  private readonly registerAbort = new AbortController();
   /** The request of the current round, once a call has asked for it. */
   private request: { readonly round: number; readonly wire: object } | undefined;
 
@@ -208,15 +217,17 @@ export class BrokerRegistrar {
   }
 
   /**
-   * Stops registering, waits for the calls in flight, then unregisters from every NameServer
-   * (best effort, in parallel, each bounded by `callTimeoutMs`) and closes the channels.
-   * Idempotent.
+   * Stops registering, cancels the calls in flight (a registration sent now would be undone by
+   * the Unregister that follows), then unregisters from every NameServer (best effort, in
+   * parallel, each bounded by `callTimeoutMs` and UNREGISTER_TIMEOUT_MS_MAX) and closes the
+   * channels. Idempotent.
    */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.stopped = true;
       clearInterval(this.timer);
       for (const link of this.links) clearTimeout(link.retryTimer);
+      this.registerAbort.abort();
       await this.whenIdle();
       const identity = this.identity;
       if (identity !== undefined) {
@@ -292,6 +303,7 @@ export class BrokerRegistrar {
         'Register',
         request,
         this.tuning.callTimeoutMs,
+        this.registerAbort.signal,
       );
       const reply = registerReplyFromWire(response);
       this.states.set(address, {
@@ -324,8 +336,13 @@ export class BrokerRegistrar {
         failureStreakCount: state.failureStreakCount + 1,
         lastError: error,
       });
-      // Not swallowed: logged (rate-limited); the caller schedules a retry.
-      this.warn.warn(address, { address, err: error }, 'NameServer registration failed');
+      if (this.stopped) {
+        // Cancelled by stop(), or failed while stopping: nothing is retried; Unregister follows.
+        this.log.debug({ address, err: error }, 'NameServer registration ended by stop');
+      } else {
+        // Not swallowed: logged (rate-limited); the caller schedules a retry.
+        this.warn.warn(address, { address, err: error }, 'NameServer registration failed');
+      }
       return false;
     }
   }
@@ -336,7 +353,8 @@ export class BrokerRegistrar {
     identity: { group: string; nodeId: string },
   ): Promise<void> {
     try {
-      await this.channels.call(address, 'Unregister', identity, this.tuning.callTimeoutMs);
+      const timeoutMs = Math.min(this.tuning.callTimeoutMs, UNREGISTER_TIMEOUT_MS_MAX);
+      await this.channels.call(address, 'Unregister', identity, timeoutMs);
       this.log.debug({ address }, 'unregistered from NameServer');
     } catch (err) {
       // Best effort: the NameServer expires the node after brokerExpiryMs anyway.

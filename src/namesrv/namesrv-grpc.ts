@@ -132,23 +132,36 @@ export function serviceOf(
   return service;
 }
 
-/** Calls a unary method; resolves with the decoded response, rejects with the gRPC error. */
+/**
+ * Calls a unary method; resolves with the decoded response, rejects with the gRPC error.
+ * Aborting `signal` cancels the call, which then rejects at once with CANCELLED.
+ */
 export function unaryCall(
   client: grpc.Client,
   method: protoLoader.MethodDefinition<object, object>,
   request: object,
   timeoutMs: number,
+  signal?: AbortSignal,
 ): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    client.makeUnaryRequest(
+    const call = client.makeUnaryRequest(
       method.path,
       method.requestSerialize,
       method.responseDeserialize,
       request,
       new grpc.Metadata(),
       { deadline: Date.now() + timeoutMs },
-      (err, response) => (err === null ? resolve(response) : reject(err)),
+      (err, response) => {
+        signal?.removeEventListener('abort', cancel);
+        if (err === null) resolve(response);
+        else reject(err);
+      },
     );
+    function cancel(): void {
+      call.cancel();
+    }
+    if (signal?.aborted === true) cancel();
+    else signal?.addEventListener('abort', cancel, { once: true });
   });
 }
 

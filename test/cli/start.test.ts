@@ -10,6 +10,11 @@
  *    its own, and the group gets SIGINT, as a terminal sends it to every process in the
  *    foreground: the launcher says `stopped` and exits 0.
  *
+ * The lock on ./data: the second run finds a lock left by a launcher that no longer runs and
+ * takes it over; while it runs, a third launcher in the same directory exits 1 at once, naming
+ * the running one, and leaves `conf/` as it was (two launchers both rewrote it, and one ran its
+ * brokers on the other's ports); after Ctrl-C the lock is gone.
+ *
  * The launcher runs in a temporary directory (its ./data); every process it started is killed
  * by its pid in `after` if the test failed to see it stop.
  */
@@ -73,6 +78,23 @@ function waitForBanner(out: { text: () => string }): Promise<true> {
   );
 }
 
+/** A launcher started in `dir` while `holderPid`'s runs there: refused, `conf/` untouched. */
+async function refusesSecondLauncher(dir: string, holderPid: number): Promise<void> {
+  const confDir = path.join(dir, 'data', 'conf');
+  const confBefore = fs.readdirSync(confDir).map((f) => fs.readFileSync(path.join(confDir, f)));
+  const second = spawn(process.execPath, [START], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = collect(second);
+  const code = await new Promise<number | null>((resolve) => second.once('exit', resolve));
+  assert.equal(code, 1, `the second launcher's exit code; its output: ${out.text()}`);
+  const dataDir = path.join(fs.realpathSync(dir), 'data');
+  assert.ok(
+    out.text().includes(`another npm start (pid ${holderPid}) runs in ${dataDir}`),
+    out.text(),
+  );
+  const confAfter = fs.readdirSync(confDir).map((f) => fs.readFileSync(path.join(confDir, f)));
+  assert.deepEqual(confAfter, confBefore, 'conf/ untouched');
+}
+
 describe('npm start launcher', function () {
   this.timeout(RUNNING_TIMEOUT_MS + STOP_TIMEOUT_MS + 10_000);
   let dir: string | undefined;
@@ -114,6 +136,11 @@ describe('npm start launcher', function () {
   });
 
   it('stops every node on Ctrl-C, after restarting on the same data', async () => {
+    const lockFile = path.join(dir ?? '', 'data', '.lock');
+    // A lock left by a launcher that is gone (killed with -9, say) is taken over.
+    const gone = spawn(process.execPath, ['-e', '']);
+    await new Promise((resolve) => gone.once('exit', resolve));
+    fs.writeFileSync(lockFile, `${gone.pid ?? 0}\n`);
     // A process group of its own, so that SIGINT reaches it and its children, as from a terminal.
     const launcher = spawn(process.execPath, [START], {
       cwd: dir,
@@ -136,10 +163,13 @@ describe('npm start launcher', function () {
     const launcherPid = launcher.pid ?? 0;
     pids = [launcherPid, banner.namesrv.pid, ...banner.brokers.map((b) => b.pid)];
     assert.ok(pids.every(alive), 'everything runs');
+    assert.equal(fs.readFileSync(lockFile, 'utf8'), `${launcherPid}\n`, 'the lock taken over');
+    await refusesSecondLauncher(dir ?? '', launcherPid);
     // Negative: the process group the launcher leads (its pid), which holds its children.
     process.kill(-launcherPid, 'SIGINT');
     assert.equal(await exited, 0, `the launcher's exit code; its output: ${out.text()}`);
     assert.match(out.text(), /SIGINT: stopping every node\.\.\.\nstopped\n/);
+    assert.ok(!fs.existsSync(lockFile), 'the lock released');
     await waitUntil(
       'the NameServer and the brokers to stop',
       STOP_TIMEOUT_MS,

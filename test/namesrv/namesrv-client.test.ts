@@ -4,8 +4,10 @@
  * registration at the others (rounds that waited for every NameServer held a new leader's
  * claim back from the healthy one until the stalled call's deadline); a failed registration
  * is tried again after a short backoff rather than at the next interval (an hour here); the
- * retry options are validated. Waits poll a condition with a deadline far below the delays the
- * old behaviour had (the call deadline, the interval); every server and registrar is stopped.
+ * retry options are validated; a stop cancels the Register call in flight and bounds its
+ * Unregister call to a second (it waited 3 s for each at a NameServer that never answers).
+ * Waits poll a condition with a deadline far below the delays the old behaviour had (the call
+ * deadline, the interval); every server and registrar is stopped.
  */
 import { strict as assert } from 'node:assert';
 import { freePorts } from '../../src/cli/raft-node-client';
@@ -96,6 +98,21 @@ describe('BrokerRegistrar', () => {
     await waitUntil(() => r.nameServers()[0]?.successCount === 1, 'the success recorded');
     assert.equal(r.nameServers()[0]?.failureStreakCount, 0);
     assert.equal(r.rounds, 1);
+  });
+
+  it('stops within about a second while a NameServer takes calls and never answers', async () => {
+    const stalled = await startHangingNameServer();
+    cleanups.push(() => stalled.stop());
+    const r = registrar([stalled.port], () => registration(), { callTimeoutMs: 3_000 });
+    r.start();
+    await waitUntil(() => stalled.callCount() === 1, 'the Register call in flight', 5_000);
+    const startedMs = Date.now();
+    await r.stop();
+    const stopMs = Date.now() - startedMs;
+    // Was 6 s: the Register call's 3 s deadline, then Unregister's 3 s.
+    assert.ok(stopMs < 2_000, `stop took ${stopMs} ms`);
+    await waitUntil(() => stalled.callCount() === 2, 'the Unregister call tried', 1_000);
+    assert.deepEqual([r.nameServers()[0]?.successCount, r.nameServers()[0]?.failureCount], [0, 1]);
   });
 
   it('validates the retry backoff', () => {

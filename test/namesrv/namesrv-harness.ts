@@ -36,11 +36,18 @@ export async function waitUntil(
  * A stalled NameServer on 127.0.0.1: it accepts every call of the NameServer service and never
  * answers, so callers wait out their deadlines. `stop()` ends it (and the calls).
  */
-export async function startHangingNameServer(): Promise<{ port: number; stop: () => void }> {
+export async function startHangingNameServer(): Promise<{
+  port: number;
+  stop: () => void;
+  /** Calls received so far. */
+  callCount: () => number;
+}> {
   const service = serviceOf(await loadNamesrvProto(), NAMESRV_SERVICE);
   const server = new grpc.Server();
+  let callCount = 0;
   const never = (): void => {
     // Accepted, never answered: the call ends at its deadline or when the server stops.
+    callCount += 1;
   };
   const handlers = { Register: never, Unregister: never, GetRoute: never, GetCluster: never };
   server.addService(service, handlers);
@@ -49,7 +56,7 @@ export async function startHangingNameServer(): Promise<{ port: number; stop: ()
       err === null ? resolve(bound) : reject(err),
     ),
   );
-  return { port, stop: () => server.forceShutdown() };
+  return { port, stop: () => server.forceShutdown(), callCount: () => callCount };
 }
 
 /** Starts a silent NameServer on 127.0.0.1, port 0 unless given. */
