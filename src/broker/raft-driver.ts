@@ -354,7 +354,7 @@ export class RaftDriver {
     await this.loadsIdle();
     await this.commitWritesIdle();
     const err = new RaftmqError('STORE_CLOSED', 'raft driver closed');
-    this.proposals.failAll(err);
+    this.proposals.failAllInDoubt(err);
     this.reads.failAll(err);
     this.log.info({}, 'raft node closed');
     this.resolveStopped(this.fatal);
@@ -783,7 +783,7 @@ export class RaftDriver {
     this.fatal = error;
     this.stopTick();
     this.log.error({ err: error }, 'raft driver stopped');
-    this.proposals.failAll(error);
+    this.proposals.failAllInDoubt(error);
     this.reads.failAll(error);
     this.deps.onFatal?.(error);
     this.resolveStopped(error);

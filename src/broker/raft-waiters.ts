@@ -85,11 +85,29 @@ export class ProposalWaiters {
     }
   }
 
-  /** Fails every waiter with `err` (the driver stopped). */
-  failAll(err: Error): void {
-    const all = [...this.waiters.values()];
+  /**
+   * Fails every waiter because the driver stopped with `cause` (closed, or a fatal store
+   * error). An entry already sent to followers may still commit under the next leader, so the
+   * error is TIMEOUT, "may or may not have taken effect", with `maybeCommitted` and the
+   * proposal's term: a definite error for such an entry made clients send it again, and the
+   * message was stored twice behind one acknowledgement (a leader whose disk filled up).
+   */
+  failAllInDoubt(cause: Error): void {
+    const all = [...this.waiters.entries()];
     this.waiters.clear();
-    for (const waiter of all) waiter.reject(err);
+    for (const [lastIndex, waiter] of all) {
+      waiter.reject(
+        new RaftmqError(
+          'TIMEOUT',
+          `raft: this node stopped (${cause.message}) before the entry was known to be ` +
+            'committed; it may or may not have taken effect',
+          {
+            details: { index: lastIndex, term: waiter.ack.term, maybeCommitted: true },
+            cause,
+          },
+        ),
+      );
+    }
   }
 }
 

@@ -204,6 +204,32 @@ describe('RaftDriver', () => {
     assert.equal(cluster.unexpectedFailures.length, 1);
   });
 
+  it('fails a proposal in doubt, not definitely, when the leader stops on a store error', async () => {
+    const cluster = newCluster(3);
+    const leader = await electLeader(cluster);
+    const driver = cluster.driver(leader);
+    assert.ok(driver !== undefined);
+    cluster.node(leader).disk.setHook((op) => {
+      if (op === 'sync') throw new SimDiskError('EIO', 'injected fsync failure');
+    });
+    let outcome: unknown;
+    driver.propose([encoder.encode('replicated, then the leader stops')]).then(
+      () => (outcome = 'acknowledged'),
+      (err: unknown) => (outcome = err),
+    );
+    await runUntil(cluster, () => outcome !== undefined, 1_000);
+    // The followers hold the entry (it may commit under the next leader): a definite error
+    // made clients send it again, and it was stored twice behind one acknowledgement.
+    assert.ok(
+      isRaftmqError(outcome, 'TIMEOUT') &&
+        outcome.details.maybeCommitted === true &&
+        typeof outcome.details.term === 'number' &&
+        /may or may not have taken effect/.test(outcome.message),
+      String(outcome),
+    );
+    assert.ok(isRaftmqError(cluster.node(leader).fatal, 'STORE_FATAL'));
+  });
+
   it('never grants a vote it could not persist', async () => {
     const cluster = new SimCluster({
       seed: 4,
