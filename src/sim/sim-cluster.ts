@@ -30,6 +30,7 @@ import type { CommitLogOptions } from '../store/commit-log-options';
 import type { LogEntry } from '../store/log-record';
 import { MemMetaStore } from '../store/mem-meta-store';
 import { SimDisk, fencedDisk, type CrashMode } from './sim-disk';
+import { DurableLog, PromiseLedger } from './sim-durability';
 import { SimHistory } from './sim-history';
 import { fencedMeta, slowDisk, slowMeta } from './sim-io';
 import {
@@ -39,9 +40,19 @@ import {
   recordCommitted,
 } from './sim-log-checks';
 import { observeAppends, SimLogContents } from './sim-log-contents';
+import { hardStateCodec, INITIAL_HARD_STATE } from '../broker/raft-hard-state';
+import { MetaKeys } from '../store/meta';
+import type { Message } from '../raft/types';
 import { SimLoop, SimTimers } from './sim-loop';
 import { SimNetwork } from './sim-network';
 import { SimTrace } from './sim-trace';
+
+/**
+ * When an aimed crash strikes: right after the node next sends a granted vote or an
+ * acknowledgement of entries ('promise'), or next truncates or removes a file ('truncate'),
+ * in both cases before a sync can follow.
+ */
+export type AimedCrashKind = 'promise' | 'truncate';
 
 /** CommitLog options that make segments roll and index files fill within a short run. */
 export const SIM_COMMIT_LOG_OPTIONS: Partial<CommitLogOptions> = Object.freeze({
@@ -63,8 +74,11 @@ export interface SimClusterOptions {
   /** Simulated milliseconds per Raft tick. */
   readonly tickIntervalMs: number;
   readonly raft?: Partial<RaftTunables>;
-  /** Each fsync and synced metadata batch takes [0, this] simulated milliseconds. */
+  /** Each fsync and synced metadata batch takes [0, this] simulated milliseconds... */
   readonly syncMsMax: number;
+  /** ...plus, with this chance (default 0), a stall of 50 to `syncStallMsMax` ms. */
+  readonly syncStallProbability?: number;
+  readonly syncStallMsMax?: number;
   /** Receives every trace line (the CLI's `--trace`). */
   readonly traceSink?: (line: string) => void;
   readonly logger?: Logger;
@@ -86,6 +100,14 @@ export class SimNode {
   fences: Array<() => void> = [];
   /** The latest term whose leadership here had the completeness check. */
   completenessCheckedTerm = 0;
+  /** The commit index last seen while this node led `term`. */
+  leaderCommit = { term: 0, commitIndex: 0 };
+  /** What the incarnations since the last check promised (checked at the next open). */
+  ledger = new PromiseLedger();
+  /** The log as persisted when it last crashed (what a power loss keeps), until it is up. */
+  durableAtCrash: DurableLog | undefined;
+  /** A crash armed to strike right after the node's next promise or truncation. */
+  aimedCrash: { kind: AimedCrashKind; mode: CrashMode } | undefined;
   readonly raftPrng: Prng;
   readonly ioPrng: Prng;
   readonly crashPrng: Prng;
@@ -124,6 +146,10 @@ export class SimCluster {
   private readonly nodes = new Map<NodeId, SimNode>();
   private readonly logger: Logger;
   private lastLogMatchingCheckMs = 0;
+  /** Granted votes, by voter and term ("n1 7" -> candidate). */
+  private readonly votesGranted = new Map<string, NodeId>();
+  /** The highest term each node was seen in after any event (its stored term is no higher). */
+  readonly termMaxOf = new Map<NodeId, number>();
 
   constructor(readonly options: SimClusterOptions) {
     this.prng = createPrng(options.seed);
@@ -138,6 +164,66 @@ export class SimCluster {
     this.network = new SimNetwork(this.loop, this.prng.fork(), this.ids);
     this.logger = options.logger ?? silentLogger();
     for (const id of this.ids) this.nodes.set(id, new SimNode(id, this.clock, this.prng.fork()));
+    this.network.observe((m) => this.onSend(m));
+    for (const node of this.nodes.values()) {
+      node.disk.setHook((op) => {
+        if (op === 'truncate' || op === 'remove') this.strikeAimed(node, 'truncate');
+      });
+    }
+  }
+
+  /**
+   * An append that replaces part of the log must start at a conflict (Raft §5.3: delete the
+   * existing entry and all that follow it only if it conflicts with a new one): replacing an
+   * entry with one of the same term cuts a matching suffix, entries the node may have
+   * acknowledged. Acknowledgements of the replaced part are void from here.
+   */
+  private onAppend(node: SimNode, contents: SimLogContents, entries: readonly LogEntry[]): void {
+    const head = entries[0];
+    if (head === undefined || head.index > contents.lastIndex()) return;
+    if (contents.termAt(head.index) === head.term) {
+      this.history.violation(
+        `${node.id} replaced its log from ${head.index} (up to ${contents.lastIndex()}) with ` +
+          `entries up to ${head.index + entries.length - 1} of the same term ${head.term} there`,
+      );
+    }
+    node.ledger.replacedFrom(head.index);
+  }
+
+  /**
+   * Records the promises a node sends; an armed crash may strike right after one. A node grants
+   * at most one vote per term, across incarnations (Raft §5.2).
+   */
+  private onSend(message: Message): void {
+    const node = this.node(message.from);
+    node.ledger.sent(message, node.contents);
+    if (message.type === 'VoteResp' && !message.reject) {
+      const key = `${message.from} ${message.term}`;
+      const earlier = this.votesGranted.get(key);
+      if (earlier === undefined) this.votesGranted.set(key, message.to);
+      else if (earlier !== message.to) {
+        this.history.violation(
+          `${message.from} voted for ${earlier} and for ${message.to} in term ${message.term}`,
+        );
+      }
+    }
+    const promise =
+      (message.type === 'VoteResp' || message.type === 'AppendResp') && !message.reject;
+    if (promise) this.strikeAimed(node, 'promise');
+  }
+
+  /** Arms a crash of `id` that strikes right after its next `kind` (see AimedCrashKind). */
+  aimCrash(id: NodeId, kind: AimedCrashKind, mode: CrashMode): void {
+    this.node(id).aimedCrash = { kind, mode };
+  }
+
+  private strikeAimed(node: SimNode, kind: AimedCrashKind): void {
+    const aimed = node.aimedCrash;
+    if (aimed?.kind !== kind || node.state === 'down') return;
+    node.aimedCrash = undefined;
+    // As the next event: what the current one does before its next await still happens.
+    this.trace.line(`aimed crash ${node.id} after ${kind}`);
+    this.loop.after(0, () => this.crash(node.id, aimed.mode));
   }
 
   node(id: NodeId): SimNode {
@@ -171,6 +257,8 @@ export class SimCluster {
       sleep: (ms: number) => timers.sleep(ms),
       prng: node.ioPrng,
       syncMsMax: this.options.syncMsMax,
+      stallProbability: this.options.syncStallProbability,
+      stallMsMax: this.options.syncStallMsMax,
     };
     this.open(
       node,
@@ -204,9 +292,12 @@ export class SimCluster {
     // Reads only (no simulated time passes): the contents as recovery left them.
     const contents = await SimLogContents.read(commitLog);
     if (!isCurrent(node, incarnation)) return;
-    observeAppends(commitLog, contents);
+    await this.checkPromises(node, contents);
+    if (!isCurrent(node, incarnation)) return;
+    observeAppends(commitLog, contents, (entries) => this.onAppend(node, contents, entries));
     node.commitLog = commitLog;
     node.contents = contents;
+    node.durableAtCrash = undefined;
     this.history.nodeStarted(node.id, 0);
     const transport = this.network.attach(node.id);
     const driver = await RaftDriver.open({
@@ -223,14 +314,32 @@ export class SimCluster {
       apply: (entries) => this.apply(node, incarnation, entries),
       appliedIndex: 0,
       onFatal: (err) => this.onFatal(node, incarnation, err),
-      onSoftState: (s) =>
-        this.trace.line(`role ${node.id} ${s.role} t${s.term} ` + `leader ${s.leaderId ?? '-'}`),
+      onSoftState: (s) => {
+        this.trace.line(`role ${node.id} ${s.role} t${s.term} ` + `leader ${s.leaderId ?? '-'}`);
+        // Here too, not only after each event: a leadership may start and end within one.
+        if (s.role === 'leader' && isCurrent(node, incarnation)) {
+          this.history.leaderSeen(node.id, s.term);
+        }
+      },
       options: { tickIntervalMs: this.options.tickIntervalMs },
     });
     if (!isCurrent(node, incarnation)) return;
     node.driver = driver;
     node.state = 'up';
     this.trace.line(`up ${node.id} #${incarnation} last ${commitLog.lastIndex()}`);
+  }
+
+  /**
+   * Checks what the node's earlier incarnations promised against what survived their crashes:
+   * the stored hard state and the recovered log (see sim-durability.ts).
+   */
+  private async checkPromises(node: SimNode, contents: SimLogContents): Promise<void> {
+    const stored = await node.meta.get(MetaKeys.raftHardState);
+    const hardState = stored === undefined ? INITIAL_HARD_STATE : hardStateCodec.decode(stored);
+    for (const broken of node.ledger.check(hardState, contents)) {
+      this.history.violation(`durability: ${node.id} ${broken}`);
+    }
+    node.ledger = new PromiseLedger();
   }
 
   private apply(node: SimNode, incarnation: number, entries: readonly LogEntry[]): Promise<void> {
@@ -261,6 +370,11 @@ export class SimCluster {
     this.trace.line(`crash ${id} #${node.incarnation} ${mode}`);
     this.history.crashes += 1;
     node.state = 'down';
+    node.aimedCrash = undefined;
+    if (node.commitLog !== undefined && node.contents !== undefined) {
+      const log = node.commitLog;
+      node.durableAtCrash = DurableLog.of(node.contents, log.firstIndex(), log.persistedIndex());
+    }
     for (const fence of node.fences) fence();
     this.network.detach(id);
     node.timers?.kill();
@@ -369,6 +483,7 @@ export class SimCluster {
       const node = this.node(id);
       if (node.state !== 'up' || node.driver === undefined) continue;
       const status = node.driver.status();
+      if (status.term > (this.termMaxOf.get(id) ?? 0)) this.termMaxOf.set(id, status.term);
       if (status.role !== 'leader') continue;
       this.history.leaderSeen(id, status.term);
       this.checkLeader(node, status);
@@ -402,10 +517,57 @@ export class SimCluster {
   private checkLeader(node: SimNode, status: RaftDriverStatus): void {
     const checked = this.checkedLog(node);
     if (checked === undefined) return;
+    const recordedMax = this.history.committedIndexMax;
     recordCommitted(this.history, checked, status.term, status.commitIndex);
+    for (let index = recordedMax + 1; index <= this.history.committedIndexMax; index++) {
+      this.checkDurableMajority(index);
+    }
+    this.checkCommitRule(node, checked, status);
     if (status.term <= node.completenessCheckedTerm) return;
     node.completenessCheckedTerm = status.term;
     checkLeaderCompleteness(this.history, checked, status.term);
+  }
+
+  /**
+   * A leader raises its commit index only to an entry of its own term (Raft §5.4.2, Figure 8:
+   * counting replicas commits no entry of an earlier term; those commit with the first entry of
+   * its own). Checked whenever the commit index of a leadership is seen to rise.
+   */
+  private checkCommitRule(node: SimNode, checked: CheckedLog, status: RaftDriverStatus): void {
+    const last = node.leaderCommit;
+    node.leaderCommit = { term: status.term, commitIndex: status.commitIndex };
+    if (last.term !== status.term || status.commitIndex <= last.commitIndex) return;
+    const entryTerm = checked.contents.termAt(status.commitIndex);
+    if (entryTerm === undefined || entryTerm === status.term) return;
+    this.history.violation(
+      `leader ${node.id} of term ${status.term} raised its commit index from ` +
+        `${last.commitIndex} to ${status.commitIndex}, an entry of term ${entryTerm}`,
+    );
+  }
+
+  /**
+   * An entry first seen committed is durable on a majority (Raft §5.3: committed means stored
+   * on a majority; the leader counts itself only for what it has synced, thesis §10.2.1).
+   */
+  private checkDurableMajority(index: number): void {
+    const record = this.history.committedAt[index];
+    if (record === undefined) return;
+    const holders = this.ids.filter((id) => {
+      const n = this.node(id);
+      if (n.state !== 'down' && n.commitLog !== undefined && n.contents !== undefined) {
+        return (
+          index <= n.commitLog.persistedIndex() &&
+          n.contents.termAt(index) === record.term &&
+          n.contents.crcAt(index) === record.crc
+        );
+      }
+      return n.durableAtCrash?.holds(index, record.term, record.crc) === true;
+    });
+    if (holders.length * 2 > this.ids.length) return;
+    this.history.violation(
+      `durability: index ${index} term ${record.term} committed (seen at ${record.node}) but ` +
+        `durable only on ${holders.length === 0 ? 'no node' : holders.join(',')}`,
+    );
   }
 
   /** Log Matching over every running node's log (see sim-log-checks.ts). */

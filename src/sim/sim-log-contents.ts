@@ -80,12 +80,17 @@ export class SimLogContents {
  * Makes `contents` follow every append to `log`. The CommitLog has no observer of its own and
  * the simulator must run the production store unchanged, so this wraps the one instance's
  * `append`: entries are recorded after the store accepted them (it validates first and throws
- * without writing anything).
+ * without writing anything). `onAppend` sees each append before `contents` records it.
  */
-export function observeAppends(log: CommitLog, contents: SimLogContents): void {
+export function observeAppends(
+  log: CommitLog,
+  contents: SimLogContents,
+  onAppend?: (entries: readonly LogEntry[]) => void,
+): void {
   const append = log.append.bind(log);
   log.append = (entries: readonly LogEntry[]): number => {
     const last = append(entries);
+    onAppend?.(entries);
     contents.appended(entries);
     return last;
   };
