@@ -7,6 +7,8 @@
  * Faults: `crash(node, mode)` fences the incarnation's devices, transport and timers, and loses
  * what the mode says (see SimDisk and MemMetaStore); `start(node)` opens a new incarnation on
  * the same disk. `pause(node)` freezes a node's timers, IO and inbound messages for a while.
+ * `aimCrash(node, kind, mode)` arms a crash that strikes right after the node's next granted
+ * vote or acknowledgement, or its next truncation or file removal.
  *
  * Each incarnation's log contents (term and record checksum per index, {@link SimLogContents})
  * are read back at open and follow every append. After every event the cluster checks what
@@ -15,7 +17,9 @@
  * Completeness (Raft §5.4: when a node is first seen leading a term, its log holds every entry
  * known committed by that term, with the same term and checksum); and, every few ticks, Log
  * Matching (Raft §5.3: two logs that hold an entry of the same term at an index hold identical
- * entries up to it).
+ * entries up to it). As things happen (sim-node-checks.ts): the commit rule, durability of each
+ * newly committed entry on a majority, one vote per term, no same-term suffix cuts; and when a
+ * node opens again, that what its crashed incarnations promised survived (sim-durability.ts).
  */
 import { assert } from '../common/assert';
 import { ManualClock } from '../common/clock';
@@ -28,9 +32,15 @@ import { RaftDriver, type RaftDriverStatus } from '../broker/raft-driver';
 import { CommitLog } from '../store/commit-log';
 import type { CommitLogOptions } from '../store/commit-log-options';
 import type { LogEntry } from '../store/log-record';
-import { MemMetaStore } from '../store/mem-meta-store';
-import { SimDisk, fencedDisk, type CrashMode } from './sim-disk';
+import { fencedDisk, type CrashMode } from './sim-disk';
 import { DurableLog, PromiseLedger } from './sim-durability';
+import {
+  checkAppendReplaces,
+  checkCommitRule,
+  checkDurableMajority,
+  checkOneVote,
+} from './sim-node-checks';
+import { type AimedCrashKind, SimNode } from './sim-node';
 import { SimHistory } from './sim-history';
 import { fencedMeta, slowDisk, slowMeta } from './sim-io';
 import {
@@ -46,13 +56,6 @@ import type { Message } from '../raft/types';
 import { SimLoop, SimTimers } from './sim-loop';
 import { SimNetwork } from './sim-network';
 import { SimTrace } from './sim-trace';
-
-/**
- * When an aimed crash strikes: right after the node next sends a granted vote or an
- * acknowledgement of entries ('promise'), or next truncates or removes a file ('truncate'),
- * in both cases before a sync can follow.
- */
-export type AimedCrashKind = 'promise' | 'truncate';
 
 /** CommitLog options that make segments roll and index files fill within a short run. */
 export const SIM_COMMIT_LOG_OPTIONS: Partial<CommitLogOptions> = Object.freeze({
@@ -82,46 +85,6 @@ export interface SimClusterOptions {
   /** Receives every trace line (the CLI's `--trace`). */
   readonly traceSink?: (line: string) => void;
   readonly logger?: Logger;
-}
-
-/** One node: its devices survive crashes; everything else belongs to an incarnation. */
-export class SimNode {
-  readonly disk: SimDisk;
-  readonly meta = new MemMetaStore();
-  incarnation = 0;
-  state: 'down' | 'starting' | 'up' = 'down';
-  driver: RaftDriver | undefined;
-  commitLog: CommitLog | undefined;
-  /** What `commitLog` holds, entry by entry (set with it). */
-  contents: SimLogContents | undefined;
-  timers: SimTimers | undefined;
-  /** The failure that stopped the current incarnation, if any. */
-  fatal: Error | undefined;
-  fences: Array<() => void> = [];
-  /** The latest term whose leadership here had the completeness check. */
-  completenessCheckedTerm = 0;
-  /** The commit index last seen while this node led `term`. */
-  leaderCommit = { term: 0, commitIndex: 0 };
-  /** What the incarnations since the last check promised (checked at the next open). */
-  ledger = new PromiseLedger();
-  /** The log as persisted when it last crashed (what a power loss keeps), until it is up. */
-  durableAtCrash: DurableLog | undefined;
-  /** A crash armed to strike right after the node's next promise or truncation. */
-  aimedCrash: { kind: AimedCrashKind; mode: CrashMode } | undefined;
-  readonly raftPrng: Prng;
-  readonly ioPrng: Prng;
-  readonly crashPrng: Prng;
-
-  constructor(
-    readonly id: NodeId,
-    clock: ManualClock,
-    prng: Prng,
-  ) {
-    this.disk = new SimDisk({ clock, prng: prng.fork() });
-    this.raftPrng = prng.fork();
-    this.ioPrng = prng.fork();
-    this.crashPrng = prng.fork();
-  }
 }
 
 /** True while `incarnation` is the running (or starting) one of `node`. */
@@ -173,40 +136,13 @@ export class SimCluster {
   }
 
   /**
-   * An append that replaces part of the log must start at a conflict (Raft §5.3: delete the
-   * existing entry and all that follow it only if it conflicts with a new one): replacing an
-   * entry with one of the same term cuts a matching suffix, entries the node may have
-   * acknowledged. Acknowledgements of the replaced part are void from here.
-   */
-  private onAppend(node: SimNode, contents: SimLogContents, entries: readonly LogEntry[]): void {
-    const head = entries[0];
-    if (head === undefined || head.index > contents.lastIndex()) return;
-    if (contents.termAt(head.index) === head.term) {
-      this.history.violation(
-        `${node.id} replaced its log from ${head.index} (up to ${contents.lastIndex()}) with ` +
-          `entries up to ${head.index + entries.length - 1} of the same term ${head.term} there`,
-      );
-    }
-    node.ledger.replacedFrom(head.index);
-  }
-
-  /**
    * Records the promises a node sends; an armed crash may strike right after one. A node grants
    * at most one vote per term, across incarnations (Raft §5.2).
    */
   private onSend(message: Message): void {
     const node = this.node(message.from);
     node.ledger.sent(message, node.contents);
-    if (message.type === 'VoteResp' && !message.reject) {
-      const key = `${message.from} ${message.term}`;
-      const earlier = this.votesGranted.get(key);
-      if (earlier === undefined) this.votesGranted.set(key, message.to);
-      else if (earlier !== message.to) {
-        this.history.violation(
-          `${message.from} voted for ${earlier} and for ${message.to} in term ${message.term}`,
-        );
-      }
-    }
+    checkOneVote(this.history, this.votesGranted, message);
     const promise =
       (message.type === 'VoteResp' || message.type === 'AppendResp') && !message.reject;
     if (promise) this.strikeAimed(node, 'promise');
@@ -294,7 +230,9 @@ export class SimCluster {
     if (!isCurrent(node, incarnation)) return;
     await this.checkPromises(node, contents);
     if (!isCurrent(node, incarnation)) return;
-    observeAppends(commitLog, contents, (entries) => this.onAppend(node, contents, entries));
+    observeAppends(commitLog, contents, (entries) =>
+      checkAppendReplaces(this.history, node, contents, entries),
+    );
     node.commitLog = commitLog;
     node.contents = contents;
     node.durableAtCrash = undefined;
@@ -519,55 +457,14 @@ export class SimCluster {
     if (checked === undefined) return;
     const recordedMax = this.history.committedIndexMax;
     recordCommitted(this.history, checked, status.term, status.commitIndex);
+    const nodes = [...this.nodes.values()];
     for (let index = recordedMax + 1; index <= this.history.committedIndexMax; index++) {
-      this.checkDurableMajority(index);
+      checkDurableMajority(this.history, index, nodes);
     }
-    this.checkCommitRule(node, checked, status);
+    checkCommitRule(this.history, node, checked, status);
     if (status.term <= node.completenessCheckedTerm) return;
     node.completenessCheckedTerm = status.term;
     checkLeaderCompleteness(this.history, checked, status.term);
-  }
-
-  /**
-   * A leader raises its commit index only to an entry of its own term (Raft §5.4.2, Figure 8:
-   * counting replicas commits no entry of an earlier term; those commit with the first entry of
-   * its own). Checked whenever the commit index of a leadership is seen to rise.
-   */
-  private checkCommitRule(node: SimNode, checked: CheckedLog, status: RaftDriverStatus): void {
-    const last = node.leaderCommit;
-    node.leaderCommit = { term: status.term, commitIndex: status.commitIndex };
-    if (last.term !== status.term || status.commitIndex <= last.commitIndex) return;
-    const entryTerm = checked.contents.termAt(status.commitIndex);
-    if (entryTerm === undefined || entryTerm === status.term) return;
-    this.history.violation(
-      `leader ${node.id} of term ${status.term} raised its commit index from ` +
-        `${last.commitIndex} to ${status.commitIndex}, an entry of term ${entryTerm}`,
-    );
-  }
-
-  /**
-   * An entry first seen committed is durable on a majority (Raft §5.3: committed means stored
-   * on a majority; the leader counts itself only for what it has synced, thesis §10.2.1).
-   */
-  private checkDurableMajority(index: number): void {
-    const record = this.history.committedAt[index];
-    if (record === undefined) return;
-    const holders = this.ids.filter((id) => {
-      const n = this.node(id);
-      if (n.state !== 'down' && n.commitLog !== undefined && n.contents !== undefined) {
-        return (
-          index <= n.commitLog.persistedIndex() &&
-          n.contents.termAt(index) === record.term &&
-          n.contents.crcAt(index) === record.crc
-        );
-      }
-      return n.durableAtCrash?.holds(index, record.term, record.crc) === true;
-    });
-    if (holders.length * 2 > this.ids.length) return;
-    this.history.violation(
-      `durability: index ${index} term ${record.term} committed (seen at ${record.node}) but ` +
-        `durable only on ${holders.length === 0 ? 'no node' : holders.join(',')}`,
-    );
   }
 
   /** Log Matching over every running node's log (see sim-log-checks.ts). */
