@@ -92,6 +92,8 @@ class Scenario {
   private readonly restartAtTick = new Map<NodeId, number>();
   private outstanding = 0;
   private partitionHealTick = -1;
+  /** The liveness bound of this run (set when healing begins). */
+  healTicksBound: number;
   private tick = 0;
   private proposalSeq = 0;
 
@@ -102,6 +104,7 @@ class Scenario {
   ) {
     this.prng = cluster.prng.fork();
     this.rates = profile.rates;
+    this.healTicksBound = options.healTicksMax;
     const { syncMsMax, stallProbability, stallMsMax } = profile.sync;
     const syncMsLongest = syncMsMax + (stallProbability > 0 ? stallMsMax : 0);
     this.isolation = new IsolationChecks(
@@ -276,7 +279,8 @@ class Scenario {
       if (c.node(id).state === 'down') c.start(id);
     }
     const probe: { state: 'none' | 'outstanding' | 'acked' } = { state: 'none' };
-    for (let tick = 0; tick < this.options.healTicksMax; tick++) {
+    this.healTicksBound = this.healBound();
+    for (let tick = 0; tick < this.healTicksBound; tick++) {
       if (probe.state === 'acked' && this.allApplied())
         return (await this.staysStable()) ? tick : null;
       const leader = c.leader();
@@ -289,7 +293,21 @@ class Scenario {
       }
       if (!(await c.runFor(c.options.tickIntervalMs)) || !this.withinEventBudget()) return null;
     }
-    return probe.state === 'acked' && this.allApplied() ? this.options.healTicksMax : null;
+    return probe.state === 'acked' && this.allApplied() ? this.healTicksBound : null;
+  }
+
+  /**
+   * The liveness bound: `healTicksMax`, plus, in runs with small Append windows, two ticks per
+   * entry some node may have to catch up on, per entry an Append carries (a node that lost its
+   * log catches up one window per fsync and round trip, and fsyncs may take 40 ms).
+   */
+  private healBound(): number {
+    const batch = this.profile.raft.batchEntriesMax;
+    if (batch === undefined) return this.options.healTicksMax;
+    const h = this.cluster.history;
+    const appliedMin = Math.min(...this.cluster.ids.map((id) => h.appliedIndexOf.get(id) ?? 0));
+    const lag = Math.max(0, h.committedIndexMax - appliedMin);
+    return this.options.healTicksMax + Math.ceil((2 * lag) / batch);
   }
 
   /**
@@ -326,9 +344,7 @@ class Scenario {
   private withinEventBudget(): boolean {
     const c = this.cluster;
     const budget =
-      (this.options.faultTicks + this.options.healTicksMax) *
-      c.ids.length *
-      EVENTS_PER_NODE_TICK_MAX;
+      (this.options.faultTicks + this.healTicksBound) * c.ids.length * EVENTS_PER_NODE_TICK_MAX;
     if (c.loop.eventCount <= budget) return true;
     c.history.violation(`event storm: more than ${budget} events`);
     return false;
@@ -366,7 +382,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   if (healTicks === null && h.violationCount === 0) {
     const applied = cluster.ids.map((id) => `${id}:${h.appliedIndexOf.get(id) ?? 0}`).join(' ');
     h.violation(
-      `liveness: not live within ${options.healTicksMax} ticks after healing ` +
+      `liveness: not live within ${scenario.healTicksBound} ticks after healing ` +
         `(leader ${cluster.leader() ?? 'none'}, acknowledged up to ${h.maxAckedIndex}, ` +
         `applied ${applied})`,
     );
