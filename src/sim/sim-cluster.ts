@@ -159,6 +159,7 @@ export class SimCluster {
     node.aimedCrash = undefined;
     // As the next event: what the current one does before its next await still happens.
     this.trace.line(`aimed crash ${node.id} after ${kind}`);
+    this.history.aimedCrashes += 1;
     this.loop.after(0, () => this.crash(node.id, aimed.mode));
   }
 

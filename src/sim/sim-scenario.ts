@@ -412,6 +412,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       appliedMax: Math.max(0, ...h.appliedIndexOf.values()),
       reads: h.readsServed,
       crashes: h.crashes,
+      aimedCrashes: h.aimedCrashes,
       pauses: h.pauses,
       partitions: h.partitions,
       networkChanges: h.networkChanges,
