@@ -231,8 +231,11 @@ export class SimCluster {
     if (!isCurrent(node, incarnation)) return;
     await this.checkPromises(node, contents);
     if (!isCurrent(node, incarnation)) return;
-    observeAppends(commitLog, contents, (entries) =>
-      checkAppendReplaces(this.history, node, contents, entries),
+    observeAppends(
+      commitLog,
+      contents,
+      (entries) => checkAppendReplaces(this.history, node, contents, entries),
+      (fromIndex) => node.ledger.replacedFrom(fromIndex),
     );
     node.commitLog = commitLog;
     node.contents = contents;
