@@ -2,14 +2,16 @@
  * One seeded simulation run, as the property tests and `npm run sim` use it: a group runs under
  * faults for `faultTicks` ticks while clients propose, read and move leadership; then every
  * fault is healed and the group must elect a leader, commit a fresh proposal and apply every
- * acknowledged proposal on every node within `healTicksMax` ticks (liveness). Safety is checked
- * throughout by the cluster and its history.
+ * acknowledged proposal on every node within `healTicksMax` ticks (liveness; more with small
+ * Append windows, see `healBound`), and then keep its leader and term. Safety is checked
+ * throughout by the cluster and its history, and on minority sides by sim-isolation.ts.
  *
- * Faults, each drawn per tick from the seed: network conditions (delay, loss, duplication,
- * reordering), partitions (isolate one node, isolate the leader, majority/minority splits,
- * one-way cuts, a lossy link), crashes with every loss mode and later restarts, and pauses.
- * Only faults the design claims to survive are injected: devices may lose unsynced writes, but
- * never synced ones, and never fail.
+ * Before the run the seed draws its profile (sim-draws.ts): Raft settings, sync latency, fault
+ * rates. Faults, each drawn per tick from the seed: network conditions (delay, loss,
+ * duplication, reordering), partitions (isolate one node, isolate the leader, majority/minority
+ * splits, one-way cuts, a lossy link), crashes with every loss mode (some aimed right after a
+ * promise or a truncation) and later restarts, and pauses. Only faults the design claims to
+ * survive are injected: devices may lose unsynced writes, but never synced ones, and never fail.
  */
 import type { Logger } from '../common/logger';
 import type { Prng } from '../common/prng';

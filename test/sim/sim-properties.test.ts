@@ -41,8 +41,8 @@ const RUN_MS_MAX: Readonly<Record<number, number>> = { 3: 15_000, 5: 40_000 };
 
 /**
  * What must have happened across a property's runs, each with the fewest runs for which an
- * injector that works misses it with a chance below 1e-5 (from the rates in sim-scenario.ts, a
- * run has no pause with a chance of about 7%, no crash 1.7%, no partition 0.4%, no network
+ * injector that works misses it with a chance below 1e-5 (from the rates in sim-draws.ts, a
+ * run has no pause with a chance of about 7%, no crash 2%, no partition 0.4%, no network
  * change 0.03%). Acknowledged proposals: every run acknowledges hundreds.
  */
 const REQUIRED_ACROSS_RUNS: ReadonlyArray<readonly [stat: string, runsMin: number]> = [
