@@ -45,7 +45,9 @@ function settle(node: RaftNode, store: MemStore): { applied: number[]; acks: App
   for (let round = 0; round < 10 && node.hasReady(); round++) {
     const ready = node.ready();
     store.persist(ready);
-    for (const m of [...ready.messages, ...ready.messagesAfterPersist]) if (m.type === 'AppendResp') acks.push(m);
+    for (const m of [...ready.messages, ...ready.messagesAfterPersist]) {
+      if (m.type === 'AppendResp') acks.push(m);
+    }
     for (const e of ready.committedEntries) applied.push(e.index);
     node.advance(ready);
     for (const request of ready.loads) node.entriesLoaded(request.peer, store.load(request));
