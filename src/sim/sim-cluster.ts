@@ -7,6 +7,8 @@
  * Faults: `crash(node, mode)` fences the incarnation's devices, transport and timers, and loses
  * what the mode says (see SimDisk and MemMetaStore); `start(node)` opens a new incarnation on
  * the same disk. `pause(node)` freezes a node's timers, IO and inbound messages for a while.
+ * `aimCrash(node, kind, mode)` arms a crash that strikes right after the node's next granted
+ * vote or acknowledgement, or its next truncation or file removal.
  *
  * Each incarnation's log contents (term and record checksum per index, {@link SimLogContents})
  * are read back at open and follow every append. After every event the cluster checks what
@@ -15,7 +17,9 @@
  * Completeness (Raft §5.4: when a node is first seen leading a term, its log holds every entry
  * known committed by that term, with the same term and checksum); and, every few ticks, Log
  * Matching (Raft §5.3: two logs that hold an entry of the same term at an index hold identical
- * entries up to it).
+ * entries up to it). As things happen (sim-node-checks.ts): the commit rule, durability of each
+ * newly committed entry on a majority, one vote per term, no same-term suffix cuts; and when a
+ * node opens again, that what its crashed incarnations promised survived (sim-durability.ts).
  */
 import { assert } from '../common/assert';
 import { ManualClock } from '../common/clock';
@@ -28,8 +32,15 @@ import { RaftDriver, type RaftDriverStatus } from '../broker/raft-driver';
 import { CommitLog } from '../store/commit-log';
 import type { CommitLogOptions } from '../store/commit-log-options';
 import type { LogEntry } from '../store/log-record';
-import { MemMetaStore } from '../store/mem-meta-store';
-import { SimDisk, fencedDisk, type CrashMode } from './sim-disk';
+import { fencedDisk, type CrashMode } from './sim-disk';
+import { DurableLog, PromiseLedger } from './sim-durability';
+import {
+  checkAppendReplaces,
+  checkCommitRule,
+  checkDurableMajority,
+  checkOneVote,
+} from './sim-node-checks';
+import { type AimedCrashKind, SimNode } from './sim-node';
 import { SimHistory } from './sim-history';
 import { fencedMeta, slowDisk, slowMeta } from './sim-io';
 import {
@@ -39,6 +50,9 @@ import {
   recordCommitted,
 } from './sim-log-checks';
 import { observeAppends, SimLogContents } from './sim-log-contents';
+import { hardStateCodec, INITIAL_HARD_STATE } from '../broker/raft-hard-state';
+import { MetaKeys } from '../store/meta';
+import type { Message } from '../raft/types';
 import { SimLoop, SimTimers } from './sim-loop';
 import { SimNetwork } from './sim-network';
 import { SimTrace } from './sim-trace';
@@ -63,43 +77,14 @@ export interface SimClusterOptions {
   /** Simulated milliseconds per Raft tick. */
   readonly tickIntervalMs: number;
   readonly raft?: Partial<RaftTunables>;
-  /** Each fsync and synced metadata batch takes [0, this] simulated milliseconds. */
+  /** Each fsync and synced metadata batch takes [0, this] simulated milliseconds... */
   readonly syncMsMax: number;
+  /** ...plus, with this chance (default 0), a stall of 50 to `syncStallMsMax` ms. */
+  readonly syncStallProbability?: number;
+  readonly syncStallMsMax?: number;
   /** Receives every trace line (the CLI's `--trace`). */
   readonly traceSink?: (line: string) => void;
   readonly logger?: Logger;
-}
-
-/** One node: its devices survive crashes; everything else belongs to an incarnation. */
-export class SimNode {
-  readonly disk: SimDisk;
-  readonly meta = new MemMetaStore();
-  incarnation = 0;
-  state: 'down' | 'starting' | 'up' = 'down';
-  driver: RaftDriver | undefined;
-  commitLog: CommitLog | undefined;
-  /** What `commitLog` holds, entry by entry (set with it). */
-  contents: SimLogContents | undefined;
-  timers: SimTimers | undefined;
-  /** The failure that stopped the current incarnation, if any. */
-  fatal: Error | undefined;
-  fences: Array<() => void> = [];
-  /** The latest term whose leadership here had the completeness check. */
-  completenessCheckedTerm = 0;
-  readonly raftPrng: Prng;
-  readonly ioPrng: Prng;
-  readonly crashPrng: Prng;
-
-  constructor(
-    readonly id: NodeId,
-    clock: ManualClock,
-    prng: Prng,
-  ) {
-    this.disk = new SimDisk({ clock, prng: prng.fork() });
-    this.raftPrng = prng.fork();
-    this.ioPrng = prng.fork();
-    this.crashPrng = prng.fork();
-  }
 }
 
 /** True while `incarnation` is the running (or starting) one of `node`. */
@@ -124,6 +109,10 @@ export class SimCluster {
   private readonly nodes = new Map<NodeId, SimNode>();
   private readonly logger: Logger;
   private lastLogMatchingCheckMs = 0;
+  /** Granted votes, by voter and term ("n1 7" -> candidate). */
+  private readonly votesGranted = new Map<string, NodeId>();
+  /** The highest term each node was seen in after any event (its stored term is no higher). */
+  readonly termMaxOf = new Map<NodeId, number>();
 
   constructor(readonly options: SimClusterOptions) {
     this.prng = createPrng(options.seed);
@@ -138,6 +127,40 @@ export class SimCluster {
     this.network = new SimNetwork(this.loop, this.prng.fork(), this.ids);
     this.logger = options.logger ?? silentLogger();
     for (const id of this.ids) this.nodes.set(id, new SimNode(id, this.clock, this.prng.fork()));
+    this.network.observe((m) => this.onSend(m));
+    for (const node of this.nodes.values()) {
+      node.disk.setHook((op) => {
+        if (op === 'truncate' || op === 'remove') this.strikeAimed(node, 'truncate');
+      });
+    }
+  }
+
+  /**
+   * Records the promises a node sends; an armed crash may strike right after one. A node grants
+   * at most one vote per term, across incarnations (Raft §5.2).
+   */
+  private onSend(message: Message): void {
+    const node = this.node(message.from);
+    node.ledger.sent(message, node.contents);
+    checkOneVote(this.history, this.votesGranted, message);
+    const promise =
+      (message.type === 'VoteResp' || message.type === 'AppendResp') && !message.reject;
+    if (promise) this.strikeAimed(node, 'promise');
+  }
+
+  /** Arms a crash of `id` that strikes right after its next `kind` (see AimedCrashKind). */
+  aimCrash(id: NodeId, kind: AimedCrashKind, mode: CrashMode): void {
+    this.node(id).aimedCrash = { kind, mode };
+  }
+
+  private strikeAimed(node: SimNode, kind: AimedCrashKind): void {
+    const aimed = node.aimedCrash;
+    if (aimed?.kind !== kind || node.state === 'down') return;
+    node.aimedCrash = undefined;
+    // As the next event: what the current one does before its next await still happens.
+    this.trace.line(`aimed crash ${node.id} after ${kind}`);
+    this.history.aimedCrashes += 1;
+    this.loop.after(0, () => this.crash(node.id, aimed.mode));
   }
 
   node(id: NodeId): SimNode {
@@ -171,6 +194,8 @@ export class SimCluster {
       sleep: (ms: number) => timers.sleep(ms),
       prng: node.ioPrng,
       syncMsMax: this.options.syncMsMax,
+      stallProbability: this.options.syncStallProbability,
+      stallMsMax: this.options.syncStallMsMax,
     };
     this.open(
       node,
@@ -204,9 +229,17 @@ export class SimCluster {
     // Reads only (no simulated time passes): the contents as recovery left them.
     const contents = await SimLogContents.read(commitLog);
     if (!isCurrent(node, incarnation)) return;
-    observeAppends(commitLog, contents);
+    await this.checkPromises(node, contents);
+    if (!isCurrent(node, incarnation)) return;
+    observeAppends(
+      commitLog,
+      contents,
+      (entries) => checkAppendReplaces(this.history, node, contents, entries),
+      (fromIndex) => node.ledger.replacedFrom(fromIndex),
+    );
     node.commitLog = commitLog;
     node.contents = contents;
+    node.durableAtCrash = undefined;
     this.history.nodeStarted(node.id, 0);
     const transport = this.network.attach(node.id);
     const driver = await RaftDriver.open({
@@ -223,14 +256,32 @@ export class SimCluster {
       apply: (entries) => this.apply(node, incarnation, entries),
       appliedIndex: 0,
       onFatal: (err) => this.onFatal(node, incarnation, err),
-      onSoftState: (s) =>
-        this.trace.line(`role ${node.id} ${s.role} t${s.term} ` + `leader ${s.leaderId ?? '-'}`),
+      onSoftState: (s) => {
+        this.trace.line(`role ${node.id} ${s.role} t${s.term} ` + `leader ${s.leaderId ?? '-'}`);
+        // Here too, not only after each event: a leadership may start and end within one.
+        if (s.role === 'leader' && isCurrent(node, incarnation)) {
+          this.history.leaderSeen(node.id, s.term);
+        }
+      },
       options: { tickIntervalMs: this.options.tickIntervalMs },
     });
     if (!isCurrent(node, incarnation)) return;
     node.driver = driver;
     node.state = 'up';
     this.trace.line(`up ${node.id} #${incarnation} last ${commitLog.lastIndex()}`);
+  }
+
+  /**
+   * Checks what the node's earlier incarnations promised against what survived their crashes:
+   * the stored hard state and the recovered log (see sim-durability.ts).
+   */
+  private async checkPromises(node: SimNode, contents: SimLogContents): Promise<void> {
+    const stored = await node.meta.get(MetaKeys.raftHardState);
+    const hardState = stored === undefined ? INITIAL_HARD_STATE : hardStateCodec.decode(stored);
+    for (const broken of node.ledger.check(hardState, contents)) {
+      this.history.violation(`durability: ${node.id} ${broken}`);
+    }
+    node.ledger = new PromiseLedger();
   }
 
   private apply(node: SimNode, incarnation: number, entries: readonly LogEntry[]): Promise<void> {
@@ -261,6 +312,11 @@ export class SimCluster {
     this.trace.line(`crash ${id} #${node.incarnation} ${mode}`);
     this.history.crashes += 1;
     node.state = 'down';
+    node.aimedCrash = undefined;
+    if (node.commitLog !== undefined && node.contents !== undefined) {
+      const log = node.commitLog;
+      node.durableAtCrash = DurableLog.of(node.contents, log.firstIndex(), log.persistedIndex());
+    }
     for (const fence of node.fences) fence();
     this.network.detach(id);
     node.timers?.kill();
@@ -369,6 +425,7 @@ export class SimCluster {
       const node = this.node(id);
       if (node.state !== 'up' || node.driver === undefined) continue;
       const status = node.driver.status();
+      if (status.term > (this.termMaxOf.get(id) ?? 0)) this.termMaxOf.set(id, status.term);
       if (status.role !== 'leader') continue;
       this.history.leaderSeen(id, status.term);
       this.checkLeader(node, status);
@@ -402,7 +459,13 @@ export class SimCluster {
   private checkLeader(node: SimNode, status: RaftDriverStatus): void {
     const checked = this.checkedLog(node);
     if (checked === undefined) return;
+    const recordedMax = this.history.committedIndexMax;
     recordCommitted(this.history, checked, status.term, status.commitIndex);
+    const nodes = [...this.nodes.values()];
+    for (let index = recordedMax + 1; index <= this.history.committedIndexMax; index++) {
+      checkDurableMajority(this.history, index, nodes);
+    }
+    checkCommitRule(this.history, node, checked, status);
     if (status.term <= node.completenessCheckedTerm) return;
     node.completenessCheckedTerm = status.term;
     checkLeaderCompleteness(this.history, checked, status.term);

@@ -5,7 +5,10 @@
  *
  * `crash()` models the faults the store claims to survive:
  * - `'lose'`: everything not synced is gone (files and names);
- * - `'tear'`: the unsynced writes of each file survive up to a random byte, in order;
+ * - `'tear'`: the unsynced writes of each file survive up to a random byte, in order (never a
+ *   later write without every earlier one: the CommitLog's recovery reads a valid record after
+ *   a bad one as corruption and refuses to start, docs/storage.md, Recovery rule 4, so it
+ *   assumes unsynced bytes survive as a prefix; see docs/raft.md on why that is not simulated);
  * - `'keep'`: a process crash (kill -9): the page cache survives, nothing is lost.
  * Directories themselves are always durable (the store creates them once, at open).
  */

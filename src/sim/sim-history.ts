@@ -72,6 +72,8 @@ export class SimHistory {
   readsServed = 0;
   readsRejected = 0;
   crashes = 0;
+  /** Crashes that struck right after a promise or a truncation (also in `crashes`). */
+  aimedCrashes = 0;
   pauses = 0;
   partitions = 0;
   networkChanges = 0;

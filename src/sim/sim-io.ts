@@ -51,12 +51,22 @@ export function fencedMeta(store: MetaStore): { meta: MetaStore; fence: () => vo
 export interface SimLatency {
   readonly sleep: (delayMs: number) => Promise<void>;
   readonly prng: Prng;
-  /** Each sync takes a uniform random [0, this] milliseconds. */
+  /** Each sync takes a uniform random [0, this] milliseconds... */
   readonly syncMsMax: number;
+  /** ...plus, with this chance (default 0: nothing is drawn), a stall of [50, stallMsMax]. */
+  readonly stallProbability?: number;
+  readonly stallMsMax?: number;
 }
 
+const STALL_MS_MIN = 50;
+
 function delay(latency: SimLatency): Promise<void> {
-  return latency.sleep(latency.prng.nextInt(0, latency.syncMsMax + 1));
+  const { prng, stallProbability = 0, stallMsMax = STALL_MS_MIN } = latency;
+  let ms = prng.nextInt(0, latency.syncMsMax + 1);
+  if (stallProbability > 0 && prng.chance(stallProbability)) {
+    ms += prng.nextInt(STALL_MS_MIN, Math.max(STALL_MS_MIN, stallMsMax) + 1);
+  }
+  return latency.sleep(ms);
 }
 
 /** A disk view whose file and directory syncs take simulated time. */

@@ -80,13 +80,27 @@ export class SimLogContents {
  * Makes `contents` follow every append to `log`. The CommitLog has no observer of its own and
  * the simulator must run the production store unchanged, so this wraps the one instance's
  * `append`: entries are recorded after the store accepted them (it validates first and throws
- * without writing anything).
+ * without writing anything). `onAppend` sees each append before `contents` records it, and
+ * `onTruncate` each suffix truncation as it is asked for (the append at the cut may come only
+ * after the truncation's own writes, or never, if the node crashes in between).
  */
-export function observeAppends(log: CommitLog, contents: SimLogContents): void {
+export function observeAppends(
+  log: CommitLog,
+  contents: SimLogContents,
+  onAppend?: (entries: readonly LogEntry[]) => void,
+  onTruncate?: (fromIndex: number) => void,
+): void {
   const append = log.append.bind(log);
   log.append = (entries: readonly LogEntry[]): number => {
     const last = append(entries);
+    onAppend?.(entries);
     contents.appended(entries);
     return last;
+  };
+  if (onTruncate === undefined) return;
+  const truncateSuffix = log.truncateSuffix.bind(log);
+  log.truncateSuffix = (fromIndex: number): Promise<void> => {
+    onTruncate(fromIndex);
+    return truncateSuffix(fromIndex);
   };
 }

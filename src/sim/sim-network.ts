@@ -121,6 +121,8 @@ export class SimNetwork {
   private inFlight = 0;
   /** Sees every message a live transport sends, before its fate is drawn (for tests). */
   onSend: ((message: Message) => void) | undefined;
+  /** Like `onSend`, for the simulator's own checks (tests may replace `onSend`). */
+  private readonly observers: Array<(message: Message) => void> = [];
 
   constructor(
     private readonly loop: SimLoop,
@@ -144,6 +146,11 @@ export class SimNetwork {
     const old = this.transports.get(id);
     if (old !== undefined) old.fenced = true;
     this.transports.delete(id);
+  }
+
+  /** Adds an observer of every message a live transport sends. */
+  observe(observer: (message: Message) => void): void {
+    this.observers.push(observer);
   }
 
   setConditions(conditions: SimNetworkConditions): void {
@@ -202,6 +209,7 @@ export class SimNetwork {
   submit(transport: SimTransport, message: Message): void {
     if (transport.fenced) return;
     transport.counters.sent += 1;
+    for (const observer of this.observers) observer(message);
     this.onSend?.(message);
     const c = this.conditions;
     const rule = this.rules.get(linkKey(message.from, message.to));

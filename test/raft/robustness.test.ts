@@ -139,6 +139,6 @@ describe('raft robustness against bad input', () => {
       }
       c.stabilize();
       for (let i = 0; i < 5; i++) c.tick();
-    }), { numRuns: Number(process.env.RAFT_RUNS ?? 150) });
+    }), { numRuns: Number(process.env.RAFTMQ_FC_RUNS ?? process.env.RAFT_RUNS ?? 150) });
   });
 });

@@ -9,6 +9,9 @@
 // is acknowledged as the driver would tell its client (raft-waiters.ts): once the node it was
 // proposed to applies its index with its term, unless that node crashed first (then nobody was
 // told). A failure prints the seed and a command that replays exactly that run.
+//
+// Environment, named like the other property tests' (test/fc-params.ts): RAFTMQ_FC_RUNS widens
+// the run, RAFTMQ_SIM_SEED replays one seed. The older RAFT_RUNS and RAFT_SEED still work.
 import { strict as assert } from 'node:assert';
 import * as path from 'node:path';
 import fc from 'fast-check';
@@ -245,7 +248,7 @@ function simulate(seed: number): number {
 
 /** The command that runs exactly this seed again (this compiled file, from where mocha ran). */
 function replayCommand(seed: number): string {
-  return `npm run build && RAFT_SEED=${seed} npx mocha --no-config --timeout 60000 `
+  return `npm run build && RAFTMQ_SIM_SEED=${seed} npx mocha --no-config --timeout 60000 `
     + `${path.relative(process.cwd(), __filename)}`;
 }
 
@@ -259,7 +262,7 @@ function runSeed(seed: number): number {
 }
 
 describe('raft simulation (fast-check over seeds)', () => {
-  const replaySeed = process.env.RAFT_SEED;
+  const replaySeed = process.env.RAFTMQ_SIM_SEED ?? process.env.RAFT_SEED;
   if (replaySeed !== undefined) {
     it(`replays seed ${replaySeed}`, () => {
       runSeed(Number(replaySeed));
@@ -268,8 +271,8 @@ describe('raft simulation (fast-check over seeds)', () => {
   }
 
   it('keeps safety under faults and recovers after healing', () => {
-    // RAFT_RUNS raises the number of seeds for a longer soak.
-    const numRuns = Number(process.env.RAFT_RUNS ?? 60);
+    // RAFTMQ_FC_RUNS (or the older RAFT_RUNS) raises the number of seeds for a longer soak.
+    const numRuns = Number(process.env.RAFTMQ_FC_RUNS ?? process.env.RAFT_RUNS ?? 60);
     let acknowledged = 0;
     fc.assert(fc.property(fc.integer({ min: 0, max: 0x7fff_ffff }), (seed) => {
       acknowledged += runSeed(seed);

@@ -1,12 +1,17 @@
 /*
  * Properties of whole simulated groups. fast-check draws a fresh seed per run; the seed alone
- * decides the fault rates, every fault (delay, loss, duplication, reordering, partitions, one-way
- * cuts, crashes losing unsynced writes, pauses) and the client load. During the faults the
- * cluster checks at most one leader per term, Log Matching and Leader Completeness on entry
- * contents (record checksums, against every entry known committed), that no two nodes apply
- * different entries at one index, that every acknowledged proposal is the entry applied at its
- * index, and that reads cover acknowledged writes. After healing, a leader must commit a fresh
- * proposal and every node must apply every acknowledged proposal within a bound.
+ * decides the Raft settings, the disk's sync latency, the fault rates, every fault (delay, loss,
+ * duplication, reordering, partitions, one-way cuts, crashes losing unsynced writes, some aimed
+ * right after a promise or a truncation, pauses) and the client load (sim-draws.ts). During the
+ * faults the cluster checks at most one leader per term, Log Matching and Leader Completeness on
+ * entry contents (record checksums, against every entry known committed), that no two nodes
+ * apply different entries at one index, that every acknowledged proposal is the entry applied
+ * at its index, that reads cover acknowledged writes, and rules whose breaking those checks see
+ * only by luck: what a crashed node promised (votes, acknowledged entries) survived, committed
+ * entries are durable on a majority, leaders commit only their own term's entries, one vote per
+ * term, no same-term suffix cut, no term rise and no leader left on a minority side. After
+ * healing, a leader must commit a fresh proposal and every node must apply every acknowledged
+ * proposal within a bound, and the leader must then keep its term.
  *
  * A run is bounded by simulated ticks and events (a message storm is a violation), not by wall
  * time: fast-check gets no timeout, and mocha's is generous per run. Any failure, a violation,
@@ -36,8 +41,8 @@ const RUN_MS_MAX: Readonly<Record<number, number>> = { 3: 15_000, 5: 40_000 };
 
 /**
  * What must have happened across a property's runs, each with the fewest runs for which an
- * injector that works misses it with a chance below 1e-5 (from the rates in sim-scenario.ts, a
- * run has no pause with a chance of about 7%, no crash 1.7%, no partition 0.4%, no network
+ * injector that works misses it with a chance below 1e-5 (from the rates in sim-draws.ts, a
+ * run has no pause with a chance of about 7%, no crash 2%, no partition 0.4%, no network
  * change 0.03%). Acknowledged proposals: every run acknowledges hundreds.
  */
 const REQUIRED_ACROSS_RUNS: ReadonlyArray<readonly [stat: string, runsMin: number]> = [
