@@ -9,6 +9,7 @@
  * Only the fields the broker reads or writes are typed here; the `.proto` files
  * (proto/apache/rocketmq/v2/) are the full schema.
  */
+import { RaftmqError } from '../common/errors';
 
 /** `google.protobuf.Timestamp` / `google.protobuf.Duration`. */
 export interface WireSecondsNanos {
@@ -160,7 +161,25 @@ export function msToTimestamp(ms: number): WireSecondsNanos {
   return { seconds, nanos: (ms - seconds * 1000) * 1_000_000 };
 }
 
-/** Milliseconds of a Duration, rounded up so that 1 ns is not read as "no wait". */
-export function durationToMs(d: WireSecondsNanos): number {
-  return d.seconds * 1000 + Math.ceil(d.nanos / 1_000_000);
+/**
+ * Milliseconds of a Duration, rounded up so that 1 ns is not read as "no wait". Throws
+ * INVALID_ARGUMENT naming `field` for one protobuf's Duration rules refuse: nanos beyond
+ * ±999,999,999, or of the other sign than seconds (`{seconds: 1, nanos: -999999999}` was read
+ * as 1 ms).
+ */
+export function durationToMs(d: WireSecondsNanos, field = 'duration'): number {
+  const { seconds, nanos } = d;
+  if (
+    !Number.isInteger(nanos) ||
+    Math.abs(nanos) > 999_999_999 ||
+    (seconds > 0 && nanos < 0) ||
+    (seconds < 0 && nanos > 0)
+  ) {
+    throw new RaftmqError(
+      'INVALID_ARGUMENT',
+      `${field} has nanos ${String(nanos)} out of range for seconds ${String(seconds)}`,
+      { details: { field } },
+    );
+  }
+  return seconds * 1000 + Math.ceil(nanos / 1_000_000);
 }
