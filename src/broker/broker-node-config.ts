@@ -149,7 +149,7 @@ export const BROKER_NODE_DEFAULTS: Readonly<
   autoCreateTopics: false,
   defaultQueueCount: 8,
   autoCreateGroups: true,
-  topicsMax: 10_000,
+  topicsMax: 5_000,
   groupsMax: 20_000,
   maxBodyBytes: MAX_BODY_BYTES_LIMIT,
   autoRenewInvisibleMs: 60_000,

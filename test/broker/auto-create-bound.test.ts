@@ -122,7 +122,7 @@ describe('auto-creation bounds', function () {
     };
     const resolved = resolveBrokerNodeConfig(base);
     assert.equal(resolved.groupsMax, 20_000);
-    assert.equal(resolved.topicsMax, 10_000);
+    assert.equal(resolved.topicsMax, 5_000);
     assert.equal(resolveBrokerNodeConfig({ ...base, groupsMax: 0 }).groupsMax, 0);
     for (const [option, value] of [
       ['groupsMax', -1],
