@@ -46,6 +46,18 @@ export const ADMIN_METHODS = [
 ] as const;
 export type AdminMethod = (typeof ADMIN_METHODS)[number];
 
+/**
+ * Most topics or groups in one ListTopics or ListGroups answer (admin.proto). A name is at most
+ * 127 characters, so a page stays under 1 MiB, well inside grpc's default 4 MiB receive limit.
+ */
+export const LIST_PAGE_SIZE_MAX = 5000;
+
+/** One page of a listing, and the name to ask after for the next ('' on the last page). */
+export interface ListPage<T> {
+  readonly items: T[];
+  readonly nextAfterName: string;
+}
+
 /** A decoded response or request: proto-loader objects are loosely typed. */
 export type WireObject = Record<string, unknown>;
 
@@ -298,6 +310,10 @@ function asWire(value: unknown): WireObject {
   return typeof value === 'object' && value !== null ? (value as WireObject) : {};
 }
 
+function wireList(value: unknown): unknown[] {
+  return Array.isArray(value) ? (value as unknown[]) : [];
+}
+
 function str(value: unknown): string {
   return typeof value === 'string' ? value : '';
 }
@@ -365,9 +381,23 @@ export class AdminClient {
     await this.call('DeleteTopic', { name }, options);
   }
 
+  /** Every topic, sorted by name, asked for page by page (admin.proto, ListTopicsRequest). */
   async listTopics(options?: AdminCallOptions): Promise<TopicConfig[]> {
-    const res = await this.call('ListTopics', {}, options);
-    return (Array.isArray(res.topics) ? res.topics : []).map(topicFromWire);
+    const wire = await this.listAll('ListTopics', 'topics', options);
+    return wire.map(topicFromWire);
+  }
+
+  /** One page of the topics: those after `afterName`, at most `limit` (0: the server's most). */
+  async listTopicsPage(
+    afterName: string,
+    limit = 0,
+    options?: AdminCallOptions,
+  ): Promise<ListPage<TopicConfig>> {
+    const res = await this.call('ListTopics', { afterName, limit }, options);
+    return {
+      items: wireList(res.topics).map(topicFromWire),
+      nextAfterName: str(res.nextAfterName),
+    };
   }
 
   async createGroup(group: GroupInput, options?: AdminCallOptions): Promise<GroupConfig> {
@@ -384,9 +414,23 @@ export class AdminClient {
     await this.call('DeleteGroup', { name }, options);
   }
 
+  /** Every consumer group, sorted by name, asked for page by page (admin.proto). */
   async listGroups(options?: AdminCallOptions): Promise<GroupConfig[]> {
-    const res = await this.call('ListGroups', {}, options);
-    return (Array.isArray(res.groups) ? res.groups : []).map(groupFromWire);
+    const wire = await this.listAll('ListGroups', 'groups', options);
+    return wire.map(groupFromWire);
+  }
+
+  /** One page of the groups: those after `afterName`, at most `limit` (0: the server's most). */
+  async listGroupsPage(
+    afterName: string,
+    limit = 0,
+    options?: AdminCallOptions,
+  ): Promise<ListPage<GroupConfig>> {
+    const res = await this.call('ListGroups', { afterName, limit }, options);
+    return {
+      items: wireList(res.groups).map(groupFromWire),
+      nextAfterName: str(res.nextAfterName),
+    };
   }
 
   /** Pop consumption progress of `group` (every group when absent), per queue. */
@@ -411,6 +455,32 @@ export class AdminClient {
 
   close(): void {
     this.rpc.close();
+  }
+
+  /**
+   * Follows the pages of ListTopics or ListGroups to the end, each within the call's timeout.
+   * A server whose next page would not move forward is refused rather than looped on.
+   */
+  private async listAll(
+    method: 'ListTopics' | 'ListGroups',
+    field: 'topics' | 'groups',
+    options: AdminCallOptions | undefined,
+  ): Promise<unknown[]> {
+    const all: unknown[] = [];
+    let afterName = '';
+    for (;;) {
+      const res = await this.call(method, { afterName, limit: 0 }, options);
+      all.push(...wireList(res[field]));
+      const next = str(res.nextAfterName);
+      if (next === '') return all;
+      if (next <= afterName) {
+        throw new RaftmqError(
+          'INTERNAL',
+          `${this.endpoint}: ${method} page after '${afterName}' points back to '${next}'`,
+        );
+      }
+      afterName = next;
+    }
   }
 
   private async call(

@@ -21,6 +21,7 @@ import {
   checkStatus,
   FORWARDED_HEADER,
   groupToWire,
+  LIST_PAGE_SIZE_MAX,
   loadAdminDefinition,
   nodeStatusFromWire,
   nodeStatusToWire,
@@ -170,9 +171,9 @@ class AdminServiceImpl {
           return ok({});
         });
       },
-      ListTopics: () => {
-        const topics = b.listTopics().sort(byName).map(topicToWire);
-        return Promise.resolve(ok({ topics }));
+      ListTopics: (req) => {
+        const { page, nextAfterName } = listPage(b.listTopics(), req);
+        return Promise.resolve(ok({ topics: page.map(topicToWire), nextAfterName }));
       },
       CreateGroup: (req, call) => {
         const group = parseNewGroup(req.group);
@@ -199,9 +200,9 @@ class AdminServiceImpl {
           return ok({});
         });
       },
-      ListGroups: () => {
-        const groups = b.listGroups().sort(byName).map(groupToWire);
-        return Promise.resolve(ok({ groups }));
+      ListGroups: (req) => {
+        const { page, nextAfterName } = listPage(b.listGroups(), req);
+        return Promise.resolve(ok({ groups: page.map(groupToWire), nextAfterName }));
       },
       ConsumerProgress: (req) => {
         const group = typeof req.group === 'string' ? req.group : '';
@@ -411,6 +412,33 @@ function ok(fields: WireObject): WireObject {
 
 function byName(a: { name: string }, b: { name: string }): number {
   return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+/**
+ * The page of `items` a ListTopics or ListGroups request asks for (admin.proto): sorted by name,
+ * those after `afterName`, at most `limit` (0 or above {@link LIST_PAGE_SIZE_MAX}: that many),
+ * and the name to ask after next ('' when none follow). Keyset paging, so a name created or
+ * deleted between two pages never shifts the others.
+ */
+function listPage<T extends { name: string }>(
+  items: T[],
+  req: WireObject,
+): { page: T[]; nextAfterName: string } {
+  const afterName = typeof req.afterName === 'string' ? req.afterName : '';
+  const asked = typeof req.limit === 'number' ? req.limit : 0;
+  const limit = asked <= 0 || asked > LIST_PAGE_SIZE_MAX ? LIST_PAGE_SIZE_MAX : asked;
+  const sorted = items.sort(byName);
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((sorted[mid]?.name ?? '') <= afterName) lo = mid + 1;
+    else hi = mid;
+  }
+  const page = sorted.slice(lo, lo + limit);
+  const last = page[page.length - 1];
+  const more = lo + limit < sorted.length && last !== undefined;
+  return { page, nextAfterName: more ? last.name : '' };
 }
 
 function asWire(value: unknown): WireObject {

@@ -73,6 +73,16 @@ export interface BrokerNodeConfig {
   readonly defaultQueueCount: number;
   /** Create unknown consumer groups on first use. */
   readonly autoCreateGroups: boolean;
+  /**
+   * Topics beyond which auto-creation is refused with PERMISSION_DENIED (every topic is a Raft
+   * entry and stays in memory on every node). The admin CreateTopic is not bounded by it.
+   */
+  readonly topicsMax: number;
+  /**
+   * Consumer groups beyond which auto-creation is refused with PERMISSION_DENIED (every group is
+   * a Raft entry and stays in memory on every node). The admin CreateGroup is not bounded by it.
+   */
+  readonly groupsMax: number;
   /** Largest message body accepted (default 4 MiB - 64 KiB, so Node consumers can read it). */
   readonly maxBodyBytes: number;
   /**
@@ -107,6 +117,8 @@ export const NAMESRV_ADDRS_MAX = 32;
 /** The largest body a Node gRPC consumer can receive in one 4 MiB frame, with headroom. */
 export const MAX_BODY_BYTES_LIMIT = 4 * 1024 * 1024 - 64 * 1024;
 export const DEFAULT_QUEUE_COUNT_MAX = 1024;
+/** Largest `topicsMax` and `groupsMax` accepted. */
+export const CREATED_COUNT_MAX_LIMIT = 1_000_000;
 /**
  * Room in a segment beyond the largest body: a message's properties and batch header, or a
  * batch of small messages (send-batcher.ts packs up to 512 KiB into one entry).
@@ -137,6 +149,8 @@ export const BROKER_NODE_DEFAULTS: Readonly<
   autoCreateTopics: false,
   defaultQueueCount: 8,
   autoCreateGroups: true,
+  topicsMax: 5_000,
+  groupsMax: 20_000,
   maxBodyBytes: MAX_BODY_BYTES_LIMIT,
   autoRenewInvisibleMs: 60_000,
   preferredLeader: null,
@@ -199,6 +213,8 @@ const FIELD_SPEC: OptionSpec<UncheckedFields> = {
   autoCreateTopics: isBoolean,
   defaultQueueCount: intInRange(1, DEFAULT_QUEUE_COUNT_MAX),
   autoCreateGroups: isBoolean,
+  topicsMax: intInRange(0, CREATED_COUNT_MAX_LIMIT),
+  groupsMax: intInRange(0, CREATED_COUNT_MAX_LIMIT),
   maxBodyBytes: intInRange(1, MAX_BODY_BYTES_LIMIT),
   autoRenewInvisibleMs: intInRange(1_000, 12 * 3600 * 1000),
   preferredLeader: (v, p) => {

@@ -284,8 +284,18 @@ export class BrokerState {
     return [...this.topics.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
   }
 
+  /** Topics applied, without copying them (auto-creation checks `topicsMax` against it). */
+  get topicCount(): number {
+    return this.topics.size;
+  }
+
   getGroup(name: string): GroupConfig | undefined {
     return this.groups.get(name);
+  }
+
+  /** Consumer groups applied (auto-creation checks `groupsMax` against it). */
+  get groupCount(): number {
+    return this.groups.size;
   }
 
   listGroups(): GroupConfig[] {

@@ -97,6 +97,12 @@ export class Broker implements MessagingBackend, AdminBackend {
   private readonly deadLetterMoves = new Map<string, Mutex>();
   private readonly batcher: SendBatcher;
   private readonly commands: CommandBatcher;
+  /**
+   * Names being auto-created on this node and not yet applied: counted against `topicsMax` and
+   * `groupsMax`, so that many concurrent first uses cannot all pass the check at once.
+   */
+  private readonly creatingTopics = new Set<string>();
+  private readonly creatingGroups = new Set<string>();
   /** Pop consumption (receive, ack, invisibility, dead letters), leader only. */
   readonly pop: PopService;
   private leaderReadyTerm = 0;
@@ -337,7 +343,13 @@ export class Broker implements MessagingBackend, AdminBackend {
       perm: 'READ_WRITE',
       messageTypes: servedMessageTypes(this),
     };
-    await this.runCommand({ op: 'topic.put', topic, mode: 'ensure' }, deadlineMs);
+    checkAutoCreateBound('topic', name, this.state.topicCount, this.creatingTopics, this.config);
+    this.creatingTopics.add(name);
+    try {
+      await this.runCommand({ op: 'topic.put', topic, mode: 'ensure' }, deadlineMs);
+    } finally {
+      this.creatingTopics.delete(name);
+    }
     const created = this.state.getTopic(name);
     if (!created) throw new RaftmqError('TOPIC_NOT_FOUND', `topic ${name} was deleted`);
     this.log.info({ topic: name }, 'topic auto-created');
@@ -378,7 +390,8 @@ export class Broker implements MessagingBackend, AdminBackend {
   /**
    * The consumer group, created with RocketMQ's defaults (17 deliveries, not FIFO) when
    * `autoCreateGroups` is on. Throws GROUP_NOT_FOUND otherwise, ILLEGAL_CONSUMER_GROUP for a
-   * bad name, NOT_LEADER when it must be created on another node.
+   * bad name, PERMISSION_DENIED past `groupsMax`, NOT_LEADER when it must be created on another
+   * node.
    */
   async ensureGroup(name: string, deadlineMs: number): Promise<GroupConfig> {
     const existing = this.state.getGroup(name);
@@ -394,7 +407,13 @@ export class Broker implements MessagingBackend, AdminBackend {
       fifo: false,
     };
     checkGroupConfig(group);
-    await this.runCommand({ op: 'group.put', group, mode: 'ensure' }, deadlineMs);
+    checkAutoCreateBound('group', name, this.state.groupCount, this.creatingGroups, this.config);
+    this.creatingGroups.add(name);
+    try {
+      await this.runCommand({ op: 'group.put', group, mode: 'ensure' }, deadlineMs);
+    } finally {
+      this.creatingGroups.delete(name);
+    }
     const created = this.state.getGroup(name);
     if (!created) throw new RaftmqError('GROUP_NOT_FOUND', `consumer group ${name} was deleted`);
     this.log.info({ group: name }, 'consumer group auto-created');
@@ -924,4 +943,30 @@ function checkMessageType(topic: TopicConfig, m: ProduceMessage): void {
       `topic ${topic.name} accepts ${topic.messageTypes.join(', ')}, not ${m.messageType}`,
     );
   }
+}
+
+/**
+ * Refuses the auto-creation of `name` once `count` applied plus those being created reach the
+ * bound. PERMISSION_DENIED (RocketMQ FORBIDDEN), not BUSY: the condition lasts until an operator
+ * acts, and the official clients retry TOO_MANY_REQUESTS (a push consumer every 20 ms, forever)
+ * but give FORBIDDEN to the application.
+ */
+function checkAutoCreateBound(
+  kind: 'topic' | 'group',
+  name: string,
+  count: number,
+  creating: ReadonlySet<string>,
+  config: Pick<BrokerNodeConfig, 'topicsMax' | 'groupsMax'>,
+): void {
+  const option = kind === 'topic' ? 'topicsMax' : 'groupsMax';
+  const max = config[option];
+  if (count + creating.size < max) return;
+  const what = kind === 'topic' ? 'topic' : 'consumer group';
+  throw new RaftmqError(
+    'PERMISSION_DENIED',
+    `${what} ${name} was not auto-created: the broker group has ${count} ${kind}s and ` +
+      `${option} is ${max}; delete unused ${kind}s, raise ${option} in the broker ` +
+      `configuration, or create it with 'raftmq ${kind} create' (admin creation is not bounded)`,
+    { details: { [kind]: name, option, max, count } },
+  );
 }

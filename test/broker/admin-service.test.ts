@@ -6,7 +6,7 @@
  * follower that knows no leader waits for one within the deadline; malformed requests (bad
  * bytes, bad values, missing fields) are refused without harming the server; an unexpected
  * backend failure becomes an INTERNAL status; ClusterStatus lists every peer, an unreachable one
- * as unreachable.
+ * as unreachable. ListGroups and ListTopics answer in bounded pages, which the client follows.
  */
 import { strict as assert } from 'node:assert';
 import * as grpc from '@grpc/grpc-js';
@@ -17,6 +17,7 @@ import {
   AdminRpc,
   adminServiceDefinition,
   FORWARDED_HEADER,
+  LIST_PAGE_SIZE_MAX,
   loadAdminDefinition,
 } from '../../src/broker/admin-client';
 import { createAdminService, type AdminService } from '../../src/broker/admin-service';
@@ -435,6 +436,56 @@ describe('admin service', function () {
     assert.equal(await codeOf('UpdateGroup', { group: null }), 'INVALID_ARGUMENT');
     assert.equal(node('n1').backend.calls.length, 0, 'nothing malformed reached the backend');
     assert.equal((await client.nodeStatus()).nodeId, 'n1');
+  });
+
+  it('lists more groups and topics than one 4 MiB answer holds, page by page', async () => {
+    const { client, backend } = node('n1');
+    // 40,000 names of 124 characters: about 5 MiB in one answer, which grpc-js's default
+    // receive limit (4 MiB) refused before ListGroups and ListTopics were paged.
+    const count = 40_000;
+    const name = (i: number): string => `N${String(i).padStart(6, '0')}${'x'.repeat(117)}`;
+    for (let i = count - 1; i >= 0; i--) {
+      backend.groups.set(name(i), { name: name(i), maxDeliveryAttempts: 17, fifo: false });
+      backend.topics.set(name(i), {
+        name: name(i),
+        queueCount: 8,
+        perm: 'READ_WRITE',
+        messageTypes: ['NORMAL'],
+      });
+    }
+    const groups = await client.listGroups();
+    assert.equal(groups.length, count);
+    assert.ok(
+      groups.every((g, i) => g.name === name(i)),
+      'sorted, each once',
+    );
+    const topics = await client.listTopics();
+    assert.equal(topics.length, count);
+    assert.ok(
+      topics.every((t, i) => t.name === name(i)),
+      'sorted, each once',
+    );
+
+    const first = await client.listGroupsPage('', 3);
+    assert.deepEqual(
+      first.items.map((g) => g.name),
+      [name(0), name(1), name(2)],
+    );
+    assert.equal(first.nextAfterName, name(2));
+    const next = await client.listTopicsPage(first.nextAfterName, 2);
+    assert.deepEqual(
+      next.items.map((t) => t.name),
+      [name(3), name(4)],
+    );
+    const big = await client.listGroupsPage('', 1_000_000);
+    assert.equal(big.items.length, LIST_PAGE_SIZE_MAX, 'a page is bounded whatever is asked');
+    const last = await client.listGroupsPage(name(count - 3), 0);
+    assert.deepEqual(
+      last.items.map((g) => g.name),
+      [name(count - 2), name(count - 1)],
+    );
+    assert.equal(last.nextAfterName, '', 'the last page says so');
+    assert.equal((await client.listTopicsPage(name(count - 1))).items.length, 0);
   });
 
   it('answers an unexpected backend failure with INTERNAL and keeps serving', async () => {
