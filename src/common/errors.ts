@@ -163,7 +163,7 @@ export const ERROR_CODES = Object.freeze({
     'A receipt handle is malformed, forged or stale (the message was settled or redelivered).'),
   PERMISSION_DENIED: code(GrpcStatus.PERMISSION_DENIED, RmqCode.FORBIDDEN, false,
     'The topic or group does not permit this operation (for example a write to a read-only '
-    + 'topic).'),
+    + 'topic), or auto-creating it would pass `topicsMax` or `groupsMax`.'),
   UNSUPPORTED: code(GrpcStatus.UNIMPLEMENTED, RmqCode.UNSUPPORTED, false,
     'The request asks for a feature this broker does not provide (DELAY or TRANSACTION '
     + 'messages, or a topic accepting them).'),
