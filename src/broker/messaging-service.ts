@@ -69,6 +69,8 @@ export interface MessagingService extends ServiceParts {
   readonly fetch: ServiceParts;
   /** The clients this node knows (for status pages and, later, pop consumption). */
   readonly registry: ClientRegistry;
+  /** Calls and answer bytes in flight, with their bounds (for status pages and tests). */
+  readonly admission: CallAdmission;
   /** Ends open streams and long polls, cancels timers, closes forwarding channels. */
   close(): Promise<void>;
 }
@@ -251,6 +253,7 @@ export async function createMessagingService(
       },
     },
     registry,
+    admission,
     close(): Promise<void> {
       if (closed) return Promise.resolve();
       closed = true;

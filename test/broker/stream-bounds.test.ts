@@ -7,8 +7,9 @@
  * window and never reads them. Checked: such a call is reset by its deadline (before, it stayed
  * open, holding its answer, for as long as the client liked); while one holds its answer, a
  * second pull is refused with TOO_MANY_REQUESTS before it reads the store, and once the first
- * is reset a pull is served again. Every wait has a deadline; the servers, the node and the
- * directory are removed after.
+ * is reset a pull is served again. A service allowing one long-polling read refuses a pull
+ * with TOO_MANY_REQUESTS at once while a long poll holds the place. Every wait has a deadline;
+ * the servers, the node and the directory are removed after.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
@@ -30,6 +31,19 @@ const MIB = 1024 * 1024;
 const REQUEST_TIMEOUT_MS_MAX = 1_500;
 /** Long enough for a reset at 1.5 s, short of the time a paused call was held before. */
 const RESET_WAIT_MS = 6_000;
+
+/** Resolves once `test()` holds; rejects after `timeoutMs`. */
+function waitFor(what: string, test: () => boolean, timeoutMs: number): Promise<void> {
+  const deadlineMs = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const poll = (): void => {
+      if (test()) resolve();
+      else if (Date.now() > deadlineMs) reject(new Error(`${what}: not within ${timeoutMs} ms`));
+      else setTimeout(poll, 10);
+    };
+    poll();
+  });
+}
 
 /** A call opened by hand and never read. */
 interface PausedCall {
@@ -159,6 +173,53 @@ describe('read calls whose answers are not taken (stream bounds)', function () {
       assert.equal(served.messages.length, 1);
     } finally {
       client.close();
+    }
+  });
+
+  it('refuses a long-polling read past pollsInFlightMax with TOO_MANY_REQUESTS at once', async () => {
+    const small = await createMessagingService(
+      node.broker,
+      { pollsInFlightMax: 1 },
+      silentLogger(),
+    );
+    const smallServer = new grpc.Server(MESSAGING_SERVER_OPTIONS);
+    smallServer.addService(small.definition, small.handlers);
+    const port = await bindServer(smallServer, '127.0.0.1:0');
+    const client = await RmqRawClient.connect(`127.0.0.1:${port}`);
+    try {
+      // A long poll at the queue's end holds the only place until it times out (2 s).
+      const end = await client.queueOffset(TOPIC, 0, 'END');
+      const method = definition.PullMessage;
+      assert.ok(method !== undefined);
+      const metadata = new grpc.Metadata();
+      for (const [k, v] of Object.entries(clientHeaders())) metadata.set(k, v);
+      const polling = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+      const poll = polling.makeServerStreamRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        { ...pullRequest, offset: end, longPollingTimeout: { seconds: 2, nanos: 0 } },
+        metadata,
+        { deadline: Date.now() + 10_000 },
+      );
+      const pollDone = new Promise<void>((resolve) => {
+        poll.on('data', () => undefined);
+        poll.on('error', () => resolve());
+        poll.on('end', () => resolve());
+      });
+      await waitFor('the long poll in flight', () => small.admission.polls.count === 1, 5_000);
+      const startedMs = Date.now();
+      const refused = (await client.pull(TOPIC, 0, 0, 1)).status;
+      assert.equal(refused.code, CODE.TOO_MANY_REQUESTS, refused.message);
+      assert.ok(Date.now() - startedMs < 1_500, 'refused at once, not after the long poll');
+      await pollDone;
+      polling.close();
+      const served = await client.pull(TOPIC, 0, 0, 1);
+      assert.equal(served.status.code, CODE.OK, 'served once the long poll ended');
+    } finally {
+      client.close();
+      await small.close();
+      await shutdownServer(smallServer, 2_000, silentLogger());
     }
   });
 });
