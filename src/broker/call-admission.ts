@@ -55,29 +55,38 @@ export class CallGate {
 /**
  * Bytes of read answers held by the service until their clients take them: reserved before a
  * read of the store, resized to what the answer holds once it is built, released when its
- * call has ended (written out, reset, or cancelled).
+ * call has ended (written out, reset, or cancelled). Bounded in all, and per client id (so
+ * that one client that does not read cannot take the whole budget from the others).
  */
 export class AnswerBytesBudget {
   private heldBytes = 0;
+  private readonly heldByClient = new Map<string, number>();
 
-  constructor(readonly bytesMax: number) {
+  constructor(
+    readonly bytesMax: number,
+    readonly clientBytesMax: number,
+  ) {
     assert(Number.isSafeInteger(bytesMax) && bytesMax >= 1);
+    assert(Number.isSafeInteger(clientBytesMax) && clientBytesMax >= 1);
   }
 
   get held(): number {
     return this.heldBytes;
   }
 
-  /** A hold of nothing yet, for one call; release it when the call ends. */
-  hold(): AnswerHold {
-    return new AnswerHold(this, (delta) => {
-      this.heldBytes += delta;
-      assert(this.heldBytes >= 0, 'answer bytes held went below zero');
-    });
+  /** Bytes held for calls of `clientId`. */
+  heldBy(clientId: string): number {
+    return this.heldByClient.get(clientId) ?? 0;
   }
 
-  /** Throws BUSY when `bytes` more would exceed the bound. */
-  check(bytes: number): void {
+  /** A hold of nothing yet, for one call of `clientId`; release it when the call ends. */
+  hold(clientId: string): AnswerHold {
+    return new AnswerHold(this, clientId);
+  }
+
+  /** Throws BUSY when `bytes` more for `clientId` would exceed a bound. */
+  check(clientId: string, bytes: number): void {
+    const clientHeld = this.heldBy(clientId);
     if (this.heldBytes + bytes > this.bytesMax) {
       throw new RaftmqError(
         'BUSY',
@@ -85,6 +94,23 @@ export class AnswerBytesBudget {
           `(at most ${this.bytesMax}); retry after a short backoff`,
       );
     }
+    if (clientHeld + bytes > this.clientBytesMax) {
+      throw new RaftmqError(
+        'BUSY',
+        `the broker holds ${clientHeld} bytes of answers this client has not taken yet ` +
+          `(at most ${this.clientBytesMax} per client); read them, or retry after a short backoff`,
+      );
+    }
+  }
+
+  /** Adds `deltaBytes` (may be negative) to what `clientId` holds. */
+  change(clientId: string, deltaBytes: number): void {
+    this.heldBytes += deltaBytes;
+    assert(this.heldBytes >= 0, 'answer bytes held went below zero');
+    const clientHeld = this.heldBy(clientId) + deltaBytes;
+    assert(clientHeld >= 0, "a client's answer bytes went below zero");
+    if (clientHeld === 0) this.heldByClient.delete(clientId);
+    else this.heldByClient.set(clientId, clientHeld);
   }
 }
 
@@ -95,7 +121,7 @@ export class AnswerHold {
 
   constructor(
     private readonly budget: AnswerBytesBudget,
-    private readonly change: (deltaBytes: number) => void,
+    private readonly clientId: string,
   ) {}
 
   get heldBytes(): number {
@@ -104,18 +130,18 @@ export class AnswerHold {
 
   /**
    * Reserves `bytes` before a read (a hold that already has as much keeps it); throws BUSY,
-   * taking nothing, when the budget has not that much left.
+   * taking nothing, when the budget (or the client's share) has not that much left.
    */
   reserve(bytes: number): void {
     if (this.released || bytes <= this.bytes) return;
-    this.budget.check(bytes - this.bytes);
+    this.budget.check(this.clientId, bytes - this.bytes);
     this.set(bytes);
   }
 
   /** Holds exactly `bytes` (what the built answer holds; may exceed what was reserved). */
   set(bytes: number): void {
     if (this.released) return;
-    this.change(bytes - this.bytes);
+    this.budget.change(this.clientId, bytes - this.bytes);
     this.bytes = bytes;
   }
 
@@ -140,11 +166,12 @@ export function createCallAdmission(options: {
   readonly callsInFlightMax: number;
   readonly pollsInFlightMax: number;
   readonly answerBytesMax: number;
+  readonly clientAnswerBytesMax: number;
 }): CallAdmission {
   return {
     calls: new CallGate('calls', options.callsInFlightMax),
     polls: new CallGate('long-polling reads', options.pollsInFlightMax),
-    answerBytes: new AnswerBytesBudget(options.answerBytesMax),
+    answerBytes: new AnswerBytesBudget(options.answerBytesMax, options.clientAnswerBytesMax),
   };
 }
 

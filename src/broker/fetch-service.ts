@@ -24,6 +24,7 @@ import type { AnswerHold } from './call-admission';
 import { readCallEnd, watchCall } from './call-watch';
 import {
   type Admit,
+  clientIdOf,
   namespaceHeader,
   requireClientId,
   callDeadlineMs,
@@ -185,7 +186,7 @@ function pollingHandler(
   const admit: Admit = (call) => {
     const gate = ctx.admission.polls;
     if (!gate.tryEnter()) return gate.busy();
-    const hold = ctx.admission.answerBytes.hold();
+    const hold = ctx.admission.answerBytes.hold(clientIdOf(call.metadata));
     holds.set(call, hold);
     const watch = watchCall(ctx, call, callDeadlineMs(call, ctx), readCallEnd(gate, hold));
     return () => watch.handlerDone();

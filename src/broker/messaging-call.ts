@@ -80,6 +80,11 @@ export function requireClientId(metadata: grpc.Metadata): string {
   return id;
 }
 
+/** The caller's client id, or '' without one (such a call is refused later). */
+export function clientIdOf(metadata: grpc.Metadata): string {
+  return headerValue(metadata, CLIENT_ID_HEADER) ?? '';
+}
+
 /** The `x-mq-namespace` header, when present. */
 export function namespaceHeader(metadata: grpc.Metadata): string | undefined {
   return headerValue(metadata, NAMESPACE_HEADER);

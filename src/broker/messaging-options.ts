@@ -138,6 +138,11 @@ export interface MessagingServiceOptions {
    * deadline at the latest (see call-watch.ts).
    */
   answerBytesMax: number;
+  /**
+   * Of `answerBytesMax`, what the calls of one client id may hold, at most: a client that
+   * does not read its answers is refused (BUSY) before it takes the budget of the others.
+   */
+  clientAnswerBytesMax: number;
   /** Directory of the `.proto` files; '' finds it (see findProtoDir). */
   protoDir: string;
   /** The client registry's bounds and timers. */
@@ -170,6 +175,7 @@ export const MESSAGING_SERVICE_DEFAULTS: Readonly<MessagingServiceOptions> = Obj
   callsInFlightMax: 4096,
   pollsInFlightMax: 8192,
   answerBytesMax: 256 * MIB,
+  clientAnswerBytesMax: 64 * MIB,
   protoDir: '',
   registry: CLIENT_REGISTRY_DEFAULTS,
   autoRenew: POP_RENEWER_DEFAULTS,
@@ -196,6 +202,7 @@ const OPTION_SPEC: OptionSpec<MessagingServiceOptions> = {
   callsInFlightMax: intInRange(1, 1_000_000),
   pollsInFlightMax: intInRange(1, 1_000_000),
   answerBytesMax: intInRange(1, 64 * 1024 * MIB),
+  clientAnswerBytesMax: intInRange(1, 64 * 1024 * MIB),
   protoDir: isString(false),
   registry: anyValue,
   autoRenew: anyValue,
@@ -228,6 +235,12 @@ export function resolveMessagingServiceOptions(
     options.answerBytesMax >= options.pullBytesMax,
     'messaging.answerBytesMax',
     'must be at least pullBytesMax',
+  );
+  checkOption(
+    options.clientAnswerBytesMax >= options.pullBytesMax &&
+      options.clientAnswerBytesMax <= options.answerBytesMax,
+    'messaging.clientAnswerBytesMax',
+    'must be at least pullBytesMax and at most answerBytesMax',
   );
   return Object.freeze({
     ...options,

@@ -27,6 +27,7 @@ import { type AnswerHold, undecodedBusy } from './call-admission';
 import { framesBytes, readCallEnd, watchCall, writeFrames } from './call-watch';
 import {
   callDeadlineMs,
+  clientIdOf,
   isUndecodedBusy,
   namespaceHeader,
   requireClientId,
@@ -267,7 +268,7 @@ export function receiveMessageHandler(
       refuseStream(call, isUndecodedBusy(call.request) ? undecodedBusy() : gate.busy());
       return;
     }
-    const hold = ctx.admission.answerBytes.hold();
+    const hold = ctx.admission.answerBytes.hold(clientIdOf(call.metadata));
     const deadlineMs = callDeadlineMs(call, ctx);
     const watch = watchCall(ctx, call, deadlineMs, readCallEnd(gate, hold));
     // `stop` ends the long poll (the client left, or the service closes); `cancelled` stops

@@ -12,7 +12,12 @@ import { createCallAdmission } from '../../src/broker/call-admission';
 import { type ServiceContext, unaryHandler } from '../../src/broker/messaging-call';
 
 const admission = () =>
-  createCallAdmission({ callsInFlightMax: 2, pollsInFlightMax: 2, answerBytesMax: 1024 });
+  createCallAdmission({
+    callsInFlightMax: 2,
+    pollsInFlightMax: 2,
+    answerBytesMax: 1024,
+    clientAnswerBytesMax: 1024,
+  });
 const ctx = { log: silentLogger(), admission: admission() } as unknown as ServiceContext;
 
 /** Runs `handle` as the handler of a call with `request`; resolves to the callback's response. */

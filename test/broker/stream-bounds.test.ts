@@ -2,14 +2,16 @@
  * Read calls whose clients do not take the answer (messaging-pull.ts, messaging-pop.ts,
  * call-watch.ts, call-admission.ts). A one-node group holds four messages of 1 MB; a
  * MessagingService over it runs on a loopback server of its own with small bounds: requests
- * time out after 1.5 s at most, and the answers held across calls are bounded by 6 MiB (one
- * 4 MiB pull). A raw HTTP/2 client opens PullMessage and ReceiveMessage calls with a 64 KiB
- * window and never reads them. Checked: such a call is reset by its deadline (before, it stayed
- * open, holding its answer, for as long as the client liked); while one holds its answer, a
- * second pull is refused with TOO_MANY_REQUESTS before it reads the store, and once the first
- * is reset a pull is served again. A service allowing one long-polling read refuses a pull
- * with TOO_MANY_REQUESTS at once while a long poll holds the place. Every wait has a deadline;
- * the servers, the node and the directory are removed after.
+ * time out after 1.5 s at most, and the answers held are bounded by 8 MiB across calls and
+ * 6 MiB per client id (two 4 MiB pulls, one per client). A raw HTTP/2 client opens PullMessage
+ * and ReceiveMessage calls with a 64 KiB window and never reads them. Checked: such a call is
+ * reset by its deadline (before, it stayed open, holding its answer, for as long as the client
+ * liked); while one holds its answer, a second pull of the same client is refused with
+ * TOO_MANY_REQUESTS before it reads the store and another client's is served; while two hold
+ * theirs, a third client's is refused; once they are reset a pull is served again and no
+ * answer bytes are held. A service allowing one long-polling read refuses a pull with
+ * TOO_MANY_REQUESTS at once while a long poll holds the place. Every wait has a deadline; the
+ * servers, the node and the directory are removed after.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
@@ -23,7 +25,7 @@ import { MESSAGING_SERVER_OPTIONS } from '../../src/broker/messaging-options';
 import { loadMessagingDefinition } from '../../src/broker/messaging-proto';
 import { createMessagingService, type MessagingService } from '../../src/broker/messaging-service';
 import { silentLogger } from '../../src/common/logger';
-import { clientHeaders, CODE, RmqRawClient } from './rmq-raw-client';
+import { clientHeaders, CODE, type RawStatus, RmqRawClient } from './rmq-raw-client';
 import { produceMessage, startSingleNode } from './single-node';
 
 const TOPIC = 'BoundsTopic';
@@ -63,7 +65,7 @@ describe('read calls whose answers are not taken (stream bounds)', function () {
   const sessions: http2.ClientHttp2Session[] = [];
 
   /** Opens `rpc` with `request` on a fresh connection of 64 KiB windows, and never reads. */
-  function openPaused(rpc: string, request: object): PausedCall {
+  function openPaused(rpc: string, request: object, clientId?: string): PausedCall {
     const method = definition[rpc];
     assert.ok(method !== undefined);
     const session = http2.connect(`http://${endpoint}`, {
@@ -79,7 +81,7 @@ describe('read calls whose answers are not taken (stream bounds)', function () {
       ':path': method.path,
       'content-type': 'application/grpc',
       te: 'trailers',
-      ...clientHeaders(),
+      ...clientHeaders(clientId),
     });
     stream.on('error', () => undefined);
     stream.end(Buffer.concat([prefix, body]));
@@ -118,7 +120,8 @@ describe('read calls whose answers are not taken (stream bounds)', function () {
       {
         requestTimeoutMsMax: REQUEST_TIMEOUT_MS_MAX,
         pullBytesMax: 4 * MIB,
-        answerBytesMax: 6 * MIB,
+        answerBytesMax: 8 * MIB,
+        clientAnswerBytesMax: 6 * MIB,
       },
       silentLogger(),
     );
@@ -159,18 +162,55 @@ describe('read calls whose answers are not taken (stream bounds)', function () {
     assert.deepEqual(state, { rstCode: http2.constants.NGHTTP2_CANCEL });
   });
 
-  it('refuses a pull with TOO_MANY_REQUESTS while unread answers fill their bound', async () => {
+  /** One PullMessage of one message at offset 0 as `clientId`: its status. */
+  async function pullAs(client: RmqRawClient, clientId: string): Promise<RawStatus> {
+    const method = definition.PullMessage;
+    assert.ok(method !== undefined);
+    const metadata = new grpc.Metadata();
+    for (const [k, v] of Object.entries(clientHeaders(clientId))) metadata.set(k, v);
+    const channel = new grpc.Client(endpoint, grpc.credentials.createInsecure(), {
+      'grpc.max_receive_message_length': 16 * MIB,
+    });
+    try {
+      const frames = await new Promise<Record<string, unknown>[]>((resolve, reject) => {
+        const out: Record<string, unknown>[] = [];
+        const call = channel.makeServerStreamRequest(
+          method.path,
+          method.requestSerialize,
+          method.responseDeserialize,
+          { ...pullRequest, batchSize: 1 },
+          metadata,
+          { deadline: Date.now() + 10_000 },
+        );
+        call.on('data', (frame: Record<string, unknown>) => out.push(frame));
+        call.on('error', reject);
+        call.on('end', () => resolve(out));
+      });
+      return client.status(frames[0]?.status);
+    } finally {
+      channel.close();
+    }
+  }
+
+  it('refuses a pull with TOO_MANY_REQUESTS while unread answers fill a bound', async () => {
     const client = await RmqRawClient.connect(endpoint);
     try {
-      const paused = openPaused('PullMessage', pullRequest);
-      await paused.answered;
-      const refused = (await client.pull(TOPIC, 0, 0, 1)).status;
-      assert.equal(refused.code, CODE.TOO_MANY_REQUESTS, refused.message);
-      assert.match(refused.message, /answers/);
-      await paused.closed;
-      const served = await client.pull(TOPIC, 0, 0, 1);
-      assert.equal(served.status.code, CODE.OK, served.status.message);
-      assert.equal(served.messages.length, 1);
+      // Client a holds a 4 MB answer: past its 6 MiB share, not past the 8 MiB of all.
+      const pausedA = openPaused('PullMessage', pullRequest, 'a');
+      await pausedA.answered;
+      const refusedA = await pullAs(client, 'a');
+      assert.equal(refusedA.code, CODE.TOO_MANY_REQUESTS, refusedA.message);
+      assert.match(refusedA.message, /this client/);
+      assert.equal((await pullAs(client, 'b')).code, CODE.OK, 'another client is served');
+      // With b's answer held too, the 8 MiB of all are taken.
+      const pausedB = openPaused('PullMessage', pullRequest, 'b');
+      await pausedB.answered;
+      const refusedC = await pullAs(client, 'c');
+      assert.equal(refusedC.code, CODE.TOO_MANY_REQUESTS, refusedC.message);
+      assert.match(refusedC.message, /its clients have not taken/);
+      await Promise.all([pausedA.closed, pausedB.closed]);
+      assert.equal((await pullAs(client, 'c')).code, CODE.OK, 'served once both were reset');
+      assert.equal(service.admission.answerBytes.held, 0, 'every answer released');
     } finally {
       client.close();
     }
