@@ -134,8 +134,10 @@ export interface MessagingServiceOptions {
    * their clients take them, at most, across all calls: a read that would pass it is refused
    * with BUSY before it reads the store. A pull or fetch reserves its `pullBytesMax` before it
    * reads; a receive is let in while the bytes held are below the bound and then holds what it
-   * got (at most the pop service's 4 MiB). An answer is held until its call ends, by its
-   * deadline at the latest (see call-watch.ts).
+   * got (at most the pop service's 4 MiB), so receives let in together may pass the bound by
+   * that much each (a receive long-polls, and a reservation held through a poll would take
+   * the bound from idle consumers). An answer is held until its call ends, by its deadline at
+   * the latest (see call-watch.ts).
    */
   answerBytesMax: number;
   /**
