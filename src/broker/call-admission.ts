@@ -6,6 +6,7 @@
  * the answers, gets refusals instead of growing the leader's memory until it loses leadership.
  */
 import { strict as assert } from 'node:assert';
+import type * as grpc from '@grpc/grpc-js';
 import { RaftmqError } from '../common/errors';
 
 /** A count of calls in flight with a bound; entering above it is refused. */
@@ -187,4 +188,43 @@ export function undecodedBusy(): RaftmqError {
     'BUSY',
     'the broker had too many calls in flight to read this request; retry after a short backoff',
   );
+}
+
+/** The RPCs (of both services) whose calls take a place among the long-polling reads. */
+const POLLING_RPCS: ReadonlySet<string> = new Set([
+  'PullMessage',
+  'ReceiveMessage',
+  'FetchQueue',
+  'ReceiveStored',
+]);
+
+/** The gate an RPC's calls pass; Telemetry streams have a bound of their own. */
+export function gateOf(admission: CallAdmission, rpc: string): CallGate | undefined {
+  if (rpc === 'Telemetry') return undefined;
+  return POLLING_RPCS.has(rpc) ? admission.polls : admission.calls;
+}
+
+/**
+ * `definition` with each request decoder skipped while its RPC's gate is full: the handler
+ * gets UNDECODED_BUSY and answers BUSY, so a flood of calls past the bound costs no decoding
+ * (a send's request may be megabytes of messages).
+ */
+export function gatedDecoding(
+  definition: grpc.ServiceDefinition,
+  admission: CallAdmission,
+): grpc.ServiceDefinition {
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [rpc, method] of Object.entries(definition)) {
+    const gate = gateOf(admission, rpc);
+    const decode = method.requestDeserialize;
+    out[rpc] =
+      gate === undefined
+        ? method
+        : {
+            ...method,
+            requestDeserialize: (bytes: Buffer): unknown =>
+              gate.full ? UNDECODED_BUSY : decode(bytes),
+          };
+  }
+  return out;
 }

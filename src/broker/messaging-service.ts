@@ -20,12 +20,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { type Clock, type Scheduler, systemClock, systemScheduler } from '../common/clock';
 import { RmqCode } from '../common/errors';
 import { componentLogger, type Logger } from '../common/logger';
-import {
-  type CallAdmission,
-  type CallGate,
-  createCallAdmission,
-  UNDECODED_BUSY,
-} from './call-admission';
+import { type CallAdmission, createCallAdmission, gatedDecoding } from './call-admission';
 import { ClientRegistry, type OneShotTimers, systemTimers } from './client-registry';
 import { type ClosableSession, type ServiceContext, unaryHandler } from './messaging-call';
 import { fetchQueueHandler, loadFetchDefinition, receiveStoredHandler } from './fetch-service';
@@ -128,45 +123,6 @@ function createRenewer(
     },
     options.autoRenew,
   );
-}
-
-/** The RPCs (of both services) whose calls take a place among the long-polling reads. */
-const POLLING_RPCS: ReadonlySet<string> = new Set([
-  'PullMessage',
-  'ReceiveMessage',
-  'FetchQueue',
-  'ReceiveStored',
-]);
-
-/** The gate an RPC's calls pass; Telemetry streams have a bound of their own. */
-function gateOf(admission: CallAdmission, rpc: string): CallGate | undefined {
-  if (rpc === 'Telemetry') return undefined;
-  return POLLING_RPCS.has(rpc) ? admission.polls : admission.calls;
-}
-
-/**
- * `definition` with each request decoder skipped while its RPC's gate is full: the handler
- * gets UNDECODED_BUSY and answers BUSY, so a flood of calls past the bound costs no decoding
- * (a send's request may be megabytes of messages).
- */
-function gatedDecoding(
-  definition: grpc.ServiceDefinition,
-  admission: CallAdmission,
-): grpc.ServiceDefinition {
-  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
-  for (const [rpc, method] of Object.entries(definition)) {
-    const gate = gateOf(admission, rpc);
-    const decode = method.requestDeserialize;
-    out[rpc] =
-      gate === undefined
-        ? method
-        : {
-            ...method,
-            requestDeserialize: (bytes: Buffer): unknown =>
-              gate.full ? UNDECODED_BUSY : decode(bytes),
-          };
-  }
-  return out;
 }
 
 /** Listeners on the service's closing signal past which Node warns of a leak. */
