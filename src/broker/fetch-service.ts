@@ -17,9 +17,14 @@
  * Served on every broker node next to the MessagingService, with the same context: it stops
  * long polls when the service closes, and answers every failure as a status in the reply.
  */
+import { strict as assert } from 'node:assert';
 import type * as grpc from '@grpc/grpc-js';
 import { RmqCode } from '../common/errors';
+import type { AnswerHold } from './call-admission';
+import { readCallEnd, watchCall } from './call-watch';
 import {
+  type Admit,
+  clientIdOf,
   namespaceHeader,
   requireClientId,
   callDeadlineMs,
@@ -87,6 +92,7 @@ async function fetchQueue(
   ctx: ServiceContext,
   call: grpc.ServerUnaryCall<unknown, unknown>,
   signal: AbortSignal,
+  hold: AnswerHold,
 ): Promise<object> {
   requireClientId(call.metadata);
   const request = call.request as FetchRequest;
@@ -112,13 +118,16 @@ async function fetchQueue(
     verifyCrc: tags !== undefined,
     waitMs: request.awaitMs,
     deadlineMs: callDeadlineMs(call, ctx),
+    hold,
   };
   const outcome = await pullQueue(ctx, plan, signal);
   if (outcome.kind !== 'found') {
     const code = outcome.kind === 'none' ? RmqCode.MESSAGE_NOT_FOUND : RmqCode.ILLEGAL_OFFSET;
     return { status: { code, message: outcome.message }, nextOffset: outcome.nextOffset };
   }
-  return encodeFetchAnswer(outcome.nextOffset, outcome.items);
+  const answer = encodeFetchAnswer(outcome.nextOffset, outcome.items);
+  hold.set(answer.bytes.length);
+  return answer;
 }
 
 /** One ReceiveStored call: the reply object (status, and the messages handed out). */
@@ -126,6 +135,7 @@ async function receiveStored(
   ctx: ServiceContext,
   call: grpc.ServerUnaryCall<unknown, unknown>,
   signal: AbortSignal,
+  hold: AnswerHold,
 ): Promise<object> {
   requireClientId(call.metadata);
   const request = call.request as ReceiveStoredRequest;
@@ -135,6 +145,8 @@ async function receiveStored(
   const invisibleMs = checkInvisibleMs(request.invisibleMs, 'invisible_ms');
   const filter = tagMatcher(tagsOf(request.tagExpression));
   const deadlineMs = callDeadlineMs(call, ctx);
+  // Refused (BUSY) while the answers held are at their bound; the pop service bounds the rest.
+  hold.reserve(1);
   const popped = await popOf(ctx).receive(
     {
       group,
@@ -149,12 +161,16 @@ async function receiveStored(
     deadlineMs - ctx.options.forwardReserveMs,
   );
   if (popped.length === 0) return { status: nothingReady(topic, group) };
-  return encodeReceiveStoredAnswer(popped);
+  const answer = encodeReceiveStoredAnswer(popped);
+  hold.set(answer.bytes.length);
+  return answer;
 }
 
 /**
  * A unary handler whose long poll ends when the client cancels or the service closes
- * (`ctx.closing`); it then answers with what it has.
+ * (`ctx.closing`); it then answers with what it has. The call holds a place among the
+ * long-polling reads, and its answer's bytes (`hold`), until its HTTP/2 stream closes, and is
+ * reset at its deadline if its client has not taken the answer by then (call-watch.ts).
  */
 function pollingHandler(
   ctx: ServiceContext,
@@ -163,21 +179,34 @@ function pollingHandler(
     ctx: ServiceContext,
     call: grpc.ServerUnaryCall<unknown, unknown>,
     signal: AbortSignal,
+    hold: AnswerHold,
   ) => Promise<object>,
 ): grpc.handleUnaryCall<unknown, unknown> {
-  return unaryHandler(ctx, name, async (call) => {
+  const holds = new WeakMap<object, AnswerHold>();
+  const admit: Admit = (call) => {
+    const gate = ctx.admission.polls;
+    if (!gate.tryEnter()) return gate.busy();
+    const hold = ctx.admission.answerBytes.hold(clientIdOf(call.metadata));
+    holds.set(call, hold);
+    const watch = watchCall(ctx, call, callDeadlineMs(call, ctx), readCallEnd(gate, hold));
+    return () => watch.handlerDone();
+  };
+  const handle = async (call: grpc.ServerUnaryCall<unknown, unknown>): Promise<object> => {
+    const hold = holds.get(call);
+    assert(hold !== undefined, 'a polling call runs only once admitted');
     const stop = new AbortController();
     const onStop = (): void => stop.abort();
     call.on('cancelled', onStop);
     ctx.closing.addEventListener('abort', onStop);
     if (ctx.closing.aborted) stop.abort();
     try {
-      return await run(ctx, call, stop.signal);
+      return await run(ctx, call, stop.signal, hold);
     } finally {
       call.off('cancelled', onStop);
       ctx.closing.removeEventListener('abort', onStop);
     }
-  });
+  };
+  return unaryHandler(ctx, name, handle, admit);
 }
 
 /** The FetchQueue handler. */

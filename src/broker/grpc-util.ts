@@ -209,3 +209,35 @@ export function shutdownServer(server: grpc.Server, timeoutMs: number, log: Logg
     });
   });
 }
+
+/** How deep {@link http2StreamOf} looks through grpc-js's interceptor chain. */
+const CALL_CHAIN_DEPTH_MAX = 8;
+
+/**
+ * The HTTP/2 stream under a server call of grpc-js, or undefined when this grpc-js keeps it
+ * elsewhere. grpc-js offers no way to end a call whose answer its client does not read: a
+ * status waits behind the unsent data (HTTP/2 sends a stream's frames in order), so ending it
+ * by its deadline takes resetting the stream itself. The call keeps its intercepting call in a
+ * private field (`call`), which keeps the next one in `nextCall`, down to the one holding
+ * `stream`; `test/broker/stream-bounds.test.ts` checks it on the grpc-js in use.
+ */
+export function http2StreamOf(call: object): http2.ServerHttp2Stream | undefined {
+  let at = (call as { call?: unknown }).call;
+  for (
+    let depth = 0;
+    depth < CALL_CHAIN_DEPTH_MAX && typeof at === 'object' && at !== null;
+    depth++
+  ) {
+    const stream = (at as { stream?: unknown }).stream;
+    if (
+      typeof stream === 'object' &&
+      stream !== null &&
+      typeof (stream as { close?: unknown }).close === 'function' &&
+      'rstCode' in stream
+    ) {
+      return stream as http2.ServerHttp2Stream;
+    }
+    at = (at as { nextCall?: unknown }).nextCall;
+  }
+  return undefined;
+}

@@ -7,6 +7,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { Clock } from '../common/clock';
 import { RaftmqError } from '../common/errors';
 import type { Logger } from '../common/logger';
+import { type CallAdmission, type CallGate, UNDECODED_BUSY, undecodedBusy } from './call-admission';
 import type { ClientRegistry } from './client-registry';
 import type { Forwarder } from './messaging-forward';
 import { UndecodableRequest } from './messaging-proto';
@@ -41,6 +42,25 @@ export interface ServiceContext {
   readonly sessions: Set<ClosableSession>;
   /** Aborted when the service closes: long polls stop waiting. */
   readonly closing: AbortSignal;
+  /** Calls and answer bytes in flight, and their bounds. */
+  readonly admission: CallAdmission;
+}
+
+/**
+ * Lets a call in, or says why not: returns the function the handler calls once it is done, or
+ * the BUSY error to answer with. Must be O(1): it runs on every call.
+ */
+export type Admit = (call: grpc.ServerUnaryCall<unknown, unknown>) => (() => void) | RaftmqError;
+
+/** The default admission: a place in `gate` for as long as the handler runs. */
+export function gateAdmit(gate: CallGate): Admit {
+  const leave = (): void => gate.leave();
+  return () => (gate.tryEnter() ? leave : gate.busy());
+}
+
+/** True when the request was left undecoded because its RPC's gate was full. */
+export function isUndecodedBusy(request: unknown): boolean {
+  return request === UNDECODED_BUSY;
 }
 
 /** The first value of `key` as a string, or undefined when absent or empty. */
@@ -58,6 +78,11 @@ export function requireClientId(metadata: grpc.Metadata): string {
     });
   }
   return id;
+}
+
+/** The caller's client id, or '' without one (such a call is refused later). */
+export function clientIdOf(metadata: grpc.Metadata): string {
+  return headerValue(metadata, CLIENT_ID_HEADER) ?? '';
 }
 
 /** The `x-mq-namespace` header, when present. */
@@ -126,11 +151,20 @@ export function unaryHandler(
   ctx: ServiceContext,
   rpc: string,
   handle: (call: grpc.ServerUnaryCall<unknown, unknown>) => Promise<object>,
+  admit: Admit = gateAdmit(ctx.admission.calls),
 ): grpc.handleUnaryCall<unknown, unknown> {
   return (call, callback) => {
+    // Refused at once, before any work: the bound is on calls in flight, and a refusal costs
+    // one status (a request left undecoded is refused whatever the gate says now).
+    const admitted = isUndecodedBusy(call.request) ? undecodedBusy() : admit(call);
+    if (admitted instanceof RaftmqError) {
+      const response: StatusOnly = { status: toStatus(admitted) };
+      callback(null, response);
+      return;
+    }
     // Run in a promise chain so that a handler throwing synchronously (before its first await)
     // is answered with a status too, not a gRPC UNKNOWN error.
-    Promise.resolve()
+    void Promise.resolve()
       .then(() => {
         requireDecoded(call.request);
         return handle(call);
@@ -147,6 +181,7 @@ export function unaryHandler(
           callback(null, response);
           releaseAnswered(call.request);
         },
-      );
+      )
+      .finally(admitted);
   };
 }

@@ -38,9 +38,21 @@ const MIB = 1024 * 1024;
  */
 export const MESSAGING_RECEIVE_MESSAGE_BYTES_MAX = 32 * MIB;
 
+/**
+ * Streams one client connection may have open at once. An official client holds one Telemetry
+ * stream and a few long polls per endpoint, and sends over as many streams as it has sends in
+ * flight; a thousand leaves it room.
+ */
+export const MESSAGING_STREAMS_PER_CONNECTION_MAX = 1000;
+
 /** Server options a broker's client-protocol server must be created with. */
 export const MESSAGING_SERVER_OPTIONS: Readonly<grpc.ServerOptions> = Object.freeze({
   'grpc.max_receive_message_length': MESSAGING_RECEIVE_MESSAGE_BYTES_MAX,
+  // Calls one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS): a
+  // client past it waits for one of its calls to end before starting another, where without
+  // it one connection could open any number. The service's own bounds (`callsInFlightMax`...)
+  // still hold across connections.
+  'grpc.max_concurrent_streams': MESSAGING_STREAMS_PER_CONNECTION_MAX,
 });
 
 /** Channel options of the clients that forward requests to the leader. */
@@ -104,6 +116,35 @@ export interface MessagingServiceOptions {
    * never does would otherwise stay open, and hold its memory, for as long as its peer likes.
    */
   telemetrySettingsWaitMs: number;
+  /**
+   * Calls in flight at once, at most, other than long-polling reads and Telemetry streams
+   * (which have bounds of their own); one more is refused with BUSY (TOO_MANY_REQUESTS) before
+   * its request is decoded. 20,000 small sends at once took a leader to 900 MB and cost it its
+   * leadership; 4096 keep a batched producer's sends flowing.
+   */
+  callsInFlightMax: number;
+  /**
+   * PullMessage, ReceiveMessage, FetchQueue and ReceiveStored calls in flight at once, at most
+   * (long polls included, and a read whose answer its client has not taken yet); one more is
+   * refused with BUSY.
+   */
+  pollsInFlightMax: number;
+  /**
+   * Bytes of read answers (PullMessage, ReceiveMessage, FetchQueue, ReceiveStored) held until
+   * their clients take them, at most, across all calls: a read that would pass it is refused
+   * with BUSY before it reads the store. A pull or fetch reserves its `pullBytesMax` before it
+   * reads; a receive is let in while the bytes held are below the bound and then holds what it
+   * got (at most the pop service's 4 MiB), so receives let in together may pass the bound by
+   * that much each (a receive long-polls, and a reservation held through a poll would take
+   * the bound from idle consumers). An answer is held until its call ends, by its deadline at
+   * the latest (see call-watch.ts).
+   */
+  answerBytesMax: number;
+  /**
+   * Of `answerBytesMax`, what the calls of one client id may hold, at most: a client that
+   * does not read its answers is refused (BUSY) before it takes the budget of the others.
+   */
+  clientAnswerBytesMax: number;
   /** Directory of the `.proto` files; '' finds it (see findProtoDir). */
   protoDir: string;
   /** The client registry's bounds and timers. */
@@ -133,6 +174,10 @@ export const MESSAGING_SERVICE_DEFAULTS: Readonly<MessagingServiceOptions> = Obj
   telemetryPendingMax: 64,
   telemetryStreamsMax: 20_000,
   telemetrySettingsWaitMs: 30_000,
+  callsInFlightMax: 4096,
+  pollsInFlightMax: 8192,
+  answerBytesMax: 256 * MIB,
+  clientAnswerBytesMax: 64 * MIB,
   protoDir: '',
   registry: CLIENT_REGISTRY_DEFAULTS,
   autoRenew: POP_RENEWER_DEFAULTS,
@@ -156,6 +201,10 @@ const OPTION_SPEC: OptionSpec<MessagingServiceOptions> = {
   telemetryPendingMax: intInRange(1, 65_536),
   telemetryStreamsMax: intInRange(1, 10_000_000),
   telemetrySettingsWaitMs: intInRange(100, 3_600_000),
+  callsInFlightMax: intInRange(1, 1_000_000),
+  pollsInFlightMax: intInRange(1, 1_000_000),
+  answerBytesMax: intInRange(1, 64 * 1024 * MIB),
+  clientAnswerBytesMax: intInRange(1, 64 * 1024 * MIB),
   protoDir: isString(false),
   registry: anyValue,
   autoRenew: anyValue,
@@ -183,6 +232,17 @@ export function resolveMessagingServiceOptions(
     options.pullScanCountMax >= options.pullBatchSizeMax,
     'messaging.pullScanCountMax',
     'must be at least pullBatchSizeMax',
+  );
+  checkOption(
+    options.answerBytesMax >= options.pullBytesMax,
+    'messaging.answerBytesMax',
+    'must be at least pullBytesMax',
+  );
+  checkOption(
+    options.clientAnswerBytesMax >= options.pullBytesMax &&
+      options.clientAnswerBytesMax <= options.answerBytesMax,
+    'messaging.clientAnswerBytesMax',
+    'must be at least pullBytesMax and at most answerBytesMax',
   );
   return Object.freeze({
     ...options,

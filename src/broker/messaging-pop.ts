@@ -23,15 +23,19 @@ import type { Logger } from '../common/logger';
 import { isRaftmqError, RaftmqError, RmqCode } from '../common/errors';
 import type { TopicRoute } from '../namesrv/route-types';
 import { type HostPort, parseHostPort } from '../namesrv/rmq-route';
+import { type AnswerHold, undecodedBusy } from './call-admission';
+import { framesBytes, readCallEnd, watchCall, writeFrames } from './call-watch';
 import {
   callDeadlineMs,
+  clientIdOf,
+  isUndecodedBusy,
   namespaceHeader,
   requireClientId,
   requireDecoded,
   type ServiceContext,
 } from './messaging-call';
 import { runOrForward, runOrForwardStream } from './messaging-forward';
-import { tagFilter } from './messaging-pull';
+import { refuseStream, tagFilter } from './messaging-pull';
 import { MULTIPLE_RESULTS_CODE } from './messaging-send';
 import type { PopService } from './pop-service';
 import type { RenewableDelivery, RenewReservation } from './pop-renewer';
@@ -190,6 +194,8 @@ async function receiveFrames(
   call: grpc.ServerWritableStream<unknown, unknown>,
   signal: AbortSignal,
   renewal: PendingRenewal,
+  deadlineMs: number,
+  hold: AnswerHold,
 ): Promise<object[]> {
   const clientId = requireClientId(call.metadata);
   requireDecoded(call.request);
@@ -204,13 +210,15 @@ async function receiveFrames(
       : DEFAULT_INVISIBLE_MS,
   );
   const batchSize = request.batchSize > 0 ? request.batchSize : RECEIVE_BATCH_DEFAULT;
-  const deadlineMs = callDeadlineMs(call, ctx);
   const asked = request.longPollingTimeout;
   const pollMs =
     asked === null || asked === undefined ? ctx.options.longPollingTimeoutMs : durationToMs(asked);
   const pollUntilMs = receivePollUntilMs(ctx, pollMs, deadlineMs);
   return runOrForwardStream(ctx, call, 'ReceiveMessage', deadlineMs, async () => {
     const pop = popOf(ctx);
+    // Before the store is read: refused (BUSY) while the answers held are at their bound. What
+    // a receive hands out is bounded by the pop service (4 MiB), so nothing more is reserved.
+    hold.reserve(1);
     // On the leader only: a follower forwards the receive, and the leader renews.
     const reservation = renewer?.reserve(clientId, batchSize);
     renewal.hold(reservation);
@@ -227,7 +235,7 @@ async function receiveFrames(
     );
     renewal.handOut(names.group, names.topic, popped);
     if (popped.length === 0) return [{ status: nothingReady(names.topic, names.group) }];
-    return [
+    const frames = [
       { status: okStatus() },
       ...popped.map((p) =>
         encodeStoredFrame(p.record.bytes, p.record.queueOffset, {
@@ -239,26 +247,49 @@ async function receiveFrames(
       ),
       { deliveryTimestamp: msToTimestamp(ctx.clock.nowMs()) },
     ];
+    hold.set(framesBytes(frames));
+    return frames;
   });
 }
 
-/** The ReceiveMessage handler. */
+/**
+ * The ReceiveMessage handler. Frames are written as the client takes them ('drain'); the call
+ * holds a place among the long-polling reads, and its answer's bytes, until its HTTP/2 stream
+ * closes, and is reset at its deadline if its client has not taken the answer by then
+ * (call-watch.ts). Handles it was given are then not renewed, and come back when their
+ * invisibility ends.
+ */
 export function receiveMessageHandler(
   ctx: ServiceContext,
 ): grpc.handleServerStreamingCall<unknown, unknown> {
   return (call) => {
+    const gate = ctx.admission.polls;
+    if (isUndecodedBusy(call.request) || !gate.tryEnter()) {
+      refuseStream(call, isUndecodedBusy(call.request) ? undecodedBusy() : gate.busy());
+      return;
+    }
+    const hold = ctx.admission.answerBytes.hold(clientIdOf(call.metadata));
+    const deadlineMs = callDeadlineMs(call, ctx);
+    const watch = watchCall(ctx, call, deadlineMs, readCallEnd(gate, hold));
+    // `stop` ends the long poll (the client left, or the service closes); `cancelled` stops
+    // writing (only the client leaving, or the reset at the deadline).
     const stop = new AbortController();
-    const onCancel = (): void => stop.abort();
+    const cancelled = new AbortController();
+    const onCancel = (): void => {
+      cancelled.abort();
+      stop.abort();
+    };
+    const onClosing = (): void => stop.abort();
     call.on('cancelled', onCancel);
-    ctx.closing.addEventListener('abort', onCancel);
+    ctx.closing.addEventListener('abort', onClosing);
+    if (ctx.closing.aborted) stop.abort();
     const renewal = new PendingRenewal();
-    void receiveFrames(ctx, call, stop.signal, renewal)
+    void receiveFrames(ctx, call, stop.signal, renewal, deadlineMs, hold)
       .catch((err: unknown) => [{ status: toStatus(err, ctx.log) }])
-      .then((frames) => {
+      .then(async (frames) => {
         if (call.cancelled) return;
-        // Frames are written at once: a batch is bounded by the receive's batch size, and
-        // the handles are already issued, so holding some back would only delay them.
-        for (const frame of frames) call.write(frame);
+        await writeFrames(call, frames, cancelled.signal);
+        if (cancelled.signal.aborted) return;
         call.end();
         renewal.start();
       })
@@ -266,7 +297,8 @@ export function receiveMessageHandler(
       .finally(() => {
         renewal.cancel();
         call.off('cancelled', onCancel);
-        ctx.closing.removeEventListener('abort', onCancel);
+        ctx.closing.removeEventListener('abort', onClosing);
+        watch.handlerDone();
       });
   };
 }

@@ -20,8 +20,12 @@ import type * as grpc from '@grpc/grpc-js';
 import { RaftmqError, RmqCode } from '../common/errors';
 import type { QueueRecord } from '../store/message-store';
 import type { TopicConfig } from './broker-types';
+import { type AnswerHold, undecodedBusy } from './call-admission';
+import { framesBytes, readCallEnd, watchCall, writeFrames } from './call-watch';
 import {
   callDeadlineMs,
+  clientIdOf,
+  isUndecodedBusy,
   namespaceHeader,
   requireClientId,
   requireDecoded,
@@ -186,6 +190,8 @@ async function readMatching(
   offset: number,
 ): Promise<{ items: QueueRecord[]; nextOffset: number }> {
   const { q, batch, matches, verifyCrc } = plan;
+  // Before the store is read: refused (BUSY) when the answers held would pass their bound.
+  plan.hold?.reserve(plan.bytesMax);
   const items: QueueRecord[] = [];
   let cursor = offset;
   let scanned = 0;
@@ -243,6 +249,8 @@ export interface PullPlan {
   readonly waitMs: number;
   /** The call's deadline (epoch ms). */
   readonly deadlineMs: number;
+  /** The call's share of the service's answer bytes: `bytesMax` is reserved before a read. */
+  readonly hold?: AnswerHold;
 }
 
 /**
@@ -349,6 +357,8 @@ async function pullFrames(
   ctx: ServiceContext,
   call: grpc.ServerWritableStream<unknown, unknown>,
   signal: AbortSignal,
+  deadlineMs: number,
+  hold: AnswerHold,
 ): Promise<object[]> {
   requireClientId(call.metadata);
   requireDecoded(call.request);
@@ -368,7 +378,8 @@ async function pullFrames(
     matches: tagFilter(request.filterExpression),
     verifyCrc: true,
     waitMs: asked === null ? ctx.options.longPollingTimeoutMs : durationToMs(asked),
-    deadlineMs: callDeadlineMs(call, ctx),
+    deadlineMs,
+    hold,
   };
   const outcome = await pullQueue(ctx, plan, signal);
   switch (outcome.kind) {
@@ -382,44 +393,38 @@ async function pullFrames(
         { status: { code: RmqCode.MESSAGE_NOT_FOUND, message: outcome.message } },
         { nextOffset: outcome.nextOffset },
       ];
-    case 'found':
-      return [
+    case 'found': {
+      const frames = [
         { status: okStatus() },
         ...outcome.items.map((r) => encodeStoredFrame(r.bytes, r.queueOffset, { namespace: q.ns })),
         { nextOffset: outcome.nextOffset },
       ];
-  }
-}
-
-/** Writes `frames` in order, waiting for 'drain' when asked; stops early if `signal` aborts. */
-async function writeFrames(
-  call: grpc.ServerWritableStream<unknown, unknown>,
-  frames: readonly object[],
-  signal: AbortSignal,
-): Promise<void> {
-  for (const frame of frames) {
-    if (signal.aborted) return;
-    if (!call.write(frame)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          call.off('drain', done);
-          signal.removeEventListener('abort', done);
-          resolve();
-        };
-        call.on('drain', done);
-        signal.addEventListener('abort', done);
-      });
+      hold.set(framesBytes(frames));
+      return frames;
     }
   }
 }
 
-/** The PullMessage handler. */
+/**
+ * The PullMessage handler. The call holds a place among the long-polling reads, and its
+ * answer's bytes, until its HTTP/2 stream closes, and is reset at its deadline if its client
+ * has not taken the answer by then (call-watch.ts).
+ */
 export function pullMessageHandler(
   ctx: ServiceContext,
 ): grpc.handleServerStreamingCall<unknown, unknown> {
   return (call) => {
+    const gate = ctx.admission.polls;
+    if (isUndecodedBusy(call.request) || !gate.tryEnter()) {
+      refuseStream(call, isUndecodedBusy(call.request) ? undecodedBusy() : gate.busy());
+      return;
+    }
+    const hold = ctx.admission.answerBytes.hold(clientIdOf(call.metadata));
+    const deadlineMs = callDeadlineMs(call, ctx);
+    const watch = watchCall(ctx, call, deadlineMs, readCallEnd(gate, hold));
     // `stopWaiting` ends a long poll (the client left or the service closes); `cancelled` stops
-    // writing (only the client leaving: a closing service still answers what it has).
+    // writing (only the client leaving, or the reset at the deadline: a closing service still
+    // answers what it has).
     const stopWaiting = new AbortController();
     const cancelled = new AbortController();
     const onCancel = (): void => {
@@ -430,7 +435,7 @@ export function pullMessageHandler(
     call.on('cancelled', onCancel);
     ctx.closing.addEventListener('abort', onClosing);
     if (ctx.closing.aborted) stopWaiting.abort();
-    void pullFrames(ctx, call, stopWaiting.signal)
+    void pullFrames(ctx, call, stopWaiting.signal, deadlineMs, hold)
       .catch((err: unknown) => [{ status: toStatus(err, ctx.log) }])
       .then((frames) => writeFrames(call, frames, cancelled.signal))
       .catch((err: unknown) => {
@@ -441,8 +446,18 @@ export function pullMessageHandler(
         call.off('cancelled', onCancel);
         ctx.closing.removeEventListener('abort', onClosing);
         if (!cancelled.signal.aborted) call.end();
+        watch.handlerDone();
       });
   };
+}
+
+/** Answers a server-streaming call with one status frame (a refusal), then ends it. */
+export function refuseStream(
+  call: grpc.ServerWritableStream<unknown, unknown>,
+  err: RaftmqError,
+): void {
+  call.write({ status: toStatus(err) });
+  call.end();
 }
 
 /**

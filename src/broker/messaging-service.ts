@@ -20,6 +20,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { type Clock, type Scheduler, systemClock, systemScheduler } from '../common/clock';
 import { RmqCode } from '../common/errors';
 import { componentLogger, type Logger } from '../common/logger';
+import { type CallAdmission, createCallAdmission, gatedDecoding } from './call-admission';
 import { ClientRegistry, type OneShotTimers, systemTimers } from './client-registry';
 import { type ClosableSession, type ServiceContext, unaryHandler } from './messaging-call';
 import { fetchQueueHandler, loadFetchDefinition, receiveStoredHandler } from './fetch-service';
@@ -63,6 +64,8 @@ export interface MessagingService extends ServiceParts {
   readonly fetch: ServiceParts;
   /** The clients this node knows (for status pages and, later, pop consumption). */
   readonly registry: ClientRegistry;
+  /** Calls and answer bytes in flight, with their bounds (for status pages and tests). */
+  readonly admission: CallAdmission;
   /** Ends open streams and long polls, cancels timers, closes forwarding channels. */
   close(): Promise<void>;
 }
@@ -136,8 +139,9 @@ export async function createMessagingService(
   deps: MessagingServiceDeps = {},
 ): Promise<MessagingService> {
   const resolved = resolveMessagingServiceOptions(options);
-  const definition = await loadMessagingDefinition(resolved.protoDir);
-  const fetchDefinition = await loadFetchDefinition(resolved.protoDir);
+  const admission = createCallAdmission(resolved);
+  const definition = gatedDecoding(await loadMessagingDefinition(resolved.protoDir), admission);
+  const fetchDefinition = gatedDecoding(await loadFetchDefinition(resolved.protoDir), admission);
   const log = componentLogger(logger, {
     component: 'messaging',
     group: backend.groupName,
@@ -168,6 +172,7 @@ export async function createMessagingService(
     forwarder,
     sessions,
     closing: closing.signal,
+    admission,
   };
   const handlers: grpc.UntypedServiceImplementation = {
     ...unsupportedHandlers(),
@@ -204,6 +209,7 @@ export async function createMessagingService(
       },
     },
     registry,
+    admission,
     close(): Promise<void> {
       if (closed) return Promise.resolve();
       closed = true;

@@ -8,9 +8,17 @@ import { strict as assert } from 'node:assert';
 import type * as grpc from '@grpc/grpc-js';
 import { silentLogger } from '../../src/common/logger';
 import { RaftmqError, RmqCode } from '../../src/common/errors';
+import { createCallAdmission } from '../../src/broker/call-admission';
 import { type ServiceContext, unaryHandler } from '../../src/broker/messaging-call';
 
-const ctx = { log: silentLogger() } as unknown as ServiceContext;
+const admission = () =>
+  createCallAdmission({
+    callsInFlightMax: 2,
+    pollsInFlightMax: 2,
+    answerBytesMax: 1024,
+    clientAnswerBytesMax: 1024,
+  });
+const ctx = { log: silentLogger(), admission: admission() } as unknown as ServiceContext;
 
 /** Runs `handle` as the handler of a call with `request`; resolves to the callback's response. */
 function answer(
@@ -61,5 +69,38 @@ describe('unaryHandler (messaging-call.ts)', () => {
     await answer(request, () => Promise.resolve({}));
     await turn();
     assert.deepEqual(request, { topic: { name: 't' }, keys: ['k'], messages: 'not an array' });
+  });
+
+  it('refuses a call past callsInFlightMax with TOO_MANY_REQUESTS at once, not before', async () => {
+    const busyCtx = { log: silentLogger(), admission: admission() } as unknown as ServiceContext;
+    const releases: (() => void)[] = [];
+    let ran = 0;
+    const handler = unaryHandler(busyCtx, 'Test', () => {
+      ran++;
+      return new Promise<object>((resolve) => releases.push(() => resolve({ ok: true })));
+    });
+    const responses: unknown[] = [];
+    const call = (): void =>
+      handler({ request: {} } as unknown as grpc.ServerUnaryCall<unknown, unknown>, (_e, r) =>
+        responses.push(r),
+      );
+    call();
+    call();
+    await turn();
+    assert.equal(ran, 2, 'calls below the bound run');
+    call();
+    await turn();
+    assert.equal(ran, 2, 'the call past the bound does not run');
+    assert.equal(responses.length, 1, 'and is answered at once');
+    const refused = responses[0] as { status: { code: number; message: string } };
+    assert.equal(refused.status.code, RmqCode.TOO_MANY_REQUESTS);
+    assert.match(refused.status.message, /2 calls in flight/);
+    for (const release of releases) release();
+    await turn();
+    assert.equal(responses.length, 3);
+    assert.equal(busyCtx.admission.calls.count, 0, 'places given back');
+    call();
+    await turn();
+    assert.equal(ran, 3, 'a call runs again once others ended');
   });
 });
