@@ -122,7 +122,7 @@ export function checkInvisibleMs(ms: number, field: string): number {
 
 function invisibleMsOf(d: WireSecondsNanos | null | undefined, fallbackMs: number): number {
   if (d === null || d === undefined) return fallbackMs;
-  return checkInvisibleMs(durationToMs(d), 'invisible_duration');
+  return checkInvisibleMs(durationToMs(d, 'invisible_duration'), 'invisible_duration');
 }
 
 /**
@@ -212,7 +212,9 @@ async function receiveFrames(
   const batchSize = request.batchSize > 0 ? request.batchSize : RECEIVE_BATCH_DEFAULT;
   const asked = request.longPollingTimeout;
   const pollMs =
-    asked === null || asked === undefined ? ctx.options.longPollingTimeoutMs : durationToMs(asked);
+    asked === null || asked === undefined
+      ? ctx.options.longPollingTimeoutMs
+      : durationToMs(asked, 'long_polling_timeout');
   const pollUntilMs = receivePollUntilMs(ctx, pollMs, deadlineMs);
   return runOrForwardStream(ctx, call, 'ReceiveMessage', deadlineMs, async () => {
     const pop = popOf(ctx);

@@ -377,7 +377,10 @@ async function pullFrames(
     bytesMax: ctx.options.pullBytesMax,
     matches: tagFilter(request.filterExpression),
     verifyCrc: true,
-    waitMs: asked === null ? ctx.options.longPollingTimeoutMs : durationToMs(asked),
+    waitMs:
+      asked === null
+        ? ctx.options.longPollingTimeoutMs
+        : durationToMs(asked, 'long_polling_timeout'),
     deadlineMs,
     hold,
   };
