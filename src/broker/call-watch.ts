@@ -13,10 +13,36 @@
 import { constants as http2Constants } from 'node:http2';
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../common/logger';
+import type { RaftmqError } from '../common/errors';
 import { EncodedFrame } from './rmq-message-encode';
 import { http2StreamOf } from './grpc-util';
 import type { CallGate, AnswerHold } from './call-admission';
-import type { ServiceContext } from './messaging-call';
+import { callDeadlineMs, clientIdOf, type ServiceContext } from './messaging-call';
+
+/** A long-polling read call let in: its hold on its client's answer bytes, and its watch. */
+export interface AdmittedRead {
+  readonly hold: AnswerHold;
+  readonly deadlineMs: number;
+  /** The handler calls `watch.handlerDone()` once it has written its answer (or failed). */
+  readonly watch: { handlerDone(): void };
+}
+
+/**
+ * Lets a long-polling read call in (PullMessage, ReceiveMessage, FetchQueue, ReceiveStored): a
+ * place among the service's polls, a hold on its client's answer bytes, both kept until the
+ * call ends ({@link watchCall}); or the BUSY error to refuse it with.
+ */
+export function admitRead(
+  ctx: ServiceContext,
+  call: { readonly metadata: grpc.Metadata; getDeadline(): grpc.Deadline },
+): AdmittedRead | RaftmqError {
+  const gate = ctx.admission.polls;
+  if (!gate.tryEnter()) return gate.busy();
+  const hold = ctx.admission.answerBytes.hold(clientIdOf(call.metadata));
+  const deadlineMs = callDeadlineMs(call, ctx);
+  const watch = watchCall(ctx, call, deadlineMs, readCallEnd(gate, hold));
+  return { hold, deadlineMs, watch };
+}
 
 /** Whether the grpc-js internals were missing once already (warned once per process). */
 let warnedUnwatchable = false;

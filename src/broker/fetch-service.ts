@@ -19,12 +19,11 @@
  */
 import { strict as assert } from 'node:assert';
 import type * as grpc from '@grpc/grpc-js';
-import { RmqCode } from '../common/errors';
+import { RaftmqError, RmqCode } from '../common/errors';
 import type { AnswerHold } from './call-admission';
-import { readCallEnd, watchCall } from './call-watch';
+import { admitRead } from './call-watch';
 import {
   type Admit,
-  clientIdOf,
   namespaceHeader,
   requireClientId,
   callDeadlineMs,
@@ -184,12 +183,10 @@ function pollingHandler(
 ): grpc.handleUnaryCall<unknown, unknown> {
   const holds = new WeakMap<object, AnswerHold>();
   const admit: Admit = (call) => {
-    const gate = ctx.admission.polls;
-    if (!gate.tryEnter()) return gate.busy();
-    const hold = ctx.admission.answerBytes.hold(clientIdOf(call.metadata));
-    holds.set(call, hold);
-    const watch = watchCall(ctx, call, callDeadlineMs(call, ctx), readCallEnd(gate, hold));
-    return () => watch.handlerDone();
+    const admitted = admitRead(ctx, call);
+    if (admitted instanceof RaftmqError) return admitted;
+    holds.set(call, admitted.hold);
+    return () => admitted.watch.handlerDone();
   };
   const handle = async (call: grpc.ServerUnaryCall<unknown, unknown>): Promise<object> => {
     const hold = holds.get(call);

@@ -24,10 +24,9 @@ import { isRaftmqError, RaftmqError, RmqCode } from '../common/errors';
 import type { TopicRoute } from '../namesrv/route-types';
 import { type HostPort, parseHostPort } from '../namesrv/rmq-route';
 import { type AnswerHold, undecodedBusy } from './call-admission';
-import { framesBytes, readCallEnd, watchCall, writeFrames } from './call-watch';
+import { admitRead, framesBytes, writeFrames } from './call-watch';
 import {
   callDeadlineMs,
-  clientIdOf,
   isUndecodedBusy,
   namespaceHeader,
   requireClientId,
@@ -265,14 +264,12 @@ export function receiveMessageHandler(
   ctx: ServiceContext,
 ): grpc.handleServerStreamingCall<unknown, unknown> {
   return (call) => {
-    const gate = ctx.admission.polls;
-    if (isUndecodedBusy(call.request) || !gate.tryEnter()) {
-      refuseStream(call, isUndecodedBusy(call.request) ? undecodedBusy() : gate.busy());
+    const admitted = isUndecodedBusy(call.request) ? undecodedBusy() : admitRead(ctx, call);
+    if (admitted instanceof RaftmqError) {
+      refuseStream(call, admitted);
       return;
     }
-    const hold = ctx.admission.answerBytes.hold(clientIdOf(call.metadata));
-    const deadlineMs = callDeadlineMs(call, ctx);
-    const watch = watchCall(ctx, call, deadlineMs, readCallEnd(gate, hold));
+    const { hold, deadlineMs, watch } = admitted;
     // `stop` ends the long poll (the client left, or the service closes); `cancelled` stops
     // writing (only the client leaving, or the reset at the deadline).
     const stop = new AbortController();

@@ -21,10 +21,9 @@ import { RaftmqError, RmqCode } from '../common/errors';
 import type { QueueRecord } from '../store/message-store';
 import type { TopicConfig } from './broker-types';
 import { type AnswerHold, undecodedBusy } from './call-admission';
-import { framesBytes, readCallEnd, watchCall, writeFrames } from './call-watch';
+import { admitRead, framesBytes, writeFrames } from './call-watch';
 import {
   callDeadlineMs,
-  clientIdOf,
   isUndecodedBusy,
   namespaceHeader,
   requireClientId,
@@ -417,14 +416,12 @@ export function pullMessageHandler(
   ctx: ServiceContext,
 ): grpc.handleServerStreamingCall<unknown, unknown> {
   return (call) => {
-    const gate = ctx.admission.polls;
-    if (isUndecodedBusy(call.request) || !gate.tryEnter()) {
-      refuseStream(call, isUndecodedBusy(call.request) ? undecodedBusy() : gate.busy());
+    const admitted = isUndecodedBusy(call.request) ? undecodedBusy() : admitRead(ctx, call);
+    if (admitted instanceof RaftmqError) {
+      refuseStream(call, admitted);
       return;
     }
-    const hold = ctx.admission.answerBytes.hold(clientIdOf(call.metadata));
-    const deadlineMs = callDeadlineMs(call, ctx);
-    const watch = watchCall(ctx, call, deadlineMs, readCallEnd(gate, hold));
+    const { hold, deadlineMs, watch } = admitted;
     // `stopWaiting` ends a long poll (the client left or the service closes); `cancelled` stops
     // writing (only the client leaving, or the reset at the deadline: a closing service still
     // answers what it has).
