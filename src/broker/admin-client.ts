@@ -393,11 +393,8 @@ export class AdminClient {
     limit = 0,
     options?: AdminCallOptions,
   ): Promise<ListPage<TopicConfig>> {
-    const res = await this.call('ListTopics', { afterName, limit }, options);
-    return {
-      items: wireList(res.topics).map(topicFromWire),
-      nextAfterName: str(res.nextAfterName),
-    };
+    const page = await this.page('ListTopics', 'topics', afterName, limit, options);
+    return { items: page.items.map(topicFromWire), nextAfterName: page.nextAfterName };
   }
 
   async createGroup(group: GroupInput, options?: AdminCallOptions): Promise<GroupConfig> {
@@ -426,11 +423,8 @@ export class AdminClient {
     limit = 0,
     options?: AdminCallOptions,
   ): Promise<ListPage<GroupConfig>> {
-    const res = await this.call('ListGroups', { afterName, limit }, options);
-    return {
-      items: wireList(res.groups).map(groupFromWire),
-      nextAfterName: str(res.nextAfterName),
-    };
+    const page = await this.page('ListGroups', 'groups', afterName, limit, options);
+    return { items: page.items.map(groupFromWire), nextAfterName: page.nextAfterName };
   }
 
   /** Pop consumption progress of `group` (every group when absent), per queue. */
@@ -457,6 +451,18 @@ export class AdminClient {
     this.rpc.close();
   }
 
+  /** One page of ListTopics or ListGroups, undecoded (admin.proto). */
+  private async page(
+    method: 'ListTopics' | 'ListGroups',
+    field: 'topics' | 'groups',
+    afterName: string,
+    limit: number,
+    options: AdminCallOptions | undefined,
+  ): Promise<ListPage<unknown>> {
+    const res = await this.call(method, { afterName, limit }, options);
+    return { items: wireList(res[field]), nextAfterName: str(res.nextAfterName) };
+  }
+
   /**
    * Follows the pages of ListTopics or ListGroups to the end, each within the call's timeout.
    * A server whose next page would not move forward is refused rather than looped on.
@@ -469,9 +475,8 @@ export class AdminClient {
     const all: unknown[] = [];
     let afterName = '';
     for (;;) {
-      const res = await this.call(method, { afterName, limit: 0 }, options);
-      all.push(...wireList(res[field]));
-      const next = str(res.nextAfterName);
+      const { items, nextAfterName: next } = await this.page(method, field, afterName, 0, options);
+      all.push(...items);
       if (next === '') return all;
       if (next <= afterName) {
         throw new RaftmqError(

@@ -16,8 +16,8 @@ import type { Logger } from '../common/logger';
 import type { RaftmqError } from '../common/errors';
 import { EncodedFrame } from './rmq-message-encode';
 import { http2StreamOf } from './grpc-util';
-import type { CallGate, AnswerHold } from './call-admission';
-import { callDeadlineMs, clientIdOf, type ServiceContext } from './messaging-call';
+import { type AnswerHold, type CallGate, undecodedBusy } from './call-admission';
+import { callDeadlineMs, clientIdOf, isUndecodedBusy, type ServiceContext } from './messaging-call';
 
 /** A long-polling read call let in: its hold on its client's answer bytes, and its watch. */
 export interface AdmittedRead {
@@ -34,8 +34,14 @@ export interface AdmittedRead {
  */
 export function admitRead(
   ctx: ServiceContext,
-  call: { readonly metadata: grpc.Metadata; getDeadline(): grpc.Deadline },
+  call: {
+    readonly request: unknown;
+    readonly metadata: grpc.Metadata;
+    getDeadline(): grpc.Deadline;
+  },
 ): AdmittedRead | RaftmqError {
+  // A request left undecoded because the gate was full is refused whatever the gate says now.
+  if (isUndecodedBusy(call.request)) return undecodedBusy();
   const gate = ctx.admission.polls;
   if (!gate.tryEnter()) return gate.busy();
   const hold = ctx.admission.answerBytes.hold(clientIdOf(call.metadata));

@@ -23,11 +23,10 @@ import type { Logger } from '../common/logger';
 import { isRaftmqError, RaftmqError, RmqCode } from '../common/errors';
 import type { TopicRoute } from '../namesrv/route-types';
 import { type HostPort, parseHostPort } from '../namesrv/rmq-route';
-import { type AnswerHold, undecodedBusy } from './call-admission';
+import type { AnswerHold } from './call-admission';
 import { admitRead, framesBytes, writeFrames } from './call-watch';
 import {
   callDeadlineMs,
-  isUndecodedBusy,
   namespaceHeader,
   requireClientId,
   requireDecoded,
@@ -264,7 +263,7 @@ export function receiveMessageHandler(
   ctx: ServiceContext,
 ): grpc.handleServerStreamingCall<unknown, unknown> {
   return (call) => {
-    const admitted = isUndecodedBusy(call.request) ? undecodedBusy() : admitRead(ctx, call);
+    const admitted = admitRead(ctx, call);
     if (admitted instanceof RaftmqError) {
       refuseStream(call, admitted);
       return;

@@ -20,11 +20,10 @@ import type * as grpc from '@grpc/grpc-js';
 import { RaftmqError, RmqCode } from '../common/errors';
 import type { QueueRecord } from '../store/message-store';
 import type { TopicConfig } from './broker-types';
-import { type AnswerHold, undecodedBusy } from './call-admission';
+import type { AnswerHold } from './call-admission';
 import { admitRead, framesBytes, writeFrames } from './call-watch';
 import {
   callDeadlineMs,
-  isUndecodedBusy,
   namespaceHeader,
   requireClientId,
   requireDecoded,
@@ -416,7 +415,7 @@ export function pullMessageHandler(
   ctx: ServiceContext,
 ): grpc.handleServerStreamingCall<unknown, unknown> {
   return (call) => {
-    const admitted = isUndecodedBusy(call.request) ? undecodedBusy() : admitRead(ctx, call);
+    const admitted = admitRead(ctx, call);
     if (admitted instanceof RaftmqError) {
       refuseStream(call, admitted);
       return;
