@@ -199,7 +199,7 @@ const POLLING_RPCS: ReadonlySet<string> = new Set([
 ]);
 
 /** The gate an RPC's calls pass; Telemetry streams have a bound of their own. */
-export function gateOf(admission: CallAdmission, rpc: string): CallGate | undefined {
+function gateOf(admission: CallAdmission, rpc: string): CallGate | undefined {
   if (rpc === 'Telemetry') return undefined;
   return POLLING_RPCS.has(rpc) ? admission.polls : admission.calls;
 }

@@ -59,7 +59,7 @@ let warnedUnwatchable = false;
  * `ctx.clock`). When this grpc-js does not show its stream, `onEnd` runs when the handler is
  * done, and nothing resets the call (logged once).
  */
-export function watchCall(
+function watchCall(
   ctx: ServiceContext,
   call: object,
   deadlineMs: number,
@@ -109,7 +109,7 @@ function warnUnwatchable(log: Logger): void {
 }
 
 /** The place in flight and the answer bytes of one read call, given back once. */
-export function readCallEnd(gate: CallGate, hold: AnswerHold): () => void {
+function readCallEnd(gate: CallGate, hold: AnswerHold): () => void {
   return () => {
     hold.release();
     gate.leave();

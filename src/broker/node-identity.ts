@@ -32,7 +32,7 @@ function isStringList(v: unknown): v is string[] {
   return Array.isArray(v) && v.every((s) => typeof s === 'string');
 }
 
-export const nodeIdentityCodec = jsonCodec<NodeIdentity>((v) => {
+const nodeIdentityCodec = jsonCodec<NodeIdentity>((v) => {
   const o = v as Partial<Record<keyof NodeIdentity, unknown>> | null;
   if (
     o === null ||

@@ -375,9 +375,11 @@ export class RaftDriver {
     if (this.log.isLevelEnabled('trace')) {
       this.log.trace({ type: message.type, from: message.from, term: message.term }, 'received');
     }
-    const ignoredBefore = ignoredMessages(this.node.stats);
+    // Counted only when the line would be written: this runs for every inbound message.
+    const debug = this.log.isLevelEnabled('debug');
+    const ignoredBefore = debug ? ignoredMessages(this.node.stats) : 0;
     this.node.step(message);
-    if (ignoredMessages(this.node.stats) !== ignoredBefore) {
+    if (debug && ignoredMessages(this.node.stats) !== ignoredBefore) {
       // Not info: a peer that keeps sending bad input must not flood the log.
       this.log.debug(
         { type: message.type, from: message.from, term: message.term },

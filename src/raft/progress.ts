@@ -6,10 +6,10 @@
  * - `replicate`: the follower matched; the leader streams Appends optimistically, bounded by the
  *   in-flight window in count and bytes.
  * - `snapshot`: the follower needs entries before the leader's first index. Signalled to the
- *   driver, not implemented; the follower stays paused until its data is replaced by a copy of
- *   a peer's (docs/operations.md). An answer from it at least an election timeout after it got
- *   here sends it back to `probe` from the leader's last index (`probeAfterSnapshot`): the
- *   conflict hint then shows whether it still needs removed entries.
+ *   driver, which logs it (raftmq sends no snapshots); the follower stays paused until its data
+ *   is replaced by a copy of a peer's (docs/operations.md). An answer from it at least an
+ *   election timeout after it got here sends it back to `probe` from the leader's last index
+ *   (`probeAfterSnapshot`): the conflict hint then shows whether it still needs removed entries.
  */
 import { assert } from '../common/assert';
 import { Inflights } from './inflights';
